@@ -1,0 +1,185 @@
+"""Which prompt tensors exist, their names, shapes and dtypes: the contract the coordinator checks.
+
+Torch-free on purpose: the coordinator derives the spec of the *global* prompts from a model's
+`config.json` (or a built-in table) and the prompt settings, and refuses clients whose model disagrees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pfeddc.common.proto import federation_pb2 as pb
+
+EMBEDDED_MODEL = "embedded"
+HUB_DEFAULT_MODEL = "openai/clip-vit-base-patch16"
+
+# prompt placement per modality: none | global (federated only) | local (never leaves) | dual (both, fused)
+PLACEMENTS = ("none", "global", "local", "dual")
+FUSIONS = ("attention", "sum", "concat")
+METHODS: dict[str, dict[str, str]] = {
+    "pfeddc": {"text": "dual", "vision": "dual", "fusion": "attention"},
+    "pfeddc-nofusion": {"text": "dual", "vision": "dual", "fusion": "sum"},
+    "promptfl": {"text": "global", "vision": "none", "fusion": "sum"},
+    "coop": {"text": "local", "vision": "none", "fusion": "sum"},
+    "vision-only": {"text": "none", "vision": "dual", "fusion": "attention"},
+    "zeroshot": {"text": "none", "vision": "none", "fusion": "sum"},
+}
+
+
+@dataclass(frozen=True)
+class BackboneDims:
+    """The few sizes of a CLIP backbone that decide prompt shapes."""
+
+    text_hidden: int
+    vision_hidden: int
+    vision_layers: int
+    text_max_positions: int
+
+
+# Shapes of well-known hub models, so the coordinator never downloads anything.
+KNOWN_BACKBONES: dict[str, BackboneDims] = {
+    "openai/clip-vit-base-patch16": BackboneDims(512, 768, 12, 77),
+    "openai/clip-vit-base-patch32": BackboneDims(512, 768, 12, 77),
+    "openai/clip-vit-large-patch14": BackboneDims(768, 1024, 24, 77),
+    "openai/clip-vit-large-patch14-336": BackboneDims(768, 1024, 24, 77),
+}
+
+
+def dims_from_config(config: dict[str, Any]) -> BackboneDims:
+    """Read the prompt-relevant sizes from a CLIP `config.json` dict."""
+    try:
+        text, vision = config["text_config"], config["vision_config"]
+        return BackboneDims(
+            text_hidden=int(text["hidden_size"]),
+            vision_hidden=int(vision["hidden_size"]),
+            vision_layers=int(vision["num_hidden_layers"]),
+            text_max_positions=int(text.get("max_position_embeddings", 77)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a CLIP config (missing or bad {exc}): need text_config/vision_config") from exc
+
+
+def resolve_dims(model: str) -> BackboneDims:
+    """Dims of `model`: the embedded default, a local directory with config.json, or a known hub name."""
+    if model == EMBEDDED_MODEL:
+        from pfeddc.common.embedded import EMBEDDED_CONFIG
+
+        return dims_from_config(EMBEDDED_CONFIG)
+    path = Path(model).expanduser()
+    if (path / "config.json").is_file():
+        return dims_from_config(json.loads((path / "config.json").read_text()))
+    if model in KNOWN_BACKBONES:
+        return KNOWN_BACKBONES[model]
+    raise ValueError(
+        f"cannot derive prompt shapes for model {model!r}: it is neither {EMBEDDED_MODEL!r}, a directory "
+        f"holding config.json, nor a known hub name ({', '.join(sorted(KNOWN_BACKBONES))})"
+    )
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How prompts are laid out. `method` picks a preset; `fusion` overrides the preset's fusion."""
+
+    method: str = "pfeddc"
+    text_ctx: int = 4
+    vision_tokens: int = 4
+    vision_depth: int = 1
+    fusion: str | None = None
+    fusion_query: str = "local"
+    fusion_heads: int = 1
+    text_init: str = "a photo of a"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.fusion is not None and self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if self.fusion_query not in ("local", "global"):
+            raise ValueError(f"fusion_query must be 'local' or 'global', got {self.fusion_query!r}")
+        for name in ("text_ctx", "vision_tokens", "vision_depth", "fusion_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def text(self) -> str:
+        return METHODS[self.method]["text"]
+
+    @property
+    def vision(self) -> str:
+        return METHODS[self.method]["vision"]
+
+    @property
+    def fusion_kind(self) -> str:
+        return self.fusion or METHODS[self.method]["fusion"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PromptConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "F32"
+
+    def to_proto(self) -> pb.TensorSpec:
+        return pb.TensorSpec(name=self.name, shape=list(self.shape), dtype=self.dtype)
+
+    @classmethod
+    def from_proto(cls, msg: pb.TensorSpec) -> TensorSpec:
+        return cls(msg.name, tuple(int(s) for s in msg.shape), msg.dtype)
+
+    def describe(self) -> str:
+        return f"{self.name}{list(self.shape)}:{self.dtype}"
+
+
+def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
+    """The federated tensors of a model with these dims and prompt settings, sorted by name."""
+    if cfg.vision != "none" and cfg.vision_depth > dims.vision_layers:
+        raise ValueError(f"vision_depth {cfg.vision_depth} exceeds the backbone's {dims.vision_layers} layers")
+    specs = []
+    if cfg.text in ("global", "dual"):
+        specs.append(TensorSpec("text.global", (cfg.text_ctx, dims.text_hidden)))
+    if cfg.vision in ("global", "dual"):
+        specs.append(TensorSpec("vision.global", (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)))
+    return sorted(specs, key=lambda s: s.name)
+
+
+def spec_difference(expected: list[TensorSpec], got: list[TensorSpec]) -> str | None:
+    """None when equal, else a message naming the first tensor that differs."""
+    exp, have = {s.name: s for s in expected}, {s.name: s for s in got}
+    for name in sorted(exp.keys() | have.keys()):
+        if name not in have:
+            return f"tensor {name!r} is missing: expected {exp[name].describe()}"
+        if name not in exp:
+            return f"tensor {name!r} is not part of the federation's spec (got {have[name].describe()})"
+        if exp[name] != have[name]:
+            return f"tensor {name!r} differs: expected {exp[name].describe()}, got {have[name].describe()}"
+    return None
+
+
+def initial_prompts(specs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]:
+    """Seeded starting values for prompt tensors, torch-free so the coordinator can create them.
+
+    Text prompts are offsets from the embedding of the init phrase ("a photo of a"): zeros start every
+    client at the zero-shot template. Vision prompts are new tokens: small random values break the symmetry
+    that identical tokens would never leave.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s in specs:
+        if s.name.startswith("text."):
+            out[s.name] = np.zeros(s.shape, dtype=np.float32)
+        else:
+            out[s.name] = (0.02 * rng.standard_normal(s.shape)).astype(np.float32)
+    return out

@@ -1,0 +1,157 @@
+"""Every gRPC option pfeddc sets, with the reason for each, and TLS / token credentials.
+
+One place for message-size limits, keepalive and retries, so the coordinator and the clients can never
+disagree about them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+MiB = 1024 * 1024
+# A pFedDC update is kilobytes (REFERENCE §6) but a large backbone with deep prompts reaches megabytes.
+# gRPC's 4 MiB default fails hard above that; 64 MiB leaves headroom for ViT-L deep prompts.
+DEFAULT_MAX_UPDATE_BYTES = 64 * MiB
+# The transport limit sits above the payload limit so an oversized update reaches our own check and gets a
+# message naming the sizes, instead of gRPC's generic RESOURCE_EXHAUSTED.
+_ENVELOPE_BYTES = 1 * MiB
+
+TOKEN_METADATA_KEY = "authorization"
+
+
+def server_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES) -> list[tuple[str, int]]:
+    limit = max_update_bytes + _ENVELOPE_BYTES
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        # Ping idle clients every 60 s and drop them after 20 s without an answer: dead peers are noticed
+        # behind NATs and load balancers that silently drop idle connections.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # Clients ping every 30 s even without calls (long local training): accept pings every 10 s and never
+        # answer them with GOAWAY "too_many_pings".
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+# Retries only for UNAVAILABLE (coordinator restarting, connection reset): every RPC is safe to repeat
+# (Join and GetTask are reads or upserts, SubmitUpdate is idempotent by content hash).
+_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [{"service": "pfeddc.v1.Coordinator"}],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.2s",
+                "maxBackoff": "5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+def channel_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES) -> list[tuple[str, int | str]]:
+    limit = max_update_bytes + _ENVELOPE_BYTES
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        # Keep the connection alive through long local training (30 s >= the server's 10 s minimum).
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+        # Reconnect quickly after a coordinator restart (default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
+    ]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for one side. Server: cert+key (and ca to require client certs). Client: ca (+cert+key)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.ca, self.cert, self.key))
+
+    def _read(self, path: Path | None, what: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        if not (self.cert and self.key):
+            raise ValueError("a TLS coordinator needs both --tls-cert and --tls-key")
+        cert, key = self._read(self.cert, "TLS certificate"), self._read(self.key, "TLS key")
+        ca = self._read(self.ca, "client CA")
+        assert cert is not None and key is not None
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("a client certificate needs both --tls-cert and --tls-key")
+        return grpc.ssl_channel_credentials(
+            root_certificates=self._read(self.ca, "TLS CA"),
+            private_key=self._read(self.key, "TLS key"),
+            certificate_chain=self._read(self.cert, "TLS certificate"),
+        )
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_target(target: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port), with an error naming the bad value."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"server address must be HOST:PORT, got {target!r}")
+    return host, int(port)
+
+
+def open_channel(target: str, tls: TlsFiles, token: str | None = None) -> grpc.Channel:
+    """A channel with pfeddc's options; TLS when any TLS file is given; the token rides as call metadata."""
+    split_target(target)
+    options = channel_options()
+    if not tls.enabled:
+        if token:
+            # gRPC refuses call credentials on an insecure channel; send the token as plain metadata instead.
+            return grpc.intercept_channel(grpc.insecure_channel(target, options=options), _TokenInterceptor(token))
+        return grpc.insecure_channel(target, options=options)
+    creds = tls.channel_credentials()
+    if token:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(target, creds, options=options)
+
+
+class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._metadata = (TOKEN_METADATA_KEY, f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        metadata = list(client_call_details.metadata or []) + [self._metadata]
+        details = client_call_details._replace(metadata=metadata)
+        return continuation(details, request)

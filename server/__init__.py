@@ -1,0 +1,1 @@
+"""The torch-free pfeddc coordinator: round state, FedAvg, checkpoints and the gRPC service."""

@@ -1,0 +1,231 @@
+"""`pfeddc-server`: parse flags, restore or create the federation, serve it over gRPC until done."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from pfeddc.common.logs import LOG_FORMATS, configure_logging, get_logger
+from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
+from pfeddc.common.spec import (
+    EMBEDDED_MODEL,
+    FUSIONS,
+    METHODS,
+    PromptConfig,
+    global_spec,
+    initial_prompts,
+    resolve_dims,
+)
+from pfeddc.common.transport import MiB, TlsFiles, is_loopback, server_options
+from pfeddc.server.auth import Authenticator, load_tokens
+from pfeddc.server.checkpoint import Checkpoint, CheckpointError
+from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.servicer import CoordinatorServicer
+
+log = get_logger("coordinator")
+SERVICE_NAME = "pfeddc.v1.Coordinator"
+
+
+def add_prompt_flags(parser: argparse.ArgumentParser) -> None:
+    """Prompt-layout flags, shared with pfeddc-sim so the two can never drift."""
+    d = PromptConfig()
+    g = parser.add_argument_group("prompt layout (sent to every client)")
+    g.add_argument("--method", choices=list(METHODS), default=d.method,
+                   help="pfeddc: global+local text and vision prompts fused by cross-attention; pfeddc-nofusion: "
+                        "the same averaged instead of attended; promptfl: federated text prompts; coop: local "
+                        "text prompts only; vision-only: pFedDC on the vision side only; zeroshot: no prompts "
+                        "(default: %(default)s)")
+    g.add_argument("--text-ctx", type=int, default=d.text_ctx,
+                   help="learnable text context tokens (default: %(default)s)")
+    g.add_argument("--text-init", default=d.text_init,
+                   help="phrase the text context starts from; used when its token count equals --text-ctx "
+                        "(default: %(default)r)")
+    g.add_argument("--vision-tokens", type=int, default=d.vision_tokens,
+                   help="learnable vision prompt tokens inserted after CLS (default: %(default)s)")
+    g.add_argument("--vision-depth", type=int, default=d.vision_depth,
+                   help="encoder layers that get their own vision prompts: 1 = shallow, >1 = deep "
+                        "(default: %(default)s)")
+    g.add_argument("--fusion", choices=FUSIONS, default=None,
+                   help="how global and local prompts combine; default: the method's (attention for pfeddc)")
+    g.add_argument("--fusion-query", choices=["local", "global"], default=d.fusion_query,
+                   help="which prompts query the other side in the cross-attention (default: %(default)s)")
+    g.add_argument("--fusion-heads", type=int, default=d.fusion_heads,
+                   help="attention heads of the fusion modules (default: %(default)s)")
+
+
+def prompt_config_from(args: argparse.Namespace) -> PromptConfig:
+    return PromptConfig(method=args.method, text_ctx=args.text_ctx, vision_tokens=args.vision_tokens,
+                        vision_depth=args.vision_depth, fusion=args.fusion, fusion_query=args.fusion_query,
+                        fusion_heads=args.fusion_heads, text_init=args.text_init)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pfeddc-server",
+        description="The pfeddc coordinator: holds the global vision and text prompts, samples clients each "
+                    "round, and averages their updates (FedAvg weighted by example counts).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--rounds", type=int, default=20, help="federated rounds to run (default: %(default)s)")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument("--state-dir", type=Path, default=Path("pfeddc-coordinator"),
+                   help="where the checkpoint (round, global prompts, clients) lives; an existing one is "
+                        "resumed (default: %(default)s)")
+    p.add_argument("--min-clients", type=int, default=2,
+                   help="clients that must be checked in before a round starts (default: %(default)s)")
+    p.add_argument("--fraction", type=float, default=1.0,
+                   help="fraction of the checked-in clients sampled each round (default: %(default)s)")
+    p.add_argument("--round-timeout", type=float, default=600.0,
+                   help="seconds a round waits for its sampled clients before closing with those that "
+                        "answered (default: %(default)s)")
+    p.add_argument("--quorum", type=int, default=1,
+                   help="updates needed to close a round at its deadline; fewer -> the round is re-sampled "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds client sampling, initial prompts and each client's round seed (default: 0)")
+    p.add_argument("--model", default=EMBEDDED_MODEL,
+                   help="backbone the clients use: a hub name such as openai/clip-vit-base-patch16, a local "
+                        "directory with config.json, or 'embedded' (default). Only its shapes are read.")
+    add_prompt_flags(p)
+    t = p.add_argument_group("training settings sent to clients each round")
+    t.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=0.002, help="SGD learning rate (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=32, help="training batch size (default: %(default)s)")
+    s = p.add_argument_group("transport and security")
+    s.add_argument("--max-update-mb", type=float, default=64.0,
+                   help="largest update payload accepted, in MiB (default: %(default)s)")
+    s.add_argument("--poll-interval", type=float, default=2.0,
+                   help="seconds a waiting client is told to wait before asking again (default: %(default)s)")
+    s.add_argument("--tls-cert", type=Path, help="PEM certificate of the coordinator (enables TLS)")
+    s.add_argument("--tls-key", type=Path, help="PEM private key of the coordinator")
+    s.add_argument("--tls-client-ca", type=Path,
+                   help="PEM CA that signs client certificates: enables mTLS and ties each client_id to the "
+                        "certificate's common name")
+    s.add_argument("--tokens", type=Path,
+                   help="JSON file of client_id -> token (or sha256:<hex> digest); every request must carry "
+                        "the token of the client_id it claims")
+    s.add_argument("--linger", type=float, default=30.0,
+                   help="seconds to keep serving after the last round so clients fetch the final prompts "
+                        "(default: %(default)s)")
+    s.add_argument("--grace", type=float, default=10.0,
+                   help="seconds in-flight calls get to finish on shutdown (default: %(default)s)")
+    o = p.add_argument_group("output")
+    o.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
+                   help="auto: readable on a terminal, JSON lines otherwise (default: %(default)s)")
+    o.add_argument("--log-level", default="info", help="debug, info, warning or error (default: %(default)s)")
+    return p
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    federation: Federation
+    health: health.HealthServicer
+    stop_event: threading.Event
+
+    def stop(self, grace: float | None = None) -> None:
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.stop_event.set()
+        self.server.stop(grace).wait()
+
+
+def start(args: argparse.Namespace) -> RunningServer:
+    """Build the federation from flags (resuming a checkpoint) and start serving; returns at once."""
+    prompt = prompt_config_from(args)
+    spec = global_spec(resolve_dims(args.model), prompt)
+    config = FederationConfig(
+        rounds=args.rounds, min_clients=args.min_clients, fraction=args.fraction,
+        round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, local_epochs=args.local_epochs,
+        lr=args.lr, batch_size=args.batch_size, max_update_bytes=int(args.max_update_mb * MiB),
+        poll_interval_s=args.poll_interval,
+    )
+    checkpoint = Checkpoint(args.state_dir)
+    state = checkpoint.load(spec)
+    if state is None:
+        state = FederationState(1, initial_prompts(spec, args.seed), {}, [])
+        checkpoint.save(state)
+        log.info("federation_created", state_dir=str(args.state_dir), spec=[s.describe() for s in spec])
+    else:
+        log.info("federation_resumed", state_dir=str(args.state_dir), round=state.round,
+                 clients=len(state.clients))
+    federation = Federation(config, spec, state, on_round_closed=checkpoint.save)
+    fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)
+    federation_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+
+    tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
+    tokens = load_tokens(args.tokens) if args.tokens else None
+    auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16),
+        options=server_options(config.max_update_bytes),
+    )
+    pb_grpc.add_CoordinatorServicer_to_server(
+        CoordinatorServicer(federation, auth, federation_id, args.model, prompt), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = f"[{args.bind}]:{args.port}" if ":" in args.bind else f"{args.bind}:{args.port}"
+    port = server.add_secure_port(address, tls.server_credentials()) if tls.enabled else \
+        server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    if not is_loopback(args.bind) and (not tls.enabled or (tokens is None and args.tls_client_ca is None)):
+        log.warning("insecure_listener", bind=args.bind, tls=tls.enabled, client_auth=False,
+                    advice="anyone who reaches this port can join and submit: use --tls-cert/--tls-key and "
+                           "--tls-client-ca or --tokens (see docs/deploy.md)")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    stop_event = threading.Event()
+    running = RunningServer(server, port, federation, health_servicer, stop_event)
+    threading.Thread(target=_tick, args=(federation, stop_event), daemon=True, name="round-ticker").start()
+    log.info("server_started", port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
+             rounds=config.rounds, round=federation.round)
+    return running
+
+
+def _tick(federation: Federation, stop_event: threading.Event) -> None:
+    while not stop_event.wait(0.5):
+        federation.tick()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        running = start(args)
+    except (ValueError, OSError, CheckpointError) as exc:
+        log.error("server_failed", error=str(exc))
+        print(f"pfeddc-server: error: {exc}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    finished_at: float | None = None
+    while not done.wait(0.5):
+        if running.federation.finished:
+            finished_at = finished_at or time.monotonic()
+            # Keep serving a while so every client can fetch the final prompts.
+            if time.monotonic() - finished_at >= args.linger:
+                break
+    log.info("server_stopping", grace_s=args.grace, round=running.federation.round)
+    running.stop(args.grace)
+    log.info("server_stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

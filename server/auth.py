@@ -1,0 +1,63 @@
+"""Ties each request's client_id to a credential: an mTLS certificate, a bearer token, or both.
+
+An institution can then neither join nor submit as another. Token files hold SHA-256 digests, so a leaked
+coordinator volume does not leak usable tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from pfeddc.common.transport import TOKEN_METADATA_KEY
+from pfeddc.server.federation import Code, Refused
+
+
+def token_digest(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def load_tokens(path: Path) -> dict[str, str]:
+    """{client_id: "sha256:<hex>"} from a JSON file; plain tokens in it are hashed on load."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read tokens file {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"tokens file {path} must be a JSON object of client_id -> token")
+    return {cid: v if v.startswith("sha256:") else token_digest(v) for cid, v in data.items()}
+
+
+class Authenticator:
+    """Checks a request's claimed client_id against the peer's certificate and/or bearer token."""
+
+    def __init__(self, tokens: dict[str, str] | None = None, require_cert_identity: bool = False) -> None:
+        self.tokens = tokens
+        self.require_cert_identity = require_cert_identity
+
+    def check(self, context: grpc.ServicerContext, client_id: str) -> None:
+        if self.require_cert_identity:
+            raw: Any = context.auth_context().get("x509_common_name", [])
+            names = {n.decode() for n in raw}
+            if client_id not in names:
+                raise Refused(Code.PERMISSION, f"client certificate is for {sorted(names) or 'no client'}, "
+                                               f"not for client_id {client_id!r}")
+        if self.tokens is not None:
+            bearer = _bearer(context)
+            if bearer is None:
+                raise Refused(Code.UNAUTHENTICATED, "this coordinator requires a client token (--token)")
+            expected = self.tokens.get(client_id)
+            if expected is None or not hmac.compare_digest(expected, token_digest(bearer)):
+                raise Refused(Code.PERMISSION, f"the token is not valid for client_id {client_id!r}")
+
+
+def _bearer(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata():
+        if key == TOKEN_METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):]
+    return None

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pfeddc.common import serde
+from pfeddc.common.spec import PromptConfig, TensorSpec, global_spec, initial_prompts, resolve_dims
+
+
+def test_encode_decode_round_trip_is_exact_and_deterministic() -> None:
+    tensors: dict[str, np.ndarray] = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones((1,), np.float16)}
+    payload = serde.encode(tensors)
+    assert payload == serde.encode(dict(reversed(list(tensors.items()))))
+    back = serde.decode(payload)
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v)
+
+
+def test_decode_refuses_garbage() -> None:
+    with pytest.raises(serde.InvalidTensors, match="not valid safetensors"):
+        serde.decode(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+
+
+def test_validate_names_the_first_difference() -> None:
+    spec = [TensorSpec("a", (2,)), TensorSpec("b", (3,))]
+    with pytest.raises(serde.InvalidTensors, match="'b' is missing"):
+        serde.validate({"a": np.zeros(2, np.float32)}, spec)
+    with pytest.raises(serde.InvalidTensors, match="'a' differs"):
+        serde.validate({"a": np.zeros(3, np.float32), "b": np.zeros(3, np.float32)}, spec)
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "dir" / "x.safetensors"
+    serde.save_file(target, {"a": np.zeros(3, np.float32)})
+    serde.save_file(target, {"a": np.ones(3, np.float32)})
+    assert np.array_equal(serde.load_file(target)["a"], np.ones(3))
+    assert os.listdir(target.parent) == ["x.safetensors"]
+
+
+def test_spec_from_known_and_embedded_models() -> None:
+    hub = global_spec(resolve_dims("openai/clip-vit-base-patch16"), PromptConfig(text_ctx=16, vision_tokens=8,
+                                                                                 vision_depth=12))
+    assert [(s.name, s.shape) for s in hub] == [("text.global", (16, 512)), ("vision.global", (12, 8, 768))]
+    assert global_spec(resolve_dims("embedded"), PromptConfig(method="coop")) == []
+    with pytest.raises(ValueError, match="exceeds"):
+        global_spec(resolve_dims("embedded"), PromptConfig(vision_depth=99))
+    with pytest.raises(ValueError, match="known hub name"):
+        resolve_dims("no/such-model")
+
+
+def test_initial_prompts_are_seeded() -> None:
+    spec = [TensorSpec("text.global", (2, 4)), TensorSpec("vision.global", (1, 2, 4))]
+    a, b = initial_prompts(spec, 1), initial_prompts(spec, 1)
+    assert np.array_equal(a["vision.global"], b["vision.global"]) and not a["text.global"].any()
+    assert not np.array_equal(a["vision.global"], initial_prompts(spec, 2)["vision.global"])

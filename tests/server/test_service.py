@@ -1,0 +1,119 @@
+"""The coordinator over real gRPC on loopback: status codes, health, checkpoints and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pfeddc.client.connection import Backoff, Connection, CoordinatorUnreachable
+from pfeddc.common import serde
+from pfeddc.common.proto import federation_pb2 as pb
+from pfeddc.common.spec import TensorSpec
+from pfeddc.server.app import SERVICE_NAME
+
+FLAGS = ("--rounds", "2", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4")
+METRICS = {"train_loss": 0.5, "accuracy_before": 0.1, "accuracy_after": 0.2, "num_test_examples": 5}
+
+
+def connect(port: int, client_id: str) -> Connection:
+    return Connection(f"127.0.0.1:{port}", client_id, backoff=Backoff(0.05, 0.2, 3), rpc_timeout_s=10)
+
+
+def train_round(conn: Connection, value: float, examples: int) -> pb.TaskReply:
+    task = conn.task()
+    assert task.action == pb.TaskReply.TRAIN, task
+    tensors = serde.decode(task.global_state)
+    assert serde.sha256(task.global_state) == task.global_sha256
+    update = {k: np.full_like(v, value) for k, v in tensors.items()}
+    conn.submit(task.round, serde.encode(update), examples, METRICS)
+    return task
+
+
+def test_service_runs_rounds_and_serves_final_prompts(coordinator) -> None:  # type: ignore[no-untyped-def]
+    server = coordinator(*FLAGS)
+    a, b = connect(server.port, "site-a"), connect(server.port, "site-b")
+    info = a.federation()
+    assert info.prompt_config.method == "promptfl"
+    assert [s.name for s in info.spec] == ["text.global"]
+    a.join(10, info.spec)
+    assert a.task().action == pb.TaskReply.WAIT  # min_clients=2
+    b.join(30, info.spec)
+    for round_ in (1, 2):
+        assert train_round(a, 1.0 * round_, 10).round == round_
+        train_round(b, 3.0 * round_, 30)
+    final = a.task()
+    assert final.action == pb.TaskReply.FINISHED
+    np.testing.assert_allclose(serde.decode(final.global_state)["text.global"], (20 + 180) / 40)
+
+
+def test_service_maps_refusals_to_status_codes(coordinator) -> None:  # type: ignore[no-untyped-def]
+    server = coordinator(*FLAGS, "--max-update-mb", "0.001")
+    a = connect(server.port, "site-a")
+    with pytest.raises(grpc.RpcError) as info:
+        a.task()
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "call Join first" in str(info.value.details())
+    with pytest.raises(grpc.RpcError) as info:
+        a.join(10, [TensorSpec("text.global", (4, 99))])
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "text.global" in str(info.value.details()) and "[4, 99]" in str(info.value.details())
+    spec = a.federation().spec
+    a.join(10, spec)
+    connect(server.port, "site-b").join(10, spec)
+    big = serde.encode({"text.global": np.zeros((4, 128), np.float32)})
+    with pytest.raises(grpc.RpcError) as info:
+        a.submit(1, big + b"x" * 2048, 10, METRICS)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "byte limit" in str(info.value.details())
+    with pytest.raises(grpc.RpcError) as info:
+        a.submit(1, b"garbage", 10, METRICS)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_health_service_reports_serving_then_not_serving(coordinator) -> None:  # type: ignore[no-untyped-def]
+    server = coordinator(*FLAGS)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", SERVICE_NAME):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        server.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_restarted_coordinator_resumes_round_prompts_and_clients(coordinator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "state"
+    server = coordinator(*FLAGS, "--rounds", "3", state_dir=state)
+    a, b = connect(server.port, "site-a"), connect(server.port, "site-b")
+    spec = a.federation().spec
+    a.join(10, spec)
+    b.join(10, spec)
+    train_round(a, 2.0, 10)
+    train_round(b, 4.0, 10)
+    server.stop(0)
+
+    server = coordinator(*FLAGS, "--rounds", "3", state_dir=state)
+    a, b = connect(server.port, "site-a"), connect(server.port, "site-b")
+    # known clients need no re-join; the round starts once both have checked in again
+    assert a.task().action == pb.TaskReply.WAIT
+    task = train_round(b, 1.0, 10)
+    assert task.round == 2
+    np.testing.assert_allclose(serde.decode(task.global_state)["text.global"], 3.0)
+    assert server.federation.history[0]["round"] == 1
+    assert (state / "rounds.jsonl").read_text().count("\n") == 1
+
+
+def test_checkpoint_for_another_spec_is_refused(coordinator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    state = tmp_path / "state"
+    coordinator(*FLAGS, state_dir=state).stop(0)
+    with pytest.raises(RuntimeError, match="another prompt spec"):
+        coordinator(*FLAGS[:-1], "8", state_dir=state)
+
+
+def test_unreachable_coordinator_raises_after_backoff() -> None:
+    conn = Connection("127.0.0.1:1", "site-a", backoff=Backoff(0.01, 0.02, 2), rpc_timeout_s=1)
+    with pytest.raises(CoordinatorUnreachable, match="after 2 attempts"):
+        conn.federation()
