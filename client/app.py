@@ -1,10 +1,152 @@
-"""`pfeddc-client` (placeholder until the client daemon lands)."""
+"""`pfeddc-client`: run the daemon against a coordinator, or use the personalized model offline.
+
+  pfeddc-client --data DIR --server HOST:PORT [...]        train with the federation (the daemon)
+  pfeddc-client predict --state-dir DIR PATH...            class and probability per image
+  pfeddc-client evaluate --state-dir DIR --data DIR        accuracy of the personalized model
+"""
 
 from __future__ import annotations
 
+import argparse
+import csv
+import json
+import signal
 import sys
+import threading
+from pathlib import Path
+
+import grpc
+
+from pfeddc.client.backbone import BackboneNotFound
+from pfeddc.client.connection import CoordinatorUnreachable
+from pfeddc.client.data import DataError
+from pfeddc.client.store import StateError
+from pfeddc.common.logs import LOG_FORMATS, configure_logging, get_logger
+from pfeddc.common.transport import TlsFiles
+
+log = get_logger("client")
+DEFAULT_STATE_DIR = Path("~/.pfeddc/client")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                   help="this client's own state: id, local prompts, fusion modules, history "
+                        "(default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
+                   help="auto: readable on a terminal, JSON lines otherwise (default: %(default)s)")
+    p.add_argument("--log-level", default="info", help="debug, info, warning or error (default: %(default)s)")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pfeddc-client", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="pfeddc client daemon: trains global and local prompts on private images and exchanges "
+                    "only the global prompts with the coordinator.",
+        epilog="other commands:\n  pfeddc-client predict --help\n  pfeddc-client evaluate --help")
+    p.add_argument("--data", type=Path, required=True,
+                   help="ImageFolder of private images: DIR/<class>/*.png, or DIR/train/<class> + DIR/test/<class>")
+    p.add_argument("--server", required=True, help="coordinator address HOST:PORT")
+    _common(p)
+    p.add_argument("--model", help="CLIP backbone: hub name or local directory with model and tokenizer; default: "
+                                   "the one the coordinator announces ('embedded' unless it says otherwise)")
+    p.add_argument("--allow-download", action="store_true",
+                   help="let transformers download a hub model that is not cached (off by default)")
+    p.add_argument("--batch-size", type=int, help="override the coordinator's training batch size")
+    p.add_argument("--local-epochs", type=int, help="override the coordinator's local epochs per round")
+    p.add_argument("--lr", type=float, help="override the coordinator's SGD learning rate")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the held-out split and local prompt init (with the client id) (default: 0)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="held-out fraction per class when DIR has no train/test split; chosen once and recorded "
+                        "(default: %(default)s)")
+    p.add_argument("--client-id", help="identity at the coordinator (default: generated once and kept in the "
+                                       "state dir)")
+    p.add_argument("--tls-ca", type=Path, help="PEM CA that signed the coordinator's certificate (enables TLS)")
+    p.add_argument("--tls-cert", type=Path, help="PEM client certificate for mTLS")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of the client certificate")
+    p.add_argument("--token", help="client token issued by the federation (or set PFEDDC_TOKEN)")
+    p.add_argument("--max-retries", type=int, default=10,
+                   help="attempts to reach the coordinator before giving up, with exponential backoff and "
+                        "jitter; 0 = forever (default: %(default)s)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: on a terminal)")
+    return p
+
+
+def offline_parser(command: str) -> argparse.ArgumentParser:
+    if command == "predict":
+        p = argparse.ArgumentParser(prog="pfeddc-client predict",
+                                    description="Classify images with this client's personalized model.")
+        p.add_argument("paths", nargs="+", type=Path, help="image files or directories")
+        p.add_argument("--format", choices=["csv", "json"], default="csv", help="output format (default: csv)")
+    else:
+        p = argparse.ArgumentParser(prog="pfeddc-client evaluate",
+                                    description="Accuracy of this client's personalized model on an ImageFolder "
+                                                "(its test/ part when it has train/ and test/).")
+        p.add_argument("--data", type=Path, required=True, help="ImageFolder with the same class folders")
+    _common(p)
+    p.add_argument("--model", help="backbone override (default: the one recorded in the state dir)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("pfeddc-client: not built yet", file=sys.stderr)
-    return 1
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in ("predict", "evaluate", "run") else "run"
+    if argv and argv[0] == command:
+        argv = argv[1:]
+    args = (run_parser() if command == "run" else offline_parser(command)).parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    args.state_dir = args.state_dir.expanduser()
+    try:
+        if command == "run":
+            return _run(args)
+        from pfeddc.client.offline import evaluate_command, predict_command
+
+        if command == "predict":
+            rows = predict_command(args.state_dir, args.paths, args.model, args.device)
+            if args.format == "json":
+                for row in rows:
+                    print(json.dumps(row))
+            else:
+                writer = csv.DictWriter(sys.stdout, fieldnames=["path", "class", "probability"])
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            print(json.dumps(evaluate_command(args.state_dir, args.data, args.model, args.device)))
+        return 0
+    except (DataError, StateError, BackboneNotFound, CoordinatorUnreachable, ValueError) as exc:
+        log.error("client_failed", error=str(exc))
+        print(f"pfeddc-client: error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        message = f"coordinator refused: {exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+        log.error("client_failed", error=message)
+        print(f"pfeddc-client: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from pfeddc.client.daemon import ClientDaemon, ClientOptions
+
+    print(f"pfeddc-client: state dir {args.state_dir}", file=sys.stderr)
+    opts = ClientOptions(
+        data=args.data, server=args.server, state_dir=args.state_dir, model=args.model, device=args.device,
+        batch_size=args.batch_size, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
+        client_id=args.client_id, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
+        token=args.token or os.environ.get("PFEDDC_TOKEN"), test_fraction=args.test_fraction,
+        max_retries=args.max_retries, allow_download=args.allow_download,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    summary = ClientDaemon(opts, stop).run()
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,7 +31,7 @@ EMBEDDED_CONFIG: dict[str, Any] = {
         "num_hidden_layers": 4,
         "num_attention_heads": 4,
         "image_size": EMBEDDED_IMAGE_SIZE,
-        "patch_size": 4,
+        "patch_size": 8,
         "num_channels": 3,
     },
 }

@@ -15,8 +15,21 @@ import structlog
 LOG_FORMATS = ("auto", "json", "console")
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is at the time of the write (test capture, redirection)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
-    stream = stream or sys.stderr
+    stream = stream or _CurrentStderr()
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {LOG_FORMATS}, got {fmt!r}")
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())

@@ -1,0 +1,60 @@
+"""Use a client's personalized model without a coordinator: rebuild it from the state dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pfeddc.client.backbone import load_backbone
+from pfeddc.client.data import IMAGE_SUFFIXES, DataError, load_client_data, preprocess
+from pfeddc.client.model import PFedDCModel
+from pfeddc.client.store import ClientStore, StateError
+from pfeddc.client.train import evaluate, pick_device, predict_proba
+from pfeddc.common.spec import PromptConfig
+
+
+def load_personalized(state_dir: Path, model_override: str | None, device: torch.device) -> PFedDCModel:
+    store = ClientStore(state_dir)
+    meta = store.meta()
+    if "prompt_config" not in meta or "classnames" not in meta:
+        raise StateError(f"{state_dir} holds no trained client state (run pfeddc-client with a coordinator first)")
+    backbone = load_backbone(model_override or meta["model"])
+    model = PFedDCModel(backbone, meta["classnames"], PromptConfig.from_dict(meta["prompt_config"]))
+    for which, tensors in (("local", store.load_local()), ("global", store.load_global())):
+        if tensors is not None:
+            model.load_state(tensors, which)
+    return model.to(device).eval()
+
+
+def predict_command(state_dir: Path, paths: list[Path], model: str | None, device_name: str) -> list[dict[str, Any]]:
+    device = pick_device(device_name)
+    net = load_personalized(state_dir, model, device)
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"no such image or directory: {path}")
+    images = torch.from_numpy(np.stack([preprocess(f, net.backbone.image_size) for f in files])) if files else \
+        torch.zeros((0, 3, 1, 1), dtype=torch.uint8)
+    probs = predict_proba(net, images, device)
+    best = probs.max(-1)
+    return [{"path": str(f), "class": net.classnames[int(i)], "probability": round(float(p), 6)}
+            for f, p, i in zip(files, best.values, best.indices, strict=True)]
+
+
+def evaluate_command(state_dir: Path, data_dir: Path, model: str | None, device_name: str) -> dict[str, Any]:
+    device = pick_device(device_name)
+    net = load_personalized(state_dir, model, device)
+    data, _ = load_client_data(data_dir, net.backbone.image_size, test_paths=[], progress=False)
+    if data.classnames != net.classnames:
+        raise DataError(f"class folders of {data_dir} ({data.classnames}) differ from the model's ({net.classnames})")
+    split = data.test if (Path(data_dir) / "test").is_dir() else data.train
+    return {"accuracy": round(evaluate(net, split, device), 6), "num_examples": len(split),
+            "skipped": data.skipped, "data": str(data_dir)}
+

@@ -1,0 +1,51 @@
+"""pfeddc-client's command line: clear errors before connecting, and when the coordinator is unreachable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests_support import make_image_folder
+
+from pfeddc.client.app import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "--data", str(tmp_path / "nope"), "--server", "127.0.0.1:1", "--state-dir",
+                    str(tmp_path / "s"), "--log-format", "json")
+    assert code == 2 and "is not a directory" in err and "unreachable" not in err
+
+
+def test_empty_class_folder_fails_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_image_folder(tmp_path / "d", ["a"], 2, seed=0)
+    (root / "b").mkdir()
+    code, err = run(capsys, "--data", str(root), "--server", "127.0.0.1:1", "--state-dir", str(tmp_path / "s"))
+    assert code == 2 and "without images" in err and "unreachable" not in err
+
+
+def test_changed_class_list_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_image_folder(tmp_path / "d", ["a", "b"], 2, seed=0)
+    state = tmp_path / "s"
+    state.mkdir()
+    (state / "meta.json").write_text('{"classnames": ["a", "c"]}')
+    code, err = run(capsys, "--data", str(root), "--server", "127.0.0.1:1", "--state-dir", str(state))
+    assert code == 2 and "class list changed" in err
+
+
+def test_wrong_server_address_gives_up_after_retries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_image_folder(tmp_path / "d", ["a", "b"], 2, seed=0)
+    code, err = run(capsys, "--data", str(root), "--server", "127.0.0.1:1", "--state-dir", str(tmp_path / "s"),
+                    "--max-retries", "2")
+    assert code == 2 and "unreachable after 2 attempts" in err
+    code, err = run(capsys, "--data", str(root), "--server", "no-port-here", "--state-dir", str(tmp_path / "s"))
+    assert code == 2 and "HOST:PORT" in err
+
+
+def test_offline_commands_need_a_trained_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "evaluate", "--state-dir", str(tmp_path / "empty"), "--data", str(tmp_path))
+    assert code == 2 and "no trained client state" in err

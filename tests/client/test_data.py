@@ -1,0 +1,62 @@
+"""ImageFolder loading: layouts, class names, held-out split, unreadable images, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests_support import make_image_folder
+
+from pfeddc.client.data import DataError, choose_test_split, load_client_data, scan
+
+
+def test_split_layout_is_used_as_given(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "d", ["ankle_boot", "t-shirt"], 4, seed=0, split=True)
+    data, test_paths = load_client_data(root, 16, None)
+    assert data.classnames == ["ankle boot", "t shirt"]
+    assert (len(data.train), len(data.test), test_paths) == (8, 4, [])
+    assert data.train.images.shape == (8, 3, 16, 16) and data.train.images.dtype.is_floating_point is False
+
+
+def test_held_out_split_is_seeded_per_class_and_reusable(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "d", ["a", "b"], 10, seed=0)
+    data, test_paths = load_client_data(root, 8, None, test_fraction=0.2, seed=3)
+    assert len(data.test) == 4 and len(data.train) == 16
+    _, again = scan(root)
+    assert isinstance(again, list)
+    assert choose_test_split(again, root, 0.2, 3) == test_paths
+    assert choose_test_split(again, root, 0.2, 4) != test_paths
+    data2, same = load_client_data(root, 8, test_paths)
+    assert same == test_paths and len(data2.test) == 4
+
+
+def test_classnames_files_override_folder_names(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "d", ["c0", "c1"], 3, seed=0)
+    (root / "classnames.txt").write_text("cat\ndog\n")
+    assert load_client_data(root, 8, None)[0].classnames == ["cat", "dog"]
+    (root / "classnames.json").write_text(json.dumps({"c0": "tabby cat", "c1": "beagle"}))
+    assert load_client_data(root, 8, None)[0].classnames == ["tabby cat", "beagle"]
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "d", ["a", "b"], 5, seed=0)
+    (root / "a" / "broken.png").write_bytes(b"not an image")
+    (root / "b" / "empty.jpg").write_bytes(b"")
+    data, _ = load_client_data(root, 8, None)
+    assert data.skipped == 2 and len(data.train) + len(data.test) == 10
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [("missing", "is not a directory"), ("no_classes", "no class folders"), ("empty_class", "without images")],
+)
+def test_bad_layouts_fail_with_clear_errors(tmp_path: Path, layout: str, message: str) -> None:
+    root = tmp_path / "d"
+    if layout != "missing":
+        root.mkdir()
+    if layout == "empty_class":
+        make_image_folder(root, ["a"], 2, seed=0)
+        (root / "b").mkdir()
+    with pytest.raises(DataError, match=message):
+        load_client_data(root, 8, None)
