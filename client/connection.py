@@ -58,7 +58,12 @@ class Connection:
         self.backoff = backoff or Backoff()
         self.rpc_timeout_s = rpc_timeout_s
         self._rng = random.Random()
-        self._channel = open_channel(target, tls or TlsFiles(), token)
+        tls = tls or TlsFiles()
+        self._hint = (" -- with TLS, check that --tls-ca is the CA that signed the coordinator's certificate, that "
+                      "no certificate has expired, and that the address matches the certificate's names"
+                      if tls.enabled else
+                      " -- if the coordinator uses TLS, pass --tls-ca (plaintext cannot reach a TLS coordinator)")
+        self._channel = open_channel(target, tls, token)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
 
     def close(self) -> None:
@@ -76,7 +81,7 @@ class Connection:
                 if self.backoff.max_attempts and attempt + 1 >= self.backoff.max_attempts:
                     raise CoordinatorUnreachable(
                         f"coordinator at {self.target} unreachable after {attempt + 1} attempts ({what}): "
-                        f"{exc.details()}"  # type: ignore[attr-defined]
+                        f"{exc.details()}{self._hint}"  # type: ignore[attr-defined]
                     ) from exc
                 delay = self.backoff.delay(attempt, self._rng)
                 log.warning("coordinator_unreachable", call=what, attempt=attempt + 1, retry_in_s=round(delay, 2),

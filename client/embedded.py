@@ -33,7 +33,8 @@ from pfeddc.common.logs import get_logger
 
 log = get_logger("embedded")
 EMBEDDED_VERSION = "v1"
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Debian dataset-fashion-mnist; PFEDDC_FASHION_DIR points elsewhere (a copy of the four idx .gz files).
+FASHION_DIR = Path(os.environ.get("PFEDDC_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle boot"]
 DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -92,11 +93,11 @@ def read_idx(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(len(y), 28, 28), y
 
 
-def fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
+def fashion_mnist(split: str, directory: Path = FASHION_DIR) -> tuple[np.ndarray, np.ndarray]:
     prefix = "train" if split == "train" else "t10k"
-    images, labels = FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz", FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz"
+    images, labels = directory / f"{prefix}-images-idx3-ubyte.gz", directory / f"{prefix}-labels-idx1-ubyte.gz"
     if not images.exists():
-        raise FileNotFoundError(f"Fashion-MNIST not found at {FASHION_DIR}: apt-get install dataset-fashion-mnist")
+        raise FileNotFoundError(f"Fashion-MNIST not found at {directory}: apt-get install dataset-fashion-mnist")
     return read_idx(images, labels)
 
 
@@ -127,17 +128,19 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
 
 
 # ----- pretraining
-def pretrain(seed: int = 0, epochs: int = 2, batch_size: int = 256, progress: bool = True) -> CLIPModel:
+def pretrain(seed: int = 0, epochs: int = 2, batch_size: int = 256, progress: bool = True,
+             fashion_dir: Path = FASHION_DIR, num_digits: int = 20_000) -> CLIPModel:
     """CLIP-style contrastive training of image and text towers against class captions from random templates."""
     torch.manual_seed(seed)
     clip = CLIPModel(CLIPConfig.from_dict(EMBEDDED_CONFIG))
     tokenizer = build_tokenizer()
-    xf, yf = fashion_mnist("train")
-    xd, yd = font_digits(20_000, seed)
+    xf, yf = fashion_mnist("train", fashion_dir)
+    xd, yd = font_digits(num_digits, seed)
     images = to_pixels(np.concatenate([xf, xd]))
     classes = FASHION_CLASSES + DIGIT_CLASSES
     labels = torch.from_numpy(np.concatenate([yf.astype(np.int64), yd.astype(np.int64) + 10]))
-    captions = [[t.format(c) for c in classes] for t in TEMPLATES]
+    # class names as clients read them from folder names ('t-shirt' -> 't shirt')
+    captions = [[t.format(c.replace("-", " ")) for c in classes] for t in TEMPLATES]
     ids = [tokenizer(c, padding="max_length", max_length=16, return_tensors="pt")["input_ids"] for c in captions]
     opt = torch.optim.AdamW(clip.parameters(), lr=1e-3, weight_decay=0.05)
     steps = epochs * (len(labels) // batch_size)
@@ -175,7 +178,7 @@ def pretrain(seed: int = 0, epochs: int = 2, batch_size: int = 256, progress: bo
 @torch.no_grad()
 def zero_shot_accuracy(clip: CLIPModel, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> float:
     tokenizer = build_tokenizer()
-    ids = tokenizer([TEMPLATES[0].format(c) for c in classes], padding="max_length", max_length=16,
+    ids = tokenizer([TEMPLATES[0].format(c.replace("-", " ")) for c in classes], padding="max_length", max_length=16,
                     return_tensors="pt")["input_ids"]
     txt = F.normalize(clip.get_text_features(input_ids=ids).pooler_output, dim=-1)
     correct = 0
@@ -193,8 +196,12 @@ def cache_root(cache_dir: Path | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "pfeddc"
 
 
-def ensure_embedded(cache_dir: Path | None = None, seed: int = 0) -> Path:
-    """The cached embedded backbone directory, building it first if needed (one builder at a time)."""
+def ensure_embedded(cache_dir: Path | None = None, seed: int = 0, fashion_dir: Path = FASHION_DIR,
+                    epochs: int = 2, num_digits: int = 20_000) -> Path:
+    """The cached embedded backbone directory, building it first if needed (one builder at a time).
+
+    `fashion_dir`, `epochs` and `num_digits` exist for tests; the cached default is built with the defaults.
+    """
     root = cache_root(cache_dir)
     target = root / f"embedded-{EMBEDDED_VERSION}-seed{seed}"
     if (target / "config.json").exists():
@@ -206,8 +213,8 @@ def ensure_embedded(cache_dir: Path | None = None, seed: int = 0) -> Path:
             return target
         log.info("embedded_build_started", target=str(target), seed=seed)
         started = time.monotonic()
-        clip = pretrain(seed)
-        xt, yt = fashion_mnist("test")
+        clip = pretrain(seed, epochs, fashion_dir=fashion_dir, num_digits=num_digits)
+        xt, yt = fashion_mnist("test", fashion_dir)
         accuracy = zero_shot_accuracy(clip, xt, yt, FASHION_CLASSES)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".embedded-"))
         try:

@@ -172,8 +172,10 @@ def initial_prompts(specs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]
     """Seeded starting values for prompt tensors, torch-free so the coordinator can create them.
 
     Text prompts are offsets from the embedding of the init phrase ("a photo of a"): zeros start every
-    client at the zero-shot template. Vision prompts are new tokens: small random values break the symmetry
-    that identical tokens would never leave.
+    client at the zero-shot template. Vision prompts are new tokens, random to break the symmetry identical
+    tokens would never leave, at unit scale: the first layer's LayerNorm is scale-invariant, so a tiny
+    prompt would get gradients inversely proportional to its size (an exploding effective learning rate),
+    and deep prompts then sit at the scale of the residual stream they join.
     """
     rng = np.random.default_rng(seed)
     out = {}
@@ -181,5 +183,5 @@ def initial_prompts(specs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]
         if s.name.startswith("text."):
             out[s.name] = np.zeros(s.shape, dtype=np.float32)
         else:
-            out[s.name] = (0.02 * rng.standard_normal(s.shape)).astype(np.float32)
+            out[s.name] = rng.standard_normal(s.shape).astype(np.float32)
     return out

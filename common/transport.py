@@ -6,6 +6,7 @@ disagree about them.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ DEFAULT_MAX_UPDATE_BYTES = 64 * MiB
 _ENVELOPE_BYTES = 1 * MiB
 
 TOKEN_METADATA_KEY = "authorization"
+
+
+def token_digest(token: str) -> str:
+    """What the coordinator stores for a client token: its SHA-256, never the token itself."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def server_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES) -> list[tuple[str, int]]:

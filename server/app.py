@@ -37,15 +37,16 @@ log = get_logger("coordinator")
 SERVICE_NAME = "pfeddc.v1.Coordinator"
 
 
-def add_prompt_flags(parser: argparse.ArgumentParser) -> None:
+def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) -> None:
     """Prompt-layout flags, shared with pfeddc-sim so the two can never drift."""
     d = PromptConfig()
     g = parser.add_argument_group("prompt layout (sent to every client)")
-    g.add_argument("--method", choices=list(METHODS), default=d.method,
-                   help="pfeddc: global+local text and vision prompts fused by cross-attention; pfeddc-nofusion: "
-                        "the same averaged instead of attended; promptfl: federated text prompts; coop: local "
-                        "text prompts only; vision-only: pFedDC on the vision side only; zeroshot: no prompts "
-                        "(default: %(default)s)")
+    if with_method:
+        g.add_argument("--method", choices=list(METHODS), default=d.method,
+                       help="pfeddc: global+local text and vision prompts fused by cross-attention; pfeddc-nofusion: "
+                            "the same averaged instead of attended; promptfl: federated text prompts; coop: local "
+                            "text prompts only; vision-only: pFedDC on the vision side only; zeroshot: no prompts "
+                            "(default: %(default)s)")
     g.add_argument("--text-ctx", type=int, default=d.text_ctx,
                    help="learnable text context tokens (default: %(default)s)")
     g.add_argument("--text-init", default=d.text_init,

@@ -6,7 +6,6 @@ coordinator volume does not leak usable tokens.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from pathlib import Path
@@ -14,12 +13,8 @@ from typing import Any
 
 import grpc
 
-from pfeddc.common.transport import TOKEN_METADATA_KEY
+from pfeddc.common.transport import TOKEN_METADATA_KEY, token_digest
 from pfeddc.server.federation import Code, Refused
-
-
-def token_digest(token: str) -> str:
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def load_tokens(path: Path) -> dict[str, str]:

@@ -42,3 +42,27 @@ def make_image_folder(root: Path, classes: list[str], per_class: int, seed: int,
                 pixels = np.clip(np.array(COLORS[c % len(COLORS)]) + rng.normal(0, 30, (20, 20, 3)), 0, 255)
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
     return root
+
+
+def write_idx(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write images uint8 [N, 28, 28] and labels [N] as gzip idx files, like Fashion-MNIST ships them."""
+    import gzip
+
+    directory.mkdir(parents=True, exist_ok=True)
+    header = np.array([2051, len(labels), 28, 28], dtype=">i4").tobytes()
+    with gzip.open(directory / f"{prefix}-images-idx3-ubyte.gz", "wb") as fh:
+        fh.write(header + images.astype(np.uint8).tobytes())
+    with gzip.open(directory / f"{prefix}-labels-idx1-ubyte.gz", "wb") as fh:
+        fh.write(np.array([2049, len(labels)], dtype=">i4").tobytes() + labels.astype(np.uint8).tobytes())
+
+
+def fake_fashion_dir(directory: Path, per_split: int = 200, seed: int = 0) -> Path:
+    """Idx files with class-dependent blobs: a stand-in for Fashion-MNIST in tests (10 classes)."""
+    rng = np.random.default_rng(seed)
+    for prefix in ("train", "t10k"):
+        labels = rng.integers(0, 10, per_split)
+        images = rng.integers(0, 40, (per_split, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 * label:2 * label + 8, 4:24] = 255
+        write_idx(directory, prefix, images, labels)
+    return directory

@@ -1,0 +1,167 @@
+"""`pfeddc-sim`: a whole federation on one machine, through the same code paths as a deployment.
+
+For each method it starts a real `pfeddc-server` and one real `pfeddc-client` process per client folder on
+loopback, follows the rounds, then writes per-round per-client accuracy (CSV), a summary table (mean, std
+across clients, worst client) and a plot of accuracy against round, one line per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pfeddc.client.processes import LoggedProcess
+from pfeddc.client.report import collect_method, print_round_table, write_results
+from pfeddc.common.spec import EMBEDDED_MODEL, METHODS
+
+DEMO: dict[str, Any] = {"source": "fashion-mnist", "clients": 4, "alpha": 0.5, "max_samples": 4000,
+                        "methods": ["zeroshot", "pfeddc"]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pfeddc.server.app import add_prompt_flags
+
+    p = argparse.ArgumentParser(
+        prog="pfeddc-sim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, help="folder of client folders, as pfeddc-partition --out writes it")
+    p.add_argument("--demo", action="store_true",
+                   help="partition built-in Fashion-MNIST (test split) into 4 Dirichlet(0.5) clients under "
+                        "OUT/data and compare zero-shot CLIP with pFedDC on the embedded backbone")
+    p.add_argument("--rounds", type=int, default=10, help="federated rounds (default: %(default)s)")
+    p.add_argument("--methods", "--method", dest="methods",
+                   help=f"comma-separated methods or 'all' ({', '.join(METHODS)}); default: pfeddc, or "
+                        "zeroshot,pfeddc with --demo")
+    p.add_argument("--model", default=EMBEDDED_MODEL,
+                   help="backbone: 'embedded' (default), a local directory or a hub name")
+    p.add_argument("--out", type=Path, default=Path("runs/sim"), help="results folder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="federation seed (default: %(default)s)")
+    p.add_argument("--fraction", type=float, default=1.0, help="participation per round (default: %(default)s)")
+    p.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    p.add_argument("--round-timeout", type=float, default=900.0,
+                   help="seconds before a round closes without stragglers (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per client process (default: cores / clients, at least 1)")
+    p.add_argument("--device", default="cpu", help="client device: cpu, cuda, auto (default: %(default)s)")
+    add_prompt_flags(p, with_method=False)
+    return p
+
+
+def client_folders(data: Path) -> list[Path]:
+    folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ValueError(f"no client folders in {data}: run pfeddc-partition --out {data} first")
+    return folders
+
+
+def prompt_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--text-ctx", str(args.text_ctx), "--text-init", args.text_init, "--vision-tokens",
+             str(args.vision_tokens), "--vision-depth", str(args.vision_depth), "--fusion-query", args.fusion_query,
+             "--fusion-heads", str(args.fusion_heads)]
+    return flags + (["--fusion", args.fusion] if args.fusion else [])
+
+
+def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: Path) -> dict[str, Any]:
+    """One federation of real processes for `method`; returns its collected results."""
+    threads = args.threads or max(1, (os.cpu_count() or 1) // len(clients))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    py = sys.executable
+    server = LoggedProcess(
+        [py, "-m", "pfeddc.server.app", "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(out / "coordinator"),
+         "--rounds", str(args.rounds), "--min-clients", str(len(clients)), "--fraction", str(args.fraction),
+         "--round-timeout", str(args.round_timeout), "--seed", str(args.seed), "--model", args.model,
+         "--method", method, "--lr", str(args.lr), "--local-epochs", str(args.local_epochs),
+         "--batch-size", str(args.batch_size), "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
+         *prompt_flags(args)], out / "logs" / "server.log", env)
+    procs = [server]
+    try:
+        port = server.wait_event("server_started", 60)["port"]
+        for folder in clients:
+            procs.append(LoggedProcess(
+                [py, "-m", "pfeddc.client.app", "--data", str(folder), "--server", f"127.0.0.1:{port}",
+                 "--state-dir", str(out / "clients" / folder.name), "--client-id", folder.name, "--model", args.model,
+                 "--seed", str(args.seed), "--device", args.device, "--log-format", "json", "--no-progress"],
+                out / "logs" / f"{folder.name}.log", env))
+        started = time.monotonic()
+        for r in range(1, args.rounds + 1):
+            event = _wait_round(server, procs[1:], r)
+            acc = event.get("accuracy_after")
+            print(f"  [{method}] round {r}/{args.rounds}: accuracy {acc if acc is None else f'{acc:.4f}'} "
+                  f"({len(event['clients'])} clients, {event['duration_s']:.1f} s)", flush=True)
+        for proc, folder in zip(procs[1:], clients, strict=True):
+            if proc.wait(300) != 0:
+                raise RuntimeError(f"client {folder.name} failed; its log ({proc.log_path}) ends:\n{proc.tail()}")
+        duration = time.monotonic() - started
+    finally:
+        for proc in procs:
+            proc.kill()
+    return collect_method(method, out, [c.name for c in clients], duration)
+
+
+def _wait_round(server: LoggedProcess, clients: list[LoggedProcess], round_: int) -> dict[str, Any]:
+    while True:
+        try:
+            return server.wait_event("round_completed", 5, count=round_)
+        except TimeoutError:
+            for proc in [server, *clients]:
+                if proc.popen.poll() not in (None, 0):
+                    raise RuntimeError(f"{proc.argv[2]} exited early ({proc.log_path}):\n{proc.tail()}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pfeddc.common.logs import configure_logging
+
+    args = build_parser().parse_args(argv)
+    configure_logging("auto", "warning")
+    chosen = args.methods or (",".join(DEMO["methods"]) if args.demo else "pfeddc")
+    methods = list(METHODS) if chosen == "all" else [m.strip() for m in chosen.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"pfeddc-sim: error: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    try:
+        if args.demo:
+            args.data = args.data or _demo_data(args.out / "data")
+        if args.data is None:
+            raise ValueError("--data is required (or --demo)")
+        clients = client_folders(args.data)
+        if args.model == EMBEDDED_MODEL:
+            from pfeddc.client.embedded import ensure_embedded
+
+            print(f"backbone: embedded ({ensure_embedded()})", flush=True)
+        results = []
+        for method in methods:
+            print(f"{method}: {len(clients)} clients, {args.rounds} rounds", flush=True)
+            results.append(run_method(args, method, clients, args.out / method))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"pfeddc-sim: error: {exc}", file=sys.stderr)
+        return 2
+    paths = write_results(results, args.out)
+    print_round_table(results)
+    print(f"\nresults: {paths['summary']}\nplot:    {paths['plot']}")
+    return 0
+
+
+def _demo_data(target: Path) -> Path:
+    if (target / "manifest.json").exists():
+        return target
+    from pfeddc.client.partition_app import build_parser as partition_parser
+    from pfeddc.client.partition_app import write_partition
+    from pfeddc.client.sources import load_source
+
+    args = partition_parser().parse_args([
+        "--source", DEMO["source"], "--clients", str(DEMO["clients"]), "--alpha", str(DEMO["alpha"]),
+        "--max-samples", str(DEMO["max_samples"]), "--out", str(target)])
+    write_partition(load_source(DEMO["source"]), args)
+    print(f"demo data: {target} (Fashion-MNIST test split, {DEMO['clients']} clients, Dirichlet {DEMO['alpha']}; "
+          f"heatmap {target / 'partition.png'})", flush=True)
+    return target
+
+
+if __name__ == "__main__":
+    sys.exit(main())
