@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def execute(run: dict[str, Any], seed: int, args: argparse.Namespace) -> dict[st
     data = args.out / "partitions" / f"{run['setting']}-seed{seed}"
     name = key(run, seed).replace("|", "_").replace(" ", "").replace("=", "-").replace("(", "").replace(")", "")
     out = args.out / "sims" / name
+    shutil.rmtree(out, ignore_errors=True)  # the benchmark's own scratch: a failed earlier attempt is redone
     cmd = [sys.executable, "-m", "pfeddc.client.sim", "--data", str(data), "--rounds", str(args.rounds), "--methods",
            run["method"], "--out", str(out), "--seed", str(seed), "--fraction", str(run["fraction"]), "--lr",
            str(args.lr), "--local-epochs", str(args.local_epochs), "--threads", str(args.threads),

@@ -68,6 +68,8 @@ def prompt_flags(args: argparse.Namespace) -> list[str]:
 
 def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: Path) -> dict[str, Any]:
     """One federation of real processes for `method`; returns its collected results."""
+    if out.exists():
+        raise ValueError(f"{out} exists: results are never mixed with an earlier run; remove it or use another --out")
     threads = args.threads or max(1, (os.cpu_count() or 1) // len(clients))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     py = sys.executable
@@ -109,8 +111,9 @@ def _wait_round(server: LoggedProcess, clients: list[LoggedProcess], round_: int
             return server.wait_event("round_completed", 5, count=round_)
         except TimeoutError:
             for proc in [server, *clients]:
-                if proc.popen.poll() not in (None, 0):
-                    raise RuntimeError(f"{proc.argv[2]} exited early ({proc.log_path}):\n{proc.tail()}") from None
+                if proc.popen.poll() is not None:
+                    raise RuntimeError(f"{proc.argv[2]} exited before round {round_} completed "
+                                       f"({proc.log_path}):\n{proc.tail()}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,7 +87,7 @@ def test_loss_decreases_on_a_separable_toy_set(tiny_backbone: Backbone) -> None:
     means = torch.randn(3, 3, 1, 1) * 2
     y = torch.arange(24) % 3
     x = means[y] + 0.3 * torch.randn(24, 3, 32, 32)
-    opt = torch.optim.SGD(model.trainable_parameters(), lr=0.05, momentum=0.9)
+    opt = torch.optim.SGD(model.trainable_parameters(), lr=0.01, momentum=0.9)
     losses = []
     for _ in range(40):
         loss = F.cross_entropy(model(x), y)

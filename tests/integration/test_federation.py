@@ -100,3 +100,16 @@ def test_coordinator_restarted_mid_run_clients_rejoin_and_finish(federation: Fed
     server.wait_event("federation_finished", 30)
     resumed_rounds = [e["round"] for e in server.events if e.get("event") == "round_completed"]
     assert resumed_rounds and resumed_rounds[-1] == 3
+
+
+def test_sigterm_stops_a_client_cleanly_with_its_state_saved(federation: Federation, tmp_path: Path) -> None:
+    federation.server("--rounds", "5", "--min-clients", "1", "--batch-size", "2")
+    (data,) = client_data(tmp_path, 1)
+    client = federation.client("site-t", data, "--local-epochs", "50")
+    client.wait_event("round_training", 60)
+    client.popen.send_signal(signal.SIGTERM)
+    assert client.wait(30) == 0
+    client.wait_event("client_stopped", 1)
+    state = tmp_path / "state-site-t"
+    assert (state / "client_id").read_text().strip() == "site-t"
+    assert json.loads((state / "meta.json").read_text())["classnames"] == sorted(CLASSES)

@@ -38,3 +38,12 @@ def test_sim_reports_unknown_methods_and_missing_data(tmp_path: Path, capsys: py
     assert "unknown method" in capsys.readouterr().err
     assert main(["--data", str(tmp_path), "--model", str(tmp_path)]) == 2
     assert "no client folders" in capsys.readouterr().err
+
+
+def test_sim_refuses_to_mix_results_with_an_earlier_run(tmp_path: Path, tiny_model_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    make_image_folder(data / "client_00", ["red", "green"], 4, seed=0)
+    (tmp_path / "out" / "pfeddc").mkdir(parents=True)
+    assert main(["--data", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")]) == 2
+    assert "never mixed" in capsys.readouterr().err
