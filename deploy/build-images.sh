@@ -12,7 +12,8 @@ export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
 mkdir -p "$work"
 
 if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq buildah debootstrap >/dev/null
 fi
 
 base=localhost/pfeddc-base:bookworm
