@@ -55,6 +55,13 @@ def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
+def _all_finite(loss: float, model: PFedDCModel) -> bool:
+    """False when training blew up: a non-finite loss (NaN) or any non-finite prompt or fusion value."""
+    if math.isnan(loss) and model.trainable_parameters():
+        return False
+    return all(bool(torch.isfinite(p).all()) for p in model.trainable_parameters())
+
+
 def prepare_data(store: ClientStore, opts: ClientOptions, image_size: int) -> ClientData:
     meta = store.meta()
     data, test_paths = load_client_data(opts.data, image_size, meta.get("test_split"), opts.test_fraction,
@@ -141,8 +148,17 @@ class ClientDaemon:
                  num_examples=len(data.train))
         started = time.monotonic()
         before = evaluate(model, data.test, self.device)
+        last_good = model.local_state()
         torch.manual_seed(cfg.seed)
         loss = train_local(model, data.train, cfg, self.device, self.stop, opts.progress)
+        if not _all_finite(loss, model):
+            # Diverged: keep the personal state of the last good round and send nothing this round.
+            model.load_state(last_good, "local")
+            log.error("training_diverged", client_id=self.client_id, round=task.round, train_loss=loss,
+                      advice="lower --lr; the local state of the previous round is kept")
+            self.store.save_round(task.round, last_good, model.global_state(), {
+                "round": task.round, "accepted": False, "reason": "training diverged", "time": time.time()})
+            return
         after = evaluate(model, data.test, self.device)
         duration = time.monotonic() - started
         metrics = {"train_loss": _finite(loss), "accuracy_before": _finite(before), "accuracy_after": _finite(after),

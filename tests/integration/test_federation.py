@@ -113,3 +113,14 @@ def test_sigterm_stops_a_client_cleanly_with_its_state_saved(federation: Federat
     state = tmp_path / "state-site-t"
     assert (state / "client_id").read_text().strip() == "site-t"
     assert json.loads((state / "meta.json").read_text())["classnames"] == sorted(CLASSES)
+
+
+def test_diverging_client_keeps_its_last_good_state_and_sends_nothing(federation: Federation, tmp_path: Path) -> None:
+    server = federation.server("--rounds", "2", "--min-clients", "1", "--round-timeout", "600")
+    (data,) = client_data(tmp_path, 1)
+    client = federation.client("site-x", data, "--lr", "1e30")
+    diverged = client.wait_event("training_diverged", 60)["round"]  # huge steps overflow within a round or two
+    client.kill()
+    local = serde.load_file(tmp_path / "state-site-x" / "local.safetensors")
+    assert all(np.isfinite(v).all() for v in local.values())
+    assert diverged not in [e["round"] for e in server.find("update_accepted")]
