@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_causal_mask
 
@@ -130,7 +129,3 @@ def encode_image_prompted(clip: CLIPModel, pixel_values: torch.Tensor, prompts: 
         out = layer(hidden, None)
         hidden = out[0] if isinstance(out, tuple) else out
     return clip.visual_projection(vision.post_layernorm(hidden[:, 0]))
-
-
-def count_parameters(module: nn.Module, trainable: bool) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
