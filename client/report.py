@@ -34,7 +34,8 @@ def collect_method(method: str, out: Path, clients: list[str], duration_s: float
 def per_round_means(result: dict[str, Any]) -> dict[int, float]:
     by_round: dict[int, list[float]] = {}
     for row in result["rows"]:
-        by_round.setdefault(int(row["round"]), []).append(float(row["accuracy_after"]))
+        if row["accuracy_after"] is not None:  # None: a round whose training diverged and was discarded
+            by_round.setdefault(int(row["round"]), []).append(float(row["accuracy_after"]))
     return {r: statistics.fmean(v) for r, v in sorted(by_round.items())}
 
 

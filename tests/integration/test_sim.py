@@ -47,3 +47,11 @@ def test_sim_refuses_to_mix_results_with_an_earlier_run(tmp_path: Path, tiny_mod
     (tmp_path / "out" / "pfeddc").mkdir(parents=True)
     assert main(["--data", str(data), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")]) == 2
     assert "never mixed" in capsys.readouterr().err
+
+
+def test_round_means_skip_rounds_whose_training_diverged() -> None:
+    from pfeddc.client.report import per_round_means
+
+    rows = [{"round": 1, "accuracy_after": 0.5}, {"round": 1, "accuracy_after": None},
+            {"round": 2, "accuracy_after": 0.7}]
+    assert per_round_means({"rows": rows}) == {1: 0.5, 2: 0.7}
