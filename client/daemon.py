@@ -56,17 +56,15 @@ def _finite(x: float) -> float:
 
 
 def _all_finite(loss: float, model: PFedDCModel) -> bool:
-    """False when training blew up: a non-finite loss (NaN) or any non-finite prompt or fusion value."""
-    if math.isnan(loss) and model.trainable_parameters():
-        return False
-    return all(bool(torch.isfinite(p).all()) for p in model.trainable_parameters())
+    """False when training blew up: a NaN loss or any non-finite prompt or fusion value (zero-shot: True)."""
+    params = model.trainable_parameters()
+    return not params or (not math.isnan(loss) and all(bool(torch.isfinite(p).all()) for p in params))
 
 
 def prepare_data(store: ClientStore, opts: ClientOptions, image_size: int) -> ClientData:
     meta = store.meta()
     data, test_paths = load_client_data(opts.data, image_size, meta.get("test_split"), opts.test_fraction,
                                         opts.seed, opts.progress)
-    store.check_classes(data.classnames)
     store.save_meta({**store.meta(), "classnames": data.classnames, "test_split": test_paths,
                      "data": str(Path(opts.data).resolve())})
     return data
@@ -82,7 +80,7 @@ class ClientDaemon:
 
     def run(self) -> dict[str, Any]:
         opts = self.opts
-        folders, _ = scan(Path(opts.data))  # layout errors surface before any connection attempt
+        folders, _ = scan(Path(opts.data))  # layout and class-list errors surface before any connection attempt
         self.store.check_classes(classnames_for(Path(opts.data), folders))
         log.info("client_starting", client_id=self.client_id, state_dir=str(self.store.dir), server=opts.server,
                  device=str(self.device))
@@ -96,7 +94,8 @@ class ClientDaemon:
             meta = self.store.meta()
             if meta.get("federation_id") not in (None, info.federation_id):
                 log.warning("federation_changed", was=meta["federation_id"], now=info.federation_id,
-                            advice="local prompts from another federation are reused only if their shapes fit")
+                            advice="the local prompts of the earlier federation are kept; a changed prompt layout "
+                                   "fails to load: use a new --state-dir then")
             seed = int.from_bytes(hashlib.sha256(f"{opts.seed}:{self.client_id}".encode()).digest()[:4], "big")
             model = PFedDCModel(backbone, data.classnames, info.prompt_config, seed=seed).to(self.device)
             local = self.store.load_local()
