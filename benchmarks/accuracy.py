@@ -68,7 +68,8 @@ def execute(run: dict[str, Any], seed: int, args: argparse.Namespace) -> dict[st
     name = key(run, seed).replace("|", "_").replace(" ", "").replace("=", "-").replace("(", "").replace(")", "")
     out = args.out / "sims" / name
     shutil.rmtree(out, ignore_errors=True)  # the benchmark's own scratch: a failed earlier attempt is redone
-    cmd = [sys.executable, "-m", "pfeddc.client.sim", "--data", str(data), "--rounds", str(args.rounds), "--methods",
+    cmd = [sys.executable, "-m", "pfeddc.client.sim.app", "--data", str(data), "--rounds", str(args.rounds),
+           "--methods",
            run["method"], "--out", str(out), "--seed", str(seed), "--fraction", str(run["fraction"]), "--lr",
            str(args.lr), "--local-epochs", str(args.local_epochs), "--threads", str(args.threads),
            "--device", args.device, *ABLATIONS[run["variant"]]]
@@ -81,7 +82,7 @@ def execute(run: dict[str, Any], seed: int, args: argparse.Namespace) -> dict[st
 
 
 def partition_all(settings: set[str], seeds: list[int], args: argparse.Namespace) -> None:
-    from pfeddc.client.partition_app import main as partition_main
+    from pfeddc.client.sim.partition_app import main as partition_main
 
     for setting in sorted(settings):
         for seed in seeds:
@@ -144,9 +145,9 @@ def tables(records: list[dict[str, Any]], header: str) -> str:
 
 def run_all(runs: list[dict[str, Any]], seeds: list[int], args: argparse.Namespace, log: Path) -> None:
     partition_all({r["setting"] for r in runs}, seeds, args)
-    from pfeddc.client.embedded import ensure_embedded
+    from pfeddc.client.embedded import embedded_dir
 
-    ensure_embedded()
+    embedded_dir()
     done = {key(r, r["seed"]) for r in map(json.loads, log.read_text().splitlines())} if log.exists() else set()
     todo = [(r, s) for s in seeds for r in runs if key(r, s) not in done]
     print(f"{len(todo)} federations to run ({len(done)} already in {log})", flush=True)

@@ -4,10 +4,10 @@
 # embedded backbone built here, so every machine evaluates the same frozen weights).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-mkdir -p /tmp/pkg/pfeddc
-for d in client server common; do ln -sfn "$PWD/$d" /tmp/pkg/pfeddc/$d; done
-export PYTHONPATH=/tmp/pkg:/tmp/site PFEDDC_CACHE=$PWD/.carry/cache PFEDDC_FASHION_DIR=$PWD/.carry/fashion
+pip_args=(-q --no-deps --no-compile --no-cache-dir)
+if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install "${pip_args[@]}" --no-index .whl/*.whl; fi
+python3 -m pip install "${pip_args[@]}" --no-build-isolation .
+export PFEDDC_CACHE=$PWD/.carry/cache PFEDDC_FASHION_DIR=$PWD/.carry/fashion
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
 # a one-round CUDA federation first, so a CUDA problem costs seconds, not the whole lease

@@ -46,9 +46,9 @@ def measure(backbone_name: str, variant: dict[str, Any] | None, device_name: str
     import torch.nn.functional as F
     from transformers import CLIPConfig, CLIPModel
 
-    from pfeddc.client.backbone import encode_image_prompted, encode_text_embeds, load_backbone
-    from pfeddc.client.embedded import save_backbone
-    from pfeddc.client.model import PFedDCModel
+    from pfeddc.client.embedded.build import save_backbone
+    from pfeddc.client.model.backbone import encode_image_prompted, encode_text_embeds, load_backbone
+    from pfeddc.client.model.prompts import PFedDCModel
     from pfeddc.common.spec import PromptConfig
 
     torch.manual_seed(0)
@@ -66,7 +66,8 @@ def measure(backbone_name: str, variant: dict[str, Any] | None, device_name: str
     y = torch.randint(0, len(CLASSES), (batch,), device=device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     if variant is None:
-        clip = backbone.clip.to(device)
+        clip = backbone.clip
+        torch.nn.Module.to(clip, device)  # modules move in place
         ids = backbone.tokenize([f"a photo of a {c}." for c in CLASSES]).to(device)
         eos = (ids == backbone.eos_token_id).int().argmax(-1)
 

@@ -15,14 +15,14 @@ import sys
 import threading
 from pathlib import Path
 
-import grpc
-
-from pfeddc.client.backbone import BackboneNotFound
-from pfeddc.client.connection import CoordinatorUnreachable
-from pfeddc.client.data import DataError
-from pfeddc.client.store import StateError
-from pfeddc.common.logs import LOG_FORMATS, configure_logging, get_logger
-from pfeddc.common.transport import TlsFiles
+from ..common.cli import add_train_flags, train_overrides_from
+from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
+from ..common.messages import Refused
+from ..common.transport import TlsFiles
+from .connection import CoordinatorUnreachable
+from .data import DataError
+from .model.backbone import BackboneNotFound
+from .store import StateError
 
 log = get_logger("client")
 DEFAULT_STATE_DIR = Path("~/.pfeddc/client")
@@ -52,9 +52,6 @@ def run_parser() -> argparse.ArgumentParser:
                                    "the one the coordinator announces ('embedded' unless it says otherwise)")
     p.add_argument("--allow-download", action="store_true",
                    help="let transformers download a hub model that is not cached (off by default)")
-    p.add_argument("--batch-size", type=int, help="override the coordinator's training batch size")
-    p.add_argument("--local-epochs", type=int, help="override the coordinator's local epochs per round")
-    p.add_argument("--lr", type=float, help="override the coordinator's SGD learning rate")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the held-out split and local prompt init (with the client id) (default: 0)")
     p.add_argument("--test-fraction", type=float, default=0.2,
@@ -71,6 +68,7 @@ def run_parser() -> argparse.ArgumentParser:
                         "jitter; 0 = forever (default: %(default)s)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: on a terminal)")
+    add_train_flags(p, overrides=True)
     return p
 
 
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             return _run(args)
-        from pfeddc.client.offline import evaluate_command, predict_command
+        from .offline import evaluate_command, predict_command
 
         if command == "predict":
             rows = predict_command(args.state_dir, args.paths, args.model, args.device)
@@ -116,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(evaluate_command(args.state_dir, args.data, args.model, args.device)))
         return 0
     except (DataError, StateError, BackboneNotFound, CoordinatorUnreachable, ValueError) as exc:
-        log.error("client_failed", error=str(exc))
+        log.error(Event.CLIENT_FAILED, error=str(exc))
         print(f"pfeddc-client: error: {exc}", file=sys.stderr)
         return 2
-    except grpc.RpcError as exc:
-        message = f"coordinator refused: {exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
-        log.error("client_failed", error=message)
+    except Refused as exc:
+        message = f"coordinator refused: {exc.code}: {exc.message}"
+        log.error(Event.CLIENT_FAILED, error=message)
         print(f"pfeddc-client: error: {message}", file=sys.stderr)
         return 2
 
@@ -129,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from pfeddc.client.daemon import ClientDaemon, ClientOptions
+    from .daemon import ClientDaemon, ClientOptions
 
     print(f"pfeddc-client: state dir {args.state_dir}", file=sys.stderr)
     opts = ClientOptions(
         data=args.data, server=args.server, state_dir=args.state_dir, model=args.model, device=args.device,
-        batch_size=args.batch_size, local_epochs=args.local_epochs, lr=args.lr, seed=args.seed,
+        overrides={k: v for k, v in train_overrides_from(args).items() if v is not None}, seed=args.seed,
         client_id=args.client_id, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
         token=args.token or os.environ.get("PFEDDC_TOKEN"), test_fraction=args.test_fraction,
         max_retries=args.max_retries, allow_download=args.allow_download,

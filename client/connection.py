@@ -1,42 +1,36 @@
-"""A thin, torch-free client of the coordinator's gRPC service, with reconnect and backoff.
+"""The client's side of the wire: domain types in and out, with reconnect and backoff.
 
-Returns plain values; gRPC errors other than transient unavailability propagate as `grpc.RpcError`.
+It encodes and hashes what the client sends, converts replies with common/wire.py, and turns every
+refusal into `Refused` (a `Code` and the coordinator's message). Transient unavailability is retried with
+exponential backoff and full jitter; after `max_attempts` it raises `CoordinatorUnreachable`.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
+import numpy as np
 
-from pfeddc.common.logs import get_logger
-from pfeddc.common.proto import federation_pb2 as pb
-from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
-from pfeddc.common.spec import PromptConfig, TensorSpec
-from pfeddc.common.transport import TlsFiles, open_channel
+from ..common import serde, wire
+from ..common.logs import Event, get_logger
+from ..common.messages import Code, FederationInfo, JoinResult, Metrics, Refused, SubmitResult, Task
+from ..common.proto import federation_pb2 as pb
+from ..common.proto import federation_pb2_grpc as pb_grpc
+from ..common.spec import TensorSpec
+from ..common.transport import TlsFiles, open_channel
 
 log = get_logger("client")
 T = TypeVar("T")
-TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+TRANSIENT = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
 
 
 class CoordinatorUnreachable(ConnectionError):
     pass
-
-
-@dataclass(frozen=True)
-class FederationInfo:
-    federation_id: str
-    total_rounds: int
-    current_round: int
-    model: str
-    prompt_config: PromptConfig
-    spec: list[TensorSpec]
 
 
 @dataclass(frozen=True)
@@ -75,39 +69,37 @@ class Connection:
             try:
                 return call()
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = wire.rpc_code(exc)
                 if code not in TRANSIENT:
-                    raise
+                    raise Refused(code, wire.rpc_details(exc)) from None
                 if self.backoff.max_attempts and attempt + 1 >= self.backoff.max_attempts:
                     raise CoordinatorUnreachable(
                         f"coordinator at {self.target} unreachable after {attempt + 1} attempts ({what}): "
-                        f"{exc.details()}{self._hint}"  # type: ignore[attr-defined]
+                        f"{wire.rpc_details(exc)}{self._hint}"
                     ) from exc
                 delay = self.backoff.delay(attempt, self._rng)
-                log.warning("coordinator_unreachable", call=what, attempt=attempt + 1, retry_in_s=round(delay, 2),
-                            error=code.name, target=self.target)
+                log.warning(Event.COORDINATOR_UNREACHABLE, call=what, attempt=attempt + 1,
+                            retry_in_s=round(delay, 2), error=str(code), target=self.target)
                 time.sleep(delay)
                 attempt += 1
 
     def federation(self) -> FederationInfo:
-        reply = self._retry("get_federation", lambda: self._stub.GetFederation(
-            pb.FederationRequest(client_id=self.client_id), timeout=self.rpc_timeout_s))
-        return FederationInfo(
-            reply.federation_id, reply.total_rounds, reply.current_round, reply.model,
-            PromptConfig.from_dict(json.loads(reply.prompt_config_json)),
-            [TensorSpec.from_proto(s) for s in reply.spec],
-        )
+        request = pb.FederationRequest(client_id=self.client_id)
+        reply = self._retry("get_federation", lambda: self._stub.GetFederation(request, timeout=self.rpc_timeout_s))
+        return wire.info_from_proto(reply)
 
-    def join(self, num_examples: int, spec: list[TensorSpec]) -> pb.JoinReply:
-        request = pb.JoinRequest(client_id=self.client_id, num_examples=num_examples,
-                                 spec=[s.to_proto() for s in spec])
-        return self._retry("join", lambda: self._stub.Join(request, timeout=self.rpc_timeout_s))
+    def join(self, num_examples: int, spec: list[TensorSpec]) -> JoinResult:
+        request = pb.JoinRequest(client_id=self.client_id, num_examples=num_examples, spec=wire.spec_to_proto(spec))
+        return wire.join_from_proto(self._retry("join", lambda: self._stub.Join(request, timeout=self.rpc_timeout_s)))
 
-    def task(self) -> pb.TaskReply:
+    def task(self) -> Task:
         request = pb.TaskRequest(client_id=self.client_id)
-        return self._retry("get_task", lambda: self._stub.GetTask(request, timeout=self.rpc_timeout_s))
+        reply = self._retry("get_task", lambda: self._stub.GetTask(request, timeout=self.rpc_timeout_s))
+        return wire.task_from_proto(reply)
 
-    def submit(self, round_: int, payload: bytes, num_examples: int, metrics: Mapping[str, Any]) -> pb.UpdateReply:
-        request = pb.UpdateRequest(client_id=self.client_id, round=round_, global_state=payload,
-                                   num_examples=num_examples, metrics=pb.Metrics(**metrics))
-        return self._retry("submit_update", lambda: self._stub.SubmitUpdate(request, timeout=self.rpc_timeout_s))
+    def submit(self, round_: int, tensors: Mapping[str, np.ndarray], num_examples: int,
+               metrics: Metrics) -> SubmitResult:
+        request = pb.UpdateRequest(client_id=self.client_id, round=round_, global_state=serde.encode(tensors),
+                                   num_examples=num_examples, metrics=wire.metrics_to_proto(metrics))
+        reply = self._retry("submit_update", lambda: self._stub.SubmitUpdate(request, timeout=self.rpc_timeout_s))
+        return wire.submit_from_proto(reply)

@@ -10,25 +10,26 @@ import hashlib
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import torch
 
-from pfeddc.client.backbone import load_backbone
-from pfeddc.client.connection import Backoff, Connection
-from pfeddc.client.data import ClientData, classnames_for, load_client_data, scan
-from pfeddc.client.model import PFedDCModel
-from pfeddc.client.store import ClientStore
-from pfeddc.client.train import Interrupted, TrainConfig, evaluate, pick_device, train_local
-from pfeddc.common import serde
-from pfeddc.common.logs import get_logger
-from pfeddc.common.proto import federation_pb2 as pb
-from pfeddc.common.transport import TlsFiles
+from ..common.logs import Event, get_logger
+from ..common.messages import Action, Code, Metrics, Refused, Task, TrainSettings
+from ..common.transport import TlsFiles
+from .connection import Backoff, Connection
+from .data import ClientData, classnames_for, load_client_data, scan
+from .model.backbone import load_backbone
+from .model.prompts import PFedDCModel, StatePart
+from .model.train import Interrupted, evaluate, pick_device, train_local
+from .store import ClientStore, RoundRecord
 
 log = get_logger("client")
+# Refusals that end the daemon (credentials or the coordinator itself); any other refusal of an update is
+# logged and the client asks for its next task.
+FATAL = (Code.UNAVAILABLE, Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,7 @@ class ClientOptions:
     state_dir: Path
     model: str | None = None
     device: str = "auto"
-    batch_size: int | None = None
-    local_epochs: int | None = None
-    lr: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainSettings fields set on the command line
     seed: int = 0
     client_id: str | None = None
     tls: TlsFiles = TlsFiles()
@@ -61,15 +60,6 @@ def _all_finite(loss: float, model: PFedDCModel) -> bool:
     return not params or (not math.isnan(loss) and all(bool(torch.isfinite(p).all()) for p in params))
 
 
-def prepare_data(store: ClientStore, opts: ClientOptions, image_size: int) -> ClientData:
-    meta = store.meta()
-    data, test_paths = load_client_data(opts.data, image_size, meta.get("test_split"), opts.test_fraction,
-                                        opts.seed, opts.progress)
-    store.save_meta({**store.meta(), "classnames": data.classnames, "test_split": test_paths,
-                     "data": str(Path(opts.data).resolve())})
-    return data
-
-
 class ClientDaemon:
     def __init__(self, opts: ClientOptions, stop: threading.Event | None = None) -> None:
         self.opts = opts
@@ -82,112 +72,108 @@ class ClientDaemon:
         opts = self.opts
         folders, _ = scan(Path(opts.data))  # layout and class-list errors surface before any connection attempt
         self.store.check_classes(classnames_for(Path(opts.data), folders))
-        log.info("client_starting", client_id=self.client_id, state_dir=str(self.store.dir), server=opts.server,
+        log.info(Event.CLIENT_STARTING, client_id=self.client_id, state_dir=str(self.store.dir), server=opts.server,
                  device=str(self.device))
-        conn = Connection(opts.server, self.client_id, opts.tls, opts.token,
-                          Backoff(max_attempts=opts.max_retries))
+        conn = Connection(opts.server, self.client_id, opts.tls, opts.token, Backoff(max_attempts=opts.max_retries))
         try:
             info = conn.federation()
             model_name = opts.model or info.model
             backbone = load_backbone(model_name, allow_download=opts.allow_download)
-            data = prepare_data(self.store, opts, backbone.image_size)
+            data = self._prepare_data(backbone.image_size)
             meta = self.store.meta()
-            if meta.get("federation_id") not in (None, info.federation_id):
-                log.warning("federation_changed", was=meta["federation_id"], now=info.federation_id,
+            if meta.federation_id not in (None, info.federation_id):
+                log.warning(Event.FEDERATION_CHANGED, was=meta.federation_id, now=info.federation_id,
                             advice="the local prompts of the earlier federation are kept; a changed prompt layout "
                                    "fails to load: use a new --state-dir then")
             seed = int.from_bytes(hashlib.sha256(f"{opts.seed}:{self.client_id}".encode()).digest()[:4], "big")
             model = PFedDCModel(backbone, data.classnames, info.prompt_config, seed=seed).to(self.device)
             local = self.store.load_local()
             if local is not None:
-                model.load_state(local, "local")
-                log.info("local_state_restored", client_id=self.client_id, round=meta.get("last_round"))
-            self.store.save_meta({**self.store.meta(), "federation_id": info.federation_id, "model": model_name,
-                                  "prompt_config": info.prompt_config.to_dict()})
+                model.load_state(local, StatePart.LOCAL)
+                log.info(Event.LOCAL_STATE_RESTORED, client_id=self.client_id, round=meta.last_round)
+            self.store.update_meta(federation_id=info.federation_id, model=model_name,
+                                   prompt_config=info.prompt_config)
             conn.join(len(data.train), model.spec)
-            log.info("client_joined", client_id=self.client_id, num_examples=len(data.train),
+            log.info(Event.CLIENT_JOINED, client_id=self.client_id, num_examples=len(data.train),
                      classes=len(data.classnames), test_examples=len(data.test), total_rounds=info.total_rounds)
             return self._loop(conn, model, data)
         finally:
             conn.close()
 
+    def _prepare_data(self, image_size: int) -> ClientData:
+        opts = self.opts
+        data, test_paths = load_client_data(opts.data, image_size, self.store.meta().test_split, opts.test_fraction,
+                                            opts.seed, opts.progress)
+        self.store.update_meta(classnames=data.classnames, test_split=test_paths, data=str(Path(opts.data).resolve()))
+        return data
+
     def _loop(self, conn: Connection, model: PFedDCModel, data: ClientData) -> dict[str, Any]:
         while not self.stop.is_set():
             try:
                 task = conn.task()
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
-                    log.warning("rejoining", client_id=self.client_id, reason=exc.details())  # type: ignore[attr-defined]
-                    conn.join(len(data.train), model.spec)
-                    continue
-                raise
-            if task.action == pb.TaskReply.WAIT:
+            except Refused as exc:
+                if exc.code != Code.NOT_FOUND:
+                    raise
+                log.warning(Event.REJOINING, client_id=self.client_id, reason=exc.message)
+                conn.join(len(data.train), model.spec)
+                continue
+            if task.action == Action.WAIT:
                 self.stop.wait(max(0.05, task.retry_after_s))
-            elif task.action == pb.TaskReply.TRAIN:
+            elif task.action == Action.TRAIN:
                 try:
                     self._train_round(conn, model, data, task)
                 except Interrupted:
                     break
-            elif task.action == pb.TaskReply.FINISHED:
+            elif task.action == Action.FINISHED:
                 return self._finish(model, data, task)
-        log.info("client_stopped", client_id=self.client_id, reason="signal")
+        log.info(Event.CLIENT_STOPPED, client_id=self.client_id, reason="signal")
         return {"client_id": self.client_id, "stopped": True}
 
-    def _load_global(self, model: PFedDCModel, task: pb.TaskReply) -> None:
-        if serde.sha256(task.global_state) != task.global_sha256:
-            raise ValueError(f"global prompts of round {task.round} failed their SHA-256 check")
-        model.load_state(serde.decode(task.global_state), "global")
-
-    def _train_round(self, conn: Connection, model: PFedDCModel, data: ClientData, task: pb.TaskReply) -> None:
-        opts, s = self.opts, task.settings
-        cfg = TrainConfig(epochs=opts.local_epochs or s.local_epochs, lr=opts.lr or s.lr,
-                          batch_size=opts.batch_size or s.batch_size, seed=s.seed)
-        self._load_global(model, task)
-        log.info("round_training", client_id=self.client_id, round=task.round, epochs=cfg.epochs, lr=cfg.lr,
-                 num_examples=len(data.train))
+    def _train_round(self, conn: Connection, model: PFedDCModel, data: ClientData, task: Task) -> None:
+        settings = (task.settings or TrainSettings()).with_overrides(**self.opts.overrides)
+        model.load_state(task.tensors(), StatePart.GLOBAL)
+        log.info(Event.ROUND_TRAINING, client_id=self.client_id, round=task.round, epochs=settings.local_epochs,
+                 lr=settings.lr, num_examples=len(data.train))
         started = time.monotonic()
         before = evaluate(model, data.test, self.device)
         last_good = model.local_state()
-        torch.manual_seed(cfg.seed)
-        loss = train_local(model, data.train, cfg, self.device, self.stop, opts.progress)
+        torch.manual_seed(settings.seed)
+        loss = train_local(model, data.train, settings, self.device, self.stop, self.opts.progress)
         if not _all_finite(loss, model):
             # Diverged: keep the personal state of the last good round and send nothing this round.
-            model.load_state(last_good, "local")
-            log.error("training_diverged", client_id=self.client_id, round=task.round, train_loss=loss,
+            model.load_state(last_good, StatePart.LOCAL)
+            log.error(Event.TRAINING_DIVERGED, client_id=self.client_id, round=task.round, train_loss=loss,
                       advice="lower --lr; the local state of the previous round is kept")
-            self.store.save_round(task.round, last_good, model.global_state(), {
-                "round": task.round, "accepted": False, "reason": "training diverged", "time": time.time()})
+            self.store.save_round(task.round, last_good, model.global_state(), RoundRecord(
+                task.round, accepted=False, reason="training diverged", time=time.time()))
             return
         after = evaluate(model, data.test, self.device)
         duration = time.monotonic() - started
-        metrics = {"train_loss": _finite(loss), "accuracy_before": _finite(before), "accuracy_after": _finite(after),
-                   "num_test_examples": len(data.test), "train_seconds": duration}
+        metrics = Metrics(train_loss=_finite(loss), accuracy_before=_finite(before), accuracy_after=_finite(after),
+                          num_test_examples=len(data.test), train_seconds=duration)
         global_state = model.global_state()
         accepted, reason = True, ""
         try:
-            reply = conn.submit(task.round, serde.encode(global_state), len(data.train), metrics)
-            log.info("update_sent", client_id=self.client_id, round=task.round, duplicate=reply.duplicate,
+            reply = conn.submit(task.round, global_state, len(data.train), metrics)
+            log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,
                      received=reply.received, expected=reply.expected)
-        except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED,  # type: ignore[attr-defined]
-                              grpc.StatusCode.PERMISSION_DENIED):
+        except Refused as exc:
+            if exc.code in FATAL:
                 raise
-            accepted, reason = False, str(exc.details())  # type: ignore[attr-defined]
-            log.warning("update_refused", client_id=self.client_id, round=task.round,
-                        code=exc.code().name, reason=reason)  # type: ignore[attr-defined]
-        record = {"round": task.round, **metrics, "num_examples": len(data.train), "accepted": accepted,
-                  "reason": reason, "time": time.time()}
+            accepted, reason = False, exc.message
+            log.warning(Event.UPDATE_REFUSED, client_id=self.client_id, round=task.round, code=str(exc.code),
+                        reason=reason)
+        record = RoundRecord(task.round, accepted, reason, len(data.train), metrics, time.time())
         self.store.save_round(task.round, model.local_state(), global_state, record)
-        log.info("round_done", client_id=self.client_id, round=task.round, accuracy_before=round(before, 4),
+        log.info(Event.ROUND_DONE, client_id=self.client_id, round=task.round, accuracy_before=round(before, 4),
                  accuracy_after=round(after, 4), train_loss=round(loss, 4), duration_s=round(duration, 2))
 
-    def _finish(self, model: PFedDCModel, data: ClientData, task: pb.TaskReply) -> dict[str, Any]:
-        self._load_global(model, task)
+    def _finish(self, model: PFedDCModel, data: ClientData, task: Task) -> dict[str, Any]:
+        model.load_state(task.tensors(), StatePart.GLOBAL)
         accuracy = evaluate(model, data.test, self.device)
-        last = int(self.store.meta().get("last_round", 0))
-        self.store.save_round(last, model.local_state(), model.global_state(), None)
-        self.store.save_meta({**self.store.meta(), "final_accuracy": _finite(accuracy), "finished": True})
+        self.store.save_round(self.store.meta().last_round, model.local_state(), model.global_state(), None)
+        self.store.update_meta(final_accuracy=_finite(accuracy), finished=True)
         summary = {"client_id": self.client_id, "rounds": task.total_rounds, "final_accuracy": round(accuracy, 4),
                    "test_examples": len(data.test), "rounds_trained": len(self.store.history())}
-        log.info("federation_finished", **summary)
+        log.info(Event.FEDERATION_FINISHED, **summary)
         return summary

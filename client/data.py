@@ -9,7 +9,6 @@ from folder names with '_' and '-' read as spaces.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pfeddc.common.logs import get_logger
+from ..common.logs import Event, get_logger
+from ..common.partition import train_test_split
+from .model.train import ImageSet
 
 log = get_logger("client")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -25,17 +26,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 class DataError(ValueError):
     pass
-
-
-@dataclass
-class ImageSet:
-    """Preprocessed images uint8 [N, 3, S, S] and labels [N]; normalization happens on the device."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
 
 
 @dataclass
@@ -102,18 +92,10 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]] | lis
 
 
 def choose_test_split(samples: list[tuple[Path, int]], root: Path, fraction: float, seed: int) -> list[str]:
-    """A seeded, per-class held-out fraction (at least one test image per class with >= 2 images)."""
-    rng = random.Random(seed)
-    chosen: list[str] = []
-    by_class: dict[int, list[Path]] = {}
-    for path, label in samples:
-        by_class.setdefault(label, []).append(path)
-    for label in sorted(by_class):
-        paths = sorted(by_class[label])
-        rng.shuffle(paths)
-        k = min(len(paths) - 1, max(1, round(fraction * len(paths)))) if len(paths) > 1 else 0
-        chosen += [str(p.relative_to(root)) for p in paths[:k]]
-    return sorted(chosen)
+    """A seeded, per-class held-out fraction (common.partition's rule), as paths relative to `root`."""
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    split = train_test_split(list(range(len(samples))), labels, fraction, seed)
+    return sorted(str(samples[i][0].relative_to(root)) for i in split.test)
 
 
 def preprocess(path: Path, size: int) -> np.ndarray:
@@ -139,7 +121,7 @@ def load_images(samples: list[tuple[Path, int]], size: int, progress: bool = Fal
             labels.append(label)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             skipped += 1
-            log.warning("image_skipped", path=str(path), error=str(exc))
+            log.warning(Event.IMAGE_SKIPPED, path=str(path), error=str(exc))
     images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, 3, size, size), dtype=torch.uint8)
     return ImageSet(images, torch.tensor(labels, dtype=torch.long)), skipped
 
@@ -162,7 +144,7 @@ def load_client_data(root: Path, image_size: int, test_paths: list[str] | None, 
     test, skipped_test = load_images(test_samples, image_size, progress)
     skipped = skipped_train + skipped_test
     if skipped:
-        log.warning("images_skipped", count=skipped, root=str(root))
+        log.warning(Event.IMAGES_SKIPPED, count=skipped, root=str(root))
     if len(train) == 0:
         raise DataError(f"no readable training images under {root} ({skipped} unreadable)")
     return ClientData(classnames, train, test, skipped), test_paths

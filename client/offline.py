@@ -8,22 +8,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from pfeddc.client.backbone import load_backbone
-from pfeddc.client.data import IMAGE_SUFFIXES, DataError, load_client_data, preprocess
-from pfeddc.client.model import PFedDCModel
-from pfeddc.client.store import ClientStore, StateError
-from pfeddc.client.train import evaluate, pick_device, predict_proba
-from pfeddc.common.spec import PromptConfig
+from .data import DataError, list_images, load_client_data, preprocess
+from .model.backbone import load_backbone
+from .model.prompts import PFedDCModel, StatePart
+from .model.train import evaluate, pick_device, predict_proba
+from .store import ClientStore, StateError
 
 
 def load_personalized(state_dir: Path, model_override: str | None, device: torch.device) -> PFedDCModel:
     store = ClientStore(state_dir)
     meta = store.meta()
-    if "prompt_config" not in meta or "classnames" not in meta:
+    if meta.prompt_config is None or meta.classnames is None or meta.model is None:
         raise StateError(f"{state_dir} holds no trained client state (run pfeddc-client with a coordinator first)")
-    backbone = load_backbone(model_override or meta["model"])
-    model = PFedDCModel(backbone, meta["classnames"], PromptConfig.from_dict(meta["prompt_config"]))
-    for which, tensors in (("local", store.load_local()), ("global", store.load_global())):
+    backbone = load_backbone(model_override or meta.model)
+    model = PFedDCModel(backbone, meta.classnames, meta.prompt_config)
+    for which, tensors in ((StatePart.LOCAL, store.load_local()), (StatePart.GLOBAL, store.load_global())):
         if tensors is not None:
             model.load_state(tensors, which)
     return model.to(device).eval()
@@ -35,7 +34,7 @@ def predict_command(state_dir: Path, paths: list[Path], model: str | None, devic
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += list_images(path)
         elif path.is_file():
             files.append(path)
         else:

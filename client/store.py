@@ -1,27 +1,88 @@
-"""The client's personal state on its own disk, every file written atomically.
+"""The client's personal state on its own disk, typed, every file written atomically.
 
 state_dir/
   client_id            stable identity presented to the coordinator
-  meta.json            federation, model, prompt layout, class list, held-out test split, last round done
+  meta.json            `ClientMeta`: federation, model, prompt layout, class list, held-out split, last round
   local.safetensors    local prompts + fusion modules (never leave this machine)
   global.safetensors   the last global prompts received (metadata: round)
-  history.jsonl        one line per completed round (metrics)
+  history.jsonl        one `RoundRecord` per round this client trained
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pfeddc.common import serde
+from ..common import serde
+from ..common.messages import Metrics
+from ..common.spec import PromptConfig
+
+META_FILE = "meta.json"
+HISTORY_FILE = "history.jsonl"
+LOCAL_FILE = "local.safetensors"
+GLOBAL_FILE = "global.safetensors"
 
 
 class StateError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class ClientMeta:
+    federation_id: str | None = None
+    model: str | None = None
+    prompt_config: PromptConfig | None = None
+    classnames: list[str] | None = None
+    test_split: list[str] | None = None  # paths relative to the data root, chosen once
+    data: str | None = None
+    last_round: int = 0
+    final_accuracy: float | None = None
+    finished: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["prompt_config"] = self.prompt_config.to_dict() if self.prompt_config else None
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClientMeta:
+        known = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        if known.get("prompt_config") is not None:
+            known["prompt_config"] = PromptConfig.from_dict(known["prompt_config"])
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One line of history.jsonl: a round this client trained, and what became of its update."""
+
+    round: int
+    accepted: bool
+    reason: str = ""
+    num_examples: int = 0
+    metrics: Metrics = field(default_factory=Metrics)
+    time: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        flat = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        return {**flat, **{k: _json_number(v) for k, v in self.metrics.as_dict().items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundRecord:
+        values: dict[str, Any] = {k: float("nan") if data[k] is None else data[k] for k in Metrics.names() if k in data}
+        metrics = Metrics(**values)
+        return cls(int(data["round"]), bool(data["accepted"]), str(data.get("reason", "")),
+                   int(data.get("num_examples", 0)), metrics, float(data.get("time", 0.0)))
+
+
+def _json_number(value: float) -> float | None:
+    """Strict JSON has no NaN: an absent metric is written as null."""
+    return None if value != value else value
 
 
 class ClientStore:
@@ -42,40 +103,42 @@ class ClientStore:
         return client_id
 
     # ----- metadata
-    def meta(self) -> dict[str, Any]:
-        path = self.dir / "meta.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+    def meta(self) -> ClientMeta:
+        path = self.dir / META_FILE
+        return ClientMeta.from_json(json.loads(path.read_text())) if path.exists() else ClientMeta()
 
-    def save_meta(self, meta: dict[str, Any]) -> None:
-        serde.atomic_write(self.dir / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+    def update_meta(self, **changes: Any) -> ClientMeta:
+        meta = replace(self.meta(), **changes)
+        serde.atomic_write(self.dir / META_FILE, json.dumps(meta.to_json(), indent=1, sort_keys=True).encode())
+        return meta
 
     def check_classes(self, classnames: list[str]) -> None:
-        recorded = self.meta().get("classnames")
+        recorded = self.meta().classnames
         if recorded is not None and recorded != classnames:
             raise StateError(f"the class list changed since this client's state was made: was {recorded}, now "
                              f"{classnames}; restore the data layout or start a new --state-dir")
 
     # ----- tensors
     def load_local(self) -> dict[str, np.ndarray] | None:
-        path = self.dir / "local.safetensors"
+        path = self.dir / LOCAL_FILE
+        return serde.load_file(path) if path.exists() else None
+
+    def load_global(self) -> dict[str, np.ndarray] | None:
+        path = self.dir / GLOBAL_FILE
         return serde.load_file(path) if path.exists() else None
 
     def save_round(self, round_: int, local: dict[str, np.ndarray], global_: dict[str, np.ndarray],
-                   record: dict[str, Any] | None) -> None:
-        """Persist a completed round: tensors first, then the metadata that points at them."""
-        serde.save_file(self.dir / "local.safetensors", local, metadata={"round": str(round_)})
-        serde.save_file(self.dir / "global.safetensors", global_, metadata={"round": str(round_)})
+                   record: RoundRecord | None) -> None:
+        """Persist a completed round: tensors first, then the history and the metadata that point at them."""
+        serde.save_file(self.dir / LOCAL_FILE, local, metadata={"round": str(round_)})
+        serde.save_file(self.dir / GLOBAL_FILE, global_, metadata={"round": str(round_)})
         if record is not None:
-            with open(self.dir / "history.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
-        self.save_meta({**self.meta(), "last_round": round_})
+            with open(self.dir / HISTORY_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record.to_json(), allow_nan=False) + "\n")
+        self.update_meta(last_round=round_)
 
-    def load_global(self) -> dict[str, np.ndarray] | None:
-        path = self.dir / "global.safetensors"
-        return serde.load_file(path) if path.exists() else None
-
-    def history(self) -> list[dict[str, Any]]:
-        path = self.dir / "history.jsonl"
+    def history(self) -> list[RoundRecord]:
+        path = self.dir / HISTORY_FILE
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [RoundRecord.from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pfeddc.common.serde import atomic_write
-from pfeddc.common.transport import token_digest
+from .serde import atomic_write
+from .transport import token_digest
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -51,7 +51,7 @@ def new_key() -> Key:
 def create_ca(name: str = "pfeddc federation CA", days: int = 3650) -> tuple[Key, x509.Certificate]:
     key = new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
@@ -67,7 +67,7 @@ def issue(ca_key: Key, ca_cert: x509.Certificate, common_name: str, hosts: list[
           server: bool = False, days: int = 365, not_before: dt.datetime | None = None) -> tuple[Key, x509.Certificate]:
     """A leaf certificate: server (with DNS/IP SANs) or client (common name = client id)."""
     key = new_key()
-    start = not_before or dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     sans: list[x509.GeneralName] = []
     for host in hosts or []:
         try:

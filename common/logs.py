@@ -1,18 +1,55 @@
-"""structlog set-up: JSON lines when not on a terminal (or when asked), readable console otherwise.
+"""structlog set-up, and every event name the components log.
 
-Event names are fixed snake_case strings (`round_started`, `update_accepted`, ...) and keys are fixed
-(`round`, `client_id`, `num_examples`, `duration_s`), so logs can be queried across components.
+JSON lines when not on a terminal (or when asked), readable console otherwise. Event names are fixed
+snake_case strings defined once in `Event`, and keys are fixed (`round`, `client_id`, `num_examples`,
+`duration_s`), so logs can be queried across components and the sim and tests can wait for them.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from enum import StrEnum
+from typing import Any, TextIO
 
 import structlog
 
 LOG_FORMATS = ("auto", "json", "console")
+
+
+class Event(StrEnum):
+    # coordinator
+    SERVER_STARTED = "server_started"
+    SERVER_FAILED = "server_failed"
+    SERVER_STOPPING = "server_stopping"
+    SERVER_STOPPED = "server_stopped"
+    INSECURE_LISTENER = "insecure_listener"
+    FEDERATION_CREATED = "federation_created"
+    FEDERATION_RESUMED = "federation_resumed"
+    CLIENT_JOINED = "client_joined"
+    ROUND_STARTED = "round_started"
+    ROUND_RETRIED = "round_retried"
+    ROUND_COMPLETED = "round_completed"
+    UPDATE_ACCEPTED = "update_accepted"
+    FEDERATION_FINISHED = "federation_finished"
+    # client
+    CLIENT_STARTING = "client_starting"
+    CLIENT_STOPPED = "client_stopped"
+    CLIENT_FAILED = "client_failed"
+    COORDINATOR_UNREACHABLE = "coordinator_unreachable"
+    FEDERATION_CHANGED = "federation_changed"
+    LOCAL_STATE_RESTORED = "local_state_restored"
+    REJOINING = "rejoining"
+    ROUND_TRAINING = "round_training"
+    ROUND_DONE = "round_done"
+    TRAINING_DIVERGED = "training_diverged"
+    UPDATE_SENT = "update_sent"
+    UPDATE_REFUSED = "update_refused"
+    IMAGE_SKIPPED = "image_skipped"
+    IMAGES_SKIPPED = "images_skipped"
+    # embedded backbone
+    EMBEDDED_BUILD_STARTED = "embedded_build_started"
+    EMBEDDED_BUILD_FINISHED = "embedded_build_finished"
 
 
 class _CurrentStderr:
@@ -28,13 +65,13 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
-    stream = stream or _CurrentStderr()
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | _CurrentStderr | None = None) -> None:
+    out = stream or _CurrentStderr()
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {LOG_FORMATS}, got {fmt!r}")
-    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
@@ -45,7 +82,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from pfeddc.common.spec import TensorSpec, spec_difference
+from .spec import TensorSpec, spec_difference
 
 _DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("float64"): "F64"}
 

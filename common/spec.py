@@ -8,26 +8,60 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pfeddc.common.proto import federation_pb2 as pb
-
 EMBEDDED_MODEL = "embedded"
 HUB_DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 
-# prompt placement per modality: none | global (federated only) | local (never leaves) | dual (both, fused)
-PLACEMENTS = ("none", "global", "local", "dual")
-FUSIONS = ("attention", "sum", "concat")
-METHODS: dict[str, dict[str, str]] = {
-    "pfeddc": {"text": "dual", "vision": "dual", "fusion": "attention"},
-    "pfeddc-nofusion": {"text": "dual", "vision": "dual", "fusion": "sum"},
-    "promptfl": {"text": "global", "vision": "none", "fusion": "sum"},
-    "coop": {"text": "local", "vision": "none", "fusion": "sum"},
-    "vision-only": {"text": "none", "vision": "dual", "fusion": "attention"},
-    "zeroshot": {"text": "none", "vision": "none", "fusion": "sum"},
+
+class Placement(StrEnum):
+    """Where a modality's prompts live: nowhere, federated only, on the client only, or both fused."""
+
+    NONE = "none"
+    GLOBAL = "global"
+    LOCAL = "local"
+    DUAL = "dual"
+
+    @property
+    def has_global(self) -> bool:
+        return self in (Placement.GLOBAL, Placement.DUAL)
+
+    @property
+    def has_local(self) -> bool:
+        return self in (Placement.LOCAL, Placement.DUAL)
+
+
+class Fusion(StrEnum):
+    """How a dual placement combines its global and local prompts."""
+
+    ATTENTION = "attention"
+    SUM = "sum"
+    CONCAT = "concat"
+
+
+class FusionQuery(StrEnum):
+    LOCAL = "local"
+    GLOBAL = "global"
+
+
+@dataclass(frozen=True)
+class MethodLayout:
+    text: Placement
+    vision: Placement
+    fusion: Fusion
+
+
+METHODS: dict[str, MethodLayout] = {
+    "pfeddc": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION),
+    "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM),
+    "promptfl": MethodLayout(Placement.GLOBAL, Placement.NONE, Fusion.SUM),
+    "coop": MethodLayout(Placement.LOCAL, Placement.NONE, Fusion.SUM),
+    "vision-only": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION),
+    "zeroshot": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM),
 }
 
 
@@ -67,7 +101,7 @@ def dims_from_config(config: dict[str, Any]) -> BackboneDims:
 def resolve_dims(model: str) -> BackboneDims:
     """Dims of `model`: the embedded default, a local directory with config.json, or a known hub name."""
     if model == EMBEDDED_MODEL:
-        from pfeddc.common.embedded import EMBEDDED_CONFIG
+        from .embedded import EMBEDDED_CONFIG
 
         return dims_from_config(EMBEDDED_CONFIG)
     path = Path(model).expanduser()
@@ -89,36 +123,42 @@ class PromptConfig:
     text_ctx: int = 4
     vision_tokens: int = 4
     vision_depth: int = 1
-    fusion: str | None = None
-    fusion_query: str = "local"
+    fusion: Fusion | None = None
+    fusion_query: FusionQuery = FusionQuery.LOCAL
     fusion_heads: int = 1
     text_init: str = "a photo of a"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.fusion is not None and self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if self.fusion_query not in ("local", "global"):
-            raise ValueError(f"fusion_query must be 'local' or 'global', got {self.fusion_query!r}")
+        try:  # accept plain strings (JSON, flags) and store the enums
+            if self.fusion is not None:
+                object.__setattr__(self, "fusion", Fusion(self.fusion))
+        except ValueError:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(Fusion)}") from None
+        try:
+            object.__setattr__(self, "fusion_query", FusionQuery(self.fusion_query))
+        except ValueError:
+            raise ValueError(f"fusion_query must be 'local' or 'global', got {self.fusion_query!r}") from None
         for name in ("text_ctx", "vision_tokens", "vision_depth", "fusion_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
-    def text(self) -> str:
-        return METHODS[self.method]["text"]
+    def text(self) -> Placement:
+        return METHODS[self.method].text
 
     @property
-    def vision(self) -> str:
-        return METHODS[self.method]["vision"]
+    def vision(self) -> Placement:
+        return METHODS[self.method].vision
 
     @property
-    def fusion_kind(self) -> str:
-        return self.fusion or METHODS[self.method]["fusion"]
+    def fusion_kind(self) -> Fusion:
+        return self.fusion or METHODS[self.method].fusion
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in out.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PromptConfig:
@@ -132,25 +172,18 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: str = "F32"
 
-    def to_proto(self) -> pb.TensorSpec:
-        return pb.TensorSpec(name=self.name, shape=list(self.shape), dtype=self.dtype)
-
-    @classmethod
-    def from_proto(cls, msg: pb.TensorSpec) -> TensorSpec:
-        return cls(msg.name, tuple(int(s) for s in msg.shape), msg.dtype)
-
     def describe(self) -> str:
         return f"{self.name}{list(self.shape)}:{self.dtype}"
 
 
 def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
     """The federated tensors of a model with these dims and prompt settings, sorted by name."""
-    if cfg.vision != "none" and cfg.vision_depth > dims.vision_layers:
+    if cfg.vision != Placement.NONE and cfg.vision_depth > dims.vision_layers:
         raise ValueError(f"vision_depth {cfg.vision_depth} exceeds the backbone's {dims.vision_layers} layers")
     specs = []
-    if cfg.text in ("global", "dual"):
+    if cfg.text.has_global:
         specs.append(TensorSpec("text.global", (cfg.text_ctx, dims.text_hidden)))
-    if cfg.vision in ("global", "dual"):
+    if cfg.vision.has_global:
         specs.append(TensorSpec("vision.global", (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)))
     return sorted(specs, key=lambda s: s.name)
 

@@ -55,7 +55,9 @@ for image in $images; do
     echo "$out" | grep -q '"event": "server_stopped"' || { echo "coordinator did not stop cleanly:"; echo "$out"; exit 1; }
     buildah run "$ctr" -- python3 -c "import importlib.util as u; assert u.find_spec('torch') is None" \
       || { echo "torch found in the coordinator image"; exit 1; }
-    echo "coordinator image: --help, start, clean stop, torch-free: ok"
+    buildah run "$ctr" -- python3 -c "import importlib.util as u; assert u.find_spec('pfeddc.client') is None" \
+      || { echo "client code found in the coordinator image"; exit 1; }
+    echo "coordinator image: --help, start, clean stop, torch-free, no client code: ok"
   else
     buildah run "$ctr" -- pfeddc-client --help | head -3
     buildah run "$ctr" -- python3 -c "import torch, transformers, pfeddc.client.model; print('client image imports ok', torch.__version__)"

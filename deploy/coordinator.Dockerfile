@@ -1,4 +1,4 @@
-# The coordinator image: the base install only (no torch, no transformers), non-root, no secrets.
+# The coordinator image: the base install only (no torch, no transformers, no client code), non-root, no secrets.
 #   buildah bud -f deploy/coordinator.Dockerfile -t pfeddc-coordinator .     (or docker build)
 ARG BASE=python:3.11-slim
 FROM ${BASE}
@@ -10,9 +10,11 @@ COPY protos /src/protos
 COPY common /src/common
 COPY server /src/server
 COPY client /src/client
+# The distribution carries the client too; the coordinator image keeps only server/ and common/.
 RUN python3 -m venv /opt/pfeddc \
  && /opt/pfeddc/bin/pip install /src \
- && rm -rf /src \
+ && rm -rf /src /opt/pfeddc/lib/python3*/site-packages/pfeddc/client \
+    /opt/pfeddc/bin/pfeddc-client /opt/pfeddc/bin/pfeddc-sim /opt/pfeddc/bin/pfeddc-partition \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /var/lib/pfeddc pfeddc \
  && mkdir -p /var/lib/pfeddc && chown pfeddc:pfeddc /var/lib/pfeddc
 ENV PATH=/opt/pfeddc/bin:$PATH

@@ -16,59 +16,18 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from pfeddc.common.logs import LOG_FORMATS, configure_logging, get_logger
-from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
-from pfeddc.common.spec import (
-    EMBEDDED_MODEL,
-    FUSIONS,
-    METHODS,
-    PromptConfig,
-    global_spec,
-    initial_prompts,
-    resolve_dims,
-)
-from pfeddc.common.transport import MiB, TlsFiles, is_loopback, server_options
-from pfeddc.server.auth import Authenticator, load_tokens
-from pfeddc.server.checkpoint import Checkpoint, CheckpointError
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
-from pfeddc.server.servicer import CoordinatorServicer
+from ..common.cli import add_prompt_flags, add_train_flags, prompt_config_from, train_settings_from
+from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
+from ..common.proto import federation_pb2_grpc as pb_grpc
+from ..common.spec import EMBEDDED_MODEL, global_spec, initial_prompts, resolve_dims
+from ..common.transport import MiB, TlsFiles, is_loopback, server_options
+from .auth import Authenticator, load_tokens
+from .checkpoint import Checkpoint, CheckpointError
+from .federation import Federation, FederationConfig, FederationState
+from .servicer import CoordinatorServicer
 
 log = get_logger("coordinator")
 SERVICE_NAME = "pfeddc.v1.Coordinator"
-
-
-def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) -> None:
-    """Prompt-layout flags, shared with pfeddc-sim so the two can never drift."""
-    d = PromptConfig()
-    g = parser.add_argument_group("prompt layout (sent to every client)")
-    if with_method:
-        g.add_argument("--method", choices=list(METHODS), default=d.method,
-                       help="pfeddc: global+local text and vision prompts fused by cross-attention; pfeddc-nofusion: "
-                            "the same averaged instead of attended; promptfl: federated text prompts; coop: local "
-                            "text prompts only; vision-only: pFedDC on the vision side only; zeroshot: no prompts "
-                            "(default: %(default)s)")
-    g.add_argument("--text-ctx", type=int, default=d.text_ctx,
-                   help="learnable text context tokens (default: %(default)s)")
-    g.add_argument("--text-init", default=d.text_init,
-                   help="phrase the text context starts from; used when its token count equals --text-ctx "
-                        "(default: %(default)r)")
-    g.add_argument("--vision-tokens", type=int, default=d.vision_tokens,
-                   help="learnable vision prompt tokens inserted after CLS (default: %(default)s)")
-    g.add_argument("--vision-depth", type=int, default=d.vision_depth,
-                   help="encoder layers that get their own vision prompts: 1 = shallow, >1 = deep "
-                        "(default: %(default)s)")
-    g.add_argument("--fusion", choices=FUSIONS, default=None,
-                   help="how global and local prompts combine; default: the method's (attention for pfeddc)")
-    g.add_argument("--fusion-query", choices=["local", "global"], default=d.fusion_query,
-                   help="which prompts query the other side in the cross-attention (default: %(default)s)")
-    g.add_argument("--fusion-heads", type=int, default=d.fusion_heads,
-                   help="attention heads of the fusion modules (default: %(default)s)")
-
-
-def prompt_config_from(args: argparse.Namespace) -> PromptConfig:
-    return PromptConfig(method=args.method, text_ctx=args.text_ctx, vision_tokens=args.vision_tokens,
-                        vision_depth=args.vision_depth, fusion=args.fusion, fusion_query=args.fusion_query,
-                        fusion_heads=args.fusion_heads, text_init=args.text_init)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,10 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone the clients use: a hub name such as openai/clip-vit-base-patch16, a local "
                         "directory with config.json, or 'embedded' (default). Only its shapes are read.")
     add_prompt_flags(p)
-    t = p.add_argument_group("training settings sent to clients each round")
-    t.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default: %(default)s)")
-    t.add_argument("--lr", type=float, default=0.002, help="SGD learning rate (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=32, help="training batch size (default: %(default)s)")
+    add_train_flags(p)
     s = p.add_argument_group("transport and security")
     s.add_argument("--max-update-mb", type=float, default=64.0,
                    help="largest update payload accepted, in MiB (default: %(default)s)")
@@ -150,8 +106,8 @@ def start(args: argparse.Namespace) -> RunningServer:
     spec = global_spec(resolve_dims(args.model), prompt)
     config = FederationConfig(
         rounds=args.rounds, min_clients=args.min_clients, fraction=args.fraction,
-        round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, local_epochs=args.local_epochs,
-        lr=args.lr, batch_size=args.batch_size, max_update_bytes=int(args.max_update_mb * MiB),
+        round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),
+        max_update_bytes=int(args.max_update_mb * MiB),
         poll_interval_s=args.poll_interval,
     )
     checkpoint = Checkpoint(args.state_dir)
@@ -159,9 +115,9 @@ def start(args: argparse.Namespace) -> RunningServer:
     if state is None:
         state = FederationState(1, initial_prompts(spec, args.seed), {}, [])
         checkpoint.save(state)
-        log.info("federation_created", state_dir=str(args.state_dir), spec=[s.describe() for s in spec])
+        log.info(Event.FEDERATION_CREATED, state_dir=str(args.state_dir), spec=[s.describe() for s in spec])
     else:
-        log.info("federation_resumed", state_dir=str(args.state_dir), round=state.round,
+        log.info(Event.FEDERATION_RESUMED, state_dir=str(args.state_dir), round=state.round,
                  clients=len(state.clients))
     federation = Federation(config, spec, state, on_round_closed=checkpoint.save)
     fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)
@@ -184,7 +140,7 @@ def start(args: argparse.Namespace) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     if not is_loopback(args.bind) and (not tls.enabled or (tokens is None and args.tls_client_ca is None)):
-        log.warning("insecure_listener", bind=args.bind, tls=tls.enabled, client_auth=False,
+        log.warning(Event.INSECURE_LISTENER, bind=args.bind, tls=tls.enabled, client_auth=False,
                     advice="anyone who reaches this port can join and submit: use --tls-cert/--tls-key and "
                            "--tls-client-ca or --tokens (see docs/deploy.md)")
     server.start()
@@ -193,7 +149,7 @@ def start(args: argparse.Namespace) -> RunningServer:
     stop_event = threading.Event()
     running = RunningServer(server, port, federation, health_servicer, stop_event)
     threading.Thread(target=_tick, args=(federation, stop_event), daemon=True, name="round-ticker").start()
-    log.info("server_started", port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
+    log.info(Event.SERVER_STARTED, port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
              rounds=config.rounds, round=federation.round)
     return running
 
@@ -209,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         running = start(args)
     except (ValueError, OSError, CheckpointError) as exc:
-        log.error("server_failed", error=str(exc))
+        log.error(Event.SERVER_FAILED, error=str(exc))
         print(f"pfeddc-server: error: {exc}", file=sys.stderr)
         return 2
     done = threading.Event()
@@ -222,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             # Keep serving a while so every client can fetch the final prompts.
             if time.monotonic() - finished_at >= args.linger:
                 break
-    log.info("server_stopping", grace_s=args.grace, round=running.federation.round)
+    log.info(Event.SERVER_STOPPING, grace_s=args.grace, round=running.federation.round)
     running.stop(args.grace)
-    log.info("server_stopped")
+    log.info(Event.SERVER_STOPPED)
     return 0
 
 

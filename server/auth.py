@@ -13,8 +13,8 @@ from typing import Any
 
 import grpc
 
-from pfeddc.common.transport import TOKEN_METADATA_KEY, token_digest
-from pfeddc.server.federation import Code, Refused
+from ..common.messages import Code, Refused
+from ..common.transport import TOKEN_METADATA_KEY, token_digest
 
 
 def load_tokens(path: Path) -> dict[str, str]:
@@ -40,7 +40,7 @@ class Authenticator:
             raw: Any = context.auth_context().get("x509_common_name", [])
             names = {n.decode() for n in raw}
             if client_id not in names:
-                raise Refused(Code.PERMISSION, f"client certificate is for {sorted(names) or 'no client'}, "
+                raise Refused(Code.PERMISSION_DENIED, f"client certificate is for {sorted(names) or 'no client'}, "
                                                f"not for client_id {client_id!r}")
         if self.tokens is not None:
             bearer = _bearer(context)
@@ -48,7 +48,7 @@ class Authenticator:
                 raise Refused(Code.UNAUTHENTICATED, "this coordinator requires a client token (--token)")
             expected = self.tokens.get(client_id)
             if expected is None or not hmac.compare_digest(expected, token_digest(bearer)):
-                raise Refused(Code.PERMISSION, f"the token is not valid for client_id {client_id!r}")
+                raise Refused(Code.PERMISSION_DENIED, f"the token is not valid for client_id {client_id!r}")
 
 
 def _bearer(context: grpc.ServicerContext) -> str | None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pfeddc.common import serde
-from pfeddc.common.spec import TensorSpec, spec_difference
-from pfeddc.server.federation import ClientRecord, FederationState
+from ..common import serde
+from ..common.spec import TensorSpec, spec_difference
+from .federation import ClientRecord, FederationState
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 ROUNDS_FILE = "rounds.jsonl"

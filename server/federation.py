@@ -13,39 +13,20 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from pfeddc.common import serde
-from pfeddc.common.logs import get_logger
-from pfeddc.common.spec import TensorSpec, spec_difference
-from pfeddc.common.transport import DEFAULT_MAX_UPDATE_BYTES
-from pfeddc.server.aggregate import fedavg
+from ..common import serde
+from ..common.logs import Event, get_logger
+from ..common.messages import Action, Code, Metrics, Refused, SubmitResult, Task, TrainSettings
+from ..common.spec import TensorSpec, spec_difference
+from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
+from .aggregate import fedavg
 
 log = get_logger("coordinator")
 CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class Code(Enum):
-    INVALID = "invalid_argument"
-    PRECONDITION = "failed_precondition"
-    NOT_FOUND = "not_found"
-    EXISTS = "already_exists"
-    TOO_LARGE = "resource_exhausted"
-    PERMISSION = "permission_denied"
-    UNAUTHENTICATED = "unauthenticated"
-
-
-class Refused(Exception):
-    """A request the federation turns down; nothing in the state changed."""
-
-    def __init__(self, code: Code, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -56,9 +37,7 @@ class FederationConfig:
     round_timeout_s: float = 600.0
     quorum: int = 1
     seed: int = 0
-    local_epochs: int = 1
-    lr: float = 0.002
-    batch_size: int = 32
+    train: TrainSettings = field(default_factory=TrainSettings)
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
     poll_interval_s: float = 2.0
 
@@ -69,9 +48,6 @@ class FederationConfig:
             (0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}"),
             (self.round_timeout_s > 0, f"round_timeout must be > 0, got {self.round_timeout_s}"),
             (1 <= self.quorum <= self.min_clients, f"quorum must be in [1, min_clients], got {self.quorum}"),
-            (self.local_epochs >= 1, f"local_epochs must be >= 1, got {self.local_epochs}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.max_update_bytes > 0, f"max_update_bytes must be > 0, got {self.max_update_bytes}"),
         ]
         for ok, message in checks:
@@ -90,31 +66,12 @@ class ClientRecord:
         return {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}
 
 
-@dataclass(frozen=True)
-class Task:
-    action: str  # "train" | "wait" | "finished"
-    round: int
-    total_rounds: int
-    payload: bytes = b""
-    sha256: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
-    retry_after_s: float = 0.0
-    deadline_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    duplicate: bool
-    received: int
-    expected: int
-
-
 @dataclass
 class _Update:
     sha256: str
     tensors: dict[str, np.ndarray]
     num_examples: int
-    metrics: dict[str, float]
+    metrics: Metrics
 
 
 @dataclass
@@ -174,12 +131,12 @@ class Federation:
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec]) -> None:
         if not CLIENT_ID_PATTERN.match(client_id):
-            raise Refused(Code.INVALID, f"client_id {client_id!r} must match {CLIENT_ID_PATTERN.pattern}")
+            raise Refused(Code.INVALID_ARGUMENT, f"client_id {client_id!r} must match {CLIENT_ID_PATTERN.pattern}")
         if num_examples <= 0:
-            raise Refused(Code.INVALID, f"num_examples must be > 0, got {num_examples}")
+            raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
         diff = spec_difference(self.spec, spec)
         if diff:
-            raise Refused(Code.PRECONDITION, f"model spec differs from the federation's: {diff}")
+            raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff}")
         with self._lock:
             record = self._state.clients.get(client_id)
             rejoined = record is not None
@@ -187,7 +144,7 @@ class Federation:
                 record = self._state.clients[client_id] = ClientRecord(client_id, num_examples)
             record.num_examples = num_examples
             record.last_seen = self._clock()
-            log.info("client_joined", client_id=client_id, num_examples=num_examples, rejoined=rejoined,
+            log.info(Event.CLIENT_JOINED, client_id=client_id, num_examples=num_examples, rejoined=rejoined,
                      round=self.round, clients=len(self._state.clients))
             self._advance()
 
@@ -197,14 +154,14 @@ class Federation:
             self._advance()
             total = self.config.rounds
             if self.finished:
-                return Task("finished", self.round - 1, total, self._payload, self._sha)
+                return Task(Action.FINISHED, self.round - 1, total, self._payload, self._sha)
             if client_id in self._sampled and client_id not in self._received:
-                return Task("train", self.round, total, self._payload, self._sha, self._settings(client_id),
+                return Task(Action.TRAIN, self.round, total, self._payload, self._sha, self._settings(client_id),
                             deadline_s=max(0.0, self._deadline - self._clock()))
-            return Task("wait", self.round, total, retry_after_s=self.config.poll_interval_s)
+            return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
 
     def submit(self, client_id: str, round_: int, payload: bytes, num_examples: int,
-               metrics: Mapping[str, float]) -> SubmitResult:
+               metrics: Metrics) -> SubmitResult:
         with self._lock:
             self._touch(client_id)
             self._advance()
@@ -212,21 +169,21 @@ class Federation:
             if round_ == self.round - 1 and self._last_closed.get(client_id) == sha:
                 return SubmitResult(True, len(self._received), len(self._sampled))
             if self.finished:
-                raise Refused(Code.PRECONDITION, f"the federation finished after round {self.config.rounds}")
+                raise Refused(Code.FAILED_PRECONDITION, f"the federation finished after round {self.config.rounds}")
             if round_ != self.round:
                 which = "stale" if round_ < self.round else "future"
-                raise Refused(Code.PRECONDITION, f"{which} round {round_}: the current round is {self.round}")
+                raise Refused(Code.FAILED_PRECONDITION, f"{which} round {round_}: the current round is {self.round}")
             if client_id not in self._sampled:
-                raise Refused(Code.PRECONDITION, f"client {client_id!r} is not sampled in round {self.round}")
+                raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {self.round}")
             previous = self._received.get(client_id)
             if previous is not None:
                 if previous.sha256 == sha:
                     return SubmitResult(True, len(self._received), len(self._sampled))
-                raise Refused(Code.EXISTS, f"a different update from {client_id!r} for round {round_} "
+                raise Refused(Code.ALREADY_EXISTS, f"a different update from {client_id!r} for round {round_} "
                                            "was already accepted")
             update = self._check_update(payload, sha, num_examples, metrics)
             self._received[client_id] = update
-            log.info("update_accepted", client_id=client_id, round=round_, num_examples=num_examples,
+            log.info(Event.UPDATE_ACCEPTED, client_id=client_id, round=round_, num_examples=num_examples,
                      received=len(self._received), expected=len(self._sampled))
             result = SubmitResult(False, len(self._received), len(self._sampled))
             self._advance()
@@ -238,22 +195,21 @@ class Federation:
             self._advance()
 
     # ----- internals
-    def _check_update(self, payload: bytes, sha: str, num_examples: int,
-                      metrics: Mapping[str, float]) -> _Update:
+    def _check_update(self, payload: bytes, sha: str, num_examples: int, metrics: Metrics) -> _Update:
         if num_examples <= 0:
-            raise Refused(Code.INVALID, f"num_examples must be > 0, got {num_examples}")
+            raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
         if len(payload) > self.config.max_update_bytes:
-            raise Refused(Code.TOO_LARGE, f"update payload of {len(payload)} bytes exceeds the "
+            raise Refused(Code.RESOURCE_EXHAUSTED, f"update payload of {len(payload)} bytes exceeds the "
                                           f"{self.config.max_update_bytes}-byte limit")
-        for key, value in metrics.items():
-            if not math.isfinite(value):
-                raise Refused(Code.INVALID, f"metric {key!r} is not finite ({value})")
+        bad = metrics.non_finite()
+        if bad:
+            raise Refused(Code.INVALID_ARGUMENT, f"metric {bad!r} is not finite ({getattr(metrics, bad)})")
         try:
             tensors = serde.decode(payload)
             serde.validate(tensors, self.spec)
         except serde.InvalidTensors as exc:
-            raise Refused(Code.INVALID, f"update refused: {exc}") from None
-        return _Update(sha, tensors, num_examples, dict(metrics))
+            raise Refused(Code.INVALID_ARGUMENT, f"update refused: {exc}") from None
+        return _Update(sha, tensors, num_examples, metrics)
 
     def _touch(self, client_id: str) -> None:
         record = self._state.clients.get(client_id)
@@ -266,14 +222,9 @@ class Federation:
         self._payload = serde.encode(tensors)
         self._sha = serde.sha256(self._payload)
 
-    def _settings(self, client_id: str) -> dict[str, Any]:
+    def _settings(self, client_id: str) -> TrainSettings:
         digest = hashlib.sha256(f"{self.config.seed}:{self.round}:{client_id}".encode()).digest()
-        return {
-            "local_epochs": self.config.local_epochs,
-            "lr": self.config.lr,
-            "batch_size": self.config.batch_size,
-            "seed": int.from_bytes(digest[:8], "big") & (2**63 - 1),
-        }
+        return replace(self.config.train, seed=int.from_bytes(digest[:8], "big") & (2**63 - 1))
 
     def _advance(self) -> None:
         now = self._clock()
@@ -284,7 +235,7 @@ class Federation:
                 if len(self._received) >= self.config.quorum:
                     self._close_round(now)
                 else:
-                    log.warning("round_retried", round=self.round, received=len(self._received),
+                    log.warning(Event.ROUND_RETRIED, round=self.round, received=len(self._received),
                                 quorum=self.config.quorum, missing=sorted(self._sampled - set(self._received)))
                     self._sampled, self._received = set(), {}
                     self._attempt += 1
@@ -301,7 +252,7 @@ class Federation:
         self._sampled = set(rng.sample(active, min(k, len(active))))
         self._deadline = now + self.config.round_timeout_s
         self._opened_at = now
-        log.info("round_started", round=self.round, sampled=sorted(self._sampled), active=len(active),
+        log.info(Event.ROUND_STARTED, round=self.round, sampled=sorted(self._sampled), active=len(active),
                  attempt=self._attempt)
 
     def _close_round(self, now: float) -> None:
@@ -317,27 +268,26 @@ class Federation:
         self._state.round += 1
         self._state.history.append(summary)
         self._on_round_closed(self._state)
-        log.info("round_completed", **summary, stragglers=missing)
+        log.info(Event.ROUND_COMPLETED, **summary, stragglers=missing)
         if self.finished:
-            log.info("federation_finished", rounds=self.config.rounds)
+            log.info(Event.FEDERATION_FINISHED, rounds=self.config.rounds)
 
 
 def _summarize(round_: int, received: Mapping[str, _Update], duration_s: float) -> dict[str, Any]:
-    def weighted(key: str, weight_key: str | None) -> float | None:
-        pairs: list[tuple[float, float]] = []
-        for u in received.values():
-            weight = u.metrics.get(weight_key, 0.0) if weight_key else float(u.num_examples)
-            if key in u.metrics and weight:
-                pairs.append((u.metrics[key], weight))
+    """The round's record: who took part and their metrics weighted like the prompts (or by test examples)."""
+
+    def weighted(values: list[tuple[float, float]]) -> float | None:
+        pairs = [(v, w) for v, w in values if w > 0 and math.isfinite(v)]
         total = sum(w for _, w in pairs)
         return round(sum(v * w for v, w in pairs) / total, 6) if total else None
 
+    updates = list(received.values())
     return {
         "round": round_,
         "clients": sorted(received),
-        "num_examples": sum(u.num_examples for u in received.values()),
-        "train_loss": weighted("train_loss", None),
-        "accuracy_before": weighted("accuracy_before", "num_test_examples"),
-        "accuracy_after": weighted("accuracy_after", "num_test_examples"),
+        "num_examples": sum(u.num_examples for u in updates),
+        "train_loss": weighted([(u.metrics.train_loss, u.num_examples) for u in updates]),
+        "accuracy_before": weighted([(u.metrics.accuracy_before, u.metrics.num_test_examples) for u in updates]),
+        "accuracy_after": weighted([(u.metrics.accuracy_after, u.metrics.num_test_examples) for u in updates]),
         "duration_s": round(duration_s, 3),
     }

@@ -1,11 +1,12 @@
-"""Shared fixtures: a real coordinator on a loopback port chosen by the OS."""
+"""Shared fixtures: a real coordinator on a loopback port chosen by the OS, and a tiny CLIP on disk."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_support import StartCoordinator, make_tiny_model_dir
 
 from pfeddc.common.logs import configure_logging
 from pfeddc.server.app import RunningServer, build_parser, start
@@ -17,7 +18,7 @@ def _json_logs() -> None:
 
 
 @pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+def coordinator(tmp_path: Path) -> Iterator[StartCoordinator]:
     """Factory: coordinator(*flags) starts a real gRPC coordinator on 127.0.0.1:<free port>."""
     running: list[RunningServer] = []
 
@@ -31,3 +32,9 @@ def coordinator(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     yield _start
     for server in running:
         server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny CLIP saved like a real one (built once per session)."""
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-clip"))

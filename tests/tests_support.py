@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,11 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
-from pfeddc.client.embedded import save_backbone
+from pfeddc.client.embedded.build import save_backbone
+from pfeddc.server.app import RunningServer
+
+# coordinator(*flags, state_dir=None): a real gRPC coordinator on 127.0.0.1:<free port> (tests/conftest.py)
+StartCoordinator = Callable[..., RunningServer]
 
 TINY_CONFIG = {
     "projection_dim": 16,

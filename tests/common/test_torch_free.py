@@ -3,6 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration  # starts real processes
+
 
 def test_server_imports_without_torch() -> None:
     code = (

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests_support import make_tiny_model_dir
 
-from pfeddc.client.processes import LoggedProcess
+from pfeddc.client.sim.processes import LoggedProcess
+from pfeddc.common.logs import Event
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -27,7 +27,7 @@ class Federation:
                 "--log-format", "json", "--poll-interval", "0.2", "--linger", "5", *flags]
         proc = LoggedProcess(argv, self.tmp / "server.log", ENV)
         self.procs.append(proc)
-        self.port = proc.wait_event("server_started", 30)["port"]
+        self.port = proc.wait_event(Event.SERVER_STARTED, 30)["port"]
         return proc
 
     def client(self, name: str, data: Path, *flags: str) -> LoggedProcess:
@@ -37,11 +37,6 @@ class Federation:
         proc = LoggedProcess(argv, self.tmp / f"client-{name}.log", ENV)
         self.procs.append(proc)
         return proc
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture

@@ -14,11 +14,14 @@ from tests_support import make_image_folder
 
 from pfeddc.client.app import main
 from pfeddc.common import serde
+from pfeddc.common.logs import Event
 from pfeddc.server.checkpoint import CHECKPOINT_FILE
 
 from .conftest import Federation
 
 CLASSES = ["red", "green", "blue"]
+
+pytestmark = pytest.mark.integration  # starts real processes
 
 
 def client_data(tmp: Path, n: int) -> list[Path]:
@@ -33,7 +36,7 @@ def test_three_clients_two_rounds_global_is_weighted_mean(
     clients = [federation.client(f"site-{i}", d) for i, d in enumerate(data)]
     for c in clients:
         assert c.wait(120) == 0, "".join(c.lines[-30:])
-    server.wait_event("federation_finished", 30)
+    server.wait_event(Event.FEDERATION_FINISHED, 30)
     # the coordinator's final global prompts = FedAvg of what the clients sent in round 2
     final = serde.load_file(tmp_path / "coordinator" / CHECKPOINT_FILE)
     sent, weights = [], []
@@ -66,8 +69,8 @@ def test_client_killed_mid_round_resumes_from_its_state(federation: Federation, 
     a_data, b_data = client_data(tmp_path, 2)
     a = federation.client("site-a", a_data, "--local-epochs", "2")
     b = federation.client("site-b", b_data, "--local-epochs", "2")
-    a.wait_event("round_done", 90)  # a finished round 1 and saved its state
-    a.wait_event("round_training", 60, count=2)  # a is inside round 2
+    a.wait_event(Event.ROUND_DONE, 90)  # a finished round 1 and saved its state
+    a.wait_event(Event.ROUND_TRAINING, 60, count=2)  # a is inside round 2
     a.kill()
     state = tmp_path / "state-site-a"
     saved_local = serde.load_file(state / "local.safetensors")
@@ -75,7 +78,7 @@ def test_client_killed_mid_round_resumes_from_its_state(federation: Federation, 
     client_id = (state / "client_id").read_text()
 
     a2 = federation.client("site-a", a_data, "--local-epochs", "2")
-    restored = a2.wait_event("local_state_restored", 60)
+    restored = a2.wait_event(Event.LOCAL_STATE_RESTORED, 60)
     assert restored["round"] == saved_round and (state / "client_id").read_text() == client_id
     assert a2.wait(120) == 0 and b.wait(120) == 0
     history = [json.loads(x)["round"] for x in (state / "history.jsonl").read_text().splitlines()]
@@ -88,17 +91,17 @@ def test_coordinator_restarted_mid_run_clients_rejoin_and_finish(federation: Fed
     port = federation.port
     data = client_data(tmp_path, 2)
     clients = [federation.client(f"site-{i}", d, "--max-retries", "0") for i, d in enumerate(data)]
-    server.wait_event("round_completed", 90)
+    server.wait_event(Event.ROUND_COMPLETED, 90)
     server.popen.send_signal(signal.SIGTERM)
     assert server.wait(30) == 0
     # down long enough that gRPC's own retries give up and the clients' backoff takes over
-    clients[0].wait_event("coordinator_unreachable", 30)
+    clients[0].wait_event(Event.COORDINATOR_UNREACHABLE, 30)
     server = federation.server("--rounds", "3", "--min-clients", "2", "--batch-size", "8", port=port)
-    server.wait_event("federation_resumed", 10)
+    server.wait_event(Event.FEDERATION_RESUMED, 10)
     for c in clients:
         assert c.wait(150) == 0, "".join(c.lines[-30:])
-    server.wait_event("federation_finished", 30)
-    resumed_rounds = [e["round"] for e in server.events if e.get("event") == "round_completed"]
+    server.wait_event(Event.FEDERATION_FINISHED, 30)
+    resumed_rounds = [e["round"] for e in server.find(Event.ROUND_COMPLETED)]
     assert resumed_rounds and resumed_rounds[-1] == 3
 
 
@@ -106,10 +109,10 @@ def test_sigterm_stops_a_client_cleanly_with_its_state_saved(federation: Federat
     federation.server("--rounds", "5", "--min-clients", "1", "--batch-size", "2")
     (data,) = client_data(tmp_path, 1)
     client = federation.client("site-t", data, "--local-epochs", "50")
-    client.wait_event("round_training", 60)
+    client.wait_event(Event.ROUND_TRAINING, 60)
     client.popen.send_signal(signal.SIGTERM)
     assert client.wait(30) == 0
-    client.wait_event("client_stopped", 1)
+    client.wait_event(Event.CLIENT_STOPPED, 1)
     state = tmp_path / "state-site-t"
     assert (state / "client_id").read_text().strip() == "site-t"
     assert json.loads((state / "meta.json").read_text())["classnames"] == sorted(CLASSES)
@@ -119,8 +122,8 @@ def test_diverging_client_keeps_its_last_good_state_and_sends_nothing(federation
     server = federation.server("--rounds", "2", "--min-clients", "1", "--round-timeout", "600")
     (data,) = client_data(tmp_path, 1)
     client = federation.client("site-x", data, "--lr", "1e30")
-    diverged = client.wait_event("training_diverged", 60)["round"]  # huge steps overflow within a round or two
+    diverged = client.wait_event(Event.TRAINING_DIVERGED, 60)["round"]  # huge steps overflow within a round or two
     client.kill()
     local = serde.load_file(tmp_path / "state-site-x" / "local.safetensors")
     assert all(np.isfinite(v).all() for v in local.values())
-    assert diverged not in [e["round"] for e in server.find("update_accepted")]
+    assert diverged not in [e["round"] for e in server.find(Event.UPDATE_ACCEPTED)]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from pfeddc.common import serde
+from pfeddc.common.messages import Code, Metrics, Refused, Task
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server.federation import Code, Federation, FederationConfig, FederationState, Refused
+from pfeddc.server.federation import Federation, FederationConfig, FederationState
 
 SPEC = [TensorSpec("text.global", (2, 3)), TensorSpec("vision.global", (1, 2, 4))]
-METRICS = {"train_loss": 1.0, "accuracy_before": 0.5, "accuracy_after": 0.6, "num_test_examples": 10.0}
+METRICS = Metrics(train_loss=1.0, accuracy_before=0.5, accuracy_after=0.6, num_test_examples=10)
 
 
 class Clock:
@@ -38,7 +40,7 @@ def test_join_refuses_a_different_spec_naming_the_tensor() -> None:
     wrong = [TensorSpec("text.global", (2, 5)), SPEC[1]]
     with pytest.raises(Refused) as info:
         fed.join("a", 10, wrong)
-    assert info.value.code is Code.PRECONDITION
+    assert info.value.code is Code.FAILED_PRECONDITION
     assert "text.global" in info.value.message and "[2, 3]" in info.value.message
 
 
@@ -79,7 +81,7 @@ def test_repeated_submission_is_accepted_once() -> None:
     assert not first.duplicate and again.duplicate and again.received == 1
     with pytest.raises(Refused) as info:
         fed.submit("a", 1, payload(3.0), 10, METRICS)
-    assert info.value.code is Code.EXISTS
+    assert info.value.code is Code.ALREADY_EXISTS
     fed.submit("b", 1, payload(1.0), 10, METRICS)
     # a retry whose reply was lost while the round closed is still acknowledged, not refused
     assert fed.submit("b", 1, payload(1.0), 10, METRICS).duplicate
@@ -89,21 +91,21 @@ def test_repeated_submission_is_accepted_once() -> None:
     ("client", "round_", "body", "examples", "metrics", "code", "words"),
     [
         ("zed", 1, payload(1.0), 10, METRICS, Code.NOT_FOUND, "unknown client"),
-        ("a", 0, payload(1.0), 10, METRICS, Code.PRECONDITION, "stale round 0"),
-        ("a", 2, payload(1.0), 10, METRICS, Code.PRECONDITION, "future round 2"),
-        ("a", 1, payload(float("nan")), 10, METRICS, Code.INVALID, "NaN or Inf"),
-        ("a", 1, payload(float("inf")), 10, METRICS, Code.INVALID, "NaN or Inf"),
-        ("a", 1, payload(1.0), 0, METRICS, Code.INVALID, "num_examples"),
-        ("a", 1, b"not safetensors at all", 10, METRICS, Code.INVALID, "not valid safetensors"),
-        ("a", 1, serde.encode({"text.global": np.zeros((2, 3), np.float32)}), 10, METRICS, Code.INVALID,
+        ("a", 0, payload(1.0), 10, METRICS, Code.FAILED_PRECONDITION, "stale round 0"),
+        ("a", 2, payload(1.0), 10, METRICS, Code.FAILED_PRECONDITION, "future round 2"),
+        ("a", 1, payload(float("nan")), 10, METRICS, Code.INVALID_ARGUMENT, "NaN or Inf"),
+        ("a", 1, payload(float("inf")), 10, METRICS, Code.INVALID_ARGUMENT, "NaN or Inf"),
+        ("a", 1, payload(1.0), 0, METRICS, Code.INVALID_ARGUMENT, "num_examples"),
+        ("a", 1, b"not safetensors at all", 10, METRICS, Code.INVALID_ARGUMENT, "not valid safetensors"),
+        ("a", 1, serde.encode({"text.global": np.zeros((2, 3), np.float32)}), 10, METRICS, Code.INVALID_ARGUMENT,
          "vision.global"),
         ("a", 1, serde.encode({s.name: np.zeros(s.shape, np.float64) for s in SPEC}), 10, METRICS,
-         Code.INVALID, "F64"),
-        ("a", 1, payload(1.0), 10, {**METRICS, "train_loss": math.nan}, Code.INVALID, "train_loss"),
+         Code.INVALID_ARGUMENT, "F64"),
+        ("a", 1, payload(1.0), 10, replace(METRICS, train_loss=math.nan), Code.INVALID_ARGUMENT, "train_loss"),
     ],
 )
 def test_bad_updates_are_refused_and_leave_global_state_untouched(
-    client: str, round_: int, body: bytes, examples: int, metrics: dict[str, float], code: Code, words: str
+    client: str, round_: int, body: bytes, examples: int, metrics: Metrics, code: Code, words: str
 ) -> None:
     fed = make()
     for cid in ("a", "b"):
@@ -123,7 +125,7 @@ def test_oversized_update_is_refused_with_sizes() -> None:
         fed.join(cid, 10, SPEC)
     with pytest.raises(Refused) as info:
         fed.submit("a", 1, payload(1.0), 10, METRICS)
-    assert info.value.code is Code.TOO_LARGE and "64-byte limit" in info.value.message
+    assert info.value.code is Code.RESOURCE_EXHAUSTED and "64-byte limit" in info.value.message
 
 
 def test_client_not_sampled_is_told_to_wait_and_cannot_submit() -> None:
@@ -182,5 +184,10 @@ def test_round_seed_differs_per_client_and_round() -> None:
     fed = make(rounds=3)
     for cid in ("a", "b"):
         fed.join(cid, 10, SPEC)
-    seeds = {fed.task("a").settings["seed"], fed.task("b").settings["seed"]}
+    seeds = {_seed(fed.task("a")), _seed(fed.task("b"))}
     assert len(seeds) == 2
+
+
+def _seed(task: Task) -> int:
+    assert task.settings is not None
+    return task.settings.seed

@@ -8,71 +8,80 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tests_support import StartCoordinator
 
 from pfeddc.client.connection import Backoff, Connection, CoordinatorUnreachable
-from pfeddc.common import serde
+from pfeddc.common import serde, wire
+from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
 from pfeddc.common.proto import federation_pb2 as pb
+from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import SERVICE_NAME
 
 FLAGS = ("--rounds", "2", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4")
-METRICS = {"train_loss": 0.5, "accuracy_before": 0.1, "accuracy_after": 0.2, "num_test_examples": 5}
+METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
 
 
 def connect(port: int, client_id: str) -> Connection:
     return Connection(f"127.0.0.1:{port}", client_id, backoff=Backoff(0.05, 0.2, 3), rpc_timeout_s=10)
 
 
-def train_round(conn: Connection, value: float, examples: int) -> pb.TaskReply:
+def train_round(conn: Connection, value: float, examples: int) -> Task:
     task = conn.task()
-    assert task.action == pb.TaskReply.TRAIN, task
-    tensors = serde.decode(task.global_state)
-    assert serde.sha256(task.global_state) == task.global_sha256
-    update = {k: np.full_like(v, value) for k, v in tensors.items()}
-    conn.submit(task.round, serde.encode(update), examples, METRICS)
+    assert task.action == Action.TRAIN, task
+    update = {k: np.full_like(v, value) for k, v in task.tensors().items()}
+    conn.submit(task.round, update, examples, METRICS)
     return task
 
 
-def test_service_runs_rounds_and_serves_final_prompts(coordinator) -> None:  # type: ignore[no-untyped-def]
+def raw_submit(port: int, client_id: str, payload: bytes) -> None:
+    """What a hostile or broken client can send: any bytes, straight through the generated stub."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        pb_grpc.CoordinatorStub(channel).SubmitUpdate(pb.UpdateRequest(
+            client_id=client_id, round=1, global_state=payload, num_examples=10,
+            metrics=wire.metrics_to_proto(METRICS)), timeout=10)
+
+
+def test_service_runs_rounds_and_serves_final_prompts(coordinator: StartCoordinator) -> None:
     server = coordinator(*FLAGS)
     a, b = connect(server.port, "site-a"), connect(server.port, "site-b")
     info = a.federation()
     assert info.prompt_config.method == "promptfl"
     assert [s.name for s in info.spec] == ["text.global"]
     a.join(10, info.spec)
-    assert a.task().action == pb.TaskReply.WAIT  # min_clients=2
+    assert a.task().action == Action.WAIT  # min_clients=2
     b.join(30, info.spec)
     for round_ in (1, 2):
         assert train_round(a, 1.0 * round_, 10).round == round_
         train_round(b, 3.0 * round_, 30)
     final = a.task()
-    assert final.action == pb.TaskReply.FINISHED
-    np.testing.assert_allclose(serde.decode(final.global_state)["text.global"], (20 + 180) / 40)
+    assert final.action == Action.FINISHED
+    np.testing.assert_allclose(final.tensors()["text.global"], (20 + 180) / 40)
 
 
-def test_service_maps_refusals_to_status_codes(coordinator) -> None:  # type: ignore[no-untyped-def]
+def test_service_maps_refusals_to_status_codes(coordinator: StartCoordinator) -> None:
     server = coordinator(*FLAGS, "--max-update-mb", "0.001")
     a = connect(server.port, "site-a")
-    with pytest.raises(grpc.RpcError) as info:
+    with pytest.raises(Refused) as info:
         a.task()
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "call Join first" in str(info.value.details())
-    with pytest.raises(grpc.RpcError) as info:
+    assert info.value.code == Code.NOT_FOUND and "call Join first" in info.value.message
+    with pytest.raises(Refused) as info:
         a.join(10, [TensorSpec("text.global", (4, 99))])
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "text.global" in str(info.value.details()) and "[4, 99]" in str(info.value.details())
+    assert info.value.code == Code.FAILED_PRECONDITION
+    assert "text.global" in info.value.message and "[4, 99]" in info.value.message
     spec = a.federation().spec
     a.join(10, spec)
     connect(server.port, "site-b").join(10, spec)
     big = serde.encode({"text.global": np.zeros((4, 128), np.float32)})
-    with pytest.raises(grpc.RpcError) as info:
-        a.submit(1, big + b"x" * 2048, 10, METRICS)
-    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "byte limit" in str(info.value.details())
-    with pytest.raises(grpc.RpcError) as info:
-        a.submit(1, b"garbage", 10, METRICS)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as raw:
+        raw_submit(server.port, "site-a", big + b"x" * 2048)
+    assert wire.rpc_code(raw.value) == Code.RESOURCE_EXHAUSTED and "byte limit" in wire.rpc_details(raw.value)
+    with pytest.raises(grpc.RpcError) as raw:
+        raw_submit(server.port, "site-a", b"garbage")
+    assert wire.rpc_code(raw.value) == Code.INVALID_ARGUMENT
 
 
-def test_health_service_reports_serving_then_not_serving(coordinator) -> None:  # type: ignore[no-untyped-def]
+def test_health_service_reports_serving_then_not_serving(coordinator: StartCoordinator) -> None:
     server = coordinator(*FLAGS)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -84,7 +93,7 @@ def test_health_service_reports_serving_then_not_serving(coordinator) -> None:  
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def test_restarted_coordinator_resumes_round_prompts_and_clients(coordinator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_restarted_coordinator_resumes_round_prompts_and_clients(coordinator: StartCoordinator, tmp_path: Path) -> None:
     state = tmp_path / "state"
     server = coordinator(*FLAGS, "--rounds", "3", state_dir=state)
     a, b = connect(server.port, "site-a"), connect(server.port, "site-b")
@@ -98,15 +107,15 @@ def test_restarted_coordinator_resumes_round_prompts_and_clients(coordinator, tm
     server = coordinator(*FLAGS, "--rounds", "3", state_dir=state)
     a, b = connect(server.port, "site-a"), connect(server.port, "site-b")
     # known clients need no re-join; the round starts once both have checked in again
-    assert a.task().action == pb.TaskReply.WAIT
+    assert a.task().action == Action.WAIT
     task = train_round(b, 1.0, 10)
     assert task.round == 2
-    np.testing.assert_allclose(serde.decode(task.global_state)["text.global"], 3.0)
+    np.testing.assert_allclose(task.tensors()["text.global"], 3.0)
     assert server.federation.history[0]["round"] == 1
     assert (state / "rounds.jsonl").read_text().count("\n") == 1
 
 
-def test_checkpoint_for_another_spec_is_refused(coordinator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_checkpoint_for_another_spec_is_refused(coordinator: StartCoordinator, tmp_path: Path) -> None:
     state = tmp_path / "state"
     coordinator(*FLAGS, state_dir=state).stop(0)
     with pytest.raises(RuntimeError, match="another prompt spec"):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tests_support import fake_fashion_dir
 
-from pfeddc.client.backbone import load_backbone
-from pfeddc.client.embedded import build_tokenizer, ensure_embedded, fashion_mnist
+from pfeddc.client.embedded.build import build_tokenizer, ensure_embedded
+from pfeddc.client.embedded.datasets import fashion_mnist
+from pfeddc.client.model.backbone import load_backbone
 from pfeddc.common.embedded import EMBEDDED_CONFIG
 
 

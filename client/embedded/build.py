@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import gzip
 import json
 import os
 import shutil
@@ -28,16 +27,12 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
 
-from pfeddc.common.embedded import EMBEDDED_CONFIG, EMBEDDED_IMAGE_SIZE, EMBEDDED_VOCAB_SIZE
-from pfeddc.common.logs import get_logger
+from ...common.embedded import EMBEDDED_CONFIG, EMBEDDED_IMAGE_SIZE, EMBEDDED_VOCAB_SIZE
+from ...common.logs import Event, get_logger
+from .datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, fashion_mnist, font_digits
 
 log = get_logger("embedded")
 EMBEDDED_VERSION = "v1"
-# Debian dataset-fashion-mnist; PFEDDC_FASHION_DIR points elsewhere (a copy of the four idx .gz files).
-FASHION_DIR = Path(os.environ.get("PFEDDC_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
-FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                   "ankle boot"]
-DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATES = ["a photo of a {}.", "a photo of the {}.", "a picture of a {}.", "an image of a {}.",
              "a blurry photo of a {}.", "a small {}.", "a drawing of a {}.", "a {}.", "this is a {}.",
              "a photo of a digit {}.", "a grayscale photo of a {}.", "a centered photo of a {}."]
@@ -81,42 +76,6 @@ def save_backbone(clip: CLIPModel, directory: Path, mean: float = 0.5, std: floa
         "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": size},
         "crop_size": {"height": size, "width": size}, "image_mean": [mean] * 3, "image_std": [std] * 3,
     }, indent=1))
-
-
-# ----- pretraining data
-def read_idx(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
-    """idx files (gzip): images uint8 [N, 28, 28], labels uint8 [N]."""
-    with gzip.open(images) as fh:
-        x = np.frombuffer(fh.read(), np.uint8, offset=16)
-    with gzip.open(labels) as fh:
-        y = np.frombuffer(fh.read(), np.uint8, offset=8)
-    return x.reshape(len(y), 28, 28), y
-
-
-def fashion_mnist(split: str, directory: Path = FASHION_DIR) -> tuple[np.ndarray, np.ndarray]:
-    prefix = "train" if split == "train" else "t10k"
-    images, labels = directory / f"{prefix}-images-idx3-ubyte.gz", directory / f"{prefix}-labels-idx1-ubyte.gz"
-    if not images.exists():
-        raise FileNotFoundError(f"Fashion-MNIST not found at {directory}: apt-get install dataset-fashion-mnist")
-    return read_idx(images, labels)
-
-
-def font_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Digits drawn with Pillow's scalable font at random sizes, offsets, rotations and strokes: [n, 28, 28]."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    rng = np.random.default_rng(seed)
-    fonts = {s: ImageFont.load_default(size=s) for s in range(14, 25, 2)}
-    out, labels = np.zeros((n, 28, 28), np.uint8), rng.integers(0, 10, n).astype(np.uint8)
-    for i in range(n):
-        img = Image.new("L", (28, 28))
-        draw = ImageDraw.Draw(img)
-        size = int(rng.choice(list(fonts)))
-        xy = (float(14 + rng.integers(-3, 4)), float(14 + rng.integers(-3, 4)))
-        draw.text(xy, str(labels[i]), fill=255, font=fonts[size], anchor="mm",
-                  stroke_width=int(rng.integers(0, 3)), stroke_fill=255)
-        out[i] = np.asarray(img.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR))
-    return out, labels
 
 
 def to_pixels(images: np.ndarray) -> torch.Tensor:
@@ -211,7 +170,7 @@ def ensure_embedded(cache_dir: Path | None = None, seed: int = 0, fashion_dir: P
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent clients wait for one build
         if (target / "config.json").exists():
             return target
-        log.info("embedded_build_started", target=str(target), seed=seed)
+        log.info(Event.EMBEDDED_BUILD_STARTED, target=str(target), seed=seed)
         started = time.monotonic()
         clip = pretrain(seed, epochs, fashion_dir=fashion_dir, num_digits=num_digits)
         xt, yt = fashion_mnist("test", fashion_dir)
@@ -226,7 +185,7 @@ def ensure_embedded(cache_dir: Path | None = None, seed: int = 0, fashion_dir: P
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log.info("embedded_build_finished", target=str(target), zero_shot_accuracy=round(accuracy, 4),
+        log.info(Event.EMBEDDED_BUILD_FINISHED, target=str(target), zero_shot_accuracy=round(accuracy, 4),
                  duration_s=round(time.monotonic() - started, 1))
     return target
 

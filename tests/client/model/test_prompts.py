@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pfeddc.client.backbone import Backbone, BackboneNotFound, encode_image_prompted, load_backbone
-from pfeddc.client.model import PFedDCModel
+from pfeddc.client.model.backbone import Backbone, BackboneNotFound, encode_image_prompted, load_backbone
+from pfeddc.client.model.prompts import PFedDCModel, StatePart
 from pfeddc.common import serde
-from pfeddc.common.spec import METHODS, PromptConfig, spec_difference
+from pfeddc.common.spec import METHODS, Fusion, FusionQuery, PromptConfig, spec_difference
 
 CLASSES = ["t-shirt", "trouser", "ankle boot"]
 
@@ -44,7 +46,7 @@ def test_every_method_gives_logits_and_a_spec_matching_its_global_state(
     assert model(pixels()).shape == (4, len(CLASSES))
     assert spec_difference(model.spec, serde.spec_of(model.global_state())) is None
     names = set(model.global_state()) | set(model.local_state())
-    text, vision = METHODS[method]["text"], METHODS[method]["vision"]
+    text, vision = METHODS[method].text, METHODS[method].vision
     assert ("text.global" in names) == (text in ("global", "dual"))
     assert ("text.local" in names) == (text in ("local", "dual"))
     assert ("vision.global" in names) == (vision in ("global", "dual"))
@@ -55,7 +57,7 @@ def test_every_method_gives_logits_and_a_spec_matching_its_global_state(
 
 @pytest.mark.parametrize(("fusion", "tokens"), [("attention", 2), ("sum", 2), ("concat", 4)])
 def test_fusion_variants_produce_prompt_shapes(tiny_backbone: Backbone, fusion: str, tokens: int) -> None:
-    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(fusion=fusion, text_ctx=2, vision_tokens=2,
+    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(fusion=Fusion(fusion), text_ctx=2, vision_tokens=2,
                                                              vision_depth=2))
     assert model.text is not None and model.vision is not None
     assert model.text().shape == (1, tokens, 32)
@@ -64,7 +66,7 @@ def test_fusion_variants_produce_prompt_shapes(tiny_backbone: Backbone, fusion: 
 
 
 def test_only_prompts_and_fusion_train_and_backbone_stays_byte_identical(tiny_backbone: Backbone) -> None:
-    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2, fusion_query="global"))
+    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2, fusion_query=FusionQuery.GLOBAL))
     before = {k: v.clone() for k, v in model.clip.state_dict().items()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("text.", "vision.")) for n in trainable)
@@ -98,15 +100,15 @@ def test_loss_decreases_on_a_separable_toy_set(tiny_backbone: Backbone) -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_state_round_trips_exactly_through_safetensors(tiny_backbone: Backbone, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_state_round_trips_exactly_through_safetensors(tiny_backbone: Backbone, tmp_path: Path) -> None:
     a = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2), seed=1)
     b = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2), seed=2)
     with torch.no_grad():
         for p in a.trainable_parameters():
             p.add_(torch.randn_like(p))
-    b.load_state(serde.decode(serde.encode(a.global_state())), "global")
+    b.load_state(serde.decode(serde.encode(a.global_state())), StatePart.GLOBAL)
     serde.save_file(tmp_path / "local.safetensors", a.local_state())
-    b.load_state(serde.load_file(tmp_path / "local.safetensors"), "local")
+    b.load_state(serde.load_file(tmp_path / "local.safetensors"), StatePart.LOCAL)
     for part in ("global_state", "local_state"):
         sa, sb = getattr(a, part)(), getattr(b, part)()
         assert sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
@@ -117,12 +119,12 @@ def test_load_state_refuses_mismatched_tensors(tiny_backbone: Backbone) -> None:
     model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig())
     bad = {k: np.zeros((9, 9), np.float32) for k in model.global_state()}
     with pytest.raises(ValueError, match="shape"):
-        model.load_state(bad, "global")
+        model.load_state(bad, StatePart.GLOBAL)
     with pytest.raises(ValueError, match="differ"):
-        model.load_state({}, "local")
+        model.load_state({}, StatePart.LOCAL)
 
 
-def test_missing_model_names_what_was_looked_for(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_model_names_what_was_looked_for(tmp_path: Path) -> None:
     with pytest.raises(BackboneNotFound, match="no CLIP model found for"):
         load_backbone(str(tmp_path / "nowhere"))
     with pytest.raises(BackboneNotFound, match="--allow-download"):

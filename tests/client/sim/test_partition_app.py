@@ -9,8 +9,8 @@ import numpy as np
 from tests_support import fake_fashion_dir, make_image_folder
 
 from pfeddc.client.data import load_client_data
-from pfeddc.client.partition_app import main
-from pfeddc.client.sources import digits_domains, load_source
+from pfeddc.client.sim.partition_app import main
+from pfeddc.client.sim.sources import digits_domains, load_source
 
 
 def test_partition_of_an_image_folder_writes_clients_manifest_and_heatmap(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_same_seed_gives_identical_client_folders(tmp_path: Path) -> None:
     assert source.classnames[0] == "t-shirt" and len(source) == 200
     listings = []
     for run in ("a", "b"):
-        from pfeddc.client.partition_app import build_parser, write_partition
+        from pfeddc.client.sim.partition_app import build_parser, write_partition
 
         args = build_parser().parse_args(["--source", "fashion-mnist", "--clients", "4", "--seed", "5",
                                           "--out", str(tmp_path / run)])
@@ -46,7 +46,8 @@ def test_same_seed_gives_identical_client_folders(tmp_path: Path) -> None:
 
 def test_digit_domains_are_disjoint_and_visibly_different() -> None:
     src = digits_domains()
-    assert set(src.domains.tolist()) == {"mnist", "mnist-m", "mnist-inverted", "uci-digits"}  # type: ignore[union-attr]
+    assert src.domains is not None
+    assert set(src.domains.tolist()) == {"mnist", "mnist-m", "mnist-inverted", "uci-digits"}
     assert src.images is not None and src.images.shape[1:] == (28, 28, 3) and len(src) == 5000 + 1797
     means = {d: float(src.images[src.domains == d].mean()) for d in ("mnist", "mnist-inverted")}
     assert means["mnist-inverted"] > 2 * means["mnist"]

@@ -7,16 +7,30 @@ buffer. The model partitions its trainable state into *global* tensors (sent to 
 
 from __future__ import annotations
 
+from dataclasses import replace
+from enum import StrEnum
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pfeddc.client.backbone import Backbone, encode_image_prompted, encode_text_embeds
-from pfeddc.client.fusion import PromptFusion
-from pfeddc.common.spec import PromptConfig, TensorSpec, global_spec, initial_prompts
+from ...common.spec import Placement, PromptConfig, TensorSpec, global_spec, initial_prompts
+from .backbone import Backbone, encode_image_prompted, encode_text_embeds
+from .fusion import PromptFusion
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
+
+
+class StatePart(StrEnum):
+    """The two halves of the trainable state: sent to the coordinator, or kept on the client."""
+
+    GLOBAL = "global"
+    LOCAL = "local"
+
+    @classmethod
+    def of(cls, name: str) -> StatePart:
+        return cls.GLOBAL if name.endswith(".global") else cls.LOCAL
 
 
 class PromptLearner(nn.Module):
@@ -24,7 +38,7 @@ class PromptLearner(nn.Module):
 
     base: torch.Tensor
 
-    def __init__(self, placement: str, base: torch.Tensor, fusion: PromptFusion | None,
+    def __init__(self, placement: Placement, base: torch.Tensor, fusion: PromptFusion | None,
                  global_init: np.ndarray | None, local_init: np.ndarray | None) -> None:
         super().__init__()
         self.placement = placement
@@ -35,10 +49,10 @@ class PromptLearner(nn.Module):
 
     def forward(self) -> torch.Tensor:
         base = self.base
-        if self.placement == "global":
+        if self.placement == Placement.GLOBAL:
             assert self.global_delta is not None
             return base + self.global_delta.view_as(base)
-        if self.placement == "local":
+        if self.placement == Placement.LOCAL:
             assert self.local_delta is not None
             return base + self.local_delta.view_as(base)
         assert self.global_delta is not None and self.local_delta is not None and self.fusion is not None
@@ -61,18 +75,18 @@ class PFedDCModel(nn.Module):
         self.spec = global_spec(dims, cfg)
         global_init = initial_prompts(self.spec, seed)
         local_specs = [TensorSpec(s.name.replace(".global", ".local"), s.shape)
-                       for s in global_spec(dims, PromptConfig(method="pfeddc", **_shape_kwargs(cfg)))]
+                       for s in global_spec(dims, replace(cfg, method="pfeddc"))]
         local_init = initial_prompts(local_specs, seed + 1)
         kind = cfg.fusion_kind
 
         self.text: PromptLearner | None = None
-        if cfg.text != "none":
+        if cfg.text != Placement.NONE:
             base = self._text_base(cfg.text_ctx, dims.text_hidden)
             fusion = PromptFusion(kind, dims.text_hidden, cfg.fusion_heads, cfg.fusion_query) \
-                if cfg.text == "dual" else None
+                if cfg.text == Placement.DUAL else None
             self.text = PromptLearner(cfg.text, base.unsqueeze(0), fusion,
                                       global_init.get("text.global"),
-                                      local_init["text.local"] if cfg.text in ("local", "dual") else None)
+                                      local_init["text.local"] if cfg.text.has_local else None)
             n_text = fusion.tokens_out(cfg.text_ctx) if fusion else cfg.text_ctx
             self._build_text_template(n_text)
         else:
@@ -83,13 +97,13 @@ class PFedDCModel(nn.Module):
             self.register_buffer("fixed_text_features", feats, persistent=False)
 
         self.vision: PromptLearner | None = None
-        if cfg.vision != "none":
+        if cfg.vision != Placement.NONE:
             shape = (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)
             fusion = PromptFusion(kind, dims.vision_hidden, cfg.fusion_heads, cfg.fusion_query) \
-                if cfg.vision == "dual" else None
+                if cfg.vision == Placement.DUAL else None
             self.vision = PromptLearner(cfg.vision, torch.zeros(shape), fusion,
                                         global_init.get("vision.global"),
-                                        local_init["vision.local"] if cfg.vision in ("local", "dual") else None)
+                                        local_init["vision.local"] if cfg.vision.has_local else None)
 
     # ----- construction helpers
     def _text_base(self, n_ctx: int, width: int) -> torch.Tensor:
@@ -161,16 +175,19 @@ class PFedDCModel(nn.Module):
                     out[f"fusion.{modality}.{k}"] = v
         return out
 
+    def state(self, which: StatePart) -> dict[str, np.ndarray]:
+        return {k: v.detach().float().cpu().numpy() for k, v in self._named_state().items()
+                if StatePart.of(k) == which}
+
     def global_state(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().float().cpu().numpy() for k, v in self._named_state().items() if k.endswith(".global")}
+        return self.state(StatePart.GLOBAL)
 
     def local_state(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().float().cpu().numpy() for k, v in self._named_state().items()
-                if not k.endswith(".global")}
+        return self.state(StatePart.LOCAL)
 
-    def load_state(self, tensors: dict[str, np.ndarray], which: str) -> None:
+    def load_state(self, tensors: dict[str, np.ndarray], which: StatePart) -> None:
         """Copy `tensors` into the global or local part; names and shapes must match exactly."""
-        current = {k: v for k, v in self._named_state().items() if k.endswith(".global") == (which == "global")}
+        current = {k: v for k, v in self._named_state().items() if StatePart.of(k) == which}
         if sorted(current) != sorted(tensors):
             raise ValueError(f"{which} tensors differ: expected {sorted(current)}, got {sorted(tensors)}")
         with torch.no_grad():
@@ -183,6 +200,3 @@ class PFedDCModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-
-def _shape_kwargs(cfg: PromptConfig) -> dict[str, int]:
-    return {"text_ctx": cfg.text_ctx, "vision_tokens": cfg.vision_tokens, "vision_depth": cfg.vision_depth}

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from pfeddc.client.sources import BUILTIN, Source, load_source
-from pfeddc.common.partition import SCHEMES, counts, partition, train_test_split
+from ...common.partition import SCHEMES, counts, partition, train_test_split
+from .sources import BUILTIN, Source, load_source
 
 
 def build_parser() -> argparse.ArgumentParser:

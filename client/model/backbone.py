@@ -16,7 +16,7 @@ import torch
 from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_causal_mask
 
-from pfeddc.common.spec import EMBEDDED_MODEL, BackboneDims, dims_from_config
+from ...common.spec import EMBEDDED_MODEL, BackboneDims, dims_from_config
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -69,9 +69,9 @@ def load_backbone(model: str, allow_download: bool = False, cache_dir: Path | No
     """
     source: str | Path = model
     if model == EMBEDDED_MODEL:
-        from pfeddc.client.embedded import ensure_embedded
+        from ..embedded import embedded_dir
 
-        source = ensure_embedded(cache_dir)
+        source = embedded_dir(cache_dir)
     local = Path(source).expanduser()
     is_dir = local.is_dir()
     try:

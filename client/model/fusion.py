@@ -10,14 +10,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...common.spec import Fusion, FusionQuery
+
 
 class PromptFusion(nn.Module):
-    def __init__(self, kind: str, dim: int, heads: int = 1, query: str = "local") -> None:
+    def __init__(self, kind: Fusion, dim: int, heads: int = 1, query: FusionQuery = FusionQuery.LOCAL) -> None:
         super().__init__()
-        if kind == "attention" and dim % heads:
+        if kind == Fusion.ATTENTION and dim % heads:
             raise ValueError(f"fusion heads ({heads}) must divide the prompt width ({dim})")
         self.kind, self.query = kind, query
-        if kind == "attention":
+        if kind == Fusion.ATTENTION:
             self.norm_q = nn.LayerNorm(dim)
             self.norm_kv = nn.LayerNorm(dim)
             self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
@@ -25,15 +27,15 @@ class PromptFusion(nn.Module):
             nn.init.zeros_(self.attn.out_proj.bias)
 
     def tokens_out(self, tokens_in: int) -> int:
-        return 2 * tokens_in if self.kind == "concat" else tokens_in
+        return 2 * tokens_in if self.kind == Fusion.CONCAT else tokens_in
 
     def forward(self, global_prompts: torch.Tensor, local_prompts: torch.Tensor) -> torch.Tensor:
         """[D, n, d] x [D, n, d] -> [D, n', d] (D: prompt layers, one attention batch each)."""
-        if self.kind == "sum":
+        if self.kind == Fusion.SUM:
             return (global_prompts + local_prompts) / 2
-        if self.kind == "concat":
+        if self.kind == Fusion.CONCAT:
             return torch.cat([global_prompts, local_prompts], dim=-2)
-        q, kv = (local_prompts, global_prompts) if self.query == "local" else (global_prompts, local_prompts)
+        q, kv = (local_prompts, global_prompts) if self.query == FusionQuery.LOCAL else (global_prompts, local_prompts)
         kv_n = self.norm_kv(kv)
         attended, _ = self.attn(self.norm_q(q), kv_n, kv_n, need_weights=False)
         return q + attended

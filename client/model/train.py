@@ -9,21 +9,25 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pfeddc.client.data import ImageSet
-from pfeddc.client.model import PFedDCModel
+from ...common.messages import TrainSettings
+from .prompts import PFedDCModel
+
+MOMENTUM = 0.9
 
 
 class Interrupted(RuntimeError):
     """Training stopped on request (SIGTERM); the round's partial work is discarded."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 1
-    lr: float = 0.002
-    batch_size: int = 32
-    momentum: float = 0.9
-    seed: int = 0
+@dataclass
+class ImageSet:
+    """Preprocessed images uint8 [N, 3, S, S] and labels [N]; normalization happens on the device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -43,23 +47,23 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainConfig, device: torch.device,
+def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainSettings, device: torch.device,
                 stop: threading.Event | None = None, progress: bool = False) -> float:
-    """Train prompts and fusion for `cfg.epochs`; returns the mean training loss."""
+    """Train prompts and fusion for `cfg.local_epochs`; returns the mean training loss."""
     from tqdm import tqdm
 
     params = model.trainable_parameters()
     if not params:
         return float("nan")  # zero-shot: nothing to train
     model.train()
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=MOMENTUM)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.local_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     gen = torch.Generator().manual_seed(cfg.seed)
     loss_sum, seen = 0.0, 0
     bar = tqdm(total=total, desc="training", disable=not progress, leave=False)
-    for _ in range(cfg.epochs):
+    for _ in range(cfg.local_epochs):
         order = torch.randperm(len(data), generator=gen)
         for start in range(0, len(order), cfg.batch_size):
             if stop is not None and stop.is_set():

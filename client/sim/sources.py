@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pfeddc.client.data import class_folders, classnames_for, list_images
-from pfeddc.client.embedded import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, read_idx
+from ..data import class_folders, classnames_for, list_images
+from ..embedded.datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, fashion_mnist
 
 BUILTIN = ("fashion-mnist", "fashion-mnist-train", "digits-domains")
 
@@ -58,11 +58,7 @@ class Source:
 
 def load_source(name: str, fashion_dir: Path = FASHION_DIR) -> Source:
     if name in ("fashion-mnist", "fashion-mnist-train"):
-        prefix = "t10k" if name == "fashion-mnist" else "train"
-        images = fashion_dir / f"{prefix}-images-idx3-ubyte.gz"
-        if not images.exists():
-            raise FileNotFoundError(f"{images} not found: apt-get install dataset-fashion-mnist")
-        x, y = read_idx(images, fashion_dir / f"{prefix}-labels-idx1-ubyte.gz")
+        x, y = fashion_mnist("test" if name == "fashion-mnist" else "train", fashion_dir)
         return Source(name, list(FASHION_CLASSES), y.astype(np.int64), np.array(x))
     if name == "digits-domains":
         return digits_domains()

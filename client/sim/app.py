@@ -14,17 +14,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pfeddc.client.processes import LoggedProcess
-from pfeddc.client.report import collect_method, print_round_table, write_results
-from pfeddc.common.spec import EMBEDDED_MODEL, METHODS
+from ...common.cli import (
+    add_prompt_flags,
+    add_train_flags,
+    prompt_config_from,
+    prompt_flags,
+    train_flags,
+    train_settings_from,
+)
+from ...common.logs import Event
+from ...common.spec import EMBEDDED_MODEL, METHODS
+from .processes import LoggedProcess
+from .report import collect_method, print_round_table, write_results
 
 DEMO: dict[str, Any] = {"source": "fashion-mnist", "clients": 4, "alpha": 0.5, "max_samples": 4000,
                         "methods": ["zeroshot", "pfeddc"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pfeddc.server.app import add_prompt_flags
-
     p = argparse.ArgumentParser(
         prog="pfeddc-sim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="folder of client folders, as pfeddc-partition --out writes it")
@@ -40,15 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/sim"), help="results folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="federation seed (default: %(default)s)")
     p.add_argument("--fraction", type=float, default=1.0, help="participation per round (default: %(default)s)")
-    p.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
     p.add_argument("--round-timeout", type=float, default=900.0,
                    help="seconds before a round closes without stragglers (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per client process (default: cores / clients, at least 1)")
     p.add_argument("--device", default="cpu", help="client device: cpu, cuda, auto (default: %(default)s)")
     add_prompt_flags(p, with_method=False)
+    add_train_flags(p)
     return p
 
 
@@ -57,13 +62,6 @@ def client_folders(data: Path) -> list[Path]:
     if not folders:
         raise ValueError(f"no client folders in {data}: run pfeddc-partition --out {data} first")
     return folders
-
-
-def prompt_flags(args: argparse.Namespace) -> list[str]:
-    flags = ["--text-ctx", str(args.text_ctx), "--text-init", args.text_init, "--vision-tokens",
-             str(args.vision_tokens), "--vision-depth", str(args.vision_depth), "--fusion-query", args.fusion_query,
-             "--fusion-heads", str(args.fusion_heads)]
-    return flags + (["--fusion", args.fusion] if args.fusion else [])
 
 
 def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: Path) -> dict[str, Any]:
@@ -77,12 +75,12 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
         [py, "-m", "pfeddc.server.app", "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(out / "coordinator"),
          "--rounds", str(args.rounds), "--min-clients", str(len(clients)), "--fraction", str(args.fraction),
          "--round-timeout", str(args.round_timeout), "--seed", str(args.seed), "--model", args.model,
-         "--method", method, "--lr", str(args.lr), "--local-epochs", str(args.local_epochs),
-         "--batch-size", str(args.batch_size), "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
-         *prompt_flags(args)], out / "logs" / "server.log", env)
+         "--method", method, "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
+         *train_flags(train_settings_from(args)), *prompt_flags(prompt_config_from(args, method))],
+        out / "logs" / "server.log", env)
     procs = [server]
     try:
-        port = server.wait_event("server_started", 60)["port"]
+        port = server.wait_event(Event.SERVER_STARTED, 60)["port"]
         for folder in clients:
             procs.append(LoggedProcess(
                 [py, "-m", "pfeddc.client.app", "--data", str(folder), "--server", f"127.0.0.1:{port}",
@@ -108,7 +106,7 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
 def _wait_round(server: LoggedProcess, clients: list[LoggedProcess], round_: int) -> dict[str, Any]:
     while True:
         try:
-            return server.wait_event("round_completed", 5, count=round_)
+            return server.wait_event(Event.ROUND_COMPLETED, 5, count=round_)
         except TimeoutError:
             for proc in [server, *clients]:
                 if proc.popen.poll() is not None:
@@ -117,7 +115,7 @@ def _wait_round(server: LoggedProcess, clients: list[LoggedProcess], round_: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pfeddc.common.logs import configure_logging
+    from ...common.logs import configure_logging
 
     args = build_parser().parse_args(argv)
     configure_logging("auto", "warning")
@@ -134,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--data is required (or --demo)")
         clients = client_folders(args.data)
         if args.model == EMBEDDED_MODEL:
-            from pfeddc.client.embedded import ensure_embedded
+            from ..embedded import embedded_dir
 
-            print(f"backbone: embedded ({ensure_embedded()})", flush=True)
+            print(f"backbone: embedded ({embedded_dir()})", flush=True)
         results = []
         for method in methods:
             print(f"{method}: {len(clients)} clients, {args.rounds} rounds", flush=True)
@@ -153,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
 def _demo_data(target: Path) -> Path:
     if (target / "manifest.json").exists():
         return target
-    from pfeddc.client.partition_app import build_parser as partition_parser
-    from pfeddc.client.partition_app import write_partition
-    from pfeddc.client.sources import load_source
+    from .partition_app import build_parser as partition_parser
+    from .partition_app import write_partition
+    from .sources import load_source
 
     args = partition_parser().parse_args([
         "--source", DEMO["source"], "--clients", str(DEMO["clients"]), "--alpha", str(DEMO["alpha"]),

@@ -4,31 +4,42 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
+
+from ..store import ClientStore
 
 ROUND_FIELDS = ["method", "round", "client", "accuracy_before", "accuracy_after", "train_loss", "num_test_examples",
                 "num_examples"]
 
 
 def collect_method(method: str, out: Path, clients: list[str], duration_s: float) -> dict[str, Any]:
-    """Read each client's own state dir: its per-round history and its final evaluation."""
+    """Read each client's own state dir (through its store): per-round history and final evaluation."""
     rows, finals = [], {}
     for name in clients:
-        state = out / "clients" / name
-        history = state / "history.jsonl"  # absent for a client never sampled (participation < 1)
-        for line in history.read_text().splitlines() if history.exists() else []:
-            record = json.loads(line)
-            rows.append({"method": method, "client": name, **{k: record.get(k) for k in ROUND_FIELDS[1:]
-                                                              if k != "client"}})
-        finals[name] = float(json.loads((state / "meta.json").read_text())["final_accuracy"])
+        store = ClientStore(out / "clients" / name)
+        for record in store.history():  # empty for a client never sampled (participation < 1)
+            m = record.metrics
+            rows.append({"method": method, "round": record.round, "client": name,
+                         "accuracy_before": _number(m.accuracy_before), "accuracy_after": _number(m.accuracy_after),
+                         "train_loss": _number(m.train_loss), "num_test_examples": m.num_test_examples,
+                         "num_examples": record.num_examples})
+        final = store.meta().final_accuracy
+        if final is None:
+            raise RuntimeError(f"client {name} of {method} recorded no final accuracy")
+        finals[name] = float(final)
     accs = list(finals.values())
     summary = {
         "method": method, "clients": len(accs), "mean_accuracy": statistics.fmean(accs),
         "std_across_clients": statistics.pstdev(accs), "worst_client": min(accs), "duration_s": round(duration_s, 1),
     }
     return {"method": method, "rows": rows, "final": finals, "summary": summary}
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def per_round_means(result: dict[str, Any]) -> dict[int, float]:

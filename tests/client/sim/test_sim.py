@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from tests_support import make_image_folder
 
-from pfeddc.client.sim import main
+from pfeddc.client.sim.app import main
+
+pytestmark = pytest.mark.integration  # starts real processes
 
 
 def test_sim_runs_methods_and_writes_results(tmp_path: Path, tiny_model_dir: Path,
@@ -50,7 +52,7 @@ def test_sim_refuses_to_mix_results_with_an_earlier_run(tmp_path: Path, tiny_mod
 
 
 def test_round_means_skip_rounds_whose_training_diverged() -> None:
-    from pfeddc.client.report import per_round_means
+    from pfeddc.client.sim.report import per_round_means
 
     rows = [{"round": 1, "accuracy_after": 0.5}, {"round": 1, "accuracy_after": None},
             {"round": 2, "accuracy_after": 0.7}]

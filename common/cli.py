@@ -1,0 +1,82 @@
+"""Flags shared by the command-line tools, with their defaults read from the domain types.
+
+The coordinator, pfeddc-sim and the benchmarks all describe prompt layouts and training settings with
+these flags, so their names, help texts and defaults can never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .messages import TrainSettings
+from .spec import METHODS, Fusion, FusionQuery, PromptConfig
+
+
+def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) -> None:
+    d = PromptConfig()
+    g = parser.add_argument_group("prompt layout (sent to every client)")
+    if with_method:
+        g.add_argument("--method", choices=list(METHODS), default=d.method,
+                       help="pfeddc: global+local text and vision prompts fused by cross-attention; pfeddc-nofusion: "
+                            "the same averaged instead of attended; promptfl: federated text prompts; coop: local "
+                            "text prompts only; vision-only: pFedDC on the vision side only; zeroshot: no prompts "
+                            "(default: %(default)s)")
+    g.add_argument("--text-ctx", type=int, default=d.text_ctx,
+                   help="learnable text context tokens (default: %(default)s)")
+    g.add_argument("--text-init", default=d.text_init,
+                   help="phrase the text context starts from; used when its token count equals --text-ctx "
+                        "(default: %(default)r)")
+    g.add_argument("--vision-tokens", type=int, default=d.vision_tokens,
+                   help="learnable vision prompt tokens inserted after CLS (default: %(default)s)")
+    g.add_argument("--vision-depth", type=int, default=d.vision_depth,
+                   help="encoder layers that get their own vision prompts: 1 = shallow, >1 = deep "
+                        "(default: %(default)s)")
+    g.add_argument("--fusion", choices=list(Fusion), default=None,
+                   help="how global and local prompts combine; default: the method's (attention for pfeddc)")
+    g.add_argument("--fusion-query", choices=list(FusionQuery), default=str(d.fusion_query),
+                   help="which prompts query the other side in the cross-attention (default: %(default)s)")
+    g.add_argument("--fusion-heads", type=int, default=d.fusion_heads,
+                   help="attention heads of the fusion modules (default: %(default)s)")
+
+
+def prompt_config_from(args: argparse.Namespace, method: str | None = None) -> PromptConfig:
+    return PromptConfig(method=method or args.method, text_ctx=args.text_ctx, vision_tokens=args.vision_tokens,
+                        vision_depth=args.vision_depth, fusion=args.fusion, fusion_query=args.fusion_query,
+                        fusion_heads=args.fusion_heads, text_init=args.text_init)
+
+
+def prompt_flags(config: PromptConfig) -> list[str]:
+    """The flags that reproduce `config` on another tool's command line (method excluded)."""
+    flags = ["--text-ctx", str(config.text_ctx), "--text-init", config.text_init,
+             "--vision-tokens", str(config.vision_tokens), "--vision-depth", str(config.vision_depth),
+             "--fusion-query", str(config.fusion_query), "--fusion-heads", str(config.fusion_heads)]
+    return flags + (["--fusion", str(config.fusion)] if config.fusion else [])
+
+
+def add_train_flags(parser: argparse.ArgumentParser, overrides: bool = False) -> None:
+    """One flag per `TrainSettings` field: the coordinator's defaults, or (overrides=True) a client's overrides."""
+    defaults = TrainSettings()
+    title = "override the coordinator's training settings" if overrides else "training settings sent to clients"
+    group = parser.add_argument_group(title)
+    for f in TrainSettings.flag_fields():
+        value = getattr(defaults, f.name)
+        suffix = " (default: the coordinator's)" if overrides else " (default: %(default)s)"
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=None if overrides else value,
+                           help=f.metadata["help"] + suffix)
+
+
+def train_settings_from(args: argparse.Namespace, base: TrainSettings | None = None) -> TrainSettings:
+    """`base` (default: the defaults) with every train flag that was given applied."""
+    return (base or TrainSettings()).with_overrides(**train_overrides_from(args))
+
+
+def train_overrides_from(args: argparse.Namespace) -> dict[str, object]:
+    return {f.name: getattr(args, f.name) for f in TrainSettings.flag_fields()}
+
+
+def train_flags(settings: TrainSettings) -> list[str]:
+    """The flags that reproduce `settings` on another tool's command line."""
+    out: list[str] = []
+    for f in TrainSettings.flag_fields():
+        out += [f"--{f.name.replace('_', '-')}", str(getattr(settings, f.name))]
+    return out

@@ -1,0 +1,150 @@
+"""The domain side of the wire: what the coordinator and a client say to each other, as typed values.
+
+`common/wire.py` converts these to and from protobuf; nothing else touches the generated stubs. Every
+default of local training lives in `TrainSettings` and every metric name in `Metrics`: the CLIs, the sim,
+the benchmarks and the docs read them from here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import Field, dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from . import serde
+from .spec import PromptConfig, TensorSpec
+
+
+class Code(StrEnum):
+    """Why a request was refused; the values are gRPC status names (wire.py maps them one to one)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    CANCELLED = "CANCELLED"
+    INTERNAL = "INTERNAL"
+    UNKNOWN = "UNKNOWN"
+
+
+class Refused(Exception):
+    """A request turned down; on the coordinator nothing in the state changed."""
+
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Action(StrEnum):
+    TRAIN = "train"  # train on the task's global prompts for its round and submit an update
+    WAIT = "wait"  # not sampled (or already submitted, or waiting for clients): ask again later
+    FINISHED = "finished"  # the last round is over; the payload holds the final global prompts
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of one round of local training: the only place their defaults are written.
+
+    Every field but `seed` is a command-line flag (`--local-epochs`, `--lr`, ...) whose help is the field's
+    `help` metadata; the coordinator sends them with each task and a client may override them.
+    """
+
+    local_epochs: int = field(default=1, metadata={"help": "local epochs per round"})
+    lr: float = field(default=0.002, metadata={"help": "SGD learning rate of the prompts"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    seed: int = field(default=0, metadata={"flag": False})  # per round and client, derived by the coordinator
+
+    @classmethod
+    def flag_fields(cls) -> list[Field[object]]:
+        return [f for f in fields(cls) if f.metadata.get("flag", True)]
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.local_epochs >= 1, f"local_epochs must be >= 1, got {self.local_epochs}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def with_overrides(self, **changes: Any) -> TrainSettings:
+        """A copy with every change that is not None applied (client-side flag overrides)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What a client reports with its update; the field list is the wire's and the history's."""
+
+    train_loss: float = math.nan
+    accuracy_before: float = math.nan  # personalized model on the local test split, before training
+    accuracy_after: float = math.nan  # ... and after
+    num_test_examples: int = 0
+    train_seconds: float = 0.0
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in self.names()}
+
+    def non_finite(self) -> str | None:
+        """The first metric that is NaN or infinite, if any."""
+        return next((k for k, v in self.as_dict().items() if not math.isfinite(v)), None)
+
+
+@dataclass(frozen=True)
+class Task:
+    """The coordinator's answer to "what should I do now?"."""
+
+    action: Action
+    round: int
+    total_rounds: int
+    payload: bytes = b""  # safetensors bytes of the global prompts (TRAIN and FINISHED)
+    sha256: str = ""
+    settings: TrainSettings | None = None  # TRAIN only
+    retry_after_s: float = 0.0  # WAIT only
+    deadline_s: float = 0.0  # TRAIN only: seconds left to submit
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The global prompts this task carries, after checking they are the bytes the coordinator hashed."""
+        if serde.sha256(self.payload) != self.sha256:
+            raise serde.InvalidTensors(f"global prompts of round {self.round} failed their SHA-256 check")
+        return serde.decode(self.payload)
+
+
+@dataclass(frozen=True)
+class FederationInfo:
+    """What a client needs to build a compatible model before it joins."""
+
+    federation_id: str
+    total_rounds: int
+    current_round: int
+    model: str
+    prompt_config: PromptConfig
+    spec: list[TensorSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    federation_id: str
+    total_rounds: int
+    current_round: int
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    duplicate: bool  # this exact update had already been accepted (an idempotent retry)
+    received: int
+    expected: int

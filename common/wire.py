@@ -1,0 +1,118 @@
+"""protobuf <-> domain types, and gRPC status codes <-> `Code`: the only module that reads generated stubs.
+
+The coordinator's servicer and the client's connection both speak `common.messages` types and call these
+converters at the edge, so a field added to the proto is handled in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import grpc
+
+from .messages import Action, Code, FederationInfo, JoinResult, Metrics, SubmitResult, Task, TrainSettings
+from .proto import federation_pb2 as pb
+from .spec import PromptConfig, TensorSpec
+
+_ACTIONS = {Action.TRAIN: pb.TaskReply.TRAIN, Action.WAIT: pb.TaskReply.WAIT, Action.FINISHED: pb.TaskReply.FINISHED}
+_ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
+
+
+def status_of(code: Code) -> grpc.StatusCode:
+    return grpc.StatusCode[code.value]
+
+
+def code_of(status: grpc.StatusCode | None) -> Code:
+    return Code.__members__.get(status.name, Code.UNKNOWN) if status is not None else Code.UNKNOWN
+
+
+def rpc_code(exc: grpc.RpcError) -> Code:
+    """The `Code` of a failed call (grpc's RpcError types `code()` only on its call subclasses)."""
+    status = getattr(exc, "code", None)
+    return code_of(status() if callable(status) else None)
+
+
+def rpc_details(exc: grpc.RpcError) -> str:
+    details = getattr(exc, "details", None)
+    return str(details() if callable(details) else exc)
+
+
+# ----- tensor specs
+def spec_to_proto(spec: list[TensorSpec]) -> list[pb.TensorSpec]:
+    return [pb.TensorSpec(name=s.name, shape=list(s.shape), dtype=s.dtype) for s in spec]
+
+
+def spec_from_proto(msgs: list[pb.TensorSpec]) -> list[TensorSpec]:
+    return [TensorSpec(m.name, tuple(int(d) for d in m.shape), m.dtype) for m in msgs]
+
+
+# ----- settings and metrics: field for field, names taken from the dataclasses
+def settings_to_proto(settings: TrainSettings) -> pb.TrainSettings:
+    return pb.TrainSettings(**{f.name: getattr(settings, f.name) for f in fields(TrainSettings)})
+
+
+def settings_from_proto(msg: pb.TrainSettings) -> TrainSettings:
+    return TrainSettings(**{f.name: getattr(msg, f.name) for f in fields(TrainSettings)})
+
+
+def metrics_to_proto(metrics: Metrics) -> pb.Metrics:
+    return pb.Metrics(**{f.name: getattr(metrics, f.name) for f in fields(Metrics)})
+
+
+def metrics_from_proto(msg: pb.Metrics) -> Metrics:
+    return Metrics(**{f.name: getattr(msg, f.name) for f in fields(Metrics)})
+
+
+# ----- messages
+def task_to_proto(task: Task) -> pb.TaskReply:
+    return pb.TaskReply(
+        action=_ACTIONS[task.action], round=task.round, total_rounds=task.total_rounds,
+        global_state=task.payload, global_sha256=task.sha256,
+        settings=settings_to_proto(task.settings) if task.settings else None,
+        retry_after_s=task.retry_after_s, deadline_s=task.deadline_s,
+    )
+
+
+def task_from_proto(msg: pb.TaskReply) -> Task:
+    if msg.action not in _ACTIONS_BACK:
+        raise ValueError(f"the coordinator sent an unknown task action {msg.action}")
+    action = _ACTIONS_BACK[msg.action]
+    return Task(
+        action=action, round=msg.round, total_rounds=msg.total_rounds, payload=msg.global_state,
+        sha256=msg.global_sha256,
+        settings=settings_from_proto(msg.settings) if action == Action.TRAIN else None,
+        retry_after_s=msg.retry_after_s, deadline_s=msg.deadline_s,
+    )
+
+
+def info_to_proto(info: FederationInfo) -> pb.FederationInfo:
+    return pb.FederationInfo(
+        federation_id=info.federation_id, total_rounds=info.total_rounds, current_round=info.current_round,
+        model=info.model, prompt_config_json=json.dumps(info.prompt_config.to_dict()), spec=spec_to_proto(info.spec),
+    )
+
+
+def info_from_proto(msg: pb.FederationInfo) -> FederationInfo:
+    return FederationInfo(
+        federation_id=msg.federation_id, total_rounds=msg.total_rounds, current_round=msg.current_round,
+        model=msg.model, prompt_config=PromptConfig.from_dict(json.loads(msg.prompt_config_json)),
+        spec=spec_from_proto(list(msg.spec)),
+    )
+
+
+def join_to_proto(result: JoinResult) -> pb.JoinReply:
+    return pb.JoinReply(federation_id=result.federation_id, total_rounds=result.total_rounds,
+                        current_round=result.current_round)
+
+
+def join_from_proto(msg: pb.JoinReply) -> JoinResult:
+    return JoinResult(msg.federation_id, msg.total_rounds, msg.current_round)
+
+
+def submit_to_proto(result: SubmitResult) -> pb.UpdateReply:
+    return pb.UpdateReply(duplicate=result.duplicate, received=result.received, expected=result.expected)
+
+
+def submit_from_proto(msg: pb.UpdateReply) -> SubmitResult:
+    return SubmitResult(msg.duplicate, msg.received, msg.expected)

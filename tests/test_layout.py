@@ -1,0 +1,74 @@
+"""The architecture as tests: imports point down only, the daemon speaks domain types, tools agree."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Each layer, as folders of the tree, and the layers it must never import.
+FORBIDDEN = {
+    "common": ("server", "client"),
+    "server": ("client",),
+    "client/model": ("client/daemon", "client/sim", "server"),
+    "client/embedded": ("client/daemon", "client/sim", "server"),
+    "client/daemon": ("client/sim", "server"),
+    "client/sim": ("server",),
+}
+DAEMON = {"app.py", "daemon.py", "connection.py", "store.py", "data.py", "offline.py", "__init__.py"}
+
+
+def layer_of(path: Path) -> str:
+    rel = path.relative_to(ROOT)
+    if rel.parts[0] != "client":
+        return rel.parts[0]
+    return f"client/{rel.parts[1]}" if len(rel.parts) > 2 else "client/daemon"
+
+
+def imported_files(path: Path) -> list[Path]:
+    """The repository files `path` imports, resolved from its relative imports as a reader would."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level > 0 or not (node.module or "").startswith("pfeddc"), (
+                f"{path.relative_to(ROOT)}: use a relative import instead of {node.module}")
+            if node.level == 0:
+                continue
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            target = base.joinpath(*(node.module or "").split(".")) if node.module else base
+            names = [target / a.name for a in node.names] if not node.module else [target]
+            for t in names:
+                out += [p for p in (t.with_suffix(".py"), t / "__init__.py") if p.exists()]
+    return out
+
+
+def package_files() -> list[Path]:
+    return [p for top in ("common", "server", "client") for p in (ROOT / top).rglob("*.py") if "proto" not in p.parts]
+
+
+@pytest.mark.parametrize("path", package_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_layout_imports_point_down_only(path: Path) -> None:
+    layer = layer_of(path)
+    for target in imported_files(path):
+        assert layer_of(target) not in FORBIDDEN.get(layer, ()), (
+            f"{path.relative_to(ROOT)} ({layer}) imports {target.relative_to(ROOT)} ({layer_of(target)})")
+
+
+def test_layout_daemon_modules_import_no_generated_stub_except_the_connection() -> None:
+    for name in DAEMON - {"connection.py"}:
+        source = (ROOT / "client" / name).read_text()
+        assert "proto" not in source.split('"""', 2)[-1], f"client/{name} reaches into the generated stubs"
+
+
+def test_layout_type_checker_path_names_the_project_version() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    version = config["project"]["version"]
+    assert f"pfeddc-{version}-py3-none-any" in config["tool"]["mypy"]["mypy_path"], (
+        "bump tool.mypy.mypy_path with the project version (the strict editable link tree is named after it)")
+    assert config["project"]["requires-python"] == ">=3.11"
+    assert config["tool"]["ruff"]["target-version"] == "py311" and config["tool"]["mypy"]["python_version"] == "3.11"
