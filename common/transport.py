@@ -23,6 +23,9 @@ DEFAULT_MAX_UPDATE_BYTES = 64 * MiB
 _ENVELOPE_BYTES = 1 * MiB
 
 TOKEN_METADATA_KEY = "authorization"
+# Admin identities ("admin:<name>" as a certificate's common name and a tokens.json key) may read the status;
+# client ids cannot contain ':', so a client credential is never an admin one.
+ADMIN_ID_PREFIX = "admin:"
 
 
 def token_digest(token: str) -> str:

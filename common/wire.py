@@ -12,8 +12,10 @@ from dataclasses import fields
 import grpc
 
 from .messages import Action, Code, FederationInfo, JoinResult, Metrics, SubmitResult, Task, TrainSettings
+from .proto import admin_pb2 as admin_pb
 from .proto import federation_pb2 as pb
 from .spec import PromptConfig, TensorSpec
+from .status import ClientState, ClientStatus, FederationStatus, Phase
 
 _ACTIONS = {Action.TRAIN: pb.TaskReply.TRAIN, Action.WAIT: pb.TaskReply.WAIT, Action.FINISHED: pb.TaskReply.FINISHED}
 _ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
@@ -116,3 +118,43 @@ def submit_to_proto(result: SubmitResult) -> pb.UpdateReply:
 
 def submit_from_proto(msg: pb.UpdateReply) -> SubmitResult:
     return SubmitResult(msg.duplicate, msg.received, msg.expected)
+
+
+# ----- the admin view (protos/pfeddc/v1/admin.proto)
+_PHASES = {Phase.WAITING: admin_pb.FederationStatus.WAITING, Phase.TRAINING: admin_pb.FederationStatus.TRAINING,
+           Phase.FINISHED: admin_pb.FederationStatus.FINISHED}
+_STATES = {ClientState.TRAINING: admin_pb.ClientStatus.TRAINING, ClientState.SUBMITTED: admin_pb.ClientStatus.SUBMITTED,
+           ClientState.IDLE: admin_pb.ClientStatus.IDLE, ClientState.OFFLINE: admin_pb.ClientStatus.OFFLINE}
+
+
+def _back(table: dict, value: int, what: str):  # type: ignore[no-untyped-def, type-arg]
+    for domain, proto in table.items():
+        if proto == value:
+            return domain
+    raise ValueError(f"the coordinator sent an unknown {what} {value}")
+
+
+def status_to_proto(status: FederationStatus) -> admin_pb.FederationStatus:
+    clients = [admin_pb.ClientStatus(
+        client_id=c.client_id, state=_STATES[c.state], num_examples=c.num_examples,
+        rounds_participated=c.rounds_participated, last_seen_s=c.last_seen_s, last_round=c.last_round,
+        last_metrics=metrics_to_proto(c.last_metrics) if c.last_metrics else None) for c in status.clients]
+    return admin_pb.FederationStatus(
+        federation_id=status.federation_id, model=status.model, method=status.method, phase=_PHASES[status.phase],
+        round=status.round, total_rounds=status.total_rounds, min_clients=status.min_clients,
+        sampled=status.sampled, received=status.received, deadline_s=status.deadline_s,
+        online_window_s=status.online_window_s, uptime_s=status.uptime_s, version=status.version, clients=clients)
+
+
+def status_from_proto(msg: admin_pb.FederationStatus) -> FederationStatus:
+    clients = tuple(ClientStatus(
+        client_id=c.client_id, state=_back(_STATES, c.state, "client state"), num_examples=c.num_examples,
+        rounds_participated=c.rounds_participated, last_seen_s=c.last_seen_s if c.HasField("last_seen_s") else None,
+        last_round=c.last_round, last_metrics=metrics_from_proto(c.last_metrics) if c.HasField("last_metrics") else None)
+        for c in msg.clients)
+    return FederationStatus(
+        federation_id=msg.federation_id, model=msg.model, method=msg.method,
+        phase=_back(_PHASES, msg.phase, "federation phase"), round=msg.round, total_rounds=msg.total_rounds,
+        min_clients=msg.min_clients, sampled=msg.sampled, received=msg.received,
+        deadline_s=msg.deadline_s if msg.HasField("deadline_s") else None, online_window_s=msg.online_window_s,
+        uptime_s=msg.uptime_s, version=msg.version, clients=clients)

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from ..common.messages import Code, Refused
-from ..common.transport import TOKEN_METADATA_KEY, token_digest
+from ..common.transport import ADMIN_ID_PREFIX, TOKEN_METADATA_KEY, token_digest
 
 
 def load_tokens(path: Path) -> dict[str, str]:
@@ -49,6 +49,43 @@ class Authenticator:
             expected = self.tokens.get(client_id)
             if expected is None or not hmac.compare_digest(expected, token_digest(bearer)):
                 raise Refused(Code.PERMISSION_DENIED, f"the token is not valid for client_id {client_id!r}")
+
+
+    @property
+    def enabled(self) -> bool:
+        return self.tokens is not None or self.require_cert_identity
+
+    def check_admin(self, context: grpc.ServicerContext) -> str:
+        """The admin's name ("admin:<name>") when the peer holds an admin credential; refuses otherwise.
+
+        With client authentication off (a loopback or test coordinator) anyone who reaches the port may ask.
+        Otherwise the certificate's common name and/or the token must belong to an "admin:<name>" identity;
+        client ids cannot contain ':', so no client credential passes.
+        """
+        if not self.enabled:
+            return "anonymous"
+        names: set[str] | None = None
+        if self.require_cert_identity:
+            raw: Any = context.auth_context().get("x509_common_name", [])
+            names = {n.decode() for n in raw if n.decode().startswith(ADMIN_ID_PREFIX)}
+            if not names:
+                raise Refused(Code.PERMISSION_DENIED, "the status needs an admin certificate (common name "
+                                                      f"'{ADMIN_ID_PREFIX}<name>', from `pfeddc-certs admin`)")
+        if self.tokens is not None:
+            bearer = _bearer(context)
+            if bearer is None:
+                raise Refused(Code.UNAUTHENTICATED, "the status needs an admin token (--token)")
+            digest = token_digest(bearer)
+            matches = {n for n, d in self.tokens.items() if n.startswith(ADMIN_ID_PREFIX)
+                       and hmac.compare_digest(d, digest)}
+            if names is not None:
+                matches &= names
+            if not matches:
+                raise Refused(Code.PERMISSION_DENIED, "the token is not an admin token"
+                              + (" of this certificate's admin" if names is not None else ""))
+            names = matches
+        assert names
+        return sorted(names)[0]
 
 
 def _bearer(context: grpc.ServicerContext) -> str | None:

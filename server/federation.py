@@ -61,6 +61,8 @@ class ClientRecord:
     num_examples: int
     rounds_participated: int = 0
     last_seen: float = -math.inf  # clock time; not persisted: a restarted coordinator waits for check-ins
+    last_round: int = 0  # the last round whose update from it was accepted (status view; not persisted)
+    last_metrics: Metrics | None = None  # ... and the metrics it reported with it
 
     def to_json(self) -> dict[str, Any]:
         return {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}
@@ -72,6 +74,18 @@ class _Update:
     tensors: dict[str, np.ndarray]
     num_examples: int
     metrics: Metrics
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """`Federation.snapshot()`: the open round and the clients, `last_seen` as seconds ago."""
+
+    round: int
+    finished: bool
+    sampled: frozenset[str]
+    received: frozenset[str]
+    deadline_s: float | None  # seconds left; None when no round is open
+    clients: tuple[ClientRecord, ...]
 
 
 @dataclass
@@ -127,6 +141,21 @@ class Federation:
     def sampled(self) -> set[str]:
         with self._lock:
             return set(self._sampled)
+
+    @property
+    def online_window_s(self) -> float:
+        """A client heard from within this window counts as online (and can be sampled)."""
+        return max(self.config.round_timeout_s, 10 * self.config.poll_interval_s)
+
+    def snapshot(self) -> RoundView:
+        """A consistent copy of the open round and the client registry, for the status view and metrics."""
+        with self._lock:
+            self._advance()
+            now = self._clock()
+            clients = tuple(replace(r, last_seen=now - r.last_seen) for r in self._state.clients.values())
+            deadline = None if not self._sampled else max(0.0, self._deadline - now)
+            return RoundView(self.round, self.finished, frozenset(self._sampled), frozenset(self._received),
+                             deadline, clients)
 
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec]) -> None:
@@ -243,8 +272,7 @@ class Federation:
             self._open_round(now)
 
     def _open_round(self, now: float) -> None:
-        window = max(self.config.round_timeout_s, 10 * self.config.poll_interval_s)
-        active = sorted(c for c, r in self._state.clients.items() if now - r.last_seen <= window)
+        active = sorted(c for c, r in self._state.clients.items() if now - r.last_seen <= self.online_window_s)
         if len(active) < self.config.min_clients:
             return
         k = max(math.ceil(self.config.fraction * len(active)), self.config.quorum)
@@ -261,7 +289,9 @@ class Federation:
         summary = _summarize(self.round, self._received, now - self._opened_at)
         missing = sorted(self._sampled - set(self._received))
         for client_id in self._received:
-            self._state.clients[client_id].rounds_participated += 1
+            record = self._state.clients[client_id]
+            record.rounds_participated += 1
+            record.last_round, record.last_metrics = self.round, self._received[client_id].metrics
         self._last_closed = {c: u.sha256 for c, u in self._received.items()}
         self._sampled, self._received, self._attempt, self._deadline = set(), {}, 0, math.inf
         self._set_global(new_global)
@@ -290,4 +320,11 @@ def _summarize(round_: int, received: Mapping[str, _Update], duration_s: float) 
         "accuracy_before": weighted([(u.metrics.accuracy_before, u.metrics.num_test_examples) for u in updates]),
         "accuracy_after": weighted([(u.metrics.accuracy_after, u.metrics.num_test_examples) for u in updates]),
         "duration_s": round(duration_s, 3),
+        # per-site figures: what each client declared and reported with its accepted update
+        "sites": {c: {"num_examples": u.num_examples, **{k: _json_number(v) for k, v in u.metrics.as_dict().items()}}
+                  for c, u in sorted(received.items())},
     }
+
+
+def _json_number(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None

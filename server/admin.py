@@ -1,0 +1,68 @@
+"""The operator's view: a `FederationStatus` built from the live federation, and the Admin RPC serving it.
+
+The same snapshot feeds `pfeddc-server status` (over gRPC, admin credential required when auth is on), the
+status page and the Prometheus gauges (server/web.py, server/metrics.py), so they always agree.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import grpc
+
+from ..common import wire
+from ..common.messages import Refused
+from ..common.proto import admin_pb2 as admin_pb
+from ..common.proto import admin_pb2_grpc as admin_grpc
+from ..common.status import ClientState, ClientStatus, FederationStatus, Phase
+from .auth import Authenticator
+from .federation import Federation
+
+ADMIN_SERVICE_NAME = "pfeddc.v1.Admin"
+
+
+class StatusSource:
+    """Builds the status of one running federation on demand."""
+
+    def __init__(self, federation: Federation, federation_id: str, model: str, method: str, version: str) -> None:
+        self.federation, self.federation_id = federation, federation_id
+        self.model, self.method, self.version = model, method, version
+        self._started = time.monotonic()
+
+    def status(self) -> FederationStatus:
+        view = self.federation.snapshot()
+        window = self.federation.online_window_s
+        clients = []
+        for record in sorted(view.clients, key=lambda r: r.client_id):
+            seen = record.last_seen if math.isfinite(record.last_seen) else None
+            if seen is None or seen > window:
+                state = ClientState.OFFLINE
+            elif record.client_id in view.received:
+                state = ClientState.SUBMITTED
+            elif record.client_id in view.sampled:
+                state = ClientState.TRAINING
+            else:
+                state = ClientState.IDLE
+            clients.append(ClientStatus(record.client_id, state, record.num_examples, record.rounds_participated,
+                                        None if seen is None else round(seen, 3), record.last_round,
+                                        record.last_metrics))
+        phase = Phase.FINISHED if view.finished else Phase.TRAINING if view.sampled else Phase.WAITING
+        config = self.federation.config
+        return FederationStatus(
+            federation_id=self.federation_id, model=self.model, method=self.method, phase=phase, round=view.round,
+            total_rounds=config.rounds, min_clients=config.min_clients, sampled=len(view.sampled),
+            received=len(view.received), deadline_s=view.deadline_s, online_window_s=window,
+            uptime_s=round(time.monotonic() - self._started, 3), version=self.version, clients=tuple(clients))
+
+
+class AdminServicer(admin_grpc.AdminServicer):
+    def __init__(self, source: StatusSource, auth: Authenticator) -> None:
+        self.source, self.auth = source, auth
+
+    def GetStatus(self, request: admin_pb.StatusRequest, context: grpc.ServicerContext) -> admin_pb.FederationStatus:
+        try:
+            self.auth.check_admin(context)
+        except Refused as exc:
+            context.abort(wire.status_of(exc.code), exc.message)
+        return wire.status_to_proto(self.source.status())

@@ -1,0 +1,136 @@
+"""The coordinator's plain-HTTP side port: Prometheus `/metrics`, the live status page `/`, and its JSON.
+
+It serves only reads (GET/HEAD) and no prompts. It binds to loopback unless `--metrics-bind` says otherwise;
+on Kubernetes the NetworkPolicy admits it only from the monitoring namespace (deploy/k8s).
+
+  /             the status page (server/page.html: one self-contained file that polls the two below)
+  /api/status   the status snapshot as JSON (the same as `pfeddc-server status --json`)
+  /api/rounds   rounds.jsonl as a JSON list: per-round and per-site figures for the accuracy curves
+  /metrics      Prometheus text format
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..common.logs import get_logger
+from .admin import StatusSource
+from .metrics import CoordinatorMetrics
+
+log = get_logger("coordinator")
+PAGE = Path(__file__).with_name("page.html")
+MAX_ROUNDS_SERVED = 5000
+
+
+def _csp(page: str) -> str:
+    """Only the page's own inline script and style may run, and it may only fetch from this origin."""
+    hashes = []
+    for tag in ("script", "style"):
+        for body in re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S):
+            digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+            hashes.append((tag, f"'sha256-{digest}'"))
+    src = {tag: " ".join(h for t, h in hashes if t == tag) or "'none'" for tag in ("script", "style")}
+    return (f"default-src 'none'; script-src {src['script']}; style-src {src['style']}; connect-src 'self'; "
+            "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+class RoundsFile:
+    """rounds.jsonl parsed once per change (size and mtime), last record per round kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._key: tuple[int, int] | None = None
+        self._rounds: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def read(self) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                return []
+            if (st.st_size, st.st_mtime_ns) != self._key:
+                by_round: dict[int, dict[str, Any]] = {}
+                for line in self.path.read_text(encoding="utf-8").splitlines():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line being appended right now
+                    if isinstance(record, dict) and isinstance(record.get("round"), int):
+                        by_round[record["round"]] = record
+                self._rounds = [by_round[r] for r in sorted(by_round)][-MAX_ROUNDS_SERVED:]
+                self._key = (st.st_size, st.st_mtime_ns)
+            return self._rounds
+
+
+@dataclass
+class WebServer:
+    httpd: ThreadingHTTPServer
+    port: int
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def serve(bind: str, port: int, source: StatusSource, metrics: CoordinatorMetrics, rounds: RoundsFile) -> WebServer:
+    page = PAGE.read_bytes()
+    headers = {"Content-Security-Policy": _csp(page.decode()), "X-Content-Type-Options": "nosniff",
+               "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "pfeddc"
+        sys_version = ""
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            path = self.path.split("?", 1)[0]
+            if path in ("/", "/index.html"):
+                self._send(200, "text/html; charset=utf-8", page)
+            elif path == "/api/status":
+                self._send(200, "application/json", json.dumps(source.status().to_json()).encode())
+            elif path == "/api/rounds":
+                self._send(200, "application/json", json.dumps(rounds.read()).encode())
+            elif path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+            else:
+                self._send(404, "text/plain; charset=utf-8", b"not found: try /, /metrics, /api/status\n")
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.do_GET()
+
+        def _send(self, code: int, content_type: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+            pass  # scrapes every few seconds would drown the federation's events
+
+    host = bind.strip("[]")
+    server_class = ThreadingHTTPServer
+    if ":" in host:
+        import socket
+
+        class V6Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+
+        server_class = V6Server
+    httpd = server_class((host, port), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics-http").start()
+    return WebServer(httpd, httpd.server_address[1])
