@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import signal
+import os
 import sys
-import threading
 from pathlib import Path
 
 from ..common.cli import add_train_flags, train_overrides_from
+from ..common.envflags import add_version, apply_env_defaults
+from ..common.lifecycle import ExitCode, Stopper, run_in_worker
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
 from ..common.messages import Refused
+from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import TlsFiles
 from .connection import CoordinatorUnreachable
 from .data import DataError
 from .model.backbone import BackboneNotFound
+from .preflight import check_data, check_model, check_server
 from .store import StateError
 
 log = get_logger("client")
@@ -62,13 +65,15 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", type=Path, help="PEM CA that signed the coordinator's certificate (enables TLS)")
     p.add_argument("--tls-cert", type=Path, help="PEM client certificate for mTLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of the client certificate")
-    p.add_argument("--token", help="client token issued by the federation (or set PFEDDC_TOKEN)")
+    p.add_argument("--token", help="client token issued by the federation")
     p.add_argument("--max-retries", type=int, default=10,
                    help="attempts to reach the coordinator before giving up, with exponential backoff and "
                         "jitter; 0 = forever (default: %(default)s)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: on a terminal)")
     add_train_flags(p, overrides=True)
+    add_version(p)
+    apply_env_defaults(p)
     return p
 
 
@@ -85,6 +90,8 @@ def offline_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--data", type=Path, required=True, help="ImageFolder with the same class folders")
     _common(p)
     p.add_argument("--model", help="backbone override (default: the one recorded in the state dir)")
+    add_version(p)
+    apply_env_defaults(p)
     return p
 
 
@@ -113,37 +120,49 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(json.dumps(evaluate_command(args.state_dir, args.data, args.model, args.device)))
         return 0
-    except (DataError, StateError, BackboneNotFound, CoordinatorUnreachable, ValueError) as exc:
-        log.error(Event.CLIENT_FAILED, error=str(exc))
-        print(f"pfeddc-client: error: {exc}", file=sys.stderr)
-        return 2
+    except CoordinatorUnreachable as exc:
+        return _fail(str(exc), ExitCode.UNREACHABLE)
+    except (DataError, StateError, BackboneNotFound, ValueError, PermissionError) as exc:
+        return _fail(str(exc), ExitCode.CONFIG)
     except Refused as exc:
-        message = f"coordinator refused: {exc.code}: {exc.message}"
-        log.error(Event.CLIENT_FAILED, error=message)
-        print(f"pfeddc-client: error: {message}", file=sys.stderr)
-        return 2
+        return _fail(f"coordinator refused: {exc.code}: {exc.message}", ExitCode.CONFIG)
+
+
+def _fail(message: str, code: int) -> int:
+    log.error(Event.CLIENT_FAILED, error=message, exit_code=int(code))
+    say_error("pfeddc-client", message)
+    return code
 
 
 def _run(args: argparse.Namespace) -> int:
-    import os
-
     from .daemon import ClientDaemon, ClientOptions
 
-    print(f"pfeddc-client: state dir {args.state_dir}", file=sys.stderr)
+    release_output = capture_stray_output(args.log_level)
+    check_server(args.server)  # mistakes that take milliseconds to find are reported before anything slow
+    check_data(args.data)
+    check_model(args.model)
     opts = ClientOptions(
         data=args.data, server=args.server, state_dir=args.state_dir, model=args.model, device=args.device,
         overrides={k: v for k, v in train_overrides_from(args).items() if v is not None}, seed=args.seed,
         client_id=args.client_id, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
-        token=args.token or os.environ.get("PFEDDC_TOKEN"), test_fraction=args.test_fraction,
+        token=args.token, test_fraction=args.test_fraction,
         max_retries=args.max_retries, allow_download=args.allow_download,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    summary = ClientDaemon(opts, stop).run()
-    print(json.dumps(summary))
-    return 0
+    with Stopper() as stopper:
+        outcome = run_in_worker(lambda: ClientDaemon(opts, stopper.event).run(), stopper)
+    if stopper.signum:
+        # Interrupted: whatever the daemon was doing (loading, training, waiting), the exit code says so.
+        log.info(Event.CLIENT_STOPPED, reason=stopper.signal_name, exit_code=stopper.exit_code,
+                 wound_down=outcome.done)
+        if not outcome.done:  # still inside a model load or a blocking call: do not wait for it
+            release_output()
+            os._exit(stopper.exit_code)
+        return stopper.exit_code
+    if outcome.error is not None:
+        raise outcome.error
+    print(json.dumps(outcome.result))
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

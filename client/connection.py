@@ -8,7 +8,7 @@ exponential backoff and full jitter; after `max_attempts` it raises `Coordinator
 from __future__ import annotations
 
 import random
-import time
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -33,6 +33,10 @@ class CoordinatorUnreachable(ConnectionError):
     pass
 
 
+class Stopped(RuntimeError):
+    """The stop event was set while waiting to retry (SIGINT/SIGTERM): give up at once."""
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff with full jitter; `max_attempts` 0 means retry forever."""
@@ -47,11 +51,13 @@ class Backoff:
 
 class Connection:
     def __init__(self, target: str, client_id: str, tls: TlsFiles | None = None, token: str | None = None,
-                 backoff: Backoff | None = None, rpc_timeout_s: float = 60.0) -> None:
+                 backoff: Backoff | None = None, rpc_timeout_s: float = 60.0,
+                 stop: threading.Event | None = None) -> None:
         self.target, self.client_id = target, client_id
         self.backoff = backoff or Backoff()
         self.rpc_timeout_s = rpc_timeout_s
         self._rng = random.Random()
+        self._stop = stop or threading.Event()  # set: backoff waits end at once (signals must not wait 30 s)
         tls = tls or TlsFiles()
         self._hint = (" -- with TLS, check that --tls-ca is the CA that signed the coordinator's certificate, that "
                       "no certificate has expired, and that the address matches the certificate's names"
@@ -80,7 +86,8 @@ class Connection:
                 delay = self.backoff.delay(attempt, self._rng)
                 log.warning(Event.COORDINATOR_UNREACHABLE, call=what, attempt=attempt + 1,
                             retry_in_s=round(delay, 2), error=str(code), target=self.target)
-                time.sleep(delay)
+                if self._stop.wait(delay):
+                    raise Stopped(f"stopped while waiting to retry {what} at {self.target}") from None
                 attempt += 1
 
     def federation(self) -> FederationInfo:

@@ -74,7 +74,8 @@ class ClientDaemon:
         self.store.check_classes(classnames_for(Path(opts.data), folders))
         log.info(Event.CLIENT_STARTING, client_id=self.client_id, state_dir=str(self.store.dir), server=opts.server,
                  device=str(self.device))
-        conn = Connection(opts.server, self.client_id, opts.tls, opts.token, Backoff(max_attempts=opts.max_retries))
+        conn = Connection(opts.server, self.client_id, opts.tls, opts.token, Backoff(max_attempts=opts.max_retries),
+                          stop=self.stop)
         try:
             info = conn.federation()
             model_name = opts.model or info.model

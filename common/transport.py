@@ -47,6 +47,9 @@ def server_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES) -> list[tup
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
+        # gRPC turns SO_REUSEPORT on by default: a second coordinator on the same port would start without error
+        # and the kernel would split the clients between two federations. Off, the second one fails to bind.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -135,6 +138,11 @@ def is_loopback(host: str) -> bool:
 
 def split_target(target: str) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port), with an error naming the bad value."""
+    scheme, sep, rest = target.partition("://")
+    if sep:
+        address = rest.split("/", 1)[0]
+        raise ValueError(f"server address must be HOST:PORT, not a URL: use {address or 'HOST:PORT'!r} instead of "
+                         f"{target!r} (TLS is chosen by --tls-ca, not by a {scheme}:// scheme)")
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"server address must be HOST:PORT, got {target!r}")

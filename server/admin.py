@@ -6,8 +6,12 @@ status page and the Prometheus gauges (server/web.py, server/metrics.py), so the
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -20,13 +24,16 @@ from .auth import Authenticator
 from .federation import Federation
 
 ADMIN_SERVICE_NAME = "pfeddc.v1.Admin"
+MAX_ROUNDS_SERVED = 5000
 
 
 class StatusSource:
-    """Builds the status of one running federation on demand."""
+    """Builds the status of one running federation on demand; `rounds` reads its history file."""
 
-    def __init__(self, federation: Federation, federation_id: str, model: str, method: str, version: str) -> None:
+    def __init__(self, federation: Federation, federation_id: str, model: str, method: str, version: str,
+                 rounds_path: Path) -> None:
         self.federation, self.federation_id = federation, federation_id
+        self.rounds = RoundsFile(rounds_path)
         self.model, self.method, self.version = model, method, version
         self._started = time.monotonic()
 
@@ -54,6 +61,36 @@ class StatusSource:
             total_rounds=config.rounds, min_clients=config.min_clients, sampled=len(view.sampled),
             received=len(view.received), deadline_s=view.deadline_s, online_window_s=window,
             uptime_s=round(time.monotonic() - self._started, 3), version=self.version, clients=tuple(clients))
+
+
+class RoundsFile:
+    """rounds.jsonl parsed once per change (size and mtime), last record per round kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._key: tuple[int, int] | None = None
+        self._rounds: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def read(self) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                return []
+            if (st.st_size, st.st_mtime_ns) != self._key:
+                by_round: dict[int, dict[str, Any]] = {}
+                for line in self.path.read_text(encoding="utf-8").splitlines():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line being appended right now
+                    if isinstance(record, dict) and isinstance(record.get("round"), int):
+                        by_round[record["round"]] = record
+                self._rounds = [by_round[r] for r in sorted(by_round)][-MAX_ROUNDS_SERVED:]
+                self._key = (st.st_size, st.st_mtime_ns)
+            return self._rounds
+
 
 
 class AdminServicer(admin_grpc.AdminServicer):

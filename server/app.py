@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import signal
 import sys
 import threading
-import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +15,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..common.cli import add_prompt_flags, add_train_flags, prompt_config_from, train_settings_from
+from ..common.envflags import add_version, apply_env_defaults, package_version
+from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
+from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.proto import federation_pb2_grpc as pb_grpc
 from ..common.spec import EMBEDDED_MODEL, global_spec, initial_prompts, resolve_dims
+from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import MiB, TlsFiles, is_loopback, server_options
+from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource
 from .auth import Authenticator, load_tokens
-from .checkpoint import Checkpoint, CheckpointError
+from .checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
 from .federation import Federation, FederationConfig, FederationState
+from .metrics import CoordinatorMetrics
+from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports
 from .servicer import CoordinatorServicer
 
 log = get_logger("coordinator")
@@ -36,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The pfeddc coordinator: holds the global vision and text prompts, samples clients each "
                     "round, and averages their updates (FedAvg weighted by example counts).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="other commands:\n  pfeddc-server status --help    the round, its deadline and every client (admin RPC)",
     )
+    add_version(p)
     p.add_argument("--rounds", type=int, default=20, help="federated rounds to run (default: %(default)s)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port; 0 picks a free one (default: %(default)s)")
     p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default: %(default)s)")
@@ -75,13 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "the token of the client_id it claims")
     s.add_argument("--linger", type=float, default=30.0,
                    help="seconds to keep serving after the last round so clients fetch the final prompts "
-                        "(default: %(default)s)")
+                        "and operators the status; inf or negative: until stopped (default: %(default)s)")
     s.add_argument("--grace", type=float, default=10.0,
                    help="seconds in-flight calls get to finish on shutdown (default: %(default)s)")
+    add_ops_flags(p)
     o = p.add_argument_group("output")
     o.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
                    help="auto: readable on a terminal, JSON lines otherwise (default: %(default)s)")
     o.add_argument("--log-level", default="info", help="debug, info, warning or error (default: %(default)s)")
+    apply_env_defaults(p)
     return p
 
 
@@ -92,12 +101,16 @@ class RunningServer:
     federation: Federation
     health: health.HealthServicer
     stop_event: threading.Event
+    status: StatusSource | None = None
+    side: SidePorts | None = None
 
     def stop(self, grace: float | None = None) -> None:
-        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.stop_event.set()
         self.server.stop(grace).wait()
+        if self.side:
+            self.side.stop()
 
 
 def start(args: argparse.Namespace) -> RunningServer:
@@ -119,38 +132,54 @@ def start(args: argparse.Namespace) -> RunningServer:
     else:
         log.info(Event.FEDERATION_RESUMED, state_dir=str(args.state_dir), round=state.round,
                  clients=len(state.clients))
-    federation = Federation(config, spec, state, on_round_closed=checkpoint.save)
+    metrics = CoordinatorMetrics()
+    federation = Federation(config, spec, state, on_round_closed=metrics.round_closed_hook(checkpoint.save))
     fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)
     federation_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
 
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     tokens = load_tokens(args.tokens) if args.tokens else None
     auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None)
+    source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
+                          args.state_dir / ROUNDS_FILE)
+    metrics.watch(source)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
         options=server_options(config.max_update_bytes),
+        interceptors=[metrics.interceptor()],
     )
+    admin_grpc.add_AdminServicer_to_server(AdminServicer(source, auth), server)
     pb_grpc.add_CoordinatorServicer_to_server(
         CoordinatorServicer(federation, auth, federation_id, args.model, prompt), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"[{args.bind}]:{args.port}" if ":" in args.bind else f"{args.bind}:{args.port}"
-    port = server.add_secure_port(address, tls.server_credentials()) if tls.enabled else \
-        server.add_insecure_port(address)
+    try:
+        port = server.add_secure_port(address, tls.server_credentials()) if tls.enabled else \
+            server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise OSError(f"cannot listen on {address}: the address is not local or the port is in use (is another "
+                      "coordinator running on it? two would split the clients between two federations)")
     if not is_loopback(args.bind) and (not tls.enabled or (tokens is None and args.tls_client_ca is None)):
         log.warning(Event.INSECURE_LISTENER, bind=args.bind, tls=tls.enabled, client_auth=False,
                     advice="anyone who reaches this port can join and submit: use --tls-cert/--tls-key and "
                            "--tls-client-ca or --tokens (see docs/deploy.md)")
+    try:
+        side = start_side_ports(args, health_servicer, source, metrics)
+    except BaseException:
+        server.stop(0)
+        raise
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop_event = threading.Event()
-    running = RunningServer(server, port, federation, health_servicer, stop_event)
+    running = RunningServer(server, port, federation, health_servicer, stop_event, source, side)
     threading.Thread(target=_tick, args=(federation, stop_event), daemon=True, name="round-ticker").start()
     log.info(Event.SERVER_STARTED, port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
-             rounds=config.rounds, round=federation.round)
+             rounds=config.rounds, round=federation.round, health_port=side.health_port,
+             metrics_port=side.metrics_port, version=package_version())
     return running
 
 
@@ -160,28 +189,27 @@ def _tick(federation: Federation, stop_event: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["status"]:
+        from .status_cli import main as status_main
+
+        return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)
-    try:
-        running = start(args)
-    except (ValueError, OSError, CheckpointError) as exc:
-        log.error(Event.SERVER_FAILED, error=str(exc))
-        print(f"pfeddc-server: error: {exc}", file=sys.stderr)
-        return 2
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    finished_at: float | None = None
-    while not done.wait(0.5):
-        if running.federation.finished:
-            finished_at = finished_at or time.monotonic()
-            # Keep serving a while so every client can fetch the final prompts.
-            if time.monotonic() - finished_at >= args.linger:
-                break
-    log.info(Event.SERVER_STOPPING, grace_s=args.grace, round=running.federation.round)
-    running.stop(args.grace)
-    log.info(Event.SERVER_STOPPED)
-    return 0
+    capture_stray_output(args.log_level)
+    with Stopper() as stopper:
+        try:
+            running = start(args)
+        except (ValueError, OSError, CheckpointError) as exc:
+            log.error(Event.SERVER_FAILED, error=str(exc))
+            say_error("pfeddc-server", str(exc))
+            return ExitCode.CONFIG
+        code = run_until_done(running.federation, args.linger, stopper)
+        log.info(Event.SERVER_STOPPING, grace_s=args.grace, round=running.federation.round,
+                 signal=stopper.signal_name, finished=running.federation.finished)
+        running.stop(args.grace)
+    log.info(Event.SERVER_STOPPED, exit_code=int(code))
+    return code
 
 
 if __name__ == "__main__":

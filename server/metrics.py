@@ -1,19 +1,18 @@
 """Prometheus metrics of the coordinator, in a registry of its own (no process-global state).
 
-Counters and histograms are fed by a gRPC interceptor (bytes, calls, update outcomes) and by the round-closed
-hook (round and checkpoint durations); gauges (round, clients by state, ...) are read from the same status
-snapshot as `pfeddc-server status` at every scrape, so the two never disagree.
+A gRPC interceptor counts calls, bytes and update outcomes; the round-closed hook times checkpoints; the
+round-duration histogram is read from rounds.jsonl and the gauges (round, clients by state, ...) from the same
+status snapshot as `pfeddc-server status` at every scrape, so the two never disagree.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..common.status import ClientState, Phase
@@ -27,11 +26,9 @@ SUBMIT_METHOD = "SubmitUpdate"
 
 
 class CoordinatorMetrics:
-    def __init__(self, source: StatusSource) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.round_duration = Histogram(f"{PREFIX}_round_duration_seconds", "Time from a round's opening to its "
-                                        "close", buckets=ROUND_BUCKETS, registry=r)
         self.checkpoint_duration = Histogram(f"{PREFIX}_checkpoint_duration_seconds", "Time to write the "
                                              "checkpoint after a round", buckets=CHECKPOINT_BUCKETS, registry=r)
         self.updates_accepted = Counter(f"{PREFIX}_updates_accepted", "Client updates accepted (not counting "
@@ -45,18 +42,18 @@ class CoordinatorMetrics:
         self.sent_bytes = Counter(f"{PREFIX}_sent_bytes", "Response payload bytes, by method", ["method"],
                                   registry=r)
         ProcessCollector(registry=r)  # memory and CPU of the coordinator process
-        r.register(_StatusCollector(source))
 
-    def round_closed_hook(self, save: Callable[[Any], None]) -> Callable[[Any], None]:
-        """Wrap the checkpoint hook: time the save, observe the round's duration from its record."""
+    def watch(self, source: StatusSource) -> None:
+        """Export the gauges of this status source and the round durations of its history file (the
+        federation is built after the metrics it reports to)."""
+        self.registry.register(_StatusCollector(source))
 
-        def hook(state: Any) -> None:
-            started = time.perf_counter()
-            save(state)
-            self.checkpoint_duration.observe(time.perf_counter() - started)
-            history = getattr(state, "history", None)
-            if history and isinstance(history[-1], dict) and "duration_s" in history[-1]:
-                self.round_duration.observe(float(history[-1]["duration_s"]))
+    def round_closed_hook(self, save: Callable[..., None]) -> Callable[..., None]:
+        """Wrap the round-closed (checkpoint) hook to time it."""
+
+        def hook(*args: Any, **kwargs: Any) -> None:
+            with self.checkpoint_duration.time():
+                save(*args, **kwargs)
 
         return hook
 
@@ -91,7 +88,8 @@ class _Interceptor(grpc.ServerInterceptor):
             try:
                 response = inner(request, context)
             except BaseException:
-                code = context.code() if callable(getattr(context, "code", None)) else None
+                code_of = getattr(context, "code", None)  # grpc >= 1.38; the stubs do not know it
+                code = code_of() if callable(code_of) else None
                 metrics.record(method, code or grpc.StatusCode.UNKNOWN, request, None)
                 raise
             metrics.record(method, grpc.StatusCode.OK, request, response)
@@ -108,6 +106,7 @@ class _StatusCollector(Collector):
         self.source = source
 
     def collect(self) -> Iterator[Metric]:
+        yield _duration_histogram(self.source.rounds.read())
         s = self.source.status()
         gauges = {
             "round": ("The open (or next) round", s.round),
@@ -126,3 +125,17 @@ class _StatusCollector(Collector):
         for state in ClientState:
             by_state.add_metric([state.value], sum(c.state == state for c in s.clients))
         yield by_state
+
+
+def _duration_histogram(rounds: list[dict[str, Any]]) -> Metric:
+    """Round durations from rounds.jsonl: the history survives restarts, so the histogram does too."""
+    durations = [float(r["duration_s"]) for r in rounds if isinstance(r.get("duration_s"), int | float)]
+    counts = [sum(d <= bound for d in durations) for bound in ROUND_BUCKETS]
+    return HistogramMetricFamily(f"{PREFIX}_round_duration_seconds", "Time from a round's opening to its close "
+                                 "(every committed round in rounds.jsonl)",
+                                 buckets=[(_le(b), c) for b, c in zip(ROUND_BUCKETS, counts, strict=True)],
+                                 sum_value=sum(durations))
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else str(bound)

@@ -29,7 +29,6 @@ from .metrics import CoordinatorMetrics
 
 log = get_logger("coordinator")
 PAGE = Path(__file__).with_name("page.html")
-MAX_ROUNDS_SERVED = 5000
 
 
 def _csp(page: str) -> str:
@@ -44,35 +43,6 @@ def _csp(page: str) -> str:
             "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-class RoundsFile:
-    """rounds.jsonl parsed once per change (size and mtime), last record per round kept."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._key: tuple[int, int] | None = None
-        self._rounds: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def read(self) -> list[dict[str, Any]]:
-        with self._lock:
-            try:
-                st = self.path.stat()
-            except FileNotFoundError:
-                return []
-            if (st.st_size, st.st_mtime_ns) != self._key:
-                by_round: dict[int, dict[str, Any]] = {}
-                for line in self.path.read_text(encoding="utf-8").splitlines():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line being appended right now
-                    if isinstance(record, dict) and isinstance(record.get("round"), int):
-                        by_round[record["round"]] = record
-                self._rounds = [by_round[r] for r in sorted(by_round)][-MAX_ROUNDS_SERVED:]
-                self._key = (st.st_size, st.st_mtime_ns)
-            return self._rounds
-
-
 @dataclass
 class WebServer:
     httpd: ThreadingHTTPServer
@@ -83,7 +53,7 @@ class WebServer:
         self.httpd.server_close()
 
 
-def serve(bind: str, port: int, source: StatusSource, metrics: CoordinatorMetrics, rounds: RoundsFile) -> WebServer:
+def serve(bind: str, port: int, source: StatusSource, metrics: CoordinatorMetrics) -> WebServer:
     page = PAGE.read_bytes()
     headers = {"Content-Security-Policy": _csp(page.decode()), "X-Content-Type-Options": "nosniff",
                "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -99,7 +69,7 @@ def serve(bind: str, port: int, source: StatusSource, metrics: CoordinatorMetric
             elif path == "/api/status":
                 self._send(200, "application/json", json.dumps(source.status().to_json()).encode())
             elif path == "/api/rounds":
-                self._send(200, "application/json", json.dumps(rounds.read()).encode())
+                self._send(200, "application/json", json.dumps(source.rounds.read()).encode())
             elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
             else:
@@ -130,7 +100,11 @@ def serve(bind: str, port: int, source: StatusSource, metrics: CoordinatorMetric
             address_family = socket.AF_INET6
 
         server_class = V6Server
-    httpd = server_class((host, port), Handler)
+    try:
+        httpd = server_class((host, port), Handler)
+    except OSError as exc:
+        raise OSError(f"cannot serve metrics on {bind}:{port}: {exc.strerror or exc} (is another coordinator "
+                      "running?)") from None
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics-http").start()
     return WebServer(httpd, httpd.server_address[1])

@@ -1,0 +1,90 @@
+"""What the coordinator offers its operator beside the federation port: flags, side ports, the run loop.
+
+  --health-port   plaintext grpc.health.v1 only, for the kubelet's probes (server/probes.py)
+  --metrics-port  Prometheus /metrics, the live status page and its JSON (server/web.py)
+and the run loop that decides when the process ends and with which exit code (common/lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
+
+from ..common.lifecycle import ExitCode, Stopper
+from ..common.logs import Event, get_logger
+from .admin import StatusSource
+from .federation import Federation
+from .metrics import CoordinatorMetrics
+from .probes import serve_health
+from .web import WebServer, serve
+
+log = get_logger("coordinator")
+
+
+def add_ops_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("operations")
+    g.add_argument("--health-port", type=int,
+                   help="also serve grpc.health.v1 (and nothing else) in plaintext on this port of --bind, for "
+                        "probes that carry no client certificate, such as the kubelet's; 0 picks a free one "
+                        "(default: off)")
+    g.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus /metrics, the live status page / and /api/status over plain HTTP on "
+                        "this port; 0 picks a free one (default: off)")
+    g.add_argument("--metrics-bind", default="127.0.0.1",
+                   help="address of the metrics port: it shows client ids and metrics, so loopback unless a "
+                        "network policy guards it (default: %(default)s)")
+
+
+@dataclass
+class SidePorts:
+    health_server: grpc.Server | None = None
+    health_port: int | None = None
+    web: WebServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.web.port if self.web else None
+
+    def stop(self) -> None:
+        if self.web:
+            self.web.stop()
+        if self.health_server:
+            self.health_server.stop(0)
+
+
+def start_side_ports(args: argparse.Namespace, health_servicer: health.HealthServicer, source: StatusSource,
+                     metrics: CoordinatorMetrics) -> SidePorts:
+    ports = SidePorts()
+    try:
+        if args.health_port is not None:
+            ports.health_server, ports.health_port = serve_health(args.bind, args.health_port, health_servicer)
+        if args.metrics_port is not None:
+            ports.web = serve(args.metrics_bind, args.metrics_port, source, metrics)
+    except BaseException:
+        ports.stop()
+        raise
+    return ports
+
+
+def run_until_done(federation: Federation, linger_s: float, stopper: Stopper) -> int:
+    """Serve until a signal, or until `linger_s` after the last round (never when it is negative or inf).
+
+    0 when the federation had finished (even if a signal ended the lingering), 128 + signal otherwise.
+    """
+    forever = linger_s < 0 or math.isinf(linger_s)
+    finished_at: float | None = None
+    while not stopper.event.wait(0.2):
+        if federation.finished:
+            if finished_at is None:
+                finished_at = time.monotonic()
+                log.info(Event.LINGERING, linger_s=None if forever else linger_s,
+                         advice="the final prompts and the status stay served" + ("" if forever else
+                                 f" for {linger_s:g} s"))
+            if not forever and time.monotonic() - finished_at >= linger_s:
+                return ExitCode.OK
+    return ExitCode.OK if federation.finished else stopper.exit_code
