@@ -2,10 +2,14 @@
 
   pfeddc-certs init   --out DIR --host coordinator.example.org [--host 10.0.0.5]
   pfeddc-certs client --out DIR --client-id hospital-a
+  pfeddc-certs admin  --out DIR --name ops          (reads `pfeddc-server status`)
 
 Client certificates carry the client id as their common name; the coordinator's `--tls-client-ca` then ties
 each client id to its certificate. Tokens go to the client in clear (DIR/clients/<id>/token) and to the
-coordinator as SHA-256 digests (DIR/tokens.json). Private keys and tokens are written with mode 0600.
+coordinator as SHA-256 digests (DIR/tokens.json). Admin credentials carry "admin:<name>" (a name no client id
+can have) as common name and token key. The coordinator's certificate names the in-cluster Service of the
+Kubernetes manifests (pfeddc-coordinator.pfeddc.svc...) besides --host. Private keys and tokens are written
+with mode 0600.
 """
 
 from __future__ import annotations
@@ -24,10 +28,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .envflags import add_version, apply_env_defaults
 from .serde import atomic_write
-from .transport import token_digest
+from .transport import ADMIN_ID_PREFIX, token_digest
 
 Key = ec.EllipticCurvePrivateKey
+# The Service and namespace of deploy/k8s/coordinator (tests/deploy/test_manifests.py checks they agree).
+COORDINATOR_SERVICE = "pfeddc-coordinator"
+DEFAULT_NAMESPACE = "pfeddc"
+
+
+def cluster_names(service: str, namespace: str) -> list[str]:
+    """The names a pod in the cluster may use for the coordinator's Service."""
+    if not service:
+        return []
+    names = [service]
+    if namespace:
+        names += [f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+    return names
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
@@ -98,12 +116,14 @@ def load_ca(out: Path) -> tuple[Key, x509.Certificate]:
     return key, cert
 
 
-def init(out: Path, hosts: list[str], days: int) -> list[Path]:
+def init(out: Path, hosts: list[str], days: int, service: str = COORDINATOR_SERVICE,
+         namespace: str = DEFAULT_NAMESPACE) -> list[Path]:
     if (out / "ca.key").exists():
         raise ValueError(f"{out} already holds a CA (ca.key); refusing to overwrite it")
     ca_key, ca_cert = create_ca()
-    key, cert = issue(ca_key, ca_cert, hosts[0] if hosts else "pfeddc-coordinator",
-                      sorted(set(hosts) | {"localhost", "127.0.0.1"}), server=True, days=days)
+    names = set(hosts) | {"localhost", "127.0.0.1"} | set(cluster_names(service, namespace))
+    key, cert = issue(ca_key, ca_cert, hosts[0] if hosts else COORDINATOR_SERVICE, sorted(names), server=True,
+                      days=days)
     files = {"ca.key": (_key_pem(ca_key), True), "ca.pem": (_cert_pem(ca_cert), False),
              "coordinator.key": (_key_pem(key), True), "coordinator.pem": (_cert_pem(cert), False)}
     for name, (data, private) in files.items():
@@ -115,19 +135,29 @@ def init(out: Path, hosts: list[str], days: int) -> list[Path]:
 
 def add_client(out: Path, client_id: str, days: int) -> list[Path]:
     """Issue (or rotate) a client's certificate and token; the old token stops working at once."""
+    return _add_identity(out, client_id, out / "clients" / client_id, "client", days)
+
+
+def add_admin(out: Path, name: str, days: int) -> list[Path]:
+    """Issue (or rotate) an admin credential: it reads the coordinator's status, and cannot join as a client."""
+    if not name or ":" in name:
+        raise ValueError(f"admin name must be non-empty without ':', got {name!r}")
+    return _add_identity(out, ADMIN_ID_PREFIX + name, out / "admins" / name, "admin", days)
+
+
+def _add_identity(out: Path, identity: str, folder: Path, stem: str, days: int) -> list[Path]:
     ca_key, ca_cert = load_ca(out)
-    key, cert = issue(ca_key, ca_cert, client_id, days=days)
+    key, cert = issue(ca_key, ca_cert, identity, days=days)
     token = secrets.token_urlsafe(32)
-    folder = out / "clients" / client_id
-    _write(folder / "client.key", _key_pem(key), True)
-    _write(folder / "client.pem", _cert_pem(cert), False)
+    _write(folder / f"{stem}.key", _key_pem(key), True)
+    _write(folder / f"{stem}.pem", _cert_pem(cert), False)
     _write(folder / "ca.pem", _cert_pem(ca_cert), False)
     _write(folder / "token", token.encode() + b"\n", True)
     tokens_path = out / "tokens.json"
     tokens = json.loads(tokens_path.read_text()) if tokens_path.exists() else {}
-    tokens[client_id] = token_digest(token)
+    tokens[identity] = token_digest(token)
     _write(tokens_path, json.dumps(tokens, indent=1, sort_keys=True).encode() + b"\n", True)
-    return [folder / n for n in ("client.key", "client.pem", "ca.pem", "token")] + [tokens_path]
+    return [folder / n for n in (f"{stem}.key", f"{stem}.pem", "ca.pem", "token")] + [tokens_path]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,14 +170,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="DNS name or IP clients use to reach the coordinator (repeatable); localhost and "
                         "127.0.0.1 are always included")
     i.add_argument("--days", type=int, default=365, help="validity of the coordinator certificate")
+    i.add_argument("--service", default=COORDINATOR_SERVICE,
+                   help="Kubernetes Service of the coordinator, named in the certificate with its in-cluster DNS "
+                        "names; '' for none (default: %(default)s)")
+    i.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                   help="namespace of that Service (default: %(default)s)")
     c = sub.add_parser("client", help="issue or rotate one client's certificate and token")
     c.add_argument("--out", type=Path, required=True, help="the credentials folder made by init")
     c.add_argument("--client-id", required=True, help="the client's id (its certificate's common name)")
     c.add_argument("--days", type=int, default=365, help="validity of the client certificate")
+    a = sub.add_parser("admin", help="issue or rotate an admin credential (for pfeddc-server status)")
+    a.add_argument("--out", type=Path, required=True, help="the credentials folder made by init")
+    a.add_argument("--name", required=True, help="who holds it; its identity is admin:<name>")
+    a.add_argument("--days", type=int, default=90, help="validity of the admin certificate")
+    add_version(p)
+    for sub_parser in (i, c, a):
+        apply_env_defaults(sub_parser)
     args = p.parse_args(argv)
     try:
-        written = init(args.out, args.host, args.days) if args.command == "init" else \
-            add_client(args.out, args.client_id, args.days)
+        if args.command == "init":
+            written = init(args.out, args.host, args.days, args.service, args.namespace)
+        elif args.command == "client":
+            written = add_client(args.out, args.client_id, args.days)
+        else:
+            written = add_admin(args.out, args.name, args.days)
     except ValueError as exc:
         print(f"pfeddc-certs: error: {exc}", file=sys.stderr)
         return 2
