@@ -4,6 +4,7 @@
   1    failed: an unexpected error
   2    configuration: bad flags, data, credentials or a refusal that a retry cannot fix
   3    unreachable: the coordinator could not be reached within --max-retries (a retry may work)
+  4    aborted: the coordinator gave up on a round that failed --max-retries times (see federation_aborted)
   130  interrupted by SIGINT (128 + 2)
   143  interrupted by SIGTERM (128 + 15)
 
@@ -31,6 +32,7 @@ class ExitCode(IntEnum):
     FAILED = 1
     CONFIG = 2
     UNREACHABLE = 3
+    ABORTED = 4
 
     @staticmethod
     def interrupted(signum: int) -> int:

@@ -32,6 +32,20 @@ class Event(StrEnum):
     ROUND_COMPLETED = "round_completed"
     UPDATE_ACCEPTED = "update_accepted"
     FEDERATION_FINISHED = "federation_finished"
+    # coordinator: faults and hostile input, never silent
+    WAITING_FOR_CLIENTS = "waiting_for_clients"  # below --min-clients: active and needed counts, every 30 s
+    CLIENT_FAILED_ROUND = "client_failed_round"  # a sampled client reported (or was deemed) unable to update
+    ROUND_FAILED = "round_failed"  # an attempt ended without a committable aggregate (then round_retried)
+    FEDERATION_ABORTED = "federation_aborted"  # a round failed --max-retries times: the coordinator stops
+    UPDATE_REJECTED = "update_rejected"  # an update refused for its content (size, spec, values, count)
+    WEIGHT_CAPPED = "weight_capped"  # a join declared more examples than --max-examples-per-client
+    CHECKPOINT_FAILED = "checkpoint_failed"  # the round could not be made durable; retried, health NOT_SERVING
+    CHECKPOINT_RECOVERED = "checkpoint_recovered"
+    HISTORY_REPAIRED = "history_repaired"  # rounds.jsonl reconciled with the checkpoint on start
+    TICKER_FAILED = "ticker_failed"  # the round ticker hit an unexpected error; it keeps ticking
+    LINGERING = "lingering"  # finished; still serving the final prompts and the status
+    # any component: a line that bypassed the logger (gRPC C-core, a library's print), wrapped as JSON
+    NATIVE_OUTPUT = "native_output"
     # client
     CLIENT_STARTING = "client_starting"
     CLIENT_STOPPED = "client_stopped"

@@ -50,6 +50,16 @@ class Action(StrEnum):
     FINISHED = "finished"  # the last round is over; the payload holds the final global prompts
 
 
+class FailureReason(StrEnum):
+    """Why a client could not produce an update for its round (reported with `Connection.report_failure`)."""
+
+    DIVERGED = "diverged"  # training produced NaN or Inf
+    COLLAPSED = "collapsed"  # finite but degenerate (e.g. one class predicted everywhere)
+    OUT_OF_MEMORY = "out_of_memory"
+    DATA_UNREADABLE = "data_unreadable"
+    OTHER = "other"
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Hyper-parameters of one round of local training: the only place their defaults are written.
@@ -141,10 +151,12 @@ class JoinResult:
     federation_id: str
     total_rounds: int
     current_round: int
+    weight: int = 0  # the FedAvg weight the coordinator gives the client (its count, capped); 0: not told
 
 
 @dataclass(frozen=True)
 class SubmitResult:
-    duplicate: bool  # this exact update had already been accepted (an idempotent retry)
+    duplicate: bool  # this exact update (or failure report) had already been accepted (an idempotent retry)
     received: int
-    expected: int
+    expected: int  # updates the round still expects in all: sampled clients minus those that failed
+    next_task: Task | None = None  # the next task, when the submit asked to wait for it (long-poll)

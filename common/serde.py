@@ -6,6 +6,7 @@ Everything that crosses the wire or lands on disk goes through here: safetensors
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from safetensors.numpy import save as st_save
 from .spec import TensorSpec, spec_difference
 
 _DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("float64"): "F64"}
+_NP_DTYPES = {name: dtype for dtype, name in _DTYPES.items()}
 
 
 class InvalidTensors(ValueError):
@@ -45,13 +47,63 @@ def encode(tensors: Mapping[str, np.ndarray], metadata: dict[str, str] | None = 
 
 
 def decode(payload: bytes) -> dict[str, np.ndarray]:
-    """Parse safetensors bytes; anything else raises InvalidTensors."""
+    """Parse safetensors bytes; anything else (an unsupported dtype too) raises InvalidTensors."""
     if not payload:
         return {}
+    for name, entry in read_header(payload).items():
+        if entry.get("dtype") not in _DTYPES.values():
+            raise InvalidTensors(f"tensor {name!r} has dtype {entry.get('dtype')!r}; supported: "
+                                 f"{', '.join(_DTYPES.values())}")
     try:
         return dict(st_load(payload))
-    except (SafetensorError, ValueError, OverflowError) as exc:
-        raise InvalidTensors(f"payload is not valid safetensors: {exc}") from exc
+    except (SafetensorError, ValueError, OverflowError, KeyError) as exc:
+        raise InvalidTensors(f"payload is not valid safetensors: {exc!r}") from exc
+
+
+def read_header(payload: bytes, max_header_bytes: int | None = None) -> dict[str, dict[str, object]]:
+    """The tensor entries of a safetensors header, refused before parsing when larger than `max_header_bytes`."""
+    if len(payload) < 8:
+        raise InvalidTensors(f"payload is not valid safetensors: {len(payload)} bytes is shorter than its header")
+    size = int.from_bytes(payload[:8], "little")
+    if size > len(payload) - 8:
+        raise InvalidTensors(f"payload is not valid safetensors: its header claims {size} bytes of "
+                             f"{len(payload) - 8}")
+    if max_header_bytes is not None and size > max_header_bytes:
+        raise InvalidTensors(f"safetensors header of {size} bytes is larger than the {max_header_bytes} bytes "
+                             "the federation's spec needs")
+    try:
+        header = json.loads(payload[8:8 + size])
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidTensors(f"payload is not valid safetensors: header is not JSON ({exc})") from None
+    if not isinstance(header, dict) or not all(isinstance(v, dict) for v in header.values()):
+        raise InvalidTensors("payload is not valid safetensors: header is not an object of tensor entries")
+    return {name: entry for name, entry in header.items() if name != "__metadata__"}
+
+
+def spec_header_bytes(spec: list[TensorSpec]) -> int:
+    """Size of the safetensors header that `spec`'s tensors need (without metadata)."""
+    zeros = {s.name: np.zeros(s.shape, dtype=_NP_DTYPES[s.dtype]) for s in spec if s.dtype in _NP_DTYPES}
+    return int.from_bytes(encode(zeros)[:8], "little") if zeros else 0
+
+
+def decode_as(payload: bytes, spec: list[TensorSpec], header_slack: int = 4096) -> dict[str, np.ndarray]:
+    """Parse an update for `spec` in bounded work: header size, tensor count, names, shapes and dtypes are
+    checked on the header before any tensor is built, then every value must be finite."""
+    entries = read_header(payload, spec_header_bytes(spec) + header_slack)
+    if len(entries) > len(spec):
+        raise InvalidTensors(f"payload holds {len(entries)} tensors; the federation's spec has {len(spec)}")
+    got = []
+    for name, entry in sorted(entries.items()):
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InvalidTensors(f"tensor {name!r} has an invalid shape {shape!r}")
+        got.append(TensorSpec(name, tuple(shape), str(entry.get("dtype"))))
+    diff = spec_difference(spec, got)
+    if diff:
+        raise InvalidTensors(diff)
+    tensors = decode(payload)
+    validate(tensors, spec)
+    return tensors
 
 
 def validate(tensors: Mapping[str, np.ndarray], expected: list[TensorSpec]) -> None:

@@ -23,6 +23,9 @@ DEFAULT_MAX_UPDATE_BYTES = 64 * MiB
 _ENVELOPE_BYTES = 1 * MiB
 
 TOKEN_METADATA_KEY = "authorization"
+# Open mode (no client authentication): the secret a client keeps on its disk and the coordinator binds to its
+# client_id at its first join, so no other caller can use that id (protos/pfeddc/v1/federation.proto).
+JOIN_SECRET_METADATA_KEY = "x-pfeddc-join-secret"
 # Admin identities ("admin:<name>" as a certificate's common name and a tokens.json key) may read the status;
 # client ids cannot contain ':', so a client credential is never an admin one.
 ADMIN_ID_PREFIX = "admin:"
@@ -149,26 +152,30 @@ def split_target(target: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def open_channel(target: str, tls: TlsFiles, token: str | None = None) -> grpc.Channel:
-    """A channel with pfeddc's options; TLS when any TLS file is given; the token rides as call metadata."""
+def open_channel(target: str, tls: TlsFiles, token: str | None = None, join_secret: str | None = None) -> grpc.Channel:
+    """A channel with pfeddc's options; TLS when any TLS file is given; the token (and the join secret) ride as
+    call metadata."""
     split_target(target)
     options = channel_options()
+    extra = [(JOIN_SECRET_METADATA_KEY, join_secret)] if join_secret else []
     if not tls.enabled:
+        channel = grpc.insecure_channel(target, options=options)
         if token:
             # gRPC refuses call credentials on an insecure channel; send the token as plain metadata instead.
-            return grpc.intercept_channel(grpc.insecure_channel(target, options=options), _TokenInterceptor(token))
-        return grpc.insecure_channel(target, options=options)
+            extra.append((TOKEN_METADATA_KEY, f"Bearer {token}"))
+        return grpc.intercept_channel(channel, _MetadataInterceptor(extra)) if extra else channel
     creds = tls.channel_credentials()
     if token:
         creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
-    return grpc.secure_channel(target, creds, options=options)
+    channel = grpc.secure_channel(target, creds, options=options)
+    return grpc.intercept_channel(channel, _MetadataInterceptor(extra)) if extra else channel
 
 
-class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor):
-    def __init__(self, token: str) -> None:
-        self._metadata = (TOKEN_METADATA_KEY, f"Bearer {token}")
+class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._metadata = pairs
 
     def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        metadata = list(client_call_details.metadata or []) + [self._metadata]
+        metadata = list(client_call_details.metadata or []) + self._metadata
         details = client_call_details._replace(metadata=metadata)
         return continuation(details, request)

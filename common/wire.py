@@ -7,11 +7,23 @@ converters at the edge, so a field added to the proto is handled in one place.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import fields
+from typing import TypeVar
 
 import grpc
 
-from .messages import Action, Code, FederationInfo, JoinResult, Metrics, SubmitResult, Task, TrainSettings
+from .messages import (
+    Action,
+    Code,
+    FailureReason,
+    FederationInfo,
+    JoinResult,
+    Metrics,
+    SubmitResult,
+    Task,
+    TrainSettings,
+)
 from .proto import admin_pb2 as admin_pb
 from .proto import federation_pb2 as pb
 from .spec import PromptConfig, TensorSpec
@@ -19,6 +31,12 @@ from .status import ClientState, ClientStatus, FederationStatus, Phase
 
 _ACTIONS = {Action.TRAIN: pb.TaskReply.TRAIN, Action.WAIT: pb.TaskReply.WAIT, Action.FINISHED: pb.TaskReply.FINISHED}
 _ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
+_REASONS = {
+    FailureReason.DIVERGED: pb.FailureReport.DIVERGED, FailureReason.COLLAPSED: pb.FailureReport.COLLAPSED,
+    FailureReason.OUT_OF_MEMORY: pb.FailureReport.OUT_OF_MEMORY,
+    FailureReason.DATA_UNREADABLE: pb.FailureReport.DATA_UNREADABLE, FailureReason.OTHER: pb.FailureReport.OTHER,
+}
+E = TypeVar("E")
 
 
 def status_of(code: Code) -> grpc.StatusCode:
@@ -105,18 +123,38 @@ def info_from_proto(msg: pb.FederationInfo) -> FederationInfo:
 
 def join_to_proto(result: JoinResult) -> pb.JoinReply:
     return pb.JoinReply(federation_id=result.federation_id, total_rounds=result.total_rounds,
-                        current_round=result.current_round)
+                        current_round=result.current_round, weight=result.weight)
 
 
 def join_from_proto(msg: pb.JoinReply) -> JoinResult:
-    return JoinResult(msg.federation_id, msg.total_rounds, msg.current_round)
+    return JoinResult(msg.federation_id, msg.total_rounds, msg.current_round, msg.weight)
 
 
 def submit_to_proto(result: SubmitResult) -> pb.UpdateReply:
-    return pb.UpdateReply(duplicate=result.duplicate, received=result.received, expected=result.expected)
+    return pb.UpdateReply(duplicate=result.duplicate, received=result.received, expected=result.expected,
+                          next_task=task_to_proto(result.next_task) if result.next_task else None)
 
 
 def submit_from_proto(msg: pb.UpdateReply) -> SubmitResult:
+    next_task = task_from_proto(msg.next_task) if msg.HasField("next_task") else None
+    return SubmitResult(msg.duplicate, msg.received, msg.expected, next_task)
+
+
+# ----- failure reports
+def failure_to_proto(client_id: str, round_: int, reason: FailureReason, detail: str) -> pb.FailureReport:
+    return pb.FailureReport(client_id=client_id, round=round_, reason=_REASONS[reason], detail=detail)
+
+
+def reason_from_proto(value: int) -> FailureReason:
+    """The domain reason of a report; an unset or unknown value (a newer client) reads as OTHER."""
+    return next((r for r, v in _REASONS.items() if v == value), FailureReason.OTHER)
+
+
+def failure_reply_to_proto(result: SubmitResult) -> pb.FailureReply:
+    return pb.FailureReply(duplicate=result.duplicate, received=result.received, expected=result.expected)
+
+
+def failure_reply_from_proto(msg: pb.FailureReply) -> SubmitResult:
     return SubmitResult(msg.duplicate, msg.received, msg.expected)
 
 
@@ -127,7 +165,7 @@ _STATES = {ClientState.TRAINING: admin_pb.ClientStatus.TRAINING, ClientState.SUB
            ClientState.IDLE: admin_pb.ClientStatus.IDLE, ClientState.OFFLINE: admin_pb.ClientStatus.OFFLINE}
 
 
-def _back(table: dict, value: int, what: str):  # type: ignore[no-untyped-def, type-arg]
+def _back(table: Mapping[E, int], value: int, what: str) -> E:
     for domain, proto in table.items():
         if proto == value:
             return domain
@@ -150,7 +188,8 @@ def status_from_proto(msg: admin_pb.FederationStatus) -> FederationStatus:
     clients = tuple(ClientStatus(
         client_id=c.client_id, state=_back(_STATES, c.state, "client state"), num_examples=c.num_examples,
         rounds_participated=c.rounds_participated, last_seen_s=c.last_seen_s if c.HasField("last_seen_s") else None,
-        last_round=c.last_round, last_metrics=metrics_from_proto(c.last_metrics) if c.HasField("last_metrics") else None)
+        last_round=c.last_round,
+        last_metrics=metrics_from_proto(c.last_metrics) if c.HasField("last_metrics") else None)
         for c in msg.clients)
     return FederationStatus(
         federation_id=msg.federation_id, model=msg.model, method=msg.method,

@@ -1,33 +1,85 @@
-"""FedAvg over the global prompts: pure functions, no I/O."""
+"""Aggregators of a round's updates: pure functions with one signature, chosen with `--aggregator`.
+
+Each takes the round's updates as `(tensors, weight)` pairs (every update carries the same names and shapes:
+the coordinator validated them against the spec) and returns the new global tensors in the updates' dtype,
+computed in float64. `fedavg` uses the weights; the robust ones are coordinate-wise and unweighted, because a
+weight is the one thing a hostile site can inflate.
+
+Bounds (per coordinate, with f hostile updates among n): `median` stays within the range of the honest
+values while f < n/2; `trimmed_mean` (trimming k = floor(trim * n) values from each end) stays within it
+while f <= k. `fedavg` has no such bound; the coordinator clips each update's change instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
+from functools import partial
 
 import numpy as np
 
+WeightedUpdate = tuple[Mapping[str, np.ndarray], float]
+Aggregator = Callable[[Sequence[WeightedUpdate]], dict[str, np.ndarray]]
+DEFAULT_TRIM = 0.2
 
-def fedavg(updates: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
-    """Average of the tensors weighted by each update's example count, accumulated in float64.
 
-    Every update must carry the same names and shapes (the servicer validated them against the spec).
-    """
+class AggregatorKind(StrEnum):
+    FEDAVG = "fedavg"
+    MEDIAN = "median"
+    TRIMMED_MEAN = "trimmed-mean"
+
+
+def _stacked(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
+    """name -> float64 array [n, *shape], after checking that names, shapes and weights agree."""
     if not updates:
-        raise ValueError("fedavg needs at least one update")
+        raise ValueError("aggregation needs at least one update")
     names = sorted(updates[0][0])
-    total = 0
     for tensors, weight in updates:
-        if weight <= 0:
-            raise ValueError(f"example counts must be positive, got {weight}")
+        if not (weight > 0 and math.isfinite(weight)):
+            raise ValueError(f"weights must be positive and finite, got {weight}")
         if sorted(tensors) != names:
             raise ValueError(f"updates disagree on tensor names: {sorted(tensors)} vs {names}")
-        total += weight
-    result = {}
+    out = {}
     for name in names:
-        acc = np.zeros(updates[0][0][name].shape, dtype=np.float64)
-        for tensors, weight in updates:
-            if tensors[name].shape != acc.shape:
-                raise ValueError(f"tensor {name!r}: shape {tensors[name].shape} differs from {acc.shape}")
-            acc += tensors[name].astype(np.float64) * (weight / total)
-        result[name] = acc.astype(updates[0][0][name].dtype)
-    return result
+        shapes = {tuple(t[name].shape) for t, _ in updates}
+        if len(shapes) != 1:
+            raise ValueError(f"tensor {name!r}: updates disagree on its shape: {sorted(shapes)}")
+        out[name] = np.stack([np.asarray(t[name], dtype=np.float64) for t, _ in updates])
+    return out
+
+
+def _cast_like(result: dict[str, np.ndarray], updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
+    first = updates[0][0]
+    return {name: value.astype(first[name].dtype) for name, value in result.items()}
+
+
+def fedavg(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
+    """Mean of the tensors weighted by each update's weight (its capped example count)."""
+    stacked = _stacked(updates)
+    weights = np.array([w for _, w in updates], dtype=np.float64)
+    weights /= weights.sum()
+    return _cast_like({name: np.tensordot(weights, s, axes=1) for name, s in stacked.items()}, updates)
+
+
+def median(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
+    """Coordinate-wise median, unweighted."""
+    return _cast_like({name: np.median(s, axis=0) for name, s in _stacked(updates).items()}, updates)
+
+
+def trimmed_mean(updates: Sequence[WeightedUpdate], trim: float = DEFAULT_TRIM) -> dict[str, np.ndarray]:
+    """Coordinate-wise mean after dropping the floor(trim * n) largest and smallest values, unweighted."""
+    if not 0 <= trim < 0.5:
+        raise ValueError(f"trim must be in [0, 0.5), got {trim}")
+    stacked = _stacked(updates)
+    n = len(updates)
+    k = math.floor(trim * n)
+    return _cast_like({name: np.sort(s, axis=0)[k:n - k].mean(axis=0) for name, s in stacked.items()}, updates)
+
+
+def make_aggregator(kind: AggregatorKind, trim: float = DEFAULT_TRIM) -> Aggregator:
+    if kind is AggregatorKind.TRIMMED_MEAN:
+        if not 0 <= trim < 0.5:
+            raise ValueError(f"--trim must be in [0, 0.5), got {trim}")
+        return partial(trimmed_mean, trim=trim)
+    return {AggregatorKind.FEDAVG: fedavg, AggregatorKind.MEDIAN: median}[kind]

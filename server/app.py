@@ -27,8 +27,10 @@ from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource
 from .auth import Authenticator, load_tokens
 from .checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
 from .federation import Federation, FederationConfig, FederationState
+from .longpoll import ChangeFeed
 from .metrics import CoordinatorMetrics
 from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports
+from .options import add_robustness_flags, check_exposure, robustness_config
 from .servicer import CoordinatorServicer
 
 log = get_logger("coordinator")
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and operators the status; inf or negative: until stopped (default: %(default)s)")
     s.add_argument("--grace", type=float, default=10.0,
                    help="seconds in-flight calls get to finish on shutdown (default: %(default)s)")
+    add_robustness_flags(p)
     add_ops_flags(p)
     o = p.add_argument_group("output")
     o.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
@@ -105,9 +108,10 @@ class RunningServer:
     side: SidePorts | None = None
 
     def stop(self, grace: float | None = None) -> None:
+        self.stop_event.set()
         for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.stop_event.set()
+        self.federation.changes.close()  # held calls answer now instead of pinning the shutdown
         self.server.stop(grace).wait()
         if self.side:
             self.side.stop()
@@ -121,30 +125,33 @@ def start(args: argparse.Namespace) -> RunningServer:
         rounds=args.rounds, min_clients=args.min_clients, fraction=args.fraction,
         round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),
         max_update_bytes=int(args.max_update_mb * MiB),
-        poll_interval_s=args.poll_interval,
+        poll_interval_s=args.poll_interval, **robustness_config(args),
     )
+    tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
+    check_exposure(args.bind, tls.enabled, args.tokens is not None or args.tls_client_ca is not None, args.insecure)
     checkpoint = Checkpoint(args.state_dir)
-    state = checkpoint.load(spec)
+    state = checkpoint.load(spec, config.rounds, args.fresh)
     if state is None:
-        state = FederationState(1, initial_prompts(spec, args.seed), {}, [])
+        state = FederationState(1, initial_prompts(spec, args.seed), {})
         checkpoint.save(state)
         log.info(Event.FEDERATION_CREATED, state_dir=str(args.state_dir), spec=[s.describe() for s in spec])
     else:
         log.info(Event.FEDERATION_RESUMED, state_dir=str(args.state_dir), round=state.round,
                  clients=len(state.clients))
     metrics = CoordinatorMetrics()
-    federation = Federation(config, spec, state, on_round_closed=metrics.round_closed_hook(checkpoint.save))
+    federation = Federation(config, spec, state, on_round_closed=metrics.round_closed_hook(checkpoint.save),
+                            changes=ChangeFeed(max_waiters=args.max_held_calls))
     fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)
     federation_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
 
-    tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     tokens = load_tokens(args.tokens) if args.tokens else None
     auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None)
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
                           args.state_dir / ROUNDS_FILE)
     metrics.watch(source)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16),
+        # one worker per held (long-poll) call, plus room for the calls that do the work
+        futures.ThreadPoolExecutor(max_workers=args.max_held_calls + 32),
         options=server_options(config.max_update_bytes),
         interceptors=[metrics.interceptor()],
     )
@@ -176,16 +183,29 @@ def start(args: argparse.Namespace) -> RunningServer:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop_event = threading.Event()
     running = RunningServer(server, port, federation, health_servicer, stop_event, source, side)
-    threading.Thread(target=_tick, args=(federation, stop_event), daemon=True, name="round-ticker").start()
+    threading.Thread(target=_tick, args=(federation, health_servicer, stop_event), daemon=True,
+                     name="round-ticker").start()
     log.info(Event.SERVER_STARTED, port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
              rounds=config.rounds, round=federation.round, health_port=side.health_port,
              metrics_port=side.metrics_port, version=package_version())
     return running
 
 
-def _tick(federation: Federation, stop_event: threading.Event) -> None:
+def _tick(federation: Federation, health_servicer: health.HealthServicer, stop_event: threading.Event) -> None:
+    """Deadlines and checkpoint retries; health follows durability. An error is logged and ticking goes on."""
+    serving = True
     while not stop_event.wait(0.5):
-        federation.tick()
+        try:
+            federation.tick()
+            ok = federation.durable
+        except Exception as exc:  # a bug: say so loudly, report NOT_SERVING, and keep the rounds moving
+            log.exception(Event.TICKER_FAILED, error=f"{type(exc).__name__}: {exc}")
+            ok = False
+        if ok != serving and not stop_event.is_set():
+            serving = ok
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                health_servicer.set(name, status)
 
 
 def main(argv: list[str] | None = None) -> int:

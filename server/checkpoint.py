@@ -1,25 +1,34 @@
-"""The coordinator's state on disk: one safetensors file, replaced atomically after every round.
+"""The coordinator's state on disk: the current state in one safetensors file, the history in rounds.jsonl.
 
-The global prompts are its tensors; the round number, the client registry and the per-round history ride in
-its metadata, so tensors and bookkeeping can never disagree after a crash. Each closed round is also
-appended to rounds.jsonl for people and tools to read.
+checkpoint.safetensors holds only what the next round needs (the global prompts as tensors; the round,
+the client registry and the privacy ledger in its metadata, with a SHA-256 of the tensors), so saving it
+costs the same at every round. A round is committed by appending its summary to rounds.jsonl (fsynced),
+then replacing the checkpoint atomically; on start the two are reconciled (server/history.py), so they
+always agree. A checkpoint that fails its checksum, holds an impossible round, or is missing while history
+exists refuses to start, naming the fix.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..common import serde
+from ..common.logs import Event, get_logger
 from ..common.spec import TensorSpec, spec_difference
 from .federation import ClientRecord, FederationState
+from .history import ROUNDS_FILE, HistoryError, RoundsLog
+from .privacy import PrivacyLedger
 
+__all__ = ["CHECKPOINT_FILE", "ROUNDS_FILE", "Checkpoint", "CheckpointError"]
+log = get_logger("coordinator")
 CHECKPOINT_FILE = "checkpoint.safetensors"
-ROUNDS_FILE = "rounds.jsonl"
 _META_KEY = "pfeddc_federation"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the history rode in the metadata (read, and moved to rounds.jsonl, on resume)
 
 
 class CheckpointError(RuntimeError):
@@ -30,23 +39,53 @@ class Checkpoint:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / CHECKPOINT_FILE
+        self.rounds = RoundsLog(self.state_dir / ROUNDS_FILE)
 
     def save(self, state: FederationState) -> None:
+        """Commit `state`: its round's summary appended to rounds.jsonl first, then the checkpoint replaced."""
+        if state.last_round is not None:
+            self.rounds.append(state.last_round)
         meta = {
             "format": FORMAT_VERSION,
             "round": state.round,
             "clients": {c: r.to_json() for c, r in sorted(state.clients.items())},
-            "history": state.history,
+            "privacy": state.privacy.to_json(),
+            "tensors_sha256": serde.sha256(serde.encode(state.global_tensors)),
         }
-        serde.save_file(self.path, state.global_tensors, metadata={_META_KEY: json.dumps(meta)})
-        if state.history:
-            with open(self.state_dir / ROUNDS_FILE, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(state.history[-1]) + "\n")
+        serde.save_file(self.path, state.global_tensors,
+                        metadata={_META_KEY: json.dumps(meta, allow_nan=False, separators=(",", ":"))})
 
-    def load(self, spec: list[TensorSpec]) -> FederationState | None:
-        """The saved state, or None when there is none; refuses one made for a different prompt spec."""
-        if not self.path.exists():
+    def load(self, spec: list[TensorSpec], total_rounds: int, fresh: bool = False) -> FederationState | None:
+        """The saved state, or None to start a new federation. Refuses damaged or inconsistent state."""
+        has_history = self.rounds.path.exists() and self.rounds.path.stat().st_size > 0
+        if fresh:
+            self._set_aside()
             return None
+        if not self.path.exists():
+            if has_history:
+                raise CheckpointError(
+                    f"{self.state_dir} holds {ROUNDS_FILE} but no {CHECKPOINT_FILE}: the checkpoint was deleted or "
+                    "lost, and starting over would mix two federations' histories. Restore the checkpoint, or pass "
+                    "--fresh to start a new federation (the old files are kept, renamed)")
+            return None
+        meta, tensors = self._read()
+        try:
+            state = self._state_of(meta, tensors, spec, total_rounds)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {self.path} is not a pfeddc checkpoint ({exc!r})") from exc
+        committed = {int(r["round"]): r for r in meta.get("history", [])}  # format 1
+        before = self.rounds.read() if has_history else []
+        try:
+            self.rounds.reconcile(state.round, committed)
+        except HistoryError as exc:
+            raise CheckpointError(str(exc)) from exc
+        after = self.rounds.read()
+        if [r["round"] for r in before] != [r["round"] for r in after]:
+            log.warning(Event.HISTORY_REPAIRED, path=str(self.rounds.path), lines_before=len(before),
+                        lines_after=len(after), round=state.round)
+        return state
+
+    def _read(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         from safetensors import safe_open
 
         try:
@@ -54,15 +93,44 @@ class Checkpoint:
                 meta = json.loads((fh.metadata() or {})[_META_KEY])
                 tensors: dict[str, np.ndarray] = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
         except Exception as exc:  # corrupt or foreign file: say which
-            raise CheckpointError(f"cannot read checkpoint {self.path}: {exc}") from exc
+            raise CheckpointError(f"cannot read checkpoint {self.path}: {exc!r}") from exc
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"checkpoint {self.path} has no pfeddc metadata")
+        return meta, tensors
+
+    def _state_of(self, meta: dict[str, Any], tensors: dict[str, np.ndarray], spec: list[TensorSpec],
+                  total_rounds: int) -> FederationState:
+        expected_sha = meta.get("tensors_sha256")
+        if expected_sha is not None and serde.sha256(serde.encode(tensors)) != expected_sha:
+            raise CheckpointError(f"checkpoint {self.path} fails its checksum: its tensors changed after it was "
+                                  "written (disk or copy damage). Restore it from a backup")
         diff = spec_difference(spec, serde.spec_of(tensors))
         if diff:
             raise CheckpointError(
                 f"checkpoint {self.path} was made for another prompt spec ({diff}); "
                 "use the flags it was made with, or a new --state-dir"
             )
-        clients = {
-            c: ClientRecord(c, int(r["num_examples"]), int(r["rounds_participated"]))
-            for c, r in meta["clients"].items()
-        }
-        return FederationState(int(meta["round"]), tensors, clients, list(meta["history"]))
+        bad = sorted(k for k, v in tensors.items() if not np.isfinite(v).all())
+        if bad:
+            raise CheckpointError(f"checkpoint {self.path} holds NaN or Inf in {bad}; restore it from a backup")
+        round_ = meta["round"]
+        if not isinstance(round_, int) or not 1 <= round_ <= total_rounds + 1:
+            raise CheckpointError(
+                f"checkpoint {self.path} is at round {round_!r}, impossible with --rounds {total_rounds} (a run "
+                f"is at rounds 1..{total_rounds + 1}): raise --rounds, or use the state dir it was made for")
+        clients = {}
+        for c, r in meta["clients"].items():
+            clients[c] = ClientRecord(c, int(r["num_examples"]), int(r["rounds_participated"]),
+                                      secret_sha256=r.get("secret_sha256"))
+            if clients[c].num_examples <= 0 or clients[c].rounds_participated < 0:
+                raise CheckpointError(f"checkpoint {self.path} holds impossible counts for client {c!r}: {r}")
+        return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")))
+
+    def _set_aside(self) -> None:
+        """--fresh: keep an earlier federation's files under new names instead of mixing them with the new one."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for path in (self.path, self.rounds.path):
+            if path.exists():
+                target = path.with_name(f"{path.name}.{stamp}.old")
+                path.rename(target)
+                log.warning(Event.HISTORY_REPAIRED, path=str(path), moved_to=str(target), reason="--fresh")

@@ -2,17 +2,24 @@
 
 No gRPC and no I/O besides the checkpoint hook: the servicer translates requests into these calls and
 `Refused` into status codes. Time comes from an injectable clock so deadlines are testable.
+
+Under the lock only bookkeeping runs: updates are parsed and checked before it (server/updates.py), log
+lines are rendered after it, and waiting clients are woken after it (`changes`). A round advances in memory
+only once the checkpoint hook has made it durable; until then the round stays open, the hook is retried and
+`durable` is False.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,39 +27,22 @@ import numpy as np
 
 from ..common import serde
 from ..common.logs import Event, get_logger
-from ..common.messages import Action, Code, Metrics, Refused, SubmitResult, Task, TrainSettings
+from ..common.messages import Action, Code, FailureReason, Metrics, Refused, SubmitResult, Task, TrainSettings
 from ..common.spec import TensorSpec, spec_difference
-from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
-from .aggregate import fedavg
+from .aggregate import Aggregator, make_aggregator
+from .combine import NonFiniteGlobal, combine
+from .config import FederationConfig
+from .handouts import MAX_HANDOUTS, Handouts
+from .history import RoundSummary, SiteRecord
+from .longpoll import ChangeFeed
+from .privacy import PrivacyLedger
+from .updates import CheckedUpdate, check_update
 
+__all__ = ["ClientRecord", "Federation", "FederationConfig", "FederationState", "RoundView"]
 log = get_logger("coordinator")
-CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class FederationConfig:
-    rounds: int
-    min_clients: int = 2
-    fraction: float = 1.0
-    round_timeout_s: float = 600.0
-    quorum: int = 1
-    seed: int = 0
-    train: TrainSettings = field(default_factory=TrainSettings)
-    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
-    poll_interval_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}"),
-            (self.min_clients >= 1, f"min_clients must be >= 1, got {self.min_clients}"),
-            (0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}"),
-            (self.round_timeout_s > 0, f"round_timeout must be > 0, got {self.round_timeout_s}"),
-            (1 <= self.quorum <= self.min_clients, f"quorum must be in [1, min_clients], got {self.quorum}"),
-            (self.max_update_bytes > 0, f"max_update_bytes must be > 0, got {self.max_update_bytes}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always used with fullmatch
+WAITING_LOG_INTERVAL_S = 30.0
+MAX_DETAIL_CHARS = 500
 
 
 @dataclass
@@ -63,17 +53,11 @@ class ClientRecord:
     last_seen: float = -math.inf  # clock time; not persisted: a restarted coordinator waits for check-ins
     last_round: int = 0  # the last round whose update from it was accepted (status view; not persisted)
     last_metrics: Metrics | None = None  # ... and the metrics it reported with it
+    secret_sha256: str | None = None  # open mode: digest of the join secret bound at its first join
 
     def to_json(self) -> dict[str, Any]:
-        return {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}
-
-
-@dataclass
-class _Update:
-    sha256: str
-    tensors: dict[str, np.ndarray]
-    num_examples: int
-    metrics: Metrics
+        out: dict[str, Any] = {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}
+        return {**out, "secret_sha256": self.secret_sha256} if self.secret_sha256 else out
 
 
 @dataclass(frozen=True)
@@ -90,12 +74,17 @@ class RoundView:
 
 @dataclass
 class FederationState:
-    """What a checkpoint holds: enough to resume after a crash at the start of the unfinished round."""
+    """What a checkpoint holds: enough to resume after a crash at the start of the unfinished round.
+
+    Current state only, so a round costs the same at round 5,000 as at round 5: the history is appended to
+    rounds.jsonl (`last_round` is the line the next save appends).
+    """
 
     round: int
     global_tensors: dict[str, np.ndarray]
     clients: dict[str, ClientRecord]
-    history: list[dict[str, Any]]
+    privacy: PrivacyLedger = field(default_factory=PrivacyLedger)
+    last_round: RoundSummary | None = None
 
 
 class Federation:
@@ -106,20 +95,38 @@ class Federation:
         state: FederationState,
         on_round_closed: Callable[[FederationState], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        aggregate: Aggregator | None = None,
+        changes: ChangeFeed | None = None,
+        rng: np.random.Generator | None = None,
     ) -> None:
+        """`on_round_closed` makes a closed round durable (the checkpoint); if it raises, the round stays open
+        and the call is retried. `aggregate` defaults to the config's aggregator; `rng` draws DP noise (default:
+        seeded from the OS, never from the federation seed)."""
         serde.validate(state.global_tensors, spec)
         self.config, self.spec = config, spec
         self._state = state
         self._on_round_closed = on_round_closed or (lambda _s: None)
         self._clock = clock
+        self._aggregate = aggregate or make_aggregator(config.aggregator, config.trim)
+        self.changes = changes or ChangeFeed()
+        self._rng = rng or np.random.default_rng()
         self._lock = threading.RLock()
+        self._depth = 0
+        self._logs: list[tuple[str, Event, dict[str, Any]]] = []
+        self._changed = False
         self._set_global(state.global_tensors)
         self._sampled: set[str] = set()
         self._attempt = 0
         self._deadline = math.inf
         self._opened_at = 0.0
-        self._received: dict[str, _Update] = {}
+        self._received: dict[str, CheckedUpdate] = {}
+        self._failed: dict[str, str] = {}  # sampled clients that cannot deliver this attempt -> why
+        self._handouts = Handouts()
         self._last_closed: dict[str, str] = {}  # client -> sha of its accepted update in the previous round
+        self._pending: FederationState | None = None  # a closed round not yet durable
+        self._persist_failures, self._persist_retry_at = 0, 0.0
+        self._aborted: str | None = None
+        self._waiting_logged_at = -math.inf
 
     # ----- queries
     @property
@@ -135,8 +142,19 @@ class Federation:
         return dict(self._state.global_tensors)
 
     @property
-    def history(self) -> list[dict[str, Any]]:
-        return list(self._state.history)
+    def last_round(self) -> RoundSummary | None:
+        """The summary of the last committed round (the full history is rounds.jsonl)."""
+        return self._state.last_round
+
+    @property
+    def durable(self) -> bool:
+        """False while a closed round cannot be saved: health reports NOT_SERVING then."""
+        return self._pending is None
+
+    @property
+    def aborted(self) -> str | None:
+        """Why the federation stopped (a round failed more than --max-retries times), or None."""
+        return self._aborted
 
     def sampled(self) -> set[str]:
         with self._lock:
@@ -149,7 +167,7 @@ class Federation:
 
     def snapshot(self) -> RoundView:
         """A consistent copy of the open round and the client registry, for the status view and metrics."""
-        with self._lock:
+        with self._critical():
             self._advance()
             now = self._clock()
             clients = tuple(replace(r, last_seen=now - r.last_seen) for r in self._state.clients.values())
@@ -158,87 +176,188 @@ class Federation:
                              deadline, clients)
 
     # ----- requests
-    def join(self, client_id: str, num_examples: int, spec: list[TensorSpec]) -> None:
-        if not CLIENT_ID_PATTERN.match(client_id):
+    def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None) -> int:
+        """Register or re-register a client; returns its FedAvg weight (the declared count, capped)."""
+        if not CLIENT_ID_PATTERN.fullmatch(client_id):
             raise Refused(Code.INVALID_ARGUMENT, f"client_id {client_id!r} must match {CLIENT_ID_PATTERN.pattern}")
         if num_examples <= 0:
             raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
         diff = spec_difference(self.spec, spec)
         if diff:
             raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff}")
-        with self._lock:
+        with self._critical():
             record = self._state.clients.get(client_id)
             rejoined = record is not None
             if record is None:
                 record = self._state.clients[client_id] = ClientRecord(client_id, num_examples)
+            _check_secret(record, secret)
+            if secret and record.secret_sha256 is None:
+                record.secret_sha256 = serde.sha256(secret.encode())
             record.num_examples = num_examples
             record.last_seen = self._clock()
-            log.info(Event.CLIENT_JOINED, client_id=client_id, num_examples=num_examples, rejoined=rejoined,
-                     round=self.round, clients=len(self._state.clients))
+            weight = self.config.weight(num_examples)
+            if weight < num_examples:
+                self._log("warning", Event.WEIGHT_CAPPED, client_id=client_id, num_examples=num_examples,
+                          weight=weight, advice="raise --max-examples-per-client if this site really has that many")
+            self._log("info", Event.CLIENT_JOINED, client_id=client_id, num_examples=num_examples, weight=weight,
+                      rejoined=rejoined, round=self.round, clients=len(self._state.clients))
             self._advance()
+            return weight
+
+    def authorize(self, client_id: str, secret: str | None) -> None:
+        """Open mode: refuse a caller that lacks the join secret bound to `client_id` (if one is bound)."""
+        record = self._state.clients.get(client_id)
+        if record is not None:
+            _check_secret(record, secret)
 
     def task(self, client_id: str) -> Task:
-        with self._lock:
+        with self._critical():
             self._touch(client_id)
             self._advance()
-            total = self.config.rounds
+            self._check_running()
+            total, now = self.config.rounds, self._clock()
             if self.finished:
                 return Task(Action.FINISHED, self.round - 1, total, self._payload, self._sha)
-            if client_id in self._sampled and client_id not in self._received:
-                return Task(Action.TRAIN, self.round, total, self._payload, self._sha, self._settings(client_id),
-                            deadline_s=max(0.0, self._deadline - self._clock()))
+            if self._pending is None and client_id in self._outstanding():
+                wait = self._handouts.wait_left(client_id, now)
+                if wait > 0:
+                    return Task(Action.WAIT, self.round, total, retry_after_s=wait)
+                if self._handouts.exhausted(client_id):
+                    self._fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
+                    self._advance()
+                else:
+                    self._handouts.record(client_id, now)
+                    return Task(Action.TRAIN, self.round, total, self._payload, self._sha, self._settings(client_id),
+                                deadline_s=max(0.0, self._deadline - now))
             return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
+
+    def backoff_left(self, client_id: str) -> float:
+        """Seconds before `client_id` may be handed the open round again (for a held call to wait out)."""
+        with self._lock:
+            return self._handouts.wait_left(client_id, self._clock()) if client_id in self._sampled else 0.0
 
     def submit(self, client_id: str, round_: int, payload: bytes, num_examples: int,
                metrics: Metrics) -> SubmitResult:
-        with self._lock:
+        if client_id not in self._state.clients:  # before any parsing; checked again under the lock
+            raise Refused(Code.NOT_FOUND, f"unknown client {client_id!r}: call Join first")
+        sha = serde.sha256(payload)
+        with self._critical():
+            early = self._admit(client_id, round_, sha, num_examples)
+        if early is not None:
+            return early
+        try:
+            update = check_update(payload, num_examples, metrics, self.spec, self.config.limits)
+        except Refused as exc:
+            log.warning(Event.UPDATE_REJECTED, client_id=client_id, round=round_, code=str(exc.code),
+                        reason=exc.message)
+            raise
+        with self._critical():
+            early = self._admit(client_id, round_, sha, num_examples)  # the round may have moved meanwhile
+            if early is not None:
+                return early
+            self._received[client_id] = update
+            self._log("info", Event.UPDATE_ACCEPTED, client_id=client_id, round=round_, num_examples=num_examples,
+                      received=len(self._received), expected=self._expected())
+            result = SubmitResult(False, len(self._received), self._expected())
+            self._advance()
+            if self._pending is not None and self._pending.round == round_ + 1:
+                raise Refused(Code.UNAVAILABLE, f"round {round_} is aggregated but could not be saved yet: retry "
+                                                "(your update is kept)")
+            return result
+
+    def report_failure(self, client_id: str, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
+        """A sampled client cannot produce an update: stop waiting for it in this attempt of the round."""
+        with self._critical():
             self._touch(client_id)
             self._advance()
-            sha = serde.sha256(payload)
-            if round_ == self.round - 1 and self._last_closed.get(client_id) == sha:
-                return SubmitResult(True, len(self._received), len(self._sampled))
-            if self.finished:
-                raise Refused(Code.FAILED_PRECONDITION, f"the federation finished after round {self.config.rounds}")
-            if round_ != self.round:
-                which = "stale" if round_ < self.round else "future"
-                raise Refused(Code.FAILED_PRECONDITION, f"{which} round {round_}: the current round is {self.round}")
+            self._check_round(round_)
+            if client_id in self._failed:
+                return SubmitResult(True, len(self._received), self._expected())
             if client_id not in self._sampled:
                 raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {self.round}")
-            previous = self._received.get(client_id)
-            if previous is not None:
-                if previous.sha256 == sha:
-                    return SubmitResult(True, len(self._received), len(self._sampled))
-                raise Refused(Code.ALREADY_EXISTS, f"a different update from {client_id!r} for round {round_} "
-                                           "was already accepted")
-            update = self._check_update(payload, sha, num_examples, metrics)
-            self._received[client_id] = update
-            log.info(Event.UPDATE_ACCEPTED, client_id=client_id, round=round_, num_examples=num_examples,
-                     received=len(self._received), expected=len(self._sampled))
-            result = SubmitResult(False, len(self._received), len(self._sampled))
+            if client_id in self._received:
+                raise Refused(Code.FAILED_PRECONDITION, f"an update from {client_id!r} for round {round_} was "
+                                                        "already accepted")
+            self._fail(client_id, f"{reason}: {detail[:MAX_DETAIL_CHARS]}" if detail else str(reason))
+            result = SubmitResult(False, len(self._received), self._expected())
             self._advance()
             return result
 
     def tick(self) -> None:
-        """Apply time-based transitions (deadlines); the app calls this periodically."""
-        with self._lock:
+        """Apply time-based transitions (deadlines, checkpoint retries); the app calls this periodically."""
+        with self._critical():
             self._advance()
 
     # ----- internals
-    def _check_update(self, payload: bytes, sha: str, num_examples: int, metrics: Metrics) -> _Update:
-        if num_examples <= 0:
-            raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
-        if len(payload) > self.config.max_update_bytes:
-            raise Refused(Code.RESOURCE_EXHAUSTED, f"update payload of {len(payload)} bytes exceeds the "
-                                          f"{self.config.max_update_bytes}-byte limit")
-        bad = metrics.non_finite()
-        if bad:
-            raise Refused(Code.INVALID_ARGUMENT, f"metric {bad!r} is not finite ({getattr(metrics, bad)})")
-        try:
-            tensors = serde.decode(payload)
-            serde.validate(tensors, self.spec)
-        except serde.InvalidTensors as exc:
-            raise Refused(Code.INVALID_ARGUMENT, f"update refused: {exc}") from None
-        return _Update(sha, tensors, num_examples, metrics)
+    @contextmanager
+    def _critical(self) -> Iterator[None]:
+        """The lock; log lines queued under it are rendered, and waiters woken, after it is released."""
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                logs, changed = [], False
+                if self._depth == 0:
+                    logs, self._logs = self._logs, []
+                    changed, self._changed = self._changed, False
+        for level, event, fields in logs:
+            getattr(log, level)(event, **fields)
+        if changed:
+            self.changes.notify()
+
+    def _log(self, level: str, event: Event, **fields: Any) -> None:
+        self._logs.append((level, event, fields))
+
+    def _check_running(self) -> None:
+        if self._aborted:
+            raise Refused(Code.FAILED_PRECONDITION, f"the federation stopped: {self._aborted}")
+
+    def _check_round(self, round_: int) -> None:
+        self._check_running()
+        if self.finished:
+            raise Refused(Code.FAILED_PRECONDITION, f"the federation finished after round {self.config.rounds}")
+        if round_ != self.round:
+            which = "stale" if round_ < self.round else "future"
+            raise Refused(Code.FAILED_PRECONDITION, f"{which} round {round_}: the current round is {self.round}")
+
+    def _admit(self, client_id: str, round_: int, sha: str, num_examples: int) -> SubmitResult | None:
+        """A reply for a repeated update, None for one to parse, or `Refused` for one that cannot count."""
+        self._touch(client_id)
+        self._advance()
+        if round_ == self.round - 1 and self._last_closed.get(client_id) == sha:
+            return SubmitResult(True, len(self._received), self._expected())
+        self._check_round(round_)
+        previous = self._received.get(client_id)
+        if previous is not None:
+            if previous.sha256 == sha:
+                return SubmitResult(True, len(self._received), self._expected())
+            raise Refused(Code.ALREADY_EXISTS, f"a different update from {client_id!r} for round {round_} "
+                                               "was already accepted")
+        if self._pending is not None:
+            raise Refused(Code.UNAVAILABLE, f"round {round_} is closed and waiting to be saved: retry")
+        if client_id not in self._sampled:
+            raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {self.round}")
+        if client_id in self._failed:
+            raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is out of round {round_}: "
+                                                    f"{self._failed[client_id]}")
+        declared = self._state.clients[client_id].num_examples
+        if num_examples != declared:
+            raise Refused(Code.INVALID_ARGUMENT, f"num_examples {num_examples} differs from the {declared} declared "
+                                                 "at Join (join again to change it)")
+        return None
+
+    def _outstanding(self) -> set[str]:
+        return self._sampled - self._received.keys() - self._failed.keys()
+
+    def _expected(self) -> int:
+        return len(self._sampled) - len(self._failed)
+
+    def _fail(self, client_id: str, reason: str) -> None:
+        self._failed[client_id] = reason
+        self._log("warning", Event.CLIENT_FAILED_ROUND, client_id=client_id, round=self.round, reason=reason,
+                  attempt=self._attempt, expected=self._expected())
 
     def _touch(self, client_id: str) -> None:
         record = self._state.clients.get(client_id)
@@ -257,74 +376,121 @@ class Federation:
 
     def _advance(self) -> None:
         now = self._clock()
-        if self._sampled:
-            if set(self._received) == self._sampled:
-                self._close_round(now)
-            elif now >= self._deadline:
-                if len(self._received) >= self.config.quorum:
-                    self._close_round(now)
-                else:
-                    log.warning(Event.ROUND_RETRIED, round=self.round, received=len(self._received),
-                                quorum=self.config.quorum, missing=sorted(self._sampled - set(self._received)))
-                    self._sampled, self._received = set(), {}
-                    self._attempt += 1
-        if not self._sampled and not self.finished:
+        if self._aborted:
+            return
+        if self._pending is not None:
+            if now >= self._persist_retry_at:
+                self._persist(now)
+            return
+        if self._sampled and (not self._outstanding() or now >= self._deadline):
+            self._end_attempt(now)
+        if not self._sampled and self._pending is None and not self._aborted and not self.finished:
             self._open_round(now)
 
     def _open_round(self, now: float) -> None:
         active = sorted(c for c, r in self._state.clients.items() if now - r.last_seen <= self.online_window_s)
         if len(active) < self.config.min_clients:
+            if now - self._waiting_logged_at >= WAITING_LOG_INTERVAL_S:
+                self._waiting_logged_at = now
+                self._log("warning", Event.WAITING_FOR_CLIENTS, round=self.round, active=len(active),
+                          needed=self.config.min_clients, known=len(self._state.clients))
             return
+        self._waiting_logged_at = -math.inf
         k = max(math.ceil(self.config.fraction * len(active)), self.config.quorum)
         rng = random.Random(f"{self.config.seed}:{self.round}:{self._attempt}")
         self._sampled = set(rng.sample(active, min(k, len(active))))
+        self._received, self._failed = {}, {}
         self._deadline = now + self.config.round_timeout_s
         self._opened_at = now
-        log.info(Event.ROUND_STARTED, round=self.round, sampled=sorted(self._sampled), active=len(active),
-                 attempt=self._attempt)
+        self._changed = True
+        self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(self._sampled), active=len(active),
+                  attempt=self._attempt)
+        for client_id in sorted(self._sampled):
+            if self._handouts.exhausted(client_id):
+                self._fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
 
-    def _close_round(self, now: float) -> None:
-        updates = list(self._received.values())
-        new_global = fedavg([(u.tensors, u.num_examples) for u in updates]) if self.spec else {}
-        summary = _summarize(self.round, self._received, now - self._opened_at)
-        missing = sorted(self._sampled - set(self._received))
+    def _end_attempt(self, now: float) -> None:
+        """Every sampled client answered (or failed), or the deadline passed: commit if the quorum is met."""
+        stragglers = sorted(self._outstanding())
+        if len(self._received) < self.config.quorum:
+            why = "only failures" if not self._received and not stragglers else "no quorum"
+            return self._retry(f"{why}: {len(self._received)} of {self.config.quorum} updates needed, "
+                               f"{len(self._failed)} failed, {len(stragglers)} silent")
+        weights = {c: float(self.config.weight(u.num_examples)) for c, u in self._received.items()}
+        bound = self.config.clip_norm or None
+        try:
+            updates = {c: (u.tensors, weights[c]) for c, u in self._received.items()}
+            combined = combine(self._state.global_tensors, updates, self._aggregate, bound, self.config.dp,
+                               len(self._sampled), self._rng)
+        except NonFiniteGlobal as exc:
+            return self._retry(str(exc))
+        privacy = PrivacyLedger(dict(self._state.privacy.rounds_by_noise))
+        dp = self.config.dp
+        if dp is not None:
+            privacy.record(dp.noise_multiplier)
+        clients = {c: replace(r) for c, r in self._state.clients.items()}
         for client_id in self._received:
+            clients[client_id].rounds_participated += 1
+        summary = RoundSummary(
+            round=self.round, time=time.time(), duration_s=now - self._opened_at, attempts=self._attempt + 1,
+            aggregator="dp-fedavg" if dp else str(self.config.aggregator),
+            sites={c: SiteRecord(u.num_examples, weights[c], u.metrics) for c, u in self._received.items()},
+            failed=dict(self._failed), stragglers=tuple(stragglers), clipped=combined.clipped,
+            dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None)
+        self._pending = FederationState(self.round + 1, combined.tensors, clients, privacy, summary)
+        self._persist(now)
+
+    def _retry(self, reason: str) -> None:
+        self._attempt += 1
+        self._sampled, self._received, self._failed, self._deadline = set(), {}, {}, math.inf
+        self._changed = True
+        if self._attempt > self.config.max_retries:
+            self._aborted = f"round {self.round} failed {self._attempt} times; last: {reason}"
+            self._log("error", Event.FEDERATION_ABORTED, round=self.round, attempts=self._attempt, reason=reason,
+                      advice="see the client_failed_round events; fix the clients (or the data), then restart "
+                             "the coordinator: it resumes at this round")
+            return
+        self._log("warning", Event.ROUND_RETRIED, round=self.round, attempt=self._attempt, reason=reason,
+                  max_retries=self.config.max_retries)
+
+    def _persist(self, now: float) -> None:
+        """Make the pending round durable, then (only then) advance to it in memory."""
+        pending = self._pending
+        assert pending is not None and pending.last_round is not None
+        try:
+            self._on_round_closed(pending)
+        except Exception as exc:  # disk full, I/O error, permissions: never lose the round, never go silent
+            self._persist_failures += 1
+            delay = min(2.0 ** (self._persist_failures - 1), 30.0)
+            self._persist_retry_at = now + delay
+            self._log("error", Event.CHECKPOINT_FAILED, round=self.round, error=f"{type(exc).__name__}: {exc}",
+                      attempt=self._persist_failures, retry_in_s=delay,
+                      advice="free space on (or repair) the --state-dir volume; the round is kept open in memory")
+            return
+        if self._persist_failures:
+            self._log("warning", Event.CHECKPOINT_RECOVERED, round=self.round, attempts=self._persist_failures + 1)
+        summary = pending.last_round
+        for client_id, update in self._received.items():
             record = self._state.clients[client_id]
             record.rounds_participated += 1
-            record.last_round, record.last_metrics = self.round, self._received[client_id].metrics
+            record.last_round, record.last_metrics = self.round, update.metrics
         self._last_closed = {c: u.sha256 for c, u in self._received.items()}
-        self._sampled, self._received, self._attempt, self._deadline = set(), {}, 0, math.inf
-        self._set_global(new_global)
-        self._state.round += 1
-        self._state.history.append(summary)
-        self._on_round_closed(self._state)
-        log.info(Event.ROUND_COMPLETED, **summary, stragglers=missing)
+        self._sampled, self._received, self._failed, self._attempt, self._deadline = set(), {}, {}, 0, math.inf
+        self._pending, self._persist_failures = None, 0
+        self._handouts.reset()
+        self._set_global(pending.global_tensors)
+        self._state.round, self._state.privacy, self._state.last_round = pending.round, pending.privacy, summary
+        self._changed = True
+        fields = {k: v for k, v in summary.to_json().items() if k != "sites"}
+        self._log("info", Event.ROUND_COMPLETED, **fields)
         if self.finished:
-            log.info(Event.FEDERATION_FINISHED, rounds=self.config.rounds)
+            self._log("info", Event.FEDERATION_FINISHED, rounds=self.config.rounds)
 
 
-def _summarize(round_: int, received: Mapping[str, _Update], duration_s: float) -> dict[str, Any]:
-    """The round's record: who took part and their metrics weighted like the prompts (or by test examples)."""
-
-    def weighted(values: list[tuple[float, float]]) -> float | None:
-        pairs = [(v, w) for v, w in values if w > 0 and math.isfinite(v)]
-        total = sum(w for _, w in pairs)
-        return round(sum(v * w for v, w in pairs) / total, 6) if total else None
-
-    updates = list(received.values())
-    return {
-        "round": round_,
-        "clients": sorted(received),
-        "num_examples": sum(u.num_examples for u in updates),
-        "train_loss": weighted([(u.metrics.train_loss, u.num_examples) for u in updates]),
-        "accuracy_before": weighted([(u.metrics.accuracy_before, u.metrics.num_test_examples) for u in updates]),
-        "accuracy_after": weighted([(u.metrics.accuracy_after, u.metrics.num_test_examples) for u in updates]),
-        "duration_s": round(duration_s, 3),
-        # per-site figures: what each client declared and reported with its accepted update
-        "sites": {c: {"num_examples": u.num_examples, **{k: _json_number(v) for k, v in u.metrics.as_dict().items()}}
-                  for c, u in sorted(received.items())},
-    }
-
-
-def _json_number(value: float) -> float | None:
-    return round(value, 6) if math.isfinite(value) else None
+def _check_secret(record: ClientRecord, secret: str | None) -> None:
+    if record.secret_sha256 is None:
+        return
+    if secret is None or not hmac.compare_digest(record.secret_sha256, serde.sha256(secret.encode())):
+        raise Refused(Code.PERMISSION_DENIED, f"client_id {record.client_id!r} is bound to another join secret: "
+                                              "only the client that first joined under it may use it (a client "
+                                              "that lost its state dir must join under a new --client-id)")

@@ -24,6 +24,8 @@ from .probes import serve_health
 from .web import WebServer, serve
 
 log = get_logger("coordinator")
+# After an abort, held calls are told at once; this is for clients that poll to hear the reason too.
+ABORT_LINGER_S = 10.0
 
 
 def add_ops_flags(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +80,12 @@ def run_until_done(federation: Federation, linger_s: float, stopper: Stopper) ->
     """
     forever = linger_s < 0 or math.isinf(linger_s)
     finished_at: float | None = None
+    aborted_at: float | None = None
     while not stopper.event.wait(0.2):
+        if federation.aborted:
+            aborted_at = aborted_at or time.monotonic()
+            if time.monotonic() - aborted_at >= min(ABORT_LINGER_S, linger_s if linger_s >= 0 else ABORT_LINGER_S):
+                return ExitCode.ABORTED
         if federation.finished:
             if finished_at is None:
                 finished_at = time.monotonic()
@@ -87,4 +94,6 @@ def run_until_done(federation: Federation, linger_s: float, stopper: Stopper) ->
                                  f" for {linger_s:g} s"))
             if not forever and time.monotonic() - finished_at >= linger_s:
                 return ExitCode.OK
+    if federation.aborted:
+        return ExitCode.ABORTED
     return ExitCode.OK if federation.finished else stopper.exit_code

@@ -50,20 +50,24 @@ class JoinRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("federation_id", "total_rounds", "current_round")
+    __slots__ = ("federation_id", "total_rounds", "current_round", "weight")
     FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_ROUND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     federation_id: str
     total_rounds: int
     current_round: int
-    def __init__(self, federation_id: _Optional[str] = ..., total_rounds: _Optional[int] = ..., current_round: _Optional[int] = ...) -> None: ...
+    weight: int
+    def __init__(self, federation_id: _Optional[str] = ..., total_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., weight: _Optional[int] = ...) -> None: ...
 
 class TaskRequest(_message.Message):
-    __slots__ = ("client_id",)
+    __slots__ = ("client_id", "max_wait_s")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     client_id: str
-    def __init__(self, client_id: _Optional[str] = ...) -> None: ...
+    max_wait_s: float
+    def __init__(self, client_id: _Optional[str] = ..., max_wait_s: _Optional[float] = ...) -> None: ...
 
 class TrainSettings(_message.Message):
     __slots__ = ("local_epochs", "lr", "batch_size", "seed")
@@ -122,20 +126,60 @@ class Metrics(_message.Message):
     def __init__(self, train_loss: _Optional[float] = ..., accuracy_before: _Optional[float] = ..., accuracy_after: _Optional[float] = ..., num_test_examples: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
-    __slots__ = ("client_id", "round", "global_state", "num_examples", "metrics")
+    __slots__ = ("client_id", "round", "global_state", "num_examples", "metrics", "next_task_wait_s")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_STATE_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     global_state: bytes
     num_examples: int
     metrics: Metrics
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., global_state: _Optional[bytes] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ...) -> None: ...
+    next_task_wait_s: float
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., global_state: _Optional[bytes] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., next_task_wait_s: _Optional[float] = ...) -> None: ...
 
 class UpdateReply(_message.Message):
+    __slots__ = ("duplicate", "received", "expected", "next_task")
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_FIELD_NUMBER: _ClassVar[int]
+    duplicate: bool
+    received: int
+    expected: int
+    next_task: TaskReply
+    def __init__(self, duplicate: _Optional[bool] = ..., received: _Optional[int] = ..., expected: _Optional[int] = ..., next_task: _Optional[_Union[TaskReply, _Mapping]] = ...) -> None: ...
+
+class FailureReport(_message.Message):
+    __slots__ = ("client_id", "round", "reason", "detail")
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        REASON_UNSPECIFIED: _ClassVar[FailureReport.Reason]
+        DIVERGED: _ClassVar[FailureReport.Reason]
+        COLLAPSED: _ClassVar[FailureReport.Reason]
+        OUT_OF_MEMORY: _ClassVar[FailureReport.Reason]
+        DATA_UNREADABLE: _ClassVar[FailureReport.Reason]
+        OTHER: _ClassVar[FailureReport.Reason]
+    REASON_UNSPECIFIED: FailureReport.Reason
+    DIVERGED: FailureReport.Reason
+    COLLAPSED: FailureReport.Reason
+    OUT_OF_MEMORY: FailureReport.Reason
+    DATA_UNREADABLE: FailureReport.Reason
+    OTHER: FailureReport.Reason
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    round: int
+    reason: FailureReport.Reason
+    detail: str
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., reason: _Optional[_Union[FailureReport.Reason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class FailureReply(_message.Message):
     __slots__ = ("duplicate", "received", "expected")
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_FIELD_NUMBER: _ClassVar[int]

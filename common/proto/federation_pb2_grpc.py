@@ -26,7 +26,12 @@ if _version_not_supported:
 
 
 class CoordinatorStub:
-    """Missing associated documentation comment in .proto file."""
+    """Without client authentication (no --tls-client-ca, no --tokens; only with --insecure off loopback) a
+    client proves it is the one that first joined under its client_id with a join secret it keeps on its own
+    disk, sent as call metadata "x-pfeddc-join-secret" on every call: the coordinator binds the secret's
+    SHA-256 to the client_id at the first Join that carries one, and then refuses calls without it
+    (PERMISSION_DENIED).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -54,10 +59,20 @@ class CoordinatorStub:
                 request_serializer=pfeddc_dot_v1_dot_federation__pb2.UpdateRequest.SerializeToString,
                 response_deserializer=pfeddc_dot_v1_dot_federation__pb2.UpdateReply.FromString,
                 _registered_method=True)
+        self.ReportFailure = channel.unary_unary(
+                '/pfeddc.v1.Coordinator/ReportFailure',
+                request_serializer=pfeddc_dot_v1_dot_federation__pb2.FailureReport.SerializeToString,
+                response_deserializer=pfeddc_dot_v1_dot_federation__pb2.FailureReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Without client authentication (no --tls-client-ca, no --tokens; only with --insecure off loopback) a
+    client proves it is the one that first joined under its client_id with a join secret it keeps on its own
+    disk, sent as call metadata "x-pfeddc-join-secret" on every call: the coordinator binds the secret's
+    SHA-256 to the client_id at the first Join that carries one, and then refuses calls without it
+    (PERMISSION_DENIED).
+    """
 
     def GetFederation(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -79,6 +94,13 @@ class CoordinatorServicer:
 
     def SubmitUpdate(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportFailure(self, request, context):
+        """A sampled client that cannot produce an update for its round.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -106,6 +128,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     request_deserializer=pfeddc_dot_v1_dot_federation__pb2.UpdateRequest.FromString,
                     response_serializer=pfeddc_dot_v1_dot_federation__pb2.UpdateReply.SerializeToString,
             ),
+            'ReportFailure': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportFailure,
+                    request_deserializer=pfeddc_dot_v1_dot_federation__pb2.FailureReport.FromString,
+                    response_serializer=pfeddc_dot_v1_dot_federation__pb2.FailureReply.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'pfeddc.v1.Coordinator', rpc_method_handlers)
@@ -115,7 +142,12 @@ def add_CoordinatorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Coordinator:
-    """Missing associated documentation comment in .proto file."""
+    """Without client authentication (no --tls-client-ca, no --tokens; only with --insecure off loopback) a
+    client proves it is the one that first joined under its client_id with a join secret it keeps on its own
+    disk, sent as call metadata "x-pfeddc-join-secret" on every call: the coordinator binds the secret's
+    SHA-256 to the client_id at the first Join that carries one, and then refuses calls without it
+    (PERMISSION_DENIED).
+    """
 
     @staticmethod
     def GetFederation(request,
@@ -215,6 +247,33 @@ class Coordinator:
             '/pfeddc.v1.Coordinator/SubmitUpdate',
             pfeddc_dot_v1_dot_federation__pb2.UpdateRequest.SerializeToString,
             pfeddc_dot_v1_dot_federation__pb2.UpdateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportFailure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pfeddc.v1.Coordinator/ReportFailure',
+            pfeddc_dot_v1_dot_federation__pb2.FailureReport.SerializeToString,
+            pfeddc_dot_v1_dot_federation__pb2.FailureReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -18,7 +19,8 @@ from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import SERVICE_NAME
 
-FLAGS = ("--rounds", "2", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4")
+# clipping off: these tests check exact averages of large, synthetic updates
+FLAGS = ("--rounds", "2", "--min-clients", "2", "--clip-norm", "0", "--method", "promptfl", "--text-ctx", "4")
 METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
 
 
@@ -111,8 +113,8 @@ def test_restarted_coordinator_resumes_round_prompts_and_clients(coordinator: St
     task = train_round(b, 1.0, 10)
     assert task.round == 2
     np.testing.assert_allclose(task.tensors()["text.global"], 3.0)
-    assert server.federation.history[0]["round"] == 1
-    assert (state / "rounds.jsonl").read_text().count("\n") == 1
+    assert server.federation.last_round is None  # the history is on disk, not in memory
+    assert [json.loads(line)["round"] for line in (state / "rounds.jsonl").read_text().splitlines()] == [1]
 
 
 def test_checkpoint_for_another_spec_is_refused(coordinator: StartCoordinator, tmp_path: Path) -> None:

@@ -1,0 +1,72 @@
+"""`FederationConfig`: every setting of the round logic, validated once, with the reason for each refusal."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..common.messages import TrainSettings
+from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
+from .aggregate import DEFAULT_TRIM, AggregatorKind
+from .combine import DEFAULT_CLIP_NORM
+from .privacy import DpSettings
+from .updates import DEFAULT_MAX_ABS_VALUE, UpdateLimits
+
+# No site's weight may exceed this many examples unless the operator says so: a site that declares 10^15
+# examples must not become the whole average. Set it to the largest honest site's count.
+DEFAULT_MAX_EXAMPLES_PER_CLIENT = 100_000
+# Attempts of one round that may end without a committable aggregate before the coordinator gives up.
+DEFAULT_MAX_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    rounds: int
+    min_clients: int = 2
+    fraction: float = 1.0
+    round_timeout_s: float = 600.0
+    quorum: int = 1
+    seed: int = 0
+    train: TrainSettings = field(default_factory=TrainSettings)
+    max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
+    poll_interval_s: float = 2.0
+    max_examples_per_client: int = DEFAULT_MAX_EXAMPLES_PER_CLIENT
+    clip_norm: float = DEFAULT_CLIP_NORM  # L2 bound on each update's change from the global; 0: off
+    max_abs_value: float = DEFAULT_MAX_ABS_VALUE
+    aggregator: AggregatorKind = AggregatorKind.FEDAVG
+    trim: float = DEFAULT_TRIM
+    dp: DpSettings | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "aggregator", AggregatorKind(self.aggregator))
+        checks = [
+            (self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}"),
+            (self.min_clients >= 1, f"min_clients must be >= 1, got {self.min_clients}"),
+            (0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}"),
+            (self.round_timeout_s > 0, f"round_timeout must be > 0, got {self.round_timeout_s}"),
+            (1 <= self.quorum <= self.min_clients, f"quorum must be in [1, min_clients], got {self.quorum}"),
+            (self.max_update_bytes > 0, f"max_update_bytes must be > 0, got {self.max_update_bytes}"),
+            (self.max_examples_per_client >= 1,
+             f"--max-examples-per-client must be >= 1, got {self.max_examples_per_client}"),
+            (self.clip_norm >= 0 and math.isfinite(self.clip_norm),
+             f"--clip-norm must be >= 0 (0: off), got {self.clip_norm}"),
+            (self.max_abs_value > 0, f"--max-abs-value must be > 0, got {self.max_abs_value}"),
+            (0 <= self.trim < 0.5, f"--trim must be in [0, 0.5), got {self.trim}"),
+            (self.max_retries >= 0, f"--max-retries must be >= 0, got {self.max_retries}"),
+            (self.dp is None or self.aggregator is AggregatorKind.FEDAVG,
+             f"differential privacy is refused with --aggregator {self.aggregator}: the privacy accounting covers "
+             "the clipped, noised mean (DP-FedAvg) only; the median and the trimmed mean have another "
+             "sensitivity. Use --aggregator fedavg with --dp-noise-multiplier and --dp-clip"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def limits(self) -> UpdateLimits:
+        return UpdateLimits(self.max_update_bytes, self.max_abs_value)
+
+    def weight(self, num_examples: int) -> int:
+        """A client's FedAvg weight: the count it declared at Join, capped."""
+        return min(num_examples, self.max_examples_per_client)

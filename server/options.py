@@ -1,0 +1,83 @@
+"""The coordinator's flags for bounded influence, robust and private aggregation, durability and exposure.
+
+Defaults are read from where they are defined (FederationConfig, the aggregators, the DP settings), so the
+help, the config and the docs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from typing import Any
+
+from ..common.transport import is_loopback
+from .aggregate import DEFAULT_TRIM, AggregatorKind
+from .config import FederationConfig
+from .privacy import DEFAULT_DELTA, DpSettings
+
+# Worker threads of the gRPC server: each held (long-poll) call occupies one, so this bounds held calls.
+DEFAULT_MAX_HELD_CALLS = 1024
+_DEFAULTS = {f.name: f.default for f in fields(FederationConfig)}
+
+
+def add_robustness_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("bounded influence and aggregation")
+    g.add_argument("--max-examples-per-client", type=int, default=_DEFAULTS["max_examples_per_client"],
+                   help="cap on a client's FedAvg weight (the example count it declared at Join); set it to the "
+                        "largest honest site's count (default: %(default)s)")
+    g.add_argument("--clip-norm", type=float, default=_DEFAULTS["clip_norm"],
+                   help="L2 bound on each update's change from the current global, over all its tensors as one "
+                        "vector; larger changes are scaled down to it. 0: off (default: %(default)s)")
+    g.add_argument("--max-abs-value", type=float, default=_DEFAULTS["max_abs_value"],
+                   help="updates holding a value of larger magnitude are refused (default: %(default)s)")
+    g.add_argument("--aggregator", choices=list(AggregatorKind), default=str(AggregatorKind.FEDAVG),
+                   help="fedavg: mean weighted by capped example counts; median: coordinate-wise median; "
+                        "trimmed-mean: coordinate-wise mean without the --trim fraction at each end. The robust "
+                        "two are unweighted (default: %(default)s)")
+    g.add_argument("--trim", type=float, default=DEFAULT_TRIM,
+                   help="fraction trimmed at each end by trimmed-mean: floor(trim * n) values, tolerating that many "
+                        "hostile clients (default: %(default)s)")
+    g.add_argument("--max-retries", type=int, default=_DEFAULTS["max_retries"],
+                   help="attempts of one round that may fail (only failure reports, no quorum, a non-finite "
+                        "aggregate) before the coordinator stops with exit code 4 (default: %(default)s)")
+    d = p.add_argument_group("central differential privacy (off unless --dp-noise-multiplier is given)")
+    d.add_argument("--dp-noise-multiplier", type=float,
+                   help="DP-FedAvg: each client's change is clipped to --dp-clip, the changes are averaged with "
+                        "equal weights and Gaussian noise of std multiplier * clip is added to their sum; epsilon "
+                        "is logged and recorded every round. Requires --aggregator fedavg")
+    d.add_argument("--dp-clip", type=float, help="L2 clip of each client's change under DP (replaces --clip-norm)")
+    d.add_argument("--dp-delta", type=float, default=DEFAULT_DELTA,
+                   help="delta at which epsilon is reported (default: %(default)s)")
+    e = p.add_argument_group("durability and exposure")
+    e.add_argument("--fresh", action="store_true",
+                   help="start a new federation even though --state-dir holds an earlier one's files (they are "
+                        "kept, renamed *.old)")
+    e.add_argument("--insecure", action="store_true",
+                   help="allow listening on a non-loopback address without TLS and client authentication "
+                        "(anyone who reaches the port can join; clients then prove their id with a join secret)")
+    e.add_argument("--max-held-calls", type=int, default=DEFAULT_MAX_HELD_CALLS,
+                   help="waiting clients whose GetTask is held open (push); beyond it they poll (default: "
+                        "%(default)s)")
+
+
+def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The FederationConfig fields these flags set (FederationConfig validates them)."""
+    dp = None
+    if args.dp_noise_multiplier is not None or args.dp_clip is not None:
+        if args.dp_noise_multiplier is None or args.dp_clip is None:
+            raise ValueError("differential privacy needs both --dp-noise-multiplier and --dp-clip")
+        dp = DpSettings(args.dp_noise_multiplier, args.dp_clip, args.dp_delta)
+    return {"max_examples_per_client": args.max_examples_per_client, "clip_norm": args.clip_norm,
+            "max_abs_value": args.max_abs_value, "aggregator": AggregatorKind(args.aggregator), "trim": args.trim,
+            "dp": dp, "max_retries": args.max_retries}
+
+
+def check_exposure(bind: str, tls: bool, client_auth: bool, insecure: bool) -> None:
+    """Refuse to listen beyond loopback without TLS and client authentication unless --insecure says so."""
+    if is_loopback(bind) or (tls and client_auth) or insecure:
+        return
+    missing = "TLS and client authentication" if not tls else "client authentication"
+    raise ValueError(
+        f"refusing to listen on {bind} without {missing}: anyone who reaches this port could join and submit. "
+        "Fix: --tls-cert/--tls-key with --tls-client-ca and/or --tokens (docs/deploy.md), or --bind 127.0.0.1 "
+        "for a local run, or --insecure to accept the risk")
