@@ -6,7 +6,7 @@ status page and the Prometheus gauges (server/web.py, server/metrics.py), so the
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import threading
 import time
@@ -22,6 +22,7 @@ from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.status import ClientState, ClientStatus, FederationStatus, Phase
 from .auth import Authenticator
 from .federation import Federation
+from .history import HistoryError, RoundsLog
 
 ADMIN_SERVICE_NAME = "pfeddc.v1.Admin"
 MAX_ROUNDS_SERVED = 5000
@@ -64,10 +65,10 @@ class StatusSource:
 
 
 class RoundsFile:
-    """rounds.jsonl parsed once per change (size and mtime), last record per round kept."""
+    """rounds.jsonl (server/history.py) read again only when it changed (size, mtime), last MAX rounds kept."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.log = RoundsLog(path)
         self._key: tuple[int, int] | None = None
         self._rounds: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -75,22 +76,15 @@ class RoundsFile:
     def read(self) -> list[dict[str, Any]]:
         with self._lock:
             try:
-                st = self.path.stat()
+                st = self.log.path.stat()
             except FileNotFoundError:
                 return []
             if (st.st_size, st.st_mtime_ns) != self._key:
-                by_round: dict[int, dict[str, Any]] = {}
-                for line in self.path.read_text(encoding="utf-8").splitlines():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line being appended right now
-                    if isinstance(record, dict) and isinstance(record.get("round"), int):
-                        by_round[record["round"]] = record
-                self._rounds = [by_round[r] for r in sorted(by_round)][-MAX_ROUNDS_SERVED:]
+                # on a damaged file keep serving the last good read; the coordinator reports the damage itself
+                with contextlib.suppress(HistoryError):
+                    self._rounds = self.log.read()[-MAX_ROUNDS_SERVED:]
                 self._key = (st.st_size, st.st_mtime_ns)
             return self._rounds
-
 
 
 class AdminServicer(admin_grpc.AdminServicer):

@@ -152,9 +152,9 @@ def test_status_needs_an_admin_credential_when_auth_is_on(coordinator: StartCoor
     as_admin = [*target, "--tls-cert", str(admin / "admin.pem"), "--tls-key", str(admin / "admin.key")]
     as_client = [*target, "--tls-cert", str(client / "client.pem"), "--tls-key", str(client / "client.key")]
 
-    assert status_cli.main([*as_client, "--token-file", str(client / "token")]) == 2
-    assert "PERMISSION_DENIED" in capsys.readouterr().err and "admin certificate" in capsys.readouterr().err + \
-        "admin certificate"
+    assert status_cli.main([*as_client, "--token-file", str(client / "token")]) == 2  # a client's credentials
+    err = capsys.readouterr().err
+    assert "PERMISSION_DENIED" in err and "admin certificate" in err
     assert status_cli.main([*as_admin, "--token-file", str(client / "token")]) == 2  # a client's token
     assert "not an admin token" in capsys.readouterr().err
     assert status_cli.main(as_admin) == 2  # no token at all
