@@ -19,7 +19,7 @@ from ..common.envflags import add_version, apply_env_defaults
 from ..common.lifecycle import ExitCode, Stopper, run_in_worker
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
 from ..common.messages import Refused
-from ..common.stdio import capture_stray_output, say_error
+from ..common.stdio import capture_stray_output, json_logging, say_error
 from ..common.transport import TlsFiles
 from .connection import CoordinatorUnreachable
 from .data import DataError
@@ -161,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
         return stopper.exit_code
     if outcome.error is not None:
         raise outcome.error
-    print(json.dumps(outcome.result))
+    if not json_logging():  # with JSON logs the federation_finished event carries the same summary
+        print(json.dumps(outcome.result))
     return ExitCode.OK
 
 

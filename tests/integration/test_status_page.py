@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from tests_support import StartCoordinator
 from pfeddc.client.connection import Backoff, Connection
 from pfeddc.common.messages import Metrics
 
+from .debian import ensure
+
 pytestmark = pytest.mark.integration  # starts a browser
 FLAGS = ("--rounds", "5", "--min-clients", "3", "--method", "promptfl", "--text-ctx", "4", "--metrics-port", "0",
          "--round-timeout", "900")
@@ -25,19 +26,7 @@ SITES = {"hospital-a": (120, 0.52), "hospital-b": (300, 0.61), "hospital-c": (80
 
 
 def chromium() -> str:
-    """The Debian chromium binary, installed with apt when missing (CI machines start without it)."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.fail("this test needs Debian's chromium: sudo apt-get install -y chromium")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "fonts-dejavu-core"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    found = shutil.which("chromium")
-    assert found, "apt-get installed chromium but it is not on PATH"
-    return found
+    return ensure("chromium", "chromium", "fonts-dejavu-core")
 
 
 def browse(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
