@@ -18,7 +18,7 @@ import numpy as np
 
 from ..common import serde, wire
 from ..common.logs import Event, get_logger
-from ..common.messages import Code, FederationInfo, JoinResult, Metrics, Refused, SubmitResult, Task
+from ..common.messages import Code, FailureReason, FederationInfo, JoinResult, Metrics, Refused, SubmitResult, Task
 from ..common.proto import federation_pb2 as pb
 from ..common.proto import federation_pb2_grpc as pb_grpc
 from ..common.spec import TensorSpec
@@ -52,7 +52,9 @@ class Backoff:
 class Connection:
     def __init__(self, target: str, client_id: str, tls: TlsFiles | None = None, token: str | None = None,
                  backoff: Backoff | None = None, rpc_timeout_s: float = 60.0,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, join_secret: str | None = None) -> None:
+        """`join_secret`: the secret this client keeps on its disk (`ClientStore.join_secret()`); a coordinator
+        without client authentication binds it to the client id at the first join and then requires it."""
         self.target, self.client_id = target, client_id
         self.backoff = backoff or Backoff()
         self.rpc_timeout_s = rpc_timeout_s
@@ -63,7 +65,7 @@ class Connection:
                       "no certificate has expired, and that the address matches the certificate's names"
                       if tls.enabled else
                       " -- if the coordinator uses TLS, pass --tls-ca (plaintext cannot reach a TLS coordinator)")
-        self._channel = open_channel(target, tls, token)
+        self._channel = open_channel(target, tls, token, join_secret)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
 
     def close(self) -> None:
@@ -99,14 +101,27 @@ class Connection:
         request = pb.JoinRequest(client_id=self.client_id, num_examples=num_examples, spec=wire.spec_to_proto(spec))
         return wire.join_from_proto(self._retry("join", lambda: self._stub.Join(request, timeout=self.rpc_timeout_s)))
 
-    def task(self) -> Task:
-        request = pb.TaskRequest(client_id=self.client_id)
-        reply = self._retry("get_task", lambda: self._stub.GetTask(request, timeout=self.rpc_timeout_s))
+    def task(self, wait_s: float = 0.0) -> Task:
+        """The next task. `wait_s` > 0: the coordinator holds the call while the answer would be WAIT (up to
+        that long, at most 30 s), so a new round reaches the client the moment it opens."""
+        request = pb.TaskRequest(client_id=self.client_id, max_wait_s=wait_s)
+        timeout = self.rpc_timeout_s + wait_s
+        reply = self._retry("get_task", lambda: self._stub.GetTask(request, timeout=timeout))
         return wire.task_from_proto(reply)
 
     def submit(self, round_: int, tensors: Mapping[str, np.ndarray], num_examples: int,
-               metrics: Metrics) -> SubmitResult:
+               metrics: Metrics, next_task_wait_s: float = 0.0) -> SubmitResult:
+        """Send an update. `next_task_wait_s` > 0: also wait (like `task(wait_s)`) for the next task and return
+        it as `SubmitResult.next_task`: one call per round instead of two."""
         request = pb.UpdateRequest(client_id=self.client_id, round=round_, global_state=serde.encode(tensors),
-                                   num_examples=num_examples, metrics=wire.metrics_to_proto(metrics))
-        reply = self._retry("submit_update", lambda: self._stub.SubmitUpdate(request, timeout=self.rpc_timeout_s))
+                                   num_examples=num_examples, metrics=wire.metrics_to_proto(metrics),
+                                   next_task_wait_s=next_task_wait_s)
+        timeout = self.rpc_timeout_s + next_task_wait_s
+        reply = self._retry("submit_update", lambda: self._stub.SubmitUpdate(request, timeout=timeout))
         return wire.submit_from_proto(reply)
+
+    def report_failure(self, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
+        """Tell the coordinator this client cannot produce an update for `round_` (it stops waiting for it)."""
+        request = wire.failure_to_proto(self.client_id, round_, reason, detail)
+        reply = self._retry("report_failure", lambda: self._stub.ReportFailure(request, timeout=self.rpc_timeout_s))
+        return wire.failure_reply_from_proto(reply)

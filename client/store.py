@@ -2,6 +2,7 @@
 
 state_dir/
   client_id            stable identity presented to the coordinator
+  join_secret          proves that identity to a coordinator without client authentication (0600)
   meta.json            `ClientMeta`: federation, model, prompt layout, class list, held-out split, last round
   local.safetensors    local prompts + fusion modules (never leave this machine)
   global.safetensors   the last global prompts received (metadata: round)
@@ -11,6 +12,7 @@ state_dir/
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -101,6 +103,14 @@ class ClientStore:
         if stored is None:
             serde.atomic_write(path, client_id.encode() + b"\n")
         return client_id
+
+    def join_secret(self) -> str:
+        """The secret this client sends with every call (made once, kept 0600): a coordinator in open mode
+        binds it to the client id at the first join, so no other caller can act under that id."""
+        path = self.dir / "join_secret"
+        if not path.exists():
+            serde.atomic_write(path, secrets.token_urlsafe(32).encode() + b"\n")  # mkstemp: mode 0600
+        return path.read_text().strip()
 
     # ----- metadata
     def meta(self) -> ClientMeta:

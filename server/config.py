@@ -31,7 +31,7 @@ class FederationConfig:
     max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES
     poll_interval_s: float = 2.0
     max_examples_per_client: int = DEFAULT_MAX_EXAMPLES_PER_CLIENT
-    clip_norm: float = DEFAULT_CLIP_NORM  # L2 bound on each update's change from the global; 0: off
+    update_clip_norm: float = DEFAULT_CLIP_NORM  # L2 bound on each update's change from the global; 0: off
     max_abs_value: float = DEFAULT_MAX_ABS_VALUE
     aggregator: AggregatorKind = AggregatorKind.FEDAVG
     trim: float = DEFAULT_TRIM
@@ -49,8 +49,8 @@ class FederationConfig:
             (self.max_update_bytes > 0, f"max_update_bytes must be > 0, got {self.max_update_bytes}"),
             (self.max_examples_per_client >= 1,
              f"--max-examples-per-client must be >= 1, got {self.max_examples_per_client}"),
-            (self.clip_norm >= 0 and math.isfinite(self.clip_norm),
-             f"--clip-norm must be >= 0 (0: off), got {self.clip_norm}"),
+            (self.update_clip_norm >= 0 and math.isfinite(self.update_clip_norm),
+             f"--update-clip-norm must be >= 0 (0: off), got {self.update_clip_norm}"),
             (self.max_abs_value > 0, f"--max-abs-value must be > 0, got {self.max_abs_value}"),
             (0 <= self.trim < 0.5, f"--trim must be in [0, 0.5), got {self.trim}"),
             (self.max_retries >= 0, f"--max-retries must be >= 0, got {self.max_retries}"),

@@ -292,20 +292,23 @@ class Federation:
     @contextmanager
     def _critical(self) -> Iterator[None]:
         """The lock; log lines queued under it are rendered, and waiters woken, after it is released."""
-        with self._lock:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                logs, changed = [], False
-                if self._depth == 0:
-                    logs, self._logs = self._logs, []
-                    changed, self._changed = self._changed, False
-        for level, event, fields in logs:
-            getattr(log, level)(event, **fields)
-        if changed:
-            self.changes.notify()
+        logs: list[tuple[str, Event, dict[str, Any]]] = []
+        changed = False
+        try:
+            with self._lock:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        logs, self._logs = self._logs, []
+                        changed, self._changed = self._changed, False
+        finally:  # also when the call is refused: what happened before the refusal is still reported
+            for level, event, fields in logs:
+                getattr(log, level)(event, **fields)
+            if changed:
+                self.changes.notify()
 
     def _log(self, level: str, event: Event, **fields: Any) -> None:
         self._logs.append((level, event, fields))
@@ -414,10 +417,12 @@ class Federation:
         stragglers = sorted(self._outstanding())
         if len(self._received) < self.config.quorum:
             why = "only failures" if not self._received and not stragglers else "no quorum"
+            failures = "; ".join(f"{c}: {r}" for c, r in sorted(self._failed.items())[:3])
             return self._retry(f"{why}: {len(self._received)} of {self.config.quorum} updates needed, "
-                               f"{len(self._failed)} failed, {len(stragglers)} silent")
+                               f"{len(self._failed)} failed, {len(stragglers)} silent"
+                               + (f" ({failures})" if failures else ""))
         weights = {c: float(self.config.weight(u.num_examples)) for c, u in self._received.items()}
-        bound = self.config.clip_norm or None
+        bound = self.config.update_clip_norm or None
         try:
             updates = {c: (u.tensors, weights[c]) for c, u in self._received.items()}
             combined = combine(self._state.global_tensors, updates, self._aggregate, bound, self.config.dp,

@@ -25,7 +25,7 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-examples-per-client", type=int, default=_DEFAULTS["max_examples_per_client"],
                    help="cap on a client's FedAvg weight (the example count it declared at Join); set it to the "
                         "largest honest site's count (default: %(default)s)")
-    g.add_argument("--clip-norm", type=float, default=_DEFAULTS["clip_norm"],
+    g.add_argument("--update-clip-norm", type=float, default=_DEFAULTS["update_clip_norm"],
                    help="L2 bound on each update's change from the current global, over all its tensors as one "
                         "vector; larger changes are scaled down to it. 0: off (default: %(default)s)")
     g.add_argument("--max-abs-value", type=float, default=_DEFAULTS["max_abs_value"],
@@ -45,7 +45,8 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
                    help="DP-FedAvg: each client's change is clipped to --dp-clip, the changes are averaged with "
                         "equal weights and Gaussian noise of std multiplier * clip is added to their sum; epsilon "
                         "is logged and recorded every round. Requires --aggregator fedavg")
-    d.add_argument("--dp-clip", type=float, help="L2 clip of each client's change under DP (replaces --clip-norm)")
+    d.add_argument("--dp-clip", type=float,
+                   help="L2 clip of each client's change under DP (replaces --update-clip-norm)")
     d.add_argument("--dp-delta", type=float, default=DEFAULT_DELTA,
                    help="delta at which epsilon is reported (default: %(default)s)")
     e = p.add_argument_group("durability and exposure")
@@ -67,7 +68,7 @@ def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
         if args.dp_noise_multiplier is None or args.dp_clip is None:
             raise ValueError("differential privacy needs both --dp-noise-multiplier and --dp-clip")
         dp = DpSettings(args.dp_noise_multiplier, args.dp_clip, args.dp_delta)
-    return {"max_examples_per_client": args.max_examples_per_client, "clip_norm": args.clip_norm,
+    return {"max_examples_per_client": args.max_examples_per_client, "update_clip_norm": args.update_clip_norm,
             "max_abs_value": args.max_abs_value, "aggregator": AggregatorKind(args.aggregator), "trim": args.trim,
             "dp": dp, "max_retries": args.max_retries}
 

@@ -63,7 +63,8 @@ def _accountant(events: Mapping[float, int]) -> Any:
 
     accountant = dp_accounting.rdp.RdpAccountant()
     for sigma, count in events.items():
-        accountant.compose(dp_accounting.GaussianDpEvent(sigma), count)
+        if count:
+            accountant.compose(dp_accounting.GaussianDpEvent(sigma), count)
     return accountant
 
 
@@ -78,7 +79,7 @@ class PrivacyLedger:
 
     def epsilon(self, delta: float) -> float:
         """Epsilon spent so far at `delta` (0 before any DP round)."""
-        if not self.rounds_by_noise:
+        if not any(self.rounds_by_noise.values()):
             return 0.0
         return float(_accountant(self.rounds_by_noise).get_epsilon(delta))
 

@@ -27,7 +27,7 @@ class Clock:
 
 def make(clock: Clock | None = None, **overrides: float) -> Federation:
     # clipping off unless a test turns it on: these tests check the round logic with large, exact averages
-    defaults = {"rounds": 2, "min_clients": 2, "round_timeout_s": 10.0, "clip_norm": 0.0}
+    defaults = {"rounds": 2, "min_clients": 2, "round_timeout_s": 10.0, "update_clip_norm": 0.0}
     config = FederationConfig(**{**defaults, **overrides})  # type: ignore[arg-type]
     tensors = {s.name: np.zeros(s.shape, np.float32) for s in SPEC}
     return Federation(config, SPEC, FederationState(1, tensors, {}), clock=clock or Clock())
@@ -103,7 +103,7 @@ def test_repeated_submission_is_accepted_once() -> None:
          "vision.global"),
         ("a", 1, serde.encode({s.name: np.zeros(s.shape, np.float64) for s in SPEC}), 10, METRICS,
          Code.INVALID_ARGUMENT, "F64"),
-        ("a", 1, payload(1.0), 10, replace(METRICS, train_loss=math.nan), Code.INVALID_ARGUMENT, "train_loss"),
+        ("a", 1, payload(1.0), 10, replace(METRICS, train_loss=math.inf), Code.INVALID_ARGUMENT, "train_loss"),
     ],
 )
 def test_bad_updates_are_refused_and_leave_global_state_untouched(

@@ -20,7 +20,7 @@ from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import SERVICE_NAME
 
 # clipping off: these tests check exact averages of large, synthetic updates
-FLAGS = ("--rounds", "2", "--min-clients", "2", "--clip-norm", "0", "--method", "promptfl", "--text-ctx", "4")
+FLAGS = ("--rounds", "2", "--min-clients", "2", "--update-clip-norm", "0", "--method", "promptfl", "--text-ctx", "4")
 METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
 
 
