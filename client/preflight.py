@@ -23,6 +23,13 @@ def check_server(target: str) -> None:
 
 def check_data(root: Path) -> None:
     """Refuse a folder of site folders and unreadable folders, before the images are read."""
+    try:
+        _check_data(root)
+    except PermissionError as exc:
+        raise _denied("--data", root, exc) from None
+
+
+def _check_data(root: Path) -> None:
     _walk_readable(root, "--data")
     base = root / "train" if (root / "train").is_dir() and (root / "test").is_dir() else root
     if not base.is_dir():
@@ -47,6 +54,13 @@ def check_model(model: str | None) -> None:
     """A local model directory must be readable by this user; hub names are resolved later."""
     if not model:
         return
+    try:
+        _check_model(model)
+    except PermissionError as exc:
+        raise _denied("--model", Path(model), exc) from None
+
+
+def _check_model(model: str) -> None:
     path = Path(model).expanduser()
     if not (path.exists() or model.startswith(("/", "./", "../", "~"))):
         return  # a hub name
@@ -58,15 +72,18 @@ def check_model(model: str | None) -> None:
             with open(file, "rb") as fh:
                 fh.read(1)
         except PermissionError as exc:
-            raise DataError(f"--model {model}: cannot read {file}: {exc.strerror} ("
-                            + _PERMISSION_HINT.format(uid=os.getuid()) + ")") from None
+            raise _denied("--model", Path(model), exc) from None
+
+
+def _denied(flag: str, root: Path, exc: PermissionError) -> DataError:
+    return DataError(f"{flag} {root}: cannot read {exc.filename}: {exc.strerror} ("
+                     + _PERMISSION_HINT.format(uid=os.getuid()) + ")")
 
 
 def _walk_readable(root: Path, flag: str) -> None:
     def fail(exc: OSError) -> None:
         if isinstance(exc, PermissionError):
-            raise DataError(f"{flag} {root}: cannot read {exc.filename}: {exc.strerror} ("
-                            + _PERMISSION_HINT.format(uid=os.getuid()) + ")")
+            raise _denied(flag, root, exc)
 
     if root.is_dir():
         for _ in os.walk(root, onerror=fail):

@@ -1,0 +1,39 @@
+"""pfeddc-certs: the coordinator's certificate names the in-cluster Service; admin credentials are no client's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from pfeddc.common import certs
+
+
+def sans(path: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(n.value) for n in names}
+
+
+def test_init_names_the_in_cluster_service_by_default(tmp_path: Path) -> None:
+    assert certs.main(["init", "--out", str(tmp_path / "a"), "--host", "fl.example.org"]) == 0
+    names = sans(tmp_path / "a" / "coordinator.pem")
+    assert {"fl.example.org", "localhost", "127.0.0.1", "pfeddc-coordinator", "pfeddc-coordinator.pfeddc.svc",
+            "pfeddc-coordinator.pfeddc.svc.cluster.local"} <= names
+    assert certs.main(["init", "--out", str(tmp_path / "b"), "--namespace", "fl", "--service", "coord"]) == 0
+    assert "coord.fl.svc" in sans(tmp_path / "b" / "coordinator.pem")
+    assert certs.main(["init", "--out", str(tmp_path / "c"), "--service", ""]) == 0
+    assert not any("svc" in n for n in sans(tmp_path / "c" / "coordinator.pem"))
+
+
+def test_admin_credential_is_an_identity_no_client_can_have(tmp_path: Path) -> None:
+    assert certs.main(["init", "--out", str(tmp_path)]) == 0
+    assert certs.main(["admin", "--out", str(tmp_path), "--name", "ops"]) == 0
+    cert = x509.load_pem_x509_certificate((tmp_path / "admins" / "ops" / "admin.pem").read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "admin:ops"
+    assert "admin:ops" in json.loads((tmp_path / "tokens.json").read_text())
+    with pytest.raises(ValueError, match="without ':'"):
+        certs.add_admin(tmp_path, "a:b", 30)

@@ -1,0 +1,53 @@
+"""Stray output of a process with JSON logs becomes JSON lines: C-core lines, prints, warnings, progress bars."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration  # starts a process that owns its stdio
+
+SCRIPT = r"""
+import logging, os, sys, warnings
+from pfeddc.common.logs import configure_logging, get_logger
+from pfeddc.common.stdio import capture_stray_output
+configure_logging(sys.argv[1], "info")
+capture_stray_output("info")
+print("a plain print")
+print("to stderr", file=sys.stderr)
+os.write(2, b"E1128 10:23:26.280398   14114 add_port.cc:83] Failed to add port to server\n")
+os.write(2, b"I1128 10:23:26.280398   14114 ssl_transport_security.cc:1884] Handshake failed\n")
+warnings.warn("deprecated thing")
+logging.getLogger("transformers.modeling_utils").warning("Some weights were not used")
+sys.stderr.write("Loading weights:  10%|#  | 1/10\rLoading weights: 100%|###| 10/10\n")
+get_logger("test").info("an_event", round=1)
+"""
+
+
+def run(fmt: str) -> list[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = subprocess.run([sys.executable, "-c", SCRIPT, fmt], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    return (out.stdout + out.stderr).splitlines()
+
+
+def test_every_line_is_json_when_logs_are() -> None:
+    records = [json.loads(line) for line in run("json")]
+    assert all(isinstance(r, dict) and "event" in r and "level" in r for r in records)
+    core = [r for r in records if r.get("source") == "grpc-core"]
+    assert [(r["level"], r["location"]) for r in core] == [("error", "add_port.cc:83"),
+                                                           ("info", "ssl_transport_security.cc:1884")]
+    messages = " ".join(str(r.get("message")) for r in records)
+    for text in ("a plain print", "to stderr", "deprecated thing", "Some weights were not used",
+                 "Loading weights: 100%"):
+        assert text in messages, text
+    assert any(r["event"] == "an_event" and r["round"] == 1 for r in records)
+
+
+def test_console_logs_leave_output_alone() -> None:
+    lines = run("console")
+    assert "a plain print" in lines and any(line.startswith("E1128") for line in lines)
