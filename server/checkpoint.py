@@ -20,9 +20,9 @@ import numpy as np
 from ..common import serde
 from ..common.logs import Event, get_logger
 from ..common.spec import TensorSpec, spec_difference
-from .federation import ClientRecord, FederationState
 from .history import ROUNDS_FILE, HistoryError, RoundsLog
 from .privacy import PrivacyLedger
+from .state import ClientRecord, FederationState
 
 __all__ = ["CHECKPOINT_FILE", "ROUNDS_FILE", "Checkpoint", "CheckpointError"]
 log = get_logger("coordinator")

@@ -12,16 +12,12 @@ only once the checkpoint hook has made it durable; until then the round stays op
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import random
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,12 +26,14 @@ from ..common.logs import Event, get_logger
 from ..common.messages import Action, Code, FailureReason, Metrics, Refused, SubmitResult, Task, TrainSettings
 from ..common.spec import TensorSpec, spec_difference
 from .aggregate import Aggregator, make_aggregator
-from .combine import NonFiniteGlobal, combine
+from .closing import next_state
+from .combine import NonFiniteGlobal
 from .config import FederationConfig
 from .handouts import MAX_HANDOUTS, Handouts
-from .history import RoundSummary, SiteRecord
+from .history import RoundSummary
 from .longpoll import ChangeFeed
-from .privacy import PrivacyLedger
+from .section import Section
+from .state import ClientRecord, FederationState, RoundView
 from .updates import CheckedUpdate, check_update
 
 __all__ = ["ClientRecord", "Federation", "FederationConfig", "FederationState", "RoundView"]
@@ -43,48 +41,6 @@ log = get_logger("coordinator")
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always used with fullmatch
 WAITING_LOG_INTERVAL_S = 30.0
 MAX_DETAIL_CHARS = 500
-
-
-@dataclass
-class ClientRecord:
-    client_id: str
-    num_examples: int
-    rounds_participated: int = 0
-    last_seen: float = -math.inf  # clock time; not persisted: a restarted coordinator waits for check-ins
-    last_round: int = 0  # the last round whose update from it was accepted (status view; not persisted)
-    last_metrics: Metrics | None = None  # ... and the metrics it reported with it
-    secret_sha256: str | None = None  # open mode: digest of the join secret bound at its first join
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}
-        return {**out, "secret_sha256": self.secret_sha256} if self.secret_sha256 else out
-
-
-@dataclass(frozen=True)
-class RoundView:
-    """`Federation.snapshot()`: the open round and the clients, `last_seen` as seconds ago."""
-
-    round: int
-    finished: bool
-    sampled: frozenset[str]
-    received: frozenset[str]
-    deadline_s: float | None  # seconds left; None when no round is open
-    clients: tuple[ClientRecord, ...]
-
-
-@dataclass
-class FederationState:
-    """What a checkpoint holds: enough to resume after a crash at the start of the unfinished round.
-
-    Current state only, so a round costs the same at round 5,000 as at round 5: the history is appended to
-    rounds.jsonl (`last_round` is the line the next save appends).
-    """
-
-    round: int
-    global_tensors: dict[str, np.ndarray]
-    clients: dict[str, ClientRecord]
-    privacy: PrivacyLedger = field(default_factory=PrivacyLedger)
-    last_round: RoundSummary | None = None
 
 
 class Federation:
@@ -110,10 +66,9 @@ class Federation:
         self._aggregate = aggregate or make_aggregator(config.aggregator, config.trim)
         self.changes = changes or ChangeFeed()
         self._rng = rng or np.random.default_rng()
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._logs: list[tuple[str, Event, dict[str, Any]]] = []
-        self._changed = False
+        self._section = Section(self.changes, log)
+        self._lock = self._section.lock
+        self._critical, self._log = self._section.hold, self._section.log
         self._set_global(state.global_tensors)
         self._sampled: set[str] = set()
         self._attempt = 0
@@ -190,7 +145,7 @@ class Federation:
             rejoined = record is not None
             if record is None:
                 record = self._state.clients[client_id] = ClientRecord(client_id, num_examples)
-            _check_secret(record, secret)
+            record.check_secret(secret)
             if secret and record.secret_sha256 is None:
                 record.secret_sha256 = serde.sha256(secret.encode())
             record.num_examples = num_examples
@@ -208,7 +163,7 @@ class Federation:
         """Open mode: refuse a caller that lacks the join secret bound to `client_id` (if one is bound)."""
         record = self._state.clients.get(client_id)
         if record is not None:
-            _check_secret(record, secret)
+            record.check_secret(secret)
 
     def task(self, client_id: str) -> Task:
         with self._critical():
@@ -289,30 +244,6 @@ class Federation:
             self._advance()
 
     # ----- internals
-    @contextmanager
-    def _critical(self) -> Iterator[None]:
-        """The lock; log lines queued under it are rendered, and waiters woken, after it is released."""
-        logs: list[tuple[str, Event, dict[str, Any]]] = []
-        changed = False
-        try:
-            with self._lock:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                    if self._depth == 0:
-                        logs, self._logs = self._logs, []
-                        changed, self._changed = self._changed, False
-        finally:  # also when the call is refused: what happened before the refusal is still reported
-            for level, event, fields in logs:
-                getattr(log, level)(event, **fields)
-            if changed:
-                self.changes.notify()
-
-    def _log(self, level: str, event: Event, **fields: Any) -> None:
-        self._logs.append((level, event, fields))
-
     def _check_running(self) -> None:
         if self._aborted:
             raise Refused(Code.FAILED_PRECONDITION, f"the federation stopped: {self._aborted}")
@@ -405,7 +336,7 @@ class Federation:
         self._received, self._failed = {}, {}
         self._deadline = now + self.config.round_timeout_s
         self._opened_at = now
-        self._changed = True
+        self._section.changed()
         self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(self._sampled), active=len(active),
                   attempt=self._attempt)
         for client_id in sorted(self._sampled):
@@ -421,34 +352,17 @@ class Federation:
             return self._retry(f"{why}: {len(self._received)} of {self.config.quorum} updates needed, "
                                f"{len(self._failed)} failed, {len(stragglers)} silent"
                                + (f" ({failures})" if failures else ""))
-        weights = {c: float(self.config.weight(u.num_examples)) for c, u in self._received.items()}
-        bound = self.config.update_clip_norm or None
         try:
-            updates = {c: (u.tensors, weights[c]) for c, u in self._received.items()}
-            combined = combine(self._state.global_tensors, updates, self._aggregate, bound, self.config.dp,
-                               len(self._sampled), self._rng)
+            self._pending = next_state(self._state, self.config, self._aggregate, self._received, self._failed,
+                                       stragglers, len(self._sampled), self._attempt, now - self._opened_at, self._rng)
         except NonFiniteGlobal as exc:
             return self._retry(str(exc))
-        privacy = PrivacyLedger(dict(self._state.privacy.rounds_by_noise))
-        dp = self.config.dp
-        if dp is not None:
-            privacy.record(dp.noise_multiplier)
-        clients = {c: replace(r) for c, r in self._state.clients.items()}
-        for client_id in self._received:
-            clients[client_id].rounds_participated += 1
-        summary = RoundSummary(
-            round=self.round, time=time.time(), duration_s=now - self._opened_at, attempts=self._attempt + 1,
-            aggregator="dp-fedavg" if dp else str(self.config.aggregator),
-            sites={c: SiteRecord(u.num_examples, weights[c], u.metrics) for c, u in self._received.items()},
-            failed=dict(self._failed), stragglers=tuple(stragglers), clipped=combined.clipped,
-            dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None)
-        self._pending = FederationState(self.round + 1, combined.tensors, clients, privacy, summary)
         self._persist(now)
 
     def _retry(self, reason: str) -> None:
         self._attempt += 1
         self._sampled, self._received, self._failed, self._deadline = set(), {}, {}, math.inf
-        self._changed = True
+        self._section.changed()
         if self._attempt > self.config.max_retries:
             self._aborted = f"round {self.round} failed {self._attempt} times; last: {reason}"
             self._log("error", Event.FEDERATION_ABORTED, round=self.round, attempts=self._attempt, reason=reason,
@@ -485,17 +399,9 @@ class Federation:
         self._handouts.reset()
         self._set_global(pending.global_tensors)
         self._state.round, self._state.privacy, self._state.last_round = pending.round, pending.privacy, summary
-        self._changed = True
+        self._section.changed()
         fields = {k: v for k, v in summary.to_json().items() if k != "sites"}
         self._log("info", Event.ROUND_COMPLETED, **fields)
         if self.finished:
             self._log("info", Event.FEDERATION_FINISHED, rounds=self.config.rounds)
 
-
-def _check_secret(record: ClientRecord, secret: str | None) -> None:
-    if record.secret_sha256 is None:
-        return
-    if secret is None or not hmac.compare_digest(record.secret_sha256, serde.sha256(secret.encode())):
-        raise Refused(Code.PERMISSION_DENIED, f"client_id {record.client_id!r} is bound to another join secret: "
-                                              "only the client that first joined under it may use it (a client "
-                                              "that lost its state dir must join under a new --client-id)")

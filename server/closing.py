@@ -1,0 +1,41 @@
+"""The state a closing round leads to: combined globals, participation, privacy spent, and its summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from .aggregate import Aggregator
+from .combine import combine
+from .config import FederationConfig
+from .history import RoundSummary, SiteRecord
+from .privacy import PrivacyLedger
+from .state import FederationState
+from .updates import CheckedUpdate
+
+
+def next_state(state: FederationState, config: FederationConfig, aggregate: Aggregator,
+               received: Mapping[str, CheckedUpdate], failed: Mapping[str, str], stragglers: list[str],
+               sampled: int, attempt: int, duration_s: float, rng: np.random.Generator) -> FederationState:
+    """The candidate state after this round, built without touching `state` (it becomes the federation's only
+    once saved). Raises `NonFiniteGlobal` when the aggregate is not finite."""
+    weights = {c: float(config.weight(u.num_examples)) for c, u in received.items()}
+    updates = {c: (u.tensors, weights[c]) for c, u in received.items()}
+    combined = combine(state.global_tensors, updates, aggregate, config.update_clip_norm or None, config.dp, sampled,
+                       rng)
+    privacy, dp = PrivacyLedger(dict(state.privacy.rounds_by_noise)), config.dp
+    if dp is not None:
+        privacy.record(dp.noise_multiplier)
+    clients = {c: replace(r) for c, r in state.clients.items()}
+    for client_id in received:
+        clients[client_id].rounds_participated += 1
+    summary = RoundSummary(
+        round=state.round, time=time.time(), duration_s=duration_s, attempts=attempt + 1,
+        aggregator="dp-fedavg" if dp else str(config.aggregator),
+        sites={c: SiteRecord(u.num_examples, weights[c], u.metrics) for c, u in received.items()},
+        failed=dict(failed), stragglers=tuple(stragglers), clipped=combined.clipped,
+        dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None)
+    return FederationState(state.round + 1, combined.tensors, clients, privacy, summary)

@@ -1,0 +1,66 @@
+"""The federation's state as values: the client registry, what a checkpoint holds, and the status view."""
+
+from __future__ import annotations
+
+import hmac
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..common import serde
+from ..common.messages import Code, Metrics, Refused
+from .history import RoundSummary
+from .privacy import PrivacyLedger
+
+
+@dataclass
+class ClientRecord:
+    client_id: str
+    num_examples: int
+    rounds_participated: int = 0
+    last_seen: float = -math.inf  # clock time; not persisted: a restarted coordinator waits for check-ins
+    last_round: int = 0  # the last round whose update from it was accepted (status view; not persisted)
+    last_metrics: Metrics | None = None  # ... and the metrics it reported with it
+    secret_sha256: str | None = None  # open mode: digest of the join secret bound at its first join
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}
+        return {**out, "secret_sha256": self.secret_sha256} if self.secret_sha256 else out
+
+    def check_secret(self, secret: str | None) -> None:
+        """Refuse a caller without the join secret bound to this client (nothing bound: anyone may)."""
+        if self.secret_sha256 is None:
+            return
+        if secret is None or not hmac.compare_digest(self.secret_sha256, serde.sha256(secret.encode())):
+            raise Refused(Code.PERMISSION_DENIED, f"client_id {self.client_id!r} is bound to another join secret: "
+                                                  "only the client that first joined under it may use it (a client "
+                                                  "that lost its state dir must join under a new --client-id)")
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """`Federation.snapshot()`: the open round and the clients, `last_seen` as seconds ago."""
+
+    round: int
+    finished: bool
+    sampled: frozenset[str]
+    received: frozenset[str]
+    deadline_s: float | None  # seconds left; None when no round is open
+    clients: tuple[ClientRecord, ...]
+
+
+@dataclass
+class FederationState:
+    """What a checkpoint holds: enough to resume after a crash at the start of the unfinished round.
+
+    Current state only, so a round costs the same at round 5,000 as at round 5: the history is appended to
+    rounds.jsonl (`last_round` is the line the next save appends).
+    """
+
+    round: int
+    global_tensors: dict[str, np.ndarray]
+    clients: dict[str, ClientRecord]
+    privacy: PrivacyLedger = field(default_factory=PrivacyLedger)
+    last_round: RoundSummary | None = None
