@@ -94,7 +94,7 @@ for image in $images; do check "$image" ci; done
 default_base=$(sed -n 's/^ARG BASE=//p' deploy/coordinator.Dockerfile)
 if [ "${PFEDDC_DEFAULT_BASE:-try}" = skip ]; then
   echo "default base: skipped (PFEDDC_DEFAULT_BASE=skip)"
-elif buildah pull --quiet "docker.io/library/${default_base%@*}" >/dev/null 2>&1; then
+elif timeout 90 buildah pull --quiet "docker.io/library/${default_base%@*}" >/dev/null 2>&1; then
   buildah pull --quiet "docker.io/library/$default_base" >/dev/null \
     || { echo "the pinned digest of $default_base cannot be pulled although its tag can: update it"; exit 1; }
   for image in $images; do build "$image" default "docker.io/library/$default_base"; check "$image" default; done
