@@ -47,7 +47,7 @@ def kubelet_probe(port: int, probe: dict[str, Any]) -> str:
                 health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", "")),
                 timeout=probe.get("timeoutSeconds", 1), metadata=[("user-agent", "kube-probe/1.37")])
         except grpc.RpcError as exc:
-            return f"failure: {exc.code().name}"  # type: ignore[attr-defined]
+            return f"failure: {exc.code().name}"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
@@ -58,7 +58,8 @@ def test_kubelet_probes_pass_against_a_coordinator_configured_like_the_manifests
     assert certs.main(["init", "--out", str(creds)]) == 0
     assert certs.main(["client", "--out", str(creds), "--client-id", "hospital-a"]) == 0
     # the Secrets' files, where the Deployment mounts them
-    mounts = {"/etc/pfeddc/tls/tls.crt": creds / "coordinator.pem", "/etc/pfeddc/tls/tls.key": creds / "coordinator.key",
+    mounts = {"/etc/pfeddc/tls/tls.crt": creds / "coordinator.pem",
+              "/etc/pfeddc/tls/tls.key": creds / "coordinator.key",
               "/etc/pfeddc/tls/ca.crt": creds / "ca.pem", "/etc/pfeddc/tokens/tokens.json": creds / "tokens.json"}
     ports = {p["containerPort"]: free_port() for p in container["ports"]}  # the pod's ports, on free host ports
     args = []
@@ -86,7 +87,7 @@ def test_kubelet_probes_pass_against_a_coordinator_configured_like_the_manifests
         with grpc.insecure_channel(f"127.0.0.1:{ports[readiness['grpc']['port']]}") as channel:
             with pytest.raises(grpc.RpcError) as refused:
                 admin_pb2_grpc.AdminStub(channel).GetStatus(admin_pb2.StatusRequest(), timeout=2)
-            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert proc.popen.poll() is None
     finally:
         proc.kill()

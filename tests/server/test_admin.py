@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def get_json(server: RunningServer, path: str) -> object:
         return json.loads(reply.read())
 
 
-def status_cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:  # type: ignore[type-arg]
+def status_cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     assert status_cli.main([*argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
