@@ -139,8 +139,15 @@ def capture_stray_output(level: str = "info") -> Callable[[], None]:
     root = logging.getLogger()
     root.handlers = [_ToStructlog()]
     root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+    # progress bars only on a terminal: for libraries imported later (their environment switches) and for
+    # those already imported (their own switches; importing them here would pull torch into the coordinator)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for module, switch in (("huggingface_hub.utils", "disable_progress_bars"),
+                           ("transformers.utils.logging", "disable_progress_bar")):
+        off = getattr(sys.modules.get(module), switch, None)
+        if callable(off):
+            off()
     if sys.stderr is not sys.__stderr__ or sys.stdout is not sys.__stdout__:
         return _nothing  # someone (pytest) captures our output already
     min_rank = _RANK.get(level.lower(), 20)
