@@ -22,6 +22,7 @@ from ...common.cli import (
     train_flags,
     train_settings_from,
 )
+from ...common.envflags import add_version, apply_env_defaults
 from ...common.logs import Event
 from ...common.spec import EMBEDDED_MODEL, METHODS
 from .processes import LoggedProcess
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="client device: cpu, cuda, auto (default: %(default)s)")
     add_prompt_flags(p, with_method=False)
     add_train_flags(p)
+    add_version(p)
+    apply_env_defaults(p)
     return p
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ...common.envflags import add_version, apply_env_defaults
 from ...common.partition import SCHEMES, counts, partition, train_test_split
 from .sources import BUILTIN, Source, load_source
 
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use a seeded random subset of the source this large (0 = all)")
     p.add_argument("--seed", type=int, default=0, help="seeds the subset, the split and the test split")
     p.add_argument("--out", type=Path, required=True, help="output directory (must be empty or absent)")
+    add_version(p)
+    apply_env_defaults(p)
     return p
 
 

@@ -43,7 +43,11 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], message: str,
 
 
 def test_every_flag_of_the_tools_has_a_variable() -> None:
-    for tool in (build_parser(), run_parser()):
+    from pfeddc.client.sim.app import build_parser as sim_parser
+    from pfeddc.client.sim.partition_app import build_parser as partition_parser
+    from pfeddc.server.status_cli import build_parser as status_parser
+
+    for tool in (build_parser(), run_parser(), sim_parser(), partition_parser(), status_parser()):
         names = [env_name(a) for a in tool._actions if a.option_strings and a.dest not in ("help", "version")]
         assert names and all(n and n.startswith("PFEDDC_") for n in names)
         assert len(set(names)) == len(names)
