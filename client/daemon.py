@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..common.logs import Event, get_logger
-from ..common.messages import Action, Code, Metrics, Refused, Task, TrainSettings
+from ..common.messages import Action, Code, FailureReason, Refused, Task, TrainSettings
 from ..common.transport import TlsFiles
 from .connection import Backoff, Connection
 from .data import ClientData, classnames_for, load_client_data, scan
 from .model.backbone import load_backbone
+from .model.classnames import ADVICE, check_class_names
 from .model.prompts import PFedDCModel, StatePart
-from .model.train import Interrupted, evaluate, pick_device, train_local
+from .model.train import Interrupted, evaluate, pick_device
 from .store import ClientStore, RoundRecord
+from .trainer import LocalTrainer
 
 log = get_logger("client")
 # Refusals that end the daemon (credentials or the coordinator itself); any other refusal of an update is
@@ -54,12 +54,6 @@ def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-def _all_finite(loss: float, model: PFedDCModel) -> bool:
-    """False when training blew up: a NaN loss or any non-finite prompt or fusion value (zero-shot: True)."""
-    params = model.trainable_parameters()
-    return not params or (not math.isnan(loss) and all(bool(torch.isfinite(p).all()) for p in params))
-
-
 class ClientDaemon:
     def __init__(self, opts: ClientOptions, stop: threading.Event | None = None) -> None:
         self.opts = opts
@@ -71,7 +65,8 @@ class ClientDaemon:
     def run(self) -> dict[str, Any]:
         opts = self.opts
         folders, _ = scan(Path(opts.data))  # layout and class-list errors surface before any connection attempt
-        self.store.check_classes(classnames_for(Path(opts.data), folders))
+        classnames = classnames_for(Path(opts.data), folders)
+        self.store.check_classes(classnames)
         log.info(Event.CLIENT_STARTING, client_id=self.client_id, state_dir=str(self.store.dir), server=opts.server,
                  device=str(self.device))
         conn = Connection(opts.server, self.client_id, opts.tls, opts.token, Backoff(max_attempts=opts.max_retries),
@@ -80,6 +75,9 @@ class ClientDaemon:
             info = conn.federation()
             model_name = opts.model or info.model
             backbone = load_backbone(model_name, allow_download=opts.allow_download)
+            for pair in check_class_names(backbone, classnames):  # identical names stop here, before training
+                log.warning(Event.CLASS_NAMES_SIMILAR, first=pair.first, second=pair.second, cosine=pair.cosine,
+                            advice=f"the model can barely tell these classes apart by name: {ADVICE}")
             data = self._prepare_data(backbone.image_size)
             meta = self.store.meta()
             if meta.federation_id not in (None, info.federation_id):
@@ -109,6 +107,8 @@ class ClientDaemon:
         return data
 
     def _loop(self, conn: Connection, model: PFedDCModel, data: ClientData) -> dict[str, Any]:
+        trainer = LocalTrainer(model, data.train, data.test, self.device, self.store.meta().lr_scale, self.stop,
+                               self.opts.progress)
         while not self.stop.is_set():
             try:
                 task = conn.task()
@@ -122,7 +122,7 @@ class ClientDaemon:
                 self.stop.wait(max(0.05, task.retry_after_s))
             elif task.action == Action.TRAIN:
                 try:
-                    self._train_round(conn, model, data, task)
+                    self._train_round(conn, trainer, data, task)
                 except Interrupted:
                     break
             elif task.action == Action.FINISHED:
@@ -130,32 +130,25 @@ class ClientDaemon:
         log.info(Event.CLIENT_STOPPED, client_id=self.client_id, reason="signal")
         return {"client_id": self.client_id, "stopped": True}
 
-    def _train_round(self, conn: Connection, model: PFedDCModel, data: ClientData, task: Task) -> None:
+    def _train_round(self, conn: Connection, trainer: LocalTrainer, data: ClientData, task: Task) -> None:
         settings = (task.settings or TrainSettings()).with_overrides(**self.opts.overrides)
-        model.load_state(task.tensors(), StatePart.GLOBAL)
         log.info(Event.ROUND_TRAINING, client_id=self.client_id, round=task.round, epochs=settings.local_epochs,
-                 lr=settings.lr, num_examples=len(data.train))
-        started = time.monotonic()
-        before = evaluate(model, data.test, self.device)
-        last_good = model.local_state()
-        torch.manual_seed(settings.seed)
-        loss = train_local(model, data.train, settings, self.device, self.stop, self.opts.progress)
-        if not _all_finite(loss, model):
-            # Diverged: keep the personal state of the last good round and send nothing this round.
-            model.load_state(last_good, StatePart.LOCAL)
-            log.error(Event.TRAINING_DIVERGED, client_id=self.client_id, round=task.round, train_loss=loss,
-                      advice="lower --lr; the local state of the previous round is kept")
-            self.store.save_round(task.round, last_good, model.global_state(), RoundRecord(
-                task.round, accepted=False, reason="training diverged", time=time.time()))
+                 lr=settings.lr, lr_scale=trainer.lr_scale, num_examples=len(data.train))
+        outcome = trainer.run(task.tensors(), settings)
+        model = trainer.model
+        if outcome.tensors is None:
+            event = Event.TRAINING_DIVERGED if outcome.reason == FailureReason.DIVERGED else Event.TRAINING_COLLAPSED
+            log.warning(event, client_id=self.client_id, round=task.round, reason=outcome.failure,
+                        lr_scale=trainer.lr_scale, advice="this round's work is discarded and reported; the client "
+                        "keeps its previous state and trains its next rounds at the lower learning rate")
+            self.store.save_round(task.round, model.local_state(), model.global_state(), RoundRecord(
+                task.round, False, outcome.failure or "", len(data.train), outcome.metrics, time.time()))
+            self.store.update_meta(lr_scale=trainer.lr_scale)
+            conn.report_failure(task.round, outcome.reason, outcome.failure or "")
             return
-        after = evaluate(model, data.test, self.device)
-        duration = time.monotonic() - started
-        metrics = Metrics(train_loss=_finite(loss), accuracy_before=_finite(before), accuracy_after=_finite(after),
-                          num_test_examples=len(data.test), train_seconds=duration)
-        global_state = model.global_state()
         accepted, reason = True, ""
         try:
-            reply = conn.submit(task.round, global_state, len(data.train), metrics)
+            reply = conn.submit(task.round, outcome.tensors, len(data.train), outcome.metrics)
             log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,
                      received=reply.received, expected=reply.expected)
         except Refused as exc:
@@ -164,10 +157,13 @@ class ClientDaemon:
             accepted, reason = False, exc.message
             log.warning(Event.UPDATE_REFUSED, client_id=self.client_id, round=task.round, code=str(exc.code),
                         reason=reason)
-        record = RoundRecord(task.round, accepted, reason, len(data.train), metrics, time.time())
-        self.store.save_round(task.round, model.local_state(), global_state, record)
-        log.info(Event.ROUND_DONE, client_id=self.client_id, round=task.round, accuracy_before=round(before, 4),
-                 accuracy_after=round(after, 4), train_loss=round(loss, 4), duration_s=round(duration, 2))
+        m = outcome.metrics
+        record = RoundRecord(task.round, accepted, reason, len(data.train), m, time.time(), outcome.update_norms)
+        self.store.save_round(task.round, model.local_state(), outcome.tensors, record)
+        log.info(Event.ROUND_DONE, client_id=self.client_id, round=task.round,
+                 accuracy_global=round(m.accuracy_global, 4), accuracy_after=round(m.accuracy_after, 4),
+                 train_loss=round(m.train_loss, 4),
+                 update_norms=outcome.update_norms, duration_s=round(m.train_seconds, 2))
 
     def _finish(self, model: PFedDCModel, data: ClientData, task: Task) -> dict[str, Any]:
         model.load_state(task.tensors(), StatePart.GLOBAL)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from ..common.logs import Event, get_logger
 from ..common.partition import train_test_split
+from .model.backbone import preprocess
 from .model.train import ImageSet
 
 log = get_logger("client")
@@ -96,19 +97,6 @@ def choose_test_split(samples: list[tuple[Path, int]], root: Path, fraction: flo
     labels = np.array([label for _, label in samples], dtype=np.int64)
     split = train_test_split(list(range(len(samples))), labels, fraction, seed)
     return sorted(str(samples[i][0].relative_to(root)) for i in split.test)
-
-
-def preprocess(path: Path, size: int) -> np.ndarray:
-    """RGB, shortest edge resized to `size` (bicubic), center crop: uint8 [3, size, size]."""
-    with Image.open(path) as raw:
-        img: Image.Image = raw.convert("RGB")
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def load_images(samples: list[tuple[Path, int]], size: int, progress: bool = False) -> tuple[ImageSet, int]:

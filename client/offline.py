@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import DataError, list_images, load_client_data, preprocess
-from .model.backbone import load_backbone
+from .data import DataError, list_images, load_client_data
+from .model.backbone import load_backbone, preprocess
 from .model.prompts import PFedDCModel, StatePart
 from .model.train import evaluate, pick_device, predict_proba
 from .store import ClientStore, StateError

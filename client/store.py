@@ -45,6 +45,7 @@ class ClientMeta:
     last_round: int = 0
     final_accuracy: float | None = None
     finished: bool = False
+    lr_scale: float = 1.0  # halved after each round whose training diverged or collapsed
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -69,6 +70,7 @@ class RoundRecord:
     num_examples: int = 0
     metrics: Metrics = field(default_factory=Metrics)
     time: float = 0.0
+    update_norms: dict[str, float] = field(default_factory=dict)  # L2 norm of (sent - received) per global tensor
 
     def to_json(self) -> dict[str, Any]:
         flat = {k: v for k, v in asdict(self).items() if k != "metrics"}
@@ -79,7 +81,8 @@ class RoundRecord:
         values: dict[str, Any] = {k: float("nan") if data[k] is None else data[k] for k in Metrics.names() if k in data}
         metrics = Metrics(**values)
         return cls(int(data["round"]), bool(data["accepted"]), str(data.get("reason", "")),
-                   int(data.get("num_examples", 0)), metrics, float(data.get("time", 0.0)))
+                   int(data.get("num_examples", 0)), metrics, float(data.get("time", 0.0)),
+                   dict(data.get("update_norms", {})))
 
 
 def _json_number(value: float) -> float | None:

@@ -57,8 +57,10 @@ class Event(StrEnum):
     ROUND_TRAINING = "round_training"
     ROUND_DONE = "round_done"
     TRAINING_DIVERGED = "training_diverged"
+    TRAINING_COLLAPSED = "training_collapsed"
     UPDATE_SENT = "update_sent"
     UPDATE_REFUSED = "update_refused"
+    CLASS_NAMES_SIMILAR = "class_names_similar"
     IMAGE_SKIPPED = "image_skipped"
     IMAGES_SKIPPED = "images_skipped"
     # embedded backbone

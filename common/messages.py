@@ -69,9 +69,15 @@ class TrainSettings:
     """
 
     local_epochs: int = field(default=1, metadata={"help": "local epochs per round"})
-    lr: float = field(default=0.002, metadata={"help": "SGD learning rate of the prompts"})
+    lr: float = field(default=0.01, metadata={"help": "SGD learning rate of the text prompts"})
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
     seed: int = field(default=0, metadata={"flag": False})  # per round and client, derived by the coordinator
+    lr_vision: float = field(default=0.01, metadata={"help": "SGD learning rate of the vision prompts and gates"})
+    lr_fusion: float = field(default=0.002, metadata={"help": "SGD learning rate of the fusion modules"})
+    clip_norm: float = field(default=1.0, metadata={
+        "help": "clip each step's gradients to this global L2 norm; 0 turns clipping off"})
+    warmup_steps: int = field(default=5, metadata={
+        "help": "steps of linear learning-rate warm-up at the start of each round"})
 
     @classmethod
     def flag_fields(cls) -> list[Field[object]]:
@@ -80,9 +86,13 @@ class TrainSettings:
     def __post_init__(self) -> None:
         checks = [
             (self.local_epochs >= 1, f"local_epochs must be >= 1, got {self.local_epochs}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.clip_norm >= 0 and math.isfinite(self.clip_norm), f"clip_norm must be >= 0, got {self.clip_norm}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
         ]
+        for name in ("lr", "lr_vision", "lr_fusion"):
+            value = getattr(self, name)
+            checks.append((value > 0 and math.isfinite(value), f"{name} must be > 0, got {value}"))
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -94,13 +104,17 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class Metrics:
-    """What a client reports with its update; the field list is the wire's and the history's."""
+    """What a client reports with its update; the field list is the wire's and the history's.
+
+    NaN means "not measured this round" (e.g. no accuracy before training); infinities are refused.
+    """
 
     train_loss: float = math.nan
-    accuracy_before: float = math.nan  # personalized model on the local test split, before training
+    accuracy_before: float = math.nan  # personalized model on the local test split, before training (optional)
     accuracy_after: float = math.nan  # ... and after
     num_test_examples: int = 0
     train_seconds: float = 0.0
+    accuracy_global: float = math.nan  # the round's global prompts alone (local part at zero), before training
 
     @classmethod
     def names(cls) -> list[str]:
@@ -110,8 +124,8 @@ class Metrics:
         return {name: float(getattr(self, name)) for name in self.names()}
 
     def non_finite(self) -> str | None:
-        """The first metric that is NaN or infinite, if any."""
-        return next((k for k, v in self.as_dict().items() if not math.isfinite(v)), None)
+        """The first infinite metric, if any (NaN means "not measured this round" and is allowed)."""
+        return next((k for k, v in self.as_dict().items() if math.isinf(v)), None)
 
 
 @dataclass(frozen=True)

@@ -57,11 +57,14 @@ class MethodLayout:
 
 METHODS: dict[str, MethodLayout] = {
     "pfeddc": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION),
-    "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM),
     "promptfl": MethodLayout(Placement.GLOBAL, Placement.NONE, Fusion.SUM),
     "coop": MethodLayout(Placement.LOCAL, Placement.NONE, Fusion.SUM),
     "vision-only": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION),
     "zeroshot": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM),
+    # ablations of pfeddc, one part removed each
+    "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM),
+    "pfeddc-novision": MethodLayout(Placement.DUAL, Placement.NONE, Fusion.ATTENTION),
+    "pfeddc-nolocal": MethodLayout(Placement.GLOBAL, Placement.GLOBAL, Fusion.SUM),
 }
 
 
@@ -73,14 +76,15 @@ class BackboneDims:
     vision_hidden: int
     vision_layers: int
     text_max_positions: int
+    vision_heads: int
 
 
 # Shapes of well-known hub models, so the coordinator never downloads anything.
 KNOWN_BACKBONES: dict[str, BackboneDims] = {
-    "openai/clip-vit-base-patch16": BackboneDims(512, 768, 12, 77),
-    "openai/clip-vit-base-patch32": BackboneDims(512, 768, 12, 77),
-    "openai/clip-vit-large-patch14": BackboneDims(768, 1024, 24, 77),
-    "openai/clip-vit-large-patch14-336": BackboneDims(768, 1024, 24, 77),
+    "openai/clip-vit-base-patch16": BackboneDims(512, 768, 12, 77, 12),
+    "openai/clip-vit-base-patch32": BackboneDims(512, 768, 12, 77, 12),
+    "openai/clip-vit-large-patch14": BackboneDims(768, 1024, 24, 77, 16),
+    "openai/clip-vit-large-patch14-336": BackboneDims(768, 1024, 24, 77, 16),
 }
 
 
@@ -93,6 +97,7 @@ def dims_from_config(config: dict[str, Any]) -> BackboneDims:
             vision_hidden=int(vision["hidden_size"]),
             vision_layers=int(vision["num_hidden_layers"]),
             text_max_positions=int(text.get("max_position_embeddings", 77)),
+            vision_heads=int(vision["num_attention_heads"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a CLIP config (missing or bad {exc}): need text_config/vision_config") from exc
@@ -124,7 +129,7 @@ class PromptConfig:
     vision_tokens: int = 4
     vision_depth: int = 1
     fusion: Fusion | None = None
-    fusion_query: FusionQuery = FusionQuery.LOCAL
+    fusion_query: FusionQuery = FusionQuery.GLOBAL
     fusion_heads: int = 1
     text_init: str = "a photo of a"
 
@@ -177,7 +182,11 @@ class TensorSpec:
 
 
 def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
-    """The federated tensors of a model with these dims and prompt settings, sorted by name."""
+    """The federated tensors of a model with these dims and prompt settings, sorted by name.
+
+    text.global: context offsets [tokens, width]; vision.global: prompt tokens [depth, tokens, width];
+    vision.gate.global: how much each prompted layer's heads attend to the prompts [depth, heads].
+    """
     if cfg.vision != Placement.NONE and cfg.vision_depth > dims.vision_layers:
         raise ValueError(f"vision_depth {cfg.vision_depth} exceeds the backbone's {dims.vision_layers} layers")
     specs = []
@@ -185,6 +194,7 @@ def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
         specs.append(TensorSpec("text.global", (cfg.text_ctx, dims.text_hidden)))
     if cfg.vision.has_global:
         specs.append(TensorSpec("vision.global", (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)))
+        specs.append(TensorSpec("vision.gate.global", (cfg.vision_depth, dims.vision_heads)))
     return sorted(specs, key=lambda s: s.name)
 
 
@@ -202,19 +212,13 @@ def spec_difference(expected: list[TensorSpec], got: list[TensorSpec]) -> str | 
 
 
 def initial_prompts(specs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]:
-    """Seeded starting values for prompt tensors, torch-free so the coordinator can create them.
+    """Seeded starting values of the global tensors, torch-free so the coordinator can create them.
 
-    Text prompts are offsets from the embedding of the init phrase ("a photo of a"): zeros start every
-    client at the zero-shot template. Vision prompts are new tokens, random to break the symmetry identical
-    tokens would never leave, at unit scale: the first layer's LayerNorm is scale-invariant, so a tiny
-    prompt would get gradients inversely proportional to its size (an exploding effective learning rate),
-    and deep prompts then sit at the scale of the residual stream they join.
+    The starting global model is exactly zero-shot CLIP: text prompts are offsets from the embedding of the
+    init phrase ("a photo of a"), zero; vision prompts are read through gates that start closed (zero).
+    The vision prompt tokens themselves are random at unit scale (LayerNorm'd before use): distinct tokens
+    break the symmetry identical tokens would never leave.
     """
     rng = np.random.default_rng(seed)
-    out = {}
-    for s in specs:
-        if s.name.startswith("text."):
-            out[s.name] = np.zeros(s.shape, dtype=np.float32)
-        else:
-            out[s.name] = rng.standard_normal(s.shape).astype(np.float32)
-    return out
+    return {s.name: (rng.standard_normal(s.shape) if s.name == "vision.global" else np.zeros(s.shape)
+                     ).astype(np.float32) for s in specs}

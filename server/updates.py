@@ -49,12 +49,12 @@ def check_metrics(metrics: Metrics) -> None:
     if bad:
         raise Refused(Code.INVALID_ARGUMENT, f"metric {bad!r} is not finite ({getattr(metrics, bad)})")
     ranges = [
-        ("accuracy_before", 0.0, 1.0), ("accuracy_after", 0.0, 1.0), ("train_loss", 0.0, math.inf),
-        ("train_seconds", 0.0, math.inf), ("num_test_examples", 0, MAX_TEST_EXAMPLES),
+        ("accuracy_before", 0.0, 1.0), ("accuracy_after", 0.0, 1.0), ("accuracy_global", 0.0, 1.0),
+        ("train_loss", 0.0, math.inf), ("train_seconds", 0.0, math.inf), ("num_test_examples", 0, MAX_TEST_EXAMPLES),
     ]
     for name, low, high in ranges:
         value = getattr(metrics, name)
-        if not low <= value <= high:
+        if not math.isnan(value) and not low <= value <= high:  # NaN: not measured this round
             raise Refused(Code.INVALID_ARGUMENT, f"metric {name!r} = {value} is outside [{low}, {high}]")
 
 

@@ -12,6 +12,20 @@ from pfeddc.common.logs import configure_logging
 from pfeddc.server.app import RunningServer, build_parser, start
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow (minutes to an hour)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow are deselected (reported as such, never silently passed) unless --run-slow."""
+    if config.getoption("--run-slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _json_logs() -> None:
     configure_logging("json", "warning")

@@ -18,9 +18,10 @@ StartCoordinator = Callable[..., RunningServer]
 
 TINY_CONFIG = {
     "projection_dim": 16,
-    "text_config": {"vocab_size": 512, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                    "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 1,
-                    "eos_token_id": 3, "pad_token_id": 0},
+    # the real CLIP tokenizer (copied from the shipped embedded backbone), so tiny models tokenize like production
+    "text_config": {"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                    "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 49406,
+                    "eos_token_id": 49407, "pad_token_id": 49407},
     "vision_config": {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 2,
                       "image_size": 32, "patch_size": 8, "num_channels": 3},
 }

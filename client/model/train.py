@@ -1,4 +1,11 @@
-"""Local training and evaluation of the personalized model: SGD on prompts and fusion, cosine schedule."""
+"""Local training and evaluation of the personalized model.
+
+SGD with momentum on three parameter groups (text prompts, vision prompts and gates, fusion modules), each
+with its own learning rate, a linear warm-up then a cosine decay within the round, and gradient-norm
+clipping at every step. Training watches for collapse: a loss stuck at chance (>= 0.98 ln C) for the last
+half of an epoch after it had been lower, or class prompts whose text features became near-identical
+(cosine > 0.99). Such a round is reported as collapsed instead of being sent.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ from ...common.messages import TrainSettings
 from .prompts import PFedDCModel
 
 MOMENTUM = 0.9
+CHANCE_FRACTION = 0.98  # a loss at >= 98% of ln C is chance level
+MAX_TEXT_COSINE = 0.99
 
 
 class Interrupted(RuntimeError):
@@ -28,6 +37,13 @@ class ImageSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    loss: float  # mean training loss of the round
+    steps: int
+    failure: str | None = None  # why the round must not be sent: "diverged: ..." or "collapsed: ..."
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -47,24 +63,46 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def max_text_cosine(model: PFedDCModel) -> float:
+    """The largest cosine between two classes' text features (1.0 = two classes indistinguishable)."""
+    if len(model.classnames) < 2:
+        return 0.0
+    with torch.no_grad():
+        feats = model.text_features()
+    return float((feats @ feats.t()).fill_diagonal_(-1.0).max())
+
+
+def schedule(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up over `warmup` steps, then cosine decay to zero at `total`."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    span = max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / span))
+
+
 def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainSettings, device: torch.device,
-                stop: threading.Event | None = None, progress: bool = False) -> float:
-    """Train prompts and fusion for `cfg.local_epochs`; returns the mean training loss."""
+                stop: threading.Event | None = None, progress: bool = False) -> TrainResult:
+    """Train prompts, gates and fusion for `cfg.local_epochs`; never raises on a bad round, reports it."""
     from tqdm import tqdm
 
-    params = model.trainable_parameters()
-    if not params:
-        return float("nan")  # zero-shot: nothing to train
+    groups = model.param_groups(cfg)
+    if not groups:
+        return TrainResult(float("nan"), 0)  # zero-shot: nothing to train
+    params = [p for g in groups for p in g["params"]]
     model.train()
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=MOMENTUM)
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=MOMENTUM)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = cfg.local_epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, min(cfg.warmup_steps, total - 1)))
     gen = torch.Generator().manual_seed(cfg.seed)
-    loss_sum, seen = 0.0, 0
+    chance = CHANCE_FRACTION * math.log(max(2, len(model.classnames)))
+    cosine_at_start = max_text_cosine(model)
+    losses: list[float] = []
+    failure: str | None = None
     bar = tqdm(total=total, desc="training", disable=not progress, leave=False)
     for _ in range(cfg.local_epochs):
         order = torch.randperm(len(data), generator=gen)
+        epoch: list[float] = []
         for start in range(0, len(order), cfg.batch_size):
             if stop is not None and stop.is_set():
                 raise Interrupted("training interrupted")
@@ -72,16 +110,39 @@ def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainSettings, device: 
             x, y = _pixels(model, data.images[idx], device), data.labels[idx].to(device)
             with _autocast(device):
                 loss = F.cross_entropy(model(x), y)
+            if not torch.isfinite(loss):
+                failure = f"diverged: the training loss became {loss.item()} at step {len(losses) + 1}"
+                break
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
             opt.step()
             sched.step()
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
+            losses.append(loss.item())
+            epoch.append(losses[-1])
             bar.update(1)
+        failure = failure or _collapse(model, epoch, losses, chance, cosine_at_start)
+        if failure:
+            break
     bar.close()
     model.eval()
-    return loss_sum / max(seen, 1)
+    if failure is None and not all(bool(torch.isfinite(p).all()) for p in params):
+        failure = "diverged: a prompt or fusion value became NaN or Inf"
+    return TrainResult(sum(losses) / len(losses) if losses else float("nan"), len(losses), failure)
+
+
+def _collapse(model: PFedDCModel, epoch: list[float], seen: list[float], chance: float, cosine_at_start: float
+              ) -> str | None:
+    """Why this epoch looks collapsed, or None: stuck at chance after being lower, or merged class prompts."""
+    tail = epoch[len(epoch) // 2:]
+    if tail and min(seen) < chance and sum(tail) / len(tail) >= chance:
+        return (f"collapsed: the loss stayed at chance level ({sum(tail) / len(tail):.3f} >= {chance:.3f}) for the "
+                f"last half of an epoch after reaching {min(seen):.3f}")
+    cosine = max_text_cosine(model)
+    if cosine > MAX_TEXT_COSINE >= cosine_at_start:
+        return f"collapsed: two classes' text features became near-identical (cosine {cosine:.4f})"
+    return None
 
 
 @torch.no_grad()

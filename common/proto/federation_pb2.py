@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apfeddc/v1/federation.proto\x12\tpfeddc.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"&\n\x11\x46\x65\x64\x65rationRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\xa4\x01\n\x0e\x46\x65\x64\x65rationInfo\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x14\n\x0ctotal_rounds\x18\x02 \x01(\x05\x12\x15\n\rcurrent_round\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x1a\n\x12prompt_config_json\x18\x05 \x01(\t\x12#\n\x04spec\x18\x06 \x03(\x0b\x32\x15.pfeddc.v1.TensorSpec\"[\n\x0bJoinRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x03\x12#\n\x04spec\x18\x03 \x03(\x0b\x32\x15.pfeddc.v1.TensorSpec\"_\n\tJoinReply\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x14\n\x0ctotal_rounds\x18\x02 \x01(\x05\x12\x15\n\rcurrent_round\x18\x03 \x01(\x05\x12\x0e\n\x06weight\x18\x04 \x01(\x03\"4\n\x0bTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\nmax_wait_s\x18\x02 \x01(\x01\"S\n\rTrainSettings\x12\x14\n\x0clocal_epochs\x18\x01 \x01(\x05\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"\xa6\x02\n\tTaskReply\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1b.pfeddc.v1.TaskReply.Action\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_rounds\x18\x03 \x01(\x05\x12\x14\n\x0cglobal_state\x18\x04 \x01(\x0c\x12\x15\n\rglobal_sha256\x18\x05 \x01(\t\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.pfeddc.v1.TrainSettings\x12\x15\n\rretry_after_s\x18\x07 \x01(\x01\x12\x12\n\ndeadline_s\x18\x08 \x01(\x01\"C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04WAIT\x10\x02\x12\x0c\n\x08\x46INISHED\x10\x03\"\x80\x01\n\x07Metrics\x12\x12\n\ntrain_loss\x18\x01 \x01(\x01\x12\x17\n\x0f\x61\x63\x63uracy_before\x18\x02 \x01(\x01\x12\x16\n\x0e\x61\x63\x63uracy_after\x18\x03 \x01(\x01\x12\x19\n\x11num_test_examples\x18\x04 \x01(\x03\x12\x15\n\rtrain_seconds\x18\x05 \x01(\x01\"\x9c\x01\n\rUpdateRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x14\n\x0cglobal_state\x18\x03 \x01(\x0c\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12#\n\x07metrics\x18\x05 \x01(\x0b\x32\x12.pfeddc.v1.Metrics\x12\x18\n\x10next_task_wait_s\x18\x06 \x01(\x01\"m\n\x0bUpdateReply\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x10\n\x08received\x18\x02 \x01(\x05\x12\x10\n\x08\x65xpected\x18\x03 \x01(\x05\x12\'\n\tnext_task\x18\x04 \x01(\x0b\x32\x14.pfeddc.v1.TaskReply\"\xe4\x01\n\rFailureReport\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12/\n\x06reason\x18\x03 \x01(\x0e\x32\x1f.pfeddc.v1.FailureReport.Reason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"p\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x44IVERGED\x10\x01\x12\r\n\tCOLLAPSED\x10\x02\x12\x11\n\rOUT_OF_MEMORY\x10\x03\x12\x13\n\x0f\x44\x41TA_UNREADABLE\x10\x04\x12\t\n\x05OTHER\x10\x05\"E\n\x0c\x46\x61ilureReply\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x10\n\x08received\x18\x02 \x01(\x05\x12\x10\n\x08\x65xpected\x18\x03 \x01(\x05\x32\xcc\x02\n\x0b\x43oordinator\x12H\n\rGetFederation\x12\x1c.pfeddc.v1.FederationRequest\x1a\x19.pfeddc.v1.FederationInfo\x12\x34\n\x04Join\x12\x16.pfeddc.v1.JoinRequest\x1a\x14.pfeddc.v1.JoinReply\x12\x37\n\x07GetTask\x12\x16.pfeddc.v1.TaskRequest\x1a\x14.pfeddc.v1.TaskReply\x12@\n\x0cSubmitUpdate\x12\x18.pfeddc.v1.UpdateRequest\x1a\x16.pfeddc.v1.UpdateReply\x12\x42\n\rReportFailure\x12\x18.pfeddc.v1.FailureReport\x1a\x17.pfeddc.v1.FailureReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apfeddc/v1/federation.proto\x12\tpfeddc.v1\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"&\n\x11\x46\x65\x64\x65rationRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\xa4\x01\n\x0e\x46\x65\x64\x65rationInfo\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x14\n\x0ctotal_rounds\x18\x02 \x01(\x05\x12\x15\n\rcurrent_round\x18\x03 \x01(\x05\x12\r\n\x05model\x18\x04 \x01(\t\x12\x1a\n\x12prompt_config_json\x18\x05 \x01(\t\x12#\n\x04spec\x18\x06 \x03(\x0b\x32\x15.pfeddc.v1.TensorSpec\"[\n\x0bJoinRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x03\x12#\n\x04spec\x18\x03 \x03(\x0b\x32\x15.pfeddc.v1.TensorSpec\"_\n\tJoinReply\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x14\n\x0ctotal_rounds\x18\x02 \x01(\x05\x12\x15\n\rcurrent_round\x18\x03 \x01(\x05\x12\x0e\n\x06weight\x18\x04 \x01(\x03\"4\n\x0bTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\nmax_wait_s\x18\x02 \x01(\x01\"\xa2\x01\n\rTrainSettings\x12\x14\n\x0clocal_epochs\x18\x01 \x01(\x05\x12\n\n\x02lr\x18\x02 \x01(\x01\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x11\n\tlr_vision\x18\x05 \x01(\x01\x12\x11\n\tlr_fusion\x18\x06 \x01(\x01\x12\x11\n\tclip_norm\x18\x07 \x01(\x01\x12\x14\n\x0cwarmup_steps\x18\x08 \x01(\x05\"\xa6\x02\n\tTaskReply\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1b.pfeddc.v1.TaskReply.Action\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_rounds\x18\x03 \x01(\x05\x12\x14\n\x0cglobal_state\x18\x04 \x01(\x0c\x12\x15\n\rglobal_sha256\x18\x05 \x01(\t\x12*\n\x08settings\x18\x06 \x01(\x0b\x32\x18.pfeddc.v1.TrainSettings\x12\x15\n\rretry_after_s\x18\x07 \x01(\x01\x12\x12\n\ndeadline_s\x18\x08 \x01(\x01\"C\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04WAIT\x10\x02\x12\x0c\n\x08\x46INISHED\x10\x03\"\x99\x01\n\x07Metrics\x12\x12\n\ntrain_loss\x18\x01 \x01(\x01\x12\x17\n\x0f\x61\x63\x63uracy_before\x18\x02 \x01(\x01\x12\x16\n\x0e\x61\x63\x63uracy_after\x18\x03 \x01(\x01\x12\x19\n\x11num_test_examples\x18\x04 \x01(\x03\x12\x15\n\rtrain_seconds\x18\x05 \x01(\x01\x12\x17\n\x0f\x61\x63\x63uracy_global\x18\x06 \x01(\x01\"\x9c\x01\n\rUpdateRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x14\n\x0cglobal_state\x18\x03 \x01(\x0c\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x12#\n\x07metrics\x18\x05 \x01(\x0b\x32\x12.pfeddc.v1.Metrics\x12\x18\n\x10next_task_wait_s\x18\x06 \x01(\x01\"m\n\x0bUpdateReply\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x10\n\x08received\x18\x02 \x01(\x05\x12\x10\n\x08\x65xpected\x18\x03 \x01(\x05\x12\'\n\tnext_task\x18\x04 \x01(\x0b\x32\x14.pfeddc.v1.TaskReply\"\xe4\x01\n\rFailureReport\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12/\n\x06reason\x18\x03 \x01(\x0e\x32\x1f.pfeddc.v1.FailureReport.Reason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"p\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x44IVERGED\x10\x01\x12\r\n\tCOLLAPSED\x10\x02\x12\x11\n\rOUT_OF_MEMORY\x10\x03\x12\x13\n\x0f\x44\x41TA_UNREADABLE\x10\x04\x12\t\n\x05OTHER\x10\x05\"E\n\x0c\x46\x61ilureReply\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12\x10\n\x08received\x18\x02 \x01(\x05\x12\x10\n\x08\x65xpected\x18\x03 \x01(\x05\x32\xcc\x02\n\x0b\x43oordinator\x12H\n\rGetFederation\x12\x1c.pfeddc.v1.FederationRequest\x1a\x19.pfeddc.v1.FederationInfo\x12\x34\n\x04Join\x12\x16.pfeddc.v1.JoinRequest\x1a\x14.pfeddc.v1.JoinReply\x12\x37\n\x07GetTask\x12\x16.pfeddc.v1.TaskRequest\x1a\x14.pfeddc.v1.TaskReply\x12@\n\x0cSubmitUpdate\x12\x18.pfeddc.v1.UpdateRequest\x1a\x16.pfeddc.v1.UpdateReply\x12\x42\n\rReportFailure\x12\x18.pfeddc.v1.FailureReport\x1a\x17.pfeddc.v1.FailureReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,24 +43,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINREPLY']._serialized_end=494
   _globals['_TASKREQUEST']._serialized_start=496
   _globals['_TASKREQUEST']._serialized_end=548
-  _globals['_TRAINSETTINGS']._serialized_start=550
-  _globals['_TRAINSETTINGS']._serialized_end=633
-  _globals['_TASKREPLY']._serialized_start=636
-  _globals['_TASKREPLY']._serialized_end=930
-  _globals['_TASKREPLY_ACTION']._serialized_start=863
-  _globals['_TASKREPLY_ACTION']._serialized_end=930
-  _globals['_METRICS']._serialized_start=933
-  _globals['_METRICS']._serialized_end=1061
-  _globals['_UPDATEREQUEST']._serialized_start=1064
-  _globals['_UPDATEREQUEST']._serialized_end=1220
-  _globals['_UPDATEREPLY']._serialized_start=1222
-  _globals['_UPDATEREPLY']._serialized_end=1331
-  _globals['_FAILUREREPORT']._serialized_start=1334
-  _globals['_FAILUREREPORT']._serialized_end=1562
-  _globals['_FAILUREREPORT_REASON']._serialized_start=1450
-  _globals['_FAILUREREPORT_REASON']._serialized_end=1562
-  _globals['_FAILUREREPLY']._serialized_start=1564
-  _globals['_FAILUREREPLY']._serialized_end=1633
-  _globals['_COORDINATOR']._serialized_start=1636
-  _globals['_COORDINATOR']._serialized_end=1968
+  _globals['_TRAINSETTINGS']._serialized_start=551
+  _globals['_TRAINSETTINGS']._serialized_end=713
+  _globals['_TASKREPLY']._serialized_start=716
+  _globals['_TASKREPLY']._serialized_end=1010
+  _globals['_TASKREPLY_ACTION']._serialized_start=943
+  _globals['_TASKREPLY_ACTION']._serialized_end=1010
+  _globals['_METRICS']._serialized_start=1013
+  _globals['_METRICS']._serialized_end=1166
+  _globals['_UPDATEREQUEST']._serialized_start=1169
+  _globals['_UPDATEREQUEST']._serialized_end=1325
+  _globals['_UPDATEREPLY']._serialized_start=1327
+  _globals['_UPDATEREPLY']._serialized_end=1436
+  _globals['_FAILUREREPORT']._serialized_start=1439
+  _globals['_FAILUREREPORT']._serialized_end=1667
+  _globals['_FAILUREREPORT_REASON']._serialized_start=1555
+  _globals['_FAILUREREPORT_REASON']._serialized_end=1667
+  _globals['_FAILUREREPLY']._serialized_start=1669
+  _globals['_FAILUREREPLY']._serialized_end=1738
+  _globals['_COORDINATOR']._serialized_start=1741
+  _globals['_COORDINATOR']._serialized_end=2073
 # @@protoc_insertion_point(module_scope)

@@ -70,16 +70,24 @@ class TaskRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., max_wait_s: _Optional[float] = ...) -> None: ...
 
 class TrainSettings(_message.Message):
-    __slots__ = ("local_epochs", "lr", "batch_size", "seed")
+    __slots__ = ("local_epochs", "lr", "batch_size", "seed", "lr_vision", "lr_fusion", "clip_norm", "warmup_steps")
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    LR_VISION_FIELD_NUMBER: _ClassVar[int]
+    LR_FUSION_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
     local_epochs: int
     lr: float
     batch_size: int
     seed: int
-    def __init__(self, local_epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    lr_vision: float
+    lr_fusion: float
+    clip_norm: float
+    warmup_steps: int
+    def __init__(self, local_epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., lr_vision: _Optional[float] = ..., lr_fusion: _Optional[float] = ..., clip_norm: _Optional[float] = ..., warmup_steps: _Optional[int] = ...) -> None: ...
 
 class TaskReply(_message.Message):
     __slots__ = ("action", "round", "total_rounds", "global_state", "global_sha256", "settings", "retry_after_s", "deadline_s")
@@ -112,18 +120,20 @@ class TaskReply(_message.Message):
     def __init__(self, action: _Optional[_Union[TaskReply.Action, str]] = ..., round: _Optional[int] = ..., total_rounds: _Optional[int] = ..., global_state: _Optional[bytes] = ..., global_sha256: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., retry_after_s: _Optional[float] = ..., deadline_s: _Optional[float] = ...) -> None: ...
 
 class Metrics(_message.Message):
-    __slots__ = ("train_loss", "accuracy_before", "accuracy_after", "num_test_examples", "train_seconds")
+    __slots__ = ("train_loss", "accuracy_before", "accuracy_after", "num_test_examples", "train_seconds", "accuracy_global")
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_BEFORE_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_AFTER_FIELD_NUMBER: _ClassVar[int]
     NUM_TEST_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_GLOBAL_FIELD_NUMBER: _ClassVar[int]
     train_loss: float
     accuracy_before: float
     accuracy_after: float
     num_test_examples: int
     train_seconds: float
-    def __init__(self, train_loss: _Optional[float] = ..., accuracy_before: _Optional[float] = ..., accuracy_after: _Optional[float] = ..., num_test_examples: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...
+    accuracy_global: float
+    def __init__(self, train_loss: _Optional[float] = ..., accuracy_before: _Optional[float] = ..., accuracy_after: _Optional[float] = ..., num_test_examples: _Optional[int] = ..., train_seconds: _Optional[float] = ..., accuracy_global: _Optional[float] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
     __slots__ = ("client_id", "round", "global_state", "num_examples", "metrics", "next_task_wait_s")

@@ -57,7 +57,7 @@ def test_wire_info_metrics_join_and_submit_round_trip() -> None:
     info = FederationInfo("abc123", 20, 4, "embedded", PromptConfig(method="promptfl", fusion=Fusion.SUM), SPEC)
     assert wire.info_from_proto(wire.info_to_proto(info)) == info
     metrics = Metrics(train_loss=0.5, accuracy_before=0.25, accuracy_after=0.75, num_test_examples=12,
-                      train_seconds=3.5)
+                      train_seconds=3.5, accuracy_global=0.5)
     assert wire.metrics_from_proto(wire.metrics_to_proto(metrics)) == metrics
     assert wire.join_from_proto(wire.join_to_proto(JoinResult("f", 3, 1))) == JoinResult("f", 3, 1)
     assert wire.submit_from_proto(wire.submit_to_proto(SubmitResult(True, 2, 3))) == SubmitResult(True, 2, 3)

@@ -1,36 +1,75 @@
-"""The embedded backbone builder: tokenizer, pretraining, cache, report; on small generated idx data."""
+"""The builder: pretraining on a small generated corpus, the directory it writes, and (opt-in) a full rebuild."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
-from tests_support import fake_fashion_dir
+import numpy as np
+import pytest
+import torch
+from tests_support import TINY_CONFIG
 
-from pfeddc.client.embedded.build import build_tokenizer, ensure_embedded
-from pfeddc.client.embedded.datasets import fashion_mnist
+from pfeddc.client.embedded import WEIGHTS_DIR
+from pfeddc.client.embedded.build import augment, build
+from pfeddc.client.embedded.corpus import DIGIT, Corpus
 from pfeddc.client.model.backbone import load_backbone
-from pfeddc.common.embedded import EMBEDDED_CONFIG
+from pfeddc.client.model.prompts import PFedDCModel
+from pfeddc.client.model.train import ImageSet, evaluate
+from pfeddc.common.spec import PromptConfig
+
+COLORS = {"red square": (220, 30, 30), "green square": (30, 200, 30), "blue square": (30, 30, 220)}
 
 
-def test_tokenizer_reads_class_names_as_the_clients_do() -> None:
-    tok = build_tokenizer()
-    ids = tok("a photo of a t shirt.")["input_ids"]
-    assert ids[0] == 1 and ids[-1] == tok.eos_token_id == 3
-    assert tok.unk_token_id not in ids
+def color_corpus(per_class: int = 40) -> Corpus:
+    rng = np.random.default_rng(0)
+    images = np.zeros((3 * per_class, 4, 32, 32), dtype=np.uint8)
+    for c, rgb in enumerate(COLORS.values()):
+        for i in range(per_class):
+            images[c * per_class + i, :3] = np.clip(np.array(rgb)[:, None, None] + rng.normal(0, 20, (3, 32, 32)), 0, 255)
+    images[:, 3] = 255
+    owner = np.repeat(np.arange(3), per_class)
+    return Corpus(images, owner, np.full(len(owner), DIGIT), [(n,) for n in COLORS], [()] * 3)
 
 
-def test_ensure_embedded_builds_once_reports_and_loads(tmp_path: Path) -> None:
-    fashion = fake_fashion_dir(tmp_path / "fashion")
-    x, y = fashion_mnist("train", fashion)
-    assert x.shape == (200, 28, 28) and y.shape == (200,)
-    path = ensure_embedded(tmp_path / "cache", seed=1, fashion_dir=fashion, epochs=1, num_digits=256)
-    report = json.loads((path / "pfeddc_embedded.json").read_text())
-    assert 0.0 <= report["zero_shot_fashion_mnist_test"] <= 1.0 and report["seed"] == 1
-    stamp = (path / "model.safetensors").stat().st_mtime_ns
-    assert ensure_embedded(tmp_path / "cache", seed=1, fashion_dir=fashion) == path
-    assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not rebuilt
-    backbone = load_backbone(str(path))
-    assert backbone.dims.vision_hidden == EMBEDDED_CONFIG["vision_config"]["hidden_size"]
-    assert backbone.mean == (0.5, 0.5, 0.5)
-    assert not list((tmp_path / "cache").glob(".embedded-*"))  # no half-written build left behind
+def bpe_from_shipped(tmp_path: Path) -> Path:
+    bpe = tmp_path / "bpe.txt.gz"
+    with gzip.open(bpe, "wt", encoding="utf-8") as fh:
+        fh.write("header\n" + (WEIGHTS_DIR / "merges.txt").read_text(encoding="utf-8").split("\n", 1)[1])
+    return bpe
+
+
+def test_build_pretrains_a_working_clip_directory_and_leaves_nothing_half_written(tmp_path: Path) -> None:
+    out = tmp_path / "weights"
+    corpus = color_corpus()
+    card = build(out, tmp_path / "cache", epochs=30, seed=0, corpus=corpus, progress=False, evaluate=False,
+                 bpe_gz=bpe_from_shipped(tmp_path), config=TINY_CONFIG)
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "vocab.json", "merges.txt",
+                                               "tokenizer_config.json", "preprocessor_config.json", "card.json"}
+    assert not (tmp_path / "weights.building").exists()
+    assert json.loads((out / "card.json").read_text())["seed"] == card["seed"] == 0
+    backbone = load_backbone(str(out))
+    assert all(p.dtype == torch.float32 for p in backbone.clip.parameters())  # stored fp16, trained in fp32
+    model = PFedDCModel(backbone, list(COLORS), PromptConfig(method="zeroshot"))
+    images = torch.from_numpy(corpus.images[:, :3].copy())
+    accuracy = evaluate(model, ImageSet(images, torch.from_numpy(corpus.owner)), torch.device("cpu"))
+    assert accuracy > 0.9  # the captions alone now tell the three colours apart
+
+
+def test_augment_keeps_grayscale_backgrounds_black_and_gives_emoji_a_background() -> None:
+    batch = torch.zeros(4, 4, 32, 32, dtype=torch.uint8)  # fully transparent
+    is_emoji = torch.tensor([True, True, False, False])
+    x = augment(batch, is_emoji, torch.Generator().manual_seed(0))
+    assert x.shape == (4, 3, 32, 32)
+    assert torch.allclose(x[2:], torch.full_like(x[2:], -1.0))  # black after (x - 0.5) / 0.5
+    assert (x[:2] > -1.0).any()
+
+
+@pytest.mark.slow
+def test_rebuild_lands_within_a_few_points_of_the_shipped_card(tmp_path: Path) -> None:
+    """Opt-in (`pytest --run-slow -m slow`): about an hour on 2 CPU cores; needs npm and pip registries."""
+    shipped = json.loads((WEIGHTS_DIR / "card.json").read_text())
+    card = build(tmp_path / "weights", epochs=shipped["epochs"], seed=shipped["seed"], progress=False)
+    for name, result in shipped["zero_shot"].items():
+        assert abs(card["zero_shot"][name]["top1"] - result["top1"]) <= 0.05, name
