@@ -30,8 +30,8 @@ class AggregatorKind(StrEnum):
     TRIMMED_MEAN = "trimmed-mean"
 
 
-def _stacked(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
-    """name -> float64 array [n, *shape], after checking that names, shapes and weights agree."""
+def _checked(updates: Sequence[WeightedUpdate]) -> list[str]:
+    """The tensor names, after checking that names, shapes and weights agree."""
     if not updates:
         raise ValueError("aggregation needs at least one update")
     names = sorted(updates[0][0])
@@ -40,13 +40,16 @@ def _stacked(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
             raise ValueError(f"weights must be positive and finite, got {weight}")
         if sorted(tensors) != names:
             raise ValueError(f"updates disagree on tensor names: {sorted(tensors)} vs {names}")
-    out = {}
     for name in names:
         shapes = {tuple(t[name].shape) for t, _ in updates}
         if len(shapes) != 1:
             raise ValueError(f"tensor {name!r}: updates disagree on its shape: {sorted(shapes)}")
-        out[name] = np.stack([np.asarray(t[name], dtype=np.float64) for t, _ in updates])
-    return out
+    return names
+
+
+def _stacked(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
+    """name -> array [n, *shape] in the updates' dtype (the robust aggregators need every value at once)."""
+    return {name: np.stack([t[name] for t, _ in updates]) for name in _checked(updates)}
 
 
 def _cast_like(result: dict[str, np.ndarray], updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
@@ -55,16 +58,21 @@ def _cast_like(result: dict[str, np.ndarray], updates: Sequence[WeightedUpdate])
 
 
 def fedavg(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
-    """Mean of the tensors weighted by each update's weight (its capped example count)."""
-    stacked = _stacked(updates)
-    weights = np.array([w for _, w in updates], dtype=np.float64)
-    weights /= weights.sum()
-    return _cast_like({name: np.tensordot(weights, s, axes=1) for name, s in stacked.items()}, updates)
+    """Mean of the tensors weighted by each update's weight (its capped example count), summed in float64 one
+    update at a time (memory does not grow with the number of clients)."""
+    names = _checked(updates)
+    total = float(sum(w for _, w in updates))
+    out = {name: np.zeros(np.shape(updates[0][0][name]), np.float64) for name in names}
+    for tensors, weight in updates:
+        for name in names:
+            out[name] += np.asarray(tensors[name], np.float64) * (weight / total)
+    return _cast_like(out, updates)
 
 
 def median(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
     """Coordinate-wise median, unweighted."""
-    return _cast_like({name: np.median(s, axis=0) for name, s in _stacked(updates).items()}, updates)
+    return _cast_like({name: np.median(s.astype(np.float64), axis=0) for name, s in _stacked(updates).items()},
+                      updates)
 
 
 def trimmed_mean(updates: Sequence[WeightedUpdate], trim: float = DEFAULT_TRIM) -> dict[str, np.ndarray]:
@@ -74,7 +82,8 @@ def trimmed_mean(updates: Sequence[WeightedUpdate], trim: float = DEFAULT_TRIM) 
     stacked = _stacked(updates)
     n = len(updates)
     k = math.floor(trim * n)
-    return _cast_like({name: np.sort(s, axis=0)[k:n - k].mean(axis=0) for name, s in stacked.items()}, updates)
+    return _cast_like({name: np.sort(s, axis=0)[k:n - k].mean(axis=0, dtype=np.float64) for name, s in stacked.items()},
+                      updates)
 
 
 def make_aggregator(kind: AggregatorKind, trim: float = DEFAULT_TRIM) -> Aggregator:

@@ -173,7 +173,7 @@ class Federation:
             total, now = self.config.rounds, self._clock()
             if self.finished:
                 return Task(Action.FINISHED, self.round - 1, total, self._payload, self._sha)
-            if self._pending is None and client_id in self._outstanding():
+            if self._pending is None and self._awaits(client_id):
                 wait = self._handouts.wait_left(client_id, now)
                 if wait > 0:
                     return Task(Action.WAIT, self.round, total, retry_after_s=wait)
@@ -282,6 +282,9 @@ class Federation:
                                                  "at Join (join again to change it)")
         return None
 
+    def _awaits(self, client_id: str) -> bool:
+        return client_id in self._sampled and client_id not in self._received and client_id not in self._failed
+
     def _outstanding(self) -> set[str]:
         return self._sampled - self._received.keys() - self._failed.keys()
 
@@ -316,7 +319,8 @@ class Federation:
             if now >= self._persist_retry_at:
                 self._persist(now)
             return
-        if self._sampled and (not self._outstanding() or now >= self._deadline):
+        answered = len(self._received) + len(self._failed)  # both are disjoint subsets of the sampled
+        if self._sampled and (answered >= len(self._sampled) or now >= self._deadline):
             self._end_attempt(now)
         if not self._sampled and self._pending is None and not self._aborted and not self.finished:
             self._open_round(now)

@@ -9,9 +9,15 @@ that a caller gets the plain answer at once and polls, as clients without long-p
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 # Longest a call is held, whatever the client asks: a bounded wait keeps dead peers from pinning threads.
 MAX_HOLD_S = 30.0
+
+
+class Cancellable(Protocol):
+    @property
+    def ended(self) -> bool: ...
 
 
 class ChangeFeed:
@@ -47,7 +53,7 @@ class ChangeFeed:
             self._closed = True
             self._cond.notify_all()
 
-    def wait(self, since: int, timeout: float, cancelled: threading.Event | None = None) -> bool:
+    def wait(self, since: int, timeout: float, cancelled: Cancellable | None = None) -> bool:
         """Hold until the version moves past `since`, `timeout` passes, the call is cancelled or the feed closes.
 
         Returns False without waiting when `max_waiters` calls are already held (or the feed is closed).
@@ -58,7 +64,7 @@ class ChangeFeed:
             self._waiters += 1
             try:
                 self._cond.wait_for(lambda: self._version != since or self._closed
-                                    or (cancelled is not None and cancelled.is_set()), timeout)
+                                    or (cancelled is not None and cancelled.ended), timeout)
             finally:
                 self._waiters -= 1
         return True

@@ -7,7 +7,6 @@ federation changes (server/longpoll.py), so a client learns of a new round the m
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -51,24 +50,30 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         fed = self.federation
         remaining = context.time_remaining()
         wait_s = min(max_wait_s, MAX_HOLD_S, (remaining - 0.5) if remaining is not None else MAX_HOLD_S)
-        deadline, cancelled = time.monotonic() + wait_s, threading.Event()
+        deadline, call = time.monotonic() + wait_s, _HeldCall()
         watching = False
         task: Task | None = None
         while True:
             version = fed.changes.version
             task = task or fed.task(client_id)
             left = deadline - time.monotonic()
-            if task.action != Action.WAIT or left <= 0 or cancelled.is_set():
+            if task.action != Action.WAIT or left <= 0 or call.ended:
                 break
             if not watching:
-                def on_done() -> None:
-                    cancelled.set()
-                    fed.changes.wake()
+                def on_done() -> None:  # runs when the call ends; wakes the waiters only if it ended while held
+                    call.ended = True
+                    if call.waiting:
+                        fed.changes.wake()
 
                 context.add_callback(on_done)
                 watching = True
             backoff = fed.backoff_left(client_id)
-            if not fed.changes.wait(version, min(left, backoff) if backoff > 0 else left, cancelled):
+            call.waiting = True
+            try:
+                held = fed.changes.wait(version, min(left, backoff) if backoff > 0 else left, call)
+            finally:
+                call.waiting = False
+            if not held:
                 return task  # too many held calls (or stopping): answer at once, the client polls
             task = None
         return replace(task, retry_after_s=fed.backoff_left(client_id)) if task.action == Action.WAIT else task
@@ -110,6 +115,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         result = self._call(context, request.client_id, lambda: self.federation.report_failure(
             request.client_id, request.round, reason, request.detail))
         return wire.failure_reply_to_proto(result)
+
+
+class _HeldCall:
+    """Flags of one held call (plain attributes: an Event per call costs more than the call's own work)."""
+
+    __slots__ = ("ended", "waiting")
+
+    def __init__(self) -> None:
+        self.ended = False  # the RPC ended (cancelled, deadline, server stopping)
+        self.waiting = False
 
 
 def _join_secret(context: grpc.ServicerContext) -> str | None:
