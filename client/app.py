@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -155,10 +156,13 @@ def _run(args: argparse.Namespace) -> int:
         # Interrupted: whatever the daemon was doing (loading, training, waiting), the exit code says so.
         log.info(Event.CLIENT_STOPPED, reason=stopper.signal_name, exit_code=stopper.exit_code,
                  wound_down=outcome.done)
-        if not outcome.done:  # still inside a model load or a blocking call: do not wait for it
-            release_output()
-            os._exit(stopper.exit_code)
-        return stopper.exit_code
+        # The state is saved (or the work is still inside a model load or a blocking call): do not wait for the
+        # interpreter's teardown either (gRPC's C-core shutdown alone can take over a second), end the process.
+        release_output()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(stopper.exit_code)
     if outcome.error is not None:
         raise outcome.error
     if not json_logging():  # with JSON logs the federation_finished event carries the same summary
