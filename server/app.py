@@ -7,11 +7,9 @@ import hashlib
 import json
 import sys
 import threading
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..common.cli import add_prompt_flags, add_train_flags, prompt_config_from, train_settings_from
@@ -24,6 +22,7 @@ from ..common.spec import EMBEDDED_MODEL, global_spec, initial_prompts, resolve_
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import MiB, TlsFiles, is_loopback, server_options
 from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource
+from .aioserver import AioServer
 from .auth import Authenticator, load_tokens
 from .checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
 from .federation import Federation, FederationConfig, FederationState
@@ -99,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class RunningServer:
-    server: grpc.Server
+    server: AioServer
     port: int
     federation: Federation
     health: health.HealthServicer
@@ -112,7 +111,7 @@ class RunningServer:
         for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.federation.changes.close()  # held calls answer now instead of pinning the shutdown
-        self.server.stop(grace).wait()
+        self.server.stop(grace)
         if self.side:
             self.side.stop()
 
@@ -149,12 +148,8 @@ def start(args: argparse.Namespace) -> RunningServer:
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
                           args.state_dir / ROUNDS_FILE)
     metrics.watch(source)
-    server = grpc.server(
-        # one worker per held (long-poll) call, plus room for the calls that do the work
-        futures.ThreadPoolExecutor(max_workers=args.max_held_calls + 32),
-        options=server_options(config.max_update_bytes),
-        interceptors=[metrics.interceptor()],
-    )
+    server = AioServer(options=server_options(config.max_update_bytes), interceptors=[metrics.aio_interceptor()])
+    federation.changes.attach(server.loop)  # held calls wait on the server's event loop
     admin_grpc.add_AdminServicer_to_server(AdminServicer(source, auth), server)
     pb_grpc.add_CoordinatorServicer_to_server(
         CoordinatorServicer(federation, auth, federation_id, args.model, prompt), server)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 
 import numpy as np
 
@@ -29,7 +29,7 @@ def next_state(state: FederationState, config: FederationConfig, aggregate: Aggr
     privacy, dp = PrivacyLedger(dict(state.privacy.rounds_by_noise)), config.dp
     if dp is not None:
         privacy.record(dp.noise_multiplier)
-    clients = {c: replace(r) for c, r in state.clients.items()}
+    clients = {c: copy.copy(r) for c, r in state.clients.items()}
     for client_id in received:
         clients[client_id].rounds_participated += 1
     summary = RoundSummary(

@@ -2,16 +2,20 @@
 
 The federation moves `ChangeFeed.version` whenever a round opens, closes, is retried, or the federation
 finishes or stops; a held GetTask (or a SubmitUpdate that asked for its next task) re-asks the federation
-then. Each held call occupies a worker thread of the gRPC server, so at most `max_waiters` are held; beyond
-that a caller gets the plain answer at once and polls, as clients without long-poll always do.
+then. Held calls wait on the gRPC server's event loop (`wait_async`, after `attach`); `wait` serves
+threads. At most `max_waiters` calls are held at once; beyond that a caller gets the plain answer at once
+and polls, as clients without long-poll always do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
+import time
 from typing import Protocol
 
-# Longest a call is held, whatever the client asks: a bounded wait keeps dead peers from pinning threads.
+# Longest a call is held, whatever the client asks: a bounded wait lets dead peers go.
 MAX_HOLD_S = 30.0
 
 
@@ -21,12 +25,14 @@ class Cancellable(Protocol):
 
 
 class ChangeFeed:
-    def __init__(self, max_waiters: int = 1024) -> None:
+    def __init__(self, max_waiters: int = 4096) -> None:
         self.max_waiters = max_waiters
         self._cond = threading.Condition()
         self._version = 0
         self._waiters = 0
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
 
     @property
     def version(self) -> int:
@@ -36,14 +42,19 @@ class ChangeFeed:
     def waiters(self) -> int:
         return self._waiters
 
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve `wait_async` on this event loop (the gRPC server's)."""
+        self._loop = loop
+
     def notify(self) -> None:
-        """Something a waiting client would be told may have changed: wake every waiter."""
+        """Something a waiting client would be told may have changed: wake every waiter (from any thread)."""
         with self._cond:
             self._version += 1
             self._cond.notify_all()
+        self._fire()
 
     def wake(self) -> None:
-        """Wake every waiter to re-check its own condition (a cancelled call), without a change."""
+        """Wake every thread waiter to re-check its own condition (a cancelled call), without a change."""
         with self._cond:
             self._cond.notify_all()
 
@@ -52,9 +63,21 @@ class ChangeFeed:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._fire()
+
+    def _fire(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting on it
+                loop.call_soon_threadsafe(self._set_event)
+
+    def _set_event(self) -> None:
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
 
     def wait(self, since: int, timeout: float, cancelled: Cancellable | None = None) -> bool:
-        """Hold until the version moves past `since`, `timeout` passes, the call is cancelled or the feed closes.
+        """Hold a thread until the version moves past `since`, `timeout` passes, the call ends or the feed closes.
 
         Returns False without waiting when `max_waiters` calls are already held (or the feed is closed).
         """
@@ -67,4 +90,27 @@ class ChangeFeed:
                                     or (cancelled is not None and cancelled.ended), timeout)
             finally:
                 self._waiters -= 1
+        return True
+
+    async def wait_async(self, since: int, timeout: float) -> bool:
+        """`wait` for a coroutine on the attached loop (a cancelled call is cancelled by gRPC itself)."""
+        if self._closed or self._waiters >= self.max_waiters:
+            return False
+        self._waiters += 1
+        deadline = time.monotonic() + timeout
+        try:
+            while self._version == since and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if self._event is None:
+                    self._event = asyncio.Event()
+                event = self._event
+                try:
+                    async with asyncio.timeout(left):
+                        await event.wait()
+                except TimeoutError:
+                    break
+        finally:
+            self._waiters -= 1
         return True

@@ -7,6 +7,7 @@ status snapshot as `pfeddc-server status` at every scrape, so the two never disa
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -60,6 +61,10 @@ class CoordinatorMetrics:
     def interceptor(self) -> grpc.ServerInterceptor:
         return _Interceptor(self)
 
+    def aio_interceptor(self) -> grpc.aio.ServerInterceptor:
+        """The same counting for the grpc.aio federation port (server/aioserver.py)."""
+        return _AioInterceptor(self)
+
     def record(self, method: str, code: grpc.StatusCode, request: Any, response: Any) -> None:
         self.requests.labels(method, code.name).inc()
         self.received_bytes.labels(method).inc(request.ByteSize())
@@ -90,6 +95,36 @@ class _Interceptor(grpc.ServerInterceptor):
             except BaseException:
                 code_of = getattr(context, "code", None)  # grpc >= 1.38; the stubs do not know it
                 code = code_of() if callable(code_of) else None
+                metrics.record(method, code or grpc.StatusCode.UNKNOWN, request, None)
+                raise
+            metrics.record(method, grpc.StatusCode.OK, request, response)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+
+
+class _AioInterceptor(grpc.aio.ServerInterceptor):
+    """`_Interceptor` for grpc.aio: coroutine handlers are awaited; synchronous ones (admin, health) run as
+    they are, on the aio server's thread pool."""
+
+    def __init__(self, metrics: CoordinatorMetrics) -> None:
+        self.sync = _Interceptor(metrics)
+
+    async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        if not inspect.iscoroutinefunction(handler.unary_unary):
+            return self.sync.intercept_service(lambda _details: handler, details)
+        method = details.method.rsplit("/", 1)[-1]
+        inner, metrics = handler.unary_unary, self.sync.metrics
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                response = await inner(request, context)
+            except BaseException:
+                code = context.code()
                 metrics.record(method, code or grpc.StatusCode.UNKNOWN, request, None)
                 raise
             metrics.record(method, grpc.StatusCode.OK, request, response)

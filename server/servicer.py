@@ -2,7 +2,8 @@
 
 Every refusal becomes a status code in one place (`_call`); the conversions live in common/wire.py.
 A GetTask (or a SubmitUpdate asking for its next task) that would be told to WAIT is held open until the
-federation changes (server/longpoll.py), so a client learns of a new round the moment it opens.
+federation changes (server/longpoll.py), so a client learns of a new round the moment it opens. The methods
+are coroutines served by grpc.aio (server/aioserver.py); the federation's calls are quick and synchronous.
 """
 
 from __future__ import annotations
@@ -33,102 +34,78 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.federation, self.auth, self.federation_id = federation, auth, federation_id
         self.model, self.prompt_config = model, prompt_config
 
-    def _call(self, context: grpc.ServicerContext, client_id: str, fn: Callable[[], T], bound: bool = True) -> T:
+    async def _call(self, context: grpc.aio.ServicerContext, client_id: str, fn: Callable[[], T],
+                    bound: bool = True) -> T:
         """Authenticate, run `fn`, map a refusal to its status. `bound`: in open mode, the caller must hold the
         join secret bound to `client_id` (every call but GetFederation and Join, which binds it)."""
         try:
-            self.auth.check(context, client_id)
+            self.auth.check(context, client_id)  # type: ignore[arg-type]  # the aio context has the same accessors
             if bound and not self.auth.enabled:
                 self.federation.authorize(client_id, _join_secret(context))
             return fn()
         except Refused as exc:
-            context.abort(wire.status_of(exc.code), exc.message)
+            await context.abort(wire.status_of(exc.code), exc.message)
             raise AssertionError("unreachable") from None  # abort raises
 
-    def _hold(self, context: grpc.ServicerContext, client_id: str, max_wait_s: float) -> Task:
+    async def _hold(self, context: grpc.aio.ServicerContext, client_id: str, max_wait_s: float) -> Task:
         """The client's task; while it is WAIT, hold the call until the federation changes or the wait ends."""
         fed = self.federation
         remaining = context.time_remaining()
         wait_s = min(max_wait_s, MAX_HOLD_S, (remaining - 0.5) if remaining is not None else MAX_HOLD_S)
-        deadline, call = time.monotonic() + wait_s, _HeldCall()
-        watching = False
-        task: Task | None = None
+        deadline = time.monotonic() + wait_s
         while True:
             version = fed.changes.version
-            task = task or fed.task(client_id)
+            task = await self._call(context, client_id, lambda: fed.task(client_id))
             left = deadline - time.monotonic()
-            if task.action != Action.WAIT or left <= 0 or call.ended:
-                break
-            if not watching:
-                def on_done() -> None:  # runs when the call ends; wakes the waiters only if it ended while held
-                    call.ended = True
-                    if call.waiting:
-                        fed.changes.wake()
-
-                context.add_callback(on_done)
-                watching = True
+            if task.action != Action.WAIT:
+                return task
+            if left <= 0:  # the wait ran its course: ask again now (or when a backoff ends)
+                return replace(task, retry_after_s=fed.backoff_left(client_id))
             backoff = fed.backoff_left(client_id)
-            call.waiting = True
-            try:
-                held = fed.changes.wait(version, min(left, backoff) if backoff > 0 else left, call)
-            finally:
-                call.waiting = False
-            if not held:
+            if not await fed.changes.wait_async(version, min(left, backoff) if backoff > 0 else left):
                 return task  # too many held calls (or stopping): answer at once, the client polls
-            task = None
-        return replace(task, retry_after_s=fed.backoff_left(client_id)) if task.action == Action.WAIT else task
 
-    def GetFederation(self, request: pb.FederationRequest, context: grpc.ServicerContext) -> pb.FederationInfo:
-        self._call(context, request.client_id, lambda: None, bound=False)
+    async def GetFederation(self, request: pb.FederationRequest,
+                            context: grpc.aio.ServicerContext) -> pb.FederationInfo:
+        await self._call(context, request.client_id, lambda: None, bound=False)
         fed = self.federation
         return wire.info_to_proto(FederationInfo(self.federation_id, fed.config.rounds, fed.round, self.model,
                                                  self.prompt_config, fed.spec))
 
-    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:
+    async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
         spec = wire.spec_from_proto(list(request.spec))
         fed = self.federation
         secret = _join_secret(context) if not self.auth.enabled else None
-        weight = self._call(context, request.client_id,
-                            lambda: fed.join(request.client_id, request.num_examples, spec, secret), bound=False)
+        weight = await self._call(context, request.client_id,
+                                  lambda: fed.join(request.client_id, request.num_examples, spec, secret), bound=False)
         return wire.join_to_proto(JoinResult(self.federation_id, fed.config.rounds, fed.round, weight))
 
-    def GetTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> pb.TaskReply:
+    async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskReply:
         client_id, fed = request.client_id, self.federation
         if request.max_wait_s > 0:
-            task = self._call(context, client_id, lambda: self._hold(context, client_id, request.max_wait_s))
+            task = await self._hold(context, client_id, request.max_wait_s)
         else:
-            task = self._call(context, client_id, lambda: fed.task(client_id))
+            task = await self._call(context, client_id, lambda: fed.task(client_id))
         return wire.task_to_proto(task)
 
-    def SubmitUpdate(self, request: pb.UpdateRequest, context: grpc.ServicerContext) -> pb.UpdateReply:
+    async def SubmitUpdate(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext) -> pb.UpdateReply:
         metrics = wire.metrics_from_proto(request.metrics)
         client_id, fed = request.client_id, self.federation
-        result = self._call(context, client_id, lambda: fed.submit(
+        result = await self._call(context, client_id, lambda: fed.submit(
             client_id, request.round, request.global_state, request.num_examples, metrics))
         if request.next_task_wait_s > 0:
-            next_task = self._call(context, client_id, lambda: self._hold(context, client_id, request.next_task_wait_s))
-            result = replace(result, next_task=next_task)
+            result = replace(result, next_task=await self._hold(context, client_id, request.next_task_wait_s))
         return wire.submit_to_proto(result)
 
-    def ReportFailure(self, request: pb.FailureReport, context: grpc.ServicerContext) -> pb.FailureReply:
+    async def ReportFailure(self, request: pb.FailureReport, context: grpc.aio.ServicerContext) -> pb.FailureReply:
         reason = wire.reason_from_proto(request.reason)
-        result = self._call(context, request.client_id, lambda: self.federation.report_failure(
+        result = await self._call(context, request.client_id, lambda: self.federation.report_failure(
             request.client_id, request.round, reason, request.detail))
         return wire.failure_reply_to_proto(result)
 
 
-class _HeldCall:
-    """Flags of one held call (plain attributes: an Event per call costs more than the call's own work)."""
-
-    __slots__ = ("ended", "waiting")
-
-    def __init__(self) -> None:
-        self.ended = False  # the RPC ended (cancelled, deadline, server stopping)
-        self.waiting = False
-
-
-def _join_secret(context: grpc.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata():
+def _join_secret(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
         if key == JOIN_SECRET_METADATA_KEY and isinstance(value, str):
             return value
     return None

@@ -59,8 +59,9 @@ def check_metrics(metrics: Metrics) -> None:
 
 
 def check_update(payload: bytes, num_examples: int, metrics: Metrics, spec: list[TensorSpec],
-                 limits: UpdateLimits) -> CheckedUpdate:
-    """The parsed update, or `Refused` naming what is wrong with it. Pure; call it outside the lock."""
+                 limits: UpdateLimits, sha256: str | None = None) -> CheckedUpdate:
+    """The parsed update, or `Refused` naming what is wrong with it. Pure; call it outside the lock.
+    `sha256`: the payload's digest when the caller has it already."""
     if num_examples <= 0:
         raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
     if len(payload) > limits.max_update_bytes:
@@ -77,4 +78,4 @@ def check_update(payload: bytes, num_examples: int, metrics: Metrics, spec: list
             raise Refused(Code.INVALID_ARGUMENT, f"update refused: tensor {name!r} holds a value of magnitude "
                                                  f"{peak:.3g}, above the {limits.max_abs_value:g} limit "
                                                  "(--max-abs-value)")
-    return CheckedUpdate(serde.sha256(payload), tensors, num_examples, metrics)
+    return CheckedUpdate(sha256 or serde.sha256(payload), tensors, num_examples, metrics)
