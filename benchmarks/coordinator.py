@@ -1,0 +1,374 @@
+"""Coordinator cost per round with scripted no-op clients: latency, coordinator CPU, memory, and a soak.
+
+    python benchmarks/coordinator.py                         # N = 10, 100, 500, 2000, then the 2,000-round soak
+    python benchmarks/coordinator.py --sizes 10 100 --soak-rounds 0
+    python benchmarks/coordinator.py --flower-python /path/to/venv/bin/python   # + Flower at N=10, same machine
+
+A real `pfeddc-server` process (ViT-B/16 shapes, 16 text + 16 vision tokens: an 82 KB update) serves N
+clients that do no training: asyncio clients on grpc.aio in a few worker processes, one channel each. Each
+client holds GetTask open until it is sampled (push) and asks for its next task in the same SubmitUpdate,
+so a round costs one call per client. `poll` rows are the same clients speaking the protocol of clients
+that do not push (GetTask answered at once, sleep retry_after_s = 2 s, ask again): what every client did
+before push, measured here on the same server.
+
+Measured: s/round from the commit times in rounds.jsonl (round 1 excluded), the coordinator's CPU-s per round
+from /proc/<pid>/stat sampled every 20 ms, its peak RSS (VmHWM). The clients share the machine's cores with
+the coordinator, so latency at large N includes their own CPU.
+
+Floor: a gRPC server that does nothing but what every round needs from gRPC (N calls held until the last
+arrives, then all answered; 82 KB each way), on grpc.aio (what pfeddc serves with) and on the threaded server
+(what it served with before): the coordinator's CPU above the aio floor is pfeddc's own work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from pfeddc.common import serde, wire
+from pfeddc.common.messages import Metrics
+from pfeddc.common.proto import federation_pb2 as pb
+from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
+from pfeddc.common.spec import HUB_DEFAULT_MODEL, KNOWN_BACKBONES, PromptConfig, global_spec
+
+PROMPT = PromptConfig(method="pfeddc", text_ctx=16, vision_tokens=16)
+SPEC = global_spec(KNOWN_BACKBONES[HUB_DEFAULT_MODEL], PROMPT)
+SERVER_FLAGS = ["--model", HUB_DEFAULT_MODEL, "--method", "pfeddc", "--text-ctx", "16", "--vision-tokens", "16"]
+HOLD_S = 30.0
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ----- scripted clients (worker processes)
+async def _client(target: str, client_id: str, push: bool, payload: bytes, metrics: pb.Metrics) -> int:
+    async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+        stub = pb_grpc.CoordinatorStub(ch)
+        await stub.Join(pb.JoinRequest(client_id=client_id, num_examples=100, spec=wire.spec_to_proto(SPEC)))
+        wait = HOLD_S if push else 0.0
+        task = await stub.GetTask(pb.TaskRequest(client_id=client_id, max_wait_s=wait))
+        rounds = 0
+        while task.action != pb.TaskReply.FINISHED:
+            if task.action == pb.TaskReply.TRAIN:
+                reply = await stub.SubmitUpdate(pb.UpdateRequest(
+                    client_id=client_id, round=task.round, global_state=payload, num_examples=100, metrics=metrics,
+                    next_task_wait_s=wait))
+                rounds += 1
+                if reply.HasField("next_task"):
+                    task = reply.next_task
+                    continue
+            elif task.retry_after_s > 0:
+                await asyncio.sleep(task.retry_after_s)
+            task = await stub.GetTask(pb.TaskRequest(client_id=client_id, max_wait_s=wait))
+        return rounds
+
+
+async def _clients(target: str, ids: list[str], push: bool) -> list[int]:
+    payload = serde.encode({s.name: np.full(s.shape, 0.01, np.float32) for s in SPEC})
+    metrics = wire.metrics_to_proto(Metrics(train_loss=1.0, accuracy_before=0.5, accuracy_after=0.5,
+                                            num_test_examples=10, train_seconds=0.0))
+    return await asyncio.gather(*(_client(target, c, push, payload, metrics) for c in ids))
+
+
+def _worker(target: str, ids: list[str], push: bool) -> None:
+    asyncio.run(_clients(target, ids, push))
+
+
+# ----- the floor: gRPC alone, the same calls and bytes, no federation
+_ECHO = "/bench.Floor/Round"
+
+
+def _floor_server(port_q: Any, n: int, size: int, aio: bool, times: str) -> None:
+    payload = b"x" * size
+
+    def released() -> None:  # the round's commit time, like rounds.jsonl's
+        with open(times, "a") as fh:
+            fh.write(f"{time.time()}\n")
+
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    if not aio:
+        cond, state = threading.Condition(), {"n": 0, "gen": 0}
+
+        def held(_request: bytes, _context: Any) -> bytes:
+            with cond:
+                state["n"] += 1
+                gen = state["gen"]
+                if state["n"] >= n:
+                    state["n"], state["gen"] = 0, gen + 1
+                    released()
+                    cond.notify_all()
+                else:
+                    cond.wait_for(lambda: state["gen"] != gen, 60)
+            return payload
+
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Floor", {"Round": grpc.unary_unary_rpc_method_handler(held)})
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=n + 32), options=options)
+        server.add_generic_rpc_handlers([handler])
+        port_q.put(server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        server.wait_for_termination()
+        return
+
+    async def serve() -> None:
+        arrived, events = [0], [asyncio.Event()]
+
+        async def held_async(_request: bytes, _context: Any) -> bytes:
+            arrived[0] += 1
+            event = events[0]
+            if arrived[0] >= n:
+                arrived[0], events[0] = 0, asyncio.Event()
+                released()
+                event.set()
+            else:
+                await asyncio.wait_for(event.wait(), 60)
+            return payload
+
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Floor", {"Round": grpc.unary_unary_rpc_method_handler(held_async)})
+        server = grpc.aio.server(options=options)
+        server.add_generic_rpc_handlers([handler])
+        port_q.put(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+async def _floor_clients(target: str, n: int, rounds: int, size: int) -> None:
+    payload = b"y" * size
+    channels = [grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
+                for _ in range(n)]
+    calls = [ch.unary_unary(_ECHO, request_serializer=None, response_deserializer=None) for ch in channels]
+
+    async def one(call: Any) -> None:
+        for _ in range(rounds):
+            await call(payload)
+
+    await asyncio.gather(*(one(c) for c in calls))
+
+
+def _floor_worker(target: str, n: int, rounds: int, size: int) -> None:
+    asyncio.run(_floor_clients(target, n, rounds, size))
+
+
+def floor(clients: int, rounds: int, aio: bool, workers: int, size: int, workdir: Path) -> Run:
+    """The gRPC-only floor, measured like `run` (`workers` must divide `clients`)."""
+    ctx = multiprocessing.get_context("spawn")
+    port_q = ctx.Queue()
+    times = Path(tempfile.mkstemp(dir=workdir, prefix="floor-")[1])
+    server = ctx.Process(target=_floor_server, args=(port_q, clients, size, aio, str(times)))
+    server.start()
+    assert server.pid is not None
+    pid, target = server.pid, f"127.0.0.1:{port_q.get(timeout=60)}"
+    try:
+        procs = [ctx.Process(target=_floor_worker, args=(target, clients // workers, rounds, size))
+                 for _ in range(workers)]
+        for p in procs:
+            p.start()
+        cpu, rss = [], []
+        while any(p.is_alive() for p in procs):
+            now = time.time()
+            cpu.append((now, _cpu_s(pid)))
+            rss.append((now, _memory_kib(pid)[0]))
+            time.sleep(0.02)
+        commits = [float(t) for t in times.read_text().split()]
+        return Run(clients, "aio floor" if aio else "threaded floor", commits, cpu, rss, _memory_kib(pid)[1])
+    finally:
+        server.terminate()
+
+
+# ----- the coordinator process and its measurements
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            values[line.split(":")[0]] = int(line.split()[1])
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+@dataclass
+class Run:
+    clients: int
+    mode: str
+    rounds: list[float]  # commit time of each round (unix s)
+    cpu: list[tuple[float, float]]  # (unix s, coordinator CPU s) samples
+    rss: list[tuple[float, int]]  # (unix s, RSS KiB)
+    peak_rss_kib: int
+
+    def cpu_at(self, t: float) -> float:
+        times = [s[0] for s in self.cpu]
+        return float(np.interp(t, times, [s[1] for s in self.cpu]))
+
+    def per_round(self, first: int, last: int) -> tuple[list[float], list[float]]:
+        """Seconds and coordinator CPU-s of rounds first..last (1-based, round r spans commit r-1 -> commit r)."""
+        secs = [self.rounds[r - 1] - self.rounds[r - 2] for r in range(max(first, 2), last + 1)]
+        cpus = [self.cpu_at(self.rounds[r - 1]) - self.cpu_at(self.rounds[r - 2])
+                for r in range(max(first, 2), last + 1)]
+        return secs, cpus
+
+
+def run(clients: int, rounds: int, push: bool, workers: int, workdir: Path) -> Run:
+    state = Path(tempfile.mkdtemp(dir=workdir, prefix=f"n{clients}-"))
+    log = open(state / "server.log", "w")  # noqa: SIM115 (closed below)
+    argv = [sys.executable, "-m", "pfeddc.server.app", "--bind", "127.0.0.1", "--port", "0", "--state-dir",
+            str(state / "coordinator"), "--rounds", str(rounds), "--min-clients", str(clients), "--quorum", "1",
+            "--round-timeout", "600", "--linger", "3", "--log-format", "json", "--poll-interval", "2",
+            "--max-held-calls", str(clients + 16), *SERVER_FLAGS]
+    server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        port = _wait_port(state / "server.log", server)
+        ids = [f"site-{i:05d}" for i in range(clients)]
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(f"127.0.0.1:{port}", ids[i::workers], push)) for i in range(workers)]
+        for p in procs:
+            p.start()
+        cpu, rss, peak = [], [], 0
+        while server.poll() is None:
+            now = time.time()
+            try:
+                cpu.append((now, _cpu_s(server.pid)))
+                current, peak_now = _memory_kib(server.pid)
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                break
+            rss.append((now, current))
+            peak = max(peak, peak_now)
+            time.sleep(0.02)
+        for p in procs:
+            p.join(60)
+        if server.wait() != 0:
+            raise RuntimeError(f"the coordinator exited with {server.returncode}: see {state / 'server.log'}")
+        lines = (state / "coordinator" / "rounds.jsonl").read_text().splitlines()
+        commits = [json.loads(line)["time"] for line in lines]
+        return Run(clients, "push" if push else "poll", commits, cpu, rss, peak)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
+
+
+def _wait_port(log: Path, server: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if '"server_started"' in line:
+                return int(json.loads(line)["port"])
+        if server.poll() is not None:
+            raise RuntimeError(f"the coordinator exited: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    raise TimeoutError("the coordinator did not start")
+
+
+# ----- report
+def hardware() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return (f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}, "
+            f"grpcio {grpc.__version__}")
+
+
+def row(r: Run) -> str:
+    secs, cpus = r.per_round(2, len(r.rounds))
+    return (f"| {r.clients} | {r.mode} | {len(secs)} | {statistics.median(secs):.3f} | {max(secs):.3f} | "
+            f"{statistics.median(cpus):.3f} | {r.peak_rss_kib / 1024:.0f} |")
+
+
+def soak_rows(r: Run) -> list[str]:
+    n = len(r.rounds)
+    start, end = (10, 110), (n - 99, n)
+    out = []
+    for label, (a, b) in (("rounds 10-110", start), (f"rounds {end[0]}-{end[1]}", end)):
+        secs, cpus = r.per_round(a, b)
+        rss = [kib for t, kib in r.rss if r.rounds[a - 2] <= t <= r.rounds[b - 1]]
+        out.append(f"| {label} | {statistics.mean(secs):.4f} | {statistics.mean(cpus):.4f} | "
+                   f"{max(rss) / 1024:.1f} |")
+    (s0, c0), (s1, c1) = (r.per_round(*start), r.per_round(*end))
+    out.append(f"| last / first | {statistics.mean(s1) / statistics.mean(s0):.2f}x | "
+               f"{statistics.mean(c1) / statistics.mean(c0):.2f}x | |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500, 2000])
+    p.add_argument("--rounds", type=int, default=12, help="rounds per size (round 1 excluded) (default: 12)")
+    p.add_argument("--poll-sizes", type=int, nargs="*", default=[10, 100],
+                   help="sizes also run with polling clients, for the push/poll ratio (default: 10 100)")
+    p.add_argument("--soak-rounds", type=int, default=2000)
+    p.add_argument("--soak-clients", type=int, default=100)
+    p.add_argument("--workers", type=int, default=4, help="client processes (default: 4)")
+    p.add_argument("--floor-rounds", type=int, default=8, help="rounds of the gRPC-only floor; 0: skip (default: 8)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/coordinator.md"))
+    args = p.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="pfeddc-bench-"))
+    lines = ["# Coordinator cost per round (benchmarks/coordinator.py)", "", f"Hardware: {hardware()}", "",
+             f"Update: {len(serde.encode({s.name: np.zeros(s.shape, np.float32) for s in SPEC}))} bytes "
+             f"({', '.join(s.describe() for s in SPEC)}); scripted no-op clients, {args.workers} client processes.",
+             "", "| N | clients | rounds | s/round median | s/round max | coordinator CPU-s/round | peak RSS MiB |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    floors: list[str] = []
+    print("\n".join(lines), flush=True)
+    results: dict[tuple[int, str], Run] = {}
+    size = len(serde.encode({s.name: np.zeros(s.shape, np.float32) for s in SPEC}))
+    for n in args.sizes:
+        workers = min(args.workers, max(1, n // 5))
+        for push in (True, False) if n in args.poll_sizes else (True,):
+            r = run(n, args.rounds, push, workers, workdir)
+            results[(n, r.mode)] = r
+            lines.append(row(r))
+            print(lines[-1], flush=True)
+        if args.floor_rounds:
+            ours = statistics.median(results[(n, "push")].per_round(2, args.rounds)[1])
+            for aio in (True, False):
+                f = floor(n, args.floor_rounds, aio, workers, size, workdir)
+                cpu = statistics.median(f.per_round(2, len(f.rounds))[1])
+                floors.append(row(f) + f" {ours / cpu:.1f}x |")
+                print(floors[-1], flush=True)
+    if floors:
+        lines += ["", "gRPC-only floor (the same calls, holds and bytes; no federation):", "",
+                  "| N | server | rounds | s/round median | s/round max | server CPU-s/round | peak RSS MiB | "
+                  "pfeddc CPU / floor CPU |", "|---:|---|---:|---:|---:|---:|---:|---:|", *floors]
+    ratios = []
+    for n in args.poll_sizes:
+        if (n, "push") in results and (n, "poll") in results:
+            push_s = statistics.median(results[(n, "push")].per_round(2, args.rounds)[0])
+            poll_s = statistics.median(results[(n, "poll")].per_round(2, args.rounds)[0])
+            ratios.append(f"- N={n}: push rounds are {poll_s / push_s:.0f}x faster than polling rounds "
+                          f"({push_s:.3f} s vs {poll_s:.3f} s median)")
+    if ratios:
+        lines += ["", *ratios]
+        print("\n".join(["", *ratios]), flush=True)
+    if args.soak_rounds:
+        soak = run(args.soak_clients, args.soak_rounds, True, min(args.workers, 2), workdir)
+        lines += ["", f"Soak: {args.soak_rounds} rounds at N={args.soak_clients} (push)", "",
+                  "| window | s/round mean | coordinator CPU-s/round mean | RSS MiB max |", "|---|---:|---:|---:|",
+                  *soak_rows(soak)]
+        print("\n".join(lines[-(len(soak_rows(soak)) + 4):]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"\nsaved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
