@@ -1,190 +1,219 @@
-"""Accuracy benchmark: every method on the same partitions, several seeds, label and domain shift.
+"""Accuracy benchmark: pFedDC against its baselines and its own ablations, fairly tuned, several seeds.
 
-    python benchmarks/accuracy.py --out runs/accuracy                  # full run (hours on 2 CPU cores)
-    python benchmarks/accuracy.py --seeds 0 --rounds 3 --parts label   # a quick look
+    python benchmarks/accuracy.py                        # everything (hours on 2 CPU cores), resumable
+    python benchmarks/accuracy.py --settings dir0.5 --methods pfeddc,promptfl --seeds 0   # a quick look
+    python benchmarks/accuracy.py --report-only          # tables and plots of the recorded runs
 
-Parts:
-  label          Fashion-MNIST test split, 10 clients, Dirichlet alpha 0.5 and 0.1, all methods
-  domain         digit domains (MNIST, MNIST-M-style, inverted MNIST, UCI 8x8), 8 clients, all methods
-  participation  Dirichlet 0.5 at participation 0.5 for the federated methods (1.0 comes from `label`)
-  ablation       pFedDC design choices on Dirichlet 0.5: prompt lengths, deep vs shallow, fusion query side
-Each federation is a real `pfeddc-sim` run (coordinator + one process per client). Results are appended to
-OUT/runs.jsonl as they finish, so an interrupted run keeps what it measured; the tables go to OUT/accuracy.md.
+Settings (embedded backbone, 10 rounds x 1 local epoch, 10 clients unless said):
+  dir0.5, dir0.1  Fashion-MNIST test split (5,000 images), Dirichlet label shift
+  fewshot         Fashion-MNIST test split, Dirichlet 0.5, at most 16 training images per class per client
+  domain          digit domains (MNIST, inverted, MNIST-M-style, UCI 8x8), 8 clients, one domain each
+  newclients      dir0.5 where 2 of the 10 clients never train: the final global prompts alone, then after
+                  one local epoch of personalization
+  part0.5         dir0.5 with half the clients sampled each round
+Every method gets the same learning-rate grid; the rate is chosen on seed 0 by the accuracy on a validation
+split held out of each client's training data (never the test split), then seeds 1-4 run at that rate.
+Federations run in process (benchmarks/inproc.py: the coordinator's and the clients' real round code).
+Results are appended to benchmarks/results/accuracy_runs.jsonl as they finish; tables go to
+benchmarks/results/accuracy.md, plots to benchmarks/results/*.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-ALL_METHODS = ["pfeddc", "pfeddc-nofusion", "promptfl", "coop", "vision-only", "zeroshot"]
-FEDERATED = ["pfeddc", "pfeddc-nofusion", "promptfl"]
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inproc import ClientSplit, RunResult, run_federation  # noqa: E402
+
+from pfeddc.client.model.backbone import Backbone, load_backbone, preprocess  # noqa: E402
+from pfeddc.client.model.train import ImageSet  # noqa: E402
+from pfeddc.client.sim.sources import load_source  # noqa: E402
+from pfeddc.common.messages import TrainSettings  # noqa: E402
+from pfeddc.common.partition import partition, train_test_split  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = ["pfeddc", "promptfl", "coop", "vision-only", "zeroshot"]
+ABLATIONS = ["pfeddc-nofusion", "pfeddc-novision", "pfeddc-nolocal"]  # "no text prompts" is vision-only
+LR_GRID = (0.003, 0.01, 0.03)
+SEEDS = (0, 1, 2, 3, 4)
+ROUNDS = 10
+
+
+@dataclass(frozen=True)
+class Setting:
+    source: str
+    clients: int
+    scheme: str
+    alpha: float = 0.5
+    max_samples: int = 5000
+    fewshot: int = 0  # training images per class per client (0: all)
+    new_clients: int = 0  # clients that never train, evaluated at the end
+    fraction: float = 1.0
+
+
 SETTINGS = {
-    "dir0.5": ["--source", "fashion-mnist", "--clients", "10", "--scheme", "dirichlet", "--alpha", "0.5"],
-    "dir0.1": ["--source", "fashion-mnist", "--clients", "10", "--scheme", "dirichlet", "--alpha", "0.1"],
-    "domain": ["--source", "digits-domains", "--clients", "8", "--scheme", "domain"],
-}
-ABLATIONS = {
-    "default": [],
-    "text_ctx=8": ["--text-ctx", "8"],
-    "vision_tokens=8": ["--vision-tokens", "8"],
-    "deep (depth 4)": ["--vision-depth", "4"],
-    "query=global": ["--fusion-query", "global"],
-    "fusion=concat": ["--fusion", "concat"],
+    "dir0.5": Setting("fashion-mnist", 10, "dirichlet", 0.5),
+    "dir0.1": Setting("fashion-mnist", 10, "dirichlet", 0.1),
+    "fewshot": Setting("fashion-mnist", 10, "dirichlet", 0.5, max_samples=0, fewshot=16),
+    "domain": Setting("digits-domains", 8, "domain", max_samples=0),
+    "newclients": Setting("fashion-mnist", 10, "dirichlet", 0.5, new_clients=2),
+    "part0.5": Setting("fashion-mnist", 10, "dirichlet", 0.5, fraction=0.5),
 }
 
 
-def plan(parts: list[str]) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = []
-    if "label" in parts:
-        runs += [{"setting": s, "method": m, "fraction": 1.0, "variant": "default"} for s in ("dir0.5", "dir0.1")
-                 for m in ALL_METHODS]
-    if "domain" in parts:
-        runs += [{"setting": "domain", "method": m, "fraction": 1.0, "variant": "default"} for m in ALL_METHODS]
-    if "participation" in parts:
-        runs += [{"setting": "dir0.5", "method": m, "fraction": 0.5, "variant": "default"} for m in FEDERATED]
-    if "ablation" in parts:
-        runs += [{"setting": "dir0.5", "method": "pfeddc", "fraction": 1.0, "variant": v} for v in ABLATIONS
-                 if v != "default"]
-    return runs
+def train_settings(lr: float) -> TrainSettings:
+    """One knob per method: the prompts' rate, with the vision and fusion rates in the defaults' ratios."""
+    d = TrainSettings()
+    return replace(d, lr=lr, lr_vision=lr * d.lr_vision / d.lr, lr_fusion=lr * d.lr_fusion / d.lr)
 
 
-def key(run: dict[str, Any], seed: int) -> str:
-    return f"{run['setting']}|{run['method']}|{run['fraction']}|{run['variant']}|{seed}"
+def prepare(setting: Setting, seed: int, backbone: Backbone) -> tuple[list[str], dict[str, ClientSplit],
+                                                                        dict[str, ClientSplit]]:
+    from PIL import Image
+
+    source = load_source(setting.source)
+    if setting.max_samples:
+        source = source.subset(setting.max_samples, seed)
+    assert source.images is not None
+    pixels = torch.from_numpy(np.stack([preprocess(Image.fromarray(img), backbone.image_size) for img in source.images]))
+    labels = source.labels
+    parts = partition(labels, setting.clients, setting.scheme, seed, alpha=setting.alpha, domains=source.domains)
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for i, part in enumerate(parts):
+        held = train_test_split(part, labels, 0.2, seed + i)
+        fit = train_test_split(held.train, labels, 0.1, seed + 100 + i)
+        train = fit.train
+        if setting.fewshot:
+            train = [j for c in np.unique(labels[train]) for j in
+                     rng.permutation([k for k in train if labels[k] == c])[:setting.fewshot].tolist()]
+        splits[f"client_{i:02d}"] = ClientSplit(*(ImageSet(pixels[idx], torch.from_numpy(labels[idx]))
+                                                  for idx in (np.array(train), np.array(fit.test), np.array(held.test))))
+    names = sorted(splits)
+    new = {cid: splits.pop(cid) for cid in names[len(names) - setting.new_clients:]} if setting.new_clients else {}
+    return list(source.classnames), splits, new
 
 
-def execute(run: dict[str, Any], seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    data = args.out / "partitions" / f"{run['setting']}-seed{seed}"
-    name = key(run, seed).replace("|", "_").replace(" ", "").replace("=", "-").replace("(", "").replace(")", "")
-    out = args.out / "sims" / name
-    shutil.rmtree(out, ignore_errors=True)  # the benchmark's own scratch: a failed earlier attempt is redone
-    cmd = [sys.executable, "-m", "pfeddc.client.sim.app", "--data", str(data), "--rounds", str(args.rounds),
-           "--methods",
-           run["method"], "--out", str(out), "--seed", str(seed), "--fraction", str(run["fraction"]), "--lr",
-           str(args.lr), "--local-epochs", str(args.local_epochs), "--threads", str(args.threads),
-           "--device", args.device, *ABLATIONS[run["variant"]]]
-    started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{key(run, seed)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    summary = json.loads((out / "results.json").read_text())[0]["summary"]
-    return {**run, "seed": seed, **summary, "wall_s": round(time.monotonic() - started, 1)}
+def record(setting: str, method: str, seed: int, lr: float | None, role: str, result: RunResult) -> dict[str, Any]:
+    accs = list(result.final.values())
+    return {
+        "setting": setting, "method": method, "seed": seed, "lr": lr, "role": role, "val": result.val,
+        "mean_accuracy": statistics.fmean(accs), "std_across_clients": statistics.pstdev(accs),
+        "worst_client": min(accs), "global_alone": statistics.fmean(result.final_global.values()),
+        "new_clients": result.new_clients, "failures": result.failures, "global_moved": result.global_moved,
+        "rounds": result.rounds, "wall_s": result.wall_s,
+    }
 
 
-def partition_all(settings: set[str], seeds: list[int], args: argparse.Namespace) -> None:
-    from pfeddc.client.sim.partition_app import main as partition_main
+class Runner:
+    def __init__(self, log: Path, rounds: int) -> None:
+        self.log, self.rounds = log, rounds
+        self.records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        self.backbone = load_backbone("embedded")
+        self._data: dict[tuple[str, int], Any] = {}
 
-    for setting in sorted(settings):
+    def find(self, **match: Any) -> list[dict[str, Any]]:
+        return [r for r in self.records if all(r.get(k) == v for k, v in match.items())]
+
+    def run(self, setting: str, method: str, seed: int, lr: float | None, role: str) -> dict[str, Any]:
+        done = self.find(setting=setting, method=method, seed=seed, lr=lr)
+        if done:
+            return done[0]
+        if (setting, seed) not in self._data:
+            self._data = {(setting, seed): prepare(SETTINGS[setting], seed, self.backbone)}
+        classnames, clients, new = self._data[(setting, seed)]
+        result = run_federation(self.backbone, classnames, clients, method, train_settings(lr or TrainSettings().lr),
+                                self.rounds, seed, SETTINGS[setting].fraction, new)
+        rec = record(setting, method, seed, lr, role, result)
+        self.records.append(rec)
+        with open(self.log, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        print(f"  {setting:>10} {method:>15} seed {seed} lr {lr}: {100 * rec['mean_accuracy']:.1f}% "
+              f"(val {100 * rec['val']:.1f}, worst {100 * rec['worst_client']:.1f}, failures "
+              f"{len(rec['failures'])}, {rec['wall_s']} s)", flush=True)
+        return rec
+
+    def method(self, setting: str, method: str, seeds: list[int]) -> None:
+        if method == "zeroshot":
+            for seed in seeds:
+                self.run(setting, method, seed, None, "final")
+            return
+        tried = [self.run(setting, method, 0, lr, "select") for lr in LR_GRID]
+        best = max(tried, key=lambda r: r["val"])["lr"]
         for seed in seeds:
-            target = args.out / "partitions" / f"{setting}-seed{seed}"
-            if not (target / "manifest.json").exists():
-                extra = ["--max-samples", str(args.max_samples)] if args.max_samples else []
-                if partition_main([*SETTINGS[setting], "--seed", str(seed), "--out", str(target), *extra]) != 0:
-                    raise RuntimeError(f"partition {setting} seed {seed} failed")
+            if seed:
+                self.run(setting, method, seed, best, "final")
 
 
-def fmt(values: list[float]) -> str:
+def chosen(records: list[dict[str, Any]], setting: str, method: str) -> list[dict[str, Any]]:
+    """The runs that count: zero-shot's, or the chosen learning rate's on every seed."""
+    rs = [r for r in records if r["setting"] == setting and r["method"] == method]
+    if method == "zeroshot":
+        return rs
+    select = [r for r in rs if r["seed"] == 0]
+    if not select:
+        return []
+    lr = max(select, key=lambda r: r["val"])["lr"]
+    return [r for r in rs if r["lr"] == lr]
+
+
+def fmt(values: list[float], scale: float = 100.0) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return "-"
-    mean = 100 * statistics.fmean(values)
-    return f"{mean:.1f} ± {100 * statistics.pstdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+    mean = scale * statistics.fmean(values)
+    return f"{mean:.1f} ± {scale * statistics.pstdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
-def tables(records: list[dict[str, Any]], header: str) -> str:
-    lines = [header, ""]
+def report(records: list[dict[str, Any]]) -> str:
+    from report_accuracy import render
 
-    def group(**match: Any) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for r in records:
-            if all(r[k] == v for k, v in match.items()):
-                out.setdefault(r["method"] if "variant" in match else r["variant"], []).append(r)
-        return out
-
-    for setting in SETTINGS:
-        rows = group(setting=setting, fraction=1.0, variant="default")
-        if not rows:
-            continue
-        lines += [f"### {setting}: personalized accuracy % (mean ± std over seeds)", "",
-                  "| method | accuracy | std across clients | worst client | seeds |", "|---|---:|---:|---:|---:|"]
-        for method in ALL_METHODS:
-            rs = rows.get(method, [])
-            if rs:
-                lines.append(f"| {method} | {fmt([r['mean_accuracy'] for r in rs])} | "
-                             f"{fmt([r['std_across_clients'] for r in rs])} | {fmt([r['worst_client'] for r in rs])} "
-                             f"| {len(rs)} |")
-        lines.append("")
-    part = [r for r in records if r["setting"] == "dir0.5" and r["variant"] == "default" and r["method"] in FEDERATED]
-    if any(r["fraction"] == 0.5 for r in part):
-        lines += ["### participation (dir0.5): accuracy % at 1.0 vs 0.5", "", "| method | 1.0 | 0.5 |",
-                  "|---|---:|---:|"]
-        for method in FEDERATED:
-            full = [r["mean_accuracy"] for r in part if r["method"] == method and r["fraction"] == 1.0]
-            half = [r["mean_accuracy"] for r in part if r["method"] == method and r["fraction"] == 0.5]
-            lines.append(f"| {method} | {fmt(full)} | {fmt(half)} |")
-        lines.append("")
-    ablation = [r for r in records if r["setting"] == "dir0.5" and r["method"] == "pfeddc" and r["fraction"] == 1.0]
-    if any(r["variant"] != "default" for r in ablation):
-        lines += ["### pFedDC design choices (dir0.5)", "", "| variant | accuracy | worst client |", "|---|---:|---:|"]
-        for variant in ABLATIONS:
-            rs = [r for r in ablation if r["variant"] == variant]
-            if rs:
-                lines.append(f"| {variant} | {fmt([r['mean_accuracy'] for r in rs])} | "
-                             f"{fmt([r['worst_client'] for r in rs])} |")
-    return "\n".join(lines)
-
-
-def run_all(runs: list[dict[str, Any]], seeds: list[int], args: argparse.Namespace, log: Path) -> None:
-    partition_all({r["setting"] for r in runs}, seeds, args)
-    from pfeddc.client.embedded import embedded_dir
-
-    embedded_dir()
-    done = {key(r, r["seed"]) for r in map(json.loads, log.read_text().splitlines())} if log.exists() else set()
-    todo = [(r, s) for s in seeds for r in runs if key(r, s) not in done]
-    print(f"{len(todo)} federations to run ({len(done)} already in {log})", flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for record in pool.map(lambda rs: execute(rs[0], rs[1], args), todo):
-            with open(log, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            print(f"  {key(record, record['seed'])}: {100 * record['mean_accuracy']:.1f}% "
-                  f"(worst {100 * record['worst_client']:.1f}%, {record['wall_s']} s)", flush=True)
+    return render(records, chosen, fmt, SETTINGS, METHODS, ABLATIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs/accuracy"))
-    p.add_argument("--parts", default="label,domain,participation,ablation")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--max-samples", type=int, default=0, help="subsample each source (0 = all)")
-    p.add_argument("--jobs", type=int, default=1, help="federations run at the same time")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per client process")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--log", type=Path, help="results file (default: OUT/runs.jsonl)")
-    p.add_argument("--report-only", action="store_true", help="print the tables of an existing results file")
+    p.add_argument("--settings", default=",".join(SETTINGS), help="comma list of settings (default: all)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods (default: all)")
+    p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
+                   help="also the pFedDC ablations on dir0.5 (default: on)")
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma list (default: 0-4)")
+    p.add_argument("--rounds", type=int, default=ROUNDS)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument("--log", type=Path, default=RESULTS / "accuracy_runs.jsonl")
+    p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    runs = plan(args.parts.split(","))
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = args.log or args.out / "runs.jsonl"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        run_all(runs, seeds, args, log)
-    records = [json.loads(x) for x in log.read_text().splitlines()]
-    header = (f"Accuracy benchmark: {args.rounds} rounds x {args.local_epochs} local epoch(s), lr {args.lr}, seeds "
-              f"{args.seeds}, embedded backbone; {platform.machine()}, {os.cpu_count()} cores, device {args.device}")
-    text = tables(records, header)
-    (args.out / "accuracy.md").write_text(text + "\n")
+        runner = Runner(args.log, args.rounds)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        started = time.monotonic()
+        for setting in args.settings.split(","):
+            for method in args.methods.split(","):
+                runner.method(setting, method, seeds)
+        if args.ablation and "dir0.5" in args.settings.split(","):
+            for method in ABLATIONS:
+                runner.method("dir0.5", method, seeds)
+        print(f"done in {time.monotonic() - started:.0f} s")
+    records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    text = (f"Recorded on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"{args.rounds} rounds x 1 local epoch, embedded backbone.\n\n" + report(records))
+    (RESULTS / "accuracy.md").write_text(text + "\n")
     print(text)
     return 0
 

@@ -89,23 +89,23 @@ def augment(batch: torch.Tensor, emoji: torch.Tensor, gen: torch.Generator) -> t
     background = torch.where(white[:, None], torch.ones(b, 3), torch.rand(b, 3, generator=gen))
     background = torch.where(emoji[:, None], background, torch.zeros(b, 3))[:, :, None, None]
     rgb = x[:, :3] * x[:, 3:] + background * (1 - x[:, 3:])
-    low = torch.rand(b, generator=gen) < 0.25
+    low = torch.rand(b, generator=gen) < 0.4  # resolution jitter: scans, thumbnails, upscaled small images
     if low.any():
-        side = int(torch.randint(12, s, (1,), generator=gen))
+        side = int(torch.randint(6, s, (1,), generator=gen))
         small = F.interpolate(rgb[low], size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         rgb[low] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
     return (rgb - MEAN) / STD
 
 
-def contrastive_loss(clip: CLIPModel, pixels: torch.Tensor, ids: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric loss where every image-caption pair of the same concept counts as a positive."""
+def contrastive_loss(clip: CLIPModel, pixels: torch.Tensor, ids: torch.Tensor, concept: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric loss over the batch's distinct concepts, one caption each (`concept`: each image's
+    caption row); a caption's positives are all the images of its concept."""
     img = F.normalize(clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
     txt = F.normalize(clip.get_text_features(input_ids=ids).pooler_output, dim=-1)
-    logits = clip.logit_scale.exp() * img @ txt.t()
-    positive = (owners[:, None] == owners[None, :]).float()
-    image_loss = -(positive * logits.log_softmax(-1)).sum(-1) / positive.sum(-1)
+    logits = clip.logit_scale.exp() * img @ txt.t()  # [images, captions]
+    positive = F.one_hot(concept, txt.shape[0]).float()
     text_loss = -(positive * logits.log_softmax(0)).sum(0) / positive.sum(0)
-    return (image_loss.mean() + text_loss.mean()) / 2
+    return (F.cross_entropy(logits, concept) + text_loss.mean()) / 2
 
 
 def pretrain(corpus: Corpus, tokenizer: PreTrainedTokenizerBase, epochs: int, seed: int, batch_size: int = 256,
@@ -129,9 +129,10 @@ def pretrain(corpus: Corpus, tokenizer: PreTrainedTokenizerBase, epochs: int, se
         order = torch.from_numpy(corpus.epoch(rng))
         for step in range(per_epoch):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            captions = caption_batch(corpus, owners[idx].numpy(), rng)
+            concepts, row = torch.unique(owners[idx], return_inverse=True)
+            captions = caption_batch(corpus, concepts.numpy(), rng)
             ids = tokenizer(captions, padding=True, truncation=True, max_length=32, return_tensors="pt")["input_ids"]
-            loss = contrastive_loss(clip, augment(images[idx], emoji[idx], gen), ids, owners[idx])
+            loss = contrastive_loss(clip, augment(images[idx], emoji[idx], gen), ids, row)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)

@@ -95,8 +95,11 @@ class PFedDCModel(nn.Module):
         global_init = initial_prompts(global_spec(dims, replace(cfg, method="pfeddc")), seed)
 
         def fusion(width: int, placement: Placement) -> PromptFusion | None:
-            return PromptFusion(cfg.fusion_kind, width, cfg.fusion_heads, cfg.fusion_query) \
-                if placement == Placement.DUAL else None
+            if placement != Placement.DUAL:
+                return None
+            with torch.random.fork_rng(devices=[]):  # the fusion's initial weights follow `seed`, nothing else
+                torch.manual_seed(seed + width)
+                return PromptFusion(cfg.fusion_kind, width, cfg.fusion_heads, cfg.fusion_query)
 
         self.text: PromptLearner | None = None
         if cfg.text != Placement.NONE:
@@ -157,11 +160,16 @@ class PFedDCModel(nn.Module):
         prompts, gates = (v(), v.gate) if v is not None else (None, None)
         return F.normalize(encode_image_prompted(self.clip, pixel_values, prompts, gates).float(), dim=-1)
 
-    def logits(self, pixel_values: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits [B, C]; pass precomputed `text_features` at evaluation to skip the text pass."""
+    def logits(self, pixel_values: torch.Tensor | None, text_features: torch.Tensor | None = None,
+               image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits [B, C]; precomputed `text_features` (evaluation) or `image_features` (no vision prompts:
+        the frozen image tower gives the same features every epoch) skip that tower's pass."""
         text = self.text_features() if text_features is None else text_features
+        if image_features is None:
+            assert pixel_values is not None, "logits need pixels or image features"
+            image_features = self.image_features(pixel_values)
         scale = self.clip.logit_scale.exp().float().clamp(max=MAX_LOGIT_SCALE)
-        return scale * self.image_features(pixel_values) @ text.t()
+        return scale * image_features @ text.t()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.logits(pixel_values)

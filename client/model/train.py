@@ -3,8 +3,9 @@
 SGD with momentum on three parameter groups (text prompts, vision prompts and gates, fusion modules), each
 with its own learning rate, a linear warm-up then a cosine decay within the round, and gradient-norm
 clipping at every step. Training watches for collapse: a loss stuck at chance (>= 0.98 ln C) for the last
-half of an epoch after it had been lower, or class prompts whose text features became near-identical
-(cosine > 0.99). Such a round is reported as collapsed instead of being sent.
+half of an epoch after the model had clearly been better than chance (a running mean of at most 0.9 ln C),
+or class prompts whose text features became near-identical (cosine > 0.99) when they had started apart
+(at most 0.98). Such a round is reported as collapsed instead of being sent.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from .prompts import PFedDCModel
 
 MOMENTUM = 0.9
 CHANCE_FRACTION = 0.98  # a loss at >= 98% of ln C is chance level
+BETTER_FRACTION = 0.9  # ... and one at <= 90% of ln C is clearly better than chance
+RUNNING_WINDOW = 4  # batches in the running mean that says the model was better than chance
 MAX_TEXT_COSINE = 0.99
+APART_TEXT_COSINE = 0.98
 
 
 class Interrupted(RuntimeError):
@@ -95,10 +99,12 @@ def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainSettings, device: 
     total = cfg.local_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, min(cfg.warmup_steps, total - 1)))
     gen = torch.Generator().manual_seed(cfg.seed)
-    chance = CHANCE_FRACTION * math.log(max(2, len(model.classnames)))
+    chance = math.log(max(2, len(model.classnames)))
     cosine_at_start = max_text_cosine(model)
     losses: list[float] = []
     failure: str | None = None
+    # Without vision prompts the image tower is frozen and deterministic: one pass serves every epoch.
+    cached = image_features(model, data.images, device) if model.vision is None else None
     bar = tqdm(total=total, desc="training", disable=not progress, leave=False)
     for _ in range(cfg.local_epochs):
         order = torch.randperm(len(data), generator=gen)
@@ -107,9 +113,13 @@ def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainSettings, device: 
             if stop is not None and stop.is_set():
                 raise Interrupted("training interrupted")
             idx = order[start:start + cfg.batch_size]
-            x, y = _pixels(model, data.images[idx], device), data.labels[idx].to(device)
+            y = data.labels[idx].to(device)
             with _autocast(device):
-                loss = F.cross_entropy(model(x), y)
+                if cached is not None:
+                    logits = model.logits(None, image_features=cached[idx.to(cached.device)])
+                else:
+                    logits = model(_pixels(model, data.images[idx], device))
+                loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
                 failure = f"diverged: the training loss became {loss.item()} at step {len(losses) + 1}"
                 break
@@ -134,15 +144,27 @@ def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainSettings, device: 
 
 def _collapse(model: PFedDCModel, epoch: list[float], seen: list[float], chance: float, cosine_at_start: float
               ) -> str | None:
-    """Why this epoch looks collapsed, or None: stuck at chance after being lower, or merged class prompts."""
+    """Why this epoch looks collapsed, or None: stuck at chance after being clearly better, or merged prompts."""
     tail = epoch[len(epoch) // 2:]
-    if tail and min(seen) < chance and sum(tail) / len(tail) >= chance:
-        return (f"collapsed: the loss stayed at chance level ({sum(tail) / len(tail):.3f} >= {chance:.3f}) for the "
-                f"last half of an epoch after reaching {min(seen):.3f}")
+    window = min(RUNNING_WINDOW, len(seen))
+    best = min(sum(seen[i:i + window]) / window for i in range(len(seen) - window + 1)) if window else math.inf
+    if tail and best <= BETTER_FRACTION * chance and sum(tail) / len(tail) >= CHANCE_FRACTION * chance:
+        return (f"collapsed: the loss stayed at chance level ({sum(tail) / len(tail):.3f}, ln C = {chance:.3f}) for "
+                f"the last half of an epoch after reaching {best:.3f}")
     cosine = max_text_cosine(model)
-    if cosine > MAX_TEXT_COSINE >= cosine_at_start:
+    if cosine > MAX_TEXT_COSINE and cosine_at_start <= APART_TEXT_COSINE:
         return f"collapsed: two classes' text features became near-identical (cosine {cosine:.4f})"
     return None
+
+
+@torch.no_grad()
+def image_features(model: PFedDCModel, images: torch.Tensor, device: torch.device, batch_size: int = 256
+                   ) -> torch.Tensor:
+    """Normalized image features [N, proj] of uint8 images, in batches."""
+    with _autocast(device):
+        out = [model.image_features(_pixels(model, images[s:s + batch_size], device)).float()
+               for s in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.zeros((0, 1), device=device)
 
 
 @torch.no_grad()

@@ -1,0 +1,111 @@
+"""A whole federation in one process, for the accuracy benchmark: the coordinator's real round logic
+(server/federation.py: sampling, validation, clipping, FedAvg) and the clients' real round work
+(client/trainer.py), called directly instead of over gRPC so a 2-core machine can run hundreds of them.
+The transport is exercised by the integration tests and pfeddc-sim; the arithmetic here is the same.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from pfeddc.client.model.backbone import Backbone
+from pfeddc.client.model.prompts import PFedDCModel, StatePart
+from pfeddc.client.model.train import ImageSet, evaluate
+from pfeddc.client.trainer import LocalTrainer
+from pfeddc.common import serde
+from pfeddc.common.messages import Action, TrainSettings
+from pfeddc.common.spec import PromptConfig, initial_prompts
+from pfeddc.server.federation import Federation, FederationConfig, FederationState
+
+
+@dataclass
+class ClientSplit:
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+
+@dataclass
+class RunResult:
+    final: dict[str, float]  # personalized test accuracy per training client
+    final_global: dict[str, float]  # the final global prompts alone, per training client
+    val: float  # mean personalized validation accuracy (what the learning rate is chosen on)
+    new_clients: dict[str, dict[str, float]]  # never trained: global alone, then after one local epoch
+    rounds: list[dict[str, Any]]  # per round: accuracies and how far each global tensor moved
+    failures: list[str]  # rounds a client reported as diverged or collapsed
+    global_moved: dict[str, float]  # L2 norm of (final - initial) per global tensor
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str, ClientSplit], method: str,
+                   settings: TrainSettings, rounds: int, seed: int, fraction: float = 1.0,
+                   new_clients: dict[str, ClientSplit] | None = None, prompt: PromptConfig | None = None
+                   ) -> RunResult:
+    started = time.monotonic()
+    cfg = replace(prompt or PromptConfig(), method=method)
+    device = torch.device("cpu")
+    models = {cid: PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid)) for cid in clients}
+    spec = next(iter(models.values())).spec
+    initial = initial_prompts(spec, seed)
+    config = FederationConfig(rounds=rounds, min_clients=len(clients), fraction=fraction, seed=seed,
+                              train=settings, round_timeout_s=1e9)
+    fed = Federation(config, spec, FederationState(1, dict(initial), {}))
+    trainers = {cid: LocalTrainer(models[cid], split.train, split.test, device) for cid, split in clients.items()}
+    for cid, split in clients.items():
+        fed.join(cid, len(split.train), spec)
+    history: list[dict[str, Any]] = []
+    failures: list[str] = []
+    while not fed.finished:
+        before = fed.global_tensors
+        round_ = fed.round
+        accuracies, global_accuracies = [], []
+        for cid in sorted(clients):
+            task = fed.task(cid)
+            if task.action != Action.TRAIN:
+                continue
+            outcome = trainers[cid].run(task.tensors(), task.settings or settings)
+            if outcome.tensors is None:
+                failures.append(f"round {round_} {cid}: {outcome.failure}")
+                fed.report_failure(cid, round_, outcome.reason, outcome.failure or "")
+                continue
+            fed.submit(cid, round_, serde.encode(outcome.tensors), len(clients[cid].train), outcome.metrics)
+            accuracies.append(outcome.metrics.accuracy_after)
+            global_accuracies.append(outcome.metrics.accuracy_global)
+        after = fed.global_tensors
+        history.append({"round": round_, "accuracy_after": _mean(accuracies),
+                        "accuracy_global": _mean(global_accuracies), "trained": len(accuracies),
+                        "global_change": {k: float(np.linalg.norm(after[k] - before[k])) for k in sorted(after)}})
+    final_global = fed.global_tensors
+    final, final_alone, val = {}, {}, []
+    for cid, model in models.items():
+        model.load_state(final_global, StatePart.GLOBAL)
+        final[cid] = evaluate(model, clients[cid].test, device)
+        val.append(evaluate(model, clients[cid].val, device))
+        with model.global_only():
+            final_alone[cid] = evaluate(model, clients[cid].test, device)
+    newcomers = {}
+    for cid, split in (new_clients or {}).items():
+        model = PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid))
+        model.load_state(final_global, StatePart.GLOBAL)
+        alone = evaluate(model, split.test, device)
+        outcome = LocalTrainer(model, split.train, split.test, device).run(final_global, replace(settings, seed=seed))
+        newcomers[cid] = {"global": alone, "one_epoch": outcome.metrics.accuracy_after}
+    moved = {k: float(np.linalg.norm(final_global[k] - initial[k])) for k in sorted(final_global)}
+    return RunResult(final, final_alone, _mean(val), newcomers, history, failures, moved,
+                     wall_s=round(time.monotonic() - started, 1))
+
+
+def _client_seed(seed: int, cid: str) -> int:
+    return (seed * 1_000_003 + sum(ord(c) * 31**i for i, c in enumerate(cid))) % 2**31
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan

@@ -1,0 +1,56 @@
+"""A client's round on the embedded backbone: a collapse is caught, undone and followed by a healthy round."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pfeddc.client.embedded.datasets import DIGIT_CLASSES, font_digits
+from pfeddc.client.model.backbone import Backbone, load_backbone, preprocess
+from pfeddc.client.model.prompts import PFedDCModel, StatePart
+from pfeddc.client.model.train import ImageSet, evaluate
+from pfeddc.client.trainer import LocalTrainer
+from pfeddc.common.messages import FailureReason, TrainSettings
+from pfeddc.common.spec import PromptConfig
+
+CPU = torch.device("cpu")
+# What training looked like before this design, pushed to its failure mode: no clipping, no warm-up, one
+# large learning rate for prompts and fusion alike.
+OLD = TrainSettings(lr=30.0, lr_vision=30.0, lr_fusion=30.0, clip_norm=0.0, warmup_steps=0, batch_size=16,
+                    local_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def embedded() -> Backbone:
+    return load_backbone("embedded")
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[ImageSet, ImageSet]:
+    x, y = font_digits(160, seed=7)
+    pixels = torch.from_numpy(np.stack([preprocess(Image.fromarray(img), 32) for img in x]))
+    labels = torch.from_numpy(y.astype(np.int64))
+    return ImageSet(pixels[:120], labels[:120]), ImageSet(pixels[120:], labels[120:])
+
+
+def test_trainer_catches_a_collapse_undoes_it_and_recovers(embedded: Backbone,
+                                                           digits: tuple[ImageSet, ImageSet]) -> None:
+    train, test = digits
+    model = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig())
+    trainer = LocalTrainer(model, train, test, CPU)
+    received, local = model.global_state(), model.local_state()
+    zero_shot = evaluate(model, test, CPU)
+    collapsed = trainer.run(received, OLD)
+    assert collapsed.tensors is None and collapsed.reason == FailureReason.COLLAPSED
+    assert collapsed.failure is not None and collapsed.failure.startswith("collapsed:")
+    for part, expected in ((StatePart.LOCAL, local), (StatePart.GLOBAL, received)):  # nothing of it survives
+        state = model.state(part)
+        assert all(np.array_equal(state[k], expected[k]) for k in expected)
+    assert trainer.lr_scale == 0.5
+    healthy = trainer.run(received, TrainSettings(batch_size=16, seed=1))
+    assert healthy.tensors is not None and healthy.failure is None
+    assert healthy.metrics.accuracy_global == pytest.approx(zero_shot)  # round one's global model is zero-shot
+    assert healthy.metrics.accuracy_after >= zero_shot - 0.05
+    assert set(healthy.update_norms) == set(received) and healthy.update_norms["text.global"] > 0
