@@ -88,7 +88,8 @@ def prepare(setting: Setting, seed: int, backbone: Backbone) -> tuple[list[str],
     if setting.max_samples:
         source = source.subset(setting.max_samples, seed)
     assert source.images is not None
-    pixels = torch.from_numpy(np.stack([preprocess(Image.fromarray(img), backbone.image_size) for img in source.images]))
+    size = backbone.image_size
+    pixels = torch.from_numpy(np.stack([preprocess(Image.fromarray(img), size) for img in source.images]))
     labels = source.labels
     parts = partition(labels, setting.clients, setting.scheme, seed, alpha=setting.alpha, domains=source.domains)
     rng = np.random.default_rng(seed)
@@ -100,8 +101,9 @@ def prepare(setting: Setting, seed: int, backbone: Backbone) -> tuple[list[str],
         if setting.fewshot:
             train = [j for c in np.unique(labels[train]) for j in
                      rng.permutation([k for k in train if labels[k] == c])[:setting.fewshot].tolist()]
-        splits[f"client_{i:02d}"] = ClientSplit(*(ImageSet(pixels[idx], torch.from_numpy(labels[idx]))
-                                                  for idx in (np.array(train), np.array(fit.test), np.array(held.test))))
+        sets = [ImageSet(pixels[idx], torch.from_numpy(labels[idx]))
+                for idx in (np.array(train), np.array(fit.test), np.array(held.test))]
+        splits[f"client_{i:02d}"] = ClientSplit(*sets)
     names = sorted(splits)
     new = {cid: splits.pop(cid) for cid in names[len(names) - setting.new_clients:]} if setting.new_clients else {}
     return list(source.classnames), splits, new

@@ -59,7 +59,14 @@ TICK = os.sysconf("SC_CLK_TCK")
 async def _client(target: str, client_id: str, push: bool, payload: bytes, metrics: pb.Metrics) -> int:
     async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
         stub = pb_grpc.CoordinatorStub(ch)
-        await stub.Join(pb.JoinRequest(client_id=client_id, num_examples=100, spec=wire.spec_to_proto(SPEC)))
+        for attempt in range(10):  # thousands of connections opened at once: a few first calls are CANCELLED
+            try:
+                await stub.Join(pb.JoinRequest(client_id=client_id, num_examples=100, spec=wire.spec_to_proto(SPEC)))
+                break
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE) or attempt == 9:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
         wait = HOLD_S if push else 0.0
         task = await stub.GetTask(pb.TaskRequest(client_id=client_id, max_wait_s=wait))
         rounds = 0

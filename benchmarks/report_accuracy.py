@@ -77,8 +77,8 @@ def plot_rounds(records: Records, chosen: Callable[[Records, str, str], Records]
             continue
         rounds = [x["round"] for x in rs[0]["rounds"]]
 
-        def series(key: str, runs: Records = rs) -> list[float]:
-            return [statistics.fmean(r["rounds"][i][key] for r in runs) for i in range(len(rounds))]
+        def series(key: str, runs: Records = rs, n: int = len(rounds)) -> list[float]:
+            return [statistics.fmean(r["rounds"][i][key] for r in runs) for i in range(n)]
 
         axes[0].plot(rounds, series("accuracy_after"), marker="o", label=method)
         axes[1].plot(rounds, series("accuracy_global"), marker="o", label=method)

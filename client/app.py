@@ -23,8 +23,7 @@ from ..common.messages import Refused
 from ..common.stdio import capture_stray_output, json_logging, say_error
 from ..common.transport import TlsFiles
 from .connection import CoordinatorUnreachable
-from .data import DataError
-from .model.backbone import BackboneNotFound
+from .folders import DataError
 from .preflight import check_data, check_model, check_server
 from .store import StateError
 
@@ -72,6 +71,9 @@ def run_parser() -> argparse.ArgumentParser:
                         "jitter; 0 = forever (default: %(default)s)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: on a terminal)")
+    p.add_argument("--eval-every", type=int, default=1,
+                   help="measure test accuracy (personalized, and the global prompts alone) every N rounds, and "
+                        "always in the last; it costs a forward pass over the test split (default: %(default)s)")
     add_train_flags(p, overrides=True)
     add_version(p)
     apply_env_defaults(p)
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except CoordinatorUnreachable as exc:
         return _fail(str(exc), ExitCode.UNREACHABLE)
-    except (DataError, StateError, BackboneNotFound, ValueError, PermissionError) as exc:
+    except (DataError, StateError, ValueError, FileNotFoundError, PermissionError) as exc:  # + no such model
         return _fail(str(exc), ExitCode.CONFIG)
     except Refused as exc:
         return _fail(f"coordinator refused: {exc.code}: {exc.message}", ExitCode.CONFIG)
@@ -136,18 +138,18 @@ def _fail(message: str, code: int) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .daemon import ClientDaemon, ClientOptions
-
-    release_output = capture_stray_output(args.log_level)
     check_server(args.server)  # mistakes that take milliseconds to find are reported before anything slow
     check_data(args.data)
     check_model(args.model)
+    release_output = capture_stray_output(args.log_level)
+    from .daemon import ClientDaemon, ClientOptions  # torch and transformers: seconds
+
     opts = ClientOptions(
         data=args.data, server=args.server, state_dir=args.state_dir, model=args.model, device=args.device,
         overrides={k: v for k, v in train_overrides_from(args).items() if v is not None}, seed=args.seed,
         client_id=args.client_id, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
         token=args.token, test_fraction=args.test_fraction,
-        max_retries=args.max_retries, allow_download=args.allow_download,
+        max_retries=args.max_retries, allow_download=args.allow_download, eval_every=args.eval_every,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     with Stopper() as stopper:

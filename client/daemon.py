@@ -18,7 +18,8 @@ from ..common.logs import Event, get_logger
 from ..common.messages import Action, Code, FailureReason, Refused, Task, TrainSettings
 from ..common.transport import TlsFiles
 from .connection import Backoff, Connection
-from .data import ClientData, classnames_for, load_client_data, scan
+from .data import ClientData, load_client_data
+from .folders import classnames_for, scan
 from .model.backbone import load_backbone
 from .model.classnames import ADVICE, check_class_names
 from .model.prompts import PFedDCModel, StatePart
@@ -48,6 +49,7 @@ class ClientOptions:
     max_retries: int = 10
     allow_download: bool = False
     progress: bool = False
+    eval_every: int = 1  # rounds between test-accuracy measurements (and always the last round)
 
 
 def _finite(x: float) -> float:
@@ -134,7 +136,8 @@ class ClientDaemon:
         settings = (task.settings or TrainSettings()).with_overrides(**self.opts.overrides)
         log.info(Event.ROUND_TRAINING, client_id=self.client_id, round=task.round, epochs=settings.local_epochs,
                  lr=settings.lr, lr_scale=trainer.lr_scale, num_examples=len(data.train))
-        outcome = trainer.run(task.tensors(), settings)
+        measure = task.round % max(1, self.opts.eval_every) == 0 or task.round == task.total_rounds
+        outcome = trainer.run(task.tensors(), settings, measure)
         model = trainer.model
         if outcome.tensors is None:
             event = Event.TRAINING_DIVERGED if outcome.reason == FailureReason.DIVERGED else Event.TRAINING_COLLAPSED

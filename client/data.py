@@ -1,14 +1,12 @@
-"""Private data: an ImageFolder on the client's disk, preprocessed once into a compact uint8 tensor.
+"""Private data as training sets: decoded once into memory when small, streamed from disk when not.
 
-Layouts: `root/train/<class>/*` + `root/test/<class>/*` used as given, or `root/<class>/*` with a seeded
-held-out test fraction chosen once and recorded by the caller so it survives restarts. Class names come
-from `classnames.json` ({folder: name}) or `classnames.txt` (one per line, in sorted folder order), else
-from folder names with '_' and '-' read as spaces.
+A set that fits in `IN_MEMORY_BYTES` (uint8 pixels at the backbone's size) is decoded once; a larger one
+stays on disk and is decoded batch by batch (client/model/train.py's FileImageSet), so memory does not grow
+with the number of images. Unreadable images are skipped with a warning each.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,90 +15,31 @@ import torch
 from PIL import UnidentifiedImageError
 
 from ..common.logs import Event, get_logger
-from ..common.partition import train_test_split
+from .folders import DataError, choose_test_split, classnames_for, scan
 from .model.backbone import preprocess
-from .model.train import ImageSet
+from .model.train import FileImageSet, Images, ImageSet
 
 log = get_logger("client")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class DataError(ValueError):
-    pass
+IN_MEMORY_BYTES = 512 * 1024 * 1024
 
 
 @dataclass
 class ClientData:
     classnames: list[str]
-    train: ImageSet
-    test: ImageSet
-    skipped: int
+    train: Images
+    test: Images
+    skipped: int  # unreadable images found while loading (streamed sets find theirs as they are read)
 
 
-def class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def classnames_for(root: Path, folders: list[str]) -> list[str]:
-    mapping_file, list_file = root / "classnames.json", root / "classnames.txt"
-    if mapping_file.is_file():
-        mapping = json.loads(mapping_file.read_text())
-        missing = [f for f in folders if f not in mapping]
-        if missing:
-            raise DataError(f"{mapping_file} has no name for class folder(s) {missing}")
-        return [str(mapping[f]) for f in folders]
-    if list_file.is_file():
-        names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-        if len(names) != len(folders):
-            raise DataError(f"{list_file} lists {len(names)} names for {len(folders)} class folders")
-        return names
-    return [f.replace("_", " ").replace("-", " ").strip() for f in folders]
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]] | list[tuple[Path, int]]]:
-    """Class folder names and samples: {'train': [...], 'test': [...]} for a split layout, else one list."""
-    if not root.is_dir():
-        raise DataError(f"--data {root} is not a directory")
-    split = (root / "train").is_dir() and (root / "test").is_dir()
-    base = root / "train" if split else root
-    folders = [p.name for p in class_folders(base)]
-    if not folders:
-        raise DataError(f"no class folders in {base}: expected one sub-folder of images per class")
-
-    def samples(parent: Path) -> list[tuple[Path, int]]:
-        out = []
-        for label, name in enumerate(folders):
-            out += [(p, label) for p in list_images(parent / name)] if (parent / name).is_dir() else []
-        return out
-
-    if split:
-        extra = sorted({p.name for p in class_folders(root / "test")} - set(folders))
-        if extra:
-            raise DataError(f"{root / 'test'} has class folders missing from train/: {extra}")
-        found: dict[str, list[tuple[Path, int]]] | list[tuple[Path, int]] = {
-            "train": samples(root / "train"), "test": samples(root / "test")}
-    else:
-        found = samples(root)
-    empty = [f for i, f in enumerate(folders)
-             if not any(label == i for _, label in (found["train"] if isinstance(found, dict) else found))]
-    if empty:
-        raise DataError(f"class folder(s) without images in {base}: {empty}")
-    return folders, found
-
-
-def choose_test_split(samples: list[tuple[Path, int]], root: Path, fraction: float, seed: int) -> list[str]:
-    """A seeded, per-class held-out fraction (common.partition's rule), as paths relative to `root`."""
-    labels = np.array([label for _, label in samples], dtype=np.int64)
-    split = train_test_split(list(range(len(samples))), labels, fraction, seed)
-    return sorted(str(samples[i][0].relative_to(root)) for i in split.test)
-
-
-def load_images(samples: list[tuple[Path, int]], size: int, progress: bool = False) -> tuple[ImageSet, int]:
+def load_images(samples: list[tuple[Path, int]], size: int, progress: bool = False,
+                in_memory_bytes: int = IN_MEMORY_BYTES) -> tuple[Images, int]:
+    """Decode into memory when the pixels fit in `in_memory_bytes`, else stream them from disk."""
     from tqdm import tqdm
+
+    if len(samples) * 3 * size * size > in_memory_bytes:
+        log.info(Event.IMAGES_STREAMED, images=len(samples), size=size, limit_mib=in_memory_bytes // 2**20)
+        return FileImageSet([p for p, _ in samples], torch.tensor([y for _, y in samples], dtype=torch.long),
+                            size), 0
 
     arrays, labels, skipped = [], [], 0
     for path, label in tqdm(samples, desc="loading images", disable=not progress, leave=False):
@@ -115,7 +54,8 @@ def load_images(samples: list[tuple[Path, int]], size: int, progress: bool = Fal
 
 
 def load_client_data(root: Path, image_size: int, test_paths: list[str] | None, test_fraction: float = 0.2,
-                     seed: int = 0, progress: bool = False) -> tuple[ClientData, list[str]]:
+                     seed: int = 0, progress: bool = False, in_memory_bytes: int = IN_MEMORY_BYTES
+                     ) -> tuple[ClientData, list[str]]:
     """Load and preprocess; returns the data and the test split used (to record for the next start)."""
     root = Path(root)
     folders, found = scan(root)
@@ -128,8 +68,8 @@ def load_client_data(root: Path, image_size: int, test_paths: list[str] | None, 
         held_out = set(test_paths)
         train_samples = [s for s in found if str(s[0].relative_to(root)) not in held_out]
         test_samples = [s for s in found if str(s[0].relative_to(root)) in held_out]
-    train, skipped_train = load_images(train_samples, image_size, progress)
-    test, skipped_test = load_images(test_samples, image_size, progress)
+    train, skipped_train = load_images(train_samples, image_size, progress, in_memory_bytes)
+    test, skipped_test = load_images(test_samples, image_size, progress, in_memory_bytes)
     skipped = skipped_train + skipped_test
     if skipped:
         log.warning(Event.IMAGES_SKIPPED, count=skipped, root=str(root))

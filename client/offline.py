@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import DataError, list_images, load_client_data
+from .data import load_client_data
+from .folders import DataError, list_images
 from .model.backbone import load_backbone, preprocess
 from .model.prompts import PFedDCModel, StatePart
-from .model.train import evaluate, pick_device, predict_proba
+from .model.train import ImageSet, evaluate, pick_device, predict_proba
 from .store import ClientStore, StateError
 
 
@@ -41,7 +42,7 @@ def predict_command(state_dir: Path, paths: list[Path], model: str | None, devic
             raise DataError(f"no such image or directory: {path}")
     images = torch.from_numpy(np.stack([preprocess(f, net.backbone.image_size) for f in files])) if files else \
         torch.zeros((0, 3, 1, 1), dtype=torch.uint8)
-    probs = predict_proba(net, images, device)
+    probs = predict_proba(net, ImageSet(images, torch.zeros(len(images), dtype=torch.long)), device)
     best = probs.max(-1)
     return [{"path": str(f), "class": net.classnames[int(i)], "probability": round(float(p), 6)}
             for f, p, i in zip(files, best.values, best.indices, strict=True)]

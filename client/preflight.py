@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..common.transport import split_target
-from .data import IMAGE_SUFFIXES, DataError
+from .folders import IMAGE_SUFFIXES, DataError, scan
 
 _PERMISSION_HINT = ("the client runs as uid {uid}: make the files readable to it (on Kubernetes: the volume's "
                     "fsGroup or permissions)")
@@ -25,6 +25,7 @@ def check_data(root: Path) -> None:
     """Refuse a folder of site folders and unreadable folders, before the images are read."""
     try:
         _check_data(root)
+        scan(root)  # no folder, no class folders, empty classes: all named before the model loads
     except PermissionError as exc:
         raise _denied("--data", root, exc) from None
 
@@ -33,7 +34,7 @@ def _check_data(root: Path) -> None:
     _walk_readable(root, "--data")
     base = root / "train" if (root / "train").is_dir() and (root / "test").is_dir() else root
     if not base.is_dir():
-        return  # scan() names this
+        return  # scan() names this, next
     tops = _subdirs(base)
     nested: dict[str, set[str]] = {}
     for top in tops:

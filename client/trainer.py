@@ -17,7 +17,7 @@ import torch
 
 from ..common.messages import FailureReason, Metrics, TrainSettings
 from .model.prompts import PFedDCModel, StatePart
-from .model.train import ImageSet, evaluate, train_local
+from .model.train import Images, evaluate, train_local
 
 LR_BACKOFF = 0.5  # learning-rate factor after a failed round, compounding
 
@@ -35,7 +35,7 @@ class RoundOutcome:
 
 
 class LocalTrainer:
-    def __init__(self, model: PFedDCModel, train: ImageSet, test: ImageSet, device: torch.device,
+    def __init__(self, model: PFedDCModel, train: Images, test: Images, device: torch.device,
                  lr_scale: float = 1.0, stop: threading.Event | None = None, progress: bool = False) -> None:
         self.model, self.train, self.test, self.device = model, train, test, device
         self.lr_scale, self.stop, self.progress = lr_scale, stop, progress
@@ -44,12 +44,15 @@ class LocalTrainer:
         s = self.lr_scale
         return replace(settings, lr=settings.lr * s, lr_vision=settings.lr_vision * s, lr_fusion=settings.lr_fusion * s)
 
-    def run(self, received: dict[str, np.ndarray], settings: TrainSettings) -> RoundOutcome:
+    def run(self, received: dict[str, np.ndarray], settings: TrainSettings, measure: bool = True) -> RoundOutcome:
+        """Train on `received`; `measure` adds the test accuracies (NaN in the metrics when skipped)."""
         model = self.model
         model.load_state(received, StatePart.GLOBAL)
         started = time.monotonic()
-        with model.global_only():
-            accuracy_global = evaluate(model, self.test, self.device)
+        accuracy_global = math.nan
+        if measure:
+            with model.global_only():
+                accuracy_global = evaluate(model, self.test, self.device)
         before_local = model.local_state()
         torch.manual_seed(settings.seed)
         result = train_local(model, self.train, self.settings(settings), self.device, self.stop, self.progress)
@@ -62,7 +65,7 @@ class LocalTrainer:
             return RoundOutcome(replace(metrics, train_loss=_or_nan(result.loss)), None, result.failure)
         sent = model.global_state()
         norms = {k: round(float(np.linalg.norm(sent[k] - received[k])), 6) for k in sorted(sent)}
-        accuracy = evaluate(model, self.test, self.device)
+        accuracy = evaluate(model, self.test, self.device) if measure else math.nan
         return RoundOutcome(replace(metrics, accuracy_after=accuracy, train_seconds=time.monotonic() - started),
                             sent, None, norms)
 

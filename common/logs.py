@@ -63,6 +63,7 @@ class Event(StrEnum):
     CLASS_NAMES_SIMILAR = "class_names_similar"
     IMAGE_SKIPPED = "image_skipped"
     IMAGES_SKIPPED = "images_skipped"
+    IMAGES_STREAMED = "images_streamed"
     # embedded backbone
     EMBEDDED_BUILD_STARTED = "embedded_build_started"
     EMBEDDED_BUILD_FINISHED = "embedded_build_finished"

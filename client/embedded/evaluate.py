@@ -17,7 +17,7 @@ from PIL import Image
 from ...common.spec import PromptConfig
 from ..model.backbone import load_backbone, preprocess
 from ..model.prompts import PFedDCModel
-from ..model.train import predict_proba
+from ..model.train import ImageSet, predict_proba
 from . import emoji
 from .datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, digit_domains, fashion_mnist
 
@@ -30,7 +30,7 @@ def _pixels(images: list[Image.Image], size: int) -> torch.Tensor:
 
 def _scores(model_dir: Path, classnames: list[str], pixels: torch.Tensor) -> torch.Tensor:
     model = PFedDCModel(load_backbone(str(model_dir)), classnames, PromptConfig(method="zeroshot"))
-    return predict_proba(model, pixels, torch.device("cpu"))
+    return predict_proba(model, ImageSet(pixels, torch.zeros(len(pixels), dtype=torch.long)), torch.device("cpu"))
 
 
 def _accuracy(scores: torch.Tensor, labels: np.ndarray, k: int = 1) -> float:

@@ -73,7 +73,7 @@ def preprocess(image: Path | Image.Image, size: int) -> np.ndarray:
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
 def freeze(clip: CLIPModel) -> CLIPModel:

@@ -11,14 +11,23 @@ or class prompts whose text features became near-identical (cosine > 0.99) when 
 from __future__ import annotations
 
 import math
+import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import UnidentifiedImageError
 
+from ...common.logs import Event, get_logger
 from ...common.messages import TrainSettings
+from .backbone import preprocess
 from .prompts import PFedDCModel
+
+log = get_logger("client")
+DECODE_WORKERS = min(4, max(1, (os.cpu_count() or 2) - 1))  # processes decoding images streamed from disk
 
 MOMENTUM = 0.9
 CHANCE_FRACTION = 0.98  # a loss at >= 98% of ln C is chance level
@@ -32,15 +41,67 @@ class Interrupted(RuntimeError):
     """Training stopped on request (SIGTERM); the round's partial work is discarded."""
 
 
-@dataclass
-class ImageSet:
-    """Preprocessed images uint8 [N, 3, S, S] and labels [N]; normalization happens on the device."""
+class Images:
+    """Labelled images for training and evaluation: uint8 pixels [B, 3, S, S] by index, a batch at a time."""
 
-    images: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels and labels of the samples `idx`; a sample that cannot be read has label -1 (and zeros)."""
+        raise NotImplementedError
+
+
+class ImageSet(Images):
+    """Images decoded once, held in memory as uint8."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[idx], self.labels[idx]
+
+
+class FileImageSet(Images, torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """Images left on disk and decoded when a batch needs them: memory stays flat however many there are."""
+
+    def __init__(self, paths: list[Path], labels: torch.Tensor, size: int) -> None:
+        self.paths, self.labels, self.size = paths, labels, size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            return torch.from_numpy(preprocess(self.paths[i], self.size)), int(self.labels[i])
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            log.warning(Event.IMAGE_SKIPPED, path=str(self.paths[i]), error=str(exc))
+            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), -1
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _stack([self[int(i)] for i in idx])
+
+
+def _stack(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+def batches(data: Images, order: torch.Tensor, batch_size: int, workers: int = DECODE_WORKERS
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(indices, pixels, labels) in `order`, readable samples only; images on disk are decoded by `workers`
+    processes while the previous batch trains."""
+    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    if isinstance(data, FileImageSet) and workers > 0:
+        loader = torch.utils.data.DataLoader(data, batch_sampler=[c.tolist() for c in chunks], num_workers=workers,
+                                             collate_fn=_stack)
+        pairs: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(loader)
+    else:
+        pairs = (data.batch(idx) for idx in chunks)
+    for idx, (x, y) in zip(chunks, pairs, strict=True):
+        ok = y >= 0
+        if bool(ok.all()):
+            yield idx, x, y
+        elif bool(ok.any()):
+            yield idx[ok], x[ok], y[ok]
 
 
 @dataclass(frozen=True)
@@ -84,7 +145,7 @@ def schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / span))
 
 
-def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainSettings, device: torch.device,
+def train_local(model: PFedDCModel, data: Images, cfg: TrainSettings, device: torch.device,
                 stop: threading.Event | None = None, progress: bool = False) -> TrainResult:
     """Train prompts, gates and fusion for `cfg.local_epochs`; never raises on a bad round, reports it."""
     from tqdm import tqdm
@@ -104,21 +165,20 @@ def train_local(model: PFedDCModel, data: ImageSet, cfg: TrainSettings, device: 
     losses: list[float] = []
     failure: str | None = None
     # Without vision prompts the image tower is frozen and deterministic: one pass serves every epoch.
-    cached = image_features(model, data.images, device) if model.vision is None else None
+    cached = image_features(model, data, device) if model.vision is None else None
     bar = tqdm(total=total, desc="training", disable=not progress, leave=False)
     for _ in range(cfg.local_epochs):
         order = torch.randperm(len(data), generator=gen)
         epoch: list[float] = []
-        for start in range(0, len(order), cfg.batch_size):
+        for idx, pixels, labels in batches(data, order, cfg.batch_size, 0 if cached is not None else DECODE_WORKERS):
             if stop is not None and stop.is_set():
                 raise Interrupted("training interrupted")
-            idx = order[start:start + cfg.batch_size]
-            y = data.labels[idx].to(device)
+            y = labels.to(device)
             with _autocast(device):
                 if cached is not None:
                     logits = model.logits(None, image_features=cached[idx.to(cached.device)])
                 else:
-                    logits = model(_pixels(model, data.images[idx], device))
+                    logits = model(_pixels(model, pixels, device))
                 loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
                 failure = f"diverged: the training loss became {loss.item()} at step {len(losses) + 1}"
@@ -158,29 +218,36 @@ def _collapse(model: PFedDCModel, epoch: list[float], seen: list[float], chance:
 
 
 @torch.no_grad()
-def image_features(model: PFedDCModel, images: torch.Tensor, device: torch.device, batch_size: int = 256
-                   ) -> torch.Tensor:
-    """Normalized image features [N, proj] of uint8 images, in batches."""
+def image_features(model: PFedDCModel, data: Images, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Normalized image features [N, proj] of every readable image, by index (zeros for the others)."""
+    out = torch.zeros((len(data), int(model.clip.config.projection_dim or 0)), device=device)
     with _autocast(device):
-        out = [model.image_features(_pixels(model, images[s:s + batch_size], device)).float()
-               for s in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.zeros((0, 1), device=device)
+        for idx, pixels, _ in batches(data, torch.arange(len(data)), batch_size):
+            out[idx] = model.image_features(_pixels(model, pixels, device)).float()
+    return out
 
 
 @torch.no_grad()
-def predict_proba(model: PFedDCModel, images: torch.Tensor, device: torch.device, batch_size: int = 256
-                  ) -> torch.Tensor:
-    """Class probabilities [N, C]; the class text features are computed once for all batches."""
+def predict_proba(model: PFedDCModel, data: Images, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Class probabilities [N, C] of the readable images; the class text features are computed once."""
     model.eval()
+    out = []
     with _autocast(device):
         text = model.text_features()
-        out = [model.logits(_pixels(model, images[s:s + batch_size], device), text).float().softmax(-1).cpu()
-               for s in range(0, len(images), batch_size)]
+        for _, pixels, _ in batches(data, torch.arange(len(data)), batch_size):
+            out.append(model.logits(_pixels(model, pixels, device), text).float().softmax(-1).cpu())
     return torch.cat(out) if out else torch.zeros((0, len(model.classnames)))
 
 
-def evaluate(model: PFedDCModel, data: ImageSet, device: torch.device, batch_size: int = 256) -> float:
-    if len(data) == 0:
-        return float("nan")
-    probs = predict_proba(model, data.images, device, batch_size)
-    return float((probs.argmax(-1) == data.labels).float().mean())
+@torch.no_grad()
+def evaluate(model: PFedDCModel, data: Images, device: torch.device, batch_size: int = 256) -> float:
+    """Accuracy on the readable images (NaN for an empty set)."""
+    model.eval()
+    correct, seen = 0, 0
+    with _autocast(device):
+        text = model.text_features()
+        for _, pixels, labels in batches(data, torch.arange(len(data)), batch_size):
+            logits = model.logits(_pixels(model, pixels, device), text)
+            correct += int((logits.argmax(-1).cpu() == labels).sum())
+            seen += len(labels)
+    return correct / seen if seen else float("nan")

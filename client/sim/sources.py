@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import class_folders, classnames_for, list_images
 from ..embedded.datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, digit_domains, fashion_mnist
+from ..folders import class_folders, classnames_for, list_images
 
 BUILTIN = ("fashion-mnist", "fashion-mnist-train", "digits-domains")
 

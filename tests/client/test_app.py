@@ -49,3 +49,13 @@ def test_wrong_server_address_gives_up_after_retries(tmp_path: Path, capsys: pyt
 def test_offline_commands_need_a_trained_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(capsys, "evaluate", "--state-dir", str(tmp_path / "empty"), "--data", str(tmp_path))
     assert code == 2 and "no trained client state" in err
+
+
+def test_help_and_argument_errors_answer_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, pfeddc.client.app as app\n"
+            "assert app.main(['--data', '/nonexistent', '--server', 'grpc://h:1', '--log-format', 'json']) == 2\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'imported a model library'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from tests_support import make_image_folder
 
-from pfeddc.client.data import DataError, choose_test_split, load_client_data, scan
+from pfeddc.client.data import load_client_data
+from pfeddc.client.folders import DataError, choose_test_split, scan
+from pfeddc.client.model.train import FileImageSet, ImageSet, batches
 
 
 def test_split_layout_is_used_as_given(tmp_path: Path) -> None:
@@ -16,6 +18,7 @@ def test_split_layout_is_used_as_given(tmp_path: Path) -> None:
     data, test_paths = load_client_data(root, 16, None)
     assert data.classnames == ["ankle boot", "t shirt"]
     assert (len(data.train), len(data.test), test_paths) == (8, 4, [])
+    assert isinstance(data.train, ImageSet)
     assert data.train.images.shape == (8, 3, 16, 16) and data.train.images.dtype.is_floating_point is False
 
 
@@ -60,3 +63,21 @@ def test_bad_layouts_fail_with_clear_errors(tmp_path: Path, layout: str, message
         (root / "b").mkdir()
     with pytest.raises(DataError, match=message):
         load_client_data(root, 8, None)
+
+
+def test_large_sets_stream_from_disk_and_give_the_same_batches(tmp_path: Path) -> None:
+    import torch
+
+    root = make_image_folder(tmp_path / "d", ["a", "b", "c"], 6, seed=0, split=True)
+    (root / "train" / "a" / "broken.png").write_bytes(b"not a png")
+    small, _ = load_client_data(root, 16, None)
+    streamed, _ = load_client_data(root, 16, None, in_memory_bytes=1)  # nothing fits: stay on disk
+    assert isinstance(streamed.train, FileImageSet) and isinstance(small.train, ImageSet)
+    assert small.skipped == 1 and len(small.train) == 18 and len(streamed.train) == 19  # found when read
+    order = torch.arange(len(streamed.train))
+    for workers in (0, 2):
+        got = list(batches(streamed.train, order, 5, workers))
+        assert sum(len(y) for _, _, y in got) == 18  # the broken file is left out of its batch
+        pixels = torch.cat([x for _, x, _ in got])
+        assert torch.equal(pixels, small.train.images) and torch.equal(torch.cat([y for _, _, y in got]),
+                                                                        small.train.labels)

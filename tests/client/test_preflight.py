@@ -13,7 +13,7 @@ import pytest
 from tests_support import make_image_folder
 
 from pfeddc.client.app import main
-from pfeddc.client.data import DataError
+from pfeddc.client.folders import DataError
 from pfeddc.client.preflight import check_data, check_model, check_server
 
 NOBODY = 65534

@@ -27,7 +27,8 @@ def color_corpus(per_class: int = 40) -> Corpus:
     images = np.zeros((3 * per_class, 4, 32, 32), dtype=np.uint8)
     for c, rgb in enumerate(COLORS.values()):
         for i in range(per_class):
-            images[c * per_class + i, :3] = np.clip(np.array(rgb)[:, None, None] + rng.normal(0, 20, (3, 32, 32)), 0, 255)
+            noise = rng.normal(0, 20, (3, 32, 32))
+            images[c * per_class + i, :3] = np.clip(np.array(rgb)[:, None, None] + noise, 0, 255)
     images[:, 3] = 255
     owner = np.repeat(np.arange(3), per_class)
     return Corpus(images, owner, np.full(len(owner), DIGIT), [(n,) for n in COLORS], [()] * 3)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests_support import TINY_CONFIG
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
-from tests_support import TINY_CONFIG
 
 from pfeddc.client.model.backbone import Backbone, load_backbone
 from pfeddc.client.model.classnames import ClassNameError, check_class_names

@@ -61,5 +61,5 @@ def test_text_only_methods_train_on_cached_image_features_with_the_same_logits(t
 
     data = colour_set(8)
     model = PFedDCModel(tiny_backbone, ["red", "green", "blue"], PromptConfig(method="promptfl"))
-    cached = image_features(model, data.images, CPU)
+    cached = image_features(model, data, CPU)
     torch.testing.assert_close(model.logits(None, image_features=cached), model(_pixels(model, data.images, CPU)))
