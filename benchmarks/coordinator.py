@@ -56,32 +56,42 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ----- scripted clients (worker processes)
+_TRANSIENT = (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+
+
+async def _retrying(call: Any) -> Any:
+    """Await `call()`, again after a short sleep when it fails transiently: with thousands of connections
+    opened at once gRPC cancels a few calls (seen on the threaded server too); every call here is idempotent."""
+    for attempt in range(10):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _TRANSIENT or attempt == 9:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+
 async def _client(target: str, client_id: str, push: bool, payload: bytes, metrics: pb.Metrics) -> int:
     async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
         stub = pb_grpc.CoordinatorStub(ch)
-        for attempt in range(10):  # thousands of connections opened at once: a few first calls are CANCELLED
-            try:
-                await stub.Join(pb.JoinRequest(client_id=client_id, num_examples=100, spec=wire.spec_to_proto(SPEC)))
-                break
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE) or attempt == 9:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+        join = pb.JoinRequest(client_id=client_id, num_examples=100, spec=wire.spec_to_proto(SPEC))
+        await _retrying(lambda: stub.Join(join))
         wait = HOLD_S if push else 0.0
-        task = await stub.GetTask(pb.TaskRequest(client_id=client_id, max_wait_s=wait))
+        ask = pb.TaskRequest(client_id=client_id, max_wait_s=wait)
+        task = await _retrying(lambda: stub.GetTask(ask))
         rounds = 0
         while task.action != pb.TaskReply.FINISHED:
             if task.action == pb.TaskReply.TRAIN:
-                reply = await stub.SubmitUpdate(pb.UpdateRequest(
-                    client_id=client_id, round=task.round, global_state=payload, num_examples=100, metrics=metrics,
-                    next_task_wait_s=wait))
+                update = pb.UpdateRequest(client_id=client_id, round=task.round, global_state=payload,
+                                          num_examples=100, metrics=metrics, next_task_wait_s=wait)
+                reply = await _retrying(lambda u=update: stub.SubmitUpdate(u))
                 rounds += 1
                 if reply.HasField("next_task"):
                     task = reply.next_task
                     continue
             elif task.retry_after_s > 0:
                 await asyncio.sleep(task.retry_after_s)
-            task = await stub.GetTask(pb.TaskRequest(client_id=client_id, max_wait_s=wait))
+            task = await _retrying(lambda: stub.GetTask(ask))
         return rounds
 
 
