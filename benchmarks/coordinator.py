@@ -175,7 +175,7 @@ async def _floor_clients(target: str, n: int, rounds: int, size: int) -> None:
 
     async def one(call: Any) -> None:
         for _ in range(rounds):
-            await call(payload)
+            await _retrying(lambda: call(payload))
 
     await asyncio.gather(*(one(c) for c in calls))
 
@@ -325,6 +325,11 @@ def soak_rows(r: Run) -> list[str]:
     return out
 
 
+def _save(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500, 2000])
@@ -354,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             results[(n, r.mode)] = r
             lines.append(row(r))
             print(lines[-1], flush=True)
+            _save(args.out, lines + floors)
         if args.floor_rounds:
             ours = statistics.median(results[(n, "push")].per_round(2, args.rounds)[1])
             for aio in (True, False):
@@ -361,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = statistics.median(f.per_round(2, len(f.rounds))[1])
                 floors.append(row(f) + f" {ours / cpu:.1f}x |")
                 print(floors[-1], flush=True)
+                _save(args.out, lines + floors)
     if floors:
         lines += ["", "gRPC-only floor (the same calls, holds and bytes; no federation):", "",
                   "| N | server | rounds | s/round median | s/round max | server CPU-s/round | peak RSS MiB | "

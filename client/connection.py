@@ -26,7 +26,9 @@ from ..common.transport import TlsFiles, open_channel
 
 log = get_logger("client")
 T = TypeVar("T")
-TRANSIENT = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
+# Every call is idempotent (Join upserts, GetTask reads, an update or failure report repeats by content), so each
+# is retried on these. gRPC cancels a few calls when thousands of connections open at once (CANCELLED).
+TRANSIENT = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.CANCELLED)
 
 
 class CoordinatorUnreachable(ConnectionError):
