@@ -210,6 +210,85 @@ def floor(clients: int, rounds: int, aio: bool, workers: int, size: int, workdir
         server.terminate()
 
 
+# ----- Flower (optional): the same no-op workload on Flower's Deployment Engine, on this machine
+FLOWER_APP = Path(__file__).resolve().parent / "flower_noop"
+_FLOWER_CONFIG = """[superlink]
+default = "local"
+
+[superlink.local]
+address = "127.0.0.1:9093"
+insecure = true
+"""
+
+
+def _wait_listening(port: int, timeout: float = 60.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of `pid` and its live children (the SuperLink runs the ServerApp as a child)."""
+    total = _cpu_s(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / TICK
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def flower(clients: int, rounds: int, python: Path, workdir: Path, timeout: float = 900.0) -> Run:
+    """SuperLink + `clients` SuperNodes on loopback (insecure), `flwr run` of the no-op app; commit times come
+    from the ServerApp's aggregation of each round; CPU is the SuperLink's and its ServerApp's."""
+    home, times = workdir / "flwr-home", workdir / "flower_round_times.txt"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(_FLOWER_CONFIG)
+    env = {**os.environ, "FLWR_HOME": str(home)}
+    bindir, log = python.parent, open(workdir / "flower.log", "w")  # noqa: SIM115 (closed below)
+    procs = [subprocess.Popen([str(bindir / "flower-superlink"), "--insecure"], env=env, stdout=log, stderr=log)]
+    try:
+        link = procs[0]
+        _wait_listening(9093)
+        for i in range(clients):
+            procs.append(subprocess.Popen(
+                [str(bindir / "flower-supernode"), "--insecure", "--superlink", "127.0.0.1:9092",
+                 "--clientappio-api-address", f"127.0.0.1:{9094 + i}",
+                 "--node-config", f"partition-id={i} num-partitions={clients}"], env=env, stdout=log, stderr=log))
+        config = f"num-server-rounds={rounds} num-nodes={clients} times-file='{times}'"
+        subprocess.run([str(bindir / "flwr"), "run", str(FLOWER_APP), "local", "--run-config", config], env=env,
+                       stdout=log, stderr=log, check=True, timeout=300)
+        cpu, rss, deadline = [], [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = time.time()
+            cpu.append((now, _tree_cpu_s(link.pid)))
+            rss.append((now, _memory_kib(link.pid)[0]))
+            if times.exists() and len(times.read_text().split()) >= rounds:
+                break
+            time.sleep(0.1)
+        commits = [float(t) for t in times.read_text().split()] if times.exists() else []
+        if len(commits) < 3:
+            raise RuntimeError(f"Flower finished {len(commits)} rounds in {timeout:.0f} s: see {workdir}/flower.log")
+        return Run(clients, "flower", commits, cpu, rss, _memory_kib(link.pid)[1])
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
 # ----- the coordinator process and its measurements
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -340,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak-clients", type=int, default=100)
     p.add_argument("--workers", type=int, default=4, help="client processes (default: 4)")
     p.add_argument("--floor-rounds", type=int, default=8, help="rounds of the gRPC-only floor; 0: skip (default: 8)")
+    p.add_argument("--flower-python", type=Path,
+                   help="python of a virtualenv with flwr 1.42 installed: also run the workload on Flower at "
+                        "--flower-clients, interleaved with pfeddc at the same N (flwr pins protobuf < 7, so it "
+                        "cannot share pfeddc's environment)")
+    p.add_argument("--flower-clients", type=int, default=10)
+    p.add_argument("--flower-rounds", type=int, default=6)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/coordinator.md"))
     args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pfeddc-bench-"))
@@ -382,6 +467,23 @@ def main(argv: list[str] | None = None) -> int:
     if ratios:
         lines += ["", *ratios]
         print("\n".join(["", *ratios]), flush=True)
+    if args.flower_python:
+        n = args.flower_clients
+        runs: list[Run] = []
+        for repeat in range(2):  # interleaved: pfeddc, Flower, pfeddc, Flower
+            runs.append(run(n, args.rounds, True, min(args.workers, max(1, n // 5)), workdir))
+            runs.append(flower(n, args.flower_rounds, args.flower_python,
+                               Path(tempfile.mkdtemp(dir=workdir, prefix=f"flower{repeat}-"))))
+        lines += ["", f"Flower 1.42 (Deployment Engine: SuperLink + {n} SuperNodes on loopback, insecure, FedAvg of "
+                  "the same 82 KB arrays, no-op ClientApp), interleaved with pfeddc push at the same N:", "",
+                  "| N | system | rounds | s/round median | s/round max | server CPU-s/round | peak RSS MiB |",
+                  "|---:|---|---:|---:|---:|---:|---:|", *[row(r) for r in runs]]
+        ours_s = statistics.median([s for r in runs if r.mode == "push" for s in r.per_round(2, len(r.rounds))[0]])
+        flower_s = statistics.median([s for r in runs if r.mode == "flower" for s in r.per_round(2, len(r.rounds))[0]])
+        lines += ["", f"- N={n}: pfeddc rounds are {flower_s / ours_s:.0f}x faster than Flower's "
+                      f"({ours_s:.3f} s vs {flower_s:.3f} s median)"]
+        print("\n".join(lines[-(len(runs) + 6):]), flush=True)
+        _save(args.out, lines)
     if args.soak_rounds:
         soak = run(args.soak_clients, args.soak_rounds, True, min(args.workers, 2), workdir)
         lines += ["", f"Soak: {args.soak_rounds} rounds at N={args.soak_clients} (push)", "",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import re
 import time
 from collections.abc import Callable
@@ -26,12 +25,11 @@ from ..common.logs import Event, get_logger
 from ..common.messages import Action, Code, FailureReason, Metrics, Refused, SubmitResult, Task, TrainSettings
 from ..common.spec import TensorSpec, spec_difference
 from .aggregate import Aggregator, make_aggregator
-from .closing import next_state
-from .combine import NonFiniteGlobal
 from .config import FederationConfig
 from .handouts import MAX_HANDOUTS, Handouts
 from .history import RoundSummary
 from .longpoll import ChangeFeed
+from .rounds import RoundLifecycle
 from .section import Section
 from .state import ClientRecord, FederationState, RoundView
 from .updates import CheckedUpdate, check_update
@@ -39,11 +37,10 @@ from .updates import CheckedUpdate, check_update
 __all__ = ["ClientRecord", "Federation", "FederationConfig", "FederationState", "RoundView"]
 log = get_logger("coordinator")
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always used with fullmatch
-WAITING_LOG_INTERVAL_S = 30.0
 MAX_DETAIL_CHARS = 500
 
 
-class Federation:
+class Federation(RoundLifecycle):
     def __init__(
         self,
         config: FederationConfig,
@@ -68,7 +65,7 @@ class Federation:
         self._rng = rng or np.random.default_rng()
         self._section = Section(self.changes, log)
         self._lock = self._section.lock
-        self._critical, self._log = self._section.hold, self._section.log
+        self._critical, self._log, self._changed = self._section.hold, self._section.log, self._section.changed
         self._set_global(state.global_tensors)
         self._sampled: set[str] = set()
         self._attempt = 0
@@ -84,14 +81,6 @@ class Federation:
         self._waiting_logged_at = -math.inf
 
     # ----- queries
-    @property
-    def round(self) -> int:
-        return self._state.round
-
-    @property
-    def finished(self) -> bool:
-        return self._state.round > self.config.rounds
-
     @property
     def global_tensors(self) -> dict[str, np.ndarray]:
         return dict(self._state.global_tensors)
@@ -114,11 +103,6 @@ class Federation:
     def sampled(self) -> set[str]:
         with self._lock:
             return set(self._sampled)
-
-    @property
-    def online_window_s(self) -> float:
-        """A client heard from within this window counts as online (and can be sampled)."""
-        return max(self.config.round_timeout_s, 10 * self.config.poll_interval_s)
 
     def snapshot(self) -> RoundView:
         """A consistent copy of the open round and the client registry, for the status view and metrics."""
@@ -287,127 +271,13 @@ class Federation:
     def _awaits(self, client_id: str) -> bool:
         return client_id in self._sampled and client_id not in self._received and client_id not in self._failed
 
-    def _outstanding(self) -> set[str]:
-        return self._sampled - self._received.keys() - self._failed.keys()
-
-    def _expected(self) -> int:
-        return len(self._sampled) - len(self._failed)
-
-    def _fail(self, client_id: str, reason: str) -> None:
-        self._failed[client_id] = reason
-        self._log("warning", Event.CLIENT_FAILED_ROUND, client_id=client_id, round=self.round, reason=reason,
-                  attempt=self._attempt, expected=self._expected())
-
     def _touch(self, client_id: str) -> None:
         record = self._state.clients.get(client_id)
         if record is None:
             raise Refused(Code.NOT_FOUND, f"unknown client {client_id!r}: call Join first")
         record.last_seen = self._clock()
 
-    def _set_global(self, tensors: dict[str, np.ndarray]) -> None:
-        self._state.global_tensors = tensors
-        self._payload = serde.encode(tensors)
-        self._sha = serde.sha256(self._payload)
-
     def _settings(self, client_id: str) -> TrainSettings:
         digest = hashlib.sha256(f"{self.config.seed}:{self.round}:{client_id}".encode()).digest()
         return replace(self.config.train, seed=int.from_bytes(digest[:8], "big") & (2**63 - 1))
-
-    def _advance(self) -> None:
-        now = self._clock()
-        if self._aborted:
-            return
-        if self._pending is not None:
-            if now >= self._persist_retry_at:
-                self._persist(now)
-            return
-        answered = len(self._received) + len(self._failed)  # both are disjoint subsets of the sampled
-        if self._sampled and (answered >= len(self._sampled) or now >= self._deadline):
-            self._end_attempt(now)
-        if not self._sampled and self._pending is None and not self._aborted and not self.finished:
-            self._open_round(now)
-
-    def _open_round(self, now: float) -> None:
-        active = sorted(c for c, r in self._state.clients.items() if now - r.last_seen <= self.online_window_s)
-        if len(active) < self.config.min_clients:
-            if now - self._waiting_logged_at >= WAITING_LOG_INTERVAL_S:
-                self._waiting_logged_at = now
-                self._log("warning", Event.WAITING_FOR_CLIENTS, round=self.round, active=len(active),
-                          needed=self.config.min_clients, known=len(self._state.clients))
-            return
-        self._waiting_logged_at = -math.inf
-        k = max(math.ceil(self.config.fraction * len(active)), self.config.quorum)
-        rng = random.Random(f"{self.config.seed}:{self.round}:{self._attempt}")
-        self._sampled = set(rng.sample(active, min(k, len(active))))
-        self._received, self._failed = {}, {}
-        self._deadline = now + self.config.round_timeout_s
-        self._opened_at = now
-        self._section.changed()
-        self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(self._sampled), active=len(active),
-                  attempt=self._attempt)
-        for client_id in sorted(self._sampled):
-            if self._handouts.exhausted(client_id):
-                self._fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
-
-    def _end_attempt(self, now: float) -> None:
-        """Every sampled client answered (or failed), or the deadline passed: commit if the quorum is met."""
-        stragglers = sorted(self._outstanding())
-        if len(self._received) < self.config.quorum:
-            why = "only failures" if not self._received and not stragglers else "no quorum"
-            failures = "; ".join(f"{c}: {r}" for c, r in sorted(self._failed.items())[:3])
-            return self._retry(f"{why}: {len(self._received)} of {self.config.quorum} updates needed, "
-                               f"{len(self._failed)} failed, {len(stragglers)} silent"
-                               + (f" ({failures})" if failures else ""))
-        try:
-            self._pending = next_state(self._state, self.config, self._aggregate, self._received, self._failed,
-                                       stragglers, len(self._sampled), self._attempt, now - self._opened_at, self._rng)
-        except NonFiniteGlobal as exc:
-            return self._retry(str(exc))
-        self._persist(now)
-
-    def _retry(self, reason: str) -> None:
-        self._attempt += 1
-        self._sampled, self._received, self._failed, self._deadline = set(), {}, {}, math.inf
-        self._section.changed()
-        if self._attempt > self.config.max_retries:
-            self._aborted = f"round {self.round} failed {self._attempt} times; last: {reason}"
-            self._log("error", Event.FEDERATION_ABORTED, round=self.round, attempts=self._attempt, reason=reason,
-                      advice="see the client_failed_round events; fix the clients (or the data), then restart "
-                             "the coordinator: it resumes at this round")
-            return
-        self._log("warning", Event.ROUND_RETRIED, round=self.round, attempt=self._attempt, reason=reason,
-                  max_retries=self.config.max_retries)
-
-    def _persist(self, now: float) -> None:
-        """Make the pending round durable, then (only then) advance to it in memory."""
-        pending = self._pending
-        assert pending is not None and pending.last_round is not None
-        try:
-            self._on_round_closed(pending)
-        except Exception as exc:  # disk full, I/O error, permissions: never lose the round, never go silent
-            self._persist_failures += 1
-            delay = min(2.0 ** (self._persist_failures - 1), 30.0)
-            self._persist_retry_at = now + delay
-            self._log("error", Event.CHECKPOINT_FAILED, round=self.round, error=f"{type(exc).__name__}: {exc}",
-                      attempt=self._persist_failures, retry_in_s=delay,
-                      advice="free space on (or repair) the --state-dir volume; the round is kept open in memory")
-            return
-        if self._persist_failures:
-            self._log("warning", Event.CHECKPOINT_RECOVERED, round=self.round, attempts=self._persist_failures + 1)
-        summary = pending.last_round
-        for client_id, update in self._received.items():
-            record = self._state.clients[client_id]
-            record.rounds_participated += 1
-            record.last_round, record.last_metrics = self.round, update.metrics
-        self._last_closed = {c: u.sha256 for c, u in self._received.items()}
-        self._sampled, self._received, self._failed, self._attempt, self._deadline = set(), {}, {}, 0, math.inf
-        self._pending, self._persist_failures = None, 0
-        self._handouts.reset()
-        self._set_global(pending.global_tensors)
-        self._state.round, self._state.privacy, self._state.last_round = pending.round, pending.privacy, summary
-        self._section.changed()
-        fields = {k: v for k, v in summary.to_json().items() if k != "sites"}
-        self._log("info", Event.ROUND_COMPLETED, **fields)
-        if self.finished:
-            self._log("info", Event.FEDERATION_FINISHED, rounds=self.config.rounds)
 

@@ -26,7 +26,8 @@ from pfeddc.common.spec import TensorSpec
 from pfeddc.server import checkpoint as checkpoint_module
 from pfeddc.server.app import SERVICE_NAME, RunningServer
 from pfeddc.server.checkpoint import ROUNDS_FILE
-from pfeddc.server.federation import WAITING_LOG_INTERVAL_S, Federation, FederationConfig, FederationState
+from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.rounds import WAITING_LOG_INTERVAL_S
 
 SPEC = [TensorSpec("text.global", (4, 128))]
 FLAGS = ("--rounds", "3", "--min-clients", "1", "--method", "promptfl", "--text-ctx", "4")
