@@ -11,8 +11,8 @@ from typing import Any
 
 from ..store import ClientStore
 
-ROUND_FIELDS = ["method", "round", "client", "accuracy_before", "accuracy_after", "train_loss", "num_test_examples",
-                "num_examples"]
+ROUND_FIELDS = ["method", "round", "client", "accuracy_global", "accuracy_after", "train_loss", "num_test_examples",
+                "num_examples", "accepted", "reason"]
 
 
 def collect_method(method: str, out: Path, clients: list[str], duration_s: float) -> dict[str, Any]:
@@ -23,9 +23,9 @@ def collect_method(method: str, out: Path, clients: list[str], duration_s: float
         for record in store.history():  # empty for a client never sampled (participation < 1)
             m = record.metrics
             rows.append({"method": method, "round": record.round, "client": name,
-                         "accuracy_before": _number(m.accuracy_before), "accuracy_after": _number(m.accuracy_after),
+                         "accuracy_global": _number(m.accuracy_global), "accuracy_after": _number(m.accuracy_after),
                          "train_loss": _number(m.train_loss), "num_test_examples": m.num_test_examples,
-                         "num_examples": record.num_examples})
+                         "num_examples": record.num_examples, "accepted": record.accepted, "reason": record.reason})
         final = store.meta().final_accuracy
         if final is None:
             raise RuntimeError(f"client {name} of {method} recorded no final accuracy")
