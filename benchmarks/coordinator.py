@@ -216,7 +216,7 @@ _FLOWER_CONFIG = """[superlink]
 default = "local"
 
 [superlink.local]
-address = "127.0.0.1:9093"
+address = "127.0.0.1:8000"
 insecure = true
 """
 
@@ -252,17 +252,18 @@ def flower(clients: int, rounds: int, python: Path, workdir: Path, timeout: floa
     home, times = workdir / "flwr-home", workdir / "flower_round_times.txt"
     home.mkdir(exist_ok=True)
     (home / "config.toml").write_text(_FLOWER_CONFIG)
-    env = {**os.environ, "FLWR_HOME": str(home)}
     bindir, log = python.parent, open(workdir / "flower.log", "w")  # noqa: SIM115 (closed below)
+    # the SuperLink and SuperNodes start Flower's other executables by name
+    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     procs = [subprocess.Popen([str(bindir / "flower-superlink"), "--insecure"], env=env, stdout=log, stderr=log)]
     try:
         link = procs[0]
-        _wait_listening(9093)
+        _wait_listening(8000)  # Flower 1.42 serves every SuperLink API over HTTP on port 8000
         for i in range(clients):
             procs.append(subprocess.Popen(
-                [str(bindir / "flower-supernode"), "--insecure", "--superlink", "127.0.0.1:9092",
-                 "--clientappio-api-address", f"127.0.0.1:{9094 + i}",
-                 "--node-config", f"partition-id={i} num-partitions={clients}"], env=env, stdout=log, stderr=log))
+                [str(bindir / "flower-supernode"), "--insecure", "--superlink", "127.0.0.1:8000",
+                 "--port", str(9100 + i), "--node-config", f"partition-id={i} num-partitions={clients}"],
+                env=env, stdout=log, stderr=log))
         config = f"num-server-rounds={rounds} num-nodes={clients} times-file='{times}'"
         subprocess.run([str(bindir / "flwr"), "run", str(FLOWER_APP), "local", "--run-config", config], env=env,
                        stdout=log, stderr=log, check=True, timeout=300)
@@ -411,7 +412,7 @@ def _save(path: Path, lines: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500, 2000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 500, 2000])
     p.add_argument("--rounds", type=int, default=12, help="rounds per size (round 1 excluded) (default: 12)")
     p.add_argument("--poll-sizes", type=int, nargs="*", default=[10, 100],
                    help="sizes also run with polling clients, for the push/poll ratio (default: 10 100)")

@@ -2,8 +2,8 @@
 
 Why aio: a waiting client's call is held open until its round opens (push). On the threaded server every held
 call pins a worker thread (2,000 threads at 2,000 clients), and waking them all at once costs more than the
-rounds' work; measured on the 2-core machine with 500 clients released together, the threaded server spent
-0.36 CPU-s per round in gRPC's own machinery, grpc.aio 0.16 (benchmarks/results/coordinator.md). The
+rounds' work: with 2,000 calls held and released together, gRPC alone cost 1.9 CPU-s per round threaded and
+0.7 on grpc.aio (benchmarks/results/coordinator.md, gRPC-only floors). The
 coordinator's servicer is async; the admin and health servicers stay synchronous and run on a small thread
 pool (`migration_thread_pool`). The domain logic stays synchronous, pure and thread-safe.
 """
