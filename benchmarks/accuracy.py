@@ -42,13 +42,14 @@ from inproc import ClientSplit, RunResult, run_federation  # noqa: E402
 from pfeddc.client.model.backbone import Backbone, load_backbone, preprocess  # noqa: E402
 from pfeddc.client.model.train import ImageSet  # noqa: E402
 from pfeddc.client.sim.sources import load_source  # noqa: E402
+from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402
 from pfeddc.common.partition import partition, train_test_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["pfeddc", "promptfl", "coop", "vision-only", "zeroshot"]
 ABLATIONS = ["pfeddc-nofusion", "pfeddc-novision", "pfeddc-nolocal"]  # "no text prompts" is vision-only
-LR_GRID = (0.003, 0.01, 0.03)
+LR_GRID = (0.01, 0.03, 0.1)  # the text prompts' rate; vision and fusion rates scale with it (defaults' ratios)
 SELECT_ON = "dir0.5"
 SEEDS = (0, 1, 2, 3, 4)
 ROUNDS = 10
@@ -77,9 +78,13 @@ SETTINGS = {
 
 
 def train_settings(lr: float) -> TrainSettings:
-    """One knob per method: the prompts' rate, with the vision and fusion rates in the defaults' ratios."""
+    """One knob per method: the text prompts' rate, with the vision and fusion rates in the defaults' ratios."""
     d = TrainSettings()
     return replace(d, lr=lr, lr_vision=lr * d.lr_vision / d.lr, lr_fusion=lr * d.lr_fusion / d.lr)
+
+
+DP_EPSILONS = (1.0, 4.0, 8.0)
+DP_SETTING, DP_CLIP = "fewshot", 0.1  # the smallest setting; clip near the honest per-round update norm
 
 
 def prepare(setting: Setting, seed: int, backbone: Backbone) -> tuple[list[str], dict[str, ClientSplit],
@@ -98,7 +103,7 @@ def prepare(setting: Setting, seed: int, backbone: Backbone) -> tuple[list[str],
     splits = {}
     for i, part in enumerate(parts):
         held = train_test_split(part, labels, 0.2, seed + i)
-        fit = train_test_split(held.train, labels, 0.1, seed + 100 + i)
+        fit = train_test_split(held.train, labels, 0.2, seed + 100 + i)  # validation: 20% of training data
         train = fit.train
         if setting.fewshot:
             train = [j for c in np.unique(labels[train]) for j in
@@ -132,16 +137,22 @@ class Runner:
     def find(self, **match: Any) -> list[dict[str, Any]]:
         return [r for r in self.records if all(r.get(k) == v for k, v in match.items())]
 
-    def run(self, setting: str, method: str, seed: int, lr: float | None, role: str) -> dict[str, Any]:
-        done = self.find(setting=setting, method=method, seed=seed, lr=lr)
+    def run(self, setting: str, method: str, seed: int, lr: float | None, role: str,
+            epsilon: float | None = None) -> dict[str, Any]:
+        done = self.find(setting=setting, method=method, seed=seed, lr=lr, epsilon=epsilon)
         if done:
             return done[0]
         if (setting, seed) not in self._data:
             self._data = {(setting, seed): prepare(SETTINGS[setting], seed, self.backbone)}
         classnames, clients, new = self._data[(setting, seed)]
+        dp = None
+        if epsilon is not None:
+            from pfeddc.server.privacy import DpSettings, noise_for_epsilon
+
+            dp = DpSettings(noise_for_epsilon(epsilon, self.rounds), DP_CLIP)
         result = run_federation(self.backbone, classnames, clients, method, train_settings(lr or TrainSettings().lr),
-                                self.rounds, seed, SETTINGS[setting].fraction, new)
-        rec = record(setting, method, seed, lr, role, result)
+                                self.rounds, seed, SETTINGS[setting].fraction, new, dp=dp)
+        rec = {**record(setting, method, seed, lr, role, result), "epsilon": epsilon}
         self.records.append(rec)
         with open(self.log, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
@@ -161,10 +172,17 @@ class Runner:
         for seed in seeds:
             self.run(setting, method, seed, lr, "final")
 
+    def privacy(self, seeds: list[int]) -> None:
+        """pFedDC under central DP (DP-FedAvg) at a few privacy budgets, on the smallest setting."""
+        lr = self.learning_rate("pfeddc")
+        for epsilon in DP_EPSILONS:
+            for seed in seeds:
+                self.run(DP_SETTING, "pfeddc", seed, lr, "privacy", epsilon)
+
 
 def chosen(records: list[dict[str, Any]], setting: str, method: str) -> list[dict[str, Any]]:
     """The runs that count: zero-shot's, or those at the method's chosen learning rate, one per seed."""
-    rs = [r for r in records if r["setting"] == setting and r["method"] == method]
+    rs = [r for r in records if r["setting"] == setting and r["method"] == method and r.get("epsilon") is None]
     if method == "zeroshot":
         return rs
     tuned = "pfeddc" if method in ABLATIONS else method
@@ -195,12 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods (default: all)")
     p.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
                    help="also the pFedDC ablations on dir0.5 (default: on)")
+    p.add_argument("--privacy", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"also pFedDC under DP-FedAvg at epsilon {DP_EPSILONS} on {DP_SETTING} (default: on)")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma list (default: 0-4)")
     p.add_argument("--rounds", type=int, default=ROUNDS)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     p.add_argument("--log", type=Path, default=RESULTS / "accuracy_runs.jsonl")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
+    configure_logging("console", "error")
     if args.threads:
         torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -214,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.ablation and "dir0.5" in args.settings.split(","):
             for method in ABLATIONS:
                 runner.method("dir0.5", method, seeds)
+        if args.privacy:
+            runner.privacy(seeds)
         print(f"done in {time.monotonic() - started:.0f} s")
     records = [json.loads(line) for line in args.log.read_text().splitlines()]
     text = (f"Recorded on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, "

@@ -22,6 +22,7 @@ from pfeddc.common import serde
 from pfeddc.common.messages import Action, TrainSettings
 from pfeddc.common.spec import PromptConfig, initial_prompts
 from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.privacy import DpSettings
 
 
 @dataclass
@@ -46,8 +47,8 @@ class RunResult:
 
 def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str, ClientSplit], method: str,
                    settings: TrainSettings, rounds: int, seed: int, fraction: float = 1.0,
-                   new_clients: dict[str, ClientSplit] | None = None, prompt: PromptConfig | None = None
-                   ) -> RunResult:
+                   new_clients: dict[str, ClientSplit] | None = None, prompt: PromptConfig | None = None,
+                   dp: DpSettings | None = None) -> RunResult:
     started = time.monotonic()
     cfg = replace(prompt or PromptConfig(), method=method)
     device = torch.device("cpu")
@@ -55,7 +56,7 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
     spec = next(iter(models.values())).spec
     initial = initial_prompts(spec, seed)
     config = FederationConfig(rounds=rounds, min_clients=len(clients), fraction=fraction, seed=seed,
-                              train=settings, round_timeout_s=1e9)
+                              train=settings, round_timeout_s=1e9, dp=dp)
     fed = Federation(config, spec, FederationState(1, dict(initial), {}))
     trainers = {cid: LocalTrainer(models[cid], split.train, split.test, device) for cid, split in clients.items()}
     for cid, split in clients.items():

@@ -59,6 +59,20 @@ def render(records: Records, chosen: Callable[[Records, str, str], Records], fmt
             for name in sorted(rs[0]["global_moved"]) if rs else []:
                 lines.append(f"| {method} | {name} | {fmt([r['global_moved'][name] for r in rs], 1.0)} |")
         lines.append("")
+    private = [r for r in records if r.get("epsilon") is not None]
+    if private:
+        setting = private[0]["setting"]
+        lines += [f"### Central differential privacy (DP-FedAvg), pfeddc on {setting}: accuracy %", "",
+                  "| epsilon (delta 1e-5, 10 rounds) | personalized | global prompts alone | seeds |",
+                  "|---|---:|---:|---:|"]
+        plain = chosen(records, setting, "pfeddc")
+        lines.append(f"| no DP | {fmt([r['mean_accuracy'] for r in plain])} | "
+                     f"{fmt([r['global_alone'] for r in plain])} | {len(plain)} |")
+        for eps in sorted({r["epsilon"] for r in private}):
+            rs = [r for r in private if r["epsilon"] == eps]
+            accs, alone = [r["mean_accuracy"] for r in rs], [r["global_alone"] for r in rs]
+            lines.append(f"| {eps:g} | {fmt(accs)} | {fmt(alone)} | {len(rs)} |")
+        lines.append("")
     plot_rounds(records, chosen, methods)
     return "\n".join(lines)
 

@@ -31,6 +31,7 @@ log = get_logger("client")
 # Refusals that end the daemon (credentials or the coordinator itself); any other refusal of an update is
 # logged and the client asks for its next task.
 FATAL = (Code.UNAVAILABLE, Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
+HOLD_S = 30.0  # how long the coordinator may hold a task request open (long poll) before answering WAIT
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class ClientDaemon:
         log.info(Event.CLIENT_STARTING, client_id=self.client_id, state_dir=str(self.store.dir), server=opts.server,
                  device=str(self.device))
         conn = Connection(opts.server, self.client_id, opts.tls, opts.token, Backoff(max_attempts=opts.max_retries),
-                          stop=self.stop)
+                          stop=self.stop, join_secret=self.store.join_secret())
         try:
             info = conn.federation()
             model_name = opts.model or info.model
@@ -111,28 +112,32 @@ class ClientDaemon:
     def _loop(self, conn: Connection, model: PFedDCModel, data: ClientData) -> dict[str, Any]:
         trainer = LocalTrainer(model, data.train, data.test, self.device, self.store.meta().lr_scale, self.stop,
                                self.opts.progress)
+        task: Task | None = None
         while not self.stop.is_set():
-            try:
-                task = conn.task()
-            except Refused as exc:
-                if exc.code != Code.NOT_FOUND:
-                    raise
-                log.warning(Event.REJOINING, client_id=self.client_id, reason=exc.message)
-                conn.join(len(data.train), model.spec)
-                continue
-            if task.action == Action.WAIT:
-                self.stop.wait(max(0.05, task.retry_after_s))
-            elif task.action == Action.TRAIN:
+            if task is None:
                 try:
-                    self._train_round(conn, trainer, data, task)
-                except Interrupted:
-                    break
-            elif task.action == Action.FINISHED:
+                    task = conn.task(wait_s=HOLD_S)  # held by the coordinator until there is something to do
+                except Refused as exc:
+                    if exc.code != Code.NOT_FOUND:
+                        raise
+                    log.warning(Event.REJOINING, client_id=self.client_id, reason=exc.message)
+                    conn.join(len(data.train), model.spec)
+                    continue
+            if task.action == Action.FINISHED:
                 return self._finish(model, data, task)
+            if task.action == Action.WAIT:
+                self.stop.wait(task.retry_after_s)
+                task = None
+                continue
+            try:
+                task = self._train_round(conn, trainer, data, task)
+            except Interrupted:
+                break
         log.info(Event.CLIENT_STOPPED, client_id=self.client_id, reason="signal")
         return {"client_id": self.client_id, "stopped": True}
 
-    def _train_round(self, conn: Connection, trainer: LocalTrainer, data: ClientData, task: Task) -> None:
+    def _train_round(self, conn: Connection, trainer: LocalTrainer, data: ClientData, task: Task) -> Task | None:
+        """Train, then submit (or report why not); returns the next task when the coordinator sent it along."""
         settings = (task.settings or TrainSettings()).with_overrides(**self.opts.overrides)
         log.info(Event.ROUND_TRAINING, client_id=self.client_id, round=task.round, epochs=settings.local_epochs,
                  lr=settings.lr, lr_scale=trainer.lr_scale, num_examples=len(data.train))
@@ -140,18 +145,26 @@ class ClientDaemon:
         outcome = trainer.run(task.tensors(), settings, measure)
         model = trainer.model
         if outcome.tensors is None:
+            # the state on disk first (the previous round's), then the word: a kill after the log loses nothing
+            self.store.save_round(task.round, model.local_state(), model.global_state(), RoundRecord(
+                task.round, False, outcome.failure or "", len(data.train), outcome.metrics, time.time()))
+            self.store.update_meta(lr_scale=trainer.lr_scale)
             event = Event.TRAINING_DIVERGED if outcome.reason == FailureReason.DIVERGED else Event.TRAINING_COLLAPSED
             log.warning(event, client_id=self.client_id, round=task.round, reason=outcome.failure,
                         lr_scale=trainer.lr_scale, advice="this round's work is discarded and reported; the client "
                         "keeps its previous state and trains its next rounds at the lower learning rate")
-            self.store.save_round(task.round, model.local_state(), model.global_state(), RoundRecord(
-                task.round, False, outcome.failure or "", len(data.train), outcome.metrics, time.time()))
-            self.store.update_meta(lr_scale=trainer.lr_scale)
-            conn.report_failure(task.round, outcome.reason, outcome.failure or "")
-            return
-        accepted, reason = True, ""
+            try:
+                conn.report_failure(task.round, outcome.reason, outcome.failure or "")
+            except Refused as exc:  # the round moved on meanwhile: nothing is waiting for this client
+                if exc.code in FATAL:
+                    raise
+                log.warning(Event.UPDATE_REFUSED, client_id=self.client_id, round=task.round, code=str(exc.code),
+                            reason=exc.message)
+            return None
+        accepted, reason, following = True, "", None
         try:
-            reply = conn.submit(task.round, outcome.tensors, len(data.train), outcome.metrics)
+            reply = conn.submit(task.round, outcome.tensors, len(data.train), outcome.metrics, next_task_wait_s=HOLD_S)
+            following = reply.next_task
             log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,
                      received=reply.received, expected=reply.expected)
         except Refused as exc:
@@ -167,6 +180,7 @@ class ClientDaemon:
                  accuracy_global=round(m.accuracy_global, 4), accuracy_after=round(m.accuracy_after, 4),
                  train_loss=round(m.train_loss, 4),
                  update_norms=outcome.update_norms, duration_s=round(m.train_seconds, 2))
+        return following
 
     def _finish(self, model: PFedDCModel, data: ClientData, task: Task) -> dict[str, Any]:
         model.load_state(task.tensors(), StatePart.GLOBAL)

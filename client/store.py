@@ -12,6 +12,7 @@ state_dir/
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -73,7 +74,8 @@ class RoundRecord:
     update_norms: dict[str, float] = field(default_factory=dict)  # L2 norm of (sent - received) per global tensor
 
     def to_json(self) -> dict[str, Any]:
-        flat = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        flat = {k: v for k, v in asdict(self).items() if k not in ("metrics", "update_norms")}
+        flat["update_norms"] = {k: _json_number(v) for k, v in self.update_norms.items()}
         return {**flat, **{k: _json_number(v) for k, v in self.metrics.as_dict().items()}}
 
     @classmethod
@@ -86,8 +88,8 @@ class RoundRecord:
 
 
 def _json_number(value: float) -> float | None:
-    """Strict JSON has no NaN: an absent metric is written as null."""
-    return None if value != value else value
+    """Strict JSON has no NaN or Infinity: an absent (or blown-up) metric is written as null."""
+    return value if math.isfinite(value) else None
 
 
 class ClientStore:

@@ -34,6 +34,7 @@ CHANCE_FRACTION = 0.98  # a loss at >= 98% of ln C is chance level
 BETTER_FRACTION = 0.9  # ... and one at <= 90% of ln C is clearly better than chance
 RUNNING_WINDOW = 4  # batches in the running mean that says the model was better than chance
 MAX_TEXT_COSINE = 0.99
+MAX_ABS_VALUE = 1e4  # no prompt is ever this large; the coordinator refuses such updates (--max-abs-value)
 APART_TEXT_COSINE = 0.98
 
 
@@ -197,8 +198,10 @@ def train_local(model: PFedDCModel, data: Images, cfg: TrainSettings, device: to
             break
     bar.close()
     model.eval()
-    if failure is None and not all(bool(torch.isfinite(p).all()) for p in params):
-        failure = "diverged: a prompt or fusion value became NaN or Inf"
+    if failure is None:
+        largest = max(float(p.detach().abs().max()) for p in params)
+        if not math.isfinite(largest) or largest > MAX_ABS_VALUE:
+            failure = f"diverged: a prompt or fusion value reached {largest:.3g} (the limit is {MAX_ABS_VALUE:g})"
     return TrainResult(sum(losses) / len(losses) if losses else float("nan"), len(losses), failure)
 
 
