@@ -37,5 +37,6 @@ def next_state(state: FederationState, config: FederationConfig, aggregate: Aggr
         aggregator="dp-fedavg" if dp else str(config.aggregator),
         sites={c: SiteRecord(u.num_examples, weights[c], u.metrics) for c, u in received.items()},
         failed=dict(failed), stragglers=tuple(stragglers), clipped=combined.clipped,
-        dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None)
+        dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None,
+        global_change={k: float(np.linalg.norm(v - state.global_tensors[k])) for k, v in combined.tensors.items()})
     return FederationState(state.round + 1, combined.tensors, clients, privacy, summary)

@@ -60,6 +60,7 @@ class RoundSummary:
     clipped: tuple[str, ...] = ()  # clients whose change from the global was scaled down to the clip norm
     dp_epsilon: float | None = None
     dp_delta: float | None = None
+    global_change: dict[str, float] = field(default_factory=dict)  # L2 norm of (new - old) per global tensor
 
     @property
     def clients(self) -> list[str]:
@@ -84,6 +85,8 @@ class RoundSummary:
             "train_loss": self.weighted("train_loss"),
             "accuracy_before": self.weighted("accuracy_before", by_test_examples=True),
             "accuracy_after": self.weighted("accuracy_after", by_test_examples=True),
+            "accuracy_global": self.weighted("accuracy_global", by_test_examples=True),
+            "global_change": {k: json_number(v) for k, v in sorted(self.global_change.items())},
             "failed": dict(sorted(self.failed.items())), "stragglers": list(self.stragglers),
             "clipped": list(self.clipped),
             "dp_epsilon": None if self.dp_epsilon is None else json_number(self.dp_epsilon), "dp_delta": self.dp_delta,

@@ -35,7 +35,16 @@ def collect_method(method: str, out: Path, clients: list[str], duration_s: float
         "method": method, "clients": len(accs), "mean_accuracy": statistics.fmean(accs),
         "std_across_clients": statistics.pstdev(accs), "worst_client": min(accs), "duration_s": round(duration_s, 1),
     }
-    return {"method": method, "rows": rows, "final": finals, "summary": summary}
+    return {"method": method, "rows": rows, "final": finals, "summary": summary,
+            "global_change": global_change(out / "coordinator" / "rounds.jsonl")}
+
+
+def global_change(rounds_file: Path) -> dict[int, dict[str, float]]:
+    """How far each global tensor moved in each round, from the coordinator's rounds.jsonl (server/history.py)."""
+    if not rounds_file.exists():
+        return {}
+    lines = [json.loads(line) for line in rounds_file.read_text().splitlines() if line.strip()]
+    return {int(x["round"]): dict(x.get("global_change", {})) for x in lines}
 
 
 def _number(value: float) -> float | None:
@@ -63,7 +72,8 @@ def write_results(results: list[dict[str, Any]], out: Path) -> dict[str, Path]:
         writer = csv.DictWriter(fh, fieldnames=list(results[0]["summary"]))
         writer.writeheader()
         writer.writerows(r["summary"] for r in results)
-    paths["json"].write_text(json.dumps([{k: r[k] for k in ("method", "final", "summary")} for r in results],
+    paths["json"].write_text(json.dumps([{k: r[k] for k in ("method", "final", "summary", "global_change")}
+                                         for r in results],
                                         indent=1))
     plot_accuracy(results, paths["plot"])
     return paths

@@ -59,6 +59,8 @@ def test_round_waits_for_min_clients_then_trains_and_averages() -> None:
     assert fed.round == 2
     np.testing.assert_allclose(fed.global_tensors["text.global"], 4.0)  # (1*10 + 5*30) / 40
     assert fed.last_round is not None and fed.last_round.to_json()["num_examples"] == 40
+    # how far each global tensor moved this round: all six text values went from 0 to 4
+    assert fed.last_round.to_json()["global_change"]["text.global"] == pytest.approx(4.0 * 6**0.5)
 
 
 def test_federation_finishes_after_last_round() -> None:
