@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inproc import ClientSplit, RunResult, run_federation  # noqa: E402
 
 from pfeddc.client.model.backbone import Backbone, load_backbone, preprocess  # noqa: E402
-from pfeddc.client.model.train import ImageSet  # noqa: E402
+from pfeddc.client.model.images import ImageSet  # noqa: E402
 from pfeddc.client.sim.sources import load_source  # noqa: E402
 from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402

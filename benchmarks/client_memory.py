@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pfeddc.client.model.train import Images
+    from pfeddc.client.model.images import Images
 
 IMAGE_SIZE = 224
 
@@ -51,8 +51,9 @@ def measure(root: Path, mode: str, steps: int) -> dict[str, float]:
     from pfeddc.client.data import load_client_data
     from pfeddc.client.embedded.build import save_backbone
     from pfeddc.client.model.backbone import load_backbone
+    from pfeddc.client.model.images import batches
     from pfeddc.client.model.prompts import PFedDCModel
-    from pfeddc.client.model.train import batches, train_local
+    from pfeddc.client.model.train import train_local
     from pfeddc.common.embedded import EMBEDDED_CONFIG
     from pfeddc.common.messages import TrainSettings
     from pfeddc.common.spec import PromptConfig
@@ -79,7 +80,7 @@ def measure(root: Path, mode: str, steps: int) -> dict[str, float]:
 
 def _first(data: Images, n: int) -> Images:
     """The first `n` training samples, in the same storage (files stay files)."""
-    from pfeddc.client.model.train import FileImageSet, ImageSet
+    from pfeddc.client.model.images import FileImageSet, ImageSet
 
     if isinstance(data, FileImageSet):
         return FileImageSet(data.paths[:n], data.labels[:n], data.size)

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from pfeddc.client.model.backbone import Backbone
+from pfeddc.client.model.images import ImageSet
 from pfeddc.client.model.prompts import PFedDCModel, StatePart
-from pfeddc.client.model.train import ImageSet, evaluate
+from pfeddc.client.model.train import evaluate
 from pfeddc.client.trainer import LocalTrainer
 from pfeddc.common import serde
 from pfeddc.common.messages import Action, TrainSettings

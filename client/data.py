@@ -17,7 +17,7 @@ from PIL import UnidentifiedImageError
 from ..common.logs import Event, get_logger
 from .folders import DataError, choose_test_split, classnames_for, scan
 from .model.backbone import preprocess
-from .model.train import FileImageSet, Images, ImageSet
+from .model.images import FileImageSet, Images, ImageSet
 
 log = get_logger("client")
 IN_MEMORY_BYTES = 512 * 1024 * 1024

@@ -11,8 +11,9 @@ import torch
 from .data import load_client_data
 from .folders import DataError, list_images
 from .model.backbone import load_backbone, preprocess
+from .model.images import ImageSet
 from .model.prompts import PFedDCModel, StatePart
-from .model.train import ImageSet, evaluate, pick_device, predict_proba
+from .model.train import evaluate, pick_device, predict_proba
 from .store import ClientStore, StateError
 
 

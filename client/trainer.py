@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from ..common.messages import FailureReason, Metrics, TrainSettings
+from .model.images import Images
 from .model.prompts import PFedDCModel, StatePart
-from .model.train import Images, evaluate, train_local
+from .model.train import evaluate, train_local
 
 LR_BACKOFF = 0.5  # learning-rate factor after a failed round, compounding
 

@@ -16,8 +16,9 @@ from PIL import Image
 
 from ...common.spec import PromptConfig
 from ..model.backbone import load_backbone, preprocess
+from ..model.images import ImageSet
 from ..model.prompts import PFedDCModel
-from ..model.train import ImageSet, predict_proba
+from ..model.train import predict_proba
 from . import emoji
 from .datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, digit_domains, fashion_mnist
 

@@ -10,7 +10,7 @@ from tests_support import make_image_folder
 
 from pfeddc.client.data import load_client_data
 from pfeddc.client.folders import DataError, choose_test_split, scan
-from pfeddc.client.model.train import FileImageSet, ImageSet, batches
+from pfeddc.client.model.images import FileImageSet, ImageSet, batches
 
 
 def test_split_layout_is_used_as_given(tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ from PIL import Image
 from pfeddc.client.embedded import WEIGHTS_DIR, embedded_dir
 from pfeddc.client.embedded.datasets import DIGIT_CLASSES, font_digits
 from pfeddc.client.model.backbone import load_backbone, preprocess
+from pfeddc.client.model.images import ImageSet
 from pfeddc.client.model.prompts import PFedDCModel
-from pfeddc.client.model.train import ImageSet, evaluate
+from pfeddc.client.model.train import evaluate
 from pfeddc.common.embedded import EMBEDDED_CONFIG
 from pfeddc.common.spec import EMBEDDED_MODEL, PromptConfig, dims_from_config, resolve_dims
 

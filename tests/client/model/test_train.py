@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from pfeddc.client.model.backbone import Backbone
+from pfeddc.client.model.images import ImageSet
 from pfeddc.client.model.prompts import PFedDCModel, StatePart
-from pfeddc.client.model.train import ImageSet, schedule, train_local
+from pfeddc.client.model.train import schedule, train_local
 from pfeddc.common.messages import TrainSettings
 from pfeddc.common.spec import PromptConfig
 
