@@ -57,7 +57,7 @@ def render(records: Records, chosen: Callable[[Records, str, str], Records], fmt
                   "| method | tensor | moved |", "|---|---|---:|"]
         for method, rs in moved.items():
             for name in sorted(rs[0]["global_moved"]) if rs else []:
-                lines.append(f"| {method} | {name} | {fmt([r['global_moved'][name] for r in rs], 1.0)} |")
+                lines.append(f"| {method} | {name} | {fmt([r['global_moved'][name] for r in rs], 1.0, 3)} |")
         lines.append("")
     private = [r for r in records if r.get("epsilon") is not None]
     if private:
