@@ -38,8 +38,10 @@ def render(records: Records, chosen: Callable[[Records, str, str], Records], fmt
         lines.append("")
     rows = {m: chosen(records, "dir0.5", m) for m in ["pfeddc", *ablations, "vision-only"]}
     if any(rows[a] for a in ablations):
-        lines += ["### pFedDC ablation (dir0.5): one part removed each", "",
-                  "| variant | accuracy | worst client | vs pfeddc |", "|---|---:|---:|---:|"]
+        seeds = {r["seed"] for a in ablations for r in rows[a]}  # every row on the ablation's seeds
+        rows = {m: [r for r in rs if r["seed"] in seeds] for m, rs in rows.items()}
+        lines += [f"### pFedDC ablation (dir0.5, seeds {', '.join(map(str, sorted(seeds)))}): one part removed each",
+                  "", "| variant | accuracy | worst client | vs pfeddc |", "|---|---:|---:|---:|"]
         base = [r["mean_accuracy"] for r in rows["pfeddc"]]
         labels = {"pfeddc": "pfeddc (all parts)", "pfeddc-nofusion": "no fusion (sum)",
                   "pfeddc-novision": "no vision prompts", "vision-only": "no text prompts",

@@ -18,16 +18,17 @@ def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) 
     if with_method:
         g.add_argument("--method", choices=list(METHODS), default=d.method,
                        help="pfeddc: global+local text and vision prompts fused by cross-attention; pfeddc-nofusion: "
-                            "the same averaged instead of attended; promptfl: federated text prompts; coop: local "
-                            "text prompts only; vision-only: pFedDC on the vision side only; zeroshot: no prompts "
-                            "(default: %(default)s)")
+                            "the same with a plain sum instead of cross-attention; promptfl: federated text prompts; "
+                            "coop: local text prompts only; vision-only: pFedDC on the vision side only; zeroshot: no "
+                            "prompts (default: %(default)s)")
     g.add_argument("--text-ctx", type=int, default=d.text_ctx,
                    help="learnable text context tokens (default: %(default)s)")
     g.add_argument("--text-init", default=d.text_init,
                    help="phrase the text context starts from; used when its token count equals --text-ctx "
                         "(default: %(default)r)")
     g.add_argument("--vision-tokens", type=int, default=d.vision_tokens,
-                   help="learnable vision prompt tokens inserted after CLS (default: %(default)s)")
+                   help="learnable vision prompt tokens per prompted layer, read through gated attention "
+                        "(default: %(default)s)")
     g.add_argument("--vision-depth", type=int, default=d.vision_depth,
                    help="encoder layers that get their own vision prompts: 1 = shallow, >1 = deep "
                         "(default: %(default)s)")

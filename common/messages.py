@@ -69,11 +69,11 @@ class TrainSettings:
     """
 
     local_epochs: int = field(default=1, metadata={"help": "local epochs per round"})
-    lr: float = field(default=0.03, metadata={"help": "SGD learning rate of the text prompts"})
+    lr: float = field(default=0.1, metadata={"help": "SGD learning rate of the text prompts"})
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
     seed: int = field(default=0, metadata={"flag": False})  # per round and client, derived by the coordinator
-    lr_vision: float = field(default=1.0, metadata={"help": "SGD learning rate of the vision prompts and gates"})
-    lr_fusion: float = field(default=0.006, metadata={"help": "SGD learning rate of the fusion modules"})
+    lr_vision: float = field(default=3.33, metadata={"help": "SGD learning rate of the vision prompts and gates"})
+    lr_fusion: float = field(default=0.02, metadata={"help": "SGD learning rate of the fusion modules"})
     clip_norm: float = field(default=1.0, metadata={
         "help": "clip each step's gradients to this global L2 norm; 0 turns clipping off"})
     warmup_steps: int = field(default=5, metadata={

