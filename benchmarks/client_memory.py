@@ -40,7 +40,8 @@ def make_folder(root: Path, count: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         base = np.full((240, 320, 3), 25 * (i % 10), np.uint8)
         noise = rng.integers(0, 40, (30, 40, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
-        Image.fromarray(base + noise).save(folder / f"{i:06d}.jpg", quality=70)
+        if not (folder / f"{i:06d}.jpg").exists():  # resumable: an interrupted run keeps what it wrote
+            Image.fromarray(base + noise).save(folder / f"{i:06d}.jpg", quality=70)
     (root / "done").write_text(str(count))
 
 

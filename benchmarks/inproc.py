@@ -70,7 +70,7 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
         accuracies, global_accuracies = [], []
         for cid in sorted(clients):
             task = fed.task(cid)
-            if task.action != Action.TRAIN:
+            if task.action != Action.TRAIN or task.round != round_:  # not sampled, or the round already closed
                 continue
             outcome = trainers[cid].run(task.tensors(), task.settings or settings)
             if outcome.tensors is None:

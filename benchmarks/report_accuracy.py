@@ -13,7 +13,7 @@ Records = list[dict[str, Any]]
 
 def render(records: Records, chosen: Callable[[Records, str, str], Records], fmt: Callable[..., str],
            settings: Mapping[str, Any], methods: list[str], ablations: list[str]) -> str:
-    lines: list[str] = []
+    lines = summary(records, chosen, settings, methods)
     for setting in settings:
         rows = {m: chosen(records, setting, m) for m in methods}
         if not any(rows.values()):
@@ -44,7 +44,7 @@ def render(records: Records, chosen: Callable[[Records, str, str], Records], fmt
                   "", "| variant | accuracy | worst client | vs pfeddc |", "|---|---:|---:|---:|"]
         base = [r["mean_accuracy"] for r in rows["pfeddc"]]
         labels = {"pfeddc": "pfeddc (all parts)", "pfeddc-nofusion": "no fusion (sum)",
-                  "pfeddc-novision": "no vision prompts", "vision-only": "no text prompts",
+                  "pfeddc-novision": "no vision prompts", "vision-only": "no text prompts (vision-only, own lr)",
                   "pfeddc-nolocal": "no local prompts"}
         for method, rs in rows.items():
             if rs:
@@ -77,6 +77,25 @@ def render(records: Records, chosen: Callable[[Records, str, str], Records], fmt
         lines.append("")
     plot_rounds(records, chosen, methods)
     return "\n".join(lines)
+
+
+def summary(records: Records, chosen: Callable[[Records, str, str], Records], settings: Mapping[str, Any],
+            methods: list[str]) -> list[str]:
+    """One line per method: mean personalized accuracy / mean worst client, and collapses, in every setting."""
+    present = [s for s in settings if any(chosen(records, s, m) for m in methods)]
+    if not present:
+        return []
+    lines = ["### Summary: personalized accuracy % / worst client % (mean over seeds), collapses in brackets", "",
+             "| method | " + " | ".join(present) + " |", "|---|" + "---:|" * len(present)]
+    for method in methods:
+        cells = []
+        for setting in present:
+            rs = chosen(records, setting, method)
+            cells.append(f"{100 * statistics.fmean(r['mean_accuracy'] for r in rs):.1f} / "
+                         f"{100 * statistics.fmean(r['worst_client'] for r in rs):.1f} "
+                         f"[{sum(len(r['failures']) for r in rs)}]" if rs else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def plot_rounds(records: Records, chosen: Callable[[Records, str, str], Records], methods: list[str]) -> None:
