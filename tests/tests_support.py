@@ -27,6 +27,12 @@ TINY_CONFIG = {
 }
 
 
+# The shipped learning rates are tuned on the embedded backbone. A tiny random CLIP gives its classes
+# near-identical text features, and steps that large merge them: a collapse the clients rightly report and
+# retry. Tests of the federation's machinery on tiny models step gently (flags of pfeddc-server / pfeddc-sim).
+GENTLE_RATES = ("--lr", "0.005", "--lr-vision", "0.05", "--lr-fusion", "0.001")
+
+
 def make_tiny_model_dir(directory: Path, seed: int = 0) -> Path:
     """A random tiny CLIP saved like a real one (weights, config, tokenizer, preprocessing)."""
     torch.manual_seed(seed)

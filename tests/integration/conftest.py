@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_support import GENTLE_RATES
 
 from pfeddc.client.sim.processes import LoggedProcess
 from pfeddc.common.logs import Event
@@ -22,9 +23,10 @@ class Federation:
         self.port = 0
 
     def server(self, *flags: str, state_dir: Path | None = None, port: int = 0) -> LoggedProcess:
+        """A coordinator on the tiny model, at gentle learning rates unless `flags` set others."""
         argv = [sys.executable, "-m", "pfeddc.server.app", "--bind", "127.0.0.1", "--port", str(port),
                 "--state-dir", str(state_dir or self.tmp / "coordinator"), "--model", str(self.model_dir),
-                "--log-format", "json", "--poll-interval", "0.2", "--linger", "5", *flags]
+                "--log-format", "json", "--poll-interval", "0.2", "--linger", "5", *GENTLE_RATES, *flags]
         proc = LoggedProcess(argv, self.tmp / "server.log", ENV)
         self.procs.append(proc)
         self.port = proc.wait_event(Event.SERVER_STARTED, 30)["port"]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests_support import make_image_folder
+from tests_support import GENTLE_RATES, make_image_folder
 
 from pfeddc.client.sim.app import main
 
@@ -21,7 +21,7 @@ def test_sim_runs_methods_and_writes_results(tmp_path: Path, tiny_model_dir: Pat
         make_image_folder(data / f"client_{i:02d}", ["red", "green"], 6, seed=i, split=True)
     out = tmp_path / "out"
     code = main(["--data", str(data), "--rounds", "1", "--methods", "pfeddc,zeroshot", "--model", str(tiny_model_dir),
-                 "--out", str(out), "--threads", "1"])
+                 "--out", str(out), "--threads", "1", *GENTLE_RATES])
     printed = capsys.readouterr().out
     assert code == 0, printed
     rows = list(csv.DictReader((out / "per_round.csv").open()))
