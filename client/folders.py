@@ -73,9 +73,18 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]] | lis
         found = samples(root)
     empty = [f for i, f in enumerate(folders)
              if not any(label == i for _, label in (found["train"] if isinstance(found, dict) else found))]
+    if len(empty) == len(folders):
+        raise DataError(f"no images in any of the {len(folders)} folders of {base} ({_some(empty)}): is --data "
+                        "the folder that holds one folder of images per class?")
     if empty:
-        raise DataError(f"class folder(s) without images in {base}: {empty}")
+        raise DataError(f"class folder(s) without images in {base}: {_some(empty)}")
     return folders, found
+
+
+def _some(names: list[str], most: int = 8) -> str:
+    """The first few names, and how many more (an error message stays readable for any folder)."""
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def choose_test_split(samples: list[tuple[Path, int]], root: Path, fraction: float, seed: int) -> list[str]:

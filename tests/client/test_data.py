@@ -52,7 +52,8 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("layout", "message"),
-    [("missing", "is not a directory"), ("no_classes", "no class folders"), ("empty_class", "without images")],
+    [("missing", "is not a directory"), ("no_classes", "no class folders"), ("empty_class", "without images"),
+     ("no_images", "no images in any of the 30 folders .*'f07' and 22 more.*one folder of images per class")],
 )
 def test_bad_layouts_fail_with_clear_errors(tmp_path: Path, layout: str, message: str) -> None:
     root = tmp_path / "d"
@@ -61,6 +62,9 @@ def test_bad_layouts_fail_with_clear_errors(tmp_path: Path, layout: str, message
     if layout == "empty_class":
         make_image_folder(root, ["a"], 2, seed=0)
         (root / "b").mkdir()
+    if layout == "no_images":  # --data pointed at the wrong folder: names a few folders, counts the rest
+        for i in range(30):
+            (root / f"f{i:02d}").mkdir()
     with pytest.raises(DataError, match=message):
         load_client_data(root, 8, None)
 
