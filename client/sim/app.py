@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pfeddc-sim: error: unknown method(s) {unknown}; choose from {', '.join(METHODS)}", file=sys.stderr)
         return 2
     try:
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a file; give a directory for the results")
         if args.demo:
             args.data = args.data or _demo_data(args.out / "data")
         if args.data is None:
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:
             print(f"{method}: {len(clients)} clients, {args.rounds} rounds", flush=True)
             results.append(run_method(args, method, clients, args.out / method))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # OSError: unwritable --out, a full disk, ...
         print(f"pfeddc-sim: error: {exc}", file=sys.stderr)
         return 2
     paths = write_results(results, args.out)

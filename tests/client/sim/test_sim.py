@@ -40,6 +40,9 @@ def test_sim_reports_unknown_methods_and_missing_data(tmp_path: Path, capsys: py
     assert "unknown method" in capsys.readouterr().err
     assert main(["--data", str(tmp_path), "--model", str(tmp_path)]) == 2
     assert "no client folders" in capsys.readouterr().err
+    (tmp_path / "results.txt").write_text("not a directory")
+    assert main(["--demo", "--out", str(tmp_path / "results.txt")]) == 2
+    assert "is a file; give a directory" in capsys.readouterr().err
 
 
 def test_sim_refuses_to_mix_results_with_an_earlier_run(tmp_path: Path, tiny_model_dir: Path,
