@@ -59,6 +59,13 @@ def test_layout_imports_point_down_only(path: Path) -> None:
             f"{path.relative_to(ROOT)} ({layer}) imports {target.relative_to(ROOT)} ({layer_of(target)})")
 
 
+@pytest.mark.parametrize("path", [p for p in package_files() if layer_of(p) != "server"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_layout_no_lower_layer_names_the_server_package(path: Path) -> None:
+    """Not even as a string (`python -m pfeddc.server.app`): the sim starts the coordinator by its command."""
+    assert "pfeddc.server" not in path.read_text(), f"{path.relative_to(ROOT)} names pfeddc.server"
+
+
 def test_layout_daemon_modules_import_no_generated_stub_except_the_connection() -> None:
     for name in DAEMON - {"connection.py"}:
         source = (ROOT / "client" / name).read_text()

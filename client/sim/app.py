@@ -25,7 +25,7 @@ from ...common.cli import (
 from ...common.envflags import add_version, apply_env_defaults
 from ...common.logs import Event
 from ...common.spec import EMBEDDED_MODEL, METHODS
-from .processes import LoggedProcess
+from .processes import LoggedProcess, installed_command
 from .report import collect_method, print_round_table, write_results
 
 DEMO: dict[str, Any] = {"source": "fashion-mnist", "clients": 4, "alpha": 0.5, "max_samples": 4000,
@@ -73,9 +73,9 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
         raise ValueError(f"{out} exists: results are never mixed with an earlier run; remove it or use another --out")
     threads = args.threads or max(1, (os.cpu_count() or 1) // len(clients))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    py = sys.executable
+    server_cmd, client_cmd = installed_command("pfeddc-server"), installed_command("pfeddc-client")
     server = LoggedProcess(
-        [py, "-m", "pfeddc.server.app", "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(out / "coordinator"),
+        [server_cmd, "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(out / "coordinator"),
          "--rounds", str(args.rounds), "--min-clients", str(len(clients)), "--fraction", str(args.fraction),
          "--round-timeout", str(args.round_timeout), "--seed", str(args.seed), "--model", args.model,
          "--method", method, "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
@@ -86,7 +86,7 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
         port = server.wait_event(Event.SERVER_STARTED, 60)["port"]
         for folder in clients:
             procs.append(LoggedProcess(
-                [py, "-m", "pfeddc.client.app", "--data", str(folder), "--server", f"127.0.0.1:{port}",
+                [client_cmd, "--data", str(folder), "--server", f"127.0.0.1:{port}",
                  "--state-dir", str(out / "clients" / folder.name), "--client-id", folder.name, "--model", args.model,
                  "--seed", str(args.seed), "--device", args.device, "--log-format", "json", "--no-progress"],
                 out / "logs" / f"{folder.name}.log", env))
@@ -113,7 +113,7 @@ def _wait_round(server: LoggedProcess, clients: list[LoggedProcess], round_: int
         except TimeoutError:
             for proc in [server, *clients]:
                 if proc.popen.poll() is not None:
-                    raise RuntimeError(f"{proc.argv[2]} exited before round {round_} completed "
+                    raise RuntimeError(f"{Path(proc.argv[0]).name} exited before round {round_} completed "
                                        f"({proc.log_path}):\n{proc.tail()}") from None
 
 

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+
+def installed_command(name: str) -> str:
+    """The path of an installed console script (`pfeddc-server`, ...): beside this Python (its environment's
+    bin/), else on PATH. The sim starts the coordinator and clients as a user would, through their commands,
+    so it never names another package's modules."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise ValueError(f"{name} is not installed beside {sys.executable} nor on PATH: pip install pfeddc")
+    return found
 
 
 class LoggedProcess:
