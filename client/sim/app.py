@@ -91,8 +91,10 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
                  "--seed", str(args.seed), "--device", args.device, "--log-format", "json", "--no-progress"],
                 out / "logs" / f"{folder.name}.log", env))
         started = time.monotonic()
+        moved: dict[int, dict[str, float]] = {}  # per round, how far each global tensor moved
         for r in range(1, args.rounds + 1):
             event = _wait_round(server, procs[1:], r)
+            moved[r] = dict(event.get("global_change") or {})
             acc = event.get("accuracy_after")
             print(f"  [{method}] round {r}/{args.rounds}: accuracy {acc if acc is None else f'{acc:.4f}'} "
                   f"({len(event['clients'])} clients, {event['duration_s']:.1f} s)", flush=True)
@@ -103,7 +105,7 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
     finally:
         for proc in procs:
             proc.kill()
-    return collect_method(method, out, [c.name for c in clients], duration)
+    return collect_method(method, out, [c.name for c in clients], duration, moved)
 
 
 def _wait_round(server: LoggedProcess, clients: list[LoggedProcess], round_: int) -> dict[str, Any]:

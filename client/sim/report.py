@@ -15,7 +15,8 @@ ROUND_FIELDS = ["method", "round", "client", "accuracy_global", "accuracy_after"
                 "num_examples", "accepted", "reason"]
 
 
-def collect_method(method: str, out: Path, clients: list[str], duration_s: float) -> dict[str, Any]:
+def collect_method(method: str, out: Path, clients: list[str], duration_s: float,
+                   global_change: dict[int, dict[str, float]]) -> dict[str, Any]:
     """Read each client's own state dir (through its store): per-round history and final evaluation."""
     rows, finals = [], {}
     for name in clients:
@@ -35,16 +36,7 @@ def collect_method(method: str, out: Path, clients: list[str], duration_s: float
         "method": method, "clients": len(accs), "mean_accuracy": statistics.fmean(accs),
         "std_across_clients": statistics.pstdev(accs), "worst_client": min(accs), "duration_s": round(duration_s, 1),
     }
-    return {"method": method, "rows": rows, "final": finals, "summary": summary,
-            "global_change": global_change(out / "coordinator" / "rounds.jsonl")}
-
-
-def global_change(rounds_file: Path) -> dict[int, dict[str, float]]:
-    """How far each global tensor moved in each round, from the coordinator's rounds.jsonl (server/history.py)."""
-    if not rounds_file.exists():
-        return {}
-    lines = [json.loads(line) for line in rounds_file.read_text().splitlines() if line.strip()]
-    return {int(x["round"]): dict(x.get("global_change", {})) for x in lines}
+    return {"method": method, "rows": rows, "final": finals, "summary": summary, "global_change": global_change}
 
 
 def _number(value: float) -> float | None:

@@ -31,7 +31,10 @@ def test_sim_runs_methods_and_writes_results(tmp_path: Path, tiny_model_dir: Pat
     assert set(summary) == {"pfeddc", "zeroshot"} and summary["pfeddc"]["clients"] == "2"
     assert 0 <= float(summary["pfeddc"]["worst_client"]) <= float(summary["pfeddc"]["mean_accuracy"]) <= 1
     assert (out / "accuracy.png").stat().st_size > 1000
-    assert len(json.loads((out / "results.json").read_text())) == 2
+    results = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    assert set(results) == {"pfeddc", "zeroshot"}
+    moved = results["pfeddc"]["global_change"]["1"]  # from the coordinator's round_completed event
+    assert {"text.global", "vision.global"} <= set(moved) and all(v >= 0 for v in moved.values())
     assert "round | " in printed and str(out / "accuracy.png") in printed
 
 
