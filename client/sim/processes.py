@@ -78,7 +78,12 @@ class LoggedProcess:
             return "".join(self.lines[-n:])
 
     def wait(self, timeout: float | None = None) -> int:
-        code = self.popen.wait(timeout)
+        """The exit code; raises TimeoutError with the log's tail if the process is still running."""
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"{' '.join(self.argv[:4])} still running after {timeout}s; log tail:\n"
+                               f"{self.tail()}") from None
         self._reader.join(5)
         return code
 
