@@ -148,7 +148,7 @@ def add_admin(out: Path, name: str, days: int) -> list[Path]:
 def _add_identity(out: Path, identity: str, folder: Path, stem: str, days: int) -> list[Path]:
     ca_key, ca_cert = load_ca(out)
     key, cert = issue(ca_key, ca_cert, identity, days=days)
-    token = secrets.token_urlsafe(32)
+    token = secrets.token_hex(32)  # 256 bits; hex never starts with "-", so `--token VALUE` always parses
     _write(folder / f"{stem}.key", _key_pem(key), True)
     _write(folder / f"{stem}.pem", _cert_pem(cert), False)
     _write(folder / "ca.pem", _cert_pem(ca_cert), False)

@@ -37,3 +37,17 @@ def test_admin_credential_is_an_identity_no_client_can_have(tmp_path: Path) -> N
     assert "admin:ops" in json.loads((tmp_path / "tokens.json").read_text())
     with pytest.raises(ValueError, match="without ':'"):
         certs.add_admin(tmp_path, "a:b", 30)
+
+
+def test_issued_tokens_pass_as_a_command_line_value(tmp_path: Path) -> None:
+    """A token once began with '-' (1 in 64 with URL-safe base64), and `--token VALUE` then failed to parse:
+    every issued token must be a plain value for argparse, whatever the draw."""
+    from pfeddc.client.app import run_parser
+
+    assert certs.main(["init", "--out", str(tmp_path)]) == 0
+    for i in range(40):
+        assert certs.main(["client", "--out", str(tmp_path), "--client-id", f"site-{i}"]) == 0
+        token = (tmp_path / "clients" / f"site-{i}" / "token").read_text().strip()
+        assert len(token) == 64 and not token.startswith("-")
+        args = run_parser().parse_args(["--data", "d", "--server", "h:1", "--token", token])
+        assert args.token == token
