@@ -39,7 +39,8 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
                         "hostile clients (default: %(default)s)")
     g.add_argument("--max-retries", type=int, default=_DEFAULTS["max_retries"],
                    help="attempts of one round that may fail (only failure reports, no quorum, a non-finite "
-                        "aggregate) before the coordinator stops with exit code 4 (default: %(default)s)")
+                        "aggregate) before the coordinator stops with exit code 4; the round can still commit at "
+                        "attempt N + 1, and each attempt counts hand-outs afresh (default: %(default)s)")
     d = p.add_argument_group("central differential privacy (off unless --dp-noise-multiplier is given)")
     d.add_argument("--dp-noise-multiplier", type=float,
                    help="DP-FedAvg: each client's change is clipped to --dp-clip, the changes are averaged with "

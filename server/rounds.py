@@ -20,7 +20,7 @@ from .aggregate import Aggregator
 from .closing import next_state
 from .combine import NonFiniteGlobal
 from .config import FederationConfig
-from .handouts import MAX_HANDOUTS, Handouts
+from .handouts import Handouts
 from .state import FederationState
 from .updates import CheckedUpdate
 
@@ -113,9 +113,6 @@ class RoundLifecycle:
         self._changed()
         self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(self._sampled), active=len(active),
                   attempt=self._attempt)
-        for client_id in sorted(self._sampled):
-            if self._handouts.exhausted(client_id):
-                self._fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
 
     def _end_attempt(self, now: float) -> None:
         """Every sampled client answered (or failed), or the deadline passed: commit if the quorum is met."""
@@ -134,7 +131,10 @@ class RoundLifecycle:
         self._persist(now)
 
     def _retry(self, reason: str) -> None:
+        """Open the round afresh: hand-out counts are per attempt, so a client that delivered (or failed
+        transiently) in an earlier attempt is never failed for it in this one."""
         self._attempt += 1
+        self._handouts.new_attempt(set(self._received))
         self._sampled, self._received, self._failed, self._deadline = set(), {}, {}, math.inf
         self._changed()
         if self._attempt > self.config.max_retries:

@@ -96,9 +96,9 @@ def test_a_silent_failing_client_is_never_handed_the_same_round_in_a_loop() -> N
             waits.append(task.retry_after_s)
         clock.now += 0.05
         fed.tick()
-    # before: 1,433 trainings of the same round in 60 s; now at most MAX_HANDOUTS, with growing backoffs,
-    # then the client counts as failed, the round is retried and, failing again, the federation stops
-    assert trains == MAX_HANDOUTS
+    # before: 1,433 trainings of the same round in 60 s; now at most MAX_HANDOUTS per attempt, with growing
+    # backoffs, then the client counts as failed, the round is retried and, after max_retries, the federation stops
+    assert trains == MAX_HANDOUTS * (config.max_retries + 1)
     assert max(waits) >= 2.0 - 0.05
     assert fed.aborted is not None and "without an update" in fed.aborted
 
@@ -117,3 +117,55 @@ def test_failure_reports_and_stale_rounds_are_refused_by_name() -> None:
     fed.submit("a", 1, serde.encode({"text.global": np.ones((4, 128), np.float32)}), 10, METRICS)
     with pytest.raises(Refused, match="already accepted"):
         fed.report_failure("a", 1, FailureReason.OTHER)
+
+
+def _attempt(fed: Federation, clock: Clock, delivering: list[str], failing: str, silent: bool, round_: int) -> None:
+    """One attempt: each delivering client is handed the round and submits; `failing` fails transiently
+    (reports an out-of-memory, or stays silent until the deadline)."""
+    for cid in delivering + [failing]:
+        assert fed.task(cid).action == Action.TRAIN
+    for cid in delivering:
+        fed.submit(cid, round_, serde.encode({"text.global": np.ones((4, 128), np.float32)}), 10, METRICS)
+    if silent:
+        clock.now += fed.config.round_timeout_s + 1
+        fed.tick()
+    else:
+        fed.report_failure(failing, round_, FailureReason.OUT_OF_MEMORY)
+    clock.now += 5  # past the hand-out backoff of a client handed the round once
+
+
+@pytest.mark.parametrize("max_retries", [1, 2, 3, 4, 5, 6])
+def test_round_commits_at_the_last_allowed_attempt_after_transient_failures(max_retries: int) -> None:
+    clock = Clock()
+    config = FederationConfig(rounds=2, min_clients=3, quorum=3, round_timeout_s=30, max_retries=max_retries,
+                              poll_interval_s=10)
+    fed = Federation(config, SPEC, FederationState(1, {"text.global": np.zeros((4, 128), np.float32)}, {}),
+                     clock=clock)
+    for cid in "abc":
+        fed.join(cid, 10, SPEC)
+    with capture_logs() as logs:
+        for attempt in range(max_retries):  # attempts 1..N fail: site c fails each time, a and b deliver
+            _attempt(fed, clock, ["a", "b"], "c", silent=attempt % 2 == 1, round_=1)
+            assert fed.round == 1 and fed.aborted is None
+        for cid in "abc":  # attempt N + 1 (the N-th retry): everyone delivers
+            assert fed.task(cid).action == Action.TRAIN
+            fed.submit(cid, 1, serde.encode({"text.global": np.ones((4, 128), np.float32)}), 10, METRICS)
+    assert fed.aborted is None and fed.round == 2
+    assert fed.last_round is not None and fed.last_round.attempts == max_retries + 1
+    failed = {e["client_id"] for e in logs if e["event"] == Event.CLIENT_FAILED_ROUND}
+    assert failed == {"c"}  # a client that delivered is never reported failed
+
+
+def test_round_failing_one_attempt_more_than_max_retries_stops_the_federation() -> None:
+    clock = Clock()
+    config = FederationConfig(rounds=2, min_clients=2, quorum=2, round_timeout_s=30, max_retries=3,
+                              poll_interval_s=10)
+    fed = Federation(config, SPEC, FederationState(1, {"text.global": np.zeros((4, 128), np.float32)}, {}),
+                     clock=clock)
+    for cid in "ab":
+        fed.join(cid, 10, SPEC)
+    for _ in range(3):
+        _attempt(fed, clock, ["a"], "b", silent=False, round_=1)
+        assert fed.aborted is None
+    _attempt(fed, clock, ["a"], "b", silent=False, round_=1)
+    assert fed.aborted is not None and "round 1 failed 4 times" in fed.aborted
