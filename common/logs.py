@@ -37,6 +37,7 @@ class Event(StrEnum):
     CLIENT_FAILED_ROUND = "client_failed_round"  # a sampled client reported (or was deemed) unable to update
     ROUND_FAILED = "round_failed"  # an attempt ended without a committable aggregate (then round_retried)
     FEDERATION_ABORTED = "federation_aborted"  # a round failed --max-retries times: the coordinator stops
+    REQUEST_REFUSED = "request_refused"  # refused before parsing (size, undecodable); at a bounded rate
     UPDATE_REJECTED = "update_rejected"  # an update refused for its content (size, spec, values, count)
     WEIGHT_CAPPED = "weight_capped"  # a join declared more examples than --max-examples-per-client
     CHECKPOINT_FAILED = "checkpoint_failed"  # the round could not be made durable; retried, health NOT_SERVING

@@ -50,6 +50,10 @@ class Action(StrEnum):
     FINISHED = "finished"  # the last round is over; the payload holds the final global prompts
 
 
+# A failure report's detail is cut to this on both sides (the coordinator's gate bounds the whole request).
+MAX_FAILURE_DETAIL_CHARS = 500
+
+
 class FailureReason(StrEnum):
     """Why a client could not produce an update for its round (reported with `Connection.report_failure`)."""
 

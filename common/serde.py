@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
@@ -20,8 +21,11 @@ from safetensors.numpy import save as st_save
 
 from .spec import TensorSpec, spec_difference
 
-_DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("float64"): "F64"}
-_NP_DTYPES = {name: dtype for dtype, name in _DTYPES.items()}
+_DTYPES: dict[np.dtype[Any], str] = {np.dtype("float32"): "F32", np.dtype("float16"): "F16",
+                                     np.dtype("float64"): "F64"}
+_NP_DTYPES: dict[str, np.dtype[Any]] = {name: dtype for dtype, name in _DTYPES.items()}
+# Header bytes an update may carry beyond what its spec needs (metadata, other key orders or number formats).
+HEADER_SLACK = 4096
 
 
 class InvalidTensors(ValueError):
@@ -92,7 +96,14 @@ def _header_bytes(spec: tuple[TensorSpec, ...]) -> int:
     return int.from_bytes(encode(zeros)[:8], "little") if zeros else 0
 
 
-def decode_as(payload: bytes, spec: list[TensorSpec], header_slack: int = 4096) -> dict[str, np.ndarray]:
+def max_payload_bytes(spec: list[TensorSpec], header_slack: int = HEADER_SLACK) -> int:
+    """The largest safetensors payload `decode_as` can accept for `spec`: length prefix, header, data."""
+    data = sum(int(np.prod(s.shape, dtype=np.int64)) * _NP_DTYPES[s.dtype].itemsize for s in spec
+               if s.dtype in _NP_DTYPES)
+    return 8 + spec_header_bytes(spec) + header_slack + data
+
+
+def decode_as(payload: bytes, spec: list[TensorSpec], header_slack: int = HEADER_SLACK) -> dict[str, np.ndarray]:
     """Parse an update for `spec` in bounded work: header size, tensor count, names, shapes and dtypes are
     checked on the header before any tensor is built, then every value must be finite."""
     entries = read_header(payload, spec_header_bytes(spec) + header_slack)

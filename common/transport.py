@@ -36,10 +36,13 @@ def token_digest(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
-def server_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES) -> list[tuple[str, int]]:
+def server_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
+                   max_receive_bytes: int | None = None) -> list[tuple[str, int]]:
+    """`max_receive_bytes`: the largest request the server reads (the coordinator derives it from its spec:
+    the largest legitimate SubmitUpdate); gRPC core refuses a larger one from its length prefix, unbuffered."""
     limit = max_update_bytes + _ENVELOPE_BYTES
     return [
-        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_receive_message_length", min(limit, max_receive_bytes or limit)),
         ("grpc.max_send_message_length", limit),
         # Ping idle clients every 60 s and drop them after 20 s without an answer: dead peers are noticed
         # behind NATs and load balancers that silently drop idle connections.

@@ -14,6 +14,7 @@ from typing import TypeVar
 import grpc
 
 from .messages import (
+    MAX_FAILURE_DETAIL_CHARS,
     Action,
     Code,
     FailureReason,
@@ -147,7 +148,8 @@ def submit_from_proto(msg: pb.UpdateReply) -> SubmitResult:
 
 # ----- failure reports
 def failure_to_proto(client_id: str, round_: int, reason: FailureReason, detail: str) -> pb.FailureReport:
-    return pb.FailureReport(client_id=client_id, round=round_, reason=_REASONS[reason], detail=detail)
+    return pb.FailureReport(client_id=client_id, round=round_, reason=_REASONS[reason],
+                            detail=detail[:MAX_FAILURE_DETAIL_CHARS])
 
 
 def reason_from_proto(value: int) -> FailureReason:

@@ -17,7 +17,6 @@ from ..common.envflags import add_version, apply_env_defaults, package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.proto import federation_pb2_grpc as pb_grpc
 from ..common.spec import EMBEDDED_MODEL, global_spec, initial_prompts, resolve_dims
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import MiB, TlsFiles, is_loopback, server_options
@@ -26,6 +25,7 @@ from .aioserver import AioServer
 from .auth import Authenticator, load_tokens
 from .checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
 from .federation import Federation, FederationConfig, FederationState
+from .gate import max_receive_bytes
 from .longpoll import ChangeFeed
 from .metrics import CoordinatorMetrics
 from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports
@@ -148,11 +148,11 @@ def start(args: argparse.Namespace) -> RunningServer:
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
                           args.state_dir / ROUNDS_FILE)
     metrics.watch(source)
-    server = AioServer(options=server_options(config.max_update_bytes), interceptors=[metrics.aio_interceptor()])
+    server = AioServer(options=server_options(config.max_update_bytes, max_receive_bytes(spec)),
+                       interceptors=[metrics.aio_interceptor()])
     federation.changes.attach(server.loop)  # held calls wait on the server's event loop
     admin_grpc.add_AdminServicer_to_server(AdminServicer(source, auth), server)
-    pb_grpc.add_CoordinatorServicer_to_server(
-        CoordinatorServicer(federation, auth, federation_id, args.model, prompt), server)
+    CoordinatorServicer(federation, auth, federation_id, args.model, prompt).register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"[{args.bind}]:{args.port}" if ":" in args.bind else f"{args.bind}:{args.port}"

@@ -34,6 +34,22 @@ class Authenticator:
     def __init__(self, tokens: dict[str, str] | None = None, require_cert_identity: bool = False) -> None:
         self.tokens = tokens
         self.require_cert_identity = require_cert_identity
+        self._digests = frozenset(tokens.values()) if tokens is not None else frozenset()
+
+    def check_caller(self, context: grpc.ServicerContext) -> None:
+        """Refuse a caller that holds no valid credential at all, before its request is even parsed.
+
+        Under mTLS the handshake verified the certificate's chain: it must name someone. Under --tokens the
+        token's digest must be one of the tokens' (whose: `check` decides once the client_id is read).
+        """
+        if self.require_cert_identity and not context.auth_context().get("x509_common_name"):
+            raise Refused(Code.UNAUTHENTICATED, "this coordinator requires a client certificate with a common name")
+        if self.tokens is not None:
+            bearer = _bearer(context)
+            if bearer is None:
+                raise Refused(Code.UNAUTHENTICATED, "this coordinator requires a client token (--token)")
+            if token_digest(bearer) not in self._digests:
+                raise Refused(Code.UNAUTHENTICATED, "the token is not one this coordinator issued")
 
     def check(self, context: grpc.ServicerContext, client_id: str) -> None:
         if self.require_cert_identity:
@@ -49,7 +65,6 @@ class Authenticator:
             expected = self.tokens.get(client_id)
             if expected is None or not hmac.compare_digest(expected, token_digest(bearer)):
                 raise Refused(Code.PERMISSION_DENIED, f"the token is not valid for client_id {client_id!r}")
-
 
     @property
     def enabled(self) -> bool:

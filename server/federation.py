@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,8 +20,19 @@ from dataclasses import replace
 import numpy as np
 
 from ..common import serde
+from ..common.ids import client_id_problem
 from ..common.logs import Event, get_logger
-from ..common.messages import Action, Code, FailureReason, Metrics, Refused, SubmitResult, Task, TrainSettings
+from ..common.messages import (
+    MAX_FAILURE_DETAIL_CHARS,
+    Action,
+    Code,
+    FailureReason,
+    Metrics,
+    Refused,
+    SubmitResult,
+    Task,
+    TrainSettings,
+)
 from ..common.spec import TensorSpec, spec_difference
 from .aggregate import Aggregator, make_aggregator
 from .config import FederationConfig
@@ -36,8 +46,6 @@ from .updates import CheckedUpdate, check_update
 
 __all__ = ["ClientRecord", "Federation", "FederationConfig", "FederationState", "RoundView"]
 log = get_logger("coordinator")
-CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # always used with fullmatch
-MAX_DETAIL_CHARS = 500
 
 
 class Federation(RoundLifecycle):
@@ -117,8 +125,9 @@ class Federation(RoundLifecycle):
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None) -> int:
         """Register or re-register a client; returns its FedAvg weight (the declared count, capped)."""
-        if not CLIENT_ID_PATTERN.fullmatch(client_id):
-            raise Refused(Code.INVALID_ARGUMENT, f"client_id {client_id!r} must match {CLIENT_ID_PATTERN.pattern}")
+        problem = client_id_problem(client_id)
+        if problem:
+            raise Refused(Code.INVALID_ARGUMENT, problem)
         if num_examples <= 0:
             raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
         diff = spec_difference(self.spec, spec)
@@ -219,7 +228,7 @@ class Federation(RoundLifecycle):
             if client_id in self._received:
                 raise Refused(Code.FAILED_PRECONDITION, f"an update from {client_id!r} for round {round_} was "
                                                         "already accepted")
-            self._fail(client_id, f"{reason}: {detail[:MAX_DETAIL_CHARS]}" if detail else str(reason))
+            self._fail(client_id, f"{reason}: {detail[:MAX_FAILURE_DETAIL_CHARS]}" if detail else str(reason))
             result = SubmitResult(False, len(self._received), self._expected())
             self._advance()
             return result

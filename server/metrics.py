@@ -67,7 +67,8 @@ class CoordinatorMetrics:
 
     def record(self, method: str, code: grpc.StatusCode, request: Any, response: Any) -> None:
         self.requests.labels(method, code.name).inc()
-        self.received_bytes.labels(method).inc(request.ByteSize())
+        # the federation port's requests arrive as raw bytes (server/gate.py), the others parsed
+        self.received_bytes.labels(method).inc(len(request) if isinstance(request, bytes) else request.ByteSize())
         if response is not None:
             self.sent_bytes.labels(method).inc(response.ByteSize())
         if method == SUBMIT_METHOD:

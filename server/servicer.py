@@ -1,6 +1,8 @@
 """The gRPC face of the federation: authenticate, convert with the wire layer, call the domain.
 
-Every refusal becomes a status code in one place (`_call`); the conversions live in common/wire.py.
+Requests arrive as raw bytes and pass the gate first (server/gate.py: a credential, the size, the parse), then
+`_call` binds the client_id to the credential. Every refusal becomes a status code in one place (`_abort`); the
+conversions live in common/wire.py. An update is hashed and decoded on a worker thread, not on the event loop.
 A GetTask (or a SubmitUpdate asking for its next task) that would be told to WAIT is held open until the
 federation changes (server/longpoll.py), so a client learns of a new round the moment it opens. The methods
 are coroutines served by grpc.aio (server/aioserver.py); the federation's calls are quick and synchronous.
@@ -8,44 +10,57 @@ are coroutines served by grpc.aio (server/aioserver.py); the federation's calls 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from ..common import wire
+from ..common.logs import get_logger
 from ..common.messages import Action, FederationInfo, JoinResult, Refused, Task
 from ..common.proto import federation_pb2 as pb
-from ..common.proto import federation_pb2_grpc as pb_grpc
 from ..common.spec import PromptConfig
 from ..common.transport import JOIN_SECRET_METADATA_KEY
 from .auth import Authenticator
 from .federation import Federation
+from .gate import REPLIES, Gate, M, register
 from .longpoll import MAX_HOLD_S
 
 T = TypeVar("T")
+log = get_logger("coordinator")
 
 
-class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+class CoordinatorServicer:
     def __init__(self, federation: Federation, auth: Authenticator, federation_id: str, model: str,
                  prompt_config: PromptConfig) -> None:
         self.federation, self.auth, self.federation_id = federation, auth, federation_id
         self.model, self.prompt_config = model, prompt_config
+        self.gate = Gate(auth, federation.spec, log.warning)
+
+    def register(self, server: Any) -> None:
+        register(server, {name: getattr(self, name) for name in REPLIES})
+
+    async def _open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[M]) -> M:
+        try:
+            return self.gate.open(context, method, raw, kind)
+        except Refused as exc:
+            await _abort(context, exc)
 
     async def _call(self, context: grpc.aio.ServicerContext, client_id: str, fn: Callable[[], T],
-                    bound: bool = True) -> T:
+                    bound: bool = True, off_loop: bool = False) -> T:
         """Authenticate, run `fn`, map a refusal to its status. `bound`: in open mode, the caller must hold the
-        join secret bound to `client_id` (every call but GetFederation and Join, which binds it)."""
+        join secret bound to `client_id` (every call but GetFederation and Join, which binds it). `off_loop`:
+        run `fn` on a worker thread (it decodes an update)."""
         try:
             self.auth.check(context, client_id)  # type: ignore[arg-type]  # the aio context has the same accessors
             if bound and not self.auth.enabled:
                 self.federation.authorize(client_id, _join_secret(context))
-            return fn()
+            return await asyncio.to_thread(fn) if off_loop else fn()
         except Refused as exc:
-            await context.abort(wire.status_of(exc.code), exc.message)
-            raise AssertionError("unreachable") from None  # abort raises
+            await _abort(context, exc)
 
     async def _hold(self, context: grpc.aio.ServicerContext, client_id: str, max_wait_s: float) -> Task:
         """The client's task; while it is WAIT, hold the call until the federation changes or the wait ends."""
@@ -65,14 +80,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             if not await fed.changes.wait_async(version, min(left, backoff) if backoff > 0 else left):
                 return task  # too many held calls (or stopping): answer at once, the client polls
 
-    async def GetFederation(self, request: pb.FederationRequest,
-                            context: grpc.aio.ServicerContext) -> pb.FederationInfo:
+    async def GetFederation(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.FederationInfo:
+        request = await self._open(context, "GetFederation", raw, pb.FederationRequest)
         await self._call(context, request.client_id, lambda: None, bound=False)
         fed = self.federation
         return wire.info_to_proto(FederationInfo(self.federation_id, fed.config.rounds, fed.round, self.model,
                                                  self.prompt_config, fed.spec))
 
-    async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
+    async def Join(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.JoinReply:
+        request = await self._open(context, "Join", raw, pb.JoinRequest)
         spec = wire.spec_from_proto(list(request.spec))
         fed = self.federation
         secret = _join_secret(context) if not self.auth.enabled else None
@@ -80,7 +96,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                                   lambda: fed.join(request.client_id, request.num_examples, spec, secret), bound=False)
         return wire.join_to_proto(JoinResult(self.federation_id, fed.config.rounds, fed.round, weight))
 
-    async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> pb.TaskReply:
+    async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.TaskReply:
+        request = await self._open(context, "GetTask", raw, pb.TaskRequest)
         client_id, fed = request.client_id, self.federation
         if request.max_wait_s > 0:
             task = await self._hold(context, client_id, request.max_wait_s)
@@ -88,20 +105,27 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             task = await self._call(context, client_id, lambda: fed.task(client_id))
         return wire.task_to_proto(task)
 
-    async def SubmitUpdate(self, request: pb.UpdateRequest, context: grpc.aio.ServicerContext) -> pb.UpdateReply:
+    async def SubmitUpdate(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.UpdateReply:
+        request = await self._open(context, "SubmitUpdate", raw, pb.UpdateRequest)
         metrics = wire.metrics_from_proto(request.metrics)
         client_id, fed = request.client_id, self.federation
         result = await self._call(context, client_id, lambda: fed.submit(
-            client_id, request.round, request.global_state, request.num_examples, metrics))
+            client_id, request.round, request.global_state, request.num_examples, metrics), off_loop=True)
         if request.next_task_wait_s > 0:
             result = replace(result, next_task=await self._hold(context, client_id, request.next_task_wait_s))
         return wire.submit_to_proto(result)
 
-    async def ReportFailure(self, request: pb.FailureReport, context: grpc.aio.ServicerContext) -> pb.FailureReply:
+    async def ReportFailure(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.FailureReply:
+        request = await self._open(context, "ReportFailure", raw, pb.FailureReport)
         reason = wire.reason_from_proto(request.reason)
         result = await self._call(context, request.client_id, lambda: self.federation.report_failure(
             request.client_id, request.round, reason, request.detail))
         return wire.failure_reply_to_proto(result)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:
+    await context.abort(wire.status_of(exc.code), exc.message)
+    raise AssertionError("unreachable")  # abort raises
 
 
 def _join_secret(context: grpc.aio.ServicerContext) -> str | None:

@@ -1,0 +1,117 @@
+"""The federation port's gate: a credential, a size, then a parse, before any of a request's work.
+
+grpc.aio would deserialize a request (and Join convert its spec list) before the servicer could look at the
+caller, and every method accepted 64 MiB: an unauthenticated 60 MB Join cost seconds of CPU and gigabytes on
+the one event loop. The Coordinator's handlers are therefore registered here (`register`) with a raw-bytes
+deserializer, and each call passes, in order:
+
+  1. a credential, whoever it names: under --tokens the bearer token's digest must be one of the tokens';
+     under mTLS the handshake verified the chain and the certificate must name someone. Open mode has none
+     (its join secret is bound to the client_id, so it is checked once the id is read).
+  2. the size, against the method's limit derived from the federation's spec: only SubmitUpdate carries
+     tensors; the others are a few KiB (Join: plus what the spec list needs). gRPC core refuses anything
+     above the largest limit from the message's length prefix (`max_receive_bytes`), before buffering it.
+  3. the parse: undecodable bytes are INVALID_ARGUMENT, logged at a bounded rate (never gRPC's UNKNOWN and
+     an error line per request).
+  4. list lengths (a Join's spec) and the client_id's form.
+The servicer then binds the client_id to the credential (Authenticator.check) as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from ..common import serde, wire
+from ..common.ids import MAX_CLIENT_ID_CHARS, client_id_problem
+from ..common.logs import Event
+from ..common.messages import Code, Refused
+from ..common.proto import federation_pb2 as pb
+from ..common.spec import TensorSpec
+from .auth import Authenticator
+
+M = TypeVar("M", bound=Message)
+SERVICE = "pfeddc.v1.Coordinator"
+# Requests without tensors: ids, counts, a failure detail of at most 500 characters; far below this.
+SMALL_REQUEST_BYTES = 4 * 1024
+# Refusals of the same kind are logged at most once per this many seconds, with the count of those skipped.
+LOG_INTERVAL_S = 10.0
+REPLIES: dict[str, type[Message]] = {"GetFederation": pb.FederationInfo, "Join": pb.JoinReply,
+                                     "GetTask": pb.TaskReply, "SubmitUpdate": pb.UpdateReply,
+                                     "ReportFailure": pb.FailureReply}
+
+
+def method_limits(spec: list[TensorSpec]) -> dict[str, int]:
+    """The largest request each method may carry, in bytes, for a federation of `spec`."""
+    join = pb.JoinRequest(client_id="x" * MAX_CLIENT_ID_CHARS, num_examples=2**62, spec=wire.spec_to_proto(spec))
+    return {"GetFederation": SMALL_REQUEST_BYTES, "GetTask": SMALL_REQUEST_BYTES,
+            "ReportFailure": SMALL_REQUEST_BYTES, "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
+            "SubmitUpdate": serde.max_payload_bytes(spec) + SMALL_REQUEST_BYTES}
+
+
+def max_receive_bytes(spec: list[TensorSpec]) -> int:
+    """gRPC core's receive limit: the largest legitimate request (a SubmitUpdate), plus a margin."""
+    return max(method_limits(spec).values()) + 64 * 1024
+
+
+class BoundedLog:
+    """Log an event at most once per `interval_s` per key, saying how many were skipped in between."""
+
+    def __init__(self, log: Callable[..., None], interval_s: float = LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._log, self._interval, self._clock = log, interval_s, clock
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def __call__(self, key: str, event: str, **fields: Any) -> bool:
+        now = self._clock()
+        if now - self._last.get(key, -self._interval) < self._interval:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        self._log(event, **fields, skipped=self._skipped.pop(key, 0))
+        return True
+
+
+class Gate:
+    def __init__(self, auth: Authenticator, spec: list[TensorSpec], log: Callable[..., None]) -> None:
+        self.auth, self.limits, self.spec_len = auth, method_limits(spec), len(spec)
+        self._log = BoundedLog(log)
+
+    def open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[M]) -> M:
+        """The parsed request, or `Refused` naming why it was not parsed."""
+        self.auth.check_caller(context)  # type: ignore[arg-type]  # the aio context has the same accessors
+        limit = self.limits[method]
+        if len(raw) > limit:
+            self._refused(context, method, f"{method} request of {len(raw)} bytes exceeds the {limit}-byte limit")
+            raise Refused(Code.RESOURCE_EXHAUSTED, f"a {method} request of {len(raw)} bytes exceeds this "
+                                                   f"federation's {limit}-byte limit for it")
+        try:
+            request = kind.FromString(raw)
+        except DecodeError as exc:
+            self._refused(context, method, f"undecodable {method} request: {exc}")
+            raise Refused(Code.INVALID_ARGUMENT, f"the {method} request is not a valid "
+                                                 f"{kind.DESCRIPTOR.full_name} message") from None
+        if isinstance(request, pb.JoinRequest) and len(request.spec) > self.spec_len:
+            raise Refused(Code.INVALID_ARGUMENT, f"the Join lists {len(request.spec)} tensors; the federation's "
+                                                 f"spec has {self.spec_len}")
+        problem = client_id_problem(getattr(request, "client_id", ""))
+        if problem:
+            raise Refused(Code.INVALID_ARGUMENT, problem)
+        return request
+
+    def _refused(self, context: grpc.aio.ServicerContext, method: str, why: str) -> None:
+        self._log(method, Event.REQUEST_REFUSED, method=method, peer=context.peer(), reason=why)
+
+
+def register(server: Any, handlers: dict[str, Callable[..., Any]]) -> None:
+    """Register the Coordinator's methods with raw-bytes requests (the servicer parses them, via the gate)."""
+    rpc = {name: grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None,
+                                                     response_serializer=REPLIES[name].SerializeToString)
+           for name, fn in handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, rpc),))
+    server.add_registered_method_handlers(SERVICE, rpc)
