@@ -11,6 +11,7 @@ exists refuses to start, naming the fix.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class Checkpoint:
             "round": state.round,
             "clients": {c: r.to_json() for c, r in sorted(state.clients.items())},
             "privacy": state.privacy.to_json(),
+            "change_scale": {k: float(v) for k, v in sorted(state.change_scale.items())},
             "tensors_sha256": serde.sha256(serde.encode(state.global_tensors)),
         }
         serde.save_file(self.path, state.global_tensors,
@@ -124,7 +126,10 @@ class Checkpoint:
                                       secret_sha256=r.get("secret_sha256"))
             if clients[c].num_examples <= 0 or clients[c].rounds_participated < 0:
                 raise CheckpointError(f"checkpoint {self.path} holds impossible counts for client {c!r}: {r}")
-        return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")))
+        scale = {str(k): float(v) for k, v in meta.get("change_scale", {}).items()}
+        if not all(math.isfinite(v) and v >= 0 for v in scale.values()):
+            raise CheckpointError(f"checkpoint {self.path} holds an impossible change_scale: {scale}")
+        return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")), None, scale)
 
     def _set_aside(self) -> None:
         """--fresh: keep an earlier federation's files under new names instead of mixing them with the new one."""

@@ -25,7 +25,8 @@ def next_state(state: FederationState, config: FederationConfig, aggregate: Aggr
     weights = {c: float(config.weight(u.num_examples)) for c, u in received.items()}
     updates = {c: (u.tensors, weights[c]) for c, u in received.items()}
     combined = combine(state.global_tensors, updates, aggregate, config.update_clip_norm or None, config.dp, sampled,
-                       rng)
+                       rng, config.adaptive_clip or None, state.change_scale)
+    tensor_clip = combined.tensor_clip
     privacy, dp = PrivacyLedger(dict(state.privacy.rounds_by_noise)), config.dp
     if dp is not None:
         privacy.record(dp.noise_multiplier)
@@ -37,6 +38,9 @@ def next_state(state: FederationState, config: FederationConfig, aggregate: Aggr
         aggregator="dp-fedavg" if dp else str(config.aggregator),
         sites={c: SiteRecord(u.num_examples, weights[c], u.metrics) for c, u in received.items()},
         failed=dict(failed), stragglers=tuple(stragglers), clipped=combined.clipped,
+        clipped_tensors=tensor_clip.clipped if tensor_clip else {},
+        clip_bounds=tensor_clip.bounds if tensor_clip else {},
         dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None,
         global_change={k: float(np.linalg.norm(v - state.global_tensors[k])) for k, v in combined.tensors.items()})
-    return FederationState(state.round + 1, combined.tensors, clients, privacy, summary)
+    scale = tensor_clip.scale if tensor_clip else dict(state.change_scale)
+    return FederationState(state.round + 1, combined.tensors, clients, privacy, summary, scale)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..common.messages import TrainSettings
 from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
 from .aggregate import DEFAULT_TRIM, AggregatorKind
+from .clipping import DEFAULT_ADAPTIVE_CLIP
 from .combine import DEFAULT_CLIP_NORM
 from .privacy import DpSettings
 from .updates import DEFAULT_MAX_ABS_VALUE, UpdateLimits
@@ -32,6 +33,7 @@ class FederationConfig:
     poll_interval_s: float = 2.0
     max_examples_per_client: int = DEFAULT_MAX_EXAMPLES_PER_CLIENT
     update_clip_norm: float = DEFAULT_CLIP_NORM  # L2 bound on each update's change from the global; 0: off
+    adaptive_clip: float = DEFAULT_ADAPTIVE_CLIP  # per-tensor bound, x the round's median change; 0: off
     max_abs_value: float = DEFAULT_MAX_ABS_VALUE
     aggregator: AggregatorKind = AggregatorKind.FEDAVG
     trim: float = DEFAULT_TRIM
@@ -51,6 +53,9 @@ class FederationConfig:
              f"--max-examples-per-client must be >= 1, got {self.max_examples_per_client}"),
             (self.update_clip_norm >= 0 and math.isfinite(self.update_clip_norm),
              f"--update-clip-norm must be >= 0 (0: off), got {self.update_clip_norm}"),
+            (self.adaptive_clip == 0 or (self.adaptive_clip >= 1 and math.isfinite(self.adaptive_clip)),
+             f"--adaptive-clip must be 0 (off) or >= 1 (a bound below the median would clip most honest "
+             f"sites), got {self.adaptive_clip}"),
             (self.max_abs_value > 0, f"--max-abs-value must be > 0, got {self.max_abs_value}"),
             (0 <= self.trim < 0.5, f"--trim must be in [0, 0.5), got {self.trim}"),
             (self.max_retries >= 0, f"--max-retries must be >= 0, got {self.max_retries}"),

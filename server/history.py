@@ -58,6 +58,8 @@ class RoundSummary:
     failed: dict[str, str] = field(default_factory=dict)  # client -> reason it gave (or the coordinator's)
     stragglers: tuple[str, ...] = ()
     clipped: tuple[str, ...] = ()  # clients whose change from the global was scaled down to the clip norm
+    clipped_tensors: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tensor -> clients clipped on it
+    clip_bounds: dict[str, float] = field(default_factory=dict)  # tensor -> adaptive bound of this round
     dp_epsilon: float | None = None
     dp_delta: float | None = None
     global_change: dict[str, float] = field(default_factory=dict)  # L2 norm of (new - old) per global tensor
@@ -89,6 +91,8 @@ class RoundSummary:
             "global_change": {k: json_number(v) for k, v in sorted(self.global_change.items())},
             "failed": dict(sorted(self.failed.items())), "stragglers": list(self.stragglers),
             "clipped": list(self.clipped),
+            "clipped_tensors": {k: list(v) for k, v in sorted(self.clipped_tensors.items())},
+            "clip_bounds": {k: json_number(v) for k, v in sorted(self.clip_bounds.items())},
             "dp_epsilon": None if self.dp_epsilon is None else json_number(self.dp_epsilon), "dp_delta": self.dp_delta,
             "sites": {c: s.to_json() for c, s in sorted(self.sites.items())},
         }

@@ -28,6 +28,13 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--update-clip-norm", type=float, default=_DEFAULTS["update_clip_norm"],
                    help="L2 bound on each update's change from the current global, over all its tensors as one "
                         "vector; larger changes are scaled down to it. 0: off (default: %(default)s)")
+    g.add_argument("--adaptive-clip", type=float, default=_DEFAULTS["adaptive_clip"],
+                   help="per-tensor bound adaptive to the round: each update's change of a global tensor is "
+                        "scaled down to this multiple of the round's median change of that tensor (never above "
+                        "twice the previous round's median), so one site cannot move any tensor much more than an "
+                        "honest one. Applied before --update-clip-norm; not under DP (a bound computed from the "
+                        "round's updates voids the sensitivity analysis: --dp-clip alone applies). 0: off "
+                        "(default: %(default)s)")
     g.add_argument("--max-abs-value", type=float, default=_DEFAULTS["max_abs_value"],
                    help="updates holding a value of larger magnitude are refused (default: %(default)s)")
     g.add_argument("--aggregator", choices=list(AggregatorKind), default=str(AggregatorKind.FEDAVG),
@@ -70,6 +77,7 @@ def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError("differential privacy needs both --dp-noise-multiplier and --dp-clip")
         dp = DpSettings(args.dp_noise_multiplier, args.dp_clip, args.dp_delta)
     return {"max_examples_per_client": args.max_examples_per_client, "update_clip_norm": args.update_clip_norm,
+            "adaptive_clip": args.adaptive_clip,
             "max_abs_value": args.max_abs_value, "aggregator": AggregatorKind(args.aggregator), "trim": args.trim,
             "dp": dp, "max_retries": args.max_retries}
 

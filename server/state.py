@@ -64,3 +64,5 @@ class FederationState:
     clients: dict[str, ClientRecord]
     privacy: PrivacyLedger = field(default_factory=PrivacyLedger)
     last_round: RoundSummary | None = None
+    # tensor -> the last committed round's robust scale of its changes (server/clipping.py's history term)
+    change_scale: dict[str, float] = field(default_factory=dict)
