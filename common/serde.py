@@ -164,6 +164,17 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete the temp files `atomic_write` leaves when a crash interrupts it (".<name>.<random>.tmp");
+    call it on start, before anything in `directory` is written. Returns what it removed."""
+    removed = []
+    for path in sorted(Path(directory).glob(".*.tmp")) if Path(directory).is_dir() else []:
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def save_file(path: Path, tensors: Mapping[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     atomic_write(path, encode(tensors, metadata))
 

@@ -125,6 +125,7 @@ def start(args: argparse.Namespace) -> RunningServer:
         round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),
         max_update_bytes=int(args.max_update_mb * MiB),
         poll_interval_s=args.poll_interval, **robustness_config(args),
+        require_join_secret=not (args.tokens or args.tls_client_ca) and not is_loopback(args.bind),
     )
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     check_exposure(args.bind, tls.enabled, args.tokens is not None or args.tls_client_ca is not None, args.insecure)

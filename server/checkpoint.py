@@ -10,6 +10,7 @@ exists refuses to start, naming the fix.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import time
@@ -29,7 +30,24 @@ __all__ = ["CHECKPOINT_FILE", "ROUNDS_FILE", "Checkpoint", "CheckpointError"]
 log = get_logger("coordinator")
 CHECKPOINT_FILE = "checkpoint.safetensors"
 _META_KEY = "pfeddc_federation"
+# safetensors refuses to read a header above 100,000,000 bytes; the metadata (mostly the registry) stays well
+# below, leaving room for the tensors' entries and JSON escaping.
+MAX_META_BYTES = 90_000_000
 FORMAT_VERSION = 2  # 1: the history rode in the metadata (read, and moved to rounds.jsonl, on resume)
+
+
+def save_advice(exc: BaseException) -> str:
+    """What the operator can do about a checkpoint that could not be written, by its cause."""
+    kept = "; the round is kept open in memory and the save retried"
+    if isinstance(exc, CheckpointError):
+        return "lower --max-clients (the registry outgrew the checkpoint), then restart" + kept
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on the --state-dir volume" + kept
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the --state-dir volume writable by the coordinator" + kept
+    if isinstance(exc, OSError):
+        return "check (or repair) the --state-dir volume: an I/O error" + kept
+    return "an unexpected error (a bug: please report it with this line)" + kept
 
 
 class CheckpointError(RuntimeError):
@@ -44,8 +62,6 @@ class Checkpoint:
 
     def save(self, state: FederationState) -> None:
         """Commit `state`: its round's summary appended to rounds.jsonl first, then the checkpoint replaced."""
-        if state.last_round is not None:
-            self.rounds.append(state.last_round)
         meta = {
             "format": FORMAT_VERSION,
             "round": state.round,
@@ -54,11 +70,19 @@ class Checkpoint:
             "change_scale": {k: float(v) for k, v in sorted(state.change_scale.items())},
             "tensors_sha256": serde.sha256(serde.encode(state.global_tensors)),
         }
-        serde.save_file(self.path, state.global_tensors,
-                        metadata={_META_KEY: json.dumps(meta, allow_nan=False, separators=(",", ":"))})
+        text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
+        if len(text) > MAX_META_BYTES:  # safetensors would write it, then refuse to read it back
+            raise CheckpointError(f"the checkpoint's metadata ({len(text)} bytes, mostly the registry of "
+                                  f"{len(state.clients)} clients) exceeds the {MAX_META_BYTES}-byte budget under "
+                                  "safetensors' 100 MB header limit")
+        if state.last_round is not None:
+            self.rounds.append(state.last_round)
+        serde.save_file(self.path, state.global_tensors, metadata={_META_KEY: text})
 
     def load(self, spec: list[TensorSpec], total_rounds: int, fresh: bool = False) -> FederationState | None:
         """The saved state, or None to start a new federation. Refuses damaged or inconsistent state."""
+        for stale in serde.remove_stale_temps(self.state_dir):
+            log.warning(Event.HISTORY_REPAIRED, path=str(stale), reason="temporary file of an interrupted write")
         has_history = self.rounds.path.exists() and self.rounds.path.stat().st_size > 0
         if fresh:
             self._set_aside()

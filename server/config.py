@@ -16,6 +16,12 @@ from .updates import DEFAULT_MAX_ABS_VALUE, UpdateLimits
 # No site's weight may exceed this many examples unless the operator says so: a site that declares 10^15
 # examples must not become the whole average. Set it to the largest honest site's count.
 DEFAULT_MAX_EXAMPLES_PER_CLIENT = 100_000
+# Clients the registry holds at most: each costs the checkpoint's header up to ~300 bytes (a 128-character id,
+# a secret digest, counts), and safetensors refuses headers above 100 MB, so the cap must stay far below 300,000.
+DEFAULT_MAX_CLIENTS = 10_000
+MAX_CLIENTS_LIMIT = 200_000
+# Open mode: new client ids one peer address (not loopback) may register.
+DEFAULT_MAX_JOINS_PER_PEER = 100
 # Attempts of one round that may end without a committable aggregate before the coordinator gives up.
 DEFAULT_MAX_RETRIES = 5
 
@@ -39,6 +45,9 @@ class FederationConfig:
     trim: float = DEFAULT_TRIM
     dp: DpSettings | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    max_joins_per_peer: int = DEFAULT_MAX_JOINS_PER_PEER
+    require_join_secret: bool = False  # open mode beyond loopback: every Join must carry a join secret
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aggregator", AggregatorKind(self.aggregator))
@@ -59,6 +68,10 @@ class FederationConfig:
             (self.max_abs_value > 0, f"--max-abs-value must be > 0, got {self.max_abs_value}"),
             (0 <= self.trim < 0.5, f"--trim must be in [0, 0.5), got {self.trim}"),
             (self.max_retries >= 0, f"--max-retries must be >= 0, got {self.max_retries}"),
+            (self.min_clients <= self.max_clients <= MAX_CLIENTS_LIMIT,
+             f"--max-clients must be in [--min-clients, {MAX_CLIENTS_LIMIT}] (the checkpoint's header holds the "
+             f"registry and safetensors caps it at 100 MB), got {self.max_clients}"),
+            (self.max_joins_per_peer >= 1, f"--max-joins-per-peer must be >= 1, got {self.max_joins_per_peer}"),
             (self.dp is None or self.aggregator is AggregatorKind.FEDAVG,
              f"differential privacy is refused with --aggregator {self.aggregator}: the privacy accounting covers "
              "the clipped, noised mean (DP-FedAvg) only; the median and the trimmed mean have another "

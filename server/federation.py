@@ -87,6 +87,7 @@ class Federation(RoundLifecycle):
         self._persist_failures, self._persist_retry_at = 0, 0.0
         self._aborted: str | None = None
         self._waiting_logged_at = -math.inf
+        self._joins_by_peer: dict[str, int] = {}  # new ids registered per peer address (open mode), in memory
 
     # ----- queries
     @property
@@ -123,8 +124,10 @@ class Federation(RoundLifecycle):
                              deadline, clients)
 
     # ----- requests
-    def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None) -> int:
-        """Register or re-register a client; returns its FedAvg weight (the declared count, capped)."""
+    def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None,
+             peer: str | None = None) -> int:
+        """Register or re-register a client; returns its FedAvg weight (the declared count, capped).
+        `peer`: the caller's address in open mode beyond loopback, whose new ids are counted and capped."""
         problem = client_id_problem(client_id)
         if problem:
             raise Refused(Code.INVALID_ARGUMENT, problem)
@@ -133,11 +136,17 @@ class Federation(RoundLifecycle):
         diff = spec_difference(self.spec, spec)
         if diff:
             raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff}")
+        if self.config.require_join_secret and not secret:
+            raise Refused(Code.UNAUTHENTICATED, "this coordinator runs without client authentication: every Join "
+                                                "must carry a join secret (pfeddc-client keeps one in its state dir)")
         with self._critical():
             record = self._state.clients.get(client_id)
             rejoined = record is not None
             if record is None:
+                self._check_room(peer)
                 record = self._state.clients[client_id] = ClientRecord(client_id, num_examples)
+                if peer is not None:
+                    self._joins_by_peer[peer] = self._joins_by_peer.get(peer, 0) + 1
             record.check_secret(secret)
             if secret and record.secret_sha256 is None:
                 record.secret_sha256 = serde.sha256(secret.encode())
@@ -239,6 +248,14 @@ class Federation(RoundLifecycle):
             self._advance()
 
     # ----- internals
+    def _check_room(self, peer: str | None) -> None:
+        if len(self._state.clients) >= self.config.max_clients:
+            raise Refused(Code.RESOURCE_EXHAUSTED, f"the federation already has {len(self._state.clients)} clients, "
+                                                   "its --max-clients: a new client id cannot join")
+        if peer is not None and self._joins_by_peer.get(peer, 0) >= self.config.max_joins_per_peer:
+            raise Refused(Code.RESOURCE_EXHAUSTED, f"{self.config.max_joins_per_peer} client ids already joined from "
+                                                   "this address (--max-joins-per-peer)")
+
     def _check_running(self) -> None:
         if self._aborted:
             raise Refused(Code.FAILED_PRECONDITION, f"the federation stopped: {self._aborted}")

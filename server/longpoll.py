@@ -4,7 +4,8 @@ The federation moves `ChangeFeed.version` whenever a round opens, closes, is ret
 finishes or stops; a held GetTask (or a SubmitUpdate that asked for its next task) re-asks the federation
 then. Held calls wait on the gRPC server's event loop (`wait_async`, after `attach`); `wait` serves
 threads. At most `max_waiters` calls are held at once; beyond that a caller gets the plain answer at once
-and polls, as clients without long-poll always do.
+and polls, as clients without long-poll always do; and at most `max_per_key` by one client id (a GetTask and
+a SubmitUpdate asking for its next task), so one id cannot take every slot from the others.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Protocol
 
 # Longest a call is held, whatever the client asks: a bounded wait lets dead peers go.
 MAX_HOLD_S = 30.0
+# Held calls one client id may have at once: its GetTask, and a SubmitUpdate that asks for its next task.
+MAX_HELD_PER_CLIENT = 2
 
 
 class Cancellable(Protocol):
@@ -25,8 +28,9 @@ class Cancellable(Protocol):
 
 
 class ChangeFeed:
-    def __init__(self, max_waiters: int = 4096) -> None:
-        self.max_waiters = max_waiters
+    def __init__(self, max_waiters: int = 4096, max_per_key: int = MAX_HELD_PER_CLIENT) -> None:
+        self.max_waiters, self.max_per_key = max_waiters, max_per_key
+        self._by_key: dict[str, int] = {}
         self._cond = threading.Condition()
         self._version = 0
         self._waiters = 0
@@ -92,10 +96,18 @@ class ChangeFeed:
                 self._waiters -= 1
         return True
 
-    async def wait_async(self, since: int, timeout: float) -> bool:
-        """`wait` for a coroutine on the attached loop (a cancelled call is cancelled by gRPC itself)."""
+    def held_by(self, key: str) -> int:
+        return self._by_key.get(key, 0)
+
+    async def wait_async(self, since: int, timeout: float, key: str | None = None) -> bool:
+        """`wait` for a coroutine on the attached loop (a cancelled call is cancelled by gRPC itself). `key`:
+        the caller's client id, which may hold at most `max_per_key` calls."""
         if self._closed or self._waiters >= self.max_waiters:
             return False
+        if key is not None:
+            if self._by_key.get(key, 0) >= self.max_per_key:
+                return False
+            self._by_key[key] = self._by_key.get(key, 0) + 1
         self._waiters += 1
         deadline = time.monotonic() + timeout
         try:
@@ -113,4 +125,8 @@ class ChangeFeed:
                     break
         finally:
             self._waiters -= 1
+            if key is not None:
+                held = self._by_key.pop(key) - 1
+                if held:
+                    self._by_key[key] = held
         return True

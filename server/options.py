@@ -44,6 +44,13 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trim", type=float, default=DEFAULT_TRIM,
                    help="fraction trimmed at each end by trimmed-mean: floor(trim * n) values, tolerating that many "
                         "hostile clients (default: %(default)s)")
+    g.add_argument("--max-clients", type=int, default=_DEFAULTS["max_clients"],
+                   help="client ids the coordinator registers at most; a Join of a new id beyond it is refused "
+                        "(RESOURCE_EXHAUSTED), re-joins are not. Keeps the registry, its memory and the checkpoint "
+                        "bounded (default: %(default)s)")
+    g.add_argument("--max-joins-per-peer", type=int, default=_DEFAULTS["max_joins_per_peer"],
+                   help="open mode: new client ids one peer address may register (loopback peers are exempt: the "
+                        "operator's own machine, e.g. pfeddc-sim) (default: %(default)s)")
     g.add_argument("--max-retries", type=int, default=_DEFAULTS["max_retries"],
                    help="attempts of one round that may fail (only failure reports, no quorum, a non-finite "
                         "aggregate) before the coordinator stops with exit code 4; the round can still commit at "
@@ -79,7 +86,8 @@ def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"max_examples_per_client": args.max_examples_per_client, "update_clip_norm": args.update_clip_norm,
             "adaptive_clip": args.adaptive_clip,
             "max_abs_value": args.max_abs_value, "aggregator": AggregatorKind(args.aggregator), "trim": args.trim,
-            "dp": dp, "max_retries": args.max_retries}
+            "dp": dp, "max_retries": args.max_retries, "max_clients": args.max_clients,
+            "max_joins_per_peer": args.max_joins_per_peer}
 
 
 def check_exposure(bind: str, tls: bool, client_auth: bool, insecure: bool) -> None:

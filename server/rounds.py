@@ -17,6 +17,7 @@ import numpy as np
 from ..common import serde
 from ..common.logs import Event
 from .aggregate import Aggregator
+from .checkpoint import save_advice
 from .closing import next_state
 from .combine import NonFiniteGlobal
 from .config import FederationConfig
@@ -158,7 +159,7 @@ class RoundLifecycle:
             self._persist_retry_at = now + delay
             self._log("error", Event.CHECKPOINT_FAILED, round=self.round, error=f"{type(exc).__name__}: {exc}",
                       attempt=self._persist_failures, retry_in_s=delay,
-                      advice="free space on (or repair) the --state-dir volume; the round is kept open in memory")
+                      advice=save_advice(exc))
             return
         if self._persist_failures:
             self._log("warning", Event.CHECKPOINT_RECOVERED, round=self.round, attempts=self._persist_failures + 1)

@@ -23,7 +23,7 @@ from ..common.logs import get_logger
 from ..common.messages import Action, FederationInfo, JoinResult, Refused, Task
 from ..common.proto import federation_pb2 as pb
 from ..common.spec import PromptConfig
-from ..common.transport import JOIN_SECRET_METADATA_KEY
+from ..common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
 from .auth import Authenticator
 from .federation import Federation
 from .gate import REPLIES, Gate, M, register
@@ -77,7 +77,7 @@ class CoordinatorServicer:
             if left <= 0:  # the wait ran its course: ask again now (or when a backoff ends)
                 return replace(task, retry_after_s=fed.backoff_left(client_id))
             backoff = fed.backoff_left(client_id)
-            if not await fed.changes.wait_async(version, min(left, backoff) if backoff > 0 else left):
+            if not await fed.changes.wait_async(version, min(left, backoff) if backoff > 0 else left, client_id):
                 return task  # too many held calls (or stopping): answer at once, the client polls
 
     async def GetFederation(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.FederationInfo:
@@ -92,8 +92,9 @@ class CoordinatorServicer:
         spec = wire.spec_from_proto(list(request.spec))
         fed = self.federation
         secret = _join_secret(context) if not self.auth.enabled else None
-        weight = await self._call(context, request.client_id,
-                                  lambda: fed.join(request.client_id, request.num_examples, spec, secret), bound=False)
+        peer = _remote_peer(context) if not self.auth.enabled else None
+        weight = await self._call(context, request.client_id, lambda: fed.join(
+            request.client_id, request.num_examples, spec, secret, peer), bound=False)
         return wire.join_to_proto(JoinResult(self.federation_id, fed.config.rounds, fed.round, weight))
 
     async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.TaskReply:
@@ -126,6 +127,14 @@ class CoordinatorServicer:
 async def _abort(context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:
     await context.abort(wire.status_of(exc.code), exc.message)
     raise AssertionError("unreachable")  # abort raises
+
+
+def _remote_peer(context: grpc.aio.ServicerContext) -> str | None:
+    """The caller's address without its port ("ipv4:10.1.2.3"), or None for a loopback (or unknown) caller."""
+    peer = (context.peer() or "").replace("%5B", "[").replace("%5D", "]")
+    host = peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else ""
+    address = host.split(":", 1)[-1].strip("[]")
+    return None if not address or is_loopback(address) else host
 
 
 def _join_secret(context: grpc.aio.ServicerContext) -> str | None:

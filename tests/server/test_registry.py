@@ -1,0 +1,122 @@
+"""Bounded registries and fair holds: capped client counts, a checkpoint that stays writable, advice by cause."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pfeddc.common import serde
+from pfeddc.common.ids import MAX_CLIENT_ID_CHARS
+from pfeddc.common.messages import Code, Refused
+from pfeddc.common.spec import TensorSpec
+from pfeddc.server import checkpoint as checkpoint_module
+from pfeddc.server.checkpoint import Checkpoint, CheckpointError, save_advice
+from pfeddc.server.config import DEFAULT_MAX_CLIENTS, MAX_CLIENTS_LIMIT
+from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.longpoll import ChangeFeed
+from pfeddc.server.state import ClientRecord
+
+SPEC = [TensorSpec("text.global", (2, 3))]
+TENSORS = {"text.global": np.zeros((2, 3), np.float32)}
+
+
+def make(**overrides: object) -> Federation:
+    config = FederationConfig(**{"rounds": 2, "min_clients": 2, **overrides})  # type: ignore[arg-type]
+    return Federation(config, SPEC, FederationState(1, dict(TENSORS), {}))
+
+
+def test_registry_refuses_new_ids_beyond_max_clients_but_not_rejoins() -> None:
+    fed = make(max_clients=3)
+    for cid in ("a", "b", "c"):
+        fed.join(cid, 10, SPEC)
+    with pytest.raises(Refused) as info:
+        fed.join("d", 10, SPEC)
+    assert info.value.code == Code.RESOURCE_EXHAUSTED and "--max-clients" in info.value.message
+    assert fed.join("a", 20, SPEC) == 20  # a known id may always re-join
+
+
+def test_registry_caps_new_ids_per_remote_peer() -> None:
+    fed = make(max_joins_per_peer=2)
+    fed.join("a", 10, SPEC, peer="ipv4:10.0.0.7")
+    fed.join("b", 10, SPEC, peer="ipv4:10.0.0.7")
+    with pytest.raises(Refused, match="--max-joins-per-peer"):
+        fed.join("c", 10, SPEC, peer="ipv4:10.0.0.7")
+    fed.join("a", 10, SPEC, peer="ipv4:10.0.0.7")  # re-joins do not count
+    fed.join("c", 10, SPEC, peer="ipv4:10.0.0.8")
+    fed.join("d", 10, SPEC)  # no peer: loopback or authenticated, not counted
+
+
+def test_open_mode_beyond_loopback_needs_a_join_secret_for_every_id() -> None:
+    fed = make(require_join_secret=True)
+    with pytest.raises(Refused) as info:
+        fed.join("a", 10, SPEC)
+    assert info.value.code == Code.UNAUTHENTICATED and "join secret" in info.value.message
+    fed.join("a", 10, SPEC, secret="mine")
+    with pytest.raises(Refused, match="another join secret"):
+        fed.join("a", 10, SPEC, secret="theirs")
+
+
+def test_max_clients_is_bounded_by_what_the_checkpoint_can_hold() -> None:
+    record = ClientRecord("x" * MAX_CLIENT_ID_CHARS, 10**9, 10**6, secret_sha256="f" * 64)
+    worst = len(json.dumps({record.client_id: record.to_json()}, separators=(",", ":")))
+    assert worst * MAX_CLIENTS_LIMIT < checkpoint_module.MAX_META_BYTES
+    with pytest.raises(ValueError, match="--max-clients"):
+        FederationConfig(rounds=1, max_clients=MAX_CLIENTS_LIMIT + 1)
+
+
+def test_checkpoint_at_the_default_cap_with_the_longest_ids_saves_and_loads(tmp_path: Path) -> None:
+    clients = {f"{i:06d}" + "x" * (MAX_CLIENT_ID_CHARS - 6): ClientRecord(f"{i:06d}" + "x" * (MAX_CLIENT_ID_CHARS - 6),
+                                                                          10, 1, secret_sha256="f" * 64)
+               for i in range(DEFAULT_MAX_CLIENTS)}
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.save(FederationState(1, dict(TENSORS), clients))
+    restored = checkpoint.load(SPEC, 2)
+    assert restored is not None and len(restored.clients) == DEFAULT_MAX_CLIENTS
+
+
+def test_checkpoint_over_the_header_budget_is_refused_with_the_right_advice(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoint_module, "MAX_META_BYTES", 500)
+    clients = {f"c{i}": ClientRecord(f"c{i}", 10) for i in range(50)}
+    with pytest.raises(CheckpointError) as info:
+        Checkpoint(tmp_path).save(FederationState(1, dict(TENSORS), clients))
+    assert "100 MB header limit" in str(info.value)
+    assert not (tmp_path / checkpoint_module.CHECKPOINT_FILE).exists()
+    advice = save_advice(info.value)
+    assert "--max-clients" in advice and "free space" not in advice
+    assert "free space" in save_advice(OSError(errno.ENOSPC, "No space left on device"))
+    assert "writable" in save_advice(OSError(errno.EROFS, "Read-only file system"))
+
+
+def test_checkpoint_removes_temp_files_of_an_interrupted_write_on_start(tmp_path: Path) -> None:
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.save(FederationState(1, dict(TENSORS), {}))
+    stale = tmp_path / f".{checkpoint_module.CHECKPOINT_FILE}.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    keep = tmp_path / "notes.tmp"
+    keep.write_text("not ours")
+    assert checkpoint.load(SPEC, 2) is not None
+    assert not stale.exists() and keep.exists()
+    assert serde.remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_held_calls_are_capped_per_client_id() -> None:
+    async def scenario() -> tuple[list[bool], bool, bool]:
+        feed = ChangeFeed(max_waiters=100, max_per_key=2)
+        feed.attach(asyncio.get_running_loop())
+        held = [asyncio.create_task(feed.wait_async(0, 5.0, "greedy")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        third = await feed.wait_async(0, 5.0, "greedy")  # answered at once: the id holds its share
+        other = asyncio.create_task(feed.wait_async(0, 5.0, "fair"))
+        await asyncio.sleep(0.05)
+        assert feed.held_by("greedy") == 2 and feed.held_by("fair") == 1
+        feed.notify()
+        return [await t for t in held], third, await other
+
+    held, third, other = asyncio.run(scenario())
+    assert held == [True, True] and third is False and other is True
