@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .envflags import add_version, apply_env_defaults
+from .ids import client_id_problem
 from .serde import atomic_write
 from .transport import ADMIN_ID_PREFIX, token_digest
 
@@ -134,14 +135,19 @@ def init(out: Path, hosts: list[str], days: int, service: str = COORDINATOR_SERV
 
 
 def add_client(out: Path, client_id: str, days: int) -> list[Path]:
-    """Issue (or rotate) a client's certificate and token; the old token stops working at once."""
+    """Issue (or rotate) a client's certificate and token; the old token stops working at once. The id must be
+    one the coordinator accepts (common/ids.py): no ':' (admin identities are `admin:<name>`), no '/'."""
+    problem = client_id_problem(client_id)
+    if problem:
+        raise ValueError(problem)
     return _add_identity(out, client_id, out / "clients" / client_id, "client", days)
 
 
 def add_admin(out: Path, name: str, days: int) -> list[Path]:
     """Issue (or rotate) an admin credential: it reads the coordinator's status, and cannot join as a client."""
-    if not name or ":" in name:
-        raise ValueError(f"admin name must be non-empty without ':', got {name!r}")
+    problem = client_id_problem(name)  # the same rule: it names a folder too
+    if problem:
+        raise ValueError(problem.replace("client_id", "admin name", 1))
     return _add_identity(out, ADMIN_ID_PREFIX + name, out / "admins" / name, "admin", days)
 
 

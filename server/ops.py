@@ -17,6 +17,7 @@ from grpc_health.v1 import health
 
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import Event, get_logger
+from ..common.transport import is_loopback
 from .admin import StatusSource
 from .federation import Federation
 from .metrics import CoordinatorMetrics
@@ -38,8 +39,11 @@ def add_ops_flags(parser: argparse.ArgumentParser) -> None:
                    help="serve Prometheus /metrics, the live status page / and /api/status over plain HTTP on "
                         "this port; 0 picks a free one (default: off)")
     g.add_argument("--metrics-bind", default="127.0.0.1",
-                   help="address of the metrics port: it shows client ids and metrics, so loopback unless a "
-                        "network policy guards it (default: %(default)s)")
+                   help="address of the metrics port: it shows client ids and metrics without authentication, so "
+                        "loopback unless --metrics-guarded (default: %(default)s)")
+    g.add_argument("--metrics-guarded", action="store_true",
+                   help="confirm that something else guards the metrics port (a Kubernetes NetworkPolicy, a "
+                        "firewall, an authenticating proxy): required to bind it beyond loopback")
 
 
 @dataclass
@@ -59,8 +63,22 @@ class SidePorts:
             self.health_server.stop(0)
 
 
+def check_metrics_exposure(bind: str, port: int | None, guarded: bool) -> None:
+    """Refuse to serve the unauthenticated status beyond loopback unless --metrics-guarded says it is guarded."""
+    if port is None or is_loopback(bind):
+        return
+    if not guarded:
+        raise ValueError(f"refusing to serve the metrics port on {bind}: /api/status shows every client id and its "
+                         "metrics to anyone who reaches it. Fix: --metrics-bind 127.0.0.1 (scrape through a sidecar "
+                         "or port-forward), or guard the port (a NetworkPolicy, a firewall) and pass --metrics-guarded")
+    log.warning(Event.INSECURE_LISTENER, bind=bind, port=port, service="metrics", client_auth=False,
+                advice="the status page, /api/status and /metrics are served without authentication: only the "
+                       "guard you confirmed with --metrics-guarded keeps them private")
+
+
 def start_side_ports(args: argparse.Namespace, health_servicer: health.HealthServicer, source: StatusSource,
                      metrics: CoordinatorMetrics) -> SidePorts:
+    check_metrics_exposure(args.metrics_bind, args.metrics_port, args.metrics_guarded)
     ports = SidePorts()
     try:
         if args.health_port is not None:

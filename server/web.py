@@ -29,6 +29,10 @@ from .metrics import CoordinatorMetrics
 
 log = get_logger("coordinator")
 PAGE = Path(__file__).with_name("page.html")
+# A connection that sends nothing (or half a request) for this long is closed: it cannot pin its thread.
+HTTP_TIMEOUT_S = 10.0
+# Connections served at once; beyond it a new one is closed at once (scrapes and a few browsers need far fewer).
+MAX_HTTP_CONNECTIONS = 32
 
 
 def _csp(page: str) -> str:
@@ -41,6 +45,30 @@ def _csp(page: str) -> str:
     src = {tag: " ".join(h for t, h in hashes if t == tag) or "'none'" for tag in ("script", "style")}
     return (f"default-src 'none'; script-src {src['script']}; style-src {src['style']}; connect-src 'self'; "
             "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_HTTP_CONNECTIONS of them; the rest are closed unserved."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_HTTP_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 @dataclass
@@ -61,6 +89,7 @@ def serve(bind: str, port: int, source: StatusSource, metrics: CoordinatorMetric
     class Handler(BaseHTTPRequestHandler):
         server_version = "pfeddc"
         sys_version = ""
+        timeout = HTTP_TIMEOUT_S
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path = self.path.split("?", 1)[0]
@@ -92,11 +121,11 @@ def serve(bind: str, port: int, source: StatusSource, metrics: CoordinatorMetric
             pass  # scrapes every few seconds would drown the federation's events
 
     host = bind.strip("[]")
-    server_class = ThreadingHTTPServer
+    server_class: type[ThreadingHTTPServer] = BoundedHTTPServer
     if ":" in host:
         import socket
 
-        class V6Server(ThreadingHTTPServer):
+        class V6Server(BoundedHTTPServer):
             address_family = socket.AF_INET6
 
         server_class = V6Server

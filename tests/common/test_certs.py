@@ -35,8 +35,20 @@ def test_admin_credential_is_an_identity_no_client_can_have(tmp_path: Path) -> N
     cert = x509.load_pem_x509_certificate((tmp_path / "admins" / "ops" / "admin.pem").read_bytes())
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "admin:ops"
     assert "admin:ops" in json.loads((tmp_path / "tokens.json").read_text())
-    with pytest.raises(ValueError, match="without ':'"):
+    with pytest.raises(ValueError, match="admin name 'a:b' must be"):
         certs.add_admin(tmp_path, "a:b", 30)
+
+
+@pytest.mark.parametrize("client_id", ["admin:evil", "../x", "a/b", "", "_lead", "x" * 5000])
+def test_client_ids_are_checked_as_the_coordinator_checks_them(tmp_path: Path, client_id: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert certs.main(["init", "--out", str(tmp_path / "creds")]) == 0
+    assert certs.main(["client", "--out", str(tmp_path / "creds"), "--client-id", client_id]) == 2
+    err = capsys.readouterr().err
+    assert "client_id" in err and len(err) < 300  # named, never echoed whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["creds"]  # nothing written outside the folder
+    assert not (tmp_path / "creds" / "clients").exists()
+    assert client_id not in json.loads((tmp_path / "creds" / "tokens.json").read_text())
 
 
 def test_issued_tokens_pass_as_a_command_line_value(tmp_path: Path) -> None:
