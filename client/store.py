@@ -96,6 +96,7 @@ class ClientStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir).expanduser()
         self.dir.mkdir(parents=True, exist_ok=True)
+        serde.remove_stale_temps(self.dir)  # what a crash mid-write left (the files themselves are whole)
 
     # ----- identity
     def client_id(self, requested: str | None = None) -> str:
