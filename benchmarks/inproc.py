@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +21,7 @@ from pfeddc.client.model.prompts import PFedDCModel, StatePart
 from pfeddc.client.model.train import evaluate
 from pfeddc.client.trainer import LocalTrainer
 from pfeddc.common import serde
-from pfeddc.common.messages import Action, TrainSettings
+from pfeddc.common.messages import Action, Metrics, TrainSettings
 from pfeddc.common.spec import PromptConfig, initial_prompts
 from pfeddc.server.federation import Federation, FederationConfig, FederationState
 from pfeddc.server.privacy import DpSettings
@@ -31,6 +32,10 @@ class ClientSplit:
     train: ImageSet
     val: ImageSet
     test: ImageSet
+
+
+# A hostile site: (round, the global it was handed) -> the tensors it submits instead of training.
+Attack = Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass
@@ -49,7 +54,10 @@ class RunResult:
 def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str, ClientSplit], method: str,
                    settings: TrainSettings, rounds: int, seed: int, fraction: float = 1.0,
                    new_clients: dict[str, ClientSplit] | None = None, prompt: PromptConfig | None = None,
-                   dp: DpSettings | None = None) -> RunResult:
+                   dp: DpSettings | None = None, attackers: dict[str, Attack] | None = None,
+                   overrides: dict[str, Any] | None = None) -> RunResult:
+    """`attackers`: client ids (among `clients`) that submit what their attack returns instead of training;
+    they are left out of the accuracies. `overrides`: FederationConfig fields to override (e.g. clipping)."""
     started = time.monotonic()
     cfg = replace(prompt or PromptConfig(), method=method)
     device = torch.device("cpu")
@@ -57,7 +65,7 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
     spec = next(iter(models.values())).spec
     initial = initial_prompts(spec, seed)
     config = FederationConfig(rounds=rounds, min_clients=len(clients), fraction=fraction, seed=seed,
-                              train=settings, round_timeout_s=1e9, dp=dp)
+                              train=settings, round_timeout_s=1e9, dp=dp, **(overrides or {}))
     fed = Federation(config, spec, FederationState(1, dict(initial), {}))
     trainers = {cid: LocalTrainer(models[cid], split.train, split.test, device) for cid, split in clients.items()}
     for cid, split in clients.items():
@@ -72,6 +80,10 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
             task = fed.task(cid)
             if task.action != Action.TRAIN or task.round != round_:  # not sampled, or the round already closed
                 continue
+            if cid in (attackers or {}):
+                sent = (attackers or {})[cid](round_, task.tensors())
+                fed.submit(cid, round_, serde.encode(sent), len(clients[cid].train), Metrics())
+                continue
             outcome = trainers[cid].run(task.tensors(), task.settings or settings)
             if outcome.tensors is None:
                 failures.append(f"round {round_} {cid}: {outcome.failure}")
@@ -83,10 +95,13 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
         after = fed.global_tensors
         history.append({"round": round_, "accuracy_after": _mean(accuracies),
                         "accuracy_global": _mean(global_accuracies), "trained": len(accuracies),
-                        "global_change": {k: float(np.linalg.norm(after[k] - before[k])) for k in sorted(after)}})
+                        "global_change": {k: float(np.linalg.norm(after[k] - before[k])) for k in sorted(after)},
+                        "clipped_tensors": fed.last_round.to_json()["clipped_tensors"] if fed.last_round else {}})
     final_global = fed.global_tensors
     final, final_alone, val = {}, {}, []
     for cid, model in models.items():
+        if cid in (attackers or {}):
+            continue
         model.load_state(final_global, StatePart.GLOBAL)
         final[cid] = evaluate(model, clients[cid].test, device)
         val.append(evaluate(model, clients[cid].val, device))
