@@ -9,7 +9,8 @@ The attacker never trains: every round it submits the global it was handed plus 
 (Fashion-MNIST, Dirichlet 0.5 over 5 sites, embedded backbone, pFedDC, the shipped training settings, 20 rounds):
   honest          no attacker, with the default per-tensor adaptive clip and with the fixed clip only
   null            the attacker's site submits the global unchanged (the floor: the attack minus its push)
-  attack:<tensor> one attacker, with each of the two
+  attack:<tensor> one attacker, with each of the two, pushing in a fixed random direction
+  flip:<tensor>   ... pushing against the tensor's current value (it shrinks the prompts, then inverts them)
 Reported per tensor: its movement per round (L2 norm of the global's change) under attack over the honest run's,
 and the honest sites' final personalized accuracy against the honest run's and the null run's. Federations run
 in process (benchmarks/inproc.py: the coordinator's real round code and the clients' real training).
@@ -46,9 +47,12 @@ ATTACKER = "client_04"
 CLIPS = {"adaptive": {}, "fixed-only": {"adaptive_clip": 0.0}}  # FederationConfig overrides
 
 
-def push(tensor: str, budget: float, seed: int) -> Attack:
+def push(tensor: str, budget: float, seed: int, flip: bool = False) -> Attack:
+    """Random: a fixed random direction. `flip`: against the tensor's current value (shrink it, then invert it)."""
     def attack(_round: int, global_: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         direction = np.random.default_rng(seed).normal(size=global_[tensor].shape)
+        if flip and np.any(global_[tensor]):
+            direction = -global_[tensor].astype(np.float64)
         out = dict(global_)
         out[tensor] = (global_[tensor] + budget * direction / np.linalg.norm(direction)).astype(global_[tensor].dtype)
         return out
@@ -63,10 +67,12 @@ def run(name: str, clip: str, rounds: int, seed: int) -> dict[str, Any]:
     if name == "null":  # the same site submitting the global unchanged: the attack minus the push
         attackers = {ATTACKER: lambda _round, global_: dict(global_)}
     elif name != "honest":
-        attackers = {ATTACKER: push(name.split(":", 1)[1], DEFAULT_CLIP_NORM, seed)}
+        kind, tensor = name.split(":", 1)
+        attackers = {ATTACKER: push(tensor, DEFAULT_CLIP_NORM, seed, flip=kind == "flip")}
     result = run_federation(backbone, classnames, clients, "pfeddc", TrainSettings(), rounds, seed,
                             attackers=attackers, overrides=CLIPS[clip])
     return {"run": name, "clip": clip, "seed": seed, "rounds": rounds, "accuracy": result.final,
+            "accuracy_global_alone": result.final_global,
             "history": result.rounds, "wall_s": result.wall_s, "failures": result.failures}
 
 
@@ -74,8 +80,8 @@ def report(records: list[dict[str, Any]]) -> str:
     by = {(r["run"], r["clip"]): r for r in records}
     lines = ["| run | clip | " + " | ".join(f"{t} moved/round (x honest)" for t in TENSORS)
              + " | honest sites' accuracy | vs honest run (points) | vs null run (points) "
-             "| rounds clipped on the attacked tensor |",
-             "|---|---|" + "---:|" * len(TENSORS) + "---:|---:|---:|---:|"]
+             "| global prompts alone (vs honest) | rounds clipped on the attacked tensor |",
+             "|---|---|" + "---:|" * len(TENSORS) + "---:|---:|---:|---:|---:|"]
     order = {"honest": 0, "null": 1}
     for (name, clip), r in sorted(by.items(), key=lambda kv: (order.get(kv[0][0], 2), kv[0])):
         honest = by.get(("honest", clip))
@@ -92,10 +98,15 @@ def report(records: list[dict[str, Any]]) -> str:
             ref = statistics.mean(h["global_change"][t] for h in honest["history"])
             cells.append(f"{moved:.4f} ({moved / ref:.1f}x)")
         target = name.split(":", 1)[1] if ":" in name else None
+        alone = "-"
+        if "accuracy_global_alone" in r and "accuracy_global_alone" in honest:
+            g = statistics.mean(r["accuracy_global_alone"][c] for c in honest_ids)
+            g0 = statistics.mean(honest["accuracy_global_alone"][c] for c in honest_ids)
+            alone = f"{100 * g:.1f}% ({100 * (g - g0):+.1f})"
         clipped = sum(1 for h in r["history"] if target and target in h.get("clipped_tensors", {}))
         lines.append(f"| {name} | {clip} | " + " | ".join(cells)
                      + f" | {100 * acc:.1f}% | {100 * (acc - base):+.1f} | {100 * (acc - floor):+.1f} "
-                     f"| {clipped if target else '-'} |")
+                     f"| {alone} | {clipped if target else '-'} |")
     fixed, adaptive = by.get(("honest", "fixed-only")), by.get(("honest", "adaptive"))
     if fixed and adaptive:
         a = statistics.mean(adaptive["accuracy"].values())
@@ -109,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", default="honest,null," + ",".join(f"attack:{t}" for t in TENSORS))
+    p.add_argument("--runs", default="honest,null," + ",".join(f"attack:{t}" for t in TENSORS)
+                   + ",flip:text.global")
     p.add_argument("--clips", default="adaptive,fixed-only")
     p.add_argument("--log", type=Path, default=RESULTS / "attack_runs.jsonl")
     p.add_argument("--report-only", action="store_true")
