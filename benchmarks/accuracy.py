@@ -49,7 +49,10 @@ from pfeddc.common.partition import partition, train_test_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["pfeddc", "promptfl", "coop", "vision-only", "zeroshot"]
-ABLATIONS = ["pfeddc-nofusion", "pfeddc-novision", "pfeddc-nolocal"]  # "no text prompts" is vision-only
+ABLATIONS = ["pfeddc-noproto", "pfeddc-nofusion", "pfeddc-novision", "pfeddc-nolocal"]  # no text prompts: vision-only
+# pFedDC's rate was chosen on dir0.5 before it had class embeddings (those runs are pfeddc-noproto's): pfeddc and
+# its ablations use that rate (the class embeddings train in the text group, at the text rate).
+TUNED_AS = {m: "pfeddc-noproto" for m in ["pfeddc", *ABLATIONS]}
 LR_GRID = (0.01, 0.03, 0.1, 0.3)  # the text prompts' rate; vision and fusion rates scale with it (defaults' ratios)
 SELECT_ON, SELECT_SEEDS = "dir0.5", (0, 1, 2)
 SEEDS = (0, 1, 2, 3, 4)
@@ -166,7 +169,7 @@ class Runner:
 
     def learning_rate(self, method: str) -> float:
         """The method's rate: chosen on dir0.5, seeds 0-2 (pfeddc's for its ablations); see `best_rate`."""
-        tuned = "pfeddc" if method in ABLATIONS else method
+        tuned = TUNED_AS.get(method, method)
         tried = [self.run(SELECT_ON, tuned, seed, lr, "select") for lr in LR_GRID for seed in SELECT_SEEDS]
         return best_rate(tried)
 
@@ -198,13 +201,21 @@ def chosen(records: list[dict[str, Any]], setting: str, method: str) -> list[dic
     rs = [r for r in records if r["setting"] == setting and r["method"] == method and r.get("epsilon") is None]
     if method == "zeroshot":
         return rs
-    tuned = "pfeddc" if method in ABLATIONS else method
-    select = [r for r in records if r["setting"] == SELECT_ON and r["method"] == tuned and r["seed"] in SELECT_SEEDS
-              and r["lr"] in LR_GRID and r.get("epsilon") is None]
+    select = select_runs(method, records)
     if not select:
         return []
     lr = best_rate(select)
     return [r for r in rs if r["lr"] == lr]
+
+
+def select_runs(method: str, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The learning-rate selection runs that decide `method`'s rate (recorded ones when `records` is None)."""
+    if records is None:
+        log = RESULTS / "accuracy_runs.jsonl"
+        records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    tuned = TUNED_AS.get(method, method)
+    return [r for r in records if r["setting"] == SELECT_ON and r["method"] == tuned and r["seed"] in SELECT_SEEDS
+            and r["lr"] in LR_GRID and r.get("epsilon") is None]
 
 
 def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:

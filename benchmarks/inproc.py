@@ -59,7 +59,7 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
     """`attackers`: client ids (among `clients`) that submit what their attack returns instead of training;
     they are left out of the accuracies. `overrides`: FederationConfig fields to override (e.g. clipping)."""
     started = time.monotonic()
-    cfg = replace(prompt or PromptConfig(), method=method)
+    cfg = replace(prompt or PromptConfig(classes=tuple(classnames)), method=method)  # the sim names them too
     device = torch.device("cpu")
     models = {cid: PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid)) for cid in clients}
     spec = next(iter(models.values())).spec

@@ -43,7 +43,8 @@ def render(records: Records, chosen: Callable[[Records, str, str], Records], fmt
         lines += [f"### pFedDC ablation (dir0.5, seeds {', '.join(map(str, sorted(seeds)))}): one part removed each",
                   "", "| variant | accuracy | worst client | vs pfeddc |", "|---|---:|---:|---:|"]
         base = [r["mean_accuracy"] for r in rows["pfeddc"]]
-        labels = {"pfeddc": "pfeddc (all parts)", "pfeddc-nofusion": "no fusion (sum)",
+        labels = {"pfeddc": "pfeddc (all parts)", "pfeddc-noproto": "no class embeddings",
+                  "pfeddc-nofusion": "no fusion (sum)",
                   "pfeddc-novision": "no vision prompts", "vision-only": "no text prompts (vision-only, own lr)",
                   "pfeddc-nolocal": "no local prompts"}
         for method, rs in rows.items():

@@ -18,7 +18,7 @@ from ..common.logs import Event, get_logger
 from ..common.messages import Action, Code, FailureReason, Refused, Task, TrainSettings
 from ..common.transport import TlsFiles
 from .connection import Backoff, Connection
-from .data import ClientData, load_client_data
+from .data import ClientData, align_to, load_client_data
 from .folders import classnames_for, scan
 from .model.backbone import load_backbone
 from .model.classnames import ADVICE, check_class_names
@@ -82,6 +82,8 @@ class ClientDaemon:
                 log.warning(Event.CLASS_NAMES_SIMILAR, first=pair.first, second=pair.second, cosine=pair.cosine,
                             advice=f"the model can barely tell these classes apart by name: {ADVICE}")
             data = self._prepare_data(backbone.image_size)
+            if info.prompt_config.classes:  # the federation names its classes: label by its list
+                data = align_to(data, info.prompt_config.classes)
             meta = self.store.meta()
             if meta.federation_id not in (None, info.federation_id):
                 log.warning(Event.FEDERATION_CHANGED, was=meta.federation_id, now=info.federation_id,

@@ -7,6 +7,7 @@ with the number of images. Unreadable images are skipped with a warning each.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from PIL import UnidentifiedImageError
 
 from ..common.logs import Event, get_logger
+from ..common.spec import class_key
 from .folders import DataError, choose_test_split, classnames_for, scan
 from .model.backbone import preprocess
 from .model.images import FileImageSet, Images, ImageSet
@@ -76,3 +78,18 @@ def load_client_data(root: Path, image_size: int, test_paths: list[str] | None, 
     if len(train) == 0:
         raise DataError(f"no readable training images under {root} ({skipped} unreadable)")
     return ClientData(classnames, train, test, skipped), test_paths
+
+
+def align_to(data: ClientData, classes: Sequence[str]) -> ClientData:
+    """The site's images labelled by the federation's class list (names matched ignoring case, '_' and '-'),
+    so that every site's row c of the shared class embeddings is the same class."""
+    index = {class_key(c): i for i, c in enumerate(classes)}
+    unknown = [c for c in data.classnames if class_key(c) not in index]
+    if unknown:
+        raise DataError(f"class folder(s) {unknown} are not among the federation's classes ({', '.join(classes)}): "
+                        "rename the folders (or name them in classnames.txt), or ask the coordinator's operator to "
+                        "add them to --classes")
+    mapping = torch.tensor([index[class_key(c)] for c in data.classnames], dtype=torch.long)
+    for images in (data.train, data.test):
+        images.labels = mapping[images.labels]
+    return ClientData(list(classes), data.train, data.test, data.skipped)

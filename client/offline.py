@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import load_client_data
+from .data import align_to, load_client_data
 from .folders import DataError, list_images
 from .model.backbone import load_backbone, preprocess
 from .model.images import ImageSet
@@ -23,7 +23,7 @@ def load_personalized(state_dir: Path, model_override: str | None, device: torch
     if meta.prompt_config is None or meta.classnames is None or meta.model is None:
         raise StateError(f"{state_dir} holds no trained client state (run pfeddc-client with a coordinator first)")
     backbone = load_backbone(model_override or meta.model)
-    model = PFedDCModel(backbone, meta.classnames, meta.prompt_config)
+    model = PFedDCModel(backbone, list(meta.prompt_config.classes) or meta.classnames, meta.prompt_config)
     for which, tensors in ((StatePart.LOCAL, store.load_local()), (StatePart.GLOBAL, store.load_global())):
         if tensors is not None:
             model.load_state(tensors, which)
@@ -53,6 +53,8 @@ def evaluate_command(state_dir: Path, data_dir: Path, model: str | None, device_
     device = pick_device(device_name)
     net = load_personalized(state_dir, model, device)
     data, _ = load_client_data(data_dir, net.backbone.image_size, test_paths=[], progress=False)
+    if net.cfg.classes:
+        data = align_to(data, net.cfg.classes)
     if data.classnames != net.classnames:
         raise DataError(f"class folders of {data_dir} ({data.classnames}) differ from the model's ({net.classnames})")
     split = data.test if (Path(data_dir) / "test").is_dir() else data.train

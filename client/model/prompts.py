@@ -23,6 +23,7 @@ from torch import nn
 from ...common.messages import TrainSettings
 from ...common.spec import Placement, PromptConfig, global_spec, initial_prompts
 from .backbone import Backbone, encode_image_prompted, encode_text_embeds
+from .classes import ClassEmbeddings
 from .classnames import ZERO_SHOT_TEMPLATE
 from .fusion import PromptFusion
 
@@ -88,6 +89,8 @@ class PFedDCModel(nn.Module):
         super().__init__()
         if not classnames:
             raise ValueError("the model needs at least one class name")
+        if cfg.classes and list(classnames) != list(cfg.classes):
+            raise ValueError(f"the model's classes {list(classnames)} differ from the federation's {list(cfg.classes)}")
         self.backbone, self.cfg, self.classnames = backbone, cfg, list(classnames)
         self.clip = backbone.clip
         dims = backbone.dims
@@ -112,6 +115,11 @@ class PFedDCModel(nn.Module):
                 ids = backbone.tokenize([ZERO_SHOT_TEMPLATE.format(c) for c in self.classnames])
                 feats = self.clip.get_text_features(input_ids=ids)
             self.register_buffer("fixed_text_features", getattr(feats, "pooler_output", feats), persistent=False)
+
+        self.class_embeddings: ClassEmbeddings | None = None
+        if cfg.prototypes:
+            self.class_embeddings = ClassEmbeddings(len(self.classnames), dims.projection, cfg.shared_classes,
+                                                    cfg.text.has_local)
 
         self.vision: PromptLearner | None = None
         if cfg.vision != Placement.NONE:
@@ -144,7 +152,14 @@ class PFedDCModel(nn.Module):
 
     # ----- forward
     def text_features(self) -> torch.Tensor:
-        """L2-normalized features of every class prompt: [C, proj]. One text pass for all classes."""
+        """L2-normalized features of every class: [C, proj]. One text pass for all classes."""
+        feats = self.prompt_text_features()
+        if self.class_embeddings is not None:
+            return self.class_embeddings(feats)
+        return F.normalize(feats.float(), dim=-1)
+
+    def prompt_text_features(self) -> torch.Tensor:
+        """The prompted text features before the class embeddings (not normalized): [C, proj]."""
         if self.text is None:
             feats = self.fixed_text_features
         else:
@@ -153,7 +168,7 @@ class PFedDCModel(nn.Module):
             embeds = torch.cat([prefix, ctx.unsqueeze(0).expand(prefix.shape[0], -1, -1).to(prefix.dtype), suffix],
                                dim=1)
             feats = encode_text_embeds(self.clip, embeds, self.text_eos)
-        return F.normalize(feats.float(), dim=-1)
+        return feats
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         v = self.vision
@@ -168,8 +183,10 @@ class PFedDCModel(nn.Module):
         if image_features is None:
             assert pixel_values is not None, "logits need pixels or image features"
             image_features = self.image_features(pixel_values)
-        scale = self.clip.logit_scale.exp().float().clamp(max=MAX_LOGIT_SCALE)
-        return scale * image_features @ text.t()
+        return self.logit_scale() * image_features @ text.t()
+
+    def logit_scale(self) -> float:
+        return float(self.clip.logit_scale.exp().float().clamp(max=MAX_LOGIT_SCALE))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.logits(pixel_values)
@@ -182,14 +199,16 @@ class PFedDCModel(nn.Module):
     # ----- state partition
     def _named_state(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        for learner in (self.text, self.vision):
-            if learner is not None:
-                out.update(learner.named_tensors())
+        for part in (self.text, self.class_embeddings, self.vision):
+            if part is not None:
+                out.update(part.named_tensors())
         return out
 
     def state(self, which: StatePart) -> dict[str, np.ndarray]:
-        return {k: v.detach().float().cpu().numpy().copy() for k, v in self._named_state().items()
-                if StatePart.of(k) == which}
+        """The tensors as they are stored and sent (the shared class rows in their wire form, see classes.py)."""
+        out = {k: v.detach().float().cpu().numpy().copy() for k, v in self._named_state().items()
+               if StatePart.of(k) == which}
+        return self.class_embeddings.to_wire(out) if self.class_embeddings is not None else out
 
     def global_state(self) -> dict[str, np.ndarray]:
         return self.state(StatePart.GLOBAL)
@@ -200,6 +219,8 @@ class PFedDCModel(nn.Module):
     def load_state(self, tensors: dict[str, np.ndarray], which: StatePart) -> None:
         """Copy `tensors` into the global or local part; names and shapes must match exactly."""
         current = {k: v for k, v in self._named_state().items() if StatePart.of(k) == which}
+        if self.class_embeddings is not None and "text.classes.share.global" in tensors:
+            tensors = self.class_embeddings.from_wire(tensors)
         if sorted(current) != sorted(tensors):
             raise ValueError(f"{which} tensors differ: expected {sorted(current)}, got {sorted(tensors)}")
         with torch.no_grad():

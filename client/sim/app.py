@@ -24,7 +24,7 @@ from ...common.cli import (
 )
 from ...common.envflags import add_version, apply_env_defaults
 from ...common.logs import Event
-from ...common.spec import EMBEDDED_MODEL, METHODS
+from ...common.spec import EMBEDDED_MODEL, METHODS, class_key
 from .processes import LoggedProcess, installed_command
 from .report import collect_method, print_round_table, write_results
 
@@ -79,7 +79,8 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
          "--rounds", str(args.rounds), "--min-clients", str(len(clients)), "--fraction", str(args.fraction),
          "--round-timeout", str(args.round_timeout), "--seed", str(args.seed), "--model", args.model,
          "--method", method, "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
-         *train_flags(train_settings_from(args)), *prompt_flags(prompt_config_from(args, method))],
+         *train_flags(train_settings_from(args)), *prompt_flags(prompt_config_from(args, method)),
+         "--classes", args.classes or str(federation_classes(clients, out))],
         out / "logs" / "server.log", env)
     procs = [server]
     try:
@@ -106,6 +107,20 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
         for proc in procs:
             proc.kill()
     return collect_method(method, out, [c.name for c in clients], duration, moved)
+
+
+def federation_classes(clients: list[Path], out: Path) -> Path:
+    """Every class any client folder holds (by the name it shows the model), written one per line."""
+    from ..folders import classnames_for, scan
+
+    names: dict[str, str] = {}
+    for folder in clients:
+        for name in classnames_for(folder, scan(folder)[0]):
+            names.setdefault(class_key(name), name)
+    path = out / "classes.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{names[k]}\n" for k in sorted(names)))
+    return path
 
 
 def _wait_round(server: LoggedProcess, clients: list[LoggedProcess], round_: int) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def digits() -> tuple[ImageSet, ImageSet]:
 def test_trainer_catches_a_collapse_undoes_it_and_recovers(embedded: Backbone,
                                                            digits: tuple[ImageSet, ImageSet]) -> None:
     train, test = digits
-    model = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig())
+    model = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig(method="pfeddc-noproto"))  # the issue-11 frame
     trainer = LocalTrainer(model, train, test, CPU)
     received, local = model.global_state(), model.local_state()
     zero_shot = evaluate(model, test, CPU)
@@ -55,3 +55,30 @@ def test_trainer_catches_a_collapse_undoes_it_and_recovers(embedded: Backbone,
     assert healthy.metrics.accuracy_global == pytest.approx(zero_shot)  # round one's global model is zero-shot
     assert healthy.metrics.accuracy_after > 0.5  # far from chance (0.1): the model still tells digits apart
     assert set(healthy.update_norms) == set(received) and healthy.update_norms["text.global"] > 0
+
+
+@pytest.fixture(scope="module")
+def inverted_mnist() -> tuple[ImageSet, ImageSet]:
+    from pfeddc.client.embedded.datasets import digit_domains
+
+    images, labels, domains = digit_domains()
+    keep = np.flatnonzero(domains == "mnist-inverted")[:400]
+    pixels = torch.from_numpy(np.stack([preprocess(Image.fromarray(images[i]), 32) for i in keep]))
+    y = torch.from_numpy(labels[keep])
+    return ImageSet(pixels[:300], y[:300]), ImageSet(pixels[300:], y[300:])
+
+
+def test_trainer_learns_a_style_zero_shot_gets_wrong_and_shares_it(embedded: Backbone,
+                                                                    inverted_mnist: tuple[ImageSet, ImageSet]) -> None:
+    """Inverted MNIST (a style the backbone never saw): zero-shot is near chance; with class embeddings one
+    round learns without failing, and the global part alone (what it sends) gives a new site most of it."""
+    train, test = inverted_mnist
+    model = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig(classes=tuple(DIGIT_CLASSES)))
+    received = model.global_state()
+    zero_shot = evaluate(model, test, CPU)
+    outcome = LocalTrainer(model, train, test, CPU).run(received, TrainSettings(batch_size=16))
+    assert outcome.failure is None and outcome.tensors is not None
+    assert outcome.metrics.accuracy_after > zero_shot + 0.3
+    fresh = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig(classes=tuple(DIGIT_CLASSES)))
+    fresh.load_state(outcome.tensors, StatePart.GLOBAL)  # a new site: what was sent, nothing local
+    assert evaluate(fresh, test, CPU) > zero_shot + 0.2

@@ -117,7 +117,7 @@ def test_only_prompts_and_fusion_train_and_backbone_stays_byte_identical(tiny_ba
     model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2, fusion_query=FusionQuery.LOCAL))
     before = {k: v.clone() for k, v in model.clip.state_dict().items()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(n.startswith(("text.", "vision.")) for n in trainable)
+    assert trainable and all(n.startswith(("text.", "vision.", "class_embeddings.")) for n in trainable)
     assert not any(p.requires_grad for p in model.clip.parameters())
     opt = torch.optim.SGD(model.trainable_parameters(), lr=0.5)
     x, y = pixels(8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
