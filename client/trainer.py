@@ -22,7 +22,7 @@ from .model.prompts import PFedDCModel, StatePart
 from .model.train import evaluate, image_features, train_local
 
 LR_BACKOFF = 0.5  # learning-rate factor after a failed round, compounding
-PROBE_STEPS, PROBE_LR = 100, 0.01
+PROBE_LR = 0.01  # Adam's: scale-free, the same for every backbone
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class LocalTrainer:
             with model.global_only():
                 accuracy_global = evaluate(model, self.test, self.device)
         before_local = model.local_state()
-        self._start_class_embeddings()
+        self._start_class_embeddings(settings.probe_steps)
         torch.manual_seed(settings.seed)
         result = train_local(model, self.train, self.settings(settings), self.device, self.stop, self.progress)
         metrics = Metrics(train_loss=result.loss, num_test_examples=len(self.test), accuracy_global=accuracy_global,
@@ -74,11 +74,11 @@ class LocalTrainer:
                             sent, None, norms)
 
 
-    def _start_class_embeddings(self) -> None:
+    def _start_class_embeddings(self, probe_steps: int) -> None:
         """On this site's first round its classes' embeddings start from its own images; every round a linear
         probe fits them before the joint training (client/model/classes.py)."""
         embeddings = self.model.class_embeddings
-        if embeddings is None:
+        if embeddings is None or (embeddings.started and probe_steps <= 0):
             return
         features = image_features(self.model, self.train, self.device)
         labels = self.train.labels.to(self.device)
@@ -86,7 +86,7 @@ class LocalTrainer:
             embeddings.start(features, labels)
         with torch.no_grad():
             text = self.model.prompt_text_features()
-        embeddings.fit(text, features, labels, PROBE_STEPS, PROBE_LR, self.model.logit_scale())
+        embeddings.fit(text, features, labels, probe_steps, PROBE_LR, self.model.logit_scale())
 
 
 def _or_nan(value: float) -> float:

@@ -82,6 +82,9 @@ class TrainSettings:
         "help": "clip each step's gradients to this global L2 norm; 0 turns clipping off"})
     warmup_steps: int = field(default=5, metadata={
         "help": "steps of linear learning-rate warm-up at the start of each round"})
+    probe_steps: int = field(default=100, metadata={
+        "help": "full-batch steps fitting the class embeddings alone (a linear probe on the cached image features) "
+                "before each round's training; 0 turns the probe off"})
 
     @classmethod
     def flag_fields(cls) -> list[Field[object]]:
@@ -93,6 +96,7 @@ class TrainSettings:
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.clip_norm >= 0 and math.isfinite(self.clip_norm), f"clip_norm must be >= 0, got {self.clip_norm}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.probe_steps >= 0, f"probe_steps must be >= 0, got {self.probe_steps}"),
         ]
         for name in ("lr", "lr_vision", "lr_fusion"):
             value = getattr(self, name)

@@ -70,7 +70,7 @@ class TaskRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., max_wait_s: _Optional[float] = ...) -> None: ...
 
 class TrainSettings(_message.Message):
-    __slots__ = ("local_epochs", "lr", "batch_size", "seed", "lr_vision", "lr_fusion", "clip_norm", "warmup_steps")
+    __slots__ = ("local_epochs", "lr", "batch_size", "seed", "lr_vision", "lr_fusion", "clip_norm", "warmup_steps", "probe_steps")
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class TrainSettings(_message.Message):
     LR_FUSION_FIELD_NUMBER: _ClassVar[int]
     CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
     WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PROBE_STEPS_FIELD_NUMBER: _ClassVar[int]
     local_epochs: int
     lr: float
     batch_size: int
@@ -87,7 +88,8 @@ class TrainSettings(_message.Message):
     lr_fusion: float
     clip_norm: float
     warmup_steps: int
-    def __init__(self, local_epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., lr_vision: _Optional[float] = ..., lr_fusion: _Optional[float] = ..., clip_norm: _Optional[float] = ..., warmup_steps: _Optional[int] = ...) -> None: ...
+    probe_steps: int
+    def __init__(self, local_epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., lr_vision: _Optional[float] = ..., lr_fusion: _Optional[float] = ..., clip_norm: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., probe_steps: _Optional[int] = ...) -> None: ...
 
 class TaskReply(_message.Message):
     __slots__ = ("action", "round", "total_rounds", "global_state", "global_sha256", "settings", "retry_after_s", "deadline_s")
