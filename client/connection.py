@@ -122,6 +122,15 @@ class Connection:
         reply = self._retry("submit_update", lambda: self._stub.SubmitUpdate(request, timeout=timeout))
         return wire.submit_from_proto(reply)
 
+    def heartbeat(self, round_: int = 0, timeout_s: float = 5.0) -> int:
+        """One liveness call, not retried (the next one comes soon); returns the coordinator's round. Raises
+        `Refused` on any refusal (UNIMPLEMENTED from a coordinator that predates heartbeats)."""
+        request = pb.HeartbeatRequest(client_id=self.client_id, round=round_)
+        try:
+            return int(self._stub.Heartbeat(request, timeout=timeout_s).round)
+        except grpc.RpcError as exc:
+            raise Refused(wire.rpc_code(exc), wire.rpc_details(exc)) from None
+
     def report_failure(self, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
         """Tell the coordinator this client cannot produce an update for `round_` (it stops waiting for it)."""
         request = wire.failure_to_proto(self.client_id, round_, reason, detail)

@@ -16,6 +16,7 @@ from ..common.cli import add_prompt_flags, add_train_flags, prompt_config_from, 
 from ..common.envflags import add_version, apply_env_defaults, package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
+from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.spec import EMBEDDED_MODEL, global_spec, initial_prompts, resolve_dims
 from ..common.stdio import capture_stray_output, say_error
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-timeout", type=float, default=600.0,
                    help="seconds a round waits for its sampled clients before closing with those that "
                         "answered (default: %(default)s)")
+    p.add_argument("--heartbeat-window", type=float, default=HEARTBEAT_WINDOW_S,
+                   help="seconds without a request or heartbeat after which the status shows a client offline; "
+                        f"clients send one every {HEARTBEAT_INTERVAL_S:g} s (default: %(default)s)")
     p.add_argument("--quorum", type=int, default=1,
                    help="updates needed to close a round at its deadline; fewer -> the round is re-sampled "
                         "(default: %(default)s)")
@@ -124,7 +128,7 @@ def start(args: argparse.Namespace) -> RunningServer:
         rounds=args.rounds, min_clients=args.min_clients, fraction=args.fraction,
         round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),
         max_update_bytes=int(args.max_update_mb * MiB),
-        poll_interval_s=args.poll_interval, **robustness_config(args),
+        poll_interval_s=args.poll_interval, heartbeat_window_s=args.heartbeat_window, **robustness_config(args),
         require_join_secret=not (args.tokens or args.tls_client_ca) and not is_loopback(args.bind),
     )
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)

@@ -42,14 +42,15 @@ SMALL_REQUEST_BYTES = 4 * 1024
 LOG_INTERVAL_S = 10.0
 REPLIES: dict[str, type[Message]] = {"GetFederation": pb.FederationInfo, "Join": pb.JoinReply,
                                      "GetTask": pb.TaskReply, "SubmitUpdate": pb.UpdateReply,
-                                     "ReportFailure": pb.FailureReply}
+                                     "ReportFailure": pb.FailureReply, "Heartbeat": pb.HeartbeatReply}
 
 
 def method_limits(spec: list[TensorSpec]) -> dict[str, int]:
     """The largest request each method may carry, in bytes, for a federation of `spec`."""
     join = pb.JoinRequest(client_id="x" * MAX_CLIENT_ID_CHARS, num_examples=2**62, spec=wire.spec_to_proto(spec))
     return {"GetFederation": SMALL_REQUEST_BYTES, "GetTask": SMALL_REQUEST_BYTES,
-            "ReportFailure": SMALL_REQUEST_BYTES, "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
+            "ReportFailure": SMALL_REQUEST_BYTES, "Heartbeat": SMALL_REQUEST_BYTES,
+            "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
             "SubmitUpdate": serde.max_payload_bytes(spec) + SMALL_REQUEST_BYTES}
 
 

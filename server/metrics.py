@@ -151,8 +151,10 @@ class _StatusCollector(Collector):
             "round_sampled_clients": ("Clients sampled in the open round", s.sampled),
             "round_received_updates": ("Updates received in the open round", s.received),
             "round_deadline_seconds": ("Seconds left in the open round (0 when none is open)", s.deadline_s or 0),
+            "round_attempt": ("Attempt of the open round (0: the first; each retry adds one)", s.attempt),
             "finished": ("1 once the last round closed", int(s.phase == Phase.FINISHED)),
-            "clients_active": ("Clients heard from within the online window", sum(c.online for c in s.clients)),
+            "aborted": ("1 once a round failed more than --max-retries times", int(s.phase == Phase.ABORTED)),
+            "clients_active": ("Clients heard from within the heartbeat window", sum(c.online for c in s.clients)),
             "clients_known": ("Clients that ever joined", len(s.clients)),
         }
         for name, (help_text, value) in gauges.items():

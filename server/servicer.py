@@ -123,6 +123,11 @@ class CoordinatorServicer:
             request.client_id, request.round, reason, request.detail))
         return wire.failure_reply_to_proto(result)
 
+    async def Heartbeat(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.HeartbeatReply:
+        request = await self._open(context, "Heartbeat", raw, pb.HeartbeatRequest)
+        round_ = await self._call(context, request.client_id, lambda: self.federation.heartbeat(request.client_id))
+        return pb.HeartbeatReply(round=round_)
+
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:
     await context.abort(wire.status_of(exc.code), exc.message)
