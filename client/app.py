@@ -21,7 +21,8 @@ from ..common.lifecycle import ExitCode, Stopper, run_in_worker
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
 from ..common.messages import Refused
 from ..common.stdio import capture_stray_output, json_logging, say_error
-from ..common.transport import TlsFiles
+from ..common.tlsprobe import CredentialError, check_files
+from ..common.transport import TlsFiles, read_token
 from .connection import CoordinatorUnreachable
 from .folders import DataError
 from .preflight import check_data, check_model, check_server
@@ -65,7 +66,10 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca", type=Path, help="PEM CA that signed the coordinator's certificate (enables TLS)")
     p.add_argument("--tls-cert", type=Path, help="PEM client certificate for mTLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of the client certificate")
-    p.add_argument("--token", help="client token issued by the federation")
+    p.add_argument("--token", help="client token issued by the federation (visible to other users in the process "
+                                   "list: prefer --token-file)")
+    p.add_argument("--token-file", type=Path,
+                   help="file holding the client token (as pfeddc-certs client writes it: DIR/clients/ID/token)")
     p.add_argument("--max-retries", type=int, default=10,
                    help="attempts to reach the coordinator before giving up, with exponential backoff and "
                         "jitter; 0 = forever (default: %(default)s)")
@@ -141,14 +145,18 @@ def _run(args: argparse.Namespace) -> int:
     check_server(args.server)  # mistakes that take milliseconds to find are reported before anything slow
     check_data(args.data)
     check_model(args.model)
+    token = read_token(args.token, args.token_file)
+    tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
+    problem = check_files(tls)  # an expired or mismatched certificate: before seconds of model loading
+    if problem:
+        raise CredentialError(problem)
     release_output = capture_stray_output(args.log_level)
     from .daemon import ClientDaemon, ClientOptions  # torch and transformers: seconds
 
     opts = ClientOptions(
         data=args.data, server=args.server, state_dir=args.state_dir, model=args.model, device=args.device,
         overrides={k: v for k, v in train_overrides_from(args).items() if v is not None}, seed=args.seed,
-        client_id=args.client_id, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
-        token=args.token, test_fraction=args.test_fraction,
+        client_id=args.client_id, tls=tls, token=token, test_fraction=args.test_fraction,
         max_retries=args.max_retries, allow_download=args.allow_download, eval_every=args.eval_every,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )

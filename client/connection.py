@@ -22,6 +22,7 @@ from ..common.messages import Code, FailureReason, FederationInfo, JoinResult, M
 from ..common.proto import federation_pb2 as pb
 from ..common.proto import federation_pb2_grpc as pb_grpc
 from ..common.spec import TensorSpec
+from ..common.tlsprobe import CredentialError, diagnose, network_hint
 from ..common.transport import TlsFiles, open_channel
 
 log = get_logger("client")
@@ -62,11 +63,7 @@ class Connection:
         self.rpc_timeout_s = rpc_timeout_s
         self._rng = random.Random()
         self._stop = stop or threading.Event()  # set: backoff waits end at once (signals must not wait 30 s)
-        tls = tls or TlsFiles()
-        self._hint = (" -- with TLS, check that --tls-ca is the CA that signed the coordinator's certificate, that "
-                      "no certificate has expired, and that the address matches the certificate's names"
-                      if tls.enabled else
-                      " -- if the coordinator uses TLS, pass --tls-ca (plaintext cannot reach a TLS coordinator)")
+        self.tls = tls = tls or TlsFiles()
         self._channel = open_channel(target, tls, token, join_secret)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
 
@@ -82,10 +79,14 @@ class Connection:
                 code = wire.rpc_code(exc)
                 if code not in TRANSIENT:
                     raise Refused(code, wire.rpc_details(exc)) from None
+                if code == Code.UNAVAILABLE:  # a certificate at fault looks the same: find out now, not in minutes
+                    problem = diagnose(self.target, self.tls)
+                    if problem:
+                        raise CredentialError(f"cannot reach the coordinator at {self.target}: {problem}") from None
                 if self.backoff.max_attempts and attempt + 1 >= self.backoff.max_attempts:
                     raise CoordinatorUnreachable(
                         f"coordinator at {self.target} unreachable after {attempt + 1} attempts ({what}): "
-                        f"{wire.rpc_details(exc)}{self._hint}"
+                        f"{wire.rpc_details(exc)} -- {network_hint(self.target)}"
                     ) from exc
                 delay = self.backoff.delay(attempt, self._rng)
                 log.warning(Event.COORDINATOR_UNREACHABLE, call=what, attempt=attempt + 1,

@@ -16,10 +16,12 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +48,40 @@ def say_error(tool: str, message: str) -> None:
         print(f"{tool}: error: {message}", file=sys.stderr)
 
 
-def _wrap(line: str, stream: str, min_rank: int) -> str | None:
+# gRPC C-core reports a refused TLS handshake at INFO ("Handshake failed with error SSL_ERROR_SSL: ...:
+# PEER_DID_NOT_RETURN_A_CERTIFICATE"): an operator must see it, at a bounded rate, with what it means.
+_HANDSHAKE_CAUSES = (
+    ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "a caller presented no client certificate"),
+    ("CERTIFICATE_VERIFY_FAILED", "a caller's certificate was not issued by the trusted CA (or has expired)"),
+    ("certificate signature failure", "a caller's certificate was not issued by the trusted CA"),
+    ("certificate has expired", "a caller's certificate has expired"),
+    ("WRONG_VERSION_NUMBER", "a caller spoke plaintext to a TLS port (or TLS to a plaintext one)"),
+    ("HTTP_REQUEST", "a caller spoke plaintext to a TLS port"),
+    ("TLSV1_ALERT_UNKNOWN_CA", "the peer does not trust this side's certificate's CA"),
+)
+HANDSHAKE_LOG_INTERVAL_S = 10.0
+
+
+class _Every:
+    """At most one line per `interval_s`; says how many were dropped in between."""
+
+    def __init__(self, interval_s: float = HANDSHAKE_LOG_INTERVAL_S) -> None:
+        self.interval_s, self.last, self.skipped = interval_s, -math.inf, 0
+
+    def allow(self) -> int | None:
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            self.skipped += 1
+            return None
+        skipped, self.last, self.skipped = self.skipped, now, 0
+        return skipped
+
+
+def _handshake_cause(message: str) -> str:
+    return next((cause for mark, cause in _HANDSHAKE_CAUSES if mark in message), "a TLS handshake failed")
+
+
+def _wrap(line: str, stream: str, min_rank: int, handshakes: _Every | None = None) -> str | None:
     """The line to write for one line read from a captured descriptor (None: drop it)."""
     text = line.rstrip("\r\n")
     if not text.strip():
@@ -63,6 +98,13 @@ def _wrap(line: str, stream: str, min_rank: int) -> str | None:
     if match:
         level = _CORE_LEVELS[match.group(1)]
         record.update(level=level, source="grpc-core", location=match.group(2).strip(), message=match.group(3))
+        if "Handshake failed" in match.group(3):
+            skipped = (handshakes or _Every(0)).allow()
+            if skipped is None:
+                return None
+            level = "warning"
+            record.update(event=str(Event.CALLER_REFUSED), level=level, reason=_handshake_cause(match.group(3)),
+                          skipped=skipped)
     else:
         level = "warning" if stream == "stderr" else "info"
         record.update(level=level, source="stray", message=text[-2000:])
@@ -80,6 +122,7 @@ class _Capture:
     thread: threading.Thread | None = None
     _write_end: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _handshakes: _Every = field(default_factory=_Every)
 
     def start(self) -> None:
         read_end, self._write_end = os.pipe()
@@ -93,7 +136,7 @@ class _Capture:
         with os.fdopen(read_end, "r", encoding="utf-8", errors="replace", newline="") as pipe:
             for raw in pipe:
                 for part in re.split(r"\r(?!\n)", raw):  # progress bars redraw with \r: one line per redraw
-                    out = _wrap(part, self.stream, self.min_rank)
+                    out = _wrap(part, self.stream, self.min_rank, self._handshakes)
                     if out is not None:
                         os.write(self.saved, out.encode())
 

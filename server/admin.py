@@ -16,14 +16,17 @@ from typing import Any
 import grpc
 
 from ..common import wire
+from ..common.logs import Event, get_logger
 from ..common.messages import Refused
 from ..common.proto import admin_pb2 as admin_pb
 from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.status import ClientState, ClientStatus, FederationStatus, Phase
 from .auth import Authenticator
 from .federation import Federation
+from .gate import BoundedLog
 from .history import HistoryError, RoundsLog
 
+log = get_logger("coordinator")
 ADMIN_SERVICE_NAME = "pfeddc.v1.Admin"
 MAX_ROUNDS_SERVED = 5000
 
@@ -95,10 +98,13 @@ class RoundsFile:
 class AdminServicer(admin_grpc.AdminServicer):
     def __init__(self, source: StatusSource, auth: Authenticator) -> None:
         self.source, self.auth = source, auth
+        self._log = BoundedLog(log.warning)
 
     def GetStatus(self, request: admin_pb.StatusRequest, context: grpc.ServicerContext) -> admin_pb.FederationStatus:
         try:
             self.auth.check_admin(context)
         except Refused as exc:
+            self._log(f"admin:{exc.code}", Event.CALLER_REFUSED, method="GetStatus", code=str(exc.code),
+                      peer=context.peer(), reason=exc.message)
             context.abort(wire.status_of(exc.code), exc.message)
         return wire.status_to_proto(self.source.status())

@@ -42,8 +42,19 @@ def test_wrong_server_address_gives_up_after_retries(tmp_path: Path, capsys: pyt
     code, err = run(capsys, "--data", str(root), "--server", "127.0.0.1:1", "--state-dir", str(tmp_path / "s"),
                     "--max-retries", "2")
     assert code == 3 and "unreachable after 2 attempts" in err  # ExitCode.UNREACHABLE: a retry may work
+    assert "nothing accepts connections at 127.0.0.1:1" in err and "--tls-ca" not in err  # no blaming TLS
     code, err = run(capsys, "--data", str(root), "--server", "no-port-here", "--state-dir", str(tmp_path / "s"))
     assert code == 2 and "HOST:PORT" in err
+
+
+def test_token_file_unreadable_or_empty_is_a_configuration_error(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_image_folder(tmp_path / "d", ["a", "b"], 2, seed=0)
+    (tmp_path / "token").write_text("\n")
+    for path, message in ((tmp_path / "token", "is empty"), (tmp_path / "none", "cannot read --token-file")):
+        code, err = run(capsys, "--data", str(root), "--server", "127.0.0.1:1", "--state-dir", str(tmp_path / "s"),
+                        "--token-file", str(path))
+        assert code == 2 and message in err and "unreachable" not in err
 
 
 def test_offline_commands_need_a_trained_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,8 +39,10 @@ def test_every_line_is_json_when_logs_are() -> None:
     records = [json.loads(line) for line in run("json")]
     assert all(isinstance(r, dict) and "event" in r and "level" in r for r in records)
     core = [r for r in records if r.get("source") == "grpc-core"]
+    # a refused TLS handshake is an operator's concern: a warning (rate-limited) that says what it means
     assert [(r["level"], r["location"]) for r in core] == [("error", "add_port.cc:83"),
-                                                           ("info", "ssl_transport_security.cc:1884")]
+                                                           ("warning", "ssl_transport_security.cc:1884")]
+    assert core[1]["event"] == "caller_refused" and core[1]["reason"] == "a TLS handshake failed"
     messages = " ".join(str(r.get("message")) for r in records)
     for text in ("a plain print", "to stderr", "deprecated thing", "Some weights were not used",
                  "Loading weights: 100%"):

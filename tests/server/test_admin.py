@@ -160,8 +160,8 @@ def test_status_needs_an_admin_credential_when_auth_is_on(coordinator: StartCoor
     assert "not an admin token" in capsys.readouterr().err
     assert status_cli.main(as_admin) == 2  # no token at all
     assert "UNAUTHENTICATED" in capsys.readouterr().err
-    assert status_cli.main(target) == 3  # no client certificate: the TLS handshake fails
-    assert "UNAVAILABLE" in capsys.readouterr().err
+    assert status_cli.main(target) == 2  # no client certificate: configuration, named, not "unreachable"
+    assert "requires a client certificate (" in capsys.readouterr().err
     s = status_cli_json(capsys, *as_admin, "--token-file", str(admin / "token"))
     assert s["phase"] == Phase.WAITING and s["total_rounds"] == 3
     # and an admin credential cannot take part as a client
