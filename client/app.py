@@ -42,7 +42,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", help="debug, info, warning or error (default: %(default)s)")
 
 
-def run_parser() -> argparse.ArgumentParser:
+def run_parser(env: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pfeddc-client", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="pfeddc client daemon: trains global and local prompts on private images and exchanges "
@@ -80,11 +80,12 @@ def run_parser() -> argparse.ArgumentParser:
                         "always in the last; it costs a forward pass over the test split (default: %(default)s)")
     add_train_flags(p, overrides=True)
     add_version(p)
-    apply_env_defaults(p)
+    if env:
+        apply_env_defaults(p, siblings=[offline_parser(c, env=False) for c in ("predict", "evaluate")])
     return p
 
 
-def offline_parser(command: str) -> argparse.ArgumentParser:
+def offline_parser(command: str, env: bool = True) -> argparse.ArgumentParser:
     if command == "predict":
         p = argparse.ArgumentParser(prog="pfeddc-client predict",
                                     description="Classify images with this client's personalized model.")
@@ -98,7 +99,8 @@ def offline_parser(command: str) -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--model", help="backbone override (default: the one recorded in the state dir)")
     add_version(p)
-    apply_env_defaults(p)
+    if env:
+        apply_env_defaults(p, siblings=[run_parser(env=False)])
     return p
 
 

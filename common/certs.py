@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--days", type=int, default=90, help="validity of the admin certificate")
     add_version(p)
     for sub_parser in (i, c, a):
-        apply_env_defaults(sub_parser)
+        apply_env_defaults(sub_parser, siblings=[s for s in (i, c, a) if s is not sub_parser])
     args = p.parse_args(argv)
     try:
         if args.command == "init":
