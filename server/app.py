@@ -18,7 +18,7 @@ from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
 from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.spec import EMBEDDED_MODEL, global_spec, initial_prompts, resolve_dims
+from ..common.spec import EMBEDDED_MODEL, PromptConfig, TensorSpec, global_spec, initial_prompts, resolve_dims
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import MiB, TlsFiles, is_loopback, server_options
 from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource
@@ -32,6 +32,7 @@ from .metrics import CoordinatorMetrics
 from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports
 from .options import add_robustness_flags, check_exposure, robustness_config
 from .servicer import CoordinatorServicer
+from .statedir import StateDirLock, check_aborted, mark_aborted
 
 log = get_logger("coordinator")
 SERVICE_NAME = "pfeddc.v1.Coordinator"
@@ -109,6 +110,7 @@ class RunningServer:
     stop_event: threading.Event
     status: StatusSource | None = None
     side: SidePorts | None = None
+    lock: StateDirLock | None = None
 
     def stop(self, grace: float | None = None) -> None:
         self.stop_event.set()
@@ -118,6 +120,8 @@ class RunningServer:
         self.server.stop(grace)
         if self.side:
             self.side.stop()
+        if self.lock:
+            self.lock.release()
 
 
 def start(args: argparse.Namespace) -> RunningServer:
@@ -133,6 +137,21 @@ def start(args: argparse.Namespace) -> RunningServer:
     )
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     check_exposure(args.bind, tls.enabled, args.tokens is not None or args.tls_client_ca is not None, args.insecure)
+    lock = StateDirLock(args.state_dir).acquire()
+    try:
+        return _start_locked(args, prompt, spec, config, tls, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[TensorSpec], config: FederationConfig,
+                  tls: TlsFiles, lock: StateDirLock) -> RunningServer:
+    aborted = check_aborted(args.state_dir, args.resume_aborted, args.fresh)
+    if aborted is not None:
+        log.warning(Event.FEDERATION_RESUMED, state_dir=str(args.state_dir), aborted_round=aborted.get("round"),
+                    reason=aborted.get("reason"), advice="--resume-aborted (or --fresh): the aborted round is "
+                    "retried from its first attempt")
     checkpoint = Checkpoint(args.state_dir)
     state = checkpoint.load(spec, config.rounds, args.fresh)
     if state is None:
@@ -182,7 +201,7 @@ def start(args: argparse.Namespace) -> RunningServer:
     for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop_event = threading.Event()
-    running = RunningServer(server, port, federation, health_servicer, stop_event, source, side)
+    running = RunningServer(server, port, federation, health_servicer, stop_event, source, side, lock)
     threading.Thread(target=_tick, args=(federation, health_servicer, stop_event), daemon=True,
                      name="round-ticker").start()
     log.info(Event.SERVER_STARTED, port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
@@ -225,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             say_error("pfeddc-server", str(exc))
             return ExitCode.CONFIG
         code = run_until_done(running.federation, args.linger, stopper)
+        if running.federation.aborted:
+            mark_aborted(args.state_dir, running.federation.round, running.federation.aborted)
         log.info(Event.SERVER_STOPPING, grace_s=args.grace, round=running.federation.round,
                  signal=stopper.signal_name, finished=running.federation.finished)
         running.stop(args.grace)
