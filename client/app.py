@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             return _run(args)
+        if args.log_format == "json" or not sys.stderr.isatty():
+            quiet_progress_bars()
         from .offline import evaluate_command, predict_command
 
         if command == "predict":
@@ -135,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), ExitCode.CONFIG)
     except Refused as exc:
         return _fail(f"coordinator refused: {exc.code}: {exc.message}", ExitCode.CONFIG)
+
+
+def quiet_progress_bars() -> None:
+    """No progress bars (transformers' "Loading weights", tqdm's) where nobody watches a terminal, or where
+    stderr carries JSON logs: set before transformers is imported, which reads it once."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 def _fail(message: str, code: int) -> int:

@@ -123,7 +123,7 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, st
 def _convert(parser: argparse.ArgumentParser, action: argparse.Action, name: str, raw: str) -> object:
     try:
         value = action.type(raw) if callable(action.type) else raw
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
         parser.error(f"{name}={raw!r}: {exc}")
     if action.choices is not None and value not in action.choices:
         choices = ", ".join(map(str, action.choices))

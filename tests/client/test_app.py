@@ -70,3 +70,16 @@ def test_help_and_argument_errors_answer_without_importing_torch() -> None:
             "assert app.main(['--data', '/nonexistent', '--server', 'grpc://h:1', '--log-format', 'json']) == 2\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'imported a model library'\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_offline_commands_show_no_progress_bar_without_a_terminal(tmp_path: Path) -> None:
+    """`evaluate` / `predict` with stderr a pipe (or JSON logs): transformers' and tqdm's bars are off."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from pfeddc.client.app import main; "
+              f"code = main(['evaluate', '--state-dir', {str(tmp_path / 'none')!r}, '--data', {str(tmp_path)!r}]); "
+              "import transformers.utils.logging as hf; import os; "
+              "print(code, hf.is_progress_bar_enabled(), os.environ.get('TQDM_DISABLE'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False", "1"], out.stderr[-2000:]
