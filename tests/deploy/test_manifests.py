@@ -138,7 +138,8 @@ def test_network_policies_select_only_their_pods() -> None:
         selector = spec["podSelector"]["matchLabels"]
         assert selector and selector.items() <= labels.items()
     base = policies["pfeddc-coordinator"]
-    assert sorted(p["port"] for r in base["ingress"] for p in r["ports"]) == [8081, 50051]
+    # the federation port only: the health port is the kubelet's, from the node, not the cluster's
+    assert sorted(p["port"] for r in base["ingress"] for p in r["ports"]) == [50051]
     assert base["policyTypes"] == ["Ingress", "Egress"] and base["egress"] == []
     metrics = policies["pfeddc-coordinator-metrics"]["ingress"][0]
     assert [p["port"] for p in metrics["ports"]] == [9090] and metrics["from"][0]["namespaceSelector"]
@@ -205,3 +206,24 @@ def test_client_is_a_job_that_completes_and_fails_fast_on_configuration_errors()
     assert "--token-file=/etc/pfeddc/credentials/token" in container["args"]
     assert not any("TOKEN" in e["name"] for e in container.get("env", []))
     assert mounts["credentials"]["mountPath"] == "/etc/pfeddc/credentials"
+
+
+def test_what_a_cluster_admin_would_flag_is_addressed() -> None:
+    """A disruption budget for the singleton coordinator, claims that bind anywhere (one access mode), a
+    deadline on the Job that retries the coordinator forever, and bounded scratch space."""
+    coordinator = render("coordinator/overlays/internet")
+    (pdb,) = [d for d in coordinator if d["kind"] == "PodDisruptionBudget"]
+    deployment = next(d for d in coordinator if d["kind"] == "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    client = render("client/overlays/hospital-a")
+    job = next(d for d in client if d["kind"] == "Job")
+    assert 0 < job["spec"]["activeDeadlineSeconds"] <= 7 * 86400
+    for doc in coordinator + client:
+        if doc["kind"] == "PersistentVolumeClaim":
+            assert doc["spec"]["accessModes"] == ["ReadWriteOnce"], doc["metadata"]["name"]
+        if doc["kind"] in WORKLOADS:
+            for volume in pod_of(doc)["volumes"]:
+                if "emptyDir" in volume:
+                    assert volume["emptyDir"].get("sizeLimit"), (doc["kind"], volume["name"])
