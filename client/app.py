@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..common.certs import common_name
 from ..common.cli import add_train_flags, train_overrides_from
 from ..common.envflags import add_version, apply_env_defaults
 from ..common.lifecycle import ExitCode, Stopper, run_in_worker
@@ -61,8 +62,8 @@ def run_parser(env: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="held-out fraction per class when DIR has no train/test split; chosen once and recorded "
                         "(default: %(default)s)")
-    p.add_argument("--client-id", help="identity at the coordinator (default: generated once and kept in the "
-                                       "state dir)")
+    p.add_argument("--client-id", help="identity at the coordinator (default: the common name of --tls-cert, "
+                                       "else generated once; kept in the state dir)")
     p.add_argument("--tls-ca", type=Path, help="PEM CA that signed the coordinator's certificate (enables TLS)")
     p.add_argument("--tls-cert", type=Path, help="PEM client certificate for mTLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of the client certificate")
@@ -139,6 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"coordinator refused: {exc.code}: {exc.message}", ExitCode.CONFIG)
 
 
+def client_identity(client_id: str | None, tls_cert: Path | None) -> tuple[str | None, str]:
+    """The client id and where it came from: --client-id, else the client certificate's common name (the
+    coordinator ties the two under mTLS, so they must agree)."""
+    if tls_cert is None:
+        return client_id, "--client-id"
+    named = common_name(tls_cert)
+    if client_id is not None and client_id != named:
+        raise CredentialError(f"--client-id {client_id!r} differs from the common name {named!r} of --tls-cert "
+                              f"{tls_cert}: the coordinator ties each client id to its certificate. Drop --client-id "
+                              "(the id comes from the certificate), or use that client's certificate")
+    return named, f"the common name of --tls-cert {tls_cert}"
+
+
 def quiet_progress_bars() -> None:
     """No progress bars (transformers' "Loading weights", tqdm's) where nobody watches a terminal, or where
     stderr carries JSON logs: set before transformers is imported, which reads it once."""
@@ -165,13 +179,14 @@ def _run(args: argparse.Namespace) -> int:
     problem = check_files(tls)  # an expired or mismatched certificate: before seconds of model loading
     if problem:
         raise CredentialError(problem)
+    client_id, source = client_identity(args.client_id, args.tls_cert)
     release_output = capture_stray_output(args.log_level)
     from .daemon import ClientDaemon, ClientOptions  # torch and transformers: seconds
 
     opts = ClientOptions(
         data=args.data, server=args.server, state_dir=args.state_dir, model=args.model, device=args.device,
         overrides={k: v for k, v in train_overrides_from(args).items() if v is not None}, seed=args.seed,
-        client_id=args.client_id, tls=tls, token=token, test_fraction=args.test_fraction,
+        client_id=client_id, client_id_source=source, tls=tls, token=token, test_fraction=args.test_fraction,
         max_retries=args.max_retries, allow_download=args.allow_download, eval_every=args.eval_every,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )

@@ -45,6 +45,7 @@ class ClientOptions:
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainSettings fields set on the command line
     seed: int = 0
     client_id: str | None = None
+    client_id_source: str = "--client-id"  # or the certificate it was read from, for messages
     tls: TlsFiles = TlsFiles()
     token: str | None = None
     test_fraction: float = 0.2
@@ -63,7 +64,7 @@ class ClientDaemon:
         self.opts = opts
         self.stop = stop or threading.Event()
         self.store = ClientStore(opts.state_dir)
-        self.client_id = self.store.client_id(opts.client_id)
+        self.client_id = self.store.client_id(opts.client_id, opts.client_id_source)
         self.device = pick_device(opts.device)
 
     def run(self) -> dict[str, Any]:

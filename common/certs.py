@@ -107,6 +107,20 @@ def issue(ca_key: Key, ca_cert: x509.Certificate, common_name: str, hosts: list[
     return key, cert
 
 
+def common_name(path: Path) -> str:
+    """The common name of the PEM certificate at `path` (a client certificate's is its client id)."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read certificate {path}: {exc.strerror}") from exc
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM certificate") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ValueError(f"certificate {path} has no common name: pass --client-id")
+    return str(names[0].value)
+
+
 def load_ca(out: Path) -> tuple[Key, x509.Certificate]:
     try:
         key = serialization.load_pem_private_key((out / "ca.key").read_bytes(), password=None)

@@ -83,3 +83,18 @@ def test_offline_commands_show_no_progress_bar_without_a_terminal(tmp_path: Path
               "print(code, hf.is_progress_bar_enabled(), os.environ.get('TQDM_DISABLE'))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["2", "False", "1"], out.stderr[-2000:]
+
+
+def test_client_id_comes_from_the_certificate_and_must_agree_with_it(tmp_path: Path) -> None:
+    from pfeddc.client.app import client_identity
+    from pfeddc.common import certs
+    from pfeddc.common.tlsprobe import CredentialError
+
+    assert certs.main(["init", "--out", str(tmp_path / "c")]) == 0
+    assert certs.main(["client", "--out", str(tmp_path / "c"), "--client-id", "hospital-a"]) == 0
+    cert = tmp_path / "c" / "clients" / "hospital-a" / "client.pem"
+    assert client_identity(None, cert)[0] == "hospital-a"
+    assert client_identity("hospital-a", cert)[0] == "hospital-a"
+    assert client_identity("site-x", None) == ("site-x", "--client-id")
+    with pytest.raises(CredentialError, match="differs from the common name 'hospital-a'.*Drop --client-id"):
+        client_identity("hospital-b", cert)
