@@ -98,8 +98,8 @@ def _wrap(line: str, stream: str, min_rank: int, handshakes: _Every | None = Non
     if match:
         level = _CORE_LEVELS[match.group(1)]
         record.update(level=level, source="grpc-core", location=match.group(2).strip(), message=match.group(3))
-        if "Handshake failed" in match.group(3):
-            skipped = (handshakes or _Every(0)).allow()
+        if handshakes is not None and "Handshake failed" in match.group(3):
+            skipped = handshakes.allow()
             if skipped is None:
                 return None
             level = "warning"
@@ -121,8 +121,8 @@ class _Capture:
     saved: int = -1
     thread: threading.Thread | None = None
     _write_end: int = -1
+    handshakes: _Every | None = None  # set: failed handshakes are callers' (rate-limited warnings)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _handshakes: _Every = field(default_factory=_Every)
 
     def start(self) -> None:
         read_end, self._write_end = os.pipe()
@@ -136,7 +136,7 @@ class _Capture:
         with os.fdopen(read_end, "r", encoding="utf-8", errors="replace", newline="") as pipe:
             for raw in pipe:
                 for part in re.split(r"\r(?!\n)", raw):  # progress bars redraw with \r: one line per redraw
-                    out = _wrap(part, self.stream, self.min_rank, self._handshakes)
+                    out = _wrap(part, self.stream, self.min_rank, self.handshakes)
                     if out is not None:
                         os.write(self.saved, out.encode())
 
@@ -171,8 +171,11 @@ def _flush() -> None:
             stream.flush()
 
 
-def capture_stray_output(level: str = "info") -> Callable[[], None]:
+def capture_stray_output(level: str = "info", serving: bool = False) -> Callable[[], None]:
     """Route everything this process prints through JSON lines (no-op unless logs are JSON and stdio is ours).
+
+    `serving`: this process accepts connections (the coordinator), so gRPC's "Handshake failed" lines are its
+    callers' and become rate-limited `caller_refused` warnings; a client names its own failed handshakes itself.
 
     Returns what drains the captured descriptors: it runs at exit, or call it before `os._exit`.
     """
@@ -194,7 +197,8 @@ def capture_stray_output(level: str = "info") -> Callable[[], None]:
     if sys.stderr is not sys.__stderr__ or sys.stdout is not sys.__stdout__:
         return _nothing  # someone (pytest) captures our output already
     min_rank = _RANK.get(level.lower(), 20)
-    captures = [_Capture(1, "stdout", min_rank), _Capture(2, "stderr", min_rank)]
+    captures = [_Capture(1, "stdout", min_rank, handshakes=_Every() if serving else None),
+                _Capture(2, "stderr", min_rank, handshakes=_Every() if serving else None)]
     for capture in captures:
         _flush()
         capture.start()

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)
-    capture_stray_output(args.log_level)
+    capture_stray_output(args.log_level, serving=True)
     with Stopper() as stopper:
         try:
             running = start(args)
