@@ -135,7 +135,7 @@ def test_status_page_shows_a_stopped_client_offline_within_the_heartbeat_window(
         dom = load(f"http://127.0.0.1:{server.side.metrics_port}/", tmp_path)
         assert beat.sent >= 4
     assert badges(dom) == {"alive": "training", "gone": "offline"}
-    assert "closes in 3" in dom  # the round itself still waits for its timeout (an hour)
+    assert "deadline in 3" in dom  # the round itself still waits for its timeout (an hour)
     alive.close()
     gone.close()
 
