@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -30,6 +31,7 @@ T = TypeVar("T")
 # Every call is idempotent (Join upserts, GetTask reads, an update or failure report repeats by content), so each
 # is retried on these. gRPC cancels a few calls when thousands of connections open at once (CANCELLED).
 TRANSIENT = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.CANCELLED)
+DIAGNOSE_INTERVAL_S = 60.0  # between two looks at why the coordinator is UNAVAILABLE (common/tlsprobe.py)
 
 
 class CoordinatorUnreachable(ConnectionError):
@@ -64,6 +66,7 @@ class Connection:
         self._rng = random.Random()
         self._stop = stop or threading.Event()  # set: backoff waits end at once (signals must not wait 30 s)
         self.tls = tls = tls or TlsFiles()
+        self._diagnose_after = 0.0
         self._channel = open_channel(target, tls, token, join_secret)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
 
@@ -79,7 +82,10 @@ class Connection:
                 code = wire.rpc_code(exc)
                 if code not in TRANSIENT:
                     raise Refused(code, wire.rpc_details(exc)) from None
-                if code == Code.UNAVAILABLE:  # a certificate at fault looks the same: find out now, not in minutes
+                if code == Code.UNAVAILABLE and time.monotonic() >= self._diagnose_after:
+                    # a certificate at fault looks the same as an outage: find out now, not after minutes of retries
+                    # (a probe takes milliseconds, up to 5 s against a silent address: at most once a minute)
+                    self._diagnose_after = time.monotonic() + DIAGNOSE_INTERVAL_S
                     problem = diagnose(self.target, self.tls)
                     if problem:
                         raise CredentialError(f"cannot reach the coordinator at {self.target}: {problem}") from None

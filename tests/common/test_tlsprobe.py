@@ -118,3 +118,9 @@ def test_read_token_strips_the_file_and_refuses_an_empty_or_missing_one(tmp_path
             read_token(None, path)
     with pytest.raises(ValueError, match="either --token or --token-file"):
         read_token("xyz", tmp_path / "token")
+
+
+def test_status_cli_refuses_an_empty_token_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "token").write_text("  \n")
+    assert status_cli.main(["--server", "127.0.0.1:1", "--token-file", str(tmp_path / "token")]) == 2
+    assert "--token-file" in capsys.readouterr().err
