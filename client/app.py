@@ -15,13 +15,15 @@ import os
 import sys
 from pathlib import Path
 
+from ..common.certs import common_name
 from ..common.cli import add_train_flags, train_overrides_from
 from ..common.envflags import add_version, apply_env_defaults
 from ..common.lifecycle import ExitCode, Stopper, run_in_worker
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
 from ..common.messages import Refused
 from ..common.stdio import capture_stray_output, json_logging, say_error
-from ..common.transport import TlsFiles
+from ..common.tlsprobe import CredentialError, check_files
+from ..common.transport import TlsFiles, read_token
 from .connection import CoordinatorUnreachable
 from .folders import DataError
 from .preflight import check_data, check_model, check_server
@@ -41,7 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", help="debug, info, warning or error (default: %(default)s)")
 
 
-def run_parser() -> argparse.ArgumentParser:
+def run_parser(env: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pfeddc-client", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="pfeddc client daemon: trains global and local prompts on private images and exchanges "
@@ -60,12 +62,15 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="held-out fraction per class when DIR has no train/test split; chosen once and recorded "
                         "(default: %(default)s)")
-    p.add_argument("--client-id", help="identity at the coordinator (default: generated once and kept in the "
-                                       "state dir)")
+    p.add_argument("--client-id", help="identity at the coordinator (default: the common name of --tls-cert, "
+                                       "else generated once; kept in the state dir)")
     p.add_argument("--tls-ca", type=Path, help="PEM CA that signed the coordinator's certificate (enables TLS)")
     p.add_argument("--tls-cert", type=Path, help="PEM client certificate for mTLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of the client certificate")
-    p.add_argument("--token", help="client token issued by the federation")
+    p.add_argument("--token", help="client token issued by the federation (visible to other users in the process "
+                                   "list: prefer --token-file)")
+    p.add_argument("--token-file", type=Path,
+                   help="file holding the client token (as pfeddc-certs client writes it: DIR/clients/ID/token)")
     p.add_argument("--max-retries", type=int, default=10,
                    help="attempts to reach the coordinator before giving up, with exponential backoff and "
                         "jitter; 0 = forever (default: %(default)s)")
@@ -76,11 +81,12 @@ def run_parser() -> argparse.ArgumentParser:
                         "always in the last; it costs a forward pass over the test split (default: %(default)s)")
     add_train_flags(p, overrides=True)
     add_version(p)
-    apply_env_defaults(p)
+    if env:
+        apply_env_defaults(p, siblings=[offline_parser(c, env=False) for c in ("predict", "evaluate")])
     return p
 
 
-def offline_parser(command: str) -> argparse.ArgumentParser:
+def offline_parser(command: str, env: bool = True) -> argparse.ArgumentParser:
     if command == "predict":
         p = argparse.ArgumentParser(prog="pfeddc-client predict",
                                     description="Classify images with this client's personalized model.")
@@ -94,7 +100,8 @@ def offline_parser(command: str) -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--model", help="backbone override (default: the one recorded in the state dir)")
     add_version(p)
-    apply_env_defaults(p)
+    if env:
+        apply_env_defaults(p, siblings=[run_parser(env=False)])
     return p
 
 
@@ -109,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             return _run(args)
+        if args.log_format == "json" or not sys.stderr.isatty():
+            quiet_progress_bars()
         from .offline import evaluate_command, predict_command
 
         if command == "predict":
@@ -131,6 +140,30 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"coordinator refused: {exc.code}: {exc.message}", ExitCode.CONFIG)
 
 
+def client_identity(client_id: str | None, tls_cert: Path | None) -> tuple[str | None, str]:
+    """The client id and where it came from: --client-id, else the client certificate's common name (the
+    coordinator ties the two under mTLS, so they must agree)."""
+    if tls_cert is None:
+        return client_id, "--client-id"
+    named = common_name(tls_cert)
+    if client_id is not None and client_id != named:
+        raise CredentialError(f"--client-id {client_id!r} differs from the common name {named!r} of --tls-cert "
+                              f"{tls_cert}: the coordinator ties each client id to its certificate. Drop --client-id "
+                              "(the id comes from the certificate), or use that client's certificate")
+    return named, f"the common name of --tls-cert {tls_cert}"
+
+
+def quiet_progress_bars() -> None:
+    """No progress bars (transformers' "Loading weights", tqdm's) where nobody watches a terminal, or where
+    stderr carries JSON logs: set before transformers is imported, which reads it once."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def _fail(message: str, code: int) -> int:
     log.error(Event.CLIENT_FAILED, error=message, exit_code=int(code))
     say_error("pfeddc-client", message)
@@ -141,14 +174,19 @@ def _run(args: argparse.Namespace) -> int:
     check_server(args.server)  # mistakes that take milliseconds to find are reported before anything slow
     check_data(args.data)
     check_model(args.model)
+    token = read_token(args.token, args.token_file)
+    tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
+    problem = check_files(tls)  # an expired or mismatched certificate: before seconds of model loading
+    if problem:
+        raise CredentialError(problem)
+    client_id, source = client_identity(args.client_id, args.tls_cert)
     release_output = capture_stray_output(args.log_level)
     from .daemon import ClientDaemon, ClientOptions  # torch and transformers: seconds
 
     opts = ClientOptions(
         data=args.data, server=args.server, state_dir=args.state_dir, model=args.model, device=args.device,
         overrides={k: v for k, v in train_overrides_from(args).items() if v is not None}, seed=args.seed,
-        client_id=args.client_id, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
-        token=args.token, test_fraction=args.test_fraction,
+        client_id=client_id, client_id_source=source, tls=tls, token=token, test_fraction=args.test_fraction,
         max_retries=args.max_retries, allow_download=args.allow_download, eval_every=args.eval_every,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )

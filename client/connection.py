@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,6 +23,7 @@ from ..common.messages import Code, FailureReason, FederationInfo, JoinResult, M
 from ..common.proto import federation_pb2 as pb
 from ..common.proto import federation_pb2_grpc as pb_grpc
 from ..common.spec import TensorSpec
+from ..common.tlsprobe import CredentialError, diagnose, network_hint
 from ..common.transport import TlsFiles, open_channel
 
 log = get_logger("client")
@@ -29,6 +31,7 @@ T = TypeVar("T")
 # Every call is idempotent (Join upserts, GetTask reads, an update or failure report repeats by content), so each
 # is retried on these. gRPC cancels a few calls when thousands of connections open at once (CANCELLED).
 TRANSIENT = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.CANCELLED)
+DIAGNOSE_INTERVAL_S = 60.0  # between two looks at why the coordinator is UNAVAILABLE (common/tlsprobe.py)
 
 
 class CoordinatorUnreachable(ConnectionError):
@@ -62,11 +65,8 @@ class Connection:
         self.rpc_timeout_s = rpc_timeout_s
         self._rng = random.Random()
         self._stop = stop or threading.Event()  # set: backoff waits end at once (signals must not wait 30 s)
-        tls = tls or TlsFiles()
-        self._hint = (" -- with TLS, check that --tls-ca is the CA that signed the coordinator's certificate, that "
-                      "no certificate has expired, and that the address matches the certificate's names"
-                      if tls.enabled else
-                      " -- if the coordinator uses TLS, pass --tls-ca (plaintext cannot reach a TLS coordinator)")
+        self.tls = tls = tls or TlsFiles()
+        self._diagnose_after = 0.0
         self._channel = open_channel(target, tls, token, join_secret)
         self._stub = pb_grpc.CoordinatorStub(self._channel)
 
@@ -82,10 +82,17 @@ class Connection:
                 code = wire.rpc_code(exc)
                 if code not in TRANSIENT:
                     raise Refused(code, wire.rpc_details(exc)) from None
+                if code == Code.UNAVAILABLE and time.monotonic() >= self._diagnose_after:
+                    # a certificate at fault looks the same as an outage: find out now, not after minutes of retries
+                    # (a probe takes milliseconds, up to 5 s against a silent address: at most once a minute)
+                    self._diagnose_after = time.monotonic() + DIAGNOSE_INTERVAL_S
+                    problem = diagnose(self.target, self.tls)
+                    if problem:
+                        raise CredentialError(f"cannot reach the coordinator at {self.target}: {problem}") from None
                 if self.backoff.max_attempts and attempt + 1 >= self.backoff.max_attempts:
                     raise CoordinatorUnreachable(
                         f"coordinator at {self.target} unreachable after {attempt + 1} attempts ({what}): "
-                        f"{wire.rpc_details(exc)}{self._hint}"
+                        f"{wire.rpc_details(exc)} -- {network_hint(self.target)}"
                     ) from exc
                 delay = self.backoff.delay(attempt, self._rng)
                 log.warning(Event.COORDINATOR_UNREACHABLE, call=what, attempt=attempt + 1,
@@ -121,6 +128,15 @@ class Connection:
         timeout = self.rpc_timeout_s + next_task_wait_s
         reply = self._retry("submit_update", lambda: self._stub.SubmitUpdate(request, timeout=timeout))
         return wire.submit_from_proto(reply)
+
+    def heartbeat(self, round_: int = 0, timeout_s: float = 5.0) -> int:
+        """One liveness call, not retried (the next one comes soon); returns the coordinator's round. Raises
+        `Refused` on any refusal (UNIMPLEMENTED from a coordinator that predates heartbeats)."""
+        request = pb.HeartbeatRequest(client_id=self.client_id, round=round_)
+        try:
+            return int(self._stub.Heartbeat(request, timeout=timeout_s).round)
+        except grpc.RpcError as exc:
+            raise Refused(wire.rpc_code(exc), wire.rpc_details(exc)) from None
 
     def report_failure(self, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
         """Tell the coordinator this client cannot produce an update for `round_` (it stops waiting for it)."""

@@ -20,6 +20,7 @@ from ..common.transport import TlsFiles
 from .connection import Backoff, Connection
 from .data import ClientData, align_to, load_client_data
 from .folders import classnames_for, scan
+from .heartbeat import Heartbeat
 from .model.backbone import load_backbone
 from .model.classnames import ADVICE, check_class_names
 from .model.prompts import PFedDCModel, StatePart
@@ -44,6 +45,7 @@ class ClientOptions:
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainSettings fields set on the command line
     seed: int = 0
     client_id: str | None = None
+    client_id_source: str = "--client-id"  # or the certificate it was read from, for messages
     tls: TlsFiles = TlsFiles()
     token: str | None = None
     test_fraction: float = 0.2
@@ -62,7 +64,7 @@ class ClientDaemon:
         self.opts = opts
         self.stop = stop or threading.Event()
         self.store = ClientStore(opts.state_dir)
-        self.client_id = self.store.client_id(opts.client_id)
+        self.client_id = self.store.client_id(opts.client_id, opts.client_id_source)
         self.device = pick_device(opts.device)
 
     def run(self) -> dict[str, Any]:
@@ -100,7 +102,8 @@ class ClientDaemon:
             conn.join(len(data.train), model.spec)
             log.info(Event.CLIENT_JOINED, client_id=self.client_id, num_examples=len(data.train),
                      classes=len(data.classnames), test_examples=len(data.test), total_rounds=info.total_rounds)
-            return self._loop(conn, model, data)
+            with Heartbeat(conn, self.stop) as beat:
+                return self._loop(conn, model, data, beat)
         finally:
             conn.close()
 
@@ -111,7 +114,7 @@ class ClientDaemon:
         self.store.update_meta(classnames=data.classnames, test_split=test_paths, data=str(Path(opts.data).resolve()))
         return data
 
-    def _loop(self, conn: Connection, model: PFedDCModel, data: ClientData) -> dict[str, Any]:
+    def _loop(self, conn: Connection, model: PFedDCModel, data: ClientData, beat: Heartbeat) -> dict[str, Any]:
         trainer = LocalTrainer(model, data.train, data.test, self.device, self.store.meta().lr_scale, self.stop,
                                self.opts.progress)
         task: Task | None = None
@@ -131,10 +134,13 @@ class ClientDaemon:
                 self.stop.wait(task.retry_after_s)
                 task = None
                 continue
+            beat.round = task.round
             try:
                 task = self._train_round(conn, trainer, data, task)
             except Interrupted:
                 break
+            finally:
+                beat.round = 0
         log.info(Event.CLIENT_STOPPED, client_id=self.client_id, reason="signal")
         return {"client_id": self.client_id, "stopped": True}
 

@@ -25,6 +25,13 @@ from ..common import serde
 from ..common.messages import Metrics
 from ..common.spec import PromptConfig
 
+GENERATED_PREFIX = "client-"  # + 12 hex digits: an id the client made up for itself (no --client-id, no certificate)
+
+
+def _generated(client_id: str) -> bool:
+    tail = client_id.removeprefix(GENERATED_PREFIX)
+    return client_id.startswith(GENERATED_PREFIX) and len(tail) == 12 and all(c in "0123456789abcdef" for c in tail)
+
 META_FILE = "meta.json"
 HISTORY_FILE = "history.jsonl"
 LOCAL_FILE = "local.safetensors"
@@ -99,13 +106,19 @@ class ClientStore:
         serde.remove_stale_temps(self.dir)  # what a crash mid-write left (the files themselves are whole)
 
     # ----- identity
-    def client_id(self, requested: str | None = None) -> str:
+    def client_id(self, requested: str | None = None, source: str = "--client-id") -> str:
+        """The id this state dir belongs to; `requested` (from `source`) names it on a first run. An id the
+        client generated for itself gives way to a requested one until a round was trained under it (a first run
+        without --client-id or a certificate must not tie the state dir to a random id for good)."""
         path = self.dir / "client_id"
         stored = path.read_text().strip() if path.exists() else None
         if requested and stored and requested != stored:
-            raise StateError(f"state dir {self.dir} belongs to client {stored!r}, not {requested!r}: "
-                             "use another --state-dir or drop --client-id")
-        client_id = stored or requested or f"client-{uuid.uuid4().hex[:12]}"
+            if not (_generated(stored) and not self.history()):
+                raise StateError(f"state dir {self.dir} belongs to client {stored!r} (its local prompts and history "
+                                 f"are that client's), not {requested!r} (from {source}): give {requested!r} a state "
+                                 "dir of its own (--state-dir)")
+            stored = None
+        client_id = stored or requested or f"{GENERATED_PREFIX}{uuid.uuid4().hex[:12]}"
         if stored is None:
             serde.atomic_write(path, client_id.encode() + b"\n")
         return client_id

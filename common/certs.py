@@ -107,6 +107,20 @@ def issue(ca_key: Key, ca_cert: x509.Certificate, common_name: str, hosts: list[
     return key, cert
 
 
+def common_name(path: Path) -> str:
+    """The common name of the PEM certificate at `path` (a client certificate's is its client id)."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read certificate {path}: {exc.strerror}") from exc
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM certificate") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ValueError(f"certificate {path} has no common name: pass --client-id")
+    return str(names[0].value)
+
+
 def load_ca(out: Path) -> tuple[Key, x509.Certificate]:
     try:
         key = serialization.load_pem_private_key((out / "ca.key").read_bytes(), password=None)
@@ -166,6 +180,16 @@ def _add_identity(out: Path, identity: str, folder: Path, stem: str, days: int) 
     return [folder / n for n in (f"{stem}.key", f"{stem}.pem", "ca.pem", "token")] + [tokens_path]
 
 
+def days(text: str) -> int:
+    """A validity in whole days, at least 1: 0 would issue a certificate already expired, and a negative one
+    one that the cryptography library refuses with a raw error."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--days must be at least 1, got {value} (a certificate valid for {value} "
+                                         "days is expired the moment it is issued)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pfeddc-certs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--host", action="append", default=[],
                    help="DNS name or IP clients use to reach the coordinator (repeatable); localhost and "
                         "127.0.0.1 are always included")
-    i.add_argument("--days", type=int, default=365, help="validity of the coordinator certificate")
+    i.add_argument("--days", type=days, default=365, help="validity of the coordinator certificate, in days")
     i.add_argument("--service", default=COORDINATOR_SERVICE,
                    help="Kubernetes Service of the coordinator, named in the certificate with its in-cluster DNS "
                         "names; '' for none (default: %(default)s)")
@@ -184,14 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("client", help="issue or rotate one client's certificate and token")
     c.add_argument("--out", type=Path, required=True, help="the credentials folder made by init")
     c.add_argument("--client-id", required=True, help="the client's id (its certificate's common name)")
-    c.add_argument("--days", type=int, default=365, help="validity of the client certificate")
+    c.add_argument("--days", type=days, default=365, help="validity of the client certificate, in days")
     a = sub.add_parser("admin", help="issue or rotate an admin credential (for pfeddc-server status)")
     a.add_argument("--out", type=Path, required=True, help="the credentials folder made by init")
     a.add_argument("--name", required=True, help="who holds it; its identity is admin:<name>")
-    a.add_argument("--days", type=int, default=90, help="validity of the admin certificate")
+    a.add_argument("--days", type=days, default=90, help="validity of the admin certificate, in days")
     add_version(p)
     for sub_parser in (i, c, a):
-        apply_env_defaults(sub_parser)
+        apply_env_defaults(sub_parser, siblings=[s for s in (i, c, a) if s is not sub_parser])
     args = p.parse_args(argv)
     try:
         if args.command == "init":

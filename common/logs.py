@@ -45,6 +45,7 @@ class Event(StrEnum):
     HISTORY_REPAIRED = "history_repaired"  # rounds.jsonl reconciled with the checkpoint on start
     TICKER_FAILED = "ticker_failed"  # the round ticker hit an unexpected error; it keeps ticking
     LINGERING = "lingering"  # finished; still serving the final prompts and the status
+    CALLER_REFUSED = "caller_refused"  # a token or certificate refused, a failed TLS handshake; at a bounded rate
     # any component: a line that bypassed the logger (gRPC C-core, a library's print), wrapped as JSON
     NATIVE_OUTPUT = "native_output"
     # client
@@ -61,6 +62,8 @@ class Event(StrEnum):
     TRAINING_COLLAPSED = "training_collapsed"
     UPDATE_SENT = "update_sent"
     UPDATE_REFUSED = "update_refused"
+    HEARTBEAT_FAILED = "heartbeat_failed"  # debug: one lost heartbeat (the next comes soon)
+    HEARTBEAT_UNSUPPORTED = "heartbeat_unsupported"  # the coordinator predates heartbeats
     CLASS_NAMES_SIMILAR = "class_names_similar"
     IMAGE_SKIPPED = "image_skipped"
     IMAGES_SKIPPED = "images_skipped"

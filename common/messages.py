@@ -32,6 +32,7 @@ class Code(StrEnum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     CANCELLED = "CANCELLED"
     INTERNAL = "INTERNAL"
+    UNIMPLEMENTED = "UNIMPLEMENTED"  # a method the coordinator does not know (an older version)
     UNKNOWN = "UNKNOWN"
 
 
@@ -49,6 +50,11 @@ class Action(StrEnum):
     WAIT = "wait"  # not sampled (or already submitted, or waiting for clients): ask again later
     FINISHED = "finished"  # the last round is over; the payload holds the final global prompts
 
+
+# A running client sends a Heartbeat this often (training or waiting); the coordinator's --heartbeat-window
+# (HEARTBEAT_WINDOW_S by default) allows two of them to be lost before it shows the client offline.
+HEARTBEAT_INTERVAL_S = 10.0
+HEARTBEAT_WINDOW_S = 25.0
 
 # A failure report's detail is cut to this on both sides (the coordinator's gate bounds the whole request).
 MAX_FAILURE_DETAIL_CHARS = 500

@@ -18,13 +18,34 @@ class Phase(StrEnum):
     WAITING = "waiting"  # fewer checked-in clients than --min-clients: no round open
     TRAINING = "training"  # a round is open: sampled clients train and submit
     FINISHED = "finished"  # the last round closed; the coordinator serves the final prompts
+    ABORTED = "aborted"  # a round failed more than --max-retries times: the coordinator stops (exit 4)
 
 
 class ClientState(StrEnum):
     TRAINING = "training"  # sampled in the open round, no update yet
     SUBMITTED = "submitted"  # its update for the open round was accepted
     IDLE = "idle"  # online, not sampled in the open round
-    OFFLINE = "offline"  # not heard from within the online window (or not since the coordinator started)
+    OFFLINE = "offline"  # not heard from within the heartbeat window (or not since the coordinator started)
+    FAILED = "failed"  # sampled in the open attempt, but it reported a failure (or was handed it too often)
+
+
+class IncidentKind(StrEnum):
+    CLIENT_FAILED = "client_failed"  # a sampled client could not deliver its update
+    ROUND_RETRIED = "round_retried"  # an attempt of a round ended without a committable aggregate
+    CHECKPOINT_FAILED = "checkpoint_failed"  # a closed round could not be saved yet (it is retried)
+    FEDERATION_ABORTED = "federation_aborted"  # the last retry failed too: the coordinator stops
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Something that went wrong, for the operator: the status view lists the most recent ones."""
+
+    ago_s: float
+    round: int
+    attempt: int  # the attempt of the round it happened in (0: the first)
+    kind: IncidentKind
+    reason: str
+    client_id: str = ""  # client_failed only
 
 
 @dataclass(frozen=True)
@@ -36,6 +57,7 @@ class ClientStatus:
     last_seen_s: float | None  # seconds since its last request; None: not since the coordinator started
     last_round: int = 0  # the last round whose update from it was accepted (0: none yet)
     last_metrics: Metrics | None = None  # what it reported with that update
+    failure: str = ""  # why it is FAILED in the open attempt
 
     @property
     def online(self) -> bool:
@@ -48,25 +70,30 @@ class FederationStatus:
     model: str
     method: str
     phase: Phase
-    round: int  # the open (or next) round; total_rounds + 1 once finished
+    round: int  # the open (or next) round; total_rounds once finished
     total_rounds: int
     min_clients: int
     sampled: int
     received: int
     deadline_s: float | None  # seconds left in the open round; None when no round is open
-    online_window_s: float  # a client not heard from for longer counts as offline
+    online_window_s: float  # a client not heard from for longer counts as offline (--heartbeat-window)
     uptime_s: float
     version: str
     clients: tuple[ClientStatus, ...] = field(default_factory=tuple)
+    attempt: int = 0  # of the open round: 0 the first, each retry adds one
+    max_retries: int = 0
+    incidents: tuple[Incident, ...] = field(default_factory=tuple)  # newest first
+    aborted: str | None = None  # why the federation stopped (phase ABORTED)
 
     @property
     def rounds_completed(self) -> int:
-        return min(self.round - 1, self.total_rounds)
+        return self.total_rounds if self.phase == Phase.FINISHED else max(0, min(self.round - 1, self.total_rounds))
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values (NaN metrics become null), for `status --json` and the status page."""
         out = asdict(self)
         out["rounds_completed"] = self.rounds_completed
+        out["progress"] = progress_line(self)
         for client in out["clients"]:
             metrics = client["last_metrics"]
             if metrics is not None:
@@ -86,31 +113,52 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
 
 
-def render_table(status: FederationStatus) -> str:
-    """The human view of `pfeddc-server status`: a header and one row per client."""
+def progress_line(status: FederationStatus) -> str:
+    """One line: where the federation is (the same words as the status page's)."""
     deadline = "" if status.deadline_s is None else f", deadline in {status.deadline_s:.0f}s"
+    round_ = f"round {status.round} of {status.total_rounds}"
+    if status.phase == Phase.ABORTED:
+        return f"{round_} (aborted): {status.aborted}"
+    if status.attempt:
+        round_ += f", attempt {status.attempt + 1} of {status.max_retries + 1} (retrying)"
     if status.phase == Phase.FINISHED:
-        progress = f"finished: {status.total_rounds} of {status.total_rounds} rounds"
-    elif status.phase == Phase.WAITING:
+        return f"{status.total_rounds} of {status.total_rounds} rounds (finished)"
+    if status.phase == Phase.WAITING:
         online = sum(c.online for c in status.clients)
-        progress = f"round {status.round} of {status.total_rounds}: waiting for clients ({online} online, " \
-                   f"{status.min_clients} needed)"
-    else:
-        progress = f"round {status.round} of {status.total_rounds}: {status.received} of {status.sampled} " \
-                   f"updates received{deadline}"
+        return f"{round_}: waiting for clients ({online} online, {status.min_clients} needed)"
+    failed = sum(c.state == ClientState.FAILED for c in status.clients)
+    return f"{round_}: {status.received} of {status.sampled} updates received" + \
+        (f", {failed} failed" if failed else "") + deadline
+
+
+def incident_lines(status: FederationStatus, limit: int = 10) -> list[str]:
+    lines = []
+    for i in status.incidents[:limit]:
+        who = f"{i.client_id}: " if i.client_id else ""
+        lines.append(f"  {_ago(i.ago_s)}  round {i.round} attempt {i.attempt + 1}  {i.kind}  {who}{i.reason}")
+    if not lines:
+        return []
+    more = len(status.incidents) - limit
+    return ["", "recent incidents (newest first):", *lines] + ([f"  ... {more} earlier"] if more > 0 else [])
+
+
+def render_table(status: FederationStatus) -> str:
+    """The human view of `pfeddc-server status`: a header, one row per client, the recent incidents."""
+    progress = progress_line(status)
     header = [f"federation {status.federation_id}  model {status.model}  method {status.method}  "
               f"pfeddc {status.version}  up {_ago(status.uptime_s).removesuffix(' ago')}", progress, ""]
-    columns = ("CLIENT", "STATE", "LAST SEEN", "ROUNDS", "EXAMPLES", "LAST ROUND", "ACC BEFORE", "ACC AFTER",
+    # ACC GLOBAL: the round's global prompts alone, before local training; ACC AFTER: personalized, after it
+    columns = ("CLIENT", "STATE", "LAST SEEN", "ROUNDS", "EXAMPLES", "LAST ROUND", "ACC GLOBAL", "ACC AFTER",
                "LOSS")
     rows = [columns]
     for c in status.clients:
         m = c.last_metrics
         rows.append((c.client_id, str(c.state), _ago(c.last_seen_s), str(c.rounds_participated),
-                     str(c.num_examples), str(c.last_round or "-"), _pct(m.accuracy_before if m else None),
+                     str(c.num_examples), str(c.last_round or "-"), _pct(m.accuracy_global if m else None),
                      _pct(m.accuracy_after if m else None),
                      f"{m.train_loss:.4f}" if m and math.isfinite(m.train_loss) else "-"))
     if len(rows) == 1:
-        return "\n".join(header + ["no client has joined yet"])
+        return "\n".join(header + ["no client has joined yet"] + incident_lines(status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join(header + lines)
+    return "\n".join(header + lines + incident_lines(status))

@@ -16,10 +16,12 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +48,40 @@ def say_error(tool: str, message: str) -> None:
         print(f"{tool}: error: {message}", file=sys.stderr)
 
 
-def _wrap(line: str, stream: str, min_rank: int) -> str | None:
+# gRPC C-core reports a refused TLS handshake at INFO ("Handshake failed with error SSL_ERROR_SSL: ...:
+# PEER_DID_NOT_RETURN_A_CERTIFICATE"): an operator must see it, at a bounded rate, with what it means.
+_HANDSHAKE_CAUSES = (
+    ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "a caller presented no client certificate"),
+    ("CERTIFICATE_VERIFY_FAILED", "a caller's certificate was not issued by the trusted CA (or has expired)"),
+    ("certificate signature failure", "a caller's certificate was not issued by the trusted CA"),
+    ("certificate has expired", "a caller's certificate has expired"),
+    ("WRONG_VERSION_NUMBER", "a caller spoke plaintext to a TLS port (or TLS to a plaintext one)"),
+    ("HTTP_REQUEST", "a caller spoke plaintext to a TLS port"),
+    ("TLSV1_ALERT_UNKNOWN_CA", "the peer does not trust this side's certificate's CA"),
+)
+HANDSHAKE_LOG_INTERVAL_S = 10.0
+
+
+class _Every:
+    """At most one line per `interval_s`; says how many were dropped in between."""
+
+    def __init__(self, interval_s: float = HANDSHAKE_LOG_INTERVAL_S) -> None:
+        self.interval_s, self.last, self.skipped = interval_s, -math.inf, 0
+
+    def allow(self) -> int | None:
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            self.skipped += 1
+            return None
+        skipped, self.last, self.skipped = self.skipped, now, 0
+        return skipped
+
+
+def _handshake_cause(message: str) -> str:
+    return next((cause for mark, cause in _HANDSHAKE_CAUSES if mark in message), "a TLS handshake failed")
+
+
+def _wrap(line: str, stream: str, min_rank: int, handshakes: _Every | None = None) -> str | None:
     """The line to write for one line read from a captured descriptor (None: drop it)."""
     text = line.rstrip("\r\n")
     if not text.strip():
@@ -63,6 +98,13 @@ def _wrap(line: str, stream: str, min_rank: int) -> str | None:
     if match:
         level = _CORE_LEVELS[match.group(1)]
         record.update(level=level, source="grpc-core", location=match.group(2).strip(), message=match.group(3))
+        if handshakes is not None and "Handshake failed" in match.group(3):
+            skipped = handshakes.allow()
+            if skipped is None:
+                return None
+            level = "warning"
+            record.update(event=str(Event.CALLER_REFUSED), level=level, reason=_handshake_cause(match.group(3)),
+                          skipped=skipped)
     else:
         level = "warning" if stream == "stderr" else "info"
         record.update(level=level, source="stray", message=text[-2000:])
@@ -79,6 +121,7 @@ class _Capture:
     saved: int = -1
     thread: threading.Thread | None = None
     _write_end: int = -1
+    handshakes: _Every | None = None  # set: failed handshakes are callers' (rate-limited warnings)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
@@ -93,7 +136,7 @@ class _Capture:
         with os.fdopen(read_end, "r", encoding="utf-8", errors="replace", newline="") as pipe:
             for raw in pipe:
                 for part in re.split(r"\r(?!\n)", raw):  # progress bars redraw with \r: one line per redraw
-                    out = _wrap(part, self.stream, self.min_rank)
+                    out = _wrap(part, self.stream, self.min_rank, self.handshakes)
                     if out is not None:
                         os.write(self.saved, out.encode())
 
@@ -128,8 +171,11 @@ def _flush() -> None:
             stream.flush()
 
 
-def capture_stray_output(level: str = "info") -> Callable[[], None]:
+def capture_stray_output(level: str = "info", serving: bool = False) -> Callable[[], None]:
     """Route everything this process prints through JSON lines (no-op unless logs are JSON and stdio is ours).
+
+    `serving`: this process accepts connections (the coordinator), so gRPC's "Handshake failed" lines are its
+    callers' and become rate-limited `caller_refused` warnings; a client names its own failed handshakes itself.
 
     Returns what drains the captured descriptors: it runs at exit, or call it before `os._exit`.
     """
@@ -151,7 +197,8 @@ def capture_stray_output(level: str = "info") -> Callable[[], None]:
     if sys.stderr is not sys.__stderr__ or sys.stdout is not sys.__stdout__:
         return _nothing  # someone (pytest) captures our output already
     min_rank = _RANK.get(level.lower(), 20)
-    captures = [_Capture(1, "stdout", min_rank), _Capture(2, "stderr", min_rank)]
+    captures = [_Capture(1, "stdout", min_rank, handshakes=_Every() if serving else None),
+                _Capture(2, "stderr", min_rank, handshakes=_Every() if serving else None)]
     for capture in captures:
         _flush()
         capture.start()

@@ -132,6 +132,24 @@ class TlsFiles:
         )
 
 
+def read_token(token: str | None, token_file: Path | None) -> str | None:
+    """The token from --token or --token-file (read, stripped: `pfeddc-certs` writes it with a newline); an
+    unreadable or empty file is an error naming it, never a silent call without a token."""
+    if token_file is None:
+        return token or None
+    if token:
+        raise ValueError("pass either --token or --token-file, not both")
+    try:
+        text = Path(token_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --token-file {token_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not text:
+        raise ValueError(f"--token-file {token_file} is empty")
+    if any(c.isspace() for c in text):
+        raise ValueError(f"--token-file {token_file} holds more than one word: it must hold the token alone")
+    return text
+
+
 def is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host == "localhost":

@@ -16,14 +16,17 @@ from typing import Any
 import grpc
 
 from ..common import wire
+from ..common.logs import Event, get_logger
 from ..common.messages import Refused
 from ..common.proto import admin_pb2 as admin_pb
 from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.status import ClientState, ClientStatus, FederationStatus, Phase
 from .auth import Authenticator
 from .federation import Federation
+from .gate import BoundedLog
 from .history import HistoryError, RoundsLog
 
+log = get_logger("coordinator")
 ADMIN_SERVICE_NAME = "pfeddc.v1.Admin"
 MAX_ROUNDS_SERVED = 5000
 
@@ -40,11 +43,14 @@ class StatusSource:
 
     def status(self) -> FederationStatus:
         view = self.federation.snapshot()
-        window = self.federation.online_window_s
+        config = self.federation.config
+        window = config.heartbeat_window_s
         clients = []
         for record in sorted(view.clients, key=lambda r: r.client_id):
             seen = record.last_seen if math.isfinite(record.last_seen) else None
-            if seen is None or seen > window:
+            if record.client_id in view.failed:
+                state = ClientState.FAILED
+            elif seen is None or seen > window:
                 state = ClientState.OFFLINE
             elif record.client_id in view.received:
                 state = ClientState.SUBMITTED
@@ -54,14 +60,16 @@ class StatusSource:
                 state = ClientState.IDLE
             clients.append(ClientStatus(record.client_id, state, record.num_examples, record.rounds_participated,
                                         None if seen is None else round(seen, 3), record.last_round,
-                                        record.last_metrics))
-        phase = Phase.FINISHED if view.finished else Phase.TRAINING if view.sampled else Phase.WAITING
-        config = self.federation.config
+                                        record.last_metrics, view.failed.get(record.client_id, "")))
+        phase = Phase.ABORTED if view.aborted else Phase.FINISHED if view.finished else \
+            Phase.TRAINING if view.sampled else Phase.WAITING
         return FederationStatus(
-            federation_id=self.federation_id, model=self.model, method=self.method, phase=phase, round=view.round,
-            total_rounds=config.rounds, min_clients=config.min_clients, sampled=len(view.sampled),
-            received=len(view.received), deadline_s=view.deadline_s, online_window_s=window,
-            uptime_s=round(time.monotonic() - self._started, 3), version=self.version, clients=tuple(clients))
+            federation_id=self.federation_id, model=self.model, method=self.method, phase=phase,
+            round=min(view.round, config.rounds), total_rounds=config.rounds, min_clients=config.min_clients,
+            sampled=len(view.sampled), received=len(view.received), deadline_s=view.deadline_s,
+            online_window_s=window, uptime_s=round(time.monotonic() - self._started, 3), version=self.version,
+            clients=tuple(clients), attempt=view.attempt, max_retries=config.max_retries, incidents=view.incidents,
+            aborted=view.aborted)
 
 
 class RoundsFile:
@@ -90,10 +98,13 @@ class RoundsFile:
 class AdminServicer(admin_grpc.AdminServicer):
     def __init__(self, source: StatusSource, auth: Authenticator) -> None:
         self.source, self.auth = source, auth
+        self._log = BoundedLog(log.warning)
 
     def GetStatus(self, request: admin_pb.StatusRequest, context: grpc.ServicerContext) -> admin_pb.FederationStatus:
         try:
             self.auth.check_admin(context)
         except Refused as exc:
+            self._log(f"admin:{exc.code}", Event.CALLER_REFUSED, method="GetStatus", code=str(exc.code),
+                      peer=context.peer(), reason=exc.message)
             context.abort(wire.status_of(exc.code), exc.message)
         return wire.status_to_proto(self.source.status())

@@ -16,8 +16,9 @@ from ..common.cli import add_prompt_flags, add_train_flags, prompt_config_from, 
 from ..common.envflags import add_version, apply_env_defaults, package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
+from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.spec import EMBEDDED_MODEL, global_spec, initial_prompts, resolve_dims
+from ..common.spec import EMBEDDED_MODEL, PromptConfig, TensorSpec, global_spec, initial_prompts, resolve_dims
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import MiB, TlsFiles, is_loopback, server_options
 from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource
@@ -31,6 +32,7 @@ from .metrics import CoordinatorMetrics
 from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports
 from .options import add_robustness_flags, check_exposure, robustness_config
 from .servicer import CoordinatorServicer
+from .statedir import StateDirLock, check_aborted, mark_aborted
 
 log = get_logger("coordinator")
 SERVICE_NAME = "pfeddc.v1.Coordinator"
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-timeout", type=float, default=600.0,
                    help="seconds a round waits for its sampled clients before closing with those that "
                         "answered (default: %(default)s)")
+    p.add_argument("--heartbeat-window", type=float, default=HEARTBEAT_WINDOW_S,
+                   help="seconds without a request or heartbeat after which the status shows a client offline; "
+                        f"clients send one every {HEARTBEAT_INTERVAL_S:g} s (default: %(default)s)")
     p.add_argument("--quorum", type=int, default=1,
                    help="updates needed to close a round at its deadline; fewer -> the round is re-sampled "
                         "(default: %(default)s)")
@@ -105,6 +110,7 @@ class RunningServer:
     stop_event: threading.Event
     status: StatusSource | None = None
     side: SidePorts | None = None
+    lock: StateDirLock | None = None
 
     def stop(self, grace: float | None = None) -> None:
         self.stop_event.set()
@@ -114,6 +120,8 @@ class RunningServer:
         self.server.stop(grace)
         if self.side:
             self.side.stop()
+        if self.lock:
+            self.lock.release()
 
 
 def start(args: argparse.Namespace) -> RunningServer:
@@ -124,11 +132,26 @@ def start(args: argparse.Namespace) -> RunningServer:
         rounds=args.rounds, min_clients=args.min_clients, fraction=args.fraction,
         round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),
         max_update_bytes=int(args.max_update_mb * MiB),
-        poll_interval_s=args.poll_interval, **robustness_config(args),
+        poll_interval_s=args.poll_interval, heartbeat_window_s=args.heartbeat_window, **robustness_config(args),
         require_join_secret=not (args.tokens or args.tls_client_ca) and not is_loopback(args.bind),
     )
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     check_exposure(args.bind, tls.enabled, args.tokens is not None or args.tls_client_ca is not None, args.insecure)
+    lock = StateDirLock(args.state_dir).acquire()
+    try:
+        return _start_locked(args, prompt, spec, config, tls, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[TensorSpec], config: FederationConfig,
+                  tls: TlsFiles, lock: StateDirLock) -> RunningServer:
+    aborted = check_aborted(args.state_dir, args.resume_aborted, args.fresh)
+    if aborted is not None:
+        log.warning(Event.FEDERATION_RESUMED, state_dir=str(args.state_dir), aborted_round=aborted.get("round"),
+                    reason=aborted.get("reason"), advice="--resume-aborted (or --fresh): the aborted round is "
+                    "retried from its first attempt")
     checkpoint = Checkpoint(args.state_dir)
     state = checkpoint.load(spec, config.rounds, args.fresh)
     if state is None:
@@ -178,7 +201,7 @@ def start(args: argparse.Namespace) -> RunningServer:
     for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop_event = threading.Event()
-    running = RunningServer(server, port, federation, health_servicer, stop_event, source, side)
+    running = RunningServer(server, port, federation, health_servicer, stop_event, source, side, lock)
     threading.Thread(target=_tick, args=(federation, health_servicer, stop_event), daemon=True,
                      name="round-ticker").start()
     log.info(Event.SERVER_STARTED, port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
@@ -212,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)
-    capture_stray_output(args.log_level)
+    capture_stray_output(args.log_level, serving=True)
     with Stopper() as stopper:
         try:
             running = start(args)
@@ -221,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             say_error("pfeddc-server", str(exc))
             return ExitCode.CONFIG
         code = run_until_done(running.federation, args.linger, stopper)
+        if running.federation.aborted:
+            mark_aborted(args.state_dir, running.federation.round, running.federation.aborted)
         log.info(Event.SERVER_STOPPING, grace_s=args.grace, round=running.federation.round,
                  signal=stopper.signal_name, finished=running.federation.finished)
         running.stop(args.grace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..common.messages import TrainSettings
+from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S, TrainSettings
 from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
 from .aggregate import DEFAULT_TRIM, AggregatorKind
 from .clipping import DEFAULT_ADAPTIVE_CLIP
@@ -48,6 +48,7 @@ class FederationConfig:
     max_clients: int = DEFAULT_MAX_CLIENTS
     max_joins_per_peer: int = DEFAULT_MAX_JOINS_PER_PEER
     require_join_secret: bool = False  # open mode beyond loopback: every Join must carry a join secret
+    heartbeat_window_s: float = HEARTBEAT_WINDOW_S  # the status view: not heard from for longer -> offline
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aggregator", AggregatorKind(self.aggregator))
@@ -71,6 +72,9 @@ class FederationConfig:
             (self.min_clients <= self.max_clients <= MAX_CLIENTS_LIMIT,
              f"--max-clients must be in [--min-clients, {MAX_CLIENTS_LIMIT}] (the checkpoint's header holds the "
              f"registry and safetensors caps it at 100 MB), got {self.max_clients}"),
+            (self.heartbeat_window_s > HEARTBEAT_INTERVAL_S,
+             f"--heartbeat-window must be > {HEARTBEAT_INTERVAL_S:g} s (clients send a heartbeat every "
+             f"{HEARTBEAT_INTERVAL_S:g} s), got {self.heartbeat_window_s}"),
             (self.max_joins_per_peer >= 1, f"--max-joins-per-peer must be >= 1, got {self.max_joins_per_peer}"),
             (self.dp is None or self.aggregator is AggregatorKind.FEDAVG,
              f"differential privacy is refused with --aggregator {self.aggregator}: the privacy accounting covers "

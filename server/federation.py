@@ -38,6 +38,7 @@ from .aggregate import Aggregator, make_aggregator
 from .config import FederationConfig
 from .handouts import MAX_HANDOUTS, Handouts
 from .history import RoundSummary
+from .incidents import Incidents
 from .longpoll import ChangeFeed
 from .rounds import RoundLifecycle
 from .section import Section
@@ -88,6 +89,7 @@ class Federation(RoundLifecycle):
         self._aborted: str | None = None
         self._waiting_logged_at = -math.inf
         self._joins_by_peer: dict[str, int] = {}  # new ids registered per peer address (open mode), in memory
+        self.incidents = Incidents()
 
     # ----- queries
     @property
@@ -121,7 +123,8 @@ class Federation(RoundLifecycle):
             clients = tuple(replace(r, last_seen=now - r.last_seen) for r in self._state.clients.values())
             deadline = None if not self._sampled else max(0.0, self._deadline - now)
             return RoundView(self.round, self.finished, frozenset(self._sampled), frozenset(self._received),
-                             deadline, clients)
+                             deadline, clients, self._attempt, dict(self._failed), self.incidents.view(now),
+                             self._aborted)
 
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None,
@@ -187,6 +190,12 @@ class Federation(RoundLifecycle):
                     return Task(Action.TRAIN, self.round, total, self._payload, self._sha, self._settings(client_id),
                                 deadline_s=max(0.0, self._deadline - now))
             return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
+
+    def heartbeat(self, client_id: str) -> int:
+        """A running client is alive (training or waiting): refresh its last-seen time; returns the round."""
+        with self._lock:
+            self._touch(client_id)
+            return self.round
 
     def backoff_left(self, client_id: str) -> float:
         """Seconds before `client_id` may be handed the open round again (for a held call to wait out)."""

@@ -42,14 +42,15 @@ SMALL_REQUEST_BYTES = 4 * 1024
 LOG_INTERVAL_S = 10.0
 REPLIES: dict[str, type[Message]] = {"GetFederation": pb.FederationInfo, "Join": pb.JoinReply,
                                      "GetTask": pb.TaskReply, "SubmitUpdate": pb.UpdateReply,
-                                     "ReportFailure": pb.FailureReply}
+                                     "ReportFailure": pb.FailureReply, "Heartbeat": pb.HeartbeatReply}
 
 
 def method_limits(spec: list[TensorSpec]) -> dict[str, int]:
     """The largest request each method may carry, in bytes, for a federation of `spec`."""
     join = pb.JoinRequest(client_id="x" * MAX_CLIENT_ID_CHARS, num_examples=2**62, spec=wire.spec_to_proto(spec))
     return {"GetFederation": SMALL_REQUEST_BYTES, "GetTask": SMALL_REQUEST_BYTES,
-            "ReportFailure": SMALL_REQUEST_BYTES, "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
+            "ReportFailure": SMALL_REQUEST_BYTES, "Heartbeat": SMALL_REQUEST_BYTES,
+            "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
             "SubmitUpdate": serde.max_payload_bytes(spec) + SMALL_REQUEST_BYTES}
 
 
@@ -84,7 +85,11 @@ class Gate:
 
     def open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[M]) -> M:
         """The parsed request, or `Refused` naming why it was not parsed."""
-        self.auth.check_caller(context)  # type: ignore[arg-type]  # the aio context has the same accessors
+        try:
+            self.auth.check_caller(context)  # type: ignore[arg-type]  # the aio context has the same accessors
+        except Refused as exc:
+            self.caller_refused(context, method, exc)
+            raise
         limit = self.limits[method]
         if len(raw) > limit:
             self._refused(context, method, f"{method} request of {len(raw)} bytes exceeds the {limit}-byte limit")
@@ -103,6 +108,11 @@ class Gate:
         if problem:
             raise Refused(Code.INVALID_ARGUMENT, problem)
         return request
+
+    def caller_refused(self, context: grpc.aio.ServicerContext, method: str, exc: Refused) -> None:
+        """A token or certificate refused: the operator hears of it (at a bounded rate), the caller is told why."""
+        self._log(f"caller:{exc.code}", Event.CALLER_REFUSED, method=method, code=str(exc.code), peer=context.peer(),
+                  reason=exc.message)
 
     def _refused(self, context: grpc.aio.ServicerContext, method: str, why: str) -> None:
         self._log(method, Event.REQUEST_REFUSED, method=method, peer=context.peer(), reason=why)

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..common.messages import Code
 from ..common.status import ClientState, Phase
 from .admin import StatusSource
 
@@ -36,6 +37,9 @@ class CoordinatorMetrics:
                                         "idempotent retries)", registry=r)
         self.updates_refused = Counter(f"{PREFIX}_updates_refused", "Client updates refused, by reason (the "
                                        "status code returned)", ["reason"], registry=r)
+        for code in Code:  # every series from the start: rate() and alerts need a zero before the first refusal
+            if code not in (Code.UNKNOWN, Code.CANCELLED, Code.UNIMPLEMENTED):
+                self.updates_refused.labels(code.value)
         self.requests = Counter(f"{PREFIX}_requests", "RPCs answered, by method and status code",
                                 ["method", "code"], registry=r)
         self.received_bytes = Counter(f"{PREFIX}_received_bytes", "Request payload bytes, by method", ["method"],
@@ -91,18 +95,39 @@ class _Interceptor(grpc.ServerInterceptor):
         inner, metrics = handler.unary_unary, self.metrics
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
+            seen = _SeenCode(context)
             try:
-                response = inner(request, context)
+                response = inner(request, seen)
             except BaseException:
                 code_of = getattr(context, "code", None)  # grpc >= 1.38; the stubs do not know it
-                code = code_of() if callable(code_of) else None
+                code = seen.code or (code_of() if callable(code_of) else None)
                 metrics.record(method, code or grpc.StatusCode.UNKNOWN, request, None)
                 raise
-            metrics.record(method, grpc.StatusCode.OK, request, response)
+            metrics.record(method, seen.code or grpc.StatusCode.OK, request, response)
             return response
 
         return grpc.unary_unary_rpc_method_handler(call, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
+
+
+class _SeenCode:
+    """A servicer context that remembers the status code a handler aborted with (or set): the synchronous
+    contexts grpc.aio hands to admin and health handlers cannot tell it afterwards, so refusals were UNKNOWN."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.code: grpc.StatusCode | None = None
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        self._context.abort(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+        self._context.set_code(code)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 class _AioInterceptor(grpc.aio.ServerInterceptor):
@@ -151,8 +176,10 @@ class _StatusCollector(Collector):
             "round_sampled_clients": ("Clients sampled in the open round", s.sampled),
             "round_received_updates": ("Updates received in the open round", s.received),
             "round_deadline_seconds": ("Seconds left in the open round (0 when none is open)", s.deadline_s or 0),
+            "round_attempt": ("Attempt of the open round (0: the first; each retry adds one)", s.attempt),
             "finished": ("1 once the last round closed", int(s.phase == Phase.FINISHED)),
-            "clients_active": ("Clients heard from within the online window", sum(c.online for c in s.clients)),
+            "aborted": ("1 once a round failed more than --max-retries times", int(s.phase == Phase.ABORTED)),
+            "clients_active": ("Clients heard from within the heartbeat window", sum(c.online for c in s.clients)),
             "clients_known": ("Clients that ever joined", len(s.clients)),
         }
         for name, (help_text, value) in gauges.items():

@@ -68,6 +68,10 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
     e.add_argument("--fresh", action="store_true",
                    help="start a new federation even though --state-dir holds an earlier one's files (they are "
                         "kept, renamed *.old)")
+    e.add_argument("--resume-aborted", action="store_true",
+                   help="go on with a federation that aborted (a round failed more than --max-retries times; it "
+                        "left aborted.json in --state-dir): retry that round. Without it such a state dir is "
+                        "refused (exit 2), so a restart never quietly resumes what the clients gave up on")
     e.add_argument("--insecure", action="store_true",
                    help="allow listening on a non-loopback address without TLS and client authentication "
                         "(anyone who reaches the port can join; clients then prove their id with a join secret)")

@@ -16,12 +16,14 @@ import numpy as np
 
 from ..common import serde
 from ..common.logs import Event
+from ..common.status import IncidentKind
 from .aggregate import Aggregator
 from .checkpoint import save_advice
 from .closing import next_state
 from .combine import NonFiniteGlobal
 from .config import FederationConfig
 from .handouts import Handouts
+from .incidents import Incidents
 from .state import FederationState
 from .updates import CheckedUpdate
 
@@ -52,6 +54,7 @@ class RoundLifecycle:
     _persist_retry_at: float
     _aborted: str | None
     _waiting_logged_at: float
+    incidents: Incidents
 
     @property
     def round(self) -> int:
@@ -74,6 +77,7 @@ class RoundLifecycle:
 
     def _fail(self, client_id: str, reason: str) -> None:
         self._failed[client_id] = reason
+        self.incidents.record(self._clock(), self.round, self._attempt, IncidentKind.CLIENT_FAILED, reason, client_id)
         self._log("warning", Event.CLIENT_FAILED_ROUND, client_id=client_id, round=self.round, reason=reason,
                   attempt=self._attempt, expected=self._expected())
 
@@ -134,16 +138,20 @@ class RoundLifecycle:
     def _retry(self, reason: str) -> None:
         """Open the round afresh: hand-out counts are per attempt, so a client that delivered (or failed
         transiently) in an earlier attempt is never failed for it in this one."""
+        failed_attempt = self._attempt
         self._attempt += 1
         self._handouts.new_attempt(set(self._received))
         self._sampled, self._received, self._failed, self._deadline = set(), {}, {}, math.inf
         self._changed()
         if self._attempt > self.config.max_retries:
             self._aborted = f"round {self.round} failed {self._attempt} times; last: {reason}"
+            self.incidents.record(self._clock(), self.round, failed_attempt, IncidentKind.FEDERATION_ABORTED,
+                                  self._aborted)
             self._log("error", Event.FEDERATION_ABORTED, round=self.round, attempts=self._attempt, reason=reason,
                       advice="see the client_failed_round events; fix the clients (or the data), then restart "
                              "the coordinator: it resumes at this round")
             return
+        self.incidents.record(self._clock(), self.round, failed_attempt, IncidentKind.ROUND_RETRIED, reason)
         self._log("warning", Event.ROUND_RETRIED, round=self.round, attempt=self._attempt, reason=reason,
                   max_retries=self.config.max_retries)
 
@@ -157,6 +165,8 @@ class RoundLifecycle:
             self._persist_failures += 1
             delay = min(2.0 ** (self._persist_failures - 1), 30.0)
             self._persist_retry_at = now + delay
+            self.incidents.record(now, self.round, self._attempt, IncidentKind.CHECKPOINT_FAILED,
+                                  f"{type(exc).__name__}: {exc}")
             self._log("error", Event.CHECKPOINT_FAILED, round=self.round, error=f"{type(exc).__name__}: {exc}",
                       attempt=self._persist_failures, retry_in_s=delay,
                       advice=save_advice(exc))

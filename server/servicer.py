@@ -20,7 +20,7 @@ import grpc
 
 from ..common import wire
 from ..common.logs import get_logger
-from ..common.messages import Action, FederationInfo, JoinResult, Refused, Task
+from ..common.messages import Action, Code, FederationInfo, JoinResult, Refused, Task
 from ..common.proto import federation_pb2 as pb
 from ..common.spec import PromptConfig
 from ..common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
@@ -31,6 +31,7 @@ from .longpoll import MAX_HOLD_S
 
 T = TypeVar("T")
 log = get_logger("coordinator")
+CREDENTIAL_CODES = (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
 
 
 class CoordinatorServicer:
@@ -60,6 +61,8 @@ class CoordinatorServicer:
                 self.federation.authorize(client_id, _join_secret(context))
             return await asyncio.to_thread(fn) if off_loop else fn()
         except Refused as exc:
+            if exc.code in CREDENTIAL_CODES:
+                self.gate.caller_refused(context, "client_id check", exc)
             await _abort(context, exc)
 
     async def _hold(self, context: grpc.aio.ServicerContext, client_id: str, max_wait_s: float) -> Task:
@@ -122,6 +125,11 @@ class CoordinatorServicer:
         result = await self._call(context, request.client_id, lambda: self.federation.report_failure(
             request.client_id, request.round, reason, request.detail))
         return wire.failure_reply_to_proto(result)
+
+    async def Heartbeat(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.HeartbeatReply:
+        request = await self._open(context, "Heartbeat", raw, pb.HeartbeatRequest)
+        round_ = await self._call(context, request.client_id, lambda: self.federation.heartbeat(request.client_id))
+        return pb.HeartbeatReply(round=round_)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:

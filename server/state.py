@@ -11,6 +11,7 @@ import numpy as np
 
 from ..common import serde
 from ..common.messages import Code, Metrics, Refused
+from ..common.status import Incident
 from .history import RoundSummary
 from .privacy import PrivacyLedger
 
@@ -49,6 +50,10 @@ class RoundView:
     received: frozenset[str]
     deadline_s: float | None  # seconds left; None when no round is open
     clients: tuple[ClientRecord, ...]
+    attempt: int = 0  # of the open round (0: the first)
+    failed: dict[str, str] = field(default_factory=dict)  # sampled clients out of this attempt -> why
+    incidents: tuple[Incident, ...] = ()  # newest first
+    aborted: str | None = None
 
 
 @dataclass

@@ -22,7 +22,8 @@ from ..common.messages import Code
 from ..common.proto import admin_pb2 as admin_pb
 from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.status import render_table
-from ..common.transport import TlsFiles, open_channel
+from ..common.tlsprobe import diagnose, network_hint
+from ..common.transport import TlsFiles, open_channel, read_token
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        token = args.token or (args.token_file.read_text().strip() if args.token_file else None)
-        channel = open_channel(args.server, TlsFiles(args.tls_ca, args.tls_cert, args.tls_key), token)
+        token = read_token(args.token, args.token_file)
+        tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
+        channel = open_channel(args.server, tls, token)
     except (OSError, ValueError) as exc:
         print(f"pfeddc-server status: error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
@@ -56,10 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             reply = admin_grpc.AdminStub(channel).GetStatus(admin_pb.StatusRequest(), timeout=args.timeout)
     except grpc.RpcError as exc:
         code = wire.rpc_code(exc)
-        hint = {
-            Code.UNAVAILABLE: " (is the address right? with TLS pass --tls-ca, and --tls-cert/--tls-key when the "
-                              "coordinator wants client certificates)",
-        }.get(code, "")
+        if code == Code.UNAVAILABLE:
+            problem = diagnose(args.server, tls)
+            if problem:  # a certificate, not the network: configuration
+                print(f"pfeddc-server status: error: {problem}", file=sys.stderr)
+                return ExitCode.CONFIG
+            hint = f" -- {network_hint(args.server)}"
+        else:
+            hint = ""
         print(f"pfeddc-server status: error: {code}: {wire.rpc_details(exc)}{hint}", file=sys.stderr)
         return ExitCode.UNREACHABLE if code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED) else ExitCode.CONFIG
     status = wire.status_from_proto(reply)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pfeddc.common.proto import federation_pb2 as pfeddc_dot_v1_dot_federation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pfeddc/v1/admin.proto\x12\tpfeddc.v1\x1a\x1apfeddc/v1/federation.proto\"\x0f\n\rStatusRequest\"\xbe\x02\n\x0c\x43lientStatus\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.pfeddc.v1.ClientStatus.State\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12\x1b\n\x13rounds_participated\x18\x04 \x01(\x05\x12\x18\n\x0blast_seen_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nlast_round\x18\x06 \x01(\x05\x12(\n\x0clast_metrics\x18\x07 \x01(\x0b\x32\x12.pfeddc.v1.Metrics\"R\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08TRAINING\x10\x01\x12\r\n\tSUBMITTED\x10\x02\x12\x08\n\x04IDLE\x10\x03\x12\x0b\n\x07OFFLINE\x10\x04\x42\x0e\n\x0c_last_seen_s\"\xae\x03\n\x10\x46\x65\x64\x65rationStatus\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x30\n\x05phase\x18\x04 \x01(\x0e\x32!.pfeddc.v1.FederationStatus.Phase\x12\r\n\x05round\x18\x05 \x01(\x05\x12\x14\n\x0ctotal_rounds\x18\x06 \x01(\x05\x12\x13\n\x0bmin_clients\x18\x07 \x01(\x05\x12\x0f\n\x07sampled\x18\x08 \x01(\x05\x12\x10\n\x08received\x18\t \x01(\x05\x12\x17\n\ndeadline_s\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x17\n\x0fonline_window_s\x18\x0b \x01(\x01\x12\x10\n\x08uptime_s\x18\x0c \x01(\x01\x12\x0f\n\x07version\x18\r \x01(\t\x12(\n\x07\x63lients\x18\x0e \x03(\x0b\x32\x17.pfeddc.v1.ClientStatus\"G\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x0b\n\x07WAITING\x10\x01\x12\x0c\n\x08TRAINING\x10\x02\x12\x0c\n\x08\x46INISHED\x10\x03\x42\r\n\x0b_deadline_s2K\n\x05\x41\x64min\x12\x42\n\tGetStatus\x12\x18.pfeddc.v1.StatusRequest\x1a\x1b.pfeddc.v1.FederationStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pfeddc/v1/admin.proto\x12\tpfeddc.v1\x1a\x1apfeddc/v1/federation.proto\"\x0f\n\rStatusRequest\"\xdb\x02\n\x0c\x43lientStatus\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.pfeddc.v1.ClientStatus.State\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12\x1b\n\x13rounds_participated\x18\x04 \x01(\x05\x12\x18\n\x0blast_seen_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nlast_round\x18\x06 \x01(\x05\x12(\n\x0clast_metrics\x18\x07 \x01(\x0b\x32\x12.pfeddc.v1.Metrics\x12\x0f\n\x07\x66\x61ilure\x18\x08 \x01(\t\"^\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08TRAINING\x10\x01\x12\r\n\tSUBMITTED\x10\x02\x12\x08\n\x04IDLE\x10\x03\x12\x0b\n\x07OFFLINE\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x42\x0e\n\x0c_last_seen_s\"j\n\x08Incident\x12\r\n\x05\x61go_s\x18\x01 \x01(\x01\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\x9a\x04\n\x10\x46\x65\x64\x65rationStatus\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x30\n\x05phase\x18\x04 \x01(\x0e\x32!.pfeddc.v1.FederationStatus.Phase\x12\r\n\x05round\x18\x05 \x01(\x05\x12\x14\n\x0ctotal_rounds\x18\x06 \x01(\x05\x12\x13\n\x0bmin_clients\x18\x07 \x01(\x05\x12\x0f\n\x07sampled\x18\x08 \x01(\x05\x12\x10\n\x08received\x18\t \x01(\x05\x12\x17\n\ndeadline_s\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x17\n\x0fonline_window_s\x18\x0b \x01(\x01\x12\x10\n\x08uptime_s\x18\x0c \x01(\x01\x12\x0f\n\x07version\x18\r \x01(\t\x12(\n\x07\x63lients\x18\x0e \x03(\x0b\x32\x17.pfeddc.v1.ClientStatus\x12\x0f\n\x07\x61ttempt\x18\x0f \x01(\x05\x12\x13\n\x0bmax_retries\x18\x10 \x01(\x05\x12&\n\tincidents\x18\x11 \x03(\x0b\x32\x13.pfeddc.v1.Incident\x12\x0f\n\x07\x61\x62orted\x18\x12 \x01(\t\"T\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x0b\n\x07WAITING\x10\x01\x12\x0c\n\x08TRAINING\x10\x02\x12\x0c\n\x08\x46INISHED\x10\x03\x12\x0b\n\x07\x41\x42ORTED\x10\x04\x42\r\n\x0b_deadline_s2K\n\x05\x41\x64min\x12\x42\n\tGetStatus\x12\x18.pfeddc.v1.StatusRequest\x1a\x1b.pfeddc.v1.FederationStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=64
   _globals['_STATUSREQUEST']._serialized_end=79
   _globals['_CLIENTSTATUS']._serialized_start=82
-  _globals['_CLIENTSTATUS']._serialized_end=400
-  _globals['_CLIENTSTATUS_STATE']._serialized_start=302
-  _globals['_CLIENTSTATUS_STATE']._serialized_end=384
-  _globals['_FEDERATIONSTATUS']._serialized_start=403
-  _globals['_FEDERATIONSTATUS']._serialized_end=833
-  _globals['_FEDERATIONSTATUS_PHASE']._serialized_start=747
-  _globals['_FEDERATIONSTATUS_PHASE']._serialized_end=818
-  _globals['_ADMIN']._serialized_start=835
-  _globals['_ADMIN']._serialized_end=910
+  _globals['_CLIENTSTATUS']._serialized_end=429
+  _globals['_CLIENTSTATUS_STATE']._serialized_start=319
+  _globals['_CLIENTSTATUS_STATE']._serialized_end=413
+  _globals['_INCIDENT']._serialized_start=431
+  _globals['_INCIDENT']._serialized_end=537
+  _globals['_FEDERATIONSTATUS']._serialized_start=540
+  _globals['_FEDERATIONSTATUS']._serialized_end=1078
+  _globals['_FEDERATIONSTATUS_PHASE']._serialized_start=979
+  _globals['_FEDERATIONSTATUS_PHASE']._serialized_end=1063
+  _globals['_ADMIN']._serialized_start=1080
+  _globals['_ADMIN']._serialized_end=1155
 # @@protoc_insertion_point(module_scope)

@@ -200,3 +200,17 @@ class FailureReply(_message.Message):
     received: int
     expected: int
     def __init__(self, duplicate: _Optional[bool] = ..., received: _Optional[int] = ..., expected: _Optional[int] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("client_id", "round")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    round: int
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...

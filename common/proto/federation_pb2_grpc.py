@@ -64,6 +64,11 @@ class CoordinatorStub:
                 request_serializer=pfeddc_dot_v1_dot_federation__pb2.FailureReport.SerializeToString,
                 response_deserializer=pfeddc_dot_v1_dot_federation__pb2.FailureReply.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/pfeddc.v1.Coordinator/Heartbeat',
+                request_serializer=pfeddc_dot_v1_dot_federation__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=pfeddc_dot_v1_dot_federation__pb2.HeartbeatReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -105,6 +110,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """Liveness only: refreshes the client's last-seen time (older coordinators answer UNIMPLEMENTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +144,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ReportFailure,
                     request_deserializer=pfeddc_dot_v1_dot_federation__pb2.FailureReport.FromString,
                     response_serializer=pfeddc_dot_v1_dot_federation__pb2.FailureReply.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=pfeddc_dot_v1_dot_federation__pb2.HeartbeatRequest.FromString,
+                    response_serializer=pfeddc_dot_v1_dot_federation__pb2.HeartbeatReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +291,33 @@ class Coordinator:
             '/pfeddc.v1.Coordinator/ReportFailure',
             pfeddc_dot_v1_dot_federation__pb2.FailureReport.SerializeToString,
             pfeddc_dot_v1_dot_federation__pb2.FailureReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pfeddc.v1.Coordinator/Heartbeat',
+            pfeddc_dot_v1_dot_federation__pb2.HeartbeatRequest.SerializeToString,
+            pfeddc_dot_v1_dot_federation__pb2.HeartbeatReply.FromString,
             options,
             channel_credentials,
             insecure,

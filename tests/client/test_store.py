@@ -20,3 +20,21 @@ def test_store_removes_the_temp_file_of_an_interrupted_write_on_start(tmp_path: 
     stale.write_bytes(b"{half")
     ClientStore(tmp_path)
     assert not stale.exists()
+
+
+def test_client_id_generated_on_a_first_run_gives_way_to_a_named_one_until_it_trained(tmp_path: Path) -> None:
+    """A first run without --client-id (or certificate) must not tie the state dir to a random id for good."""
+    import numpy as np
+
+    from pfeddc.client.store import RoundRecord
+
+    store = ClientStore(tmp_path / "s")
+    generated = store.client_id(None)
+    assert generated.startswith("client-")
+    assert store.client_id("hospital-a", "the common name of --tls-cert client.pem") == "hospital-a"
+    assert ClientStore(tmp_path / "s").client_id(None) == "hospital-a"
+    zeros = {"x": np.zeros(2, np.float32)}
+    store.save_round(1, zeros, zeros, RoundRecord(1, True))
+    with pytest.raises(Exception, match=r"belongs to client 'hospital-a' .* not 'hospital-b' \(from --client-id\): "
+                                        r"give 'hospital-b' a state dir of its own"):
+        store.client_id("hospital-b")

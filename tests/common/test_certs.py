@@ -63,3 +63,12 @@ def test_issued_tokens_pass_as_a_command_line_value(tmp_path: Path) -> None:
         assert len(token) == 64 and not token.startswith("-")
         args = run_parser().parse_args(["--data", "d", "--server", "h:1", "--token", token])
         assert args.token == token
+
+
+@pytest.mark.parametrize("days", ["0", "-1"])
+def test_certs_refuse_a_validity_below_one_day(tmp_path: Path, days: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        certs.main(["init", "--out", str(tmp_path / "c"), "--days", days])
+    assert info.value.code == 2
+    assert f"--days must be at least 1, got {days}" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

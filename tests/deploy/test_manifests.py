@@ -102,7 +102,7 @@ def test_coordinator_probes_the_health_only_port_and_keeps_one_replica() -> None
 
 def test_configmaps_are_generated_and_every_key_is_a_flag() -> None:
     from pfeddc.client.app import run_parser
-    from pfeddc.common.envflags import apply_env_defaults, env_name
+    from pfeddc.common.envflags import apply_env_defaults, env_names, tool_prefix
     from pfeddc.server.app import build_parser
 
     for path, parser in (("coordinator/overlays/internet", build_parser()),
@@ -114,19 +114,19 @@ def test_configmaps_are_generated_and_every_key_is_a_flag() -> None:
         assert re.fullmatch(r"pfeddc-(coordinator|client)-flags-[a-z0-9]{10}", name), name  # content hash: edits roll
         ref = pod_of(workload)["containers"][0]["envFrom"][0]["configMapRef"]["name"]
         assert ref == name
-        variables = {env_name(a) for a in parser._actions} - {None}
+        variables = env_names(parser)
         assert set(config["data"]) <= variables, set(config["data"]) - variables
         # the pod's command line: its args, with the ConfigMap as environment, parses to the ConfigMap's values
         apply_env_defaults(parser, config["data"])
         args = vars(parser.parse_args(pod_of(workload)["containers"][0]["args"]))
         for key, value in config["data"].items():
-            flag = key.removeprefix("PFEDDC_").lower()
+            flag = key.removeprefix(tool_prefix(parser.prog)).lower()
             assert str(args[flag]) == value or args[flag] == type(args[flag])(value), (key, args[flag])
 
 
 def test_coordinator_config_is_over_when_finished_not_restarted() -> None:
     flags = env_file("coordinator/base/flags.env")
-    assert float(flags["PFEDDC_LINGER"]) == float("inf")  # keeps serving FINISHED and the status
+    assert float(flags["PFEDDC_SERVER_LINGER"]) == float("inf")  # keeps serving FINISHED and the status
 
 
 def test_network_policies_select_only_their_pods() -> None:
@@ -138,7 +138,8 @@ def test_network_policies_select_only_their_pods() -> None:
         selector = spec["podSelector"]["matchLabels"]
         assert selector and selector.items() <= labels.items()
     base = policies["pfeddc-coordinator"]
-    assert sorted(p["port"] for r in base["ingress"] for p in r["ports"]) == [8081, 50051]
+    # the federation port only: the health port is the kubelet's, from the node, not the cluster's
+    assert sorted(p["port"] for r in base["ingress"] for p in r["ports"]) == [50051]
     assert base["policyTypes"] == ["Ingress", "Egress"] and base["egress"] == []
     metrics = policies["pfeddc-coordinator-metrics"]["ingress"][0]
     assert [p["port"] for p in metrics["ports"]] == [9090] and metrics["from"][0]["namespaceSelector"]
@@ -200,6 +201,29 @@ def test_client_is_a_job_that_completes_and_fails_fast_on_configuration_errors()
     assert claims["pfeddc-private-data"]["spec"]["volumeName"] == "hospital-a-images"
     assert set(mounts) == {v["name"] for v in pod["volumes"]}
     config = by_kind["ConfigMap"][0]["data"]
-    assert config["PFEDDC_CLIENT_ID"] == "hospital-a" and config["PFEDDC_MAX_RETRIES"] == "0"
-    token = next(e for e in container["env"] if e["name"] == "PFEDDC_TOKEN")
-    assert token["valueFrom"]["secretKeyRef"]["name"] == "pfeddc-client-credentials"
+    assert config["PFEDDC_CLIENT_CLIENT_ID"] == "hospital-a" and config["PFEDDC_CLIENT_MAX_RETRIES"] == "0"
+    # the token is read from the credentials Secret's file (--token-file), never an environment variable
+    assert "--token-file=/etc/pfeddc/credentials/token" in container["args"]
+    assert not any("TOKEN" in e["name"] for e in container.get("env", []))
+    assert mounts["credentials"]["mountPath"] == "/etc/pfeddc/credentials"
+
+
+def test_what_a_cluster_admin_would_flag_is_addressed() -> None:
+    """A disruption budget for the singleton coordinator, claims that bind anywhere (one access mode), a
+    deadline on the Job that retries the coordinator forever, and bounded scratch space."""
+    coordinator = render("coordinator/overlays/internet")
+    (pdb,) = [d for d in coordinator if d["kind"] == "PodDisruptionBudget"]
+    deployment = next(d for d in coordinator if d["kind"] == "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    client = render("client/overlays/hospital-a")
+    job = next(d for d in client if d["kind"] == "Job")
+    assert 0 < job["spec"]["activeDeadlineSeconds"] <= 7 * 86400
+    for doc in coordinator + client:
+        if doc["kind"] == "PersistentVolumeClaim":
+            assert doc["spec"]["accessModes"] == ["ReadWriteOnce"], doc["metadata"]["name"]
+        if doc["kind"] in WORKLOADS:
+            for volume in pod_of(doc)["volumes"]:
+                if "emptyDir" in volume:
+                    assert volume["emptyDir"].get("sizeLimit"), (doc["kind"], volume["name"])

@@ -66,8 +66,10 @@ def test_a_whole_federation_logs_only_json_lines_and_the_docs_jq_recipes_work(
                 pytest.fail(f"{path.name}:{number} is not JSON: {line[:200]!r}")
             assert isinstance(record, dict) and "event" in record, f"{path.name}:{number}: {line[:200]}"
             events.append(record)
-    native = [e for e in events if e["event"] == Event.NATIVE_OUTPUT]
-    assert any(e.get("source") == "grpc-core" and "Handshake failed" in e["message"] for e in native), native
+    core = [e for e in events if e.get("source") == "grpc-core"]
+    # the failed handshake is an operator's concern: a caller_refused warning that says what it means
+    assert any(e["event"] == Event.CALLER_REFUSED and e["level"] == "warning" and "Handshake failed" in e["message"]
+               and e["reason"] for e in core), core
     assert sum(e["event"] == Event.ROUND_COMPLETED for e in events) == 2
 
     jq = ensure("jq")

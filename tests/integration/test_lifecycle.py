@@ -1,5 +1,5 @@
 """Processes start, stop and end as an operator expects: signals honoured within 2 s in every state, exit codes
-that mean something, one coordinator per port, --version and PFEDDC_* defaults."""
+that mean something, one coordinator per port, --version and PFEDDC_SERVER_* defaults."""
 
 from __future__ import annotations
 
@@ -107,13 +107,17 @@ def test_version_and_environment_defaults(federation: Federation, tmp_path: Path
     for module in ("pfeddc.server.app", "pfeddc.client.app", "pfeddc.common.certs"):
         out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, env=ENV)
         assert out.returncode == 0 and out.stdout.strip().endswith("0.1.0"), out
-    env = {**ENV, "PFEDDC_ROUNDS": "7", "PFEDDC_LOG_FORMAT": "json", "PFEDDC_BIND": "127.0.0.1", "PFEDDC_PORT": "0",
-           "PFEDDC_STATE_DIR": str(tmp_path / "env-state")}
+    env = {**ENV, "PFEDDC_SERVER_ROUNDS": "7", "PFEDDC_SERVER_LOG_FORMAT": "json", "PFEDDC_SERVER_BIND": "127.0.0.1",
+           "PFEDDC_SERVER_PORT": "0", "PFEDDC_SERVER_STATE_DIR": str(tmp_path / "env-state"),
+           "PFEDDC_STATUS_SERVER": "elsewhere:1"}  # another tool's variable: neither read nor refused
     proc = LoggedProcess([sys.executable, "-m", "pfeddc.server.app"], tmp_path / "env.log", env)
     started = proc.wait_event(Event.SERVER_STARTED, 30)
     assert started["rounds"] == 7 and (tmp_path / "env-state").is_dir()
     proc.popen.send_signal(signal.SIGTERM)
     proc.wait(10)
     bad = subprocess.run([sys.executable, "-m", "pfeddc.server.app"], capture_output=True, text=True,
-                         env={**ENV, "PFEDDC_ROUNDS": "many"})
-    assert bad.returncode == 2 and "PFEDDC_ROUNDS='many'" in bad.stderr
+                         env={**ENV, "PFEDDC_SERVER_ROUNDS": "many"})
+    assert bad.returncode == 2 and "PFEDDC_SERVER_ROUNDS='many'" in bad.stderr
+    old = subprocess.run([sys.executable, "-m", "pfeddc.server.app"], capture_output=True, text=True,
+                         env={**ENV, "PFEDDC_ROUND_TIMEOUT": "60"})  # the shared name of earlier versions
+    assert old.returncode == 2 and "for pfeddc-server it is PFEDDC_SERVER_ROUND_TIMEOUT" in old.stderr

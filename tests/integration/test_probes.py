@@ -69,8 +69,8 @@ def test_kubelet_probes_pass_against_a_coordinator_configured_like_the_manifests
         if flag in ("--port", "--health-port", "--metrics-port"):
             value = str(ports[int(value)])
         args.append(f"{flag}={value}")
-    env = {**ENV, **docs["ConfigMap"]["data"], "PFEDDC_STATE_DIR": str(tmp_path / "state")}
-    assert env["PFEDDC_MODEL"] == "openai/clip-vit-base-patch16"  # shapes known to the coordinator: no download
+    env = {**ENV, **docs["ConfigMap"]["data"], "PFEDDC_SERVER_STATE_DIR": str(tmp_path / "state")}
+    assert env["PFEDDC_SERVER_MODEL"] == "openai/clip-vit-base-patch16"  # shapes known to the coordinator: no download
     proc = LoggedProcess([sys.executable, "-m", "pfeddc.server.app", *args], tmp_path / "coordinator.log", env)
     try:
         started = proc.wait_event(Event.SERVER_STARTED, 30)

@@ -12,9 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from tests_support import StartCoordinator
 
-from pfeddc.client.connection import Backoff, Connection, CoordinatorUnreachable
+from pfeddc.client.connection import Backoff, Connection
 from pfeddc.common import certs
 from pfeddc.common.messages import Code, Refused
+from pfeddc.common.tlsprobe import CredentialError
 from pfeddc.common.transport import TlsFiles
 
 pytestmark = pytest.mark.integration  # starts real processes
@@ -67,7 +68,8 @@ def test_wrong_ca_expired_certificate_and_plaintext_are_refused(
     other = tmp_path / "other"
     certs.main(["init", "--out", str(other)])
     certs.main(["client", "--out", str(other), "--client-id", "site-a"])
-    with pytest.raises(CoordinatorUnreachable, match="--tls-ca is the CA that signed"):
+    # each is configuration, named at the first failed call (no retries), not "unreachable"
+    with pytest.raises(CredentialError, match=f"--tls-ca {other / 'clients' / 'site-a' / 'ca.pem'} did not sign"):
         connect(server.port, "site-a", client_tls(other, "site-a")).federation()
 
     ca_key, ca_cert = certs.load_ca(creds)
@@ -76,10 +78,10 @@ def test_wrong_ca_expired_certificate_and_plaintext_are_refused(
     (tmp_path / "old.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "old.key").write_bytes(certs._key_pem(key))
     expired = TlsFiles(creds / "ca.pem", tmp_path / "old.pem", tmp_path / "old.key")
-    with pytest.raises(CoordinatorUnreachable):
+    with pytest.raises(CredentialError, match=f"--tls-cert {tmp_path / 'old.pem'} expired on"):
         connect(server.port, "site-a", expired).federation()
 
-    with pytest.raises(CoordinatorUnreachable, match="pass --tls-ca"):
+    with pytest.raises(CredentialError, match="speaks TLS and this call did not: pass --tls-ca"):
         connect(server.port, "site-a", TlsFiles()).federation()
 
 

@@ -101,6 +101,9 @@ def test_metrics_count_rounds_updates_refusals_and_bytes(coordinator: StartCoord
     b.join(10, spec)
     before = scrape(server)
     assert before["pfeddc_clients_active"] == 2 and before["pfeddc_rounds_completed"] == 0
+    # the refused counter has its series before the first refusal (rate() and alerts need the zero)
+    assert before["pfeddc_updates_refused_total{reason=FAILED_PRECONDITION}"] == 0
+    assert before["pfeddc_updates_refused_total{reason=PERMISSION_DENIED}"] == 0
     assert before["pfeddc_clients{state=training}"] == 2
     submit(a, 0.5, 10)
     submit(b, 0.5, 10)
@@ -160,10 +163,16 @@ def test_status_needs_an_admin_credential_when_auth_is_on(coordinator: StartCoor
     assert "not an admin token" in capsys.readouterr().err
     assert status_cli.main(as_admin) == 2  # no token at all
     assert "UNAUTHENTICATED" in capsys.readouterr().err
-    assert status_cli.main(target) == 3  # no client certificate: the TLS handshake fails
-    assert "UNAVAILABLE" in capsys.readouterr().err
+    assert status_cli.main(target) == 2  # no client certificate: configuration, named, not "unreachable"
+    assert "requires a client certificate (" in capsys.readouterr().err
     s = status_cli_json(capsys, *as_admin, "--token-file", str(admin / "token"))
     assert s["phase"] == Phase.WAITING and s["total_rounds"] == 3
+    # each refusal is counted under the code the caller got (they were all "UNKNOWN")
+    m = scrape(server)
+    assert m["pfeddc_requests_total{code=PERMISSION_DENIED,method=GetStatus}"] == 2
+    assert m["pfeddc_requests_total{code=UNAUTHENTICATED,method=GetStatus}"] == 1
+    assert m["pfeddc_requests_total{code=OK,method=GetStatus}"] == 1
+    assert not any("code=UNKNOWN" in key for key in m)
     # and an admin credential cannot take part as a client
     intruder = connect(server.port, "admin:ops", TlsFiles(creds / "ca.pem", admin / "admin.pem", admin / "admin.key"),
                        (admin / "token").read_text().strip())
