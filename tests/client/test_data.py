@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tests_support import make_image_folder
 
-from pfeddc.client.data import load_client_data
+from pfeddc.client.data import align_to, load_client_data
 from pfeddc.client.folders import DataError, choose_test_split, scan
 from pfeddc.client.model.images import FileImageSet, ImageSet, batches
 
@@ -85,3 +85,16 @@ def test_large_sets_stream_from_disk_and_give_the_same_batches(tmp_path: Path) -
         pixels = torch.cat([x for _, x, _ in got])
         assert torch.equal(pixels, small.train.images) and torch.equal(torch.cat([y for _, _, y in got]),
                                                                         small.train.labels)
+
+
+def test_align_to_labels_by_the_federation_list_and_names_folders_it_lacks(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "d", ["ankle_boot", "T-Shirt"], 3, seed=0, split=True)
+    data, _ = load_client_data(root, 8, None)
+    before = [data.classnames[int(y)] for y in data.train.labels]
+    federation = ["bag", "t shirt", "ankle-boot"]
+    aligned = align_to(data, federation)
+    assert aligned.classnames == federation
+    assert [federation[int(y)] for y in aligned.train.labels] == [n.replace("ankle boot", "ankle-boot").lower()
+                                                                  for n in before]
+    with pytest.raises(DataError, match=r"\['ankle boot'\] are not among the federation's classes \(bag, t shirt\)"):
+        align_to(load_client_data(root, 8, None)[0], ["bag", "t shirt"])
