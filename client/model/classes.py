@@ -14,6 +14,10 @@ is still weak (norm below half the site's own class mean, e.g. no site had it ye
 normalized image features: into G_c when the classes are shared, so the federation learns it at once and a new
 site gets it without training; into L_c when they are not. `text.classes.counts` keeps how many images of each
 class started it (local, never sent): it says the start happened, so a restart never starts twice.
+
+Shared rows travel as rows x the site's share of images of each class, with the share (`to_wire`), so the
+coordinator's plain weighted mean averages each row by class counts (`from_wire` divides). Every round, before
+the joint training, `fit` runs a short linear probe of the rows on the cached image features (LP-FT).
 """
 
 from __future__ import annotations
@@ -24,8 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 WEAK_FRACTION = 0.5  # a shared row below this fraction of the site's class mean is filled from the site's images
-
-
 FLOOR_SHARE = 1e-3  # a site's say over the rows of classes it does not hold (never zero: no row is ever 0/0)
 
 
