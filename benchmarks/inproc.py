@@ -55,13 +55,13 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
                    settings: TrainSettings, rounds: int, seed: int, fraction: float = 1.0,
                    new_clients: dict[str, ClientSplit] | None = None, prompt: PromptConfig | None = None,
                    dp: DpSettings | None = None, attackers: dict[str, Attack] | None = None,
-                   overrides: dict[str, Any] | None = None) -> RunResult:
+                   overrides: dict[str, Any] | None = None, device_name: str = "cpu") -> RunResult:
     """`attackers`: client ids (among `clients`) that submit what their attack returns instead of training;
     they are left out of the accuracies. `overrides`: FederationConfig fields to override (e.g. clipping)."""
     started = time.monotonic()
     cfg = replace(prompt or PromptConfig(classes=tuple(classnames)), method=method)  # the sim names them too
-    device = torch.device("cpu")
-    models = {cid: PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid)) for cid in clients}
+    device = torch.device(device_name)
+    models = {cid: PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid)).to(device) for cid in clients}
     spec = next(iter(models.values())).spec
     initial = initial_prompts(spec, seed)
     config = FederationConfig(rounds=rounds, min_clients=len(clients), fraction=fraction, seed=seed,
@@ -109,7 +109,7 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
             final_alone[cid] = evaluate(model, clients[cid].test, device)
     newcomers = {}
     for cid, split in (new_clients or {}).items():
-        model = PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid))
+        model = PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid)).to(device)
         model.load_state(final_global, StatePart.GLOBAL)
         alone = evaluate(model, split.test, device)
         outcome = LocalTrainer(model, split.train, split.test, device).run(final_global, replace(settings, seed=seed))

@@ -3,6 +3,7 @@
     python benchmarks/new_domains.py                          # every setting and method, 5 seeds, resumable
     python benchmarks/new_domains.py --settings inverted --methods pfeddc --seeds 0   # a quick look
     python benchmarks/new_domains.py --report-only            # tables of the recorded runs
+    python benchmarks/new_domains.py --model /models/clip-vit-base-patch16 --device cuda   # real weights, GPU
 
 Settings (embedded backbone, 6 rounds x 1 local epoch, Dirichlet 0.3 label shift unless said):
   inverted   MNIST digits inverted (a style every site shares and the backbone never saw), 10 sites, 2 of
@@ -55,7 +56,7 @@ SETTINGS = {
 METHODS = ["pfeddc", "pfeddc-noproto", "coop", "promptfl", "vision-only", "zeroshot", "pfeddc-alone"]
 SEEDS = (0, 1, 2, 3, 4)
 ROUNDS = 6
-LOG = RESULTS / "new_domains_runs.jsonl"
+EMBEDDED = "embedded"
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 
 
@@ -67,27 +68,31 @@ def learning_rate(method: str) -> float | None:
 
 
 def federated(backbone: Backbone, names: list[str], clients: dict[str, ClientSplit], new: dict[str, ClientSplit],
-              method: str, seed: int) -> dict[str, Any]:
+              method: str, seed: int, device: str) -> dict[str, Any]:
     lr = learning_rate(method)
     settings = train_settings(lr if lr is not None else 0.1)
     if method == "pfeddc-alone":  # every site a one-site federation
         finals, failures = {}, []
         for cid, split in clients.items():
-            alone = run_federation(backbone, names, {cid: split}, "pfeddc", settings, ROUNDS, seed)
+            alone = run_federation(backbone, names, {cid: split}, "pfeddc", settings, ROUNDS, seed,
+                                   device_name=device)
             finals.update(alone.final)
             failures += alone.failures
         return {"lr": lr, "final": finals, "global_alone": None, "new_clients": {}, "failures": failures}
-    result = run_federation(backbone, names, clients, method, settings, ROUNDS, seed, new_clients=new)
+    result = run_federation(backbone, names, clients, method, settings, ROUNDS, seed, new_clients=new,
+                            device_name=device)
     return {"lr": lr, "final": result.final, "global_alone": statistics.fmean(result.final_global.values()),
             "new_clients": result.new_clients, "failures": result.failures, "global_moved": result.global_moved,
             "rounds": result.rounds}
 
 
-def references(backbone: Backbone, names: list[str], clients: dict[str, ClientSplit]) -> dict[str, Any]:
+def references(backbone: Backbone, names: list[str], clients: dict[str, ClientSplit], device_name: str
+               ) -> dict[str, Any]:
     """Logistic regressions on the frozen image features: each site alone, and pooled over every site."""
-    model = PFedDCModel(backbone, names, PromptConfig(method="zeroshot"))
-    device = torch.device("cpu")
-    feats = {cid: {part: (image_features(model, getattr(s, part), device).numpy(), getattr(s, part).labels.numpy())
+    device = torch.device(device_name)
+    model = PFedDCModel(backbone, names, PromptConfig(method="zeroshot")).to(device)
+    feats = {cid: {part: (image_features(model, getattr(s, part), device).cpu().numpy(),
+                          getattr(s, part).labels.numpy())
                    for part in ("train", "val", "test")} for cid, s in clients.items()}
     alone = {cid: _fit_and_score([f["train"]], [f["val"]], f["test"]) for cid, f in feats.items()}
     pooled_train = [f["train"] for f in feats.values()]
@@ -114,10 +119,10 @@ def _fit_and_score(train: list[tuple[np.ndarray, np.ndarray]], val: list[tuple[n
 
 
 class Runner:
-    def __init__(self, log: Path) -> None:
-        self.log = log
+    def __init__(self, log: Path, model: str, device: str) -> None:
+        self.log, self.device = log, device
         self.records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        self.backbone = load_backbone("embedded")
+        self.backbone = load_backbone(model)
         self._data: dict[tuple[str, int], Any] = {}
 
     def run(self, setting: str, method: str, seed: int) -> None:
@@ -128,9 +133,9 @@ class Runner:
         names, clients, new = self._data[(setting, seed)]
         started = time.monotonic()
         if method == "references":
-            rec: dict[str, Any] = references(self.backbone, names, clients)
+            rec: dict[str, Any] = references(self.backbone, names, clients, self.device)
         else:
-            rec = federated(self.backbone, names, clients, new, method, seed)
+            rec = federated(self.backbone, names, clients, new, method, seed, self.device)
         wall = round(time.monotonic() - started, 1)
         rec = {"setting": setting, "method": method, "seed": seed, **rec, "wall_s": wall}
         self.records.append(rec)
@@ -154,14 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of methods (default: all)")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma list (default: 0-4)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    p.add_argument("--log", type=Path, default=LOG)
+    p.add_argument("--model", default=EMBEDDED, help="backbone: embedded (default), a local directory or a hub name")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--log", type=Path, help="runs file (default: results/new_domains_runs[_<model>].jsonl)")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
+    suffix = "" if args.model == EMBEDDED else "_" + Path(args.model).name
+    args.log = args.log or RESULTS / f"new_domains_runs{suffix}.jsonl"
     configure_logging("console", "error")
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.report_only:
-        runner = Runner(args.log)
+        runner = Runner(args.log, args.model, args.device)
         started = time.monotonic()
         for seed in [int(s) for s in args.seeds.split(",")]:
             for setting in args.settings.split(","):
@@ -171,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     from report_new_domains import render
 
     records = [json.loads(line) for line in args.log.read_text().splitlines()]
-    text = (f"Recorded on {platform.machine()} with {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-            f"{ROUNDS} rounds x 1 local epoch, embedded backbone.\n\n" + render(records, SETTINGS, fmt))
-    (RESULTS / "new_domains.md").write_text(text + "\n")
+    text = (f"Recorded on {platform.machine()} with {os.cpu_count()} CPU cores ({args.device}), torch "
+            f"{torch.__version__}, {ROUNDS} rounds x 1 local epoch, backbone {args.model}.\n\n"
+            + render(records, SETTINGS, fmt))
+    (RESULTS / f"new_domains{suffix}.md").write_text(text + "\n")
     print(text)
     return 0
 
