@@ -49,7 +49,7 @@ def _unchunk(values: Sequence[int], length: int) -> bytes:
     for i, v in enumerate(values):
         size = min(CHUNK_BYTES, length - i * CHUNK_BYTES)
         if not 0 <= v < 1 << (8 * size):
-            raise InconsistentSharesError("the shares interpolate to a value that is no chunk of a secret")
+            raise InconsistentSharesError("the shares interpolate to no secret of the committed length")
         out += v.to_bytes(size, "big")
     return out
 
