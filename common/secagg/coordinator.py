@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import shamir
-from .field import add, dequantise_sum, sum_error_bound
+from .field import dequantise_sum, sum_error_bound
 from .keys import mask_key_from_private, pairwise_seed, public_bytes
 from .masking import unmask
 from .protocol import (
@@ -42,6 +42,7 @@ class SecAggCoordinator:
         self.stage = Stage.ADVERTISE
         self.keys: dict[str, PublicKeys] = {}  # U1
         self._shares: dict[str, ShareKeys] = {}  # U2
+        self._digests: dict[tuple[str, str], dict[ShareKind, bytes]] = {}  # (dealer, holder) -> committed digests
         self._masked: dict[str, np.ndarray] = {}
         self.excluded: dict[str, str] = {}
         self._survivors: tuple[str, ...] = ()
@@ -80,6 +81,7 @@ class SecAggCoordinator:
             raise ProtocolError(f"{msg.site_id!r} must send one bundle with both digests to each other site",
                                 msg.site_id)
         self._shares[msg.site_id] = msg
+        self._digests.update({(msg.site_id, b.recipient): b.digests for b in msg.bundles})
 
     def deliver(self) -> dict[str, SharesDelivered]:
         """Each sharing site's bundles from every other sharing site."""
@@ -117,8 +119,7 @@ class SecAggCoordinator:
                                     holder)
         good = []
         for r in msg.shares:
-            bundle = next((b for b in self._shares[r.dealer].bundles if b.recipient == holder), None)
-            committed = bundle.digests[r.kind] if bundle else None  # None: the holder is the dealer itself
+            committed = self._digests.get((r.dealer, holder), {}).get(r.kind)  # None: the holder is the dealer
             if committed is not None and share_digest(self.config.rid, r.kind, r.dealer, holder, r.share) != committed:
                 self.excluded[holder] = f"revealed a share of {r.dealer!r} that its dealer never sent"
                 self._responders.discard(holder)
@@ -146,7 +147,7 @@ class SecAggCoordinator:
         cfg, f = self.config, self.config.field
         total = np.zeros(cfg.length, dtype=np.uint64)
         for u in self._survivors:
-            total = add(total, self._masked[u], f)
+            total += self._masked[u]  # wraps mod 2**64, a multiple of M; unmask reduces
         self_seeds = [self._secret(u, ShareKind.SELF_SEED) for u in self._survivors]
         dangling = []
         for d in self._dropped:

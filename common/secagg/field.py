@@ -40,7 +40,7 @@ class FieldParams:
     modulus_bits: int = DEFAULT_MODULUS_BITS
 
     def __post_init__(self) -> None:
-        # <= 62 bits: a sum of two elements stays below 2**63 in uint64 before it is reduced.
+        # <= 62 bits: the decoded sum is read back through int64.
         if not 16 <= self.modulus_bits <= 62:
             raise ValueError(f"modulus_bits must be in [16, 62], got {self.modulus_bits}")
         if not (self.clip_range > 0 and math.isfinite(self.clip_range)):
@@ -84,13 +84,17 @@ def quantise(x: np.ndarray, params: FieldParams, rng: np.random.Generator) -> np
     return (q % params.modulus).astype(np.uint64)
 
 
+def reduce(a: np.ndarray, params: FieldParams) -> np.ndarray:
+    """uint64 arithmetic wraps mod 2**64, a multiple of M: sums and differences may wrap freely, then reduce once."""
+    return a & np.uint64(params.modulus - 1)
+
+
 def add(a: np.ndarray, b: np.ndarray, params: FieldParams) -> np.ndarray:
-    return (a + b) % np.uint64(params.modulus)
+    return reduce(a + b, params)
 
 
 def subtract(a: np.ndarray, b: np.ndarray, params: FieldParams) -> np.ndarray:
-    m = np.uint64(params.modulus)
-    return (a + (m - b)) % m
+    return reduce(a - b, params)
 
 
 def dequantise_sum(total: np.ndarray, params: FieldParams, n: int) -> np.ndarray:

@@ -11,6 +11,7 @@ its sender, recipient and round, so a bundle replayed to another site or round f
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -42,13 +43,15 @@ class RoundId:
     round: int
     attempt: int = 0  # bumped when a coordinator restarts the round: fresh keys, fresh seeds
 
-    def encode(self) -> bytes:
+    @functools.cached_property
+    def encoded(self) -> bytes:
         return _fields(self.federation_id, str(self.round), str(self.attempt))
 
 
 def _fields(*parts: str) -> bytes:
     """Length-prefixed, so no two different tuples encode alike."""
-    return b"".join(len(p.encode()).to_bytes(4, "big") + p.encode() for p in parts)
+    raw = [p.encode() for p in parts]
+    return b"".join(len(r).to_bytes(4, "big") + r for r in raw)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def mask_key_from_private(raw: bytes) -> X25519PrivateKey:
 def _derive(own: X25519PrivateKey, peer_public: bytes, label: str, rid: RoundId, a: str, b: str) -> bytes:
     shared = own.exchange(X25519PublicKey.from_public_bytes(peer_public))
     lo, hi = sorted((a, b))
-    info = _LABEL + label.encode() + rid.encode() + _fields(lo, hi)
+    info = _LABEL + label.encode() + rid.encoded + _fields(lo, hi)
     return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=None, info=info).derive(shared)
 
 
@@ -102,7 +105,7 @@ def pair_key(own_enc: X25519PrivateKey, peer_enc_public: bytes, rid: RoundId, ow
 
 
 def _aad(rid: RoundId, sender: str, recipient: str) -> bytes:
-    return _LABEL + b"bundle" + rid.encode() + _fields(sender, recipient)
+    return _LABEL + b"bundle" + rid.encoded + _fields(sender, recipient)
 
 
 def seal(key: bytes, plaintext: bytes, rid: RoundId, sender: str, recipient: str) -> bytes:

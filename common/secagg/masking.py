@@ -6,7 +6,8 @@ pairwise masks cancel in pairs, except those shared with a site that shared keys
 coordinator removes those from the seeds it recomputes from the dropped site's reconstructed mask key, and the
 self masks from the reconstructed b_u of the survivors. Because every element of PRG(b_u) is uniform mod M (M is
 a power of two and each element takes whole bytes of keystream, then the low bits), y_u alone is uniform too.
-Each seed keys AES once with a zero nonce: seeds are unique per round, attempt and pair (keys.py).
+Each seed keys AES once with a zero nonce: seeds are unique per round, attempt and pair (keys.py). Sums run in
+uint64, wrapping mod 2**64 (a multiple of M), and are reduced once at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .field import FieldParams, add, subtract
+from .field import FieldParams, reduce
 
 _ZERO_NONCE = bytes(16)
 
@@ -41,11 +42,13 @@ def sign(own_id: str, peer_id: str) -> int:
 def mask(q: np.ndarray, own_id: str, self_seed: bytes, pair_seeds: Mapping[str, bytes],
          params: FieldParams) -> np.ndarray:
     """y = q + PRG(self_seed) +- PRG(s_peer) for every peer (mod M)."""
-    y = add(q, expand(self_seed, q.size, params), params)
+    y = q + expand(self_seed, q.size, params)
     for peer, seed in pair_seeds.items():
-        m = expand(seed, q.size, params)
-        y = add(y, m, params) if sign(own_id, peer) > 0 else subtract(y, m, params)
-    return y
+        if sign(own_id, peer) > 0:
+            y += expand(seed, q.size, params)
+        else:
+            y -= expand(seed, q.size, params)
+    return reduce(y, params)
 
 
 def unmask(masked_sum: np.ndarray, self_seeds: Iterable[bytes],
@@ -55,10 +58,12 @@ def unmask(masked_sum: np.ndarray, self_seeds: Iterable[bytes],
     self_seeds: the reconstructed b_u of every survivor. dangling: (survivor, dropped, seed) for every pair of a
     survivor and a dropped site, whose mask the survivor added with sign(survivor, dropped) and nobody cancelled.
     """
-    total = masked_sum
+    total = np.array(masked_sum, dtype=np.uint64)
     for seed in self_seeds:
-        total = subtract(total, expand(seed, total.size, params), params)
+        total -= expand(seed, total.size, params)
     for survivor, dropped, seed in dangling:
-        m = expand(seed, total.size, params)
-        total = subtract(total, m, params) if sign(survivor, dropped) > 0 else add(total, m, params)
-    return total
+        if sign(survivor, dropped) > 0:
+            total -= expand(seed, total.size, params)
+        else:
+            total += expand(seed, total.size, params)
+    return reduce(total, params)

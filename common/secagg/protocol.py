@@ -191,8 +191,9 @@ def decode_share(data: bytes) -> tuple[Share, bytes]:
 
 def share_digest(rid: RoundId, kind: ShareKind, dealer: str, holder: str, share: Share) -> bytes:
     """What the dealer commits to in the clear: a holder who later reveals another share is caught."""
-    h = hashlib.sha256(b"pfeddc-secagg/v1/share-digest" + rid.encode())
+    h = hashlib.sha256(b"pfeddc-secagg/v1/share-digest" + rid.encoded)
     for part in (kind.value, dealer, holder):
-        h.update(len(part).to_bytes(4, "big") + part.encode())
+        raw = part.encode()
+        h.update(len(raw).to_bytes(4, "big") + raw)
     h.update(encode_share(share))
     return h.digest()

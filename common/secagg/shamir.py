@@ -13,6 +13,7 @@ The coefficients come from the operating system's entropy unless a generator is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import secrets
@@ -75,7 +76,8 @@ def share(secret: bytes, n: int, t: int, rng: random.Random | None = None) -> li
     return out
 
 
-def _lagrange_at(xs: Sequence[int], at: int) -> list[int]:
+@functools.lru_cache(maxsize=1024)  # a pure function: in one round every dealer's shares sit at the same xs
+def _lagrange_at(xs: tuple[int, ...], at: int) -> tuple[int, ...]:
     """Weights w_i with f(at) = sum_i w_i f(x_i) for any polynomial of degree < len(xs)."""
     weights = []
     for i, xi in enumerate(xs):
@@ -85,7 +87,7 @@ def _lagrange_at(xs: Sequence[int], at: int) -> list[int]:
                 num = num * (at - xj) % PRIME
                 den = den * (xi - xj) % PRIME
         weights.append(num * pow(den, -1, PRIME) % PRIME)
-    return weights
+    return tuple(weights)
 
 
 def _check_alike(shares: Sequence[Share]) -> None:
@@ -101,7 +103,7 @@ def interpolate(shares: Sequence[Share]) -> bytes:
     if not shares:
         raise ValueError("no shares to interpolate")
     _check_alike(shares)
-    weights = _lagrange_at([s.x for s in shares], 0)
+    weights = _lagrange_at(tuple(s.x for s in shares), 0)
     values = [sum(w * s.ys[k] for w, s in zip(weights, shares, strict=True)) % PRIME for k in range(len(shares[0].ys))]
     return _unchunk(values, shares[0].length)
 
@@ -122,6 +124,6 @@ def reconstruct(shares: Sequence[Share], threshold: int) -> bytes:
 
 
 def _off_polynomial(basis: Sequence[Share], s: Share) -> bool:
-    weights = _lagrange_at([b.x for b in basis], s.x)
+    weights = _lagrange_at(tuple(b.x for b in basis), s.x)
     return any(sum(w * b.ys[k] for w, b in zip(weights, basis, strict=True)) % PRIME != s.ys[k]
                for k in range(len(s.ys)))

@@ -54,6 +54,7 @@ class SecAggSite:
         self._share_rng = share_rng  # None: Shamir coefficients from the OS (tests pass a seeded one)
         self._peers: dict[str, PublicKeys] = {}  # U1
         self._held: dict[str, Held] = {}  # dealer -> my shares of its secrets
+        self._pair_keys: dict[str, bytes] = {}  # peer -> the AES-GCM key of our bundles
         self._masked_with: frozenset[str] = frozenset()  # U2
 
     def _enter(self, expected: Stage, then: Stage) -> None:
@@ -88,15 +89,14 @@ class SecAggSite:
                 self._held[holder] = mine
                 continue
             plain = encode_share(mine[ShareKind.SELF_SEED]) + encode_share(mine[ShareKind.MASK_KEY])
-            key = pair_key(self._keys.enc, keys[holder].enc, cfg.rid, self.site_id, holder)
+            key = self._pair_keys[holder] = pair_key(self._keys.enc, keys[holder].enc, cfg.rid, self.site_id, holder)
             digests = {kind: share_digest(cfg.rid, kind, self.site_id, holder, s) for kind, s in mine.items()}
             bundles.append(SealedBundle(self.site_id, holder, seal(key, plain, cfg.rid, self.site_id, holder), digests))
         return ShareKeys(self.site_id, tuple(bundles))
 
     def _open(self, bundle: SealedBundle) -> Held:
         cfg, dealer = self.config, bundle.sender
-        key = pair_key(self._keys.enc, self._peers[dealer].enc, cfg.rid, self.site_id, dealer)
-        plain = open_sealed(key, bundle.ciphertext, cfg.rid, dealer, self.site_id)
+        plain = open_sealed(self._pair_keys[dealer], bundle.ciphertext, cfg.rid, dealer, self.site_id)
         try:
             first, rest = decode_share(plain)
             second, tail = decode_share(rest)
