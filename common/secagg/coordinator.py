@@ -111,29 +111,28 @@ class SecAggCoordinator:
     def receive_unmask(self, msg: UnmaskResponse) -> None:
         holder = msg.site_id
         self._expect(Stage.UNMASK, holder, set(self._survivors) - self._responders)
-        self._responders.add(holder)
         wanted = {**{u: ShareKind.SELF_SEED for u in self._survivors}, **{d: ShareKind.MASK_KEY for d in self._dropped}}
+        own_x = sorted(self.keys).index(holder) + 1
+        dealers = [r.dealer for r in msg.shares]
         for r in msg.shares:
-            if wanted.get(r.dealer) != r.kind:
-                raise ProtocolError(f"{holder!r} revealed a {r.kind} share of {r.dealer!r}, which was not asked",
+            if wanted.get(r.dealer) != r.kind or r.share.x != own_x or dealers.count(r.dealer) > 1:
+                raise ProtocolError(f"{holder!r} revealed a {r.kind} share of {r.dealer!r} that was not asked of it",
                                     holder)
-        good = []
         for r in msg.shares:
             committed = self._digests.get((r.dealer, holder), {}).get(r.kind)  # None: the holder is the dealer
             if committed is not None and share_digest(self.config.rid, r.kind, r.dealer, holder, r.share) != committed:
                 self.excluded[holder] = f"revealed a share of {r.dealer!r} that its dealer never sent"
-                self._responders.discard(holder)
                 return
-            good.append(r)
-        for r in good:
+        self._responders.add(holder)
+        for r in msg.shares:
             self._revealed.setdefault((r.dealer, r.kind), []).append(r.share)
 
     def _secret(self, dealer: str, kind: ShareKind) -> bytes:
         shares = self._revealed.get((dealer, kind), [])
-        if len(shares) < self.config.threshold:
-            self.stage = Stage.DONE
-            raise TooFewSitesError(Stage.UNMASK, len(shares), self.config.threshold)
         try:
+            if len(shares) < self.config.threshold:  # enough holders answered, too few could open its bundle
+                raise shamir.InconsistentSharesError(f"only {len(shares)} of its shares were usable, threshold "
+                                                     f"{self.config.threshold}")
             return shamir.reconstruct(shares, self.config.threshold)
         except shamir.InconsistentSharesError as e:
             self.stage = Stage.DONE

@@ -180,7 +180,9 @@ def encode_share(s: Share) -> bytes:
 
 
 def decode_share(data: bytes) -> tuple[Share, bytes]:
-    """A share and the bytes after it."""
+    """A share and the bytes after it; ValueError if `data` does not start with one."""
+    if len(data) < 7:
+        raise ValueError("truncated share")
     x, length, k = struct.unpack(">IHB", data[:7])
     end = 7 + 32 + 16 * k
     if len(data) < end:

@@ -100,7 +100,7 @@ class SecAggSite:
         try:
             first, rest = decode_share(plain)
             second, tail = decode_share(rest)
-        except (ValueError, IndexError) as e:
+        except ValueError as e:
             raise ValueError("its bundle does not hold two shares") from e
         held = {ShareKind.SELF_SEED: first, ShareKind.MASK_KEY: second}
         own_x = sorted(self._peers).index(self.site_id) + 1

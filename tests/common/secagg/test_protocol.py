@@ -236,3 +236,51 @@ def test_protocol_coordinator_refuses_messages_out_of_turn_or_from_strangers() -
     with pytest.raises(ValueError, match="more than half"):
         RoundConfig(RoundId("f", 1), ("a", "b", "c", "d"), 2, 10)
     assert shamir.PRIME == 2**127 - 1
+
+
+def test_protocol_a_dealer_too_few_holders_could_use_is_named() -> None:
+    r = Round(7, 4)
+    hooks = [_tamper("site-03", v) for v in ("site-00", "site-01", "site-02", "site-04")]
+
+    def tamper_all(delivered: dict[str, SharesDelivered]) -> dict[str, SharesDelivered]:
+        for hook in hooks:
+            delivered = hook(delivered)
+        return delivered
+
+    with pytest.raises(InconsistentSiteError, match="mask_key shares: only 2 of its shares were usable") as e:
+        r.run(on_deliver=tamper_all)
+    assert e.value.site_id == "site-03"
+
+
+def test_protocol_a_bundle_without_two_shares_is_a_complaint() -> None:
+    r = Round(5, 3)
+
+    def short(msg: ShareKeys) -> ShareKeys:
+        if msg.site_id != "site-01":
+            return msg
+        own, rid = r.sites["site-01"]._keys, r.cfg.rid
+        key = keys.pair_key(own.enc, r.coord.keys["site-02"].enc, rid, "site-01", "site-02")
+        return replace(msg, bundles=tuple(replace(b, ciphertext=keys.seal(key, b"\0" * 3, rid, "site-01", "site-02"))
+                                          if b.recipient == "site-02" else b for b in msg.bundles))
+
+    result = r.run(on_shares=short)
+    assert "does not hold two shares" in result.excluded["site-01"]
+    r.check(result, set(r.ids) - {"site-01"})
+
+
+@pytest.mark.parametrize("lie", ["duplicate", "unasked kind", "another holder's x"])
+def test_protocol_a_holder_revealing_what_was_not_asked_is_refused_by_name(lie: str) -> None:
+    r = Round(5, 3)
+
+    def alter(response: UnmaskResponse) -> UnmaskResponse:
+        if response.site_id != "site-02":
+            return response
+        first = response.shares[0]
+        bad = {"duplicate": first, "unasked kind": replace(first, kind=ShareKind.MASK_KEY),
+               "another holder's x": replace(first, share=replace(first.share, x=first.share.x + 1))}[lie]
+        rest = response.shares if lie == "duplicate" else response.shares[1:]
+        return replace(response, shares=(bad, *rest))
+
+    with pytest.raises(ProtocolError, match="not asked") as e:
+        r.run(on_response=alter)
+    assert e.value.site_id == "site-02"
