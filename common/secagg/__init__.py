@@ -2,5 +2,6 @@
 
 Torch-free and transport-free: `site.SecAggSite` and `coordinator.SecAggCoordinator` are state machines that
 exchange the plain dataclasses of `protocol`; `field` encodes floats, `masking` expands seeds into masks, `keys`
-agrees and derives keys, `shamir` shares secrets. docs/secure-aggregation.md gives the threat model.
+agrees and derives keys, `shamir` shares secrets, `noise` is each site's share of DP noise.
+docs/secure-aggregation.md gives the threat model.
 """
