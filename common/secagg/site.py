@@ -1,0 +1,153 @@
+"""A site's side of one secure-aggregation round: a state machine fed the coordinator's messages in order.
+
+The site keeps its two private keys and its self-mask seed to itself; they leave only as Shamir shares, encrypted
+to other sites. It checks everything the coordinator relays (the round, its own keys, the thresholds, each
+bundle's authentication and digests) and refuses to reveal, for any site, shares of both its self-mask seed and
+its mask key. The vector it masks is its own business: clip the change and weight it before calling
+`masked_input` (the coordinator cannot check either under the masks).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+from . import shamir
+from .field import quantise
+from .keys import SEED_BYTES, SiteKeys, TamperedBundleError, open_sealed, pair_key, pairwise_seed, seal
+from .masking import mask
+from .protocol import (
+    AdvertiseKeys,
+    Complaint,
+    KeysAnnounced,
+    MaskedInput,
+    ProtocolError,
+    PublicKeys,
+    RevealedShare,
+    RoundConfig,
+    SealedBundle,
+    ShareKeys,
+    ShareKind,
+    SharesDelivered,
+    Stage,
+    TooFewSitesError,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode_share,
+    encode_share,
+    share_digest,
+)
+
+Held = dict[ShareKind, shamir.Share]
+
+
+class SecAggSite:
+    def __init__(self, site_id: str, config: RoundConfig, share_rng: random.Random | None = None) -> None:
+        if site_id not in config.sampled:
+            raise ProtocolError(f"site {site_id!r} is not sampled this round", site_id)
+        self.site_id, self.config = site_id, config
+        self.stage = Stage.ADVERTISE
+        self._keys = SiteKeys.generate()
+        self._self_seed = os.urandom(SEED_BYTES)
+        self._share_rng = share_rng  # None: Shamir coefficients from the OS (tests pass a seeded one)
+        self._peers: dict[str, PublicKeys] = {}  # U1
+        self._held: dict[str, Held] = {}  # dealer -> my shares of its secrets
+        self._pair_keys: dict[str, bytes] = {}  # peer -> the AES-GCM key of our bundles
+        self._masked_with: frozenset[str] = frozenset()  # U2
+
+    def _enter(self, expected: Stage, then: Stage) -> None:
+        if self.stage != expected:
+            raise ProtocolError(f"site {self.site_id!r} is at stage {self.stage}, not {expected}")
+        self.stage = then
+
+    def advertise(self) -> AdvertiseKeys:
+        self._enter(Stage.ADVERTISE, Stage.SHARE_KEYS)
+        return AdvertiseKeys(self.site_id, PublicKeys(self._keys.mask_public, self._keys.enc_public))
+
+    def share_keys(self, announced: KeysAnnounced) -> ShareKeys:
+        self._enter(Stage.SHARE_KEYS, Stage.MASKED_INPUT)
+        cfg, keys = self.config, announced.keys
+        if announced.rid != cfg.rid:
+            raise ProtocolError(f"keys announced for {announced.rid}, this round is {cfg.rid}")
+        if keys.get(self.site_id) != PublicKeys(self._keys.mask_public, self._keys.enc_public):
+            raise ProtocolError(f"the announced keys of {self.site_id!r} are not the ones it advertised")
+        if not set(keys) <= set(cfg.sampled) or len({k.mask for k in keys.values()} | {k.enc for k in keys.values()}) \
+                != 2 * len(keys):
+            raise ProtocolError("the announced keys name an unsampled site or repeat a key")
+        if len(keys) < cfg.threshold:
+            raise TooFewSitesError(Stage.SHARE_KEYS, len(keys), cfg.threshold)
+        self._peers = dict(keys)
+        holders = sorted(keys)
+        dealt = {kind: shamir.share(secret, len(holders), cfg.threshold, self._share_rng) for kind, secret in
+                 ((ShareKind.SELF_SEED, self._self_seed), (ShareKind.MASK_KEY, self._keys.mask_private()))}
+        bundles = []
+        for i, holder in enumerate(holders):
+            mine = {kind: shares[i] for kind, shares in dealt.items()}
+            if holder == self.site_id:
+                self._held[holder] = mine
+                continue
+            plain = encode_share(mine[ShareKind.SELF_SEED]) + encode_share(mine[ShareKind.MASK_KEY])
+            key = self._pair_keys[holder] = pair_key(self._keys.enc, keys[holder].enc, cfg.rid, self.site_id, holder)
+            digests = {kind: share_digest(cfg.rid, kind, self.site_id, holder, s) for kind, s in mine.items()}
+            bundles.append(SealedBundle(self.site_id, holder, seal(key, plain, cfg.rid, self.site_id, holder), digests))
+        return ShareKeys(self.site_id, tuple(bundles))
+
+    def _open(self, bundle: SealedBundle) -> Held:
+        cfg, dealer = self.config, bundle.sender
+        plain = open_sealed(self._pair_keys[dealer], bundle.ciphertext, cfg.rid, dealer, self.site_id)
+        try:
+            first, rest = decode_share(plain)
+            second, tail = decode_share(rest)
+        except ValueError as e:
+            raise ValueError("its bundle does not hold two shares") from e
+        held = {ShareKind.SELF_SEED: first, ShareKind.MASK_KEY: second}
+        own_x = sorted(self._peers).index(self.site_id) + 1
+        if tail or any(s.x != own_x for s in held.values()):
+            raise ValueError("its bundle holds shares addressed to another holder")
+        if any(share_digest(cfg.rid, k, dealer, self.site_id, s) != bundle.digests.get(k) for k, s in held.items()):
+            raise ValueError("its shares do not match the digests it sent the coordinator")
+        return held
+
+    def masked_input(self, delivered: SharesDelivered, vector: np.ndarray, weight: float = 1.0,
+                     rng: np.random.Generator | None = None) -> MaskedInput:
+        """The site's vector times its weight (0 < weight <= 1), quantised and masked, plus any complaints."""
+        self._enter(Stage.MASKED_INPUT, Stage.UNMASK)
+        cfg, senders = self.config, set(delivered.senders)
+        if delivered.recipient != self.site_id or self.site_id not in senders or not senders <= set(self._peers):
+            raise ProtocolError("the delivered shares are not this site's, or name a site that advertised no keys")
+        if len(senders) < cfg.threshold:
+            raise TooFewSitesError(Stage.MASKED_INPUT, len(senders), cfg.threshold)
+        if not 0 < weight <= 1 or np.asarray(vector).size != cfg.length:
+            raise ProtocolError(f"need 0 < weight <= 1 and {cfg.length} elements, got {weight}, "
+                                f"{np.asarray(vector).size}")
+        by_sender = {b.sender: b for b in delivered.bundles if b.recipient == self.site_id}
+        complaints = []
+        for dealer in sorted(senders - {self.site_id}):
+            try:
+                if dealer not in by_sender:
+                    raise ValueError("no bundle from it was delivered")
+                self._held[dealer] = self._open(by_sender[dealer])
+            except (TamperedBundleError, ValueError) as e:
+                complaints.append(Complaint(dealer, str(e)))
+        self._masked_with = frozenset(senders)
+        seeds = {v: pairwise_seed(self._keys.mask, self._peers[v].mask, cfg.rid, self.site_id, v)
+                 for v in senders - {self.site_id}}
+        q = quantise(np.asarray(vector, dtype=np.float64) * weight, cfg.field, rng or np.random.default_rng())
+        return MaskedInput(self.site_id, mask(q, self.site_id, self._self_seed, seeds, cfg.field), tuple(complaints))
+
+    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Shares of b_u for each survivor u and of the mask key of each dropped site; never both for one site."""
+        self._enter(Stage.UNMASK, Stage.DONE)
+        survivors, dropped = set(request.survivors), set(request.dropped)
+        if survivors & dropped or survivors | dropped != self._masked_with or self.site_id not in survivors:
+            raise ProtocolError("the unmask request must split the sites this one masked with into survivors and "
+                                "dropped, this site among the survivors")
+        if len(survivors) < self.config.threshold:
+            raise TooFewSitesError(Stage.UNMASK, len(survivors), self.config.threshold)
+        out = [RevealedShare(u, ShareKind.SELF_SEED, self._held[u][ShareKind.SELF_SEED])
+               for u in sorted(survivors) if u in self._held]
+        out += [RevealedShare(d, ShareKind.MASK_KEY, self._held[d][ShareKind.MASK_KEY])
+                for d in sorted(dropped) if d in self._held]
+        return UnmaskResponse(self.site_id, tuple(out))

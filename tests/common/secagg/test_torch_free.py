@@ -1,0 +1,18 @@
+"""Secure aggregation runs in the coordinator's image: no torch, no transformers."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration  # starts a real process
+
+
+def test_secagg_imports_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "sys.modules['transformers'] = None\n"
+        "import pfeddc.common.secagg.coordinator, pfeddc.common.secagg.site\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
