@@ -6,12 +6,13 @@ import math
 from dataclasses import dataclass, field
 
 from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S, TrainSettings
+from ..common.spec import MAX_ABS_VALUE
 from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
 from .aggregate import DEFAULT_TRIM, AggregatorKind
 from .clipping import DEFAULT_ADAPTIVE_CLIP
 from .combine import DEFAULT_CLIP_NORM
 from .privacy import DpSettings
-from .updates import DEFAULT_MAX_ABS_VALUE, UpdateLimits
+from .updates import UpdateLimits
 
 # No site's weight may exceed this many examples unless the operator says so: a site that declares 10^15
 # examples must not become the whole average. Set it to the largest honest site's count.
@@ -40,7 +41,7 @@ class FederationConfig:
     max_examples_per_client: int = DEFAULT_MAX_EXAMPLES_PER_CLIENT
     update_clip_norm: float = DEFAULT_CLIP_NORM  # L2 bound on each update's change from the global; 0: off
     adaptive_clip: float = DEFAULT_ADAPTIVE_CLIP  # per-tensor bound, x the round's median change; 0: off
-    max_abs_value: float = DEFAULT_MAX_ABS_VALUE
+    max_abs_value: float = MAX_ABS_VALUE
     aggregator: AggregatorKind = AggregatorKind.FEDAVG
     trim: float = DEFAULT_TRIM
     dp: DpSettings | None = None

@@ -125,13 +125,13 @@ def test_updates_are_parsed_and_logs_rendered_outside_the_federation_lock(tmp_pa
     held_while: dict[str, bool] = {}
     from pfeddc.server import federation as module
 
-    real_check = module.check_update
+    real_check = module.accept
 
     def spy_check(*args: object, **kwargs: object) -> object:
         held_while["parse"] = fed._lock._is_owned()  # type: ignore[attr-defined]
         return real_check(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(module, "check_update", spy_check)  # type: ignore[attr-defined]
+    monkeypatch.setattr(module, "accept", spy_check)  # type: ignore[attr-defined]
     rendered: list[bool] = []
 
     def spy(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
