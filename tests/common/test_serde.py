@@ -60,7 +60,7 @@ def test_initial_prompts_are_seeded() -> None:
 
 
 def test_encoded_file_is_its_bytes_with_the_metadata_added_and_reads_back(tmp_path: Path) -> None:
-    tensors = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(5, np.float16)}
+    tensors: dict[str, np.ndarray] = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(5, np.float16)}
     encoded = serde.Encoded.of(tensors)
     assert encoded.tensors is tensors and encoded.sha256 == serde.sha256(serde.encode(tensors))
     serde.save_file(tmp_path / "t.safetensors", encoded, metadata={"round": "3"})
