@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S, TrainSettings
 from ..common.spec import MAX_ABS_VALUE
@@ -93,3 +94,7 @@ class FederationConfig:
     def weight(self, num_examples: int) -> int:
         """A client's FedAvg weight: the count it declared at Join, capped."""
         return min(num_examples, self.max_examples_per_client)
+
+
+# Every field's default, for the flags (server/app.py, server/options.py): written once, above.
+CONFIG_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(FederationConfig) if f.default is not MISSING}
