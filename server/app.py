@@ -162,7 +162,6 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[Ten
                             changes=ChangeFeed(max_waiters=args.max_held_calls))
     fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)
     federation_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
-
     tokens = load_tokens(args.tokens) if args.tokens else None
     auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None)
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
@@ -196,9 +195,8 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[Ten
     server.start()
     for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    stop_event = threading.Event()
-    running = RunningServer(server, port, federation, health_servicer, stop_event, source, side, lock)
-    threading.Thread(target=_tick, args=(federation, health_servicer, stop_event), daemon=True,
+    running = RunningServer(server, port, federation, health_servicer, threading.Event(), source, side, lock)
+    threading.Thread(target=_tick, args=(federation, health_servicer, running.stop_event), daemon=True,
                      name="round-ticker").start()
     log.info(Event.SERVER_STARTED, port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
              rounds=config.rounds, round=federation.round, health_port=side.health_port,
@@ -227,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
         from .status_cli import main as status_main
-
         return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S, TrainSettings
@@ -90,6 +91,11 @@ class FederationConfig:
     @property
     def limits(self) -> UpdateLimits:
         return UpdateLimits(self.max_update_bytes, self.max_abs_value)
+
+    def settings_for(self, round_: int, client_id: str) -> TrainSettings:
+        """The training settings handed to `client_id` in `round_`: its seed derived from the federation's."""
+        digest = hashlib.sha256(f"{self.seed}:{round_}:{client_id}".encode()).digest()
+        return replace(self.train, seed=int.from_bytes(digest[:8], "big") & (2**63 - 1))
 
     def weight(self, num_examples: int) -> int:
         """A client's FedAvg weight: the count it declared at Join, capped."""

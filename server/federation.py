@@ -1,17 +1,13 @@
-"""The coordinator's domain logic: who joined, which round runs, who is sampled, when a round closes.
+"""The coordinator's domain logic: joins, tasks, submissions, failure reports, the status snapshot.
 
 No gRPC and no I/O besides the checkpoint hook: the servicer translates requests into these calls and
-`Refused` into status codes. Time comes from an injectable clock so deadlines are testable.
-
-Under the lock only bookkeeping runs: updates are parsed and checked before it (server/updates.py), log
-lines are rendered after it, and waiting clients are woken after it (`changes`). A round advances in memory
-only once the checkpoint hook has made it durable; until then the round stays open, the hook is retried and
-`durable` is False.
+`Refused` into status codes; time comes from an injectable clock. Requests are checked by server/admission.py,
+updates pass the stages of server/pipeline.py (decode and check before the lock), and the round lifecycle is a
+part this class owns (server/rounds.py). Log lines are rendered and waiting clients woken after the lock.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,7 +15,6 @@ from dataclasses import replace
 import numpy as np
 
 from ..common import serde
-from ..common.ids import client_id_problem
 from ..common.logs import Event, get_logger
 from ..common.messages import (
     MAX_FAILURE_DETAIL_CHARS,
@@ -30,9 +25,9 @@ from ..common.messages import (
     Refused,
     SubmitResult,
     Task,
-    TrainSettings,
 )
-from ..common.spec import TensorSpec, spec_difference
+from ..common.spec import TensorSpec
+from .admission import admit, check_join, check_room, check_round, check_running
 from .aggregate import Aggregator, make_aggregator
 from .config import FederationConfig
 from .handouts import MAX_HANDOUTS
@@ -68,8 +63,7 @@ class Federation:
         self._clock = clock
         self.changes = changes or ChangeFeed()
         self._section = Section(self.changes, log)
-        self._lock = self._section.lock
-        self._critical, self._log = self._section.hold, self._section.log
+        self._lock, self._critical, self._log = self._section.lock, self._section.hold, self._section.log
         self._rounds = Rounds(config, state, on_round_closed or (lambda _s: None), clock,
                               aggregate or make_aggregator(config.aggregator, config.trim),
                               rng or np.random.default_rng(), self._section.log, self._section.changed)
@@ -84,10 +78,6 @@ class Federation:
     @property
     def finished(self) -> bool:
         return self._rounds.finished
-
-    @property
-    def online_window_s(self) -> float:
-        return self._rounds.online_window_s
 
     @property
     def global_tensors(self) -> dict[str, np.ndarray]:
@@ -128,22 +118,13 @@ class Federation:
              peer: str | None = None) -> int:
         """Register or re-register a client; returns its FedAvg weight (the declared count, capped).
         `peer`: the caller's address in open mode beyond loopback, whose new ids are counted and capped."""
-        problem = client_id_problem(client_id)
-        if problem:
-            raise Refused(Code.INVALID_ARGUMENT, problem)
-        if num_examples <= 0:
-            raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
-        diff = spec_difference(self.spec, spec)
-        if diff:
-            raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff}")
-        if self.config.require_join_secret and not secret:
-            raise Refused(Code.UNAUTHENTICATED, "this coordinator runs without client authentication: every Join "
-                                                "must carry a join secret (pfeddc-client keeps one in its state dir)")
+        check_join(self.config, self.spec, client_id, num_examples, spec, secret)
         with self._critical():
             record = self._state.clients.get(client_id)
             rejoined = record is not None
             if record is None:
-                self._check_room(peer)
+                check_room(self.config, len(self._state.clients),
+                           None if peer is None else self._joins_by_peer.get(peer, 0))
                 record = self._state.clients[client_id] = ClientRecord(client_id, num_examples)
                 if peer is not None:
                     self._joins_by_peer[peer] = self._joins_by_peer.get(peer, 0) + 1
@@ -171,7 +152,7 @@ class Federation:
         with self._critical():
             self._touch(client_id)
             self._rounds.advance()
-            self._check_running()
+            check_running(self._rounds)
             total, now, global_ = self.config.rounds, self._clock(), self._rounds.global_
             if self.finished:
                 return Task(Action.FINISHED, self.round - 1, total, global_.payload, global_.sha256)
@@ -184,8 +165,9 @@ class Federation:
                     self._rounds.advance()
                 else:
                     self._rounds.handouts.record(client_id, now)
+                    left = max(0.0, self._rounds.attempt.deadline - now)
                     return Task(Action.TRAIN, self.round, total, global_.payload, global_.sha256,
-                                self._settings(client_id), deadline_s=max(0.0, self._rounds.attempt.deadline - now))
+                                self.config.settings_for(self.round, client_id), deadline_s=left)
             return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
 
     def heartbeat(self, client_id: str) -> int:
@@ -236,7 +218,7 @@ class Federation:
         with self._critical():
             self._touch(client_id)
             self._rounds.advance()
-            self._check_round(round_)
+            check_round(self._rounds, round_)
             if client_id in self._rounds.attempt.failed:
                 return SubmitResult(True, len(self._rounds.attempt.received), self._rounds.attempt.expected())
             if client_id not in self._rounds.attempt.sampled:
@@ -255,59 +237,14 @@ class Federation:
             self._rounds.advance()
 
     # ----- internals
-    def _check_room(self, peer: str | None) -> None:
-        if len(self._state.clients) >= self.config.max_clients:
-            raise Refused(Code.RESOURCE_EXHAUSTED, f"the federation already has {len(self._state.clients)} clients, "
-                                                   "its --max-clients: a new client id cannot join")
-        if peer is not None and self._joins_by_peer.get(peer, 0) >= self.config.max_joins_per_peer:
-            raise Refused(Code.RESOURCE_EXHAUSTED, f"{self.config.max_joins_per_peer} client ids already joined from "
-                                                   "this address (--max-joins-per-peer)")
-
-    def _check_running(self) -> None:
-        if self._rounds.aborted:
-            raise Refused(Code.FAILED_PRECONDITION, f"the federation stopped: {self._rounds.aborted}")
-
-    def _check_round(self, round_: int) -> None:
-        self._check_running()
-        if self.finished:
-            raise Refused(Code.FAILED_PRECONDITION, f"the federation finished after round {self.config.rounds}")
-        if round_ != self.round:
-            which = "stale" if round_ < self.round else "future"
-            raise Refused(Code.FAILED_PRECONDITION, f"{which} round {round_}: the current round is {self.round}")
-
     def _admit(self, client_id: str, round_: int, sha: str, num_examples: int) -> SubmitResult | None:
-        """A reply for a repeated update, None for one to parse, or `Refused` for one that cannot count."""
         self._touch(client_id)
         self._rounds.advance()
-        if round_ == self.round - 1 and self._rounds.last_closed.get(client_id) == sha:
-            return SubmitResult(True, len(self._rounds.attempt.received), self._rounds.attempt.expected())
-        self._check_round(round_)
-        previous = self._rounds.attempt.received.get(client_id)
-        if previous is not None:
-            if previous.sha256 == sha:
-                return SubmitResult(True, len(self._rounds.attempt.received), self._rounds.attempt.expected())
-            raise Refused(Code.ALREADY_EXISTS, f"a different update from {client_id!r} for round {round_} "
-                                               "was already accepted")
-        if self._rounds.pending is not None:
-            raise Refused(Code.UNAVAILABLE, f"round {round_} is closed and waiting to be saved: retry")
-        if client_id not in self._rounds.attempt.sampled:
-            raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {self.round}")
-        if client_id in self._rounds.attempt.failed:
-            raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is out of round {round_}: "
-                                                    f"{self._rounds.attempt.failed[client_id]}")
-        declared = self._state.clients[client_id].num_examples
-        if num_examples != declared:
-            raise Refused(Code.INVALID_ARGUMENT, f"num_examples {num_examples} differs from the {declared} declared "
-                                                 "at Join (join again to change it)")
-        return None
+        return admit(self._rounds, client_id, round_, sha, num_examples)
 
     def _touch(self, client_id: str) -> None:
         record = self._state.clients.get(client_id)
         if record is None:
             raise Refused(Code.NOT_FOUND, f"unknown client {client_id!r}: call Join first")
         record.last_seen = self._clock()
-
-    def _settings(self, client_id: str) -> TrainSettings:
-        digest = hashlib.sha256(f"{self.config.seed}:{self.round}:{client_id}".encode()).digest()
-        return replace(self.config.train, seed=int.from_bytes(digest[:8], "big") & (2**63 - 1))
 
