@@ -118,11 +118,13 @@ class Connection:
         reply = self._retry("get_task", lambda: self._stub.GetTask(request, timeout=timeout))
         return wire.task_from_proto(reply)
 
-    def submit(self, round_: int, tensors: Mapping[str, np.ndarray], num_examples: int,
+    def submit(self, round_: int, tensors: Mapping[str, np.ndarray] | serde.Encoded, num_examples: int,
                metrics: Metrics, next_task_wait_s: float = 0.0) -> SubmitResult:
-        """Send an update. `next_task_wait_s` > 0: also wait (like `task(wait_s)`) for the next task and return
-        it as `SubmitResult.next_task`: one call per round instead of two."""
-        request = pb.UpdateRequest(client_id=self.client_id, round=round_, global_state=serde.encode(tensors),
+        """Send an update (`Encoded`: its bytes as they are). `next_task_wait_s` > 0: also wait (like
+        `task(wait_s)`) for the next task and return it as `SubmitResult.next_task`: one call per round instead
+        of two."""
+        payload = tensors.payload if isinstance(tensors, serde.Encoded) else serde.encode(tensors)
+        request = pb.UpdateRequest(client_id=self.client_id, round=round_, global_state=payload,
                                    num_examples=num_examples, metrics=wire.metrics_to_proto(metrics),
                                    next_task_wait_s=next_task_wait_s)
         timeout = self.rpc_timeout_s + next_task_wait_s

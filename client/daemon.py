@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..common import serde
 from ..common.logs import Event, get_logger
-from ..common.messages import Action, Code, FailureReason, Refused, Task, TrainSettings
+from ..common.messages import MAX_HOLD_S, Action, Code, FailureReason, Refused, Task, TrainSettings
 from ..common.transport import TlsFiles
 from .connection import Backoff, Connection
 from .data import ClientData, align_to, load_client_data
@@ -32,7 +33,6 @@ log = get_logger("client")
 # Refusals that end the daemon (credentials or the coordinator itself); any other refusal of an update is
 # logged and the client asks for its next task.
 FATAL = (Code.UNAVAILABLE, Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
-HOLD_S = 30.0  # how long the coordinator may hold a task request open (long poll) before answering WAIT
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class ClientDaemon:
         while not self.stop.is_set():
             if task is None:
                 try:
-                    task = conn.task(wait_s=HOLD_S)  # held by the coordinator until there is something to do
+                    task = conn.task(wait_s=MAX_HOLD_S)  # held by the coordinator until there is something to do
                 except Refused as exc:
                     if exc.code != Code.NOT_FOUND:
                         raise
@@ -170,8 +170,9 @@ class ClientDaemon:
                             reason=exc.message)
             return None
         accepted, reason, following = True, "", None
+        update = serde.Encoded.of(outcome.tensors)  # once: sent, then saved from the same bytes
         try:
-            reply = conn.submit(task.round, outcome.tensors, len(data.train), outcome.metrics, next_task_wait_s=HOLD_S)
+            reply = conn.submit(task.round, update, len(data.train), outcome.metrics, next_task_wait_s=MAX_HOLD_S)
             following = reply.next_task
             log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,
                      received=reply.received, expected=reply.expected)
@@ -183,7 +184,7 @@ class ClientDaemon:
                         reason=reason)
         m = outcome.metrics
         record = RoundRecord(task.round, accepted, reason, len(data.train), m, time.time(), outcome.update_norms)
-        self.store.save_round(task.round, model.local_state(), outcome.tensors, record)
+        self.store.save_round(task.round, model.local_state(), update, record)
         log.info(Event.ROUND_DONE, client_id=self.client_id, round=task.round,
                  accuracy_global=round(m.accuracy_global, 4), accuracy_after=round(m.accuracy_after, 4),
                  train_loss=round(m.train_loss, 4),

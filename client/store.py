@@ -156,9 +156,10 @@ class ClientStore:
         path = self.dir / GLOBAL_FILE
         return serde.load_file(path) if path.exists() else None
 
-    def save_round(self, round_: int, local: dict[str, np.ndarray], global_: dict[str, np.ndarray],
+    def save_round(self, round_: int, local: dict[str, np.ndarray], global_: dict[str, np.ndarray] | serde.Encoded,
                    record: RoundRecord | None) -> None:
-        """Persist a completed round: tensors first, then the history and the metadata that point at them."""
+        """Persist a completed round: tensors first, then the history and the metadata that point at them
+        (`global_` as sent, when it is the `Encoded` update)."""
         serde.save_file(self.dir / LOCAL_FILE, local, metadata={"round": str(round_)})
         serde.save_file(self.dir / GLOBAL_FILE, global_, metadata={"round": str(round_)})
         if record is not None:

@@ -35,7 +35,6 @@ class Event(StrEnum):
     # coordinator: faults and hostile input, never silent
     WAITING_FOR_CLIENTS = "waiting_for_clients"  # below --min-clients: active and needed counts, every 30 s
     CLIENT_FAILED_ROUND = "client_failed_round"  # a sampled client reported (or was deemed) unable to update
-    ROUND_FAILED = "round_failed"  # an attempt ended without a committable aggregate (then round_retried)
     FEDERATION_ABORTED = "federation_aborted"  # a round failed --max-retries times: the coordinator stops
     REQUEST_REFUSED = "request_refused"  # refused before parsing (size, undecodable); at a bounded rate
     UPDATE_REJECTED = "update_rejected"  # an update refused for its content (size, spec, values, count)

@@ -56,6 +56,10 @@ class Action(StrEnum):
 HEARTBEAT_INTERVAL_S = 10.0
 HEARTBEAT_WINDOW_S = 25.0
 
+# Longest the coordinator holds a task request (long poll) before answering WAIT, whatever the client asks: a
+# bounded wait lets dead peers go. The client asks for this much.
+MAX_HOLD_S = 30.0
+
 # A failure report's detail is cut to this on both sides (the coordinator's gate bounds the whole request).
 MAX_FAILURE_DETAIL_CHARS = 500
 

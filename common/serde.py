@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,30 @@ def spec_of(tensors: Mapping[str, np.ndarray]) -> list[TensorSpec]:
 def encode(tensors: Mapping[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
     """safetensors bytes of `tensors` (sorted by name, so equal tensors give equal bytes)."""
     return st_save({k: np.ascontiguousarray(tensors[k]) for k in sorted(tensors)}, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Tensors with their safetensors bytes and digest: encoded once, then reused by whoever needs the bytes."""
+
+    tensors: dict[str, np.ndarray]  # the very dict encoded (not a copy): its identity says the bytes are current
+    payload: bytes
+    sha256: str
+
+    @classmethod
+    def of(cls, tensors: dict[str, np.ndarray]) -> Encoded:
+        payload = encode(tensors)
+        return cls(tensors, payload, sha256(payload))
+
+
+def with_metadata(payload: bytes, metadata: dict[str, str]) -> bytes:
+    """`payload` (from `encode`, no metadata) with `metadata` added to its header; the tensor bytes are reused."""
+    size = int.from_bytes(payload[:8], "little")
+    header = json.loads(payload[8:8 + size])
+    header["__metadata__"] = metadata
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data on 8 bytes
+    return len(text).to_bytes(8, "little") + text + payload[8 + size:]
 
 
 def decode(payload: bytes) -> dict[str, np.ndarray]:
@@ -105,7 +130,7 @@ def max_payload_bytes(spec: list[TensorSpec], header_slack: int = HEADER_SLACK) 
 
 def decode_as(payload: bytes, spec: list[TensorSpec], header_slack: int = HEADER_SLACK) -> dict[str, np.ndarray]:
     """Parse an update for `spec` in bounded work: header size, tensor count, names, shapes and dtypes are
-    checked on the header before any tensor is built, then every value must be finite."""
+    checked on the header before any tensor is built (the one spec check), then every value must be finite."""
     entries = read_header(payload, spec_header_bytes(spec) + header_slack)
     if len(entries) > len(spec):
         raise InvalidTensors(f"payload holds {len(entries)} tensors; the federation's spec has {len(spec)}")
@@ -122,7 +147,7 @@ def decode_as(payload: bytes, spec: list[TensorSpec], header_slack: int = HEADER
         tensors = dict(st_load(payload))
     except (SafetensorError, ValueError, OverflowError, KeyError) as exc:
         raise InvalidTensors(f"payload is not valid safetensors: {exc!r}") from exc
-    validate(tensors, spec)
+    check_finite(tensors)
     return tensors
 
 
@@ -131,6 +156,11 @@ def validate(tensors: Mapping[str, np.ndarray], expected: list[TensorSpec]) -> N
     diff = spec_difference(expected, spec_of(tensors))
     if diff:
         raise InvalidTensors(diff)
+    check_finite(tensors)
+
+
+def check_finite(tensors: Mapping[str, np.ndarray]) -> None:
+    """Raise InvalidTensors naming the first tensor (by name) that holds NaN or Inf."""
     for name in sorted(tensors):
         if np.isfinite(tensors[name]).all():
             continue
@@ -175,8 +205,12 @@ def remove_stale_temps(directory: Path) -> list[Path]:
     return removed
 
 
-def save_file(path: Path, tensors: Mapping[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    atomic_write(path, encode(tensors, metadata))
+def save_file(path: Path, tensors: Mapping[str, np.ndarray] | Encoded, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors atomically; `Encoded` ones from their bytes (with `metadata` added), not encoded again."""
+    if isinstance(tensors, Encoded):
+        atomic_write(path, with_metadata(tensors.payload, metadata or {}))
+    else:
+        atomic_write(path, encode(tensors, metadata))
 
 
 def load_file(path: Path) -> dict[str, np.ndarray]:

@@ -16,6 +16,10 @@ import numpy as np
 
 EMBEDDED_MODEL = "embedded"
 HUB_DEFAULT_MODEL = "openai/clip-vit-base-patch16"
+# No prompt value is ever this large (CLIP's token embeddings and residual stream stay orders of magnitude
+# below): a client stops training before exceeding it, the coordinator refuses it (--max-abs-value; 3e38
+# survives a finiteness check and turns the average into 1e38).
+MAX_ABS_VALUE = 1e4
 
 
 class Placement(StrEnum):

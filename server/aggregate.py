@@ -76,9 +76,8 @@ def median(updates: Sequence[WeightedUpdate]) -> dict[str, np.ndarray]:
 
 
 def trimmed_mean(updates: Sequence[WeightedUpdate], trim: float = DEFAULT_TRIM) -> dict[str, np.ndarray]:
-    """Coordinate-wise mean after dropping the floor(trim * n) largest and smallest values, unweighted."""
-    if not 0 <= trim < 0.5:
-        raise ValueError(f"trim must be in [0, 0.5), got {trim}")
+    """Coordinate-wise mean after dropping the floor(trim * n) largest and smallest values, unweighted
+    (`trim` in [0, 0.5): `FederationConfig` validates it)."""
     stacked = _stacked(updates)
     n = len(updates)
     k = math.floor(trim * n)
@@ -88,7 +87,5 @@ def trimmed_mean(updates: Sequence[WeightedUpdate], trim: float = DEFAULT_TRIM) 
 
 def make_aggregator(kind: AggregatorKind, trim: float = DEFAULT_TRIM) -> Aggregator:
     if kind is AggregatorKind.TRIMMED_MEAN:
-        if not 0 <= trim < 0.5:
-            raise ValueError(f"--trim must be in [0, 0.5), got {trim}")
         return partial(trimmed_mean, trim=trim)
     return {AggregatorKind.FEDAVG: fedavg, AggregatorKind.MEDIAN: median}[kind]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ..common.cli import add_prompt_flags, add_train_flags, prompt_config_from, train_settings_from
+from ..common.cli import add_prompt_flags, add_train_flags, prompt_config_from
 from ..common.envflags import add_version, apply_env_defaults, package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
-from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S
+from ..common.messages import HEARTBEAT_INTERVAL_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.spec import EMBEDDED_MODEL, PromptConfig, TensorSpec, global_spec, initial_prompts, resolve_dims
 from ..common.stdio import capture_stray_output, say_error
@@ -25,12 +25,13 @@ from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource
 from .aioserver import AioServer
 from .auth import Authenticator, load_tokens
 from .checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
+from .config import CONFIG_DEFAULTS
 from .federation import Federation, FederationConfig, FederationState
 from .gate import max_receive_bytes
 from .longpoll import ChangeFeed
 from .metrics import CoordinatorMetrics
 from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports
-from .options import add_robustness_flags, check_exposure, robustness_config
+from .options import add_robustness_flags, check_exposure, federation_config
 from .servicer import CoordinatorServicer
 from .statedir import StateDirLock, check_aborted, mark_aborted
 
@@ -53,30 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=Path("pfeddc-coordinator"),
                    help="where the checkpoint (round, global prompts, clients) lives; an existing one is "
                         "resumed (default: %(default)s)")
-    p.add_argument("--min-clients", type=int, default=2,
+    d = CONFIG_DEFAULTS
+    p.add_argument("--min-clients", type=int, default=d["min_clients"],
                    help="clients that must be checked in before a round starts (default: %(default)s)")
-    p.add_argument("--fraction", type=float, default=1.0,
+    p.add_argument("--fraction", type=float, default=d["fraction"],
                    help="fraction of the checked-in clients sampled each round (default: %(default)s)")
-    p.add_argument("--round-timeout", type=float, default=600.0,
+    p.add_argument("--round-timeout", type=float, default=d["round_timeout_s"],
                    help="seconds a round waits for its sampled clients before closing with those that "
                         "answered (default: %(default)s)")
-    p.add_argument("--heartbeat-window", type=float, default=HEARTBEAT_WINDOW_S,
+    p.add_argument("--heartbeat-window", type=float, default=d["heartbeat_window_s"],
                    help="seconds without a request or heartbeat after which the status shows a client offline; "
                         f"clients send one every {HEARTBEAT_INTERVAL_S:g} s (default: %(default)s)")
-    p.add_argument("--quorum", type=int, default=1,
+    p.add_argument("--quorum", type=int, default=d["quorum"],
                    help="updates needed to close a round at its deadline; fewer -> the round is re-sampled "
                         "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seeds client sampling, initial prompts and each client's round seed (default: 0)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seeds client sampling, initial prompts and each client's round seed (default: %(default)s)")
     p.add_argument("--model", default=EMBEDDED_MODEL,
                    help="backbone the clients use: a hub name such as openai/clip-vit-base-patch16, a local "
                         "directory with config.json, or 'embedded' (default). Only its shapes are read.")
     add_prompt_flags(p)
     add_train_flags(p)
     s = p.add_argument_group("transport and security")
-    s.add_argument("--max-update-mb", type=float, default=64.0,
+    s.add_argument("--max-update-mb", type=float, default=d["max_update_bytes"] / MiB,
                    help="largest update payload accepted, in MiB (default: %(default)s)")
-    s.add_argument("--poll-interval", type=float, default=2.0,
+    s.add_argument("--poll-interval", type=float, default=d["poll_interval_s"],
                    help="seconds a waiting client is told to wait before asking again (default: %(default)s)")
     s.add_argument("--tls-cert", type=Path, help="PEM certificate of the coordinator (enables TLS)")
     s.add_argument("--tls-key", type=Path, help="PEM private key of the coordinator")
@@ -128,13 +130,7 @@ def start(args: argparse.Namespace) -> RunningServer:
     """Build the federation from flags (resuming a checkpoint) and start serving; returns at once."""
     prompt = prompt_config_from(args)
     spec = global_spec(resolve_dims(args.model), prompt)
-    config = FederationConfig(
-        rounds=args.rounds, min_clients=args.min_clients, fraction=args.fraction,
-        round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),
-        max_update_bytes=int(args.max_update_mb * MiB),
-        poll_interval_s=args.poll_interval, heartbeat_window_s=args.heartbeat_window, **robustness_config(args),
-        require_join_secret=not (args.tokens or args.tls_client_ca) and not is_loopback(args.bind),
-    )
+    config = federation_config(args)
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     check_exposure(args.bind, tls.enabled, args.tokens is not None or args.tls_client_ca is not None, args.insecure)
     lock = StateDirLock(args.state_dir).acquire()
@@ -166,7 +162,6 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[Ten
                             changes=ChangeFeed(max_waiters=args.max_held_calls))
     fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)
     federation_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
-
     tokens = load_tokens(args.tokens) if args.tokens else None
     auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None)
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
@@ -200,9 +195,8 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[Ten
     server.start()
     for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    stop_event = threading.Event()
-    running = RunningServer(server, port, federation, health_servicer, stop_event, source, side, lock)
-    threading.Thread(target=_tick, args=(federation, health_servicer, stop_event), daemon=True,
+    running = RunningServer(server, port, federation, health_servicer, threading.Event(), source, side, lock)
+    threading.Thread(target=_tick, args=(federation, health_servicer, running.stop_event), daemon=True,
                      name="round-ticker").start()
     log.info(Event.SERVER_STARTED, port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
              rounds=config.rounds, round=federation.round, health_port=side.health_port,
@@ -231,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
         from .status_cli import main as status_main
-
         return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)

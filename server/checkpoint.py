@@ -61,14 +61,16 @@ class Checkpoint:
         self.rounds = RoundsLog(self.state_dir / ROUNDS_FILE)
 
     def save(self, state: FederationState) -> None:
-        """Commit `state`: its round's summary appended to rounds.jsonl first, then the checkpoint replaced."""
+        """Commit `state`: its round's summary appended to rounds.jsonl first, then the checkpoint replaced (the
+        global's bytes as the commit stage encoded them, with the metadata added to their header)."""
+        encoded = state.global_encoded()
         meta = {
             "format": FORMAT_VERSION,
             "round": state.round,
             "clients": {c: r.to_json() for c, r in sorted(state.clients.items())},
             "privacy": state.privacy.to_json(),
             "change_scale": {k: float(v) for k, v in sorted(state.change_scale.items())},
-            "tensors_sha256": serde.sha256(serde.encode(state.global_tensors)),
+            "tensors_sha256": encoded.sha256,
         }
         text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
         if len(text) > MAX_META_BYTES:  # safetensors would write it, then refuse to read it back
@@ -77,7 +79,7 @@ class Checkpoint:
                                   "safetensors' 100 MB header limit")
         if state.last_round is not None:
             self.rounds.append(state.last_round)
-        serde.save_file(self.path, state.global_tensors, metadata={_META_KEY: text})
+        serde.save_file(self.path, encoded, metadata={_META_KEY: text})
 
     def load(self, spec: list[TensorSpec], total_rounds: int, fresh: bool = False) -> FederationState | None:
         """The saved state, or None to start a new federation. Refuses damaged or inconsistent state."""
@@ -126,8 +128,8 @@ class Checkpoint:
 
     def _state_of(self, meta: dict[str, Any], tensors: dict[str, np.ndarray], spec: list[TensorSpec],
                   total_rounds: int) -> FederationState:
-        expected_sha = meta.get("tensors_sha256")
-        if expected_sha is not None and serde.sha256(serde.encode(tensors)) != expected_sha:
+        expected_sha, encoded = meta.get("tensors_sha256"), serde.Encoded.of(tensors)
+        if expected_sha is not None and encoded.sha256 != expected_sha:
             raise CheckpointError(f"checkpoint {self.path} fails its checksum: its tensors changed after it was "
                                   "written (disk or copy damage). Restore it from a backup")
         diff = spec_difference(spec, serde.spec_of(tensors))
@@ -153,7 +155,8 @@ class Checkpoint:
         scale = {str(k): float(v) for k, v in meta.get("change_scale", {}).items()}
         if not all(math.isfinite(v) and v >= 0 for v in scale.values()):
             raise CheckpointError(f"checkpoint {self.path} holds an impossible change_scale: {scale}")
-        return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")), None, scale)
+        return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")), None, scale,
+                               encoded)
 
     def _set_aside(self) -> None:
         """--fresh: keep an earlier federation's files under new names instead of mixing them with the new one."""

@@ -1,4 +1,8 @@
-"""The state a closing round leads to: combined globals, participation, privacy spent, and its summary."""
+"""The state a closing round leads to: combined globals, participation, privacy spent, and its summary.
+
+Participation is counted here, once, on the copies the checkpoint saves; the live records adopt the saved
+counts once the round is durable (server/rounds.py).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from .aggregate import Aggregator
-from .combine import combine
 from .config import FederationConfig
 from .history import RoundSummary, SiteRecord
+from .pipeline import Rules, combine
 from .privacy import PrivacyLedger
 from .state import FederationState
 from .updates import CheckedUpdate
@@ -24,8 +28,10 @@ def next_state(state: FederationState, config: FederationConfig, aggregate: Aggr
     once saved). Raises `NonFiniteGlobal` when the aggregate is not finite."""
     weights = {c: float(config.weight(u.num_examples)) for c, u in received.items()}
     updates = {c: (u.tensors, weights[c]) for c, u in received.items()}
-    combined = combine(state.global_tensors, updates, aggregate, config.update_clip_norm or None, config.dp, sampled,
-                       rng, config.adaptive_clip or None, state.change_scale)
+    rules = Rules(aggregate, config.update_clip_norm or None, config.adaptive_clip or None, state.change_scale,
+                  config.dp, sampled, rng)
+    combined = combine(state.global_tensors, updates, rules)
+    next_global = combined.tensors
     tensor_clip = combined.tensor_clip
     privacy, dp = PrivacyLedger(dict(state.privacy.rounds_by_noise)), config.dp
     if dp is not None:
@@ -41,6 +47,6 @@ def next_state(state: FederationState, config: FederationConfig, aggregate: Aggr
         clipped_tensors=tensor_clip.clipped if tensor_clip else {},
         clip_bounds=tensor_clip.bounds if tensor_clip else {},
         dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None,
-        global_change={k: float(np.linalg.norm(v - state.global_tensors[k])) for k, v in combined.tensors.items()})
+        global_change={k: float(np.linalg.norm(v - state.global_tensors[k])) for k, v in next_global.items()})
     scale = tensor_clip.scale if tensor_clip else dict(state.change_scale)
-    return FederationState(state.round + 1, combined.tensors, clients, privacy, summary, scale)
+    return FederationState(state.round + 1, next_global, clients, privacy, summary, scale, combined.committed)

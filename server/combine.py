@@ -1,8 +1,9 @@
-"""How a round's accepted updates become the next global prompts: clip, aggregate (or add DP noise), check.
+"""The round's stages: bound each change, aggregate, add DP noise, commit the next global. Pure, one signature.
 
-Pure: the federation calls `combine` under its lock with the current global and the round's updates.
+Each stage takes the round's values so far (`Step`) and the round's rules (`Rules`) and returns a new `Step`;
+server/pipeline.py lists them in order. A new defence or secure aggregation is one more stage here.
 
-Clipping bounds each client's influence, in two stages. First per global tensor, adaptive to the round
+Bounding limits each client's influence, in two parts. First per global tensor, adaptive to the round
 (server/clipping.py, `--adaptive-clip`, on by default): no change of a tensor beyond a small multiple of the
 round's median change of it. Then the fixed whole-update bound (`--update-clip-norm`): the change over all
 tensors as one vector is scaled down to L2 norm `clip_norm` (the unit DP-FedAvg clips). With FedAvg a client
@@ -12,14 +13,15 @@ of weight w among total W moves the global by at most (w / W) * clip_norm per ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..common import serde
 from .aggregate import Aggregator
-from .clipping import TensorClip, clip_per_tensor, l2
-from .privacy import DpSettings, noisy_mean
+from .clipping import Changes, TensorClip, clip_per_tensor, l2
+from .privacy import DpSettings
 
 # Far above what honest local training moves the prompts in a round (lr x steps x the gradient clip, about
 # 0.1-3 on the shipped settings) and far below what breaks a backbone: bounds a hostile site, spares honest ones.
@@ -31,11 +33,40 @@ class NonFiniteGlobal(ValueError):
 
 
 @dataclass(frozen=True)
-class Combined:
-    tensors: dict[str, np.ndarray]
-    clipped: tuple[str, ...]  # clients whose whole change was scaled down to the fixed bound
-    largest_change: float  # L2 norm of the largest change before the fixed bound (after the per-tensor one)
+class Rules:
+    """How this round combines: the federation's settings and what the round itself fixed."""
+
+    aggregate: Aggregator
+    clip_norm: float | None = None  # the whole-update bound (None: none)
+    adaptive: float | None = None  # the per-tensor factor (None: off)
+    previous_scale: Mapping[str, float] = field(default_factory=dict)
+    dp: DpSettings | None = None
+    sampled: int = 0  # clients sampled in the round: the DP mean's denominator
+    rng: np.random.Generator | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """The round's values as they pass the stages."""
+
+    base: Mapping[str, np.ndarray]  # the current global
+    changes: Changes  # client -> tensor -> its change from `base` (bounded after `bound`)
+    weights: Mapping[str, float]  # client -> its FedAvg weight
+    clipped: tuple[str, ...] = ()  # clients whose whole change was scaled down to the fixed bound
+    largest_change: float = 0.0  # L2 norm of the largest change before the fixed bound (after the per-tensor one)
     tensor_clip: TensorClip | None = None  # the per-tensor adaptive bounds, when they applied
+    change: dict[str, np.ndarray] | None = None  # the aggregate change, from `aggregate` (and `noise`)
+    committed: serde.Encoded | None = None  # the next global, from `commit`
+
+    @property
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The next global (after `commit`)."""
+        if self.committed is None:
+            raise ValueError("the round's stages did not reach commit")
+        return self.committed.tensors
+
+
+Stage = Callable[[Step, Rules], Step]
 
 
 def _change(global_: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -57,38 +88,60 @@ def clip_change(global_: Mapping[str, np.ndarray], update: Mapping[str, np.ndarr
     return _scale_to(_change(global_, update), max_norm)
 
 
-def combine(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping[str, np.ndarray], float]],
-            aggregate: Aggregator, clip_norm: float | None, dp: DpSettings | None = None, sampled: int = 0,
-            rng: np.random.Generator | None = None, adaptive: float | None = None,
-            previous_scale: Mapping[str, float] | None = None) -> Combined:
-    """The next global from `updates` (client -> (tensors, weight)).
-
-    Without DP: each change of each tensor is clipped to `adaptive` x the round's scale of that tensor
-    (server/clipping.py; None: not), then each whole change to `clip_norm` (None: not), and `aggregate`
-    combines the clipped changes (every aggregator commutes with adding the same global to all its inputs).
-    With DP: changes are clipped to `dp.clip` only (a data-dependent bound would void the sensitivity) and
-    averaged with equal weights and Gaussian noise over `sampled` clients (server/privacy.py); the aggregator
-    must be FedAvg.
-    """
+def start(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping[str, np.ndarray], float]]) -> Step:
+    """The first `Step`: each update (client -> (tensors, weight)) as its change from the global."""
     if not updates:
         raise ValueError("combine needs at least one update")
-    bound = dp.clip if dp is not None else clip_norm
-    raw = {client: _change(global_, tensors) for client, (tensors, _weight) in sorted(updates.items())}
-    tensor_clip = None
-    if adaptive is not None and dp is None:
-        raw, tensor_clip = clip_per_tensor(raw, adaptive, previous_scale or {})
+    changes = {client: _change(global_, tensors) for client, (tensors, _weight) in sorted(updates.items())}
+    return Step(global_, changes, {c: w for c, (_t, w) in updates.items()})
+
+
+def bound(step: Step, rules: Rules) -> Step:
+    """Without DP: each tensor's change to `adaptive` x the round's scale of it, then the whole change to
+    `clip_norm`. With DP: the whole change to `dp.clip` only (a data-dependent bound voids the sensitivity)."""
+    limit = rules.dp.clip if rules.dp is not None else rules.clip_norm
+    raw, tensor_clip = step.changes, None
+    if rules.adaptive is not None and rules.dp is None:
+        raw, tensor_clip = clip_per_tensor(raw, rules.adaptive, rules.previous_scale)
     changes, clipped, largest = {}, [], 0.0
     for client, delta in raw.items():
-        changes[client], norm = _scale_to(delta, bound)
+        changes[client], norm = _scale_to(delta, limit)
         largest = max(largest, norm)
-        if bound is not None and norm > bound:
+        if limit is not None and norm > limit:
             clipped.append(client)
-    if dp is not None:
-        change = noisy_mean(list(changes.values()), dp, max(sampled, len(changes)), rng or np.random.default_rng())
-    else:
-        change = aggregate([(d, updates[c][1]) for c, d in changes.items()])
-    out = {k: (np.asarray(global_[k], np.float64) + change[k]).astype(np.asarray(global_[k]).dtype) for k in global_}
+    return replace(step, changes=changes, clipped=tuple(clipped), largest_change=largest, tensor_clip=tensor_clip)
+
+
+def aggregate(step: Step, rules: Rules) -> Step:
+    """Without DP: the aggregator over the bounded changes (every aggregator commutes with adding the same
+    global to all its inputs). With DP: their equal-weight sum over the `sampled` clients (DP-FedAvg)."""
+    if rules.dp is None:
+        return replace(step, change=rules.aggregate([(d, step.weights[c]) for c, d in step.changes.items()]))
+    denominator = max(rules.sampled, len(step.changes))
+    deltas = list(step.changes.values())
+    total = {name: np.sum([np.asarray(d[name], dtype=np.float64) for d in deltas], axis=0)
+             for name in sorted(deltas[0])}
+    return replace(step, change={name: t / denominator for name, t in total.items()})
+
+
+def noise(step: Step, rules: Rules) -> Step:
+    """With DP: Gaussian noise of standard deviation `noise_multiplier * clip`, over the same denominator
+    (server/privacy.py); from the operating system's entropy unless `rules.rng` says otherwise."""
+    if rules.dp is None or step.change is None:
+        return step
+    dp, rng = rules.dp, rules.rng or np.random.default_rng()
+    denominator = max(rules.sampled, len(step.changes))
+    return replace(step, change={name: c + rng.normal(0.0, dp.noise_multiplier * dp.clip, size=c.shape) / denominator
+                                 for name, c in step.change.items()})
+
+
+def commit(step: Step, rules: Rules) -> Step:
+    """The next global, in the global's dtypes, refused when not finite; encoded here, once, for the
+    checkpoint and every task."""
+    assert step.change is not None, "commit runs after aggregate"
+    base, change = step.base, step.change
+    out = {k: (np.asarray(base[k], np.float64) + change[k]).astype(np.asarray(base[k]).dtype) for k in base}
     bad = sorted(k for k, v in out.items() if not np.isfinite(v).all())
     if bad:
         raise NonFiniteGlobal(f"the aggregate of round's updates holds NaN or Inf in {bad}")
-    return Combined(out, tuple(clipped), largest, tensor_clip)
+    return replace(step, committed=serde.Encoded.of(out))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any
 
 from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S, TrainSettings
+from ..common.spec import MAX_ABS_VALUE
 from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
 from .aggregate import DEFAULT_TRIM, AggregatorKind
 from .clipping import DEFAULT_ADAPTIVE_CLIP
 from .combine import DEFAULT_CLIP_NORM
 from .privacy import DpSettings
-from .updates import DEFAULT_MAX_ABS_VALUE, UpdateLimits
+from .updates import UpdateLimits
 
 # No site's weight may exceed this many examples unless the operator says so: a site that declares 10^15
 # examples must not become the whole average. Set it to the largest honest site's count.
@@ -40,7 +43,7 @@ class FederationConfig:
     max_examples_per_client: int = DEFAULT_MAX_EXAMPLES_PER_CLIENT
     update_clip_norm: float = DEFAULT_CLIP_NORM  # L2 bound on each update's change from the global; 0: off
     adaptive_clip: float = DEFAULT_ADAPTIVE_CLIP  # per-tensor bound, x the round's median change; 0: off
-    max_abs_value: float = DEFAULT_MAX_ABS_VALUE
+    max_abs_value: float = MAX_ABS_VALUE
     aggregator: AggregatorKind = AggregatorKind.FEDAVG
     trim: float = DEFAULT_TRIM
     dp: DpSettings | None = None
@@ -89,6 +92,15 @@ class FederationConfig:
     def limits(self) -> UpdateLimits:
         return UpdateLimits(self.max_update_bytes, self.max_abs_value)
 
+    def settings_for(self, round_: int, client_id: str) -> TrainSettings:
+        """The training settings handed to `client_id` in `round_`: its seed derived from the federation's."""
+        digest = hashlib.sha256(f"{self.seed}:{round_}:{client_id}".encode()).digest()
+        return replace(self.train, seed=int.from_bytes(digest[:8], "big") & (2**63 - 1))
+
     def weight(self, num_examples: int) -> int:
         """A client's FedAvg weight: the count it declared at Join, capped."""
         return min(num_examples, self.max_examples_per_client)
+
+
+# Every field's default, for the flags (server/app.py, server/options.py): written once, above.
+CONFIG_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(FederationConfig) if f.default is not MISSING}

@@ -1,18 +1,13 @@
-"""The coordinator's domain logic: who joined, which round runs, who is sampled, when a round closes.
+"""The coordinator's domain logic: joins, tasks, submissions, failure reports, the status snapshot.
 
 No gRPC and no I/O besides the checkpoint hook: the servicer translates requests into these calls and
-`Refused` into status codes. Time comes from an injectable clock so deadlines are testable.
-
-Under the lock only bookkeeping runs: updates are parsed and checked before it (server/updates.py), log
-lines are rendered after it, and waiting clients are woken after it (`changes`). A round advances in memory
-only once the checkpoint hook has made it durable; until then the round stays open, the hook is retried and
-`durable` is False.
+`Refused` into status codes; time comes from an injectable clock. Requests are checked by server/admission.py,
+updates pass the stages of server/pipeline.py (decode and check before the lock), and the round lifecycle is a
+part this class owns (server/rounds.py). Log lines are rendered and waiting clients woken after the lock.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,7 +15,6 @@ from dataclasses import replace
 import numpy as np
 
 from ..common import serde
-from ..common.ids import client_id_problem
 from ..common.logs import Event, get_logger
 from ..common.messages import (
     MAX_FAILURE_DETAIL_CHARS,
@@ -31,25 +25,24 @@ from ..common.messages import (
     Refused,
     SubmitResult,
     Task,
-    TrainSettings,
 )
-from ..common.spec import TensorSpec, spec_difference
+from ..common.spec import TensorSpec
+from .admission import admit, check_join, check_room, check_round, check_running
 from .aggregate import Aggregator, make_aggregator
 from .config import FederationConfig
-from .handouts import MAX_HANDOUTS, Handouts
+from .handouts import MAX_HANDOUTS
 from .history import RoundSummary
-from .incidents import Incidents
 from .longpoll import ChangeFeed
-from .rounds import RoundLifecycle
+from .pipeline import accept
+from .rounds import Rounds
 from .section import Section
 from .state import ClientRecord, FederationState, RoundView
-from .updates import CheckedUpdate, check_update
 
 __all__ = ["ClientRecord", "Federation", "FederationConfig", "FederationState", "RoundView"]
 log = get_logger("coordinator")
 
 
-class Federation(RoundLifecycle):
+class Federation:
     def __init__(
         self,
         config: FederationConfig,
@@ -67,31 +60,25 @@ class Federation(RoundLifecycle):
         serde.validate(state.global_tensors, spec)
         self.config, self.spec = config, spec
         self._state = state
-        self._on_round_closed = on_round_closed or (lambda _s: None)
         self._clock = clock
-        self._aggregate = aggregate or make_aggregator(config.aggregator, config.trim)
         self.changes = changes or ChangeFeed()
-        self._rng = rng or np.random.default_rng()
         self._section = Section(self.changes, log)
-        self._lock = self._section.lock
-        self._critical, self._log, self._changed = self._section.hold, self._section.log, self._section.changed
-        self._set_global(state.global_tensors)
-        self._sampled: set[str] = set()
-        self._attempt = 0
-        self._deadline = math.inf
-        self._opened_at = 0.0
-        self._received: dict[str, CheckedUpdate] = {}
-        self._failed: dict[str, str] = {}  # sampled clients that cannot deliver this attempt -> why
-        self._handouts = Handouts()
-        self._last_closed: dict[str, str] = {}  # client -> sha of its accepted update in the previous round
-        self._pending: FederationState | None = None  # a closed round not yet durable
-        self._persist_failures, self._persist_retry_at = 0, 0.0
-        self._aborted: str | None = None
-        self._waiting_logged_at = -math.inf
+        self._lock, self._critical, self._log = self._section.lock, self._section.hold, self._section.log
+        self._rounds = Rounds(config, state, on_round_closed or (lambda _s: None), clock,
+                              aggregate or make_aggregator(config.aggregator, config.trim),
+                              rng or np.random.default_rng(), self._section.log, self._section.changed)
+        self.incidents = self._rounds.incidents
         self._joins_by_peer: dict[str, int] = {}  # new ids registered per peer address (open mode), in memory
-        self.incidents = Incidents()
 
     # ----- queries
+    @property
+    def round(self) -> int:
+        return self._rounds.round
+
+    @property
+    def finished(self) -> bool:
+        return self._rounds.finished
+
     @property
     def global_tensors(self) -> dict[str, np.ndarray]:
         return dict(self._state.global_tensors)
@@ -104,49 +91,40 @@ class Federation(RoundLifecycle):
     @property
     def durable(self) -> bool:
         """False while a closed round cannot be saved: health reports NOT_SERVING then."""
-        return self._pending is None
+        return self._rounds.pending is None
 
     @property
     def aborted(self) -> str | None:
         """Why the federation stopped (a round failed more than --max-retries times), or None."""
-        return self._aborted
+        return self._rounds.aborted
 
     def sampled(self) -> set[str]:
         with self._lock:
-            return set(self._sampled)
+            return set(self._rounds.attempt.sampled)
 
     def snapshot(self) -> RoundView:
         """A consistent copy of the open round and the client registry, for the status view and metrics."""
         with self._critical():
-            self._advance()
+            self._rounds.advance()
             now = self._clock()
             clients = tuple(replace(r, last_seen=now - r.last_seen) for r in self._state.clients.values())
-            deadline = None if not self._sampled else max(0.0, self._deadline - now)
-            return RoundView(self.round, self.finished, frozenset(self._sampled), frozenset(self._received),
-                             deadline, clients, self._attempt, dict(self._failed), self.incidents.view(now),
-                             self._aborted)
+            a = self._rounds.attempt
+            deadline = None if not a.sampled else max(0.0, a.deadline - now)
+            return RoundView(self.round, self.finished, frozenset(a.sampled), frozenset(a.received), deadline,
+                             clients, a.number, dict(a.failed), self.incidents.view(now), self._rounds.aborted)
 
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None,
              peer: str | None = None) -> int:
         """Register or re-register a client; returns its FedAvg weight (the declared count, capped).
         `peer`: the caller's address in open mode beyond loopback, whose new ids are counted and capped."""
-        problem = client_id_problem(client_id)
-        if problem:
-            raise Refused(Code.INVALID_ARGUMENT, problem)
-        if num_examples <= 0:
-            raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
-        diff = spec_difference(self.spec, spec)
-        if diff:
-            raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff}")
-        if self.config.require_join_secret and not secret:
-            raise Refused(Code.UNAUTHENTICATED, "this coordinator runs without client authentication: every Join "
-                                                "must carry a join secret (pfeddc-client keeps one in its state dir)")
+        check_join(self.config, self.spec, client_id, num_examples, spec, secret)
         with self._critical():
             record = self._state.clients.get(client_id)
             rejoined = record is not None
             if record is None:
-                self._check_room(peer)
+                check_room(self.config, len(self._state.clients),
+                           None if peer is None else self._joins_by_peer.get(peer, 0))
                 record = self._state.clients[client_id] = ClientRecord(client_id, num_examples)
                 if peer is not None:
                     self._joins_by_peer[peer] = self._joins_by_peer.get(peer, 0) + 1
@@ -161,7 +139,7 @@ class Federation(RoundLifecycle):
                           weight=weight, advice="raise --max-examples-per-client if this site really has that many")
             self._log("info", Event.CLIENT_JOINED, client_id=client_id, num_examples=num_examples, weight=weight,
                       rejoined=rejoined, round=self.round, clients=len(self._state.clients))
-            self._advance()
+            self._rounds.advance()
             return weight
 
     def authorize(self, client_id: str, secret: str | None) -> None:
@@ -173,22 +151,23 @@ class Federation(RoundLifecycle):
     def task(self, client_id: str) -> Task:
         with self._critical():
             self._touch(client_id)
-            self._advance()
-            self._check_running()
-            total, now = self.config.rounds, self._clock()
+            self._rounds.advance()
+            check_running(self._rounds)
+            total, now, global_ = self.config.rounds, self._clock(), self._rounds.global_
             if self.finished:
-                return Task(Action.FINISHED, self.round - 1, total, self._payload, self._sha)
-            if self._pending is None and self._awaits(client_id):
-                wait = self._handouts.wait_left(client_id, now)
+                return Task(Action.FINISHED, self.round - 1, total, global_.payload, global_.sha256)
+            if self._rounds.pending is None and self._rounds.attempt.awaits(client_id):
+                wait = self._rounds.handouts.wait_left(client_id, now)
                 if wait > 0:
                     return Task(Action.WAIT, self.round, total, retry_after_s=wait)
-                if self._handouts.exhausted(client_id):
-                    self._fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
-                    self._advance()
+                if self._rounds.handouts.exhausted(client_id):
+                    self._rounds.fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
+                    self._rounds.advance()
                 else:
-                    self._handouts.record(client_id, now)
-                    return Task(Action.TRAIN, self.round, total, self._payload, self._sha, self._settings(client_id),
-                                deadline_s=max(0.0, self._deadline - now))
+                    self._rounds.handouts.record(client_id, now)
+                    left = max(0.0, self._rounds.attempt.deadline - now)
+                    return Task(Action.TRAIN, self.round, total, global_.payload, global_.sha256,
+                                self.config.settings_for(self.round, client_id), deadline_s=left)
             return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
 
     def heartbeat(self, client_id: str) -> int:
@@ -200,7 +179,8 @@ class Federation(RoundLifecycle):
     def backoff_left(self, client_id: str) -> float:
         """Seconds before `client_id` may be handed the open round again (for a held call to wait out)."""
         with self._lock:
-            return self._handouts.wait_left(client_id, self._clock()) if client_id in self._sampled else 0.0
+            sampled = client_id in self._rounds.attempt.sampled
+            return self._rounds.handouts.wait_left(client_id, self._clock()) if sampled else 0.0
 
     def submit(self, client_id: str, round_: int, payload: bytes, num_examples: int,
                metrics: Metrics) -> SubmitResult:
@@ -212,7 +192,7 @@ class Federation(RoundLifecycle):
         if early is not None:
             return early
         try:
-            update = check_update(payload, num_examples, metrics, self.spec, self.config.limits, sha)
+            update = accept(payload, num_examples, metrics, self.spec, self.config.limits, sha)
         except Refused as exc:
             log.warning(Event.UPDATE_REJECTED, client_id=client_id, round=round_, code=str(exc.code),
                         reason=exc.message)
@@ -221,14 +201,14 @@ class Federation(RoundLifecycle):
             early = self._admit(client_id, round_, sha, num_examples)  # the round may have moved meanwhile
             if early is not None:
                 return early
-            self._received[client_id] = update
+            self._rounds.attempt.received[client_id] = update
             # debug: one line per client per round costs more than the round's work at 500 clients; the round's
             # round_completed event and rounds.jsonl name every accepted client
             self._log("debug", Event.UPDATE_ACCEPTED, client_id=client_id, round=round_, num_examples=num_examples,
-                      received=len(self._received), expected=self._expected())
-            result = SubmitResult(False, len(self._received), self._expected())
-            self._advance()
-            if self._pending is not None and self._pending.round == round_ + 1:
+                      received=len(self._rounds.attempt.received), expected=self._rounds.attempt.expected())
+            result = SubmitResult(False, len(self._rounds.attempt.received), self._rounds.attempt.expected())
+            self._rounds.advance()
+            if self._rounds.pending is not None and self._rounds.pending.round == round_ + 1:
                 raise Refused(Code.UNAVAILABLE, f"round {round_} is aggregated but could not be saved yet: retry "
                                                 "(your update is kept)")
             return result
@@ -237,82 +217,34 @@ class Federation(RoundLifecycle):
         """A sampled client cannot produce an update: stop waiting for it in this attempt of the round."""
         with self._critical():
             self._touch(client_id)
-            self._advance()
-            self._check_round(round_)
-            if client_id in self._failed:
-                return SubmitResult(True, len(self._received), self._expected())
-            if client_id not in self._sampled:
+            self._rounds.advance()
+            check_round(self._rounds, round_)
+            if client_id in self._rounds.attempt.failed:
+                return SubmitResult(True, len(self._rounds.attempt.received), self._rounds.attempt.expected())
+            if client_id not in self._rounds.attempt.sampled:
                 raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {self.round}")
-            if client_id in self._received:
+            if client_id in self._rounds.attempt.received:
                 raise Refused(Code.FAILED_PRECONDITION, f"an update from {client_id!r} for round {round_} was "
                                                         "already accepted")
-            self._fail(client_id, f"{reason}: {detail[:MAX_FAILURE_DETAIL_CHARS]}" if detail else str(reason))
-            result = SubmitResult(False, len(self._received), self._expected())
-            self._advance()
+            self._rounds.fail(client_id, f"{reason}: {detail[:MAX_FAILURE_DETAIL_CHARS]}" if detail else str(reason))
+            result = SubmitResult(False, len(self._rounds.attempt.received), self._rounds.attempt.expected())
+            self._rounds.advance()
             return result
 
     def tick(self) -> None:
         """Apply time-based transitions (deadlines, checkpoint retries); the app calls this periodically."""
         with self._critical():
-            self._advance()
+            self._rounds.advance()
 
     # ----- internals
-    def _check_room(self, peer: str | None) -> None:
-        if len(self._state.clients) >= self.config.max_clients:
-            raise Refused(Code.RESOURCE_EXHAUSTED, f"the federation already has {len(self._state.clients)} clients, "
-                                                   "its --max-clients: a new client id cannot join")
-        if peer is not None and self._joins_by_peer.get(peer, 0) >= self.config.max_joins_per_peer:
-            raise Refused(Code.RESOURCE_EXHAUSTED, f"{self.config.max_joins_per_peer} client ids already joined from "
-                                                   "this address (--max-joins-per-peer)")
-
-    def _check_running(self) -> None:
-        if self._aborted:
-            raise Refused(Code.FAILED_PRECONDITION, f"the federation stopped: {self._aborted}")
-
-    def _check_round(self, round_: int) -> None:
-        self._check_running()
-        if self.finished:
-            raise Refused(Code.FAILED_PRECONDITION, f"the federation finished after round {self.config.rounds}")
-        if round_ != self.round:
-            which = "stale" if round_ < self.round else "future"
-            raise Refused(Code.FAILED_PRECONDITION, f"{which} round {round_}: the current round is {self.round}")
-
     def _admit(self, client_id: str, round_: int, sha: str, num_examples: int) -> SubmitResult | None:
-        """A reply for a repeated update, None for one to parse, or `Refused` for one that cannot count."""
         self._touch(client_id)
-        self._advance()
-        if round_ == self.round - 1 and self._last_closed.get(client_id) == sha:
-            return SubmitResult(True, len(self._received), self._expected())
-        self._check_round(round_)
-        previous = self._received.get(client_id)
-        if previous is not None:
-            if previous.sha256 == sha:
-                return SubmitResult(True, len(self._received), self._expected())
-            raise Refused(Code.ALREADY_EXISTS, f"a different update from {client_id!r} for round {round_} "
-                                               "was already accepted")
-        if self._pending is not None:
-            raise Refused(Code.UNAVAILABLE, f"round {round_} is closed and waiting to be saved: retry")
-        if client_id not in self._sampled:
-            raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {self.round}")
-        if client_id in self._failed:
-            raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is out of round {round_}: "
-                                                    f"{self._failed[client_id]}")
-        declared = self._state.clients[client_id].num_examples
-        if num_examples != declared:
-            raise Refused(Code.INVALID_ARGUMENT, f"num_examples {num_examples} differs from the {declared} declared "
-                                                 "at Join (join again to change it)")
-        return None
-
-    def _awaits(self, client_id: str) -> bool:
-        return client_id in self._sampled and client_id not in self._received and client_id not in self._failed
+        self._rounds.advance()
+        return admit(self._rounds, client_id, round_, sha, num_examples)
 
     def _touch(self, client_id: str) -> None:
         record = self._state.clients.get(client_id)
         if record is None:
             raise Refused(Code.NOT_FOUND, f"unknown client {client_id!r}: call Join first")
         record.last_seen = self._clock()
-
-    def _settings(self, client_id: str) -> TrainSettings:
-        digest = hashlib.sha256(f"{self.config.seed}:{self.round}:{client_id}".encode()).digest()
-        return replace(self.config.train, seed=int.from_bytes(digest[:8], "big") & (2**63 - 1))
 

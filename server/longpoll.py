@@ -2,10 +2,11 @@
 
 The federation moves `ChangeFeed.version` whenever a round opens, closes, is retried, or the federation
 finishes or stops; a held GetTask (or a SubmitUpdate that asked for its next task) re-asks the federation
-then. Held calls wait on the gRPC server's event loop (`wait_async`, after `attach`); `wait` serves
-threads. At most `max_waiters` calls are held at once; beyond that a caller gets the plain answer at once
-and polls, as clients without long-poll always do; and at most `max_per_key` by one client id (a GetTask and
-a SubmitUpdate asking for its next task), so one id cannot take every slot from the others.
+then. Held calls wait on the gRPC server's event loop (`wait_async`, after `attach`). At most `max_waiters`
+calls are held at once; beyond that a caller gets the plain answer at once and polls, as clients without
+long-poll always do; and at most `max_per_key` by one client id (a GetTask and a SubmitUpdate asking for its
+next task), so one id cannot take every slot from the others. The longest hold is common/messages.py's
+MAX_HOLD_S, which the client asks for.
 """
 
 from __future__ import annotations
@@ -14,24 +15,16 @@ import asyncio
 import contextlib
 import threading
 import time
-from typing import Protocol
 
-# Longest a call is held, whatever the client asks: a bounded wait lets dead peers go.
-MAX_HOLD_S = 30.0
 # Held calls one client id may have at once: its GetTask, and a SubmitUpdate that asks for its next task.
 MAX_HELD_PER_CLIENT = 2
-
-
-class Cancellable(Protocol):
-    @property
-    def ended(self) -> bool: ...
 
 
 class ChangeFeed:
     def __init__(self, max_waiters: int = 4096, max_per_key: int = MAX_HELD_PER_CLIENT) -> None:
         self.max_waiters, self.max_per_key = max_waiters, max_per_key
         self._by_key: dict[str, int] = {}
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # notify and close come from any thread
         self._version = 0
         self._waiters = 0
         self._closed = False
@@ -52,21 +45,14 @@ class ChangeFeed:
 
     def notify(self) -> None:
         """Something a waiting client would be told may have changed: wake every waiter (from any thread)."""
-        with self._cond:
+        with self._lock:
             self._version += 1
-            self._cond.notify_all()
         self._fire()
-
-    def wake(self) -> None:
-        """Wake every thread waiter to re-check its own condition (a cancelled call), without a change."""
-        with self._cond:
-            self._cond.notify_all()
 
     def close(self) -> None:
         """The server is stopping: release every held call and hold no more."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
         self._fire()
 
     def _fire(self) -> None:
@@ -80,28 +66,13 @@ class ChangeFeed:
         if event is not None:
             event.set()
 
-    def wait(self, since: int, timeout: float, cancelled: Cancellable | None = None) -> bool:
-        """Hold a thread until the version moves past `since`, `timeout` passes, the call ends or the feed closes.
-
-        Returns False without waiting when `max_waiters` calls are already held (or the feed is closed).
-        """
-        with self._cond:
-            if self._closed or self._waiters >= self.max_waiters:
-                return False
-            self._waiters += 1
-            try:
-                self._cond.wait_for(lambda: self._version != since or self._closed
-                                    or (cancelled is not None and cancelled.ended), timeout)
-            finally:
-                self._waiters -= 1
-        return True
-
     def held_by(self, key: str) -> int:
         return self._by_key.get(key, 0)
 
     async def wait_async(self, since: int, timeout: float, key: str | None = None) -> bool:
-        """`wait` for a coroutine on the attached loop (a cancelled call is cancelled by gRPC itself). `key`:
-        the caller's client id, which may hold at most `max_per_key` calls."""
+        """Hold a coroutine on the attached loop until the version moves past `since`, `timeout` passes or the
+        feed closes (a cancelled call is cancelled by gRPC itself). Returns False without waiting when
+        `max_waiters` calls are already held, or `key` (the caller's client id) holds `max_per_key`."""
         if self._closed or self._waiters >= self.max_waiters:
             return False
         if key is not None:

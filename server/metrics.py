@@ -62,11 +62,8 @@ class CoordinatorMetrics:
 
         return hook
 
-    def interceptor(self) -> grpc.ServerInterceptor:
-        return _Interceptor(self)
-
     def aio_interceptor(self) -> grpc.aio.ServerInterceptor:
-        """The same counting for the grpc.aio federation port (server/aioserver.py)."""
+        """Counts calls, bytes and update outcomes on the grpc.aio server (server/aioserver.py)."""
         return _AioInterceptor(self)
 
     def record(self, method: str, code: grpc.StatusCode, request: Any, response: Any) -> None:

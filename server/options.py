@@ -7,17 +7,17 @@ help, the config and the docs cannot drift apart.
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from typing import Any
 
-from ..common.transport import is_loopback
-from .aggregate import DEFAULT_TRIM, AggregatorKind
+from ..common.cli import train_settings_from
+from ..common.transport import MiB, is_loopback
+from .aggregate import AggregatorKind
+from .config import CONFIG_DEFAULTS as _DEFAULTS
 from .config import FederationConfig
 from .privacy import DEFAULT_DELTA, DpSettings
 
 # Worker threads of the gRPC server: each held (long-poll) call occupies one, so this bounds held calls.
 DEFAULT_MAX_HELD_CALLS = 1024
-_DEFAULTS = {f.name: f.default for f in fields(FederationConfig)}
 
 
 def add_robustness_flags(p: argparse.ArgumentParser) -> None:
@@ -37,11 +37,11 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     g.add_argument("--max-abs-value", type=float, default=_DEFAULTS["max_abs_value"],
                    help="updates holding a value of larger magnitude are refused (default: %(default)s)")
-    g.add_argument("--aggregator", choices=list(AggregatorKind), default=str(AggregatorKind.FEDAVG),
+    g.add_argument("--aggregator", choices=list(AggregatorKind), default=str(_DEFAULTS["aggregator"]),
                    help="fedavg: mean weighted by capped example counts; median: coordinate-wise median; "
                         "trimmed-mean: coordinate-wise mean without the --trim fraction at each end. The robust "
                         "two are unweighted (default: %(default)s)")
-    g.add_argument("--trim", type=float, default=DEFAULT_TRIM,
+    g.add_argument("--trim", type=float, default=_DEFAULTS["trim"],
                    help="fraction trimmed at each end by trimmed-mean: floor(trim * n) values, tolerating that many "
                         "hostile clients (default: %(default)s)")
     g.add_argument("--max-clients", type=int, default=_DEFAULTS["max_clients"],
@@ -78,6 +78,17 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
     e.add_argument("--max-held-calls", type=int, default=DEFAULT_MAX_HELD_CALLS,
                    help="waiting clients whose GetTask is held open (push); beyond it they poll (default: "
                         "%(default)s)")
+
+
+def federation_config(args: argparse.Namespace) -> FederationConfig:
+    """The coordinator's FederationConfig from its flags (whose defaults are the config's own)."""
+    return FederationConfig(
+        rounds=args.rounds, min_clients=args.min_clients, fraction=args.fraction,
+        round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),
+        max_update_bytes=int(args.max_update_mb * MiB),
+        poll_interval_s=args.poll_interval, heartbeat_window_s=args.heartbeat_window, **robustness_config(args),
+        require_join_secret=not (args.tokens or args.tls_client_ca) and not is_loopback(args.bind),
+    )
 
 
 def robustness_config(args: argparse.Namespace) -> dict[str, Any]:

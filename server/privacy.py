@@ -16,11 +16,9 @@ reproduced can be subtracted.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 DEFAULT_DELTA = 1e-5
 
@@ -41,21 +39,6 @@ class DpSettings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-
-def noisy_mean(deltas: Sequence[Mapping[str, np.ndarray]], dp: DpSettings, denominator: int,
-               rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """(sum of the already clipped changes + N(0, (sigma * clip)^2)) / denominator, per tensor, in float64."""
-    if not deltas:
-        raise ValueError("the DP mean needs at least one update")
-    if denominator < len(deltas):
-        raise ValueError(f"denominator {denominator} is smaller than the {len(deltas)} updates it averages")
-    out = {}
-    for name in sorted(deltas[0]):
-        total = np.sum([np.asarray(d[name], dtype=np.float64) for d in deltas], axis=0)
-        noise = rng.normal(0.0, dp.noise_multiplier * dp.clip, size=total.shape)
-        out[name] = (total + noise) / denominator
-    return out
 
 
 def _accountant(events: Mapping[float, int]) -> Any:

@@ -20,14 +20,13 @@ import grpc
 
 from ..common import wire
 from ..common.logs import get_logger
-from ..common.messages import Action, Code, FederationInfo, JoinResult, Refused, Task
+from ..common.messages import MAX_HOLD_S, Action, Code, FederationInfo, JoinResult, Refused, Task
 from ..common.proto import federation_pb2 as pb
 from ..common.spec import PromptConfig
 from ..common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
 from .auth import Authenticator
 from .federation import Federation
 from .gate import REPLIES, Gate, M, register
-from .longpoll import MAX_HOLD_S
 
 T = TypeVar("T")
 log = get_logger("coordinator")

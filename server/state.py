@@ -71,3 +71,11 @@ class FederationState:
     last_round: RoundSummary | None = None
     # tensor -> the last committed round's robust scale of its changes (server/clipping.py's history term)
     change_scale: dict[str, float] = field(default_factory=dict)
+    # the global's safetensors bytes and digest, made once per commit (the commit stage or a checkpoint read)
+    encoded: serde.Encoded | None = field(default=None, repr=False, compare=False)
+
+    def global_encoded(self) -> serde.Encoded:
+        """The global as the checkpoint and every task carry it: encoded only if `global_tensors` changed."""
+        if self.encoded is None or self.encoded.tensors is not self.global_tensors:
+            self.encoded = serde.Encoded.of(self.global_tensors)
+        return self.encoded

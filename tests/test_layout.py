@@ -79,3 +79,29 @@ def test_layout_type_checker_path_names_the_project_version() -> None:
         "bump tool.mypy.mypy_path with the project version (the strict editable link tree is named after it)")
     assert config["project"]["requires-python"] == ">=3.11"
     assert config["tool"]["ruff"]["target-version"] == "py311" and config["tool"]["mypy"]["python_version"] == "3.11"
+
+
+def numeric_constants() -> dict[str, list[str]]:
+    """Module-level UPPER_CASE names bound to a number, by name -> the files that bind one."""
+    out: dict[str, list[str]] = {}
+    for path in package_files():
+        for node in ast.parse(path.read_text()).body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id.isupper() and isinstance(node.value, ast.Constant)
+                    and type(node.value.value) in (int, float)):
+                out.setdefault(node.targets[0].id, []).append(str(path.relative_to(ROOT)))
+    return out
+
+
+def test_layout_every_limit_and_default_is_written_once() -> None:
+    twice = {name: files for name, files in numeric_constants().items() if len(files) > 1}
+    assert not twice, f"constants defined in more than one module (import them from one): {twice}"
+    shared = {"MAX_ABS_VALUE": "common/spec.py", "MAX_HOLD_S": "common/messages.py",
+              "MAX_COSINE": "client/model/classnames.py"}
+    assert {name: numeric_constants()[name] for name in shared} == {n: [f] for n, f in shared.items()}
+
+
+def test_layout_coordinator_modules_stay_under_250_lines() -> None:
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "server").glob("*.py")
+            if (n := len(p.read_text().splitlines())) > 250}
+    assert not long, f"modules over 250 lines: {long}"

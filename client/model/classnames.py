@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .backbone import Backbone
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
-MAX_COSINE = 0.99
+MAX_COSINE = 0.99  # text features this alike are one class to the model (also the training collapse check)
 ADVICE = ("name the classes in classnames.txt (one name per line, in sorted folder order) or classnames.json "
           "({folder: name}) in the data folder, or use a --model whose tokenizer knows these words")
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ...common.messages import TrainSettings
+from ...common.spec import MAX_ABS_VALUE
+from .classnames import MAX_COSINE as MAX_TEXT_COSINE
 from .images import DECODE_WORKERS, Images, batches
 from .prompts import PFedDCModel
 
@@ -25,8 +27,6 @@ MOMENTUM = 0.9
 CHANCE_FRACTION = 0.98  # a loss at >= 98% of ln C is chance level
 BETTER_FRACTION = 0.9  # ... and one at <= 90% of ln C is clearly better than chance
 RUNNING_WINDOW = 4  # batches in the running mean that says the model was better than chance
-MAX_TEXT_COSINE = 0.99
-MAX_ABS_VALUE = 1e4  # no prompt is ever this large; the coordinator refuses such updates (--max-abs-value)
 APART_TEXT_COSINE = 0.98
 
 

@@ -57,3 +57,20 @@ def test_initial_prompts_are_seeded() -> None:
     a, b = initial_prompts(spec, 1), initial_prompts(spec, 1)
     assert np.array_equal(a["vision.global"], b["vision.global"]) and not a["text.global"].any()
     assert not np.array_equal(a["vision.global"], initial_prompts(spec, 2)["vision.global"])
+
+
+def test_encoded_file_is_its_bytes_with_the_metadata_added_and_reads_back(tmp_path: Path) -> None:
+    tensors: dict[str, np.ndarray] = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(5, np.float16)}
+    encoded = serde.Encoded.of(tensors)
+    assert encoded.tensors is tensors and encoded.sha256 == serde.sha256(serde.encode(tensors))
+    serde.save_file(tmp_path / "t.safetensors", encoded, metadata={"round": "3"})
+    raw = (tmp_path / "t.safetensors").read_bytes()
+    assert raw.endswith(encoded.payload[8 + int.from_bytes(encoded.payload[:8], "little"):])  # data reused as is
+    assert int.from_bytes(raw[:8], "little") % 8 == 0
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "t.safetensors"), framework="numpy") as fh:
+        assert fh.metadata() == {"round": "3"}
+        np.testing.assert_array_equal(fh.get_tensor("b"), tensors["b"])
+    back = serde.load_file(tmp_path / "t.safetensors")
+    assert serde.sha256(serde.encode(back)) == encoded.sha256

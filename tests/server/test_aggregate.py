@@ -24,6 +24,7 @@ def test_fedavg_rejects_mismatched_names_and_bad_weights() -> None:
 
 # ----- robust aggregators: 1 of 5 and 2 of 10 hostile clients
 from pfeddc.server.aggregate import AggregatorKind, make_aggregator, median, trimmed_mean  # noqa: E402
+from pfeddc.server.config import FederationConfig  # noqa: E402
 
 Updates = list[dict[str, np.ndarray]]
 
@@ -58,7 +59,7 @@ def test_trimmed_mean_drops_the_extremes_and_refuses_a_trim_of_half() -> None:
     np.testing.assert_allclose(trimmed_mean([(u, 1.0) for u in values], trim=0.2)["t"], [2.0])
     np.testing.assert_allclose(median([(u, 1.0) for u in values])["t"], [2.0])
     with pytest.raises(ValueError, match="trim"):
-        make_aggregator(AggregatorKind.TRIMMED_MEAN, trim=0.5)
+        FederationConfig(rounds=1, aggregator=AggregatorKind.TRIMMED_MEAN, trim=0.5)
 
 
 def test_aggregators_share_one_signature() -> None:

@@ -11,8 +11,8 @@ from pfeddc.common.spec import TensorSpec
 from pfeddc.server.aggregate import fedavg
 from pfeddc.server.checkpoint import Checkpoint
 from pfeddc.server.clipping import HISTORY_GROWTH, clip_per_tensor, l2
-from pfeddc.server.combine import combine
 from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.pipeline import Rules, combine
 from pfeddc.server.privacy import DpSettings
 
 # scales an order of magnitude apart, like the text (small) and vision (large) prompts
@@ -40,10 +40,10 @@ def movement(tensors: dict[str, np.ndarray], tensor: str) -> float:
 def test_one_attacker_among_five_moves_no_tensor_more_than_3x_an_honest_round(tensor: str) -> None:
     rng = np.random.default_rng(0)
     sites = {f"h{i}": (honest(rng), 10.0) for i in range(4)}
-    honest_round = combine(GLOBAL, {**sites, "h4": (honest(rng), 10.0)}, fedavg, clip_norm=10.0, adaptive=2.0)
-    attacked = combine(GLOBAL, {**sites, "evil": (attacker(10.0, tensor), 10.0)}, fedavg, clip_norm=10.0,
-                       adaptive=2.0)
-    fixed_only = combine(GLOBAL, {**sites, "evil": (attacker(10.0, tensor), 10.0)}, fedavg, clip_norm=10.0)
+    honest_round = combine(GLOBAL, {**sites, "h4": (honest(rng), 10.0)}, Rules(fedavg, clip_norm=10.0, adaptive=2.0))
+    attacked = combine(GLOBAL, {**sites, "evil": (attacker(10.0, tensor), 10.0)}, Rules(fedavg, clip_norm=10.0,
+                       adaptive=2.0))
+    fixed_only = combine(GLOBAL, {**sites, "evil": (attacker(10.0, tensor), 10.0)}, Rules(fedavg, clip_norm=10.0))
     ratio = movement(attacked.tensors, tensor) / movement(honest_round.tensors, tensor)
     assert ratio <= 3.0
     assert movement(fixed_only.tensors, tensor) / movement(honest_round.tensors, tensor) > 3.0  # without it
@@ -75,8 +75,8 @@ def test_changes_and_inputs_keep_their_dtype_and_values() -> None:
 def test_dp_keeps_its_fixed_clip_only() -> None:
     rng = np.random.default_rng(2)
     updates = {f"h{i}": (honest(rng), 1.0) for i in range(4)}
-    out = combine(GLOBAL, updates, fedavg, clip_norm=None, dp=DpSettings(1.0, 0.5), sampled=4,
-                  rng=np.random.default_rng(0), adaptive=2.0)
+    out = combine(GLOBAL, updates, Rules(fedavg, clip_norm=None, dp=DpSettings(1.0, 0.5), sampled=4,
+                  rng=np.random.default_rng(0), adaptive=2.0))
     assert out.tensor_clip is None
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pfeddc.server.aggregate import fedavg
-from pfeddc.server.combine import NonFiniteGlobal, clip_change, combine
+from pfeddc.server.combine import clip_change
+from pfeddc.server.pipeline import NonFiniteGlobal, Rules, combine
 from pfeddc.server.privacy import DpSettings
 
 GLOBAL = {"a": np.zeros((2, 3), np.float32), "b": np.ones((4,), np.float32)}
@@ -28,13 +29,13 @@ def test_clip_change_scales_the_whole_update_to_the_bound() -> None:
 def test_clipping_bounds_a_hostile_site_by_its_weight_share() -> None:
     honest = {f"h{i}": (shifted(0.01), 10.0) for i in range(4)}
     hostile = {"evil": (shifted(1e3), 10.0)}
-    out = combine(GLOBAL, {**honest, **hostile}, fedavg, clip_norm=1.0)
+    out = combine(GLOBAL, {**honest, **hostile}, Rules(fedavg, clip_norm=1.0))
     assert out.clipped == ("evil",)
     shift = np.sqrt(sum(float(np.sum((out.tensors[k].astype(np.float64) - GLOBAL[k]) ** 2)) for k in GLOBAL))
     # at most (w / W) * clip from the hostile site, plus the honest sites' own (unclipped) change
     honest_change = 0.01 * np.sqrt(10)
     assert shift <= 10 / 50 * 1.0 + honest_change + 1e-6
-    unclipped = combine(GLOBAL, {**honest, **hostile}, fedavg, clip_norm=None)
+    unclipped = combine(GLOBAL, {**honest, **hostile}, Rules(fedavg, clip_norm=None))
     assert float(np.abs(unclipped.tensors["a"]).max()) > 100
 
 
@@ -43,13 +44,13 @@ def test_non_finite_aggregate_is_refused() -> None:
         return {k: np.full(v.shape, np.inf, np.float32) for k, v in GLOBAL.items()}
 
     with pytest.raises(NonFiniteGlobal, match="NaN or Inf"):
-        combine(GLOBAL, {"a": (shifted(1.0), 1.0)}, broken, clip_norm=None)
+        combine(GLOBAL, {"a": (shifted(1.0), 1.0)}, Rules(broken, clip_norm=None))
 
 
 def test_dp_mean_has_the_calibrated_noise_over_the_sampled_count() -> None:
     dp = DpSettings(noise_multiplier=2.0, clip=0.5)
     updates = {f"c{i}": (shifted(10.0), 1.0) for i in range(4)}  # every change clipped to 0.5
-    out = combine(GLOBAL, updates, fedavg, clip_norm=None, dp=dp, sampled=5, rng=np.random.default_rng(0))
+    out = combine(GLOBAL, updates, Rules(fedavg, clip_norm=None, dp=dp, sampled=5, rng=np.random.default_rng(0)))
     assert len(out.clipped) == 4
     noise = np.concatenate([(out.tensors[k].astype(np.float64) - GLOBAL[k]).ravel() for k in GLOBAL])
     signal = 4 * 0.5 / np.sqrt(10) / 5  # the clipped changes summed, over the 5 sampled clients

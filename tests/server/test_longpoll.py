@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -107,15 +108,19 @@ def test_beyond_the_held_call_limit_clients_are_answered_at_once(coordinator: St
 
 
 def test_change_feed_wakes_waiters_on_change_and_not_otherwise() -> None:
-    feed = ChangeFeed()
-    version = feed.version
-    started = time.monotonic()
-    assert feed.wait(version, 0.1)  # nothing changed: the full timeout
-    assert time.monotonic() - started >= 0.1
-    threading.Timer(0.05, feed.notify).start()
-    started = time.monotonic()
-    feed.wait(version, 5.0)
-    assert time.monotonic() - started < 2.0
+    async def held() -> None:
+        feed = ChangeFeed()
+        feed.attach(asyncio.get_running_loop())
+        version = feed.version
+        started = time.monotonic()
+        assert await feed.wait_async(version, 0.1)  # nothing changed: the full timeout
+        assert time.monotonic() - started >= 0.1
+        threading.Timer(0.05, feed.notify).start()  # from another thread, as the federation's calls do
+        started = time.monotonic()
+        await feed.wait_async(version, 5.0)
+        assert time.monotonic() - started < 2.0
+
+    asyncio.run(held())
 
 
 def test_updates_are_parsed_and_logs_rendered_outside_the_federation_lock(tmp_path: Path,
@@ -125,13 +130,13 @@ def test_updates_are_parsed_and_logs_rendered_outside_the_federation_lock(tmp_pa
     held_while: dict[str, bool] = {}
     from pfeddc.server import federation as module
 
-    real_check = module.check_update
+    real_check = module.accept
 
     def spy_check(*args: object, **kwargs: object) -> object:
         held_while["parse"] = fed._lock._is_owned()  # type: ignore[attr-defined]
         return real_check(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(module, "check_update", spy_check)  # type: ignore[attr-defined]
+    monkeypatch.setattr(module, "accept", spy_check)  # type: ignore[attr-defined]
     rendered: list[bool] = []
 
     def spy(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:

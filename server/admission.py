@@ -1,0 +1,76 @@
+"""Who may do what: the checks a request passes before it may change the federation. Each raises `Refused`
+naming the problem and changes nothing; the federation calls them (under its lock where they read the round)."""
+
+from __future__ import annotations
+
+from ..common.ids import client_id_problem
+from ..common.messages import Code, Refused, SubmitResult
+from ..common.spec import TensorSpec, spec_difference
+from .config import FederationConfig
+from .rounds import Rounds
+
+
+def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str, num_examples: int,
+               their_spec: list[TensorSpec], secret: str | None) -> None:
+    """A Join's own values, before the lock: the id, the example count, the model's spec, the join secret."""
+    problem = client_id_problem(client_id)
+    if problem:
+        raise Refused(Code.INVALID_ARGUMENT, problem)
+    if num_examples <= 0:
+        raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
+    diff = spec_difference(spec, their_spec)
+    if diff:
+        raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff}")
+    if config.require_join_secret and not secret:
+        raise Refused(Code.UNAUTHENTICATED, "this coordinator runs without client authentication: every Join "
+                                            "must carry a join secret (pfeddc-client keeps one in its state dir)")
+
+
+def check_room(config: FederationConfig, clients: int, joins_from_peer: int | None) -> None:
+    """A new client id: the registry's cap, and (open mode) the cap of new ids from one peer address."""
+    if clients >= config.max_clients:
+        raise Refused(Code.RESOURCE_EXHAUSTED, f"the federation already has {clients} clients, its --max-clients: "
+                                               "a new client id cannot join")
+    if joins_from_peer is not None and joins_from_peer >= config.max_joins_per_peer:
+        raise Refused(Code.RESOURCE_EXHAUSTED, f"{config.max_joins_per_peer} client ids already joined from "
+                                               "this address (--max-joins-per-peer)")
+
+
+def check_running(rounds: Rounds) -> None:
+    if rounds.aborted:
+        raise Refused(Code.FAILED_PRECONDITION, f"the federation stopped: {rounds.aborted}")
+
+
+def check_round(rounds: Rounds, round_: int) -> None:
+    check_running(rounds)
+    if rounds.finished:
+        raise Refused(Code.FAILED_PRECONDITION, f"the federation finished after round {rounds.config.rounds}")
+    if round_ != rounds.round:
+        which = "stale" if round_ < rounds.round else "future"
+        raise Refused(Code.FAILED_PRECONDITION, f"{which} round {round_}: the current round is {rounds.round}")
+
+
+def admit(rounds: Rounds, client_id: str, round_: int, sha: str, num_examples: int) -> SubmitResult | None:
+    """A reply for a repeated update, None for one to parse, or `Refused` for one that cannot count."""
+    a = rounds.attempt
+    if round_ == rounds.round - 1 and rounds.last_closed.get(client_id) == sha:
+        return SubmitResult(True, len(a.received), a.expected())
+    check_round(rounds, round_)
+    previous = a.received.get(client_id)
+    if previous is not None:
+        if previous.sha256 == sha:
+            return SubmitResult(True, len(a.received), a.expected())
+        raise Refused(Code.ALREADY_EXISTS, f"a different update from {client_id!r} for round {round_} "
+                                           "was already accepted")
+    if rounds.pending is not None:
+        raise Refused(Code.UNAVAILABLE, f"round {round_} is closed and waiting to be saved: retry")
+    if client_id not in a.sampled:
+        raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {rounds.round}")
+    if client_id in a.failed:
+        raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is out of round {round_}: "
+                                                f"{a.failed[client_id]}")
+    declared = rounds.state.clients[client_id].num_examples
+    if num_examples != declared:
+        raise Refused(Code.INVALID_ARGUMENT, f"num_examples {num_examples} differs from the {declared} declared "
+                                             "at Join (join again to change it)")
+    return None

@@ -1,0 +1,45 @@
+"""The coordinator's path for an update, as a list of named stages; each stage is a small pure function.
+
+Per update, outside the federation's lock (server/updates.py), `(payload, ...) -> CheckedUpdate`:
+    decode  size limit, safetensors header against the spec (the one spec check), values finite
+    check   value magnitudes and metrics within their limits
+Per round, under the lock when the round closes (server/combine.py), each `(Step, Rules) -> Step`:
+    bound      per-tensor adaptive clip, then the whole-update clip (DP: its clip only)
+    aggregate  the aggregator over the bounded changes (DP: their sum over the sampled count)
+    noise      DP only: Gaussian noise calibrated to the clip
+    commit     the next global, refused when not finite, encoded once (its bytes and hash serve the
+               checkpoint and every task)
+
+A new defence, or secure aggregation, is one more function here in the list, not edits in the round logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..common.messages import Metrics
+from ..common.spec import TensorSpec
+from .combine import NonFiniteGlobal, Rules, Stage, Step, aggregate, bound, commit, noise, start
+from .updates import CheckedUpdate, UpdateLimits, check, decode
+
+__all__ = ["ROUND_STAGES", "NonFiniteGlobal", "Rules", "Step", "accept", "combine"]
+
+ROUND_STAGES: tuple[Stage, ...] = (bound, aggregate, noise, commit)
+
+
+def accept(payload: bytes, num_examples: int, metrics: Metrics, spec: list[TensorSpec], limits: UpdateLimits,
+           sha256: str) -> CheckedUpdate:
+    """An update through the per-update stages, or `Refused` naming what is wrong with it."""
+    return check(decode(payload, num_examples, metrics, spec, limits, sha256), limits)
+
+
+def combine(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping[str, np.ndarray], float]],
+            rules: Rules) -> Step:
+    """The round's updates (client -> (tensors, weight)) through the round stages: `.committed` is the next
+    global. Raises `NonFiniteGlobal` when it is not finite."""
+    step = start(global_, updates)
+    for stage in ROUND_STAGES:
+        step = stage(step, rules)
+    return step
