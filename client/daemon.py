@@ -17,10 +17,11 @@ from typing import Any
 from ..common import serde
 from ..common.logs import Event, get_logger
 from ..common.messages import MAX_HOLD_S, Action, Code, FailureReason, Refused, Task, TrainSettings
+from ..common.spec import PromptConfig
 from ..common.transport import TlsFiles
 from .connection import Backoff, Connection
 from .data import ClientData, align_to, load_client_data
-from .folders import classnames_for, scan
+from .folders import DataError, classnames_for, scan
 from .heartbeat import Heartbeat
 from .model.backbone import load_backbone
 from .model.classnames import ADVICE, check_class_names
@@ -95,8 +96,11 @@ class ClientDaemon:
             model = PFedDCModel(backbone, data.classnames, info.prompt_config, seed=seed).to(self.device)
             local = self.store.load_local()
             if local is not None:
+                self._check_class_list(meta.prompt_config, info.prompt_config)
                 model.load_state(local, StatePart.LOCAL)
                 log.info(Event.LOCAL_STATE_RESTORED, client_id=self.client_id, round=meta.last_round)
+                if model.class_embeddings is not None and meta.federation_id not in (None, info.federation_id):
+                    model.class_embeddings.restart()  # the new federation's empty rows get this site's means
             self.store.update_meta(federation_id=info.federation_id, model=model_name,
                                    prompt_config=info.prompt_config)
             conn.join(len(data.train), model.spec)
@@ -106,6 +110,13 @@ class ClientDaemon:
                 return self._loop(conn, model, data, beat)
         finally:
             conn.close()
+
+    def _check_class_list(self, saved: PromptConfig | None, now: PromptConfig) -> None:
+        """Local class rows are indexed by the federation's class list: another list would mislabel them."""
+        if saved is not None and saved.classes != now.classes:
+            raise DataError(f"the federation's class list changed ({list(saved.classes)} -> {list(now.classes)}) "
+                            f"but the local state in {self.store.dir} is indexed by the old one: start this client "
+                            "with a new --state-dir (its class embeddings start again from its images)")
 
     def _prepare_data(self, image_size: int) -> ClientData:
         opts = self.opts

@@ -90,6 +90,4 @@ def align_to(data: ClientData, classes: Sequence[str]) -> ClientData:
                         "rename the folders (or name them in classnames.txt), or ask the coordinator's operator to "
                         "add them to --classes")
     mapping = torch.tensor([index[class_key(c)] for c in data.classnames], dtype=torch.long)
-    for images in (data.train, data.test):
-        images.labels = mapping[images.labels]
-    return ClientData(list(classes), data.train, data.test, data.skipped)
+    return ClientData(list(classes), data.train.relabelled(mapping), data.test.relabelled(mapping), data.skipped)

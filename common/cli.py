@@ -59,6 +59,8 @@ def parse_classes(value: str) -> tuple[str, ...]:
     path = Path(value).expanduser()
     if path.is_file():
         return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if "/" in value or value.startswith("~") or value.endswith(".txt"):
+        raise ValueError(f"--classes {value!r} looks like a file but there is no such file")
     return tuple(c.strip() for c in value.split(",") if c.strip())
 
 

@@ -7,7 +7,7 @@ Torch-free on purpose: the coordinator derives the spec of the *global* prompts 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -203,9 +203,13 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str = "F32"
+    bounds: tuple[float, float] | None = field(default=None, compare=False)  # the values an update may hold
 
     def describe(self) -> str:
         return f"{self.name}{list(self.shape)}:{self.dtype}"
+
+
+CLASS_SHARE_FLOOR = 1e-3  # a site's share of a class it does not hold (client/model/classes.py): never 0
 
 
 def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
@@ -223,7 +227,7 @@ def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
         specs.append(TensorSpec("text.global", (cfg.text_ctx, dims.text_hidden)))
     if cfg.shared_classes:  # rows times each site's share of the class, and the share (client/model/classes.py)
         specs.append(TensorSpec("text.classes.global", (len(cfg.classes), dims.projection)))
-        specs.append(TensorSpec("text.classes.share.global", (len(cfg.classes),)))
+        specs.append(TensorSpec("text.classes.share.global", (len(cfg.classes),), bounds=(CLASS_SHARE_FLOOR, 1.0)))
     if cfg.vision.has_global:
         specs.append(TensorSpec("vision.global", (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)))
         specs.append(TensorSpec("vision.gate.global", (cfg.vision_depth, dims.vision_heads)))
@@ -260,3 +264,14 @@ def initial_prompts(specs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]
     rng = np.random.default_rng(seed)
     return {s.name: (rng.standard_normal(s.shape) if s.name == "vision.global" else np.zeros(s.shape)
                      ).astype(np.float32) for s in specs}
+
+
+def weighted_mean_only(spec: list[TensorSpec]) -> str | None:
+    """Why this spec needs the plain weighted mean (FedAvg, no DP), or None. Shared class rows travel as rows x
+    share and the share (client/model/classes.py): only the ratio of two weighted means is a class-weighted
+    mean; a median or trimmed mean of each is not, and DP noise on the share is divided into the rows."""
+    if any(s.name == "text.classes.share.global" for s in spec):
+        return ("the federation shares class embeddings (--classes): they are averaged by class through the plain "
+                "weighted mean, which --aggregator median/trimmed-mean and DP noise would break; run without "
+                "--classes (each site keeps its class rows) to use them")
+    return None

@@ -130,7 +130,7 @@ def start(args: argparse.Namespace) -> RunningServer:
     """Build the federation from flags (resuming a checkpoint) and start serving; returns at once."""
     prompt = prompt_config_from(args)
     spec = global_spec(resolve_dims(args.model), prompt)
-    config = federation_config(args)
+    config = federation_config(args, spec)
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     check_exposure(args.bind, tls.enabled, args.tokens is not None or args.tls_client_ca is not None, args.insecure)
     lock = StateDirLock(args.state_dir).acquire()

@@ -62,6 +62,12 @@ def decode(payload: bytes, num_examples: int, metrics: Metrics, spec: list[Tenso
         tensors = serde.decode_as(payload, spec)
     except serde.InvalidTensors as exc:
         raise Refused(Code.INVALID_ARGUMENT, f"update refused: {exc}") from None
+    for entry in spec:
+        values = tensors[entry.name]
+        if entry.bounds and values.size and not (entry.bounds[0] <= values.min() and values.max() <= entry.bounds[1]):
+            raise Refused(Code.INVALID_ARGUMENT, f"update refused: tensor {entry.name!r} holds values outside "
+                                                 f"[{entry.bounds[0]:g}, {entry.bounds[1]:g}] (min "
+                                                 f"{float(values.min()):.3g}, max {float(values.max()):.3g})")
     return CheckedUpdate(sha256, tensors, num_examples, metrics)
 
 

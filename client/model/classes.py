@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...common.spec import CLASS_SHARE_FLOOR
+
 WEAK_FRACTION = 0.5  # a shared row below this fraction of the site's class mean is filled from the site's images
-FLOOR_SHARE = 1e-3  # a site's say over the rows of classes it does not hold (never zero: no row is ever 0/0)
+FLOOR_SHARE = CLASS_SHARE_FLOOR  # a site's say over rows of classes it does not hold (never 0: no row is ever 0/0)
 
 
 class ClassEmbeddings(nn.Module):
@@ -78,8 +80,9 @@ class ClassEmbeddings(nn.Module):
         out = dict(tensors)
         share = out.pop("text.classes.share.global")
         rows = out["text.classes.global"]
-        out["text.classes.global"] = np.divide(rows, share[:, None], out=np.zeros_like(rows),
-                                               where=share[:, None] > 0).astype(np.float32)
+        # the coordinator refuses shares below the floor; a mean of them stays above it (no clip or noise here:
+        # the coordinator refuses median, trimmed mean and DP with shared rows), the floor guards the division
+        out["text.classes.global"] = (rows / np.maximum(share, FLOOR_SHARE)[:, None]).astype(np.float32)
         return out
 
     def fit(self, text: torch.Tensor, image_features: torch.Tensor, labels: torch.Tensor, steps: int, lr: float,
@@ -88,7 +91,7 @@ class ClassEmbeddings(nn.Module):
         of the site's images, full batch; the prompts and the backbone stay as they are."""
         rows = [r for r in (self.global_rows, self.local_rows) if r is not None]
         readable = image_features.norm(dim=-1) > 0
-        x, y = F.normalize(image_features[readable].float(), dim=-1), labels[readable].to(image_features.device)
+        x, y = F.normalize(image_features[readable].float(), dim=-1), labels[readable.to(labels.device)]
         if not rows or steps <= 0 or len(y) == 0:
             return
         text = text.detach()
@@ -102,6 +105,11 @@ class ClassEmbeddings(nn.Module):
     @property
     def started(self) -> bool:
         return bool(self.counts.sum() > 0)
+
+    @torch.no_grad()
+    def restart(self) -> None:
+        """Forget that the start happened (a new federation): the next round fills its weak shared rows."""
+        self.counts.zero_()
 
     @torch.no_grad()
     def start(self, image_features: torch.Tensor, labels: torch.Tensor) -> list[int]:

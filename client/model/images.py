@@ -6,9 +6,11 @@ on disk are decoded by worker processes while the previous batch trains, so memo
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from PIL import UnidentifiedImageError
@@ -18,6 +20,9 @@ from .backbone import preprocess
 
 log = get_logger("client")
 DECODE_WORKERS = min(4, max(1, (os.cpu_count() or 2) - 1))  # processes decoding images streamed from disk
+
+
+_Set = TypeVar("_Set", bound="Images")
 
 
 class Images:
@@ -31,6 +36,12 @@ class Images:
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels and labels of the samples `idx`; a sample that cannot be read has label -1 (and zeros)."""
         raise NotImplementedError
+
+    def relabelled(self: _Set, mapping: torch.Tensor) -> _Set:
+        """A copy whose label y is `mapping[y]` (the same pixels or files; this set is left as it is)."""
+        other = copy.copy(self)
+        other.labels = mapping[self.labels]
+        return other
 
 
 class ImageSet(Images):

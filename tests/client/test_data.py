@@ -93,6 +93,7 @@ def test_align_to_labels_by_the_federation_list_and_names_folders_it_lacks(tmp_p
     before = [data.classnames[int(y)] for y in data.train.labels]
     federation = ["bag", "t shirt", "ankle-boot"]
     aligned = align_to(data, federation)
+    assert [data.classnames[int(y)] for y in data.train.labels] == before  # the site's own labels are left as they are
     assert aligned.classnames == federation
     assert [federation[int(y)] for y in aligned.train.labels] == [n.replace("ankle boot", "ankle-boot").lower()
                                                                   for n in before]

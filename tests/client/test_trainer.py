@@ -82,3 +82,17 @@ def test_trainer_learns_a_style_zero_shot_gets_wrong_and_shares_it(embedded: Bac
     fresh = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig(classes=tuple(DIGIT_CLASSES)))
     fresh.load_state(outcome.tensors, StatePart.GLOBAL)  # a new site: what was sent, nothing local
     assert evaluate(fresh, test, CPU) > zero_shot + 0.2
+
+
+def test_a_failed_round_with_class_embeddings_leaves_nothing_and_starts_them_again(
+        embedded: Backbone, inverted_mnist: tuple[ImageSet, ImageSet]) -> None:
+    train, test = inverted_mnist
+    model = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig(classes=tuple(DIGIT_CLASSES)))
+    trainer = LocalTrainer(model, train, test, CPU)
+    received, local = model.global_state(), model.local_state()
+    failed = trainer.run(received, TrainSettings(lr=1e7, lr_vision=1e7, lr_fusion=1e7, clip_norm=0.0, batch_size=64))
+    assert failed.tensors is None and failed.failure is not None and failed.failure.startswith("diverged")
+    for part, expected in ((StatePart.LOCAL, local), (StatePart.GLOBAL, received)):
+        state = model.state(part)
+        assert all(np.array_equal(state[k], expected[k]) for k in expected)
+    assert model.class_embeddings is not None and not model.class_embeddings.started  # the next round starts them

@@ -102,3 +102,12 @@ def test_no_class_embeddings_for_baselines_and_the_ablation(tiny_backbone: Backb
         model = PFedDCModel(tiny_backbone, CLASSES, cfg)
         assert model.class_embeddings is None
         assert not any("classes" in s.name for s in global_spec(tiny_backbone.dims, cfg))
+
+
+def test_rows_from_the_wire_never_divide_by_less_than_the_floor() -> None:
+    """A share at or below zero (only a coordinator that skipped its bounds check could send one) leaves the row
+    finite and at most 1 / FLOOR_SHARE times the sent value."""
+    rows = np.ones((2, 3), dtype=np.float32)
+    out = ClassEmbeddings.from_wire({"text.classes.global": rows, "text.classes.share.global":
+                                     np.array([-0.5, 1e-9], dtype=np.float32)})["text.classes.global"]
+    assert np.isfinite(out).all() and float(np.abs(out).max()) <= 1 / FLOOR_SHARE + 1e-3
