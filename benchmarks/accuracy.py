@@ -46,6 +46,7 @@ from pfeddc.client.sim.sources import load_source  # noqa: E402
 from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402
 from pfeddc.common.partition import partition, train_test_split  # noqa: E402
+from pfeddc.common.spec import PromptConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["pfeddc", "promptfl", "coop", "vision-only", "zeroshot"]
@@ -156,8 +157,11 @@ class Runner:
             from pfeddc.server.privacy import DpSettings, noise_for_epsilon
 
             dp = DpSettings(noise_for_epsilon(epsilon, self.rounds), DP_CLIP)
+        # under DP the class rows stay local (the coordinator refuses DP with --classes: noise on the share
+        # would be divided into the rows)
+        prompt = PromptConfig() if dp else None
         result = run_federation(self.backbone, classnames, clients, method, train_settings(lr or TrainSettings().lr),
-                                self.rounds, seed, SETTINGS[setting].fraction, new, dp=dp)
+                                self.rounds, seed, SETTINGS[setting].fraction, new, prompt=prompt, dp=dp)
         rec = {**record(setting, method, seed, lr, role, result), "epsilon": epsilon}
         self.records.append(rec)
         with open(self.log, "a") as fh:
