@@ -188,8 +188,8 @@ class Rounds:
 
     def _adopt(self, saved: FederationState) -> None:
         """The live state takes the saved round's values: its global (and its bytes), the participation counted
-        in `next_state`, the privacy spent. Live records keep what changed meanwhile (last seen, new joins).
-        Not the saved `change_scale`: the live one stays the resumed one, as before this module was split."""
+        in `next_state`, the privacy spent, the per-tensor change scale the next round's adaptive clip is capped
+        by. Live records keep what changed meanwhile (last seen, new joins)."""
         for client_id, update in self.attempt.received.items():
             record = self.state.clients[client_id]
             record.rounds_participated = saved.clients[client_id].rounds_participated
@@ -197,3 +197,4 @@ class Rounds:
         self.state.global_tensors, self.state.encoded = saved.global_tensors, saved.encoded
         self.global_ = self.state.global_encoded()
         self.state.round, self.state.privacy, self.state.last_round = saved.round, saved.privacy, saved.last_round
+        self.state.change_scale = saved.change_scale  # the cap's history is live, not only after a restart

@@ -98,3 +98,4 @@ def test_federation_records_per_tensor_clipping_and_carries_the_scale_through_a_
     restored = checkpoint.load(spec, 3)
     assert restored is not None and restored.change_scale.keys() == {"text", "vision"}
     assert restored.change_scale["text"] == pytest.approx(line["clip_bounds"]["text"] / 2.0, rel=1e-5)
+    assert fed._state.change_scale == restored.change_scale  # the next round is capped by it without a restart
