@@ -1,9 +1,9 @@
 """One client's work in a round, shared by the daemon and the in-process benchmark.
 
-Load the round's global prompts, measure them alone (what a new client would get), on the site's first round
-start its class embeddings from its own images, train, and either hand
-back the global tensors to send with the metrics, or - when training diverged or collapsed - put the model
-back exactly as it was, halve this client's learning rates for its next rounds, and say why.
+Load the round's global prompts, measure them alone (what a new client would get), start the class embeddings
+from the site's own images (first round) and fit them by a short probe, train, and either hand back the global
+tensors to send with the metrics, or - when training diverged or collapsed - put the model back exactly as it
+was, halve this client's learning rates for its next rounds, and say why.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ class LocalTrainer:
         accuracy = evaluate(model, self.test, self.device) if measure else math.nan
         return RoundOutcome(replace(metrics, accuracy_after=accuracy, train_seconds=time.monotonic() - started),
                             sent, None, norms)
-
 
     def _start_class_embeddings(self, probe_steps: int) -> None:
         """On this site's first round its classes' embeddings start from its own images; every round a linear
