@@ -17,11 +17,23 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
-from ..common import serde, wire
+from ..common import serde, wire, wire_secure
 from ..common.logs import Event, get_logger
-from ..common.messages import Code, FailureReason, FederationInfo, JoinResult, Metrics, Refused, SubmitResult, Task
+from ..common.messages import (
+    MAX_HOLD_S,
+    Code,
+    FailureReason,
+    FederationInfo,
+    JoinResult,
+    Metrics,
+    Refused,
+    SubmitResult,
+    Task,
+)
 from ..common.proto import federation_pb2 as pb
 from ..common.proto import federation_pb2_grpc as pb_grpc
+from ..common.secagg.exchange import CAPABILITY, SecureAnswer, SecureStep
+from ..common.secagg.keys import RoundId
 from ..common.spec import TensorSpec
 from ..common.tlsprobe import CredentialError, diagnose, network_hint
 from ..common.transport import TlsFiles, open_channel
@@ -107,7 +119,9 @@ class Connection:
         return wire.info_from_proto(reply)
 
     def join(self, num_examples: int, spec: list[TensorSpec]) -> JoinResult:
-        request = pb.JoinRequest(client_id=self.client_id, num_examples=num_examples, spec=wire.spec_to_proto(spec))
+        """Join (or re-join) with this client's count and model spec, announcing what it supports."""
+        request = pb.JoinRequest(client_id=self.client_id, num_examples=num_examples, spec=wire.spec_to_proto(spec),
+                                 capabilities=[CAPABILITY])
         return wire.join_from_proto(self._retry("join", lambda: self._stub.Join(request, timeout=self.rpc_timeout_s)))
 
     def task(self, wait_s: float = 0.0) -> Task:
@@ -139,6 +153,13 @@ class Connection:
             return int(self._stub.Heartbeat(request, timeout=timeout_s).round)
         except grpc.RpcError as exc:
             raise Refused(wire.rpc_code(exc), wire.rpc_details(exc)) from None
+
+    def secure(self, step: SecureStep, rid: RoundId, wait_s: float = MAX_HOLD_S) -> SecureAnswer:
+        """One stage of secure aggregation (or, without a message, a poll), held up to `wait_s` while PENDING."""
+        request = wire_secure.step_to_proto(step, wait_s)
+        reply = self._retry("secure_aggregate", lambda: self._stub.SecureAggregate(
+            request, timeout=self.rpc_timeout_s + wait_s))
+        return wire_secure.answer_from_proto(reply, rid, self.client_id)
 
     def report_failure(self, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
         """Tell the coordinator this client cannot produce an update for `round_` (it stops waiting for it)."""

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..common import serde
 from ..common.logs import Event, get_logger
-from ..common.messages import MAX_HOLD_S, Action, Code, FailureReason, Refused, Task, TrainSettings
-from ..common.spec import PromptConfig
+from ..common.messages import MAX_HOLD_S, Action, Code, FailureReason, Metrics, Refused, Task, TrainSettings
+from ..common.spec import PromptConfig, TensorSpec
 from ..common.transport import TlsFiles
 from .connection import Backoff, Connection
 from .data import ClientData, align_to, load_client_data
@@ -27,6 +27,7 @@ from .model.backbone import load_backbone
 from .model.classnames import ADVICE, check_class_names
 from .model.prompts import PFedDCModel, StatePart
 from .model.train import Interrupted, evaluate, pick_device
+from .secure import contribute
 from .store import ClientStore, RoundRecord
 from .trainer import LocalTrainer
 
@@ -180,19 +181,8 @@ class ClientDaemon:
                 log.warning(Event.UPDATE_REFUSED, client_id=self.client_id, round=task.round, code=str(exc.code),
                             reason=exc.message)
             return None
-        accepted, reason, following = True, "", None
         update = serde.Encoded.of(outcome.tensors)  # once: sent, then saved from the same bytes
-        try:
-            reply = conn.submit(task.round, update, len(data.train), outcome.metrics, next_task_wait_s=MAX_HOLD_S)
-            following = reply.next_task
-            log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,
-                     received=reply.received, expected=reply.expected)
-        except Refused as exc:
-            if exc.code in FATAL:
-                raise
-            accepted, reason = False, exc.message
-            log.warning(Event.UPDATE_REFUSED, client_id=self.client_id, round=task.round, code=str(exc.code),
-                        reason=reason)
+        accepted, reason, following = self._send(conn, task, update, len(data.train), outcome.metrics, model.spec)
         m = outcome.metrics
         record = RoundRecord(task.round, accepted, reason, len(data.train), m, time.time(), outcome.update_norms)
         self.store.save_round(task.round, model.local_state(), update, record)
@@ -201,6 +191,25 @@ class ClientDaemon:
                  train_loss=round(m.train_loss, 4),
                  update_norms=outcome.update_norms, duration_s=round(m.train_seconds, 2))
         return following
+
+    def _send(self, conn: Connection, task: Task, update: serde.Encoded, num_examples: int, metrics: Metrics,
+              spec: list[TensorSpec]) -> tuple[bool, str, Task | None]:
+        """Submit the update (or, in a secure federation, its masked change): accepted, why not, the next task."""
+        try:
+            if task.secure is not None:  # the coordinator learns only the round's sum
+                counted = contribute(conn, task.secure, task.round, task.tensors(), update.tensors, spec,
+                                     num_examples, metrics, self.stop)
+                return counted.committed, counted.reason, None
+            reply = conn.submit(task.round, update, num_examples, metrics, next_task_wait_s=MAX_HOLD_S)
+            log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,
+                     received=reply.received, expected=reply.expected)
+            return True, "", reply.next_task
+        except Refused as exc:
+            if exc.code in FATAL:
+                raise
+            log.warning(Event.UPDATE_REFUSED, client_id=self.client_id, round=task.round, code=str(exc.code),
+                        reason=exc.message)
+            return False, exc.message, None
 
     def _finish(self, model: PFedDCModel, data: ClientData, task: Task) -> dict[str, Any]:
         model.load_state(task.tensors(), StatePart.GLOBAL)

@@ -45,6 +45,9 @@ class Event(StrEnum):
     TICKER_FAILED = "ticker_failed"  # the round ticker hit an unexpected error; it keeps ticking
     LINGERING = "lingering"  # finished; still serving the final prompts and the status
     CALLER_REFUSED = "caller_refused"  # a token or certificate refused, a failed TLS handshake; at a bounded rate
+    # coordinator, secure aggregation: counts and site ids only, never keys, shares or masked values
+    SECAGG_STAGE_CLOSED = "secagg_stage_closed"
+    SECAGG_SITE_EXCLUDED = "secagg_site_excluded"  # a site named by the protocol (a complaint, a lying share)
     # any component: a line that bypassed the logger (gRPC C-core, a library's print), wrapped as JSON
     NATIVE_OUTPUT = "native_output"
     # client
@@ -61,6 +64,7 @@ class Event(StrEnum):
     TRAINING_COLLAPSED = "training_collapsed"
     UPDATE_SENT = "update_sent"
     UPDATE_REFUSED = "update_refused"
+    SECAGG_ROUND_DONE = "secagg_round_done"  # this site's part of a secure round: committed or abandoned
     HEARTBEAT_FAILED = "heartbeat_failed"  # debug: one lost heartbeat (the next comes soon)
     HEARTBEAT_UNSUPPORTED = "heartbeat_unsupported"  # the coordinator predates heartbeats
     CLASS_NAMES_SIMILAR = "class_names_similar"

@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 from dataclasses import Field, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import serde
 from .spec import PromptConfig, TensorSpec
+
+if TYPE_CHECKING:  # exchange.py imports Metrics from here
+    from .secagg.exchange import SecureSettings
 
 
 class Code(StrEnum):
@@ -158,6 +161,7 @@ class Task:
     settings: TrainSettings | None = None  # TRAIN only
     retry_after_s: float = 0.0  # WAIT only
     deadline_s: float = 0.0  # TRAIN only: seconds left to submit
+    secure: SecureSettings | None = None  # TRAIN in a secure federation: send the change through secure aggregation
 
     def tensors(self) -> dict[str, np.ndarray]:
         """The global prompts this task carries, after checking they are the bytes the coordinator hashed."""

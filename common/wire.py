@@ -1,4 +1,5 @@
-"""protobuf <-> domain types, and gRPC status codes <-> `Code`: the only module that reads generated stubs.
+"""protobuf <-> domain types, and gRPC status codes <-> `Code`: with wire_secure.py (secure aggregation's
+messages), the only module that reads generated stubs.
 
 The coordinator's servicer and the client's connection both speak `common.messages` types and call these
 converters at the edge, so a field added to the proto is handled in one place.
@@ -29,6 +30,8 @@ from .proto import admin_pb2 as admin_pb
 from .proto import federation_pb2 as pb
 from .spec import PromptConfig, TensorSpec
 from .status import ClientState, ClientStatus, FederationStatus, Incident, IncidentKind, Phase
+from .wire_secure import settings_from_proto as secure_from_proto
+from .wire_secure import settings_to_proto as secure_to_proto
 
 _ACTIONS = {Action.TRAIN: pb.TaskReply.TRAIN, Action.WAIT: pb.TaskReply.WAIT, Action.FINISHED: pb.TaskReply.FINISHED}
 _ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
@@ -95,6 +98,8 @@ def task_to_proto(task: Task, out: pb.TaskReply | None = None) -> pb.TaskReply:
     out.retry_after_s, out.deadline_s = task.retry_after_s, task.deadline_s
     if task.settings:
         out.settings.CopyFrom(settings_to_proto(task.settings))
+    if task.secure:
+        secure_to_proto(task.secure, out.secure)
     return out
 
 
@@ -107,6 +112,7 @@ def task_from_proto(msg: pb.TaskReply) -> Task:
         sha256=msg.global_sha256,
         settings=settings_from_proto(msg.settings) if action == Action.TRAIN else None,
         retry_after_s=msg.retry_after_s, deadline_s=msg.deadline_s,
+        secure=secure_from_proto(msg.secure) if msg.HasField("secure") else None,
     )
 
 

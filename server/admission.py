@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from ..common.ids import client_id_problem
 from ..common.messages import Code, Refused, SubmitResult
+from ..common.secagg.exchange import CAPABILITY, SecureStep
 from ..common.spec import TensorSpec, spec_difference
 from .config import FederationConfig
 from .rounds import Rounds
+from .secure import SecureRun
+from .state import ClientRecord
 
 
 def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str, num_examples: int,
-               their_spec: list[TensorSpec], secret: str | None) -> None:
-    """A Join's own values, before the lock: the id, the example count, the model's spec, the join secret."""
+               their_spec: list[TensorSpec], secret: str | None, capabilities: frozenset[str]) -> None:
+    """A Join's own values, before the lock: the id, the example count, the model's spec, the join secret,
+    and in a secure federation the client's support for it."""
     problem = client_id_problem(client_id)
     if problem:
         raise Refused(Code.INVALID_ARGUMENT, problem)
@@ -21,6 +25,10 @@ def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str,
     diff = spec_difference(spec, their_spec)
     if diff:
         raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff}")
+    if config.secure_aggregation and CAPABILITY not in capabilities:
+        raise Refused(Code.FAILED_PRECONDITION, "this federation runs secure aggregation (the coordinator sees only "
+                                                "the sum of the sites' changes) and this client does not support it: "
+                                                f"upgrade pfeddc on this site (a client that announces {CAPABILITY!r})")
     if config.require_join_secret and not secret:
         raise Refused(Code.UNAUTHENTICATED, "this coordinator runs without client authentication: every Join "
                                             "must carry a join secret (pfeddc-client keeps one in its state dir)")
@@ -34,6 +42,18 @@ def check_room(config: FederationConfig, clients: int, joins_from_peer: int | No
     if joins_from_peer is not None and joins_from_peer >= config.max_joins_per_peer:
         raise Refused(Code.RESOURCE_EXHAUSTED, f"{config.max_joins_per_peer} client ids already joined from "
                                                "this address (--max-joins-per-peer)")
+
+
+def register(config: FederationConfig, clients: dict[str, ClientRecord], joins_by_peer: dict[str, int],
+             client_id: str, num_examples: int, peer: str | None) -> ClientRecord:
+    """The client's record; a new id is registered if there is room (and, open mode, room for its peer)."""
+    record = clients.get(client_id)
+    if record is None:
+        check_room(config, len(clients), None if peer is None else joins_by_peer.get(peer, 0))
+        record = clients[client_id] = ClientRecord(client_id, num_examples)
+        if peer is not None:
+            joins_by_peer[peer] = joins_by_peer.get(peer, 0) + 1
+    return record
 
 
 def check_running(rounds: Rounds) -> None:
@@ -74,3 +94,31 @@ def admit(rounds: Rounds, client_id: str, round_: int, sha: str, num_examples: i
         raise Refused(Code.INVALID_ARGUMENT, f"num_examples {num_examples} differs from the {declared} declared "
                                              "at Join (join again to change it)")
     return None
+
+
+def check_report(rounds: Rounds, client_id: str, round_: int) -> SubmitResult | None:
+    """A failure report: the reply for a repeated one, None for a new one, or `Refused`."""
+    check_round(rounds, round_)
+    a = rounds.attempt
+    if client_id in a.failed:
+        return SubmitResult(True, len(a.received), a.expected())
+    if client_id not in a.sampled:
+        raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {rounds.round}")
+    if client_id in a.received:
+        raise Refused(Code.FAILED_PRECONDITION, f"an update from {client_id!r} for round {round_} was already "
+                                                "accepted")
+    return None
+
+
+def find_run(rounds: Rounds, step: SecureStep) -> SecureRun:
+    """The secure run a SecureAggregate call is about: the open attempt's, or the one that just ended."""
+    for run in (rounds.attempt.secure, rounds.ended_secure):
+        if run is not None and (run.round, run.attempt) == (step.round, step.attempt):
+            if step.client_id not in run.plan:
+                raise Refused(Code.FAILED_PRECONDITION, f"client {step.client_id!r} is not sampled in round "
+                                                        f"{run.round} (attempt {run.attempt})")
+            return run
+    if not rounds.config.secure_aggregation:
+        raise Refused(Code.FAILED_PRECONDITION, "this federation does not run secure aggregation: use SubmitUpdate")
+    raise Refused(Code.FAILED_PRECONDITION, f"round {step.round} attempt {step.attempt} is not the open secure round "
+                                            f"(round {rounds.round}, attempt {rounds.attempt.number}): ask for a task")

@@ -167,8 +167,8 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[Ten
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
                           args.state_dir / ROUNDS_FILE)
     metrics.watch(source)
-    server = AioServer(options=server_options(config.max_update_bytes, max_receive_bytes(spec)),
-                       interceptors=[metrics.aio_interceptor()])
+    options = server_options(config.max_update_bytes, max_receive_bytes(spec, config.secure_aggregation))
+    server = AioServer(options=options, interceptors=[metrics.aio_interceptor()])
     federation.changes.attach(server.loop)  # held calls wait on the server's event loop
     admin_grpc.add_AdminServicer_to_server(AdminServicer(source, auth), server)
     CoordinatorServicer(federation, auth, federation_id, args.model, prompt).register(server)

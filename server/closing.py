@@ -9,28 +9,41 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..common.secagg.exchange import unflatten
+from ..common.spec import TensorSpec
 from .aggregate import Aggregator
 from .config import FederationConfig
 from .history import RoundSummary, SiteRecord
-from .pipeline import Rules, combine
+from .pipeline import Rules, Step, combine, combine_secure
 from .privacy import PrivacyLedger
 from .state import FederationState
 from .updates import CheckedUpdate
 
+if TYPE_CHECKING:  # rounds.py imports this module
+    from .rounds import Attempt
+    from .secure import SecureRun
 
-def next_state(state: FederationState, config: FederationConfig, aggregate: Aggregator,
-               received: Mapping[str, CheckedUpdate], failed: Mapping[str, str], stragglers: list[str],
-               sampled: int, attempt: int, duration_s: float, rng: np.random.Generator) -> FederationState:
-    """The candidate state after this round, built without touching `state` (it becomes the federation's only
-    once saved). Raises `NonFiniteGlobal` when the aggregate is not finite."""
+
+def combine_plain(state: FederationState, config: FederationConfig, aggregate: Aggregator,
+                  received: Mapping[str, CheckedUpdate], sampled: int, rng: np.random.Generator) -> Step:
+    """The plain round's updates through the round stages (server/pipeline.py). Raises `NonFiniteGlobal`."""
     weights = {c: float(config.weight(u.num_examples)) for c, u in received.items()}
     updates = {c: (u.tensors, weights[c]) for c, u in received.items()}
     rules = Rules(aggregate, config.update_clip_norm or None, config.adaptive_clip or None, state.change_scale,
                   config.dp, sampled, rng)
-    combined = combine(state.global_tensors, updates, rules)
+    return combine(state.global_tensors, updates, rules)
+
+
+def next_state(state: FederationState, config: FederationConfig, combined: Step,
+               received: Mapping[str, CheckedUpdate], failed: Mapping[str, str], stragglers: list[str],
+               attempt: int, duration_s: float, aggregator: str) -> FederationState:
+    """The candidate state after this round, built without touching `state` (it becomes the federation's only
+    once saved): `combined` is the round's passage through the pipeline; `received` the sites it counts."""
+    weights = {c: float(config.weight(u.num_examples)) for c, u in received.items()}
     next_global = combined.tensors
     tensor_clip = combined.tensor_clip
     privacy, dp = PrivacyLedger(dict(state.privacy.rounds_by_noise)), config.dp
@@ -41,7 +54,7 @@ def next_state(state: FederationState, config: FederationConfig, aggregate: Aggr
         clients[client_id].rounds_participated += 1
     summary = RoundSummary(
         round=state.round, time=time.time(), duration_s=duration_s, attempts=attempt + 1,
-        aggregator="dp-fedavg" if dp else str(config.aggregator),
+        aggregator=aggregator,
         sites={c: SiteRecord(u.num_examples, weights[c], u.metrics) for c, u in received.items()},
         failed=dict(failed), stragglers=tuple(stragglers), clipped=combined.clipped,
         clipped_tensors=tensor_clip.clipped if tensor_clip else {},
@@ -50,3 +63,24 @@ def next_state(state: FederationState, config: FederationConfig, aggregate: Aggr
         global_change={k: float(np.linalg.norm(v - state.global_tensors[k])) for k, v in next_global.items()})
     scale = tensor_clip.scale if tensor_clip else dict(state.change_scale)
     return FederationState(state.round + 1, next_global, clients, privacy, summary, scale, combined.committed)
+
+
+class NoQuorum(ValueError):
+    """Fewer sites survived a secure round than --quorum."""
+
+
+def secure_state(state: FederationState, config: FederationConfig, attempt: Attempt, run: SecureRun,
+                 spec: list[TensorSpec], now: float) -> FederationState:
+    """The state after a secure round whose sum was unmasked: the survivors count as received (their masked
+    inputs' counts and metrics), the sum over their weight (DP: over the sampled count) is committed."""
+    assert run.result is not None
+    attempt.received = {s: CheckedUpdate("", {}, c.num_examples, c.metrics) for s, c in run.contributions.items()
+                        if s in run.result.survivors}
+    if len(attempt.received) < config.quorum:
+        raise NoQuorum(f"secure aggregation: {len(attempt.received)} survivors, --quorum {config.quorum}")
+    dp = config.dp is not None
+    denominator = float(max(len(attempt.sampled), len(attempt.received))) if dp else run.survivors_weight()
+    combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator)
+    stragglers = sorted(attempt.sampled - attempt.received.keys() - attempt.failed.keys())
+    return next_state(state, config, combined, attempt.received, attempt.failed, stragglers, attempt.number,
+                      now - attempt.opened_at, "secagg-dp-fedavg" if dp else "secagg-fedavg")

@@ -25,6 +25,10 @@ DEFAULT_MAX_CLIENTS = 10_000
 MAX_CLIENTS_LIMIT = 200_000
 # Open mode: new client ids one peer address (not loopback) may register.
 DEFAULT_MAX_JOINS_PER_PEER = 100
+# A secure round: no fewer sites (with two, each learns the other's change from the sum), and how long each of
+# its exchanges after training may take (sites answer the moment a stage closes; this only bounds a silent one).
+SECAGG_MIN_SITES = 3
+DEFAULT_STAGE_TIMEOUT_S = 60.0
 # Attempts of one round that may end without a committable aggregate before the coordinator gives up.
 DEFAULT_MAX_RETRIES = 5
 
@@ -52,6 +56,9 @@ class FederationConfig:
     max_joins_per_peer: int = DEFAULT_MAX_JOINS_PER_PEER
     require_join_secret: bool = False  # open mode beyond loopback: every Join must carry a join secret
     heartbeat_window_s: float = HEARTBEAT_WINDOW_S  # the status view: not heard from for longer -> offline
+    secure_aggregation: bool = False  # the coordinator learns only the sum of each round's changes
+    secagg_threshold: int = 0  # sites that must finish a secure round (0: more than half of the sampled)
+    secagg_stage_timeout_s: float = DEFAULT_STAGE_TIMEOUT_S  # each exchange after training closes by then
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aggregator", AggregatorKind(self.aggregator))
@@ -84,9 +91,32 @@ class FederationConfig:
              "the clipped, noised mean (DP-FedAvg) only; the median and the trimmed mean have another "
              "sensitivity. Use --aggregator fedavg with --dp-noise-multiplier and --dp-clip"),
         ]
+        if self.secure_aggregation:
+            checks += self._secure_checks()
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def _secure_checks(self) -> list[tuple[bool, str]]:
+        """What a coordinator that never sees one update cannot do (docs/secure-aggregation.md)."""
+        return [
+            (self.aggregator is AggregatorKind.FEDAVG,
+             f"--aggregator {self.aggregator} is refused with --secure-aggregation: a coordinate-wise median or "
+             "trimmed mean needs every update's values, and the coordinator sees only their sum. Use fedavg"),
+            (self.adaptive_clip == 0,
+             "--adaptive-clip is refused with --secure-aggregation: it needs every update's per-tensor change, and "
+             "the coordinator sees only their sum (each site clips its own change to --update-clip-norm instead)"),
+            (self.update_clip_norm > 0 or self.dp is not None,
+             "--secure-aggregation needs a bound on each change (--update-clip-norm > 0, or DP's --dp-clip): each "
+             "site clips to it before masking, and the field's range is derived from it"),
+            (self.min_clients >= SECAGG_MIN_SITES,
+             f"--secure-aggregation needs --min-clients >= {SECAGG_MIN_SITES}: with two sites each learns the "
+             f"other's change from the sum, got {self.min_clients}"),
+            (0 <= self.secagg_threshold <= self.min_clients,
+             f"--secagg-threshold must be in [0, --min-clients] (0: more than half of the sampled sites), got "
+             f"{self.secagg_threshold}"),
+            (self.secagg_stage_timeout_s > 0, f"--secagg-stage-timeout must be > 0, got {self.secagg_stage_timeout_s}"),
+        ]
 
     @property
     def limits(self) -> UpdateLimits:
@@ -96,6 +126,15 @@ class FederationConfig:
         """The training settings handed to `client_id` in `round_`: its seed derived from the federation's."""
         digest = hashlib.sha256(f"{self.seed}:{round_}:{client_id}".encode()).digest()
         return replace(self.train, seed=int.from_bytes(digest[:8], "big") & (2**63 - 1))
+
+    @property
+    def min_sample(self) -> int:
+        """The fewest sites a round may sample: the quorum, and under secure aggregation three and the threshold."""
+        return max(self.quorum, SECAGG_MIN_SITES, self.secagg_threshold) if self.secure_aggregation else self.quorum
+
+    def sample_size(self, active: int) -> int:
+        """Sites sampled in a round of `active` online ones: the fraction, at least `min_sample`."""
+        return min(max(math.ceil(self.fraction * active), self.min_sample), active)
 
     def weight(self, num_examples: int) -> int:
         """A client's FedAvg weight: the count it declared at Join, capped."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 
@@ -26,8 +25,9 @@ from ..common.messages import (
     SubmitResult,
     Task,
 )
+from ..common.secagg.exchange import SecureAnswer, SecureStep
 from ..common.spec import TensorSpec
-from .admission import admit, check_join, check_room, check_round, check_running
+from .admission import admit, check_join, check_report, check_running, find_run, register
 from .aggregate import Aggregator, make_aggregator
 from .config import FederationConfig
 from .handouts import MAX_HANDOUTS
@@ -59,14 +59,13 @@ class Federation:
         seeded from the OS, never from the federation seed)."""
         serde.validate(state.global_tensors, spec)
         self.config, self.spec = config, spec
-        self._state = state
-        self._clock = clock
+        self._state, self._clock = state, clock
         self.changes = changes or ChangeFeed()
         self._section = Section(self.changes, log)
         self._lock, self._critical, self._log = self._section.lock, self._section.hold, self._section.log
         self._rounds = Rounds(config, state, on_round_closed or (lambda _s: None), clock,
                               aggregate or make_aggregator(config.aggregator, config.trim),
-                              rng or np.random.default_rng(), self._section.log, self._section.changed)
+                              rng or np.random.default_rng(), self._section.log, self._section.changed, spec)
         self.incidents = self._rounds.incidents
         self._joins_by_peer: dict[str, int] = {}  # new ids registered per peer address (open mode), in memory
 
@@ -106,28 +105,17 @@ class Federation:
         """A consistent copy of the open round and the client registry, for the status view and metrics."""
         with self._critical():
             self._rounds.advance()
-            now = self._clock()
-            clients = tuple(replace(r, last_seen=now - r.last_seen) for r in self._state.clients.values())
-            a = self._rounds.attempt
-            deadline = None if not a.sampled else max(0.0, a.deadline - now)
-            return RoundView(self.round, self.finished, frozenset(a.sampled), frozenset(a.received), deadline,
-                             clients, a.number, dict(a.failed), self.incidents.view(now), self._rounds.aborted)
+            return self._rounds.view(self._clock())
 
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None,
-             peer: str | None = None) -> int:
+             peer: str | None = None, capabilities: frozenset[str] = frozenset()) -> int:
         """Register or re-register a client; returns its FedAvg weight (the declared count, capped).
         `peer`: the caller's address in open mode beyond loopback, whose new ids are counted and capped."""
-        check_join(self.config, self.spec, client_id, num_examples, spec, secret)
+        check_join(self.config, self.spec, client_id, num_examples, spec, secret, capabilities)
         with self._critical():
-            record = self._state.clients.get(client_id)
-            rejoined = record is not None
-            if record is None:
-                check_room(self.config, len(self._state.clients),
-                           None if peer is None else self._joins_by_peer.get(peer, 0))
-                record = self._state.clients[client_id] = ClientRecord(client_id, num_examples)
-                if peer is not None:
-                    self._joins_by_peer[peer] = self._joins_by_peer.get(peer, 0) + 1
+            rejoined = client_id in self._state.clients
+            record = register(self.config, self._state.clients, self._joins_by_peer, client_id, num_examples, peer)
             record.check_secret(secret)
             if secret and record.secret_sha256 is None:
                 record.secret_sha256 = serde.sha256(secret.encode())
@@ -166,8 +154,10 @@ class Federation:
                 else:
                     self._rounds.handouts.record(client_id, now)
                     left = max(0.0, self._rounds.attempt.deadline - now)
+                    run = self._rounds.attempt.secure
                     return Task(Action.TRAIN, self.round, total, global_.payload, global_.sha256,
-                                self.config.settings_for(self.round, client_id), deadline_s=left)
+                                self.config.settings_for(self.round, client_id), deadline_s=left,
+                                secure=run.plan[client_id] if run else None)
             return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
 
     def heartbeat(self, client_id: str) -> int:
@@ -186,6 +176,9 @@ class Federation:
                metrics: Metrics) -> SubmitResult:
         if client_id not in self._state.clients:  # before any parsing; checked again under the lock
             raise Refused(Code.NOT_FOUND, f"unknown client {client_id!r}: call Join first")
+        if self.config.secure_aggregation:
+            raise Refused(Code.FAILED_PRECONDITION, "this federation runs secure aggregation: updates travel "
+                                                    "masked through SecureAggregate, never in the clear")
         sha = serde.sha256(payload)
         with self._critical():
             early = self._admit(client_id, round_, sha, num_examples)
@@ -213,19 +206,26 @@ class Federation:
                                                 "(your update is kept)")
             return result
 
+    def secure_step(self, step: SecureStep) -> SecureAnswer:
+        """One SecureAggregate call: take the site's stage message (if any), answer what it does next."""
+        with self._critical():
+            self._touch(step.client_id)
+            self._rounds.advance()
+            run = find_run(self._rounds, step)
+            is_open = self._rounds.attempt.secure is run  # an ended run takes no message
+            if step.message is not None and is_open:
+                run.receive(step, self._state.clients[step.client_id].num_examples)
+                self._rounds.advance()  # the last expected message closes its stage now
+            return run.answer(step.client_id)
+
     def report_failure(self, client_id: str, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
         """A sampled client cannot produce an update: stop waiting for it in this attempt of the round."""
         with self._critical():
             self._touch(client_id)
             self._rounds.advance()
-            check_round(self._rounds, round_)
-            if client_id in self._rounds.attempt.failed:
-                return SubmitResult(True, len(self._rounds.attempt.received), self._rounds.attempt.expected())
-            if client_id not in self._rounds.attempt.sampled:
-                raise Refused(Code.FAILED_PRECONDITION, f"client {client_id!r} is not sampled in round {self.round}")
-            if client_id in self._rounds.attempt.received:
-                raise Refused(Code.FAILED_PRECONDITION, f"an update from {client_id!r} for round {round_} was "
-                                                        "already accepted")
+            repeated = check_report(self._rounds, client_id, round_)
+            if repeated is not None:
+                return repeated
             self._rounds.fail(client_id, f"{reason}: {detail[:MAX_FAILURE_DETAIL_CHARS]}" if detail else str(reason))
             result = SubmitResult(False, len(self._rounds.attempt.received), self._rounds.attempt.expected())
             self._rounds.advance()

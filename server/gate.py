@@ -31,6 +31,7 @@ from ..common.ids import MAX_CLIENT_ID_CHARS, client_id_problem
 from ..common.logs import Event
 from ..common.messages import Code, Refused
 from ..common.proto import federation_pb2 as pb
+from ..common.secagg.exchange import vector_length
 from ..common.spec import TensorSpec
 from .auth import Authenticator
 
@@ -42,21 +43,29 @@ SMALL_REQUEST_BYTES = 4 * 1024
 LOG_INTERVAL_S = 10.0
 REPLIES: dict[str, type[Message]] = {"GetFederation": pb.FederationInfo, "Join": pb.JoinReply,
                                      "GetTask": pb.TaskReply, "SubmitUpdate": pb.UpdateReply,
-                                     "ReportFailure": pb.FailureReply, "Heartbeat": pb.HeartbeatReply}
+                                     "ReportFailure": pb.FailureReply, "Heartbeat": pb.HeartbeatReply,
+                                     "SecureAggregate": pb.SecAggReply}
+# A secure round's largest message, besides its masked vector (8 bytes per element at most): the sealed share
+# bundles, at most this many bytes per other site (a 202-byte ciphertext, two digests, two ids of up to 128
+# characters), for up to this many sites.
+SECAGG_BUNDLE_BYTES, SECAGG_MAX_SITES = 640, 2048
 
 
-def method_limits(spec: list[TensorSpec]) -> dict[str, int]:
-    """The largest request each method may carry, in bytes, for a federation of `spec`."""
+def method_limits(spec: list[TensorSpec], secure: bool = False) -> dict[str, int]:
+    """The largest request each method may carry, in bytes, for a federation of `spec` (`secure`: with secure
+    aggregation; without it SecureAggregate carries nothing worth reading)."""
     join = pb.JoinRequest(client_id="x" * MAX_CLIENT_ID_CHARS, num_examples=2**62, spec=wire.spec_to_proto(spec))
     return {"GetFederation": SMALL_REQUEST_BYTES, "GetTask": SMALL_REQUEST_BYTES,
             "ReportFailure": SMALL_REQUEST_BYTES, "Heartbeat": SMALL_REQUEST_BYTES,
             "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
-            "SubmitUpdate": serde.max_payload_bytes(spec) + SMALL_REQUEST_BYTES}
+            "SubmitUpdate": serde.max_payload_bytes(spec) + SMALL_REQUEST_BYTES,
+            "SecureAggregate": (8 * vector_length(spec) + SECAGG_BUNDLE_BYTES * SECAGG_MAX_SITES if secure else 0)
+            + SMALL_REQUEST_BYTES}
 
 
-def max_receive_bytes(spec: list[TensorSpec]) -> int:
-    """gRPC core's receive limit: the largest legitimate request (a SubmitUpdate), plus a margin."""
-    return max(method_limits(spec).values()) + 64 * 1024
+def max_receive_bytes(spec: list[TensorSpec], secure: bool = False) -> int:
+    """gRPC core's receive limit: the largest legitimate request, plus a margin."""
+    return max(method_limits(spec, secure).values()) + 64 * 1024
 
 
 class BoundedLog:
@@ -79,8 +88,9 @@ class BoundedLog:
 
 
 class Gate:
-    def __init__(self, auth: Authenticator, spec: list[TensorSpec], log: Callable[..., None]) -> None:
-        self.auth, self.limits, self.spec_len = auth, method_limits(spec), len(spec)
+    def __init__(self, auth: Authenticator, spec: list[TensorSpec], log: Callable[..., None],
+                 secure: bool = False) -> None:
+        self.auth, self.limits, self.spec_len = auth, method_limits(spec, secure), len(spec)
         self._log = BoundedLog(log)
 
     def open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[M]) -> M:

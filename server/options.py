@@ -29,13 +29,13 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--update-clip-norm", type=float, default=_DEFAULTS["update_clip_norm"],
                    help="L2 bound on each update's change from the current global, over all its tensors as one "
                         "vector; larger changes are scaled down to it. 0: off (default: %(default)s)")
-    g.add_argument("--adaptive-clip", type=float, default=_DEFAULTS["adaptive_clip"],
+    g.add_argument("--adaptive-clip", type=float,
                    help="per-tensor bound adaptive to the round: each update's change of a global tensor is "
                         "scaled down to this multiple of the round's median change of that tensor (never above "
                         "twice the previous round's median), so one site cannot move any tensor much more than an "
                         "honest one. Applied before --update-clip-norm; not under DP (a bound computed from the "
-                        "round's updates voids the sensitivity analysis: --dp-clip alone applies). 0: off "
-                        "(default: %(default)s)")
+                        "round's updates voids the sensitivity analysis: --dp-clip alone applies) and not under "
+                        f"--secure-aggregation (it needs every update). 0: off (default: {_DEFAULTS['adaptive_clip']})")
     g.add_argument("--max-abs-value", type=float, default=_DEFAULTS["max_abs_value"],
                    help="updates holding a value of larger magnitude are refused (default: %(default)s)")
     g.add_argument("--aggregator", choices=list(AggregatorKind), default=str(_DEFAULTS["aggregator"]),
@@ -65,6 +65,19 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
                    help="L2 clip of each client's change under DP (replaces --update-clip-norm)")
     d.add_argument("--dp-delta", type=float, default=DEFAULT_DELTA,
                    help="delta at which epsilon is reported (default: %(default)s)")
+    a = p.add_argument_group("secure aggregation (off unless --secure-aggregation; docs/secure-aggregation.md)")
+    a.add_argument("--secure-aggregation", action="store_true",
+                   help="the coordinator learns only the weighted sum of each round's changes, never one site's: "
+                        "sites mask their clipped, weighted changes (SecAgg: X25519, AES-GCM, Shamir shares) and "
+                        "clients follow without a flag. Needs --min-clients >= 3 and --aggregator fedavg; turns "
+                        "--adaptive-clip off (it needs every update) and each site clips to --update-clip-norm "
+                        "(or --dp-clip) itself; the coordinator can no longer check update values")
+    a.add_argument("--secagg-threshold", type=int, default=_DEFAULTS["secagg_threshold"],
+                   help="sampled sites that must finish every stage of a secure round, or it is retried with fresh "
+                        "keys; always more than half of the sampled; 0: more than half (default: %(default)s)")
+    a.add_argument("--secagg-stage-timeout", type=float, default=_DEFAULTS["secagg_stage_timeout_s"],
+                   help="seconds each exchange of a secure round after training may take; a site silent longer "
+                        "has dropped out of the round (default: %(default)s)")
     e = p.add_argument_group("durability and exposure")
     e.add_argument("--fresh", action="store_true",
                    help="start a new federation even though --state-dir holds an earlier one's files (they are "
@@ -104,8 +117,12 @@ def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
         if args.dp_noise_multiplier is None or args.dp_clip is None:
             raise ValueError("differential privacy needs both --dp-noise-multiplier and --dp-clip")
         dp = DpSettings(args.dp_noise_multiplier, args.dp_clip, args.dp_delta)
+    secure = args.secure_aggregation
+    # not given: the default, off under secure aggregation (it needs every update); asking for it then is refused
+    adaptive = args.adaptive_clip if args.adaptive_clip is not None else 0.0 if secure else _DEFAULTS["adaptive_clip"]
     return {"max_examples_per_client": args.max_examples_per_client, "update_clip_norm": args.update_clip_norm,
-            "adaptive_clip": args.adaptive_clip,
+            "adaptive_clip": adaptive, "secure_aggregation": secure,
+            "secagg_threshold": args.secagg_threshold, "secagg_stage_timeout_s": args.secagg_stage_timeout,
             "max_abs_value": args.max_abs_value, "aggregator": AggregatorKind(args.aggregator), "trim": args.trim,
             "dp": dp, "max_retries": args.max_retries, "max_clients": args.max_clients,
             "max_joins_per_peer": args.max_joins_per_peer}

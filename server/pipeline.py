@@ -10,7 +10,11 @@ Per round, under the lock when the round closes (server/combine.py), each `(Step
     commit     the next global, refused when not finite, encoded once (its bytes and hash serve the
                checkpoint and every task)
 
-A new defence, or secure aggregation, is one more function here in the list, not edits in the round logic.
+Secure aggregation (server/secure.py) replaces decode, check, bound, aggregate and noise: each site clips,
+weights and noises its own change and the protocol unmasks only their sum; `combine_secure` divides it and
+commits it through the same `commit` stage.
+
+A new defence is one more function here in the list, not edits in the round logic.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from ..common.spec import TensorSpec
 from .combine import NonFiniteGlobal, Rules, Stage, Step, aggregate, bound, commit, noise, start
 from .updates import CheckedUpdate, UpdateLimits, check, decode
 
-__all__ = ["ROUND_STAGES", "NonFiniteGlobal", "Rules", "Step", "accept", "combine"]
+__all__ = ["ROUND_STAGES", "NonFiniteGlobal", "Rules", "Step", "accept", "combine", "combine_secure"]
 
 ROUND_STAGES: tuple[Stage, ...] = (bound, aggregate, noise, commit)
+# commit reads no rule; the protocol applied the bounds, the weights and the noise on the sites
+SECURE_RULES = Rules(aggregate=lambda _updates: {})
 
 
 def accept(payload: bytes, num_examples: int, metrics: Metrics, spec: list[TensorSpec], limits: UpdateLimits,
@@ -43,3 +49,10 @@ def combine(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mappi
     for stage in ROUND_STAGES:
         step = stage(step, rules)
     return step
+
+
+def combine_secure(global_: Mapping[str, np.ndarray], total: Mapping[str, np.ndarray], denominator: float) -> Step:
+    """A secure round: the unmasked sum of the survivors' bounded (and, under DP, noised) weighted changes over
+    `denominator` (their total weight; under DP the sampled count), committed. Raises `NonFiniteGlobal`."""
+    step = Step(global_, {}, {}, change={name: np.asarray(t, np.float64) / denominator for name, t in total.items()})
+    return commit(step, SECURE_RULES)

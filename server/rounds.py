@@ -11,21 +11,25 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..common import serde
 from ..common.logs import Event
+from ..common.secagg.exchange import vector_length
+from ..common.spec import TensorSpec
 from ..common.status import IncidentKind
+from . import secure
 from .aggregate import Aggregator
 from .checkpoint import save_advice
-from .closing import next_state
+from .closing import NoQuorum, combine_plain, next_state, secure_state
 from .config import FederationConfig
 from .handouts import Handouts
 from .incidents import Incidents
 from .pipeline import NonFiniteGlobal
-from .state import FederationState
+from .secure import SecureRun
+from .state import FederationState, RoundView
 from .updates import CheckedUpdate
 
 WAITING_LOG_INTERVAL_S = 30.0
@@ -41,6 +45,7 @@ class Attempt:
     failed: dict[str, str] = field(default_factory=dict)  # sampled clients that cannot deliver -> why
     deadline: float = math.inf
     opened_at: float = 0.0
+    secure: SecureRun | None = None  # a secure federation's protocol run for this attempt
 
     def outstanding(self) -> set[str]:
         return self.sampled - self.received.keys() - self.failed.keys()
@@ -56,8 +61,8 @@ class Rounds:
     def __init__(self, config: FederationConfig, state: FederationState,
                  on_round_closed: Callable[[FederationState], None], clock: Callable[[], float],
                  aggregate: Aggregator, rng: np.random.Generator, log: Callable[..., None],
-                 changed: Callable[[], None]) -> None:
-        self.config, self.state = config, state
+                 changed: Callable[[], None], spec: list[TensorSpec]) -> None:
+        self.config, self.state, self.spec = config, state, spec
         self._on_round_closed, self._clock, self._aggregate, self._rng = on_round_closed, clock, aggregate, rng
         self._log, self._changed = log, changed
         self.global_: serde.Encoded = state.global_encoded()  # the bytes and digest every task hands out
@@ -69,6 +74,8 @@ class Rounds:
         self.incidents = Incidents()
         self._persist_failures, self._persist_retry_at = 0, 0.0
         self._waiting_logged_at = -math.inf
+        self.ended_secure: SecureRun | None = None  # the last secure run that ended, to answer its late polls
+        self.excluded: set[str] = set()  # sites a secure run named as faulty: left out of the round's next attempts
 
     @property
     def round(self) -> int:
@@ -82,6 +89,14 @@ class Rounds:
     def online_window_s(self) -> float:
         """A client heard from within this window counts as online (and can be sampled)."""
         return max(self.config.round_timeout_s, 10 * self.config.poll_interval_s)
+
+    def view(self, now: float) -> RoundView:
+        """A copy of the open round and the registry (`last_seen` as seconds ago) for the status view."""
+        clients = tuple(replace(r, last_seen=now - r.last_seen) for r in self.state.clients.values())
+        a = self.attempt
+        deadline = None if not a.sampled else max(0.0, a.deadline - now)
+        return RoundView(self.round, self.finished, frozenset(a.sampled), frozenset(a.received), deadline, clients,
+                         a.number, dict(a.failed), self.incidents.view(now), self.aborted)
 
     def fail(self, client_id: str, reason: str) -> None:
         self.attempt.failed[client_id] = reason
@@ -99,26 +114,35 @@ class Rounds:
                 self._persist(now)
             return
         answered = len(a.received) + len(a.failed)  # both are disjoint subsets of the sampled
-        if a.sampled and (answered >= len(a.sampled) or now >= a.deadline):
+        if a.secure is not None:
+            self._advance_secure(now, a.secure)
+        elif a.sampled and (answered >= len(a.sampled) or now >= a.deadline):
             self._end_attempt(now)
         if not self.attempt.sampled and self.pending is None and not self.aborted and not self.finished:
             self._open_round(now)
 
     def _open_round(self, now: float) -> None:
         clients = self.state.clients
-        active = sorted(c for c, r in clients.items() if now - r.last_seen <= self.online_window_s)
-        if len(active) < self.config.min_clients:
+        active = [c for c, r in clients.items() if now - r.last_seen <= self.online_window_s]
+        eligible = sorted(set(active) - self.excluded)  # a site a secure run named sits the round out
+        k = min(self.config.sample_size(len(active)), len(eligible))
+        if len(active) < self.config.min_clients or k < self.config.min_sample:
             if now - self._waiting_logged_at >= WAITING_LOG_INTERVAL_S:
                 self._waiting_logged_at = now
                 self._log("warning", Event.WAITING_FOR_CLIENTS, round=self.round, active=len(active),
                           needed=self.config.min_clients, known=len(clients))
             return
         self._waiting_logged_at = -math.inf
-        k = max(math.ceil(self.config.fraction * len(active)), self.config.quorum)
         number = self.attempt.number
         rng = random.Random(f"{self.config.seed}:{self.round}:{number}")
-        sampled = set(rng.sample(active, min(k, len(active))))
-        self.attempt = Attempt(number, sampled, deadline=now + self.config.round_timeout_s, opened_at=now)
+        sampled = set(rng.sample(eligible, k))
+        deadline = now + self.config.round_timeout_s
+        run = None
+        if self.config.secure_aggregation:
+            plan = secure.settings(self.config, number, sorted(sampled),
+                                   {c: clients[c].num_examples for c in sampled}, vector_length(self.spec))
+            run = SecureRun(self.round, plan, deadline, self.config.secagg_stage_timeout_s, self._log)
+        self.attempt = Attempt(number, sampled, deadline=deadline, opened_at=now, secure=run)
         self._changed()
         self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(sampled), active=len(active),
                   attempt=number)
@@ -134,16 +158,40 @@ class Rounds:
                                f"{len(a.failed)} failed, {len(stragglers)} silent"
                                + (f" ({failures})" if failures else ""))
         try:
-            self.pending = next_state(self.state, self.config, self._aggregate, a.received, a.failed, stragglers,
-                                      len(a.sampled), a.number, now - a.opened_at, self._rng)
+            combined = combine_plain(self.state, self.config, self._aggregate, a.received, len(a.sampled), self._rng)
+            self.pending = next_state(self.state, self.config, combined, a.received, a.failed, stragglers,
+                                      a.number, now - a.opened_at, self._aggregator_name())
         except NonFiniteGlobal as exc:
             return self._retry(str(exc))
         self._persist(now)
+
+    def _advance_secure(self, now: float, run: SecureRun) -> None:
+        """Close the protocol's stages as they complete or time out; commit its sum, or retry the round."""
+        if not run.advance(now, set(self.attempt.failed)):
+            return
+        self._changed()
+        if run.failure is not None:
+            if run.blame is not None:
+                self.excluded.add(run.blame)
+                self.fail(run.blame, run.failure)
+            return self._retry(f"secure aggregation: {run.failure}")
+        if run.result is not None:
+            try:
+                self.pending = secure_state(self.state, self.config, self.attempt, run, self.spec, now)
+            except (NonFiniteGlobal, NoQuorum) as exc:
+                return self._retry(str(exc))
+            self._persist(now)
+
+    def _aggregator_name(self) -> str:
+        return "dp-fedavg" if self.config.dp is not None else str(self.config.aggregator)
 
     def _retry(self, reason: str) -> None:
         """Open the round afresh: hand-out counts are per attempt, so a client that delivered (or failed
         transiently) in an earlier attempt is never failed for it in this one."""
         failed_attempt = self.attempt.number
+        if self.attempt.secure is not None:
+            self.attempt.secure.failure = self.attempt.secure.failure or reason
+            self.ended_secure = self.attempt.secure
         self.handouts.new_attempt(set(self.attempt.received))
         self.attempt = Attempt(failed_attempt + 1)
         self._changed()
@@ -178,7 +226,9 @@ class Rounds:
             self._log("warning", Event.CHECKPOINT_RECOVERED, round=self.round, attempts=self._persist_failures + 1)
         self._adopt(pending)
         self.last_closed = {c: u.sha256 for c, u in self.attempt.received.items()}
-        self.attempt, self.pending, self._persist_failures = Attempt(), None, 0
+        if self.attempt.secure is not None:
+            self.attempt.secure.committed, self.ended_secure = True, self.attempt.secure
+        self.attempt, self.pending, self._persist_failures, self.excluded = Attempt(), None, 0, set()
         self.handouts.reset()
         self._changed()
         summary = pending.last_round

@@ -11,6 +11,7 @@ are coroutines served by grpc.aio (server/aioserver.py); the federation's calls 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,10 +19,11 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from ..common import wire
+from ..common import wire, wire_secure
 from ..common.logs import get_logger
 from ..common.messages import MAX_HOLD_S, Action, Code, FederationInfo, JoinResult, Refused, Task
 from ..common.proto import federation_pb2 as pb
+from ..common.secagg.exchange import Status
 from ..common.spec import PromptConfig
 from ..common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
 from .auth import Authenticator
@@ -38,7 +40,7 @@ class CoordinatorServicer:
                  prompt_config: PromptConfig) -> None:
         self.federation, self.auth, self.federation_id = federation, auth, federation_id
         self.model, self.prompt_config = model, prompt_config
-        self.gate = Gate(auth, federation.spec, log.warning)
+        self.gate = Gate(auth, federation.spec, log.warning, federation.config.secure_aggregation)
 
     def register(self, server: Any) -> None:
         register(server, {name: getattr(self, name) for name in REPLIES})
@@ -67,9 +69,7 @@ class CoordinatorServicer:
     async def _hold(self, context: grpc.aio.ServicerContext, client_id: str, max_wait_s: float) -> Task:
         """The client's task; while it is WAIT, hold the call until the federation changes or the wait ends."""
         fed = self.federation
-        remaining = context.time_remaining()
-        wait_s = min(max_wait_s, MAX_HOLD_S, (remaining - 0.5) if remaining is not None else MAX_HOLD_S)
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + min(max_wait_s, MAX_HOLD_S, _left(context))
         while True:
             version = fed.changes.version
             task = await self._call(context, client_id, lambda: fed.task(client_id))
@@ -95,8 +95,9 @@ class CoordinatorServicer:
         fed = self.federation
         secret = _join_secret(context) if not self.auth.enabled else None
         peer = _remote_peer(context) if not self.auth.enabled else None
+        capabilities = frozenset(request.capabilities)
         weight = await self._call(context, request.client_id, lambda: fed.join(
-            request.client_id, request.num_examples, spec, secret, peer), bound=False)
+            request.client_id, request.num_examples, spec, secret, peer, capabilities), bound=False)
         return wire.join_to_proto(JoinResult(self.federation_id, fed.config.rounds, fed.round, weight))
 
     async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.TaskReply:
@@ -129,6 +130,28 @@ class CoordinatorServicer:
         request = await self._open(context, "Heartbeat", raw, pb.HeartbeatRequest)
         round_ = await self._call(context, request.client_id, lambda: self.federation.heartbeat(request.client_id))
         return pb.HeartbeatReply(round=round_)
+
+    async def SecureAggregate(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.SecAggReply:
+        request = await self._open(context, "SecureAggregate", raw, pb.SecAggRequest)
+        fed, client_id = self.federation, request.client_id
+        try:
+            step = wire_secure.step_from_proto(request)
+        except ValueError as exc:
+            await _abort(context, Refused(Code.INVALID_ARGUMENT, f"secure aggregation: {exc}"))
+        deadline = time.monotonic() + min(request.max_wait_s, MAX_HOLD_S, _left(context))
+        while True:  # the message counts once; then the call is held while the answer is PENDING
+            version = fed.changes.version
+            answer = await self._call(context, client_id, functools.partial(fed.secure_step, step))
+            left = deadline - time.monotonic()
+            if answer.status != Status.PENDING or left <= 0 or not await fed.changes.wait_async(version, left,
+                                                                                                  client_id):
+                return wire_secure.answer_to_proto(answer)
+            step = replace(step, message=None)
+
+
+def _left(context: grpc.aio.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    return (remaining - 0.5) if remaining is not None else MAX_HOLD_S
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:

@@ -40,14 +40,16 @@ class FederationInfo(_message.Message):
     def __init__(self, federation_id: _Optional[str] = ..., total_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., model: _Optional[str] = ..., prompt_config_json: _Optional[str] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("client_id", "num_examples", "spec")
+    __slots__ = ("client_id", "num_examples", "spec", "capabilities")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     num_examples: int
     spec: _containers.RepeatedCompositeFieldContainer[TensorSpec]
-    def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("federation_id", "total_rounds", "current_round", "weight")
@@ -92,7 +94,7 @@ class TrainSettings(_message.Message):
     def __init__(self, local_epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., lr_vision: _Optional[float] = ..., lr_fusion: _Optional[float] = ..., clip_norm: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., probe_steps: _Optional[int] = ...) -> None: ...
 
 class TaskReply(_message.Message):
-    __slots__ = ("action", "round", "total_rounds", "global_state", "global_sha256", "settings", "retry_after_s", "deadline_s")
+    __slots__ = ("action", "round", "total_rounds", "global_state", "global_sha256", "settings", "retry_after_s", "deadline_s", "secure")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACTION_UNSPECIFIED: _ClassVar[TaskReply.Action]
@@ -111,6 +113,7 @@ class TaskReply(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    SECURE_FIELD_NUMBER: _ClassVar[int]
     action: TaskReply.Action
     round: int
     total_rounds: int
@@ -119,7 +122,181 @@ class TaskReply(_message.Message):
     settings: TrainSettings
     retry_after_s: float
     deadline_s: float
-    def __init__(self, action: _Optional[_Union[TaskReply.Action, str]] = ..., round: _Optional[int] = ..., total_rounds: _Optional[int] = ..., global_state: _Optional[bytes] = ..., global_sha256: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., retry_after_s: _Optional[float] = ..., deadline_s: _Optional[float] = ...) -> None: ...
+    secure: SecureRound
+    def __init__(self, action: _Optional[_Union[TaskReply.Action, str]] = ..., round: _Optional[int] = ..., total_rounds: _Optional[int] = ..., global_state: _Optional[bytes] = ..., global_sha256: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., retry_after_s: _Optional[float] = ..., deadline_s: _Optional[float] = ..., secure: _Optional[_Union[SecureRound, _Mapping]] = ...) -> None: ...
+
+class SecureRound(_message.Message):
+    __slots__ = ("run_id", "attempt", "sampled", "threshold", "length", "clip_range", "max_sites", "modulus_bits", "weight", "clip_norm", "noise_std")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CLIP_RANGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SITES_FIELD_NUMBER: _ClassVar[int]
+    MODULUS_BITS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    NOISE_STD_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    attempt: int
+    sampled: _containers.RepeatedScalarFieldContainer[str]
+    threshold: int
+    length: int
+    clip_range: float
+    max_sites: int
+    modulus_bits: int
+    weight: float
+    clip_norm: float
+    noise_std: float
+    def __init__(self, run_id: _Optional[str] = ..., attempt: _Optional[int] = ..., sampled: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., length: _Optional[int] = ..., clip_range: _Optional[float] = ..., max_sites: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., weight: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_std: _Optional[float] = ...) -> None: ...
+
+class SecAggKeys(_message.Message):
+    __slots__ = ("mask_public", "enc_public")
+    MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    ENC_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    mask_public: bytes
+    enc_public: bytes
+    def __init__(self, mask_public: _Optional[bytes] = ..., enc_public: _Optional[bytes] = ...) -> None: ...
+
+class SecAggBundle(_message.Message):
+    __slots__ = ("sender", "recipient", "ciphertext", "self_seed_digest", "mask_key_digest")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    SELF_SEED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    recipient: str
+    ciphertext: bytes
+    self_seed_digest: bytes
+    mask_key_digest: bytes
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., ciphertext: _Optional[bytes] = ..., self_seed_digest: _Optional[bytes] = ..., mask_key_digest: _Optional[bytes] = ...) -> None: ...
+
+class SecAggShares(_message.Message):
+    __slots__ = ("bundles",)
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    bundles: _containers.RepeatedCompositeFieldContainer[SecAggBundle]
+    def __init__(self, bundles: _Optional[_Iterable[_Union[SecAggBundle, _Mapping]]] = ...) -> None: ...
+
+class SecAggComplaint(_message.Message):
+    __slots__ = ("accused", "reason")
+    ACCUSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    accused: str
+    reason: str
+    def __init__(self, accused: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SecAggMasked(_message.Message):
+    __slots__ = ("masked", "complaints", "num_examples", "metrics")
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    COMPLAINTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    masked: bytes
+    complaints: _containers.RepeatedCompositeFieldContainer[SecAggComplaint]
+    num_examples: int
+    metrics: Metrics
+    def __init__(self, masked: _Optional[bytes] = ..., complaints: _Optional[_Iterable[_Union[SecAggComplaint, _Mapping]]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ...) -> None: ...
+
+class SecAggRevealedShare(_message.Message):
+    __slots__ = ("dealer", "kind", "share")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[SecAggRevealedShare.Kind]
+        SELF_SEED: _ClassVar[SecAggRevealedShare.Kind]
+        MASK_KEY: _ClassVar[SecAggRevealedShare.Kind]
+    KIND_UNSPECIFIED: SecAggRevealedShare.Kind
+    SELF_SEED: SecAggRevealedShare.Kind
+    MASK_KEY: SecAggRevealedShare.Kind
+    DEALER_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    dealer: str
+    kind: SecAggRevealedShare.Kind
+    share: bytes
+    def __init__(self, dealer: _Optional[str] = ..., kind: _Optional[_Union[SecAggRevealedShare.Kind, str]] = ..., share: _Optional[bytes] = ...) -> None: ...
+
+class SecAggReveal(_message.Message):
+    __slots__ = ("shares",)
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shares: _containers.RepeatedCompositeFieldContainer[SecAggRevealedShare]
+    def __init__(self, shares: _Optional[_Iterable[_Union[SecAggRevealedShare, _Mapping]]] = ...) -> None: ...
+
+class SecAggRequest(_message.Message):
+    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "max_wait_s")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    REVEAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    round: int
+    attempt: int
+    keys: SecAggKeys
+    shares: SecAggShares
+    masked: SecAggMasked
+    reveal: SecAggReveal
+    max_wait_s: float
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., max_wait_s: _Optional[float] = ...) -> None: ...
+
+class SecAggKeysAnnounced(_message.Message):
+    __slots__ = ("keys",)
+    class KeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SecAggKeys
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SecAggKeys, _Mapping]] = ...) -> None: ...
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.MessageMap[str, SecAggKeys]
+    def __init__(self, keys: _Optional[_Mapping[str, SecAggKeys]] = ...) -> None: ...
+
+class SecAggDelivered(_message.Message):
+    __slots__ = ("senders", "bundles")
+    SENDERS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    senders: _containers.RepeatedScalarFieldContainer[str]
+    bundles: _containers.RepeatedCompositeFieldContainer[SecAggBundle]
+    def __init__(self, senders: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Iterable[_Union[SecAggBundle, _Mapping]]] = ...) -> None: ...
+
+class SecAggUnmask(_message.Message):
+    __slots__ = ("survivors", "dropped")
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SecAggReply(_message.Message):
+    __slots__ = ("status", "keys", "shares", "unmask", "reason")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[SecAggReply.Status]
+        PENDING: _ClassVar[SecAggReply.Status]
+        NEXT: _ClassVar[SecAggReply.Status]
+        DONE: _ClassVar[SecAggReply.Status]
+        ABANDONED: _ClassVar[SecAggReply.Status]
+    STATUS_UNSPECIFIED: SecAggReply.Status
+    PENDING: SecAggReply.Status
+    NEXT: SecAggReply.Status
+    DONE: SecAggReply.Status
+    ABANDONED: SecAggReply.Status
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    status: SecAggReply.Status
+    keys: SecAggKeysAnnounced
+    shares: SecAggDelivered
+    unmask: SecAggUnmask
+    reason: str
+    def __init__(self, status: _Optional[_Union[SecAggReply.Status, str]] = ..., keys: _Optional[_Union[SecAggKeysAnnounced, _Mapping]] = ..., shares: _Optional[_Union[SecAggDelivered, _Mapping]] = ..., unmask: _Optional[_Union[SecAggUnmask, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Metrics(_message.Message):
     __slots__ = ("train_loss", "accuracy_before", "accuracy_after", "num_test_examples", "train_seconds", "accuracy_global")

@@ -69,6 +69,11 @@ class CoordinatorStub:
                 request_serializer=pfeddc_dot_v1_dot_federation__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=pfeddc_dot_v1_dot_federation__pb2.HeartbeatReply.FromString,
                 _registered_method=True)
+        self.SecureAggregate = channel.unary_unary(
+                '/pfeddc.v1.Coordinator/SecureAggregate',
+                request_serializer=pfeddc_dot_v1_dot_federation__pb2.SecAggRequest.SerializeToString,
+                response_deserializer=pfeddc_dot_v1_dot_federation__pb2.SecAggReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -117,6 +122,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecureAggregate(self, request, context):
+        """One stage of secure aggregation (only in a federation whose TaskReply carries `secure`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +161,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=pfeddc_dot_v1_dot_federation__pb2.HeartbeatRequest.FromString,
                     response_serializer=pfeddc_dot_v1_dot_federation__pb2.HeartbeatReply.SerializeToString,
+            ),
+            'SecureAggregate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecureAggregate,
+                    request_deserializer=pfeddc_dot_v1_dot_federation__pb2.SecAggRequest.FromString,
+                    response_serializer=pfeddc_dot_v1_dot_federation__pb2.SecAggReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +335,33 @@ class Coordinator:
             '/pfeddc.v1.Coordinator/Heartbeat',
             pfeddc_dot_v1_dot_federation__pb2.HeartbeatRequest.SerializeToString,
             pfeddc_dot_v1_dot_federation__pb2.HeartbeatReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecureAggregate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pfeddc.v1.Coordinator/SecureAggregate',
+            pfeddc_dot_v1_dot_federation__pb2.SecAggRequest.SerializeToString,
+            pfeddc_dot_v1_dot_federation__pb2.SecAggReply.FromString,
             options,
             channel_credentials,
             insecure,
