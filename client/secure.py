@@ -1,0 +1,99 @@
+"""A site's part of a secure round: its change clipped, weighted and masked, through the four exchanges.
+
+The TRAIN task of a secure federation carries `SecureSettings`. After training, the site computes its change
+from the round's global (the spec's tensors as one vector), clips it to the announced L2 bound, adds its share
+of the DP noise when the federation runs DP (from the operating system's entropy), and drives a `SecAggSite`:
+keys, shares, masked input, reveal. Each call is held by the coordinator until its stage closes, so a round
+costs four calls (plus polls while a slow site is awaited). The coordinator never sees the change itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from ..common.logs import Event, get_logger
+from ..common.messages import Metrics
+from ..common.secagg.exchange import (
+    Contribution,
+    SecureAnswer,
+    SecureSettings,
+    SecureStep,
+    StageMessage,
+    Status,
+    flatten,
+)
+from ..common.secagg.protocol import KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
+from ..common.secagg.site import SecAggSite
+from ..common.spec import TensorSpec
+from .connection import Connection
+
+log = get_logger("client")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SecureOutcome:
+    committed: bool  # the round's sum, with this site's change in it, was committed
+    reason: str = ""  # why not
+
+
+class Abandoned(Exception):
+    pass
+
+
+def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray], spec: list[TensorSpec],
+                  settings: SecureSettings, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The site's change as the protocol sums it: clipped to the announced L2 bound, plus its DP noise share
+    (`rng`: tests only; the noise must come from the OS), before weighting."""
+    change = flatten(update, spec) - flatten(base, spec)
+    norm = float(np.linalg.norm(change))
+    if norm > settings.clip_norm:
+        change *= settings.clip_norm / norm
+    if settings.noise_std > 0:
+        change = change + (rng or np.random.default_rng()).normal(0.0, settings.noise_std, size=change.shape)
+    return change
+
+
+def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Mapping[str, np.ndarray],
+               update: Mapping[str, np.ndarray], spec: list[TensorSpec], num_examples: int, metrics: Metrics,
+               stop: threading.Event | None = None) -> SecureOutcome:
+    """Send this site's change through the round's secure aggregation; the outcome says if it was counted."""
+    config = settings.round_config(round_)
+    site = SecAggSite(conn.client_id, config)
+    vector = change_vector(base, update, spec, settings)
+    stop = stop or threading.Event()
+
+    def send(message: StageMessage) -> SecureAnswer:
+        answer = conn.secure(SecureStep(conn.client_id, round_, settings.attempt, message), config.rid)
+        while answer.status == Status.PENDING and not stop.is_set():
+            answer = conn.secure(SecureStep(conn.client_id, round_, settings.attempt), config.rid)
+        return answer
+
+    try:
+        announced = _next(send(site.advertise()), KeysAnnounced, stop)
+        delivered = _next(send(site.share_keys(announced)), SharesDelivered, stop)
+        masked = site.masked_input(delivered, vector, settings.weight)
+        request = _next(send(Contribution.of(masked, config.field, num_examples, metrics)), UnmaskRequest, stop)
+        done = send(site.unmask(request))
+        outcome = SecureOutcome(True) if done.status == Status.DONE else SecureOutcome(False, _why(done, stop))
+    except (Abandoned, SecAggError) as exc:
+        outcome = SecureOutcome(False, str(exc))
+    log.info(Event.SECAGG_ROUND_DONE, client_id=conn.client_id, round=round_, attempt=settings.attempt,
+             committed=outcome.committed, reason=outcome.reason)
+    return outcome
+
+
+def _next(answer: SecureAnswer, kind: type[T], stop: threading.Event) -> T:
+    """The next stage's input the answer must carry; `Abandoned` otherwise."""
+    if answer.status == Status.NEXT and isinstance(answer.next, kind):
+        return answer.next
+    raise Abandoned(_why(answer, stop))
+
+
+def _why(answer: SecureAnswer, stop: threading.Event) -> str:
+    return answer.reason or ("stopped" if stop.is_set() else f"the coordinator answered {answer.status}")

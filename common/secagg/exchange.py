@@ -1,0 +1,127 @@
+"""What a site and the coordinator say to each other in a secure round, as plain values (common/wire.py converts).
+
+`SecureSettings` travels in the TRAIN task; a `SecureStep` is one SecureAggregate call (a stage's message, or
+none: "has my stage closed?"); a `SecureAnswer` is what the coordinator replies. The protocol messages inside
+are those of `protocol`. `flatten`/`unflatten` fix how the global tensors become one vector: the tensors ordered by
+name, row-major, float64, on both sides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from ..messages import Metrics
+from ..spec import TensorSpec
+from .field import FieldParams, from_bytes, to_bytes
+from .keys import RoundId
+from .protocol import (
+    AdvertiseKeys,
+    Complaint,
+    KeysAnnounced,
+    MaskedInput,
+    RoundConfig,
+    ShareKeys,
+    SharesDelivered,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+
+# What a client announces at Join when it follows TaskReply.secure (JoinRequest.capabilities).
+CAPABILITY = "secure-aggregation/v1"
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    """A secure round's settings for one site, fixed when the attempt opens."""
+
+    run_id: str  # new per coordinator start: with round and attempt, binds every key and seed of the run
+    attempt: int
+    sampled: tuple[str, ...]
+    threshold: int
+    length: int
+    field: FieldParams
+    weight: float  # (0, 1]
+    clip_norm: float  # the site clips its change to this L2 norm before weighting
+    noise_std: float = 0.0  # its share of the DP noise (0: no DP)
+
+    def round_config(self, round_: int) -> RoundConfig:
+        return RoundConfig(RoundId(self.run_id, round_, self.attempt), tuple(sorted(self.sampled)), self.threshold,
+                           self.length, self.field)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """Stage 3: the masked input (`field.to_bytes`; read with the round's field) with its complaints, and what
+    plain mode sends beside an update."""
+
+    masked: bytes
+    complaints: tuple[Complaint, ...]
+    num_examples: int
+    metrics: Metrics
+
+    @staticmethod
+    def of(masked: MaskedInput, field: FieldParams, num_examples: int, metrics: Metrics) -> Contribution:
+        return Contribution(to_bytes(masked.masked, field), masked.complaints, num_examples, metrics)
+
+    def read(self, site_id: str, field: FieldParams, length: int) -> MaskedInput:
+        """The masked input; ValueError when the bytes are not `length` elements of `field`."""
+        return MaskedInput(site_id, from_bytes(self.masked, field, length), self.complaints)
+
+
+StageMessage = AdvertiseKeys | ShareKeys | Contribution | UnmaskResponse
+
+
+@dataclass(frozen=True)
+class SecureStep:
+    client_id: str
+    round: int
+    attempt: int
+    message: StageMessage | None = None  # None: a poll for the stage this site last sent
+
+
+class Status(StrEnum):
+    PENDING = "pending"  # the stage has not closed: poll again
+    NEXT = "next"  # the stage closed: `next` holds the next stage's input
+    DONE = "done"  # the round's sum was committed
+    ABANDONED = "abandoned"  # the attempt ended without this site: `reason`; ask for a new task
+
+
+NextInput = KeysAnnounced | SharesDelivered | UnmaskRequest
+
+
+@dataclass(frozen=True)
+class SecureAnswer:
+    status: Status
+    next: NextInput | None = None
+    reason: str = ""
+
+
+def vector_length(spec: Sequence[TensorSpec]) -> int:
+    return sum(math.prod(s.shape) for s in spec)
+
+
+def flatten(tensors: Mapping[str, np.ndarray], spec: Sequence[TensorSpec]) -> np.ndarray:
+    """The tensors of `spec`, ordered by name, as one float64 vector."""
+    return np.concatenate([np.asarray(tensors[s.name], np.float64).reshape(-1) for s in _ordered(spec)]) if spec \
+        else np.zeros(0)
+
+
+def unflatten(vector: np.ndarray, spec: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """Inverse of `flatten` (float64 tensors of the spec's shapes)."""
+    if vector.size != vector_length(spec):
+        raise ValueError(f"a vector of {vector.size} elements does not fill the spec's {vector_length(spec)}")
+    out, at = {}, 0
+    for s in _ordered(spec):
+        size = math.prod(s.shape)
+        out[s.name] = np.asarray(vector[at:at + size], np.float64).reshape(s.shape)
+        at += size
+    return out
+
+
+def _ordered(spec: Sequence[TensorSpec]) -> list[TensorSpec]:
+    return sorted(spec, key=lambda s: s.name)  # both sides agree whatever order their specs list

@@ -1,0 +1,158 @@
+"""protobuf <-> domain types for secure aggregation (TaskReply.secure, SecureAggregate): common/wire.py's sibling.
+
+The domain side is `common.secagg.exchange` and the protocol dataclasses of `common.secagg.protocol`; every
+conversion checks what it can without the round's context (lengths of keys and digests, a share's encoding)
+and raises ValueError naming the field, which the coordinator answers INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from .messages import Metrics
+from .proto import federation_pb2 as pb
+from .secagg.exchange import Contribution, SecureAnswer, SecureSettings, SecureStep, StageMessage, Status
+from .secagg.field import FieldParams
+from .secagg.keys import RoundId
+from .secagg.protocol import (
+    AdvertiseKeys,
+    Complaint,
+    KeysAnnounced,
+    PublicKeys,
+    RevealedShare,
+    SealedBundle,
+    ShareKeys,
+    ShareKind,
+    SharesDelivered,
+    UnmaskRequest,
+    UnmaskResponse,
+    decode_share,
+    encode_share,
+)
+
+_KINDS = {ShareKind.SELF_SEED: pb.SecAggRevealedShare.SELF_SEED, ShareKind.MASK_KEY: pb.SecAggRevealedShare.MASK_KEY}
+_STATUS = {Status.PENDING: pb.SecAggReply.PENDING, Status.NEXT: pb.SecAggReply.NEXT, Status.DONE: pb.SecAggReply.DONE,
+           Status.ABANDONED: pb.SecAggReply.ABANDONED}
+KEY_BYTES, DIGEST_BYTES = 32, 32
+MAX_REASON_CHARS = 300
+
+
+# ----- the task's settings
+def settings_to_proto(s: SecureSettings, out: pb.SecureRound) -> None:
+    out.run_id, out.attempt, out.threshold, out.length = s.run_id, s.attempt, s.threshold, s.length
+    out.sampled.extend(s.sampled)
+    out.clip_range, out.max_sites, out.modulus_bits = s.field.clip_range, s.field.max_sites, s.field.modulus_bits
+    out.weight, out.clip_norm, out.noise_std = s.weight, s.clip_norm, s.noise_std
+
+
+def settings_from_proto(m: pb.SecureRound) -> SecureSettings:
+    return SecureSettings(m.run_id, m.attempt, tuple(m.sampled), m.threshold, m.length,
+                          FieldParams(m.clip_range, m.max_sites, m.modulus_bits), m.weight, m.clip_norm, m.noise_std)
+
+
+# ----- one stage's message (client -> coordinator)
+def _keys_to_proto(k: PublicKeys) -> pb.SecAggKeys:
+    return pb.SecAggKeys(mask_public=k.mask, enc_public=k.enc)
+
+
+def _keys_from_proto(m: pb.SecAggKeys) -> PublicKeys:
+    if len(m.mask_public) != KEY_BYTES or len(m.enc_public) != KEY_BYTES:
+        raise ValueError(f"public keys must be {KEY_BYTES} bytes each")
+    return PublicKeys(m.mask_public, m.enc_public)
+
+
+def _bundle_to_proto(b: SealedBundle) -> pb.SecAggBundle:
+    return pb.SecAggBundle(sender=b.sender, recipient=b.recipient, ciphertext=b.ciphertext,
+                           self_seed_digest=b.digests[ShareKind.SELF_SEED],
+                           mask_key_digest=b.digests[ShareKind.MASK_KEY])
+
+
+def _bundle_from_proto(m: pb.SecAggBundle) -> SealedBundle:
+    if len(m.self_seed_digest) != DIGEST_BYTES or len(m.mask_key_digest) != DIGEST_BYTES:
+        raise ValueError(f"share digests must be {DIGEST_BYTES} bytes each")
+    return SealedBundle(m.sender, m.recipient, m.ciphertext,
+                        {ShareKind.SELF_SEED: m.self_seed_digest, ShareKind.MASK_KEY: m.mask_key_digest})
+
+
+def step_to_proto(step: SecureStep, max_wait_s: float) -> pb.SecAggRequest:
+    out = pb.SecAggRequest(client_id=step.client_id, round=step.round, attempt=step.attempt, max_wait_s=max_wait_s)
+    msg = step.message
+    if isinstance(msg, AdvertiseKeys):
+        out.keys.CopyFrom(_keys_to_proto(msg.keys))
+    elif isinstance(msg, ShareKeys):
+        out.shares.bundles.extend(_bundle_to_proto(b) for b in msg.bundles)
+    elif isinstance(msg, Contribution):
+        out.masked.masked = msg.masked
+        out.masked.complaints.extend(pb.SecAggComplaint(accused=c.accused, reason=c.reason[:MAX_REASON_CHARS])
+                                     for c in msg.complaints)
+        out.masked.num_examples = msg.num_examples
+        out.masked.metrics.CopyFrom(_metrics_to_proto(msg.metrics))
+    elif isinstance(msg, UnmaskResponse):
+        out.reveal.shares.extend(pb.SecAggRevealedShare(dealer=r.dealer, kind=_KINDS[r.kind],
+                                                        share=encode_share(r.share)) for r in msg.shares)
+    return out
+
+
+def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
+    """The step a request carries (a masked vector stays bytes: the open round's field reads it)."""
+    site, which = m.client_id, m.WhichOneof("message")
+    message: StageMessage | None = None
+    if which == "keys":
+        message = AdvertiseKeys(site, _keys_from_proto(m.keys))
+    elif which == "shares":
+        message = ShareKeys(site, tuple(_bundle_from_proto(b) for b in m.shares.bundles))
+    elif which == "masked":
+        complaints = tuple(Complaint(c.accused, c.reason[:MAX_REASON_CHARS]) for c in m.masked.complaints)
+        message = Contribution(m.masked.masked, complaints, m.masked.num_examples,
+                               _metrics_from_proto(m.masked.metrics))
+    elif which == "reveal":
+        shares = []
+        for r in m.reveal.shares:
+            kind = next((k for k, v in _KINDS.items() if v == r.kind), None)
+            if kind is None:
+                raise ValueError(f"a revealed share of {r.dealer!r} has no kind")
+            share, tail = decode_share(r.share)
+            if tail:
+                raise ValueError(f"a revealed share of {r.dealer!r} carries trailing bytes")
+            shares.append(RevealedShare(r.dealer, kind, share))
+        message = UnmaskResponse(site, tuple(shares))
+    return SecureStep(site, m.round, m.attempt, message)
+
+
+# ----- the coordinator's answer
+def answer_to_proto(a: SecureAnswer) -> pb.SecAggReply:
+    out = pb.SecAggReply(status=_STATUS[a.status], reason=a.reason)
+    n = a.next
+    if isinstance(n, KeysAnnounced):
+        for site, keys in n.keys.items():
+            out.keys.keys[site].CopyFrom(_keys_to_proto(keys))
+    elif isinstance(n, SharesDelivered):
+        out.shares.senders.extend(n.senders)
+        out.shares.bundles.extend(_bundle_to_proto(b) for b in n.bundles)
+    elif isinstance(n, UnmaskRequest):
+        out.unmask.survivors.extend(n.survivors)
+        out.unmask.dropped.extend(n.dropped)
+    return out
+
+
+def answer_from_proto(m: pb.SecAggReply, rid: RoundId, recipient: str) -> SecureAnswer:
+    status = next((s for s, v in _STATUS.items() if v == m.status), None)
+    if status is None:
+        raise ValueError(f"the coordinator sent an unknown secure-aggregation status {m.status}")
+    which = m.WhichOneof("next")
+    n: KeysAnnounced | SharesDelivered | UnmaskRequest | None = None
+    if which == "keys":
+        n = KeysAnnounced(rid, {site: _keys_from_proto(k) for site, k in m.keys.keys.items()})
+    elif which == "shares":
+        n = SharesDelivered(recipient, tuple(m.shares.senders), tuple(_bundle_from_proto(b) for b in m.shares.bundles))
+    elif which == "unmask":
+        n = UnmaskRequest(tuple(m.unmask.survivors), tuple(m.unmask.dropped))
+    return SecureAnswer(status, n, m.reason)
+
+
+def _metrics_to_proto(metrics: Metrics) -> pb.Metrics:  # as wire.py does; wire.py imports this module
+    return pb.Metrics(**{f.name: getattr(metrics, f.name) for f in fields(Metrics)})
+
+
+def _metrics_from_proto(msg: pb.Metrics) -> Metrics:
+    return Metrics(**{f.name: getattr(msg, f.name) for f in fields(Metrics)})

@@ -1,0 +1,206 @@
+"""One attempt of a secure round on the coordinator: the protocol's coordinator, closed stage by stage.
+
+`SecureRun` wraps `common.secagg.coordinator.SecAggCoordinator` for one round attempt. It takes each site's
+stage message (`receive`), tells each site what comes next (`answer`: held by the servicer while PENDING), and
+closes a stage (`advance`) when every site expected at it has answered or its deadline passed: the first
+stage (keys) closes at the round's deadline, since sites send their keys once they finished training; every
+later stage `secagg_stage_timeout_s` after the previous one closed. A stage closing with fewer sites than the
+threshold, or a dealer whose shares do not reconstruct, ends the run with `failure` (and `blame`): the round
+lifecycle (server/rounds.py) retries the round as a new attempt with fresh keys, without the blamed site.
+
+Nothing here is saved: keys, bundles and masked vectors live in memory for one attempt. A restarted
+coordinator starts the round's protocol again under a new run id, so no mask is ever reused.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ..common.logs import Event
+from ..common.messages import Code, Refused
+from ..common.secagg.coordinator import SecAggCoordinator
+from ..common.secagg.exchange import Contribution, SecureAnswer, SecureSettings, SecureStep, Status
+from ..common.secagg.field import DEFAULT_MODULUS_BITS, FieldParams
+from ..common.secagg.noise import clip_range_for, share_std
+from ..common.secagg.protocol import (
+    AdvertiseKeys,
+    AggregateResult,
+    InconsistentSiteError,
+    KeysAnnounced,
+    ProtocolError,
+    ShareKeys,
+    SharesDelivered,
+    Stage,
+    TooFewSitesError,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from .config import FederationConfig
+
+ORDER = list(Stage)
+# A process's runs are told apart from another process's (a restarted coordinator) by this id.
+PROCESS_RUN_ID = secrets.token_hex(8)
+
+
+def settings(config: FederationConfig, attempt: int, sampled: list[str],
+             counts: Mapping[str, int], length: int) -> dict[str, SecureSettings]:
+    """Each sampled site's settings for one attempt: the threshold, the field, its weight, its clip and noise."""
+    n = len(sampled)
+    threshold = max(config.secagg_threshold, n // 2 + 1)
+    dp = config.dp
+    if dp is not None:  # DP-FedAvg: equal weights, each site clips to the DP clip and adds its noise share
+        clip, std = dp.clip, share_std(dp.noise_multiplier, dp.clip, threshold)
+        field = FieldParams(clip_range_for(dp.noise_multiplier, dp.clip, threshold), n, DEFAULT_MODULUS_BITS)
+        weights = dict.fromkeys(sampled, 1.0)
+    else:
+        clip, std = config.update_clip_norm, 0.0
+        field = FieldParams(clip, n, DEFAULT_MODULUS_BITS)
+        capped = {c: config.weight(counts[c]) for c in sampled}
+        top = max(capped.values())
+        weights = {c: w / top for c, w in capped.items()}
+    run_id = f"pfeddc/{PROCESS_RUN_ID}"
+    return {c: SecureSettings(run_id, attempt, tuple(sorted(sampled)), threshold, length, field, weights[c], clip, std)
+            for c in sampled}
+
+
+class SecureRun:
+    def __init__(self, round_: int, plan: Mapping[str, SecureSettings], first_deadline: float,
+                 stage_timeout_s: float, log: Callable[..., None]) -> None:
+        any_site = next(iter(plan.values()))
+        self.round, self.attempt, self.plan = round_, any_site.attempt, dict(plan)
+        self.config = any_site.round_config(round_)
+        self.core = SecAggCoordinator(self.config)
+        self.deadline, self._stage_timeout_s, self._log = first_deadline, stage_timeout_s, log
+        self.sent: dict[str, Stage] = {}  # the last stage each site sent a message at
+        self.contributions: dict[str, Contribution] = {}  # masked inputs with their counts and metrics
+        self._announced: KeysAnnounced | None = None
+        self._delivered: dict[str, SharesDelivered] = {}
+        self._unmask: UnmaskRequest | None = None
+        self.result: AggregateResult | None = None
+        self.committed = False  # set by the round lifecycle once the round is durable
+        self.failure: str | None = None
+        self.blame: str | None = None  # a site the failure names (restart without it)
+
+    @property
+    def stage(self) -> Stage:
+        return self.core.stage
+
+    def receive(self, step: SecureStep, declared: int) -> None:
+        """A site's message for its stage; `declared`: its Join count. Refused (nothing changes) when it does
+        not fit."""
+        msg, site, core = step.message, step.client_id, self.core
+        stage = _stage_of(msg)
+        if self.failure is not None or ORDER.index(stage) < ORDER.index(self.stage):
+            return  # too late or over: `answer` tells the site
+        try:
+            if isinstance(msg, AdvertiseKeys):
+                core.receive_advertise(msg)
+            elif isinstance(msg, ShareKeys):
+                core.receive_shares(msg)
+            elif isinstance(msg, Contribution):
+                if msg.num_examples != declared:
+                    raise Refused(Code.INVALID_ARGUMENT, f"num_examples {msg.num_examples} differs from the "
+                                                         f"{declared} declared at Join (join again to change it)")
+                try:
+                    masked = msg.read(site, self.config.field, self.config.length)
+                except ValueError as exc:
+                    raise Refused(Code.INVALID_ARGUMENT, f"secure aggregation: a masked input that does not fit "
+                                                         f"the round's field: {exc}") from None
+                core.receive_masked(masked)
+                self.contributions[site] = msg
+            elif isinstance(msg, UnmaskResponse):
+                core.receive_unmask(msg)
+                if site in core.excluded:
+                    self._log("warning", Event.SECAGG_SITE_EXCLUDED, round=self.round, attempt=self.attempt,
+                              client_id=site, reason=core.excluded[site])
+        except ProtocolError as exc:
+            if self.sent.get(site) == stage:
+                return  # a retried call that already counted
+            raise Refused(Code.FAILED_PRECONDITION, f"secure aggregation: {exc}") from None
+        self.sent[site] = stage
+
+    def answer(self, site: str) -> SecureAnswer:
+        """What `site` is told now: PENDING while its stage is open, else its next input (or DONE/ABANDONED)."""
+        if self.failure is not None:
+            return SecureAnswer(Status.ABANDONED, reason=self.failure)
+        sent = self.sent.get(site)
+        if sent is None:
+            if self.stage is not Stage.ADVERTISE:
+                return SecureAnswer(Status.ABANDONED, reason=f"the keys stage of round {self.round} closed without "
+                                                             "this site's keys")
+            raise Refused(Code.FAILED_PRECONDITION, "send this round's keys first")
+        behind = ORDER.index(self.stage) - ORDER.index(sent)
+        if behind == 0:
+            return SecureAnswer(Status.PENDING)
+        if behind == 1:  # the stage it answered closed; the next one is open
+            nxt: KeysAnnounced | SharesDelivered | UnmaskRequest | None = {
+                Stage.ADVERTISE: self._announced, Stage.SHARE_KEYS: self._delivered.get(site),
+                Stage.MASKED_INPUT: self._unmask if self._unmask and site in self._unmask.survivors else None,
+            }.get(sent)
+            if nxt is not None:
+                return SecureAnswer(Status.NEXT, nxt)
+            if sent is Stage.UNMASK and self.result is not None:
+                return SecureAnswer(Status.DONE) if self.committed else SecureAnswer(Status.PENDING)
+        why = self.core.excluded.get(site, "its message for the next stage did not arrive before it closed")
+        return SecureAnswer(Status.ABANDONED, reason=f"left out of round {self.round}: {why}")
+
+    def advance(self, now: float, failed: set[str]) -> bool:
+        """Close the open stage if everyone expected answered or its deadline passed; True when one closed."""
+        if self.failure is not None or self.result is not None:
+            return False
+        expected = self._expected() - failed
+        answered = {s for s, st in self.sent.items() if st is self.stage}
+        if not (expected <= answered or now >= self.deadline):
+            return False
+        closing = self.stage
+        try:
+            if closing is Stage.ADVERTISE:
+                self._announced = self.core.announce()
+            elif closing is Stage.SHARE_KEYS:
+                self._delivered = self.core.deliver()
+            elif closing is Stage.MASKED_INPUT:
+                self._unmask = self.core.unmask_request()
+                for site, why in self.core.excluded.items():
+                    self._log("warning", Event.SECAGG_SITE_EXCLUDED, round=self.round, attempt=self.attempt,
+                              client_id=site, reason=why)
+            else:
+                self.result = self.core.finish()
+        except TooFewSitesError as exc:
+            self.failure = str(exc)
+        except InconsistentSiteError as exc:
+            self.failure, self.blame = str(exc), exc.site_id
+        self.deadline = now + self._stage_timeout_s
+        self._log("info", Event.SECAGG_STAGE_CLOSED, round=self.round, attempt=self.attempt, stage=str(closing),
+                  answered=len(answered), expected=len(expected), failure=self.failure)
+        return True
+
+    def _expected(self) -> set[str]:
+        core = self.core
+        if self.stage is Stage.ADVERTISE:
+            return set(self.config.sampled)
+        if self.stage is Stage.SHARE_KEYS:
+            return set(core.keys)
+        if self.stage is Stage.MASKED_INPUT:
+            return set(self._delivered)
+        return set(self._unmask.survivors) if self._unmask else set()
+
+    def total(self) -> np.ndarray:
+        """The unmasked sum of the survivors' weighted changes (after `advance` produced a result)."""
+        assert self.result is not None and np.isfinite(self.result.total).all()
+        return self.result.total
+
+    def survivors_weight(self) -> float:
+        assert self.result is not None
+        return math.fsum(self.plan[s].weight for s in self.result.survivors)
+
+
+def _stage_of(msg: object) -> Stage:
+    for kind, stage in ((AdvertiseKeys, Stage.ADVERTISE), (ShareKeys, Stage.SHARE_KEYS),
+                        (Contribution, Stage.MASKED_INPUT), (UnmaskResponse, Stage.UNMASK)):
+        if isinstance(msg, kind):
+            return stage
+    raise Refused(Code.INVALID_ARGUMENT, "a secure-aggregation message is needed here")

@@ -1,0 +1,224 @@
+"""Secure aggregation over real gRPC on loopback: scripted sites with numpy updates, a real coordinator.
+
+The committed global must equal the plain weighted FedAvg of the clipped changes within the quantisation
+bound, with every site, and with a site dropping out at each stage; what the coordinator keeps must hold no
+site's change.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tests_support import StartCoordinator
+
+from pfeddc.client.connection import Backoff, Connection
+from pfeddc.client.secure import SecureOutcome, change_vector, contribute
+from pfeddc.common import serde, wire
+from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
+from pfeddc.common.proto import federation_pb2 as pb
+from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
+from pfeddc.common.secagg.exchange import Contribution, SecureStep, Status, flatten, unflatten
+from pfeddc.common.secagg.field import sum_error_bound
+from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
+from pfeddc.common.secagg.site import SecAggSite
+from pfeddc.common.spec import TensorSpec
+from pfeddc.server.app import build_parser
+from pfeddc.server.options import federation_config
+
+FLAGS = ("--rounds", "1", "--min-clients", "4", "--method", "promptfl", "--text-ctx", "2", "--secure-aggregation",
+         "--secagg-stage-timeout", "1.5", "--round-timeout", "4", "--max-examples-per-client", "1000")
+METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
+COUNTS = {"site-a": 100, "site-b": 300, "site-c": 200, "site-d": 400}
+STAGES = ("train", "keys", "shares", "masked")  # where a site stops: before keys, after keys, ...
+
+
+def connect(port: int, client_id: str) -> Connection:
+    return Connection(f"127.0.0.1:{port}", client_id, backoff=Backoff(0.05, 0.2, 3), rpc_timeout_s=10)
+
+
+def delta_of(client_id: str, spec: list[TensorSpec], scale: float = 0.05) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(sum(map(ord, client_id)))
+    return {s.name: rng.normal(0, scale, s.shape).astype(np.float32) for s in spec}
+
+
+def joined(port: int, ids: list[str]) -> tuple[dict[str, Connection], list[TensorSpec]]:
+    conns = {c: connect(port, c) for c in ids}
+    spec = next(iter(conns.values())).federation().spec
+    for c, conn in conns.items():
+        conn.join(COUNTS[c], spec)
+    return conns, spec
+
+
+def in_threads(work: dict[str, Callable[[], SecureOutcome]]) -> dict[str, SecureOutcome]:
+    out: dict[str, SecureOutcome] = {}
+
+    def run(client_id: str) -> None:
+        out[client_id] = work[client_id]()
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def honest(conn: Connection, task: Task, spec: list[TensorSpec]) -> SecureOutcome:
+    """An honest site: contributes, and after an abandoned attempt trains the retried one; its last outcome."""
+    outcome = SecureOutcome(False, "never sampled")
+    for _ in range(20):
+        if task.action == Action.FINISHED:
+            return outcome
+        if task.action == Action.TRAIN:
+            assert task.secure is not None, task
+            base = task.tensors()
+            update = {k: base[k] + delta_of(conn.client_id, spec)[k] for k in base}
+            outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id], METRICS)
+        task = conn.task(wait_s=2)
+    raise AssertionError(f"{conn.client_id}: no end after 20 tasks")
+
+
+def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str) -> SecureOutcome:
+    """A site that vanishes: it sends the stages up to `stop_after` and then nothing."""
+    assert task.secure is not None
+    s, rid = task.secure, task.secure.round_config(task.round).rid
+    site = SecAggSite(conn.client_id, s.round_config(task.round))
+
+    def send(message: object) -> object:
+        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message), rid)  # type: ignore[arg-type]
+        while answer.status == Status.PENDING:
+            answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt), rid)
+        return answer.next
+
+    if stop_after == "train":
+        return SecureOutcome(False, "silent")
+    announced = send(site.advertise())
+    if stop_after == "keys":
+        return SecureOutcome(False, "silent")
+    delivered = site.share_keys(announced)  # type: ignore[arg-type]
+    delivered_to_me = send(delivered)
+    if stop_after == "shares":
+        return SecureOutcome(False, "silent")
+    base = task.tensors()
+    vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s)
+    masked = site.masked_input(delivered_to_me, vector, s.weight)  # type: ignore[arg-type]
+    conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
+                           Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)), rid, wait_s=0)
+    return SecureOutcome(False, "silent after its masked input")
+
+
+def expected_global(base: dict[str, np.ndarray], spec: list[TensorSpec], sites: list[str]) -> dict[str, np.ndarray]:
+    """Plain FedAvg of the sites' changes (within the clip) weighted by their counts."""
+    total = sum(COUNTS[c] for c in sites)
+    mean = np.sum([flatten(delta_of(c, spec), spec) * COUNTS[c] for c in sites], axis=0) / total
+    return {k: base[k] + v for k, v in unflatten(mean, spec).items()}
+
+
+def final_global(conn: Connection) -> dict[str, np.ndarray]:
+    task = conn.task(wait_s=5)
+    assert task.action == Action.FINISHED, task
+    return task.tensors()
+
+
+
+def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coordinator: StartCoordinator,
+                                                                          tmp_path: Path) -> None:
+    server = coordinator(*FLAGS)
+    conns, spec = joined(server.port, list(COUNTS))
+    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
+    base = tasks["site-a"].tensors()
+    s = tasks["site-a"].secure
+    assert s is not None and s.threshold == 3 and sorted(s.sampled) == sorted(COUNTS)
+    assert {c: t.secure.weight for c, t in tasks.items() if t.secure} == {c: n / 400 for c, n in COUNTS.items()}
+    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
+    assert all(o == SecureOutcome(True) for o in outcomes.values()), outcomes
+    got, want = final_global(conns["site-a"]), expected_global(base, spec, list(COUNTS))
+    bound = sum_error_bound(s.field, 4) / (sum(COUNTS.values()) / 400)
+    for k in want:
+        assert np.abs(got[k] - want[k]).max() <= bound + 1e-6  # float32 rounding of the stored global
+        assert np.abs(got[k] - base[k]).max() > 100 * bound  # it moved
+    history = (tmp_path / "coord" / "rounds.jsonl").read_text()
+    assert '"aggregator":"secagg-fedavg"' in history
+    checkpoint = serde.decode((tmp_path / "coord" / "checkpoint.safetensors").read_bytes())
+    assert sorted(checkpoint) == sorted(s.name for s in spec)  # the new global only: no site's change
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_secure_round_completes_when_a_site_drops_out_at_any_stage(coordinator: StartCoordinator,
+                                                                   stage: str) -> None:
+    server = coordinator(*FLAGS)
+    conns, spec = joined(server.port, list(COUNTS))
+    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
+    base = tasks["site-a"].tensors()
+    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
+                                             for c in ("site-a", "site-b", "site-c")}
+    work["site-d"] = functools.partial(vanish, conns["site-d"], tasks["site-d"], spec, stage)
+    outcomes = in_threads(work)
+    assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
+    # a site that sent its masked input is a survivor: its change is in the sum, its mask removed without it
+    counted = list(COUNTS) if stage == "masked" else ["site-a", "site-b", "site-c"]
+    got, want = final_global(conns["site-a"]), expected_global(base, spec, counted)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+
+
+def test_secure_round_excludes_a_site_whose_bundle_is_garbage(coordinator: StartCoordinator) -> None:
+    server = coordinator(*FLAGS)
+    conns, spec = joined(server.port, list(COUNTS))
+    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
+    base = tasks["site-a"].tensors()
+    real_share_keys = SecAggSite.share_keys
+
+    def tampered(self: SecAggSite, announced: object) -> ShareKeys:
+        out = real_share_keys(self, announced)  # type: ignore[arg-type]
+        if self.site_id != "site-d":
+            return out
+        first = out.bundles[0]
+        broken = SealedBundle(first.sender, first.recipient, bytes(len(first.ciphertext)), first.digests)
+        return ShareKeys(out.site_id, (broken, *out.bundles[1:]))
+
+    SecAggSite.share_keys = tampered  # type: ignore[method-assign]
+    try:
+        outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
+    finally:
+        SecAggSite.share_keys = real_share_keys  # type: ignore[method-assign]
+    # named by the site it cheated, then left out of the retried round, which commits without it
+    assert not outcomes["site-d"].committed and "the share bundle from 'site-d'" in outcomes["site-d"].reason
+    got, want = final_global(conns["site-a"]), expected_global(base, spec, ["site-a", "site-b", "site-c"])
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+
+
+def test_secure_federation_refuses_plain_clients_and_plain_updates(coordinator: StartCoordinator) -> None:
+    server = coordinator(*FLAGS)
+    conn = connect(server.port, "site-a")
+    spec = conn.federation().spec
+    old_join = pb.JoinRequest(client_id="old-site", num_examples=5, spec=wire.spec_to_proto(spec))  # no capability
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as old:
+        pb_grpc.CoordinatorStub(channel).Join(old_join, timeout=10)
+    assert old.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "upgrade pfeddc" in str(old.value.details())
+    conn.join(100, spec)
+    with pytest.raises(Refused) as plain:
+        conn.submit(1, {s.name: np.zeros(s.shape, np.float32) for s in spec}, 100, METRICS)
+    assert plain.value.code == Code.FAILED_PRECONDITION and "never in the clear" in plain.value.message
+
+
+@pytest.mark.parametrize(("flags", "refusal"), [
+    (("--aggregator", "median"), "--aggregator median is refused with --secure-aggregation"),
+    (("--adaptive-clip", "2"), "--adaptive-clip is refused"),
+    (("--min-clients", "2"), "--min-clients >= 3"),
+    (("--secagg-threshold", "9"), "--secagg-threshold must be in"),
+    (("--update-clip-norm", "0"), "needs a bound on each change"),
+])
+def test_secure_aggregation_refuses_what_needs_every_update(flags: tuple[str, ...], refusal: str) -> None:
+    args = build_parser().parse_args(["--secure-aggregation", "--min-clients", "4", *flags])
+    with pytest.raises(ValueError, match=refusal.replace("-", "[-]")):
+        federation_config(args)
+    assert federation_config(build_parser().parse_args(["--secure-aggregation", "--min-clients", "4"])).adaptive_clip \
+        == 0
