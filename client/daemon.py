@@ -19,7 +19,7 @@ from ..common.logs import Event, get_logger
 from ..common.messages import MAX_HOLD_S, Action, Code, FailureReason, Refused, Task, TrainSettings
 from ..common.spec import PromptConfig
 from ..common.transport import TlsFiles
-from .connection import Backoff, Connection
+from .connection import Backoff, Connection, global_tensors
 from .data import ClientData, align_to, load_client_data
 from .folders import DataError, classnames_for, scan
 from .heartbeat import Heartbeat
@@ -161,7 +161,7 @@ class ClientDaemon:
         log.info(Event.ROUND_TRAINING, client_id=self.client_id, round=task.round, epochs=settings.local_epochs,
                  lr=settings.lr, lr_scale=trainer.lr_scale, num_examples=len(data.train))
         measure = task.round % max(1, self.opts.eval_every) == 0 or task.round == task.total_rounds
-        outcome = trainer.run(task.tensors(), settings, measure)
+        outcome = trainer.run(global_tensors(task), settings, measure)
         model = trainer.model
         if outcome.tensors is None:
             # the state on disk first (the previous round's), then the word: a kill after the log loses nothing
@@ -203,7 +203,7 @@ class ClientDaemon:
         return following
 
     def _finish(self, model: PFedDCModel, data: ClientData, task: Task) -> dict[str, Any]:
-        model.load_state(task.tensors(), StatePart.GLOBAL)
+        model.load_state(global_tensors(task), StatePart.GLOBAL)
         accuracy = evaluate(model, data.test, self.device)
         self.store.save_round(self.store.meta().last_round, model.local_state(), model.global_state(), None)
         self.store.update_meta(final_accuracy=_finite(accuracy), finished=True)
