@@ -16,6 +16,8 @@ import numpy as np
 
 from ..common.partition import train_test_split
 
+# Held out per class for testing when a folder has no train/test split (pfeddc-partition writes one with it too).
+DEFAULT_TEST_FRACTION = 0.2
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
