@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-EMBEDDED_IMAGE_SIZE = 32
+EMBEDDED_IMAGE_SIZE = 32  # the pixels of its images: the config's and the pretraining corpus's
 
 # The shipped weights' config.json holds the same sizes (tests/client/embedded checks that they agree).
 EMBEDDED_CONFIG: dict[str, Any] = {

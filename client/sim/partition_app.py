@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ...common.envflags import add_version, apply_env_defaults
-from ...common.partition import SCHEMES, counts, partition, train_test_split
 from ..folders import DEFAULT_TEST_FRACTION
+from ..partition import SCHEMES, counts, partition, train_test_split
 from .sources import BUILTIN, Source, load_source
 
 

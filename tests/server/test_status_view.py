@@ -10,9 +10,10 @@ import numpy as np
 from pfeddc.common import admin_wire, serde
 from pfeddc.common.messages import HEARTBEAT_INTERVAL_S, FailureReason, Metrics
 from pfeddc.common.spec import TensorSpec
-from pfeddc.common.status import ClientState, IncidentKind, Phase, render_table
+from pfeddc.common.status import ClientState, IncidentKind, Phase
 from pfeddc.server.admin import StatusSource
 from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.status_table import render_table
 
 SPEC = [TensorSpec("text.global", (4, 128))]
 METRICS = Metrics(train_loss=0.5, accuracy_global=0.3, accuracy_after=0.6, num_test_examples=5)
