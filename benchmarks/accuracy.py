@@ -42,10 +42,10 @@ from inproc import ClientSplit, RunResult, run_federation  # noqa: E402
 
 from pfeddc.client.model.backbone import Backbone, load_backbone, preprocess  # noqa: E402
 from pfeddc.client.model.images import ImageSet  # noqa: E402
+from pfeddc.client.partition import partition, train_test_split  # noqa: E402
 from pfeddc.client.sim.sources import load_source  # noqa: E402
 from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402
-from pfeddc.common.partition import partition, train_test_split  # noqa: E402
 from pfeddc.common.spec import PromptConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_throughput import BACKBONES  # noqa: E402
 
-from pfeddc.client.embedded.datasets import DIGIT_CLASSES, digit_domains  # noqa: E402
 from pfeddc.client.model.backbone import Backbone, load_backbone, preprocess  # noqa: E402
 from pfeddc.client.model.images import ImageSet  # noqa: E402
 from pfeddc.client.model.prompts import PFedDCModel, StatePart  # noqa: E402
+from pfeddc.client.sim.datasets import DIGIT_CLASSES, digit_domains  # noqa: E402
 from pfeddc.client.trainer import LocalTrainer  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402
 from pfeddc.common.spec import PromptConfig  # noqa: E402
@@ -43,7 +43,7 @@ def backbone(name: str, workdir: Path) -> Backbone:
         return load_backbone(name)
     from transformers import CLIPConfig, CLIPModel
 
-    from pfeddc.client.embedded.build import save_backbone
+    from pfeddc.client.model.backbone import save_backbone
 
     torch.manual_seed(0)
     directory = workdir / name

@@ -50,8 +50,7 @@ def measure(root: Path, mode: str, steps: int) -> dict[str, float]:
     from transformers import CLIPConfig, CLIPModel
 
     from pfeddc.client.data import load_client_data
-    from pfeddc.client.embedded.build import save_backbone
-    from pfeddc.client.model.backbone import load_backbone
+    from pfeddc.client.model.backbone import load_backbone, save_backbone
     from pfeddc.client.model.images import batches
     from pfeddc.client.model.prompts import PFedDCModel
     from pfeddc.client.model.train import train_local

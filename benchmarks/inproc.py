@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pfeddc.client.connection import global_tensors
 from pfeddc.client.model.backbone import Backbone
 from pfeddc.client.model.images import ImageSet
 from pfeddc.client.model.prompts import PFedDCModel, StatePart
@@ -81,10 +82,10 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
             if task.action != Action.TRAIN or task.round != round_:  # not sampled, or the round already closed
                 continue
             if cid in (attackers or {}):
-                sent = (attackers or {})[cid](round_, task.tensors())
+                sent = (attackers or {})[cid](round_, global_tensors(task))
                 fed.submit(cid, round_, serde.encode(sent), len(clients[cid].train), Metrics())
                 continue
-            outcome = trainers[cid].run(task.tensors(), task.settings or settings)
+            outcome = trainers[cid].run(global_tensors(task), task.settings or settings)
             if outcome.tensors is None:
                 failures.append(f"round {round_} {cid}: {outcome.failure}")
                 fed.report_failure(cid, round_, outcome.reason, outcome.failure or "")

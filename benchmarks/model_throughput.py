@@ -53,8 +53,7 @@ def measure(backbone_name: str, variant: dict[str, Any] | None, device_name: str
     import torch.nn.functional as F
     from transformers import CLIPConfig, CLIPModel
 
-    from pfeddc.client.embedded.build import save_backbone
-    from pfeddc.client.model.backbone import encode_image_prompted, encode_text_embeds, load_backbone
+    from pfeddc.client.model.backbone import encode_image_prompted, encode_text_embeds, load_backbone, save_backbone
     from pfeddc.client.model.prompts import PFedDCModel
     from pfeddc.common.messages import TrainSettings
     from pfeddc.common.spec import PromptConfig

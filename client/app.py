@@ -16,69 +16,45 @@ import sys
 from pathlib import Path
 
 from ..common.certs import common_name
-from ..common.cli import add_train_flags, train_overrides_from
+from ..common.cli import add_log_flags, add_train_flags, train_overrides_from
 from ..common.envflags import add_version, apply_env_defaults
 from ..common.lifecycle import ExitCode, Stopper, run_in_worker
-from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
+from ..common.logs import Event, configure_logging, get_logger
 from ..common.messages import Refused
 from ..common.stdio import capture_stray_output, json_logging, say_error
 from ..common.tlsprobe import CredentialError, check_files
 from ..common.transport import TlsFiles, read_token
 from .connection import CoordinatorUnreachable
 from .folders import DataError
+from .options import add_option_flags, options_from
 from .preflight import check_data, check_model, check_server
 from .store import StateError
 
 log = get_logger("client")
-DEFAULT_STATE_DIR = Path("~/.pfeddc/client")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                   help="this client's own state: id, local prompts, fusion modules, history "
-                        "(default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
-                   help="auto: readable on a terminal, JSON lines otherwise (default: %(default)s)")
-    p.add_argument("--log-level", default="info", help="debug, info, warning or error (default: %(default)s)")
+    add_option_flags(p, ["state_dir", "device"])
+    add_log_flags(p)
 
 
 def run_parser(env: bool = True) -> argparse.ArgumentParser:
+    """The daemon's flags: made from `ClientOptions` (client/options.py), where their defaults are written."""
     p = argparse.ArgumentParser(
         prog="pfeddc-client", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="pfeddc client daemon: trains global and local prompts on private images and exchanges "
                     "only the global prompts with the coordinator.",
         epilog="other commands:\n  pfeddc-client predict --help\n  pfeddc-client evaluate --help")
-    p.add_argument("--data", type=Path, required=True,
-                   help="ImageFolder of private images: DIR/<class>/*.png, or DIR/train/<class> + DIR/test/<class>")
-    p.add_argument("--server", required=True, help="coordinator address HOST:PORT")
+    add_option_flags(p, ["data", "server"])
     _common(p)
-    p.add_argument("--model", help="CLIP backbone: hub name or local directory with model and tokenizer; default: "
-                                   "the one the coordinator announces ('embedded' unless it says otherwise)")
-    p.add_argument("--allow-download", action="store_true",
-                   help="let transformers download a hub model that is not cached (off by default)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seeds the held-out split and local prompt init (with the client id) (default: 0)")
-    p.add_argument("--test-fraction", type=float, default=0.2,
-                   help="held-out fraction per class when DIR has no train/test split; chosen once and recorded "
-                        "(default: %(default)s)")
-    p.add_argument("--client-id", help="identity at the coordinator (default: the common name of --tls-cert, "
-                                       "else generated once; kept in the state dir)")
+    add_option_flags(p, ["model", "allow_download", "seed", "test_fraction", "client_id"])
     p.add_argument("--tls-ca", type=Path, help="PEM CA that signed the coordinator's certificate (enables TLS)")
     p.add_argument("--tls-cert", type=Path, help="PEM client certificate for mTLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of the client certificate")
-    p.add_argument("--token", help="client token issued by the federation (visible to other users in the process "
-                                   "list: prefer --token-file)")
+    add_option_flags(p, ["token"])
     p.add_argument("--token-file", type=Path,
                    help="file holding the client token (as pfeddc-certs client writes it: DIR/clients/ID/token)")
-    p.add_argument("--max-retries", type=int, default=10,
-                   help="attempts to reach the coordinator before giving up, with exponential backoff and "
-                        "jitter; 0 = forever (default: %(default)s)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars (default: on a terminal)")
-    p.add_argument("--eval-every", type=int, default=1,
-                   help="measure test accuracy (personalized, and the global prompts alone) every N rounds, and "
-                        "always in the last; it costs a forward pass over the test split (default: %(default)s)")
+    add_option_flags(p, ["max_retries", "progress", "eval_every"])
     add_train_flags(p, overrides=True)
     add_version(p)
     if env:
@@ -181,15 +157,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CredentialError(problem)
     client_id, source = client_identity(args.client_id, args.tls_cert)
     release_output = capture_stray_output(args.log_level)
-    from .daemon import ClientDaemon, ClientOptions  # torch and transformers: seconds
+    from .daemon import ClientDaemon  # torch and transformers: seconds
 
-    opts = ClientOptions(
-        data=args.data, server=args.server, state_dir=args.state_dir, model=args.model, device=args.device,
-        overrides={k: v for k, v in train_overrides_from(args).items() if v is not None}, seed=args.seed,
-        client_id=client_id, client_id_source=source, tls=tls, token=token, test_fraction=args.test_fraction,
-        max_retries=args.max_retries, allow_download=args.allow_download, eval_every=args.eval_every,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
-    )
+    opts = options_from(args, client_id=client_id, client_id_source=source, tls=tls, token=token,
+                        overrides={k: v for k, v in train_overrides_from(args).items() if v is not None})
     with Stopper() as stopper:
         outcome = run_in_worker(lambda: ClientDaemon(opts, stopper.event).run(), stopper)
     if stopper.signum:

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import grpc
@@ -23,14 +23,19 @@ from ..common.messages import (
     MAX_HOLD_S,
     Code,
     FailureReason,
+    FailureReport,
     FederationInfo,
+    FederationRequest,
+    HeartbeatRequest,
+    JoinRequest,
     JoinResult,
     Metrics,
     Refused,
     SubmitResult,
     Task,
+    TaskRequest,
+    UpdateRequest,
 )
-from ..common.proto import federation_pb2 as pb
 from ..common.proto import federation_pb2_grpc as pb_grpc
 from ..common.secagg.exchange import CAPABILITY, SecureAnswer, SecureStep
 from ..common.secagg.keys import RoundId
@@ -114,23 +119,21 @@ class Connection:
                 attempt += 1
 
     def federation(self) -> FederationInfo:
-        request = pb.FederationRequest(client_id=self.client_id)
-        reply = self._retry("get_federation", lambda: self._stub.GetFederation(request, timeout=self.rpc_timeout_s))
-        return wire.info_from_proto(reply)
+        request = wire.federation_request_to_proto(FederationRequest(self.client_id))
+        return wire.info_from_proto(self._retry(
+            "get_federation", lambda: self._stub.GetFederation(request, timeout=self.rpc_timeout_s)))
 
     def join(self, num_examples: int, spec: list[TensorSpec]) -> JoinResult:
         """Join (or re-join) with this client's count and model spec, announcing what it supports."""
-        request = pb.JoinRequest(client_id=self.client_id, num_examples=num_examples, spec=wire.spec_to_proto(spec),
-                                 capabilities=[CAPABILITY])
+        request = wire.join_request_to_proto(JoinRequest(self.client_id, num_examples, spec, frozenset({CAPABILITY})))
         return wire.join_from_proto(self._retry("join", lambda: self._stub.Join(request, timeout=self.rpc_timeout_s)))
 
     def task(self, wait_s: float = 0.0) -> Task:
         """The next task. `wait_s` > 0: the coordinator holds the call while the answer would be WAIT (up to
         that long, at most 30 s), so a new round reaches the client the moment it opens."""
-        request = pb.TaskRequest(client_id=self.client_id, max_wait_s=wait_s)
+        request = wire.task_request_to_proto(TaskRequest(self.client_id, wait_s))
         timeout = self.rpc_timeout_s + wait_s
-        reply = self._retry("get_task", lambda: self._stub.GetTask(request, timeout=timeout))
-        return wire.task_from_proto(reply)
+        return wire.task_from_proto(self._retry("get_task", lambda: self._stub.GetTask(request, timeout=timeout)))
 
     def submit(self, round_: int, tensors: Mapping[str, np.ndarray] | serde.Encoded, num_examples: int,
                metrics: Metrics, next_task_wait_s: float = 0.0) -> SubmitResult:
@@ -138,31 +141,34 @@ class Connection:
         `task(wait_s)`) for the next task and return it as `SubmitResult.next_task`: one call per round instead
         of two."""
         payload = tensors.payload if isinstance(tensors, serde.Encoded) else serde.encode(tensors)
-        request = pb.UpdateRequest(client_id=self.client_id, round=round_, global_state=payload,
-                                   num_examples=num_examples, metrics=wire.metrics_to_proto(metrics),
-                                   next_task_wait_s=next_task_wait_s)
+        request = wire.update_request_to_proto(
+            UpdateRequest(self.client_id, round_, payload, num_examples, metrics, next_task_wait_s))
         timeout = self.rpc_timeout_s + next_task_wait_s
-        reply = self._retry("submit_update", lambda: self._stub.SubmitUpdate(request, timeout=timeout))
-        return wire.submit_from_proto(reply)
+        return wire.submit_from_proto(self._retry(
+            "submit_update", lambda: self._stub.SubmitUpdate(request, timeout=timeout)))
 
     def heartbeat(self, round_: int = 0, timeout_s: float = 5.0) -> int:
         """One liveness call, not retried (the next one comes soon); returns the coordinator's round. Raises
         `Refused` on any refusal (UNIMPLEMENTED from a coordinator that predates heartbeats)."""
-        request = pb.HeartbeatRequest(client_id=self.client_id, round=round_)
+        request = wire.heartbeat_request_to_proto(HeartbeatRequest(self.client_id, round_))
         try:
-            return int(self._stub.Heartbeat(request, timeout=timeout_s).round)
+            return wire.heartbeat_reply_from_proto(self._stub.Heartbeat(request, timeout=timeout_s))
         except grpc.RpcError as exc:
             raise Refused(wire.rpc_code(exc), wire.rpc_details(exc)) from None
 
     def secure(self, step: SecureStep, rid: RoundId, wait_s: float = MAX_HOLD_S) -> SecureAnswer:
         """One stage of secure aggregation (or, without a message, a poll), held up to `wait_s` while PENDING."""
-        request = wire_secure.step_to_proto(step, wait_s)
-        reply = self._retry("secure_aggregate", lambda: self._stub.SecureAggregate(
-            request, timeout=self.rpc_timeout_s + wait_s))
-        return wire_secure.answer_from_proto(reply, rid, self.client_id)
+        request = wire_secure.step_to_proto(replace(step, max_wait_s=wait_s))
+        return wire_secure.answer_from_proto(self._retry("secure_aggregate", lambda: self._stub.SecureAggregate(
+            request, timeout=self.rpc_timeout_s + wait_s)), rid, self.client_id)
 
     def report_failure(self, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
         """Tell the coordinator this client cannot produce an update for `round_` (it stops waiting for it)."""
-        request = wire.failure_to_proto(self.client_id, round_, reason, detail)
-        reply = self._retry("report_failure", lambda: self._stub.ReportFailure(request, timeout=self.rpc_timeout_s))
-        return wire.failure_reply_from_proto(reply)
+        request = wire.failure_to_proto(FailureReport(self.client_id, round_, reason, detail))
+        return wire.failure_reply_from_proto(self._retry(
+            "report_failure", lambda: self._stub.ReportFailure(request, timeout=self.rpc_timeout_s)))
+
+
+def global_tensors(task: Task) -> dict[str, np.ndarray]:
+    """The global prompts `task` carries, after checking they are the bytes the coordinator hashed."""
+    return serde.decode_verified(task.payload, task.sha256, f"global prompts of round {task.round}")

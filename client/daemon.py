@@ -10,7 +10,6 @@ import hashlib
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ from ..common import serde
 from ..common.logs import Event, get_logger
 from ..common.messages import MAX_HOLD_S, Action, Code, FailureReason, Metrics, Refused, Task, TrainSettings
 from ..common.spec import PromptConfig, TensorSpec
-from ..common.transport import TlsFiles
-from .connection import Backoff, Connection
+from .connection import Backoff, Connection, global_tensors
 from .data import ClientData, align_to, load_client_data
 from .folders import DataError, classnames_for, scan
 from .heartbeat import Heartbeat
@@ -27,6 +25,7 @@ from .model.backbone import load_backbone
 from .model.classnames import ADVICE, check_class_names
 from .model.prompts import PFedDCModel, StatePart
 from .model.train import Interrupted, evaluate, pick_device
+from .options import ClientOptions
 from .secure import contribute
 from .store import ClientStore, RoundRecord
 from .trainer import LocalTrainer
@@ -35,26 +34,6 @@ log = get_logger("client")
 # Refusals that end the daemon (credentials or the coordinator itself); any other refusal of an update is
 # logged and the client asks for its next task.
 FATAL = (Code.UNAVAILABLE, Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
-
-
-@dataclass(frozen=True)
-class ClientOptions:
-    data: Path
-    server: str
-    state_dir: Path
-    model: str | None = None
-    device: str = "auto"
-    overrides: dict[str, Any] = field(default_factory=dict)  # TrainSettings fields set on the command line
-    seed: int = 0
-    client_id: str | None = None
-    client_id_source: str = "--client-id"  # or the certificate it was read from, for messages
-    tls: TlsFiles = TlsFiles()
-    token: str | None = None
-    test_fraction: float = 0.2
-    max_retries: int = 10
-    allow_download: bool = False
-    progress: bool = False
-    eval_every: int = 1  # rounds between test-accuracy measurements (and always the last round)
 
 
 def _finite(x: float) -> float:
@@ -122,13 +101,13 @@ class ClientDaemon:
     def _prepare_data(self, image_size: int) -> ClientData:
         opts = self.opts
         data, test_paths = load_client_data(opts.data, image_size, self.store.meta().test_split, opts.test_fraction,
-                                            opts.seed, opts.progress)
+                                            opts.seed, opts.progress_bars())
         self.store.update_meta(classnames=data.classnames, test_split=test_paths, data=str(Path(opts.data).resolve()))
         return data
 
     def _loop(self, conn: Connection, model: PFedDCModel, data: ClientData, beat: Heartbeat) -> dict[str, Any]:
         trainer = LocalTrainer(model, data.train, data.test, self.device, self.store.meta().lr_scale, self.stop,
-                               self.opts.progress)
+                               self.opts.progress_bars())
         task: Task | None = None
         while not self.stop.is_set():
             if task is None:
@@ -162,7 +141,7 @@ class ClientDaemon:
         log.info(Event.ROUND_TRAINING, client_id=self.client_id, round=task.round, epochs=settings.local_epochs,
                  lr=settings.lr, lr_scale=trainer.lr_scale, num_examples=len(data.train))
         measure = task.round % max(1, self.opts.eval_every) == 0 or task.round == task.total_rounds
-        outcome = trainer.run(task.tensors(), settings, measure)
+        outcome = trainer.run(global_tensors(task), settings, measure)
         model = trainer.model
         if outcome.tensors is None:
             # the state on disk first (the previous round's), then the word: a kill after the log loses nothing
@@ -197,7 +176,7 @@ class ClientDaemon:
         """Submit the update (or, in a secure federation, its masked change): accepted, why not, the next task."""
         try:
             if task.secure is not None:  # the coordinator learns only the round's sum
-                counted = contribute(conn, task.secure, task.round, task.tensors(), update.tensors, spec,
+                counted = contribute(conn, task.secure, task.round, global_tensors(task), update.tensors, spec,
                                      num_examples, metrics, self.stop)
                 return counted.committed, counted.reason, None
             reply = conn.submit(task.round, update, num_examples, metrics, next_task_wait_s=MAX_HOLD_S)
@@ -212,7 +191,7 @@ class ClientDaemon:
             return False, exc.message, None
 
     def _finish(self, model: PFedDCModel, data: ClientData, task: Task) -> dict[str, Any]:
-        model.load_state(task.tensors(), StatePart.GLOBAL)
+        model.load_state(global_tensors(task), StatePart.GLOBAL)
         accuracy = evaluate(model, data.test, self.device)
         self.store.save_round(self.store.meta().last_round, model.local_state(), model.global_state(), None)
         self.store.update_meta(final_accuracy=_finite(accuracy), finished=True)

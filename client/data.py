@@ -17,7 +17,7 @@ from PIL import UnidentifiedImageError
 
 from ..common.logs import Event, get_logger
 from ..common.spec import class_key
-from .folders import DataError, choose_test_split, classnames_for, scan
+from .folders import DEFAULT_TEST_FRACTION, DataError, choose_test_split, classnames_for, scan
 from .model.backbone import preprocess
 from .model.images import FileImageSet, Images, ImageSet
 
@@ -55,9 +55,9 @@ def load_images(samples: list[tuple[Path, int]], size: int, progress: bool = Fal
     return ImageSet(images, torch.tensor(labels, dtype=torch.long)), skipped
 
 
-def load_client_data(root: Path, image_size: int, test_paths: list[str] | None, test_fraction: float = 0.2,
-                     seed: int = 0, progress: bool = False, in_memory_bytes: int = IN_MEMORY_BYTES
-                     ) -> tuple[ClientData, list[str]]:
+def load_client_data(root: Path, image_size: int, test_paths: list[str] | None,
+                     test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0, progress: bool = False,
+                     in_memory_bytes: int = IN_MEMORY_BYTES) -> tuple[ClientData, list[str]]:
     """Load and preprocess; returns the data and the test split used (to record for the next start)."""
     root = Path(root)
     folders, found = scan(root)

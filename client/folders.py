@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common.partition import train_test_split
+from .partition import train_test_split
 
+# Held out per class for testing when a folder has no train/test split (pfeddc-partition writes one with it too).
+DEFAULT_TEST_FRACTION = 0.2
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -88,7 +90,7 @@ def _some(names: list[str], most: int = 8) -> str:
 
 
 def choose_test_split(samples: list[tuple[Path, int]], root: Path, fraction: float, seed: int) -> list[str]:
-    """A seeded, per-class held-out fraction (common.partition's rule), as paths relative to `root`."""
+    """A seeded, per-class held-out fraction (client/partition.py's rule), as paths relative to `root`."""
     labels = np.array([label for _, label in samples], dtype=np.int64)
     split = train_test_split(list(range(len(samples))), labels, fraction, seed)
     return sorted(str(samples[i][0].relative_to(root)) for i in split.test)

@@ -10,6 +10,11 @@ coordinator as SHA-256 digests (DIR/tokens.json). Admin credentials carry "admin
 can have) as common name and token key. The coordinator's certificate names the in-cluster Service of the
 Kubernetes manifests (pfeddc-coordinator.pfeddc.svc...) besides --host. Private keys and tokens are written
 with mode 0600.
+
+It lives in common/ because both sides' operators run it and the client reads it: the base (torch-free) install
+that a coordinator machine has ships it, a client machine has it too, and the client takes its id from its
+certificate with `common_name`. The coordinator's image carries no client code, so neither server/ nor client/
+could hold it for both.
 """
 
 from __future__ import annotations

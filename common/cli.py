@@ -1,7 +1,7 @@
 """Flags shared by the command-line tools, with their defaults read from the domain types.
 
-The coordinator, pfeddc-sim and the benchmarks all describe prompt layouts and training settings with
-these flags, so their names, help texts and defaults can never drift apart.
+The coordinator, the client, pfeddc-sim and the benchmarks all describe prompt layouts, training settings and
+logging with these flags, so their names, help texts and defaults can never drift apart.
 """
 
 from __future__ import annotations
@@ -9,8 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS
 from .messages import TrainSettings
 from .spec import METHODS, Fusion, FusionQuery, PromptConfig
+
+
+def add_log_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=DEFAULT_LOG_FORMAT,
+                        help="auto: readable on a terminal, JSON lines otherwise (default: %(default)s)")
+    parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL,
+                        help="debug, info, warning or error (default: %(default)s)")
 
 
 def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) -> None:

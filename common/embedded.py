@@ -1,13 +1,13 @@
 """The configuration of the embedded default backbone, torch-free so the coordinator can read its shapes.
 
-The weights are built by the client (client/embedded) from this config and a seed.
+The weights are built from this config and a seed by tools/embedded and shipped in client/embedded/weights.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-EMBEDDED_IMAGE_SIZE = 32
+EMBEDDED_IMAGE_SIZE = 32  # the pixels of its images: the config's and the pretraining corpus's
 
 # The shipped weights' config.json holds the same sizes (tests/client/embedded checks that they agree).
 EMBEDDED_CONFIG: dict[str, Any] = {

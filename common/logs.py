@@ -15,6 +15,8 @@ from typing import Any, TextIO
 import structlog
 
 LOG_FORMATS = ("auto", "json", "console")
+DEFAULT_LOG_FORMAT = "auto"  # readable on a terminal, JSON lines otherwise
+DEFAULT_LOG_LEVEL = "info"
 
 
 class Event(StrEnum):
@@ -89,7 +91,8 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | _CurrentStderr | None = None) -> None:
+def configure_logging(fmt: str = DEFAULT_LOG_FORMAT, level: str = DEFAULT_LOG_LEVEL,
+                      stream: TextIO | _CurrentStderr | None = None) -> None:
     out = stream or _CurrentStderr()
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {LOG_FORMATS}, got {fmt!r}")

@@ -1,8 +1,9 @@
 """The domain side of the wire: what the coordinator and a client say to each other, as typed values.
 
-`common/wire.py` converts these to and from protobuf; nothing else touches the generated stubs. Every
-default of local training lives in `TrainSettings` and every metric name in `Metrics`: the CLIs, the sim,
-the benchmarks and the docs read them from here.
+`common/wire.py` converts these to and from protobuf; nothing else touches the generated stubs. They are plain
+data (decoding a task's payload is `serde.decode_verified`'s job). Every default of local training lives in
+`TrainSettings` and every metric name in `Metrics`: the CLIs, the sim, the benchmarks and the docs read them from
+here.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from dataclasses import Field, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from . import serde
 from .spec import PromptConfig, TensorSpec
 
 if TYPE_CHECKING:  # exchange.py imports Metrics from here
@@ -163,12 +161,6 @@ class Task:
     deadline_s: float = 0.0  # TRAIN only: seconds left to submit
     secure: SecureSettings | None = None  # TRAIN in a secure federation: send the change through secure aggregation
 
-    def tensors(self) -> dict[str, np.ndarray]:
-        """The global prompts this task carries, after checking they are the bytes the coordinator hashed."""
-        if serde.sha256(self.payload) != self.sha256:
-            raise serde.InvalidTensors(f"global prompts of round {self.round} failed their SHA-256 check")
-        return serde.decode(self.payload)
-
 
 @dataclass(frozen=True)
 class FederationInfo:
@@ -196,3 +188,47 @@ class SubmitResult:
     received: int
     expected: int  # updates the round still expects in all: sampled clients minus those that failed
     next_task: Task | None = None  # the next task, when the submit asked to wait for it (long-poll)
+
+
+# ----- requests, one per Coordinator method (protos/pfeddc/v1/federation.proto); every one names its caller
+@dataclass(frozen=True)
+class FederationRequest:
+    client_id: str
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    client_id: str
+    num_examples: int
+    spec: list[TensorSpec] = field(default_factory=list)
+    capabilities: frozenset[str] = frozenset()  # what the client supports beyond v1 (secure aggregation)
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    client_id: str
+    max_wait_s: float = 0.0  # > 0: hold the call while the answer would be WAIT (at most MAX_HOLD_S)
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    client_id: str
+    round: int
+    payload: bytes  # safetensors bytes of the client's global prompts
+    num_examples: int
+    metrics: Metrics
+    next_task_wait_s: float = 0.0  # > 0: also wait for the next task, as TaskRequest.max_wait_s
+
+
+@dataclass(frozen=True)
+class FailureReport:
+    client_id: str
+    round: int
+    reason: FailureReason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HeartbeatRequest:
+    client_id: str
+    round: int = 0  # the round the client is training, 0 when none

@@ -169,6 +169,13 @@ def check_finite(tensors: Mapping[str, np.ndarray]) -> None:
             raise InvalidTensors(f"tensor {name!r} holds {bad} NaN or Inf values")
 
 
+def decode_verified(payload: bytes, digest: str, what: str) -> dict[str, np.ndarray]:
+    """The tensors of `payload`, after checking they are the bytes whose SHA-256 their sender sent (`digest`)."""
+    if sha256(payload) != digest:
+        raise InvalidTensors(f"{what} failed their SHA-256 check")
+    return decode(payload)
+
+
 def sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 

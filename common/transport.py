@@ -1,14 +1,13 @@
 """Every gRPC option pfeddc sets, with the reason for each, and TLS / token credentials.
 
-One place for message-size limits, keepalive and retries, so the coordinator and the clients can never
-disagree about them.
+One place for message-size limits and keepalive, so the coordinator and the clients can never disagree about
+them. Retries are not here: the client's connection owns them (client/connection.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,24 +58,6 @@ def server_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
     ]
 
 
-# Retries only for UNAVAILABLE (coordinator restarting, connection reset): every RPC is safe to repeat
-# (Join and GetTask are reads or upserts, SubmitUpdate is idempotent by content hash).
-_SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": [{"service": "pfeddc.v1.Coordinator"}],
-            "retryPolicy": {
-                "maxAttempts": 5,
-                "initialBackoff": "0.2s",
-                "maxBackoff": "5s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ]
-}
-
-
 def channel_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES) -> list[tuple[str, int | str]]:
     limit = max_update_bytes + _ENVELOPE_BYTES
     return [
@@ -86,8 +67,9 @@ def channel_options(max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES) -> list[tu
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 20_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+        # No retry policy (service config) here: retries live in one layer, the caller's (client/connection.py
+        # `Connection._retry`, which also diagnoses a certificate at fault and stops at a signal). A channel
+        # policy under it multiplied the attempts (5 per try, 10 tries: 50 calls). `pfeddc-server status` asks once.
         # Reconnect quickly after a coordinator restart (default backoff grows to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 500),
         ("grpc.max_reconnect_backoff_ms", 5_000),

@@ -1,38 +1,43 @@
-"""protobuf <-> domain types, and gRPC status codes <-> `Code`: with wire_secure.py (secure aggregation's
-messages), the only module that reads generated stubs.
+"""protobuf <-> domain types, and gRPC status codes <-> `Code`: every request and reply is built and read here
+(secure aggregation's messages in common/wire_secure.py).
 
 The coordinator's servicer and the client's connection both speak `common.messages` types and call these
-converters at the edge, so a field added to the proto is handled in one place.
+converters at the edge (tests/test_layout.py checks they touch no message themselves), so a field added to the
+proto is handled in one place. The admin view's converters are common/admin_wire.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import fields
-from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from .messages import (
     MAX_FAILURE_DETAIL_CHARS,
     Action,
     Code,
     FailureReason,
+    FailureReport,
     FederationInfo,
+    FederationRequest,
+    HeartbeatRequest,
+    JoinRequest,
     JoinResult,
     Metrics,
     SubmitResult,
     Task,
+    TaskRequest,
     TrainSettings,
+    UpdateRequest,
 )
-from .proto import admin_pb2 as admin_pb
 from .proto import federation_pb2 as pb
 from .spec import PromptConfig, TensorSpec
-from .status import ClientState, ClientStatus, FederationStatus, Incident, IncidentKind, Phase
 from .wire_secure import settings_from_proto as secure_from_proto
 from .wire_secure import settings_to_proto as secure_to_proto
 
+Reply = Message  # what a servicer method returns: a message built here, serialized by gRPC
 _ACTIONS = {Action.TRAIN: pb.TaskReply.TRAIN, Action.WAIT: pb.TaskReply.WAIT, Action.FINISHED: pb.TaskReply.FINISHED}
 _ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
 _REASONS = {
@@ -40,7 +45,6 @@ _REASONS = {
     FailureReason.OUT_OF_MEMORY: pb.FailureReport.OUT_OF_MEMORY,
     FailureReason.DATA_UNREADABLE: pb.FailureReport.DATA_UNREADABLE, FailureReason.OTHER: pb.FailureReport.OTHER,
 }
-E = TypeVar("E")
 
 
 def status_of(code: Code) -> grpc.StatusCode:
@@ -152,15 +156,69 @@ def submit_from_proto(msg: pb.UpdateReply) -> SubmitResult:
     return SubmitResult(msg.duplicate, msg.received, msg.expected, next_task)
 
 
+# ----- requests: the client builds them with *_to_proto, the coordinator's gate reads them with *_from_proto
+def federation_request_to_proto(request: FederationRequest) -> pb.FederationRequest:
+    return pb.FederationRequest(client_id=request.client_id)
+
+
+def federation_request_from_proto(msg: pb.FederationRequest) -> FederationRequest:
+    return FederationRequest(msg.client_id)
+
+
+def join_request_to_proto(request: JoinRequest) -> pb.JoinRequest:
+    return pb.JoinRequest(client_id=request.client_id, num_examples=request.num_examples,
+                          spec=spec_to_proto(request.spec), capabilities=sorted(request.capabilities))
+
+
+def join_request_from_proto(msg: pb.JoinRequest) -> JoinRequest:
+    return JoinRequest(msg.client_id, msg.num_examples, spec_from_proto(list(msg.spec)), frozenset(msg.capabilities))
+
+
+def task_request_to_proto(request: TaskRequest) -> pb.TaskRequest:
+    return pb.TaskRequest(client_id=request.client_id, max_wait_s=request.max_wait_s)
+
+
+def task_request_from_proto(msg: pb.TaskRequest) -> TaskRequest:
+    return TaskRequest(msg.client_id, msg.max_wait_s)
+
+
+def update_request_to_proto(request: UpdateRequest) -> pb.UpdateRequest:
+    return pb.UpdateRequest(client_id=request.client_id, round=request.round, global_state=request.payload,
+                            num_examples=request.num_examples, metrics=metrics_to_proto(request.metrics),
+                            next_task_wait_s=request.next_task_wait_s)
+
+
+def update_request_from_proto(msg: pb.UpdateRequest) -> UpdateRequest:
+    return UpdateRequest(msg.client_id, msg.round, msg.global_state, msg.num_examples,
+                         metrics_from_proto(msg.metrics), msg.next_task_wait_s)
+
+
+def heartbeat_request_to_proto(request: HeartbeatRequest) -> pb.HeartbeatRequest:
+    return pb.HeartbeatRequest(client_id=request.client_id, round=request.round)
+
+
+def heartbeat_request_from_proto(msg: pb.HeartbeatRequest) -> HeartbeatRequest:
+    return HeartbeatRequest(msg.client_id, msg.round)
+
+
+def heartbeat_reply_to_proto(round_: int) -> pb.HeartbeatReply:
+    return pb.HeartbeatReply(round=round_)
+
+
+def heartbeat_reply_from_proto(msg: pb.HeartbeatReply) -> int:
+    return int(msg.round)
+
+
 # ----- failure reports
-def failure_to_proto(client_id: str, round_: int, reason: FailureReason, detail: str) -> pb.FailureReport:
-    return pb.FailureReport(client_id=client_id, round=round_, reason=_REASONS[reason],
-                            detail=detail[:MAX_FAILURE_DETAIL_CHARS])
+def failure_to_proto(report: FailureReport) -> pb.FailureReport:
+    return pb.FailureReport(client_id=report.client_id, round=report.round, reason=_REASONS[report.reason],
+                            detail=report.detail[:MAX_FAILURE_DETAIL_CHARS])
 
 
-def reason_from_proto(value: int) -> FailureReason:
-    """The domain reason of a report; an unset or unknown value (a newer client) reads as OTHER."""
-    return next((r for r, v in _REASONS.items() if v == value), FailureReason.OTHER)
+def failure_from_proto(msg: pb.FailureReport) -> FailureReport:
+    """An unset or unknown reason (a newer client) reads as OTHER."""
+    reason = next((r for r, v in _REASONS.items() if v == msg.reason), FailureReason.OTHER)
+    return FailureReport(msg.client_id, msg.round, reason, msg.detail)
 
 
 def failure_reply_to_proto(result: SubmitResult) -> pb.FailureReply:
@@ -169,62 +227,3 @@ def failure_reply_to_proto(result: SubmitResult) -> pb.FailureReply:
 
 def failure_reply_from_proto(msg: pb.FailureReply) -> SubmitResult:
     return SubmitResult(msg.duplicate, msg.received, msg.expected)
-
-
-# ----- the admin view (protos/pfeddc/v1/admin.proto)
-_PHASES = {Phase.WAITING: admin_pb.FederationStatus.WAITING, Phase.TRAINING: admin_pb.FederationStatus.TRAINING,
-           Phase.FINISHED: admin_pb.FederationStatus.FINISHED, Phase.ABORTED: admin_pb.FederationStatus.ABORTED}
-_STATES = {ClientState.TRAINING: admin_pb.ClientStatus.TRAINING, ClientState.SUBMITTED: admin_pb.ClientStatus.SUBMITTED,
-           ClientState.IDLE: admin_pb.ClientStatus.IDLE, ClientState.OFFLINE: admin_pb.ClientStatus.OFFLINE,
-           ClientState.FAILED: admin_pb.ClientStatus.FAILED}
-
-
-def _back(table: Mapping[E, int], value: int, what: str) -> E:
-    for domain, proto in table.items():
-        if proto == value:
-            return domain
-    raise ValueError(f"the coordinator sent an unknown {what} {value}")
-
-
-def status_to_proto(status: FederationStatus) -> admin_pb.FederationStatus:
-    clients = [admin_pb.ClientStatus(
-        client_id=c.client_id, state=_STATES[c.state], num_examples=c.num_examples,
-        rounds_participated=c.rounds_participated, last_seen_s=c.last_seen_s, last_round=c.last_round,
-        last_metrics=metrics_to_proto(c.last_metrics) if c.last_metrics else None, failure=c.failure)
-        for c in status.clients]
-    incidents = [admin_pb.Incident(ago_s=i.ago_s, round=i.round, attempt=i.attempt, kind=str(i.kind),
-                                   client_id=i.client_id, reason=i.reason) for i in status.incidents]
-    return admin_pb.FederationStatus(
-        federation_id=status.federation_id, model=status.model, method=status.method, phase=_PHASES[status.phase],
-        round=status.round, total_rounds=status.total_rounds, min_clients=status.min_clients,
-        sampled=status.sampled, received=status.received, deadline_s=status.deadline_s,
-        online_window_s=status.online_window_s, uptime_s=status.uptime_s, version=status.version, clients=clients,
-        attempt=status.attempt, max_retries=status.max_retries, incidents=incidents, aborted=status.aborted or "")
-
-
-def status_from_proto(msg: admin_pb.FederationStatus) -> FederationStatus:
-    clients = tuple(ClientStatus(
-        client_id=c.client_id, state=_back(_STATES, c.state, "client state"), num_examples=c.num_examples,
-        rounds_participated=c.rounds_participated, last_seen_s=c.last_seen_s if c.HasField("last_seen_s") else None,
-        last_round=c.last_round,
-        last_metrics=metrics_from_proto(c.last_metrics) if c.HasField("last_metrics") else None, failure=c.failure)
-        for c in msg.clients)
-    incidents = tuple(Incident(ago_s=i.ago_s, round=i.round, attempt=i.attempt, kind=_incident_kind(i.kind),
-                               client_id=i.client_id, reason=i.reason) for i in msg.incidents)
-    phase = _back(_PHASES, msg.phase, "federation phase")
-    # earlier coordinators sent total_rounds + 1 once finished
-    round_ = min(msg.round, msg.total_rounds) if phase == Phase.FINISHED else msg.round
-    return FederationStatus(
-        federation_id=msg.federation_id, model=msg.model, method=msg.method,
-        phase=phase, round=round_, total_rounds=msg.total_rounds,
-        min_clients=msg.min_clients, sampled=msg.sampled, received=msg.received,
-        deadline_s=msg.deadline_s if msg.HasField("deadline_s") else None, online_window_s=msg.online_window_s,
-        uptime_s=msg.uptime_s, version=msg.version, clients=clients, attempt=msg.attempt,
-        max_retries=msg.max_retries, incidents=incidents, aborted=msg.aborted or None)
-
-
-def _incident_kind(value: str) -> IncidentKind:
-    try:
-        return IncidentKind(value)
-    except ValueError:
-        raise ValueError(f"the coordinator sent an unknown incident kind {value!r}") from None

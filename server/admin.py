@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from ..common import wire
+from ..common import admin_wire, wire
 from ..common.logs import Event, get_logger
 from ..common.messages import Refused
 from ..common.proto import admin_pb2 as admin_pb
@@ -107,4 +107,4 @@ class AdminServicer(admin_grpc.AdminServicer):
             self._log(f"admin:{exc.code}", Event.CALLER_REFUSED, method="GetStatus", code=str(exc.code),
                       peer=context.peer(), reason=exc.message)
             context.abort(wire.status_of(exc.code), exc.message)
-        return wire.status_to_proto(self.source.status())
+        return admin_wire.status_to_proto(self.source.status())

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ..common.cli import add_prompt_flags, add_train_flags, prompt_config_from
+from ..common.cli import add_log_flags, add_prompt_flags, add_train_flags, prompt_config_from
 from ..common.envflags import add_version, apply_env_defaults, package_version
 from ..common.lifecycle import ExitCode, Stopper
-from ..common.logs import LOG_FORMATS, Event, configure_logging, get_logger
+from ..common.logs import Event, configure_logging, get_logger
 from ..common.messages import HEARTBEAT_INTERVAL_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.spec import EMBEDDED_MODEL, PromptConfig, TensorSpec, global_spec, initial_prompts, resolve_dims
@@ -96,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_robustness_flags(p)
     add_ops_flags(p)
     o = p.add_argument_group("output")
-    o.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
-                   help="auto: readable on a terminal, JSON lines otherwise (default: %(default)s)")
-    o.add_argument("--log-level", default="info", help="debug, info, warning or error (default: %(default)s)")
+    add_log_flags(o)
     apply_env_defaults(p)
     return p
 

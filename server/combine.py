@@ -81,13 +81,6 @@ def _scale_to(delta: dict[str, np.ndarray], max_norm: float | None) -> tuple[dic
     return delta, norm
 
 
-def clip_change(global_: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray],
-                max_norm: float | None) -> tuple[dict[str, np.ndarray], float]:
-    """The change `update - global` (in the global's dtype), scaled to L2 norm <= `max_norm` over all tensors;
-    and its norm before scaling (summed in float64)."""
-    return _scale_to(_change(global_, update), max_norm)
-
-
 def start(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping[str, np.ndarray], float]]) -> Step:
     """The first `Step`: each update (client -> (tensors, weight)) as its change from the global."""
     if not updates:

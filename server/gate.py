@@ -12,7 +12,7 @@ deserializer, and each call passes, in order:
      tensors; the others are a few KiB (Join: plus what the spec list needs). gRPC core refuses anything
      above the largest limit from the message's length prefix (`max_receive_bytes`), before buffering it.
   3. the parse: undecodable bytes are INVALID_ARGUMENT, logged at a bounded rate (never gRPC's UNKNOWN and
-     an error line per request).
+     an error line per request); the message becomes its domain type (common/wire.py, `REQUESTS`).
   4. list lengths (a Join's spec) and the client_id's form.
 The servicer then binds the client_id to the credential (Authenticator.check) as before.
 """
@@ -26,21 +26,29 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from ..common import serde, wire
+from ..common import serde, wire, wire_secure
 from ..common.ids import MAX_CLIENT_ID_CHARS, client_id_problem
 from ..common.logs import Event
-from ..common.messages import Code, Refused
+from ..common.messages import Code, JoinRequest, Refused
 from ..common.proto import federation_pb2 as pb
 from ..common.secagg.exchange import vector_length
 from ..common.spec import TensorSpec
 from .auth import Authenticator
 
-M = TypeVar("M", bound=Message)
+R = TypeVar("R")
 SERVICE = "pfeddc.v1.Coordinator"
 # Requests without tensors: ids, counts, a failure detail of at most 500 characters; far below this.
 SMALL_REQUEST_BYTES = 4 * 1024
 # Refusals of the same kind are logged at most once per this many seconds, with the count of those skipped.
 LOG_INTERVAL_S = 10.0
+# Each method's request: its message type and the wire's reader into the domain type the servicer receives.
+REQUESTS: dict[str, tuple[type[Message], Callable[[Any], object]]] = {
+    "GetFederation": (pb.FederationRequest, wire.federation_request_from_proto),
+    "Join": (pb.JoinRequest, wire.join_request_from_proto), "GetTask": (pb.TaskRequest, wire.task_request_from_proto),
+    "SubmitUpdate": (pb.UpdateRequest, wire.update_request_from_proto),
+    "ReportFailure": (pb.FailureReport, wire.failure_from_proto),
+    "Heartbeat": (pb.HeartbeatRequest, wire.heartbeat_request_from_proto),
+    "SecureAggregate": (pb.SecAggRequest, wire_secure.step_from_proto)}
 REPLIES: dict[str, type[Message]] = {"GetFederation": pb.FederationInfo, "Join": pb.JoinReply,
                                      "GetTask": pb.TaskReply, "SubmitUpdate": pb.UpdateReply,
                                      "ReportFailure": pb.FailureReply, "Heartbeat": pb.HeartbeatReply,
@@ -54,7 +62,7 @@ SECAGG_BUNDLE_BYTES, SECAGG_MAX_SITES = 640, 2048
 def method_limits(spec: list[TensorSpec], secure: bool = False) -> dict[str, int]:
     """The largest request each method may carry, in bytes, for a federation of `spec` (`secure`: with secure
     aggregation; without it SecureAggregate carries nothing worth reading)."""
-    join = pb.JoinRequest(client_id="x" * MAX_CLIENT_ID_CHARS, num_examples=2**62, spec=wire.spec_to_proto(spec))
+    join = wire.join_request_to_proto(JoinRequest("x" * MAX_CLIENT_ID_CHARS, 2**62, spec))
     return {"GetFederation": SMALL_REQUEST_BYTES, "GetTask": SMALL_REQUEST_BYTES,
             "ReportFailure": SMALL_REQUEST_BYTES, "Heartbeat": SMALL_REQUEST_BYTES,
             "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
@@ -93,8 +101,8 @@ class Gate:
         self.auth, self.limits, self.spec_len = auth, method_limits(spec, secure), len(spec)
         self._log = BoundedLog(log)
 
-    def open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[M]) -> M:
-        """The parsed request, or `Refused` naming why it was not parsed."""
+    def open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[R]) -> R:
+        """The request as its domain type `kind`, or `Refused` naming why it was not read."""
         try:
             self.auth.check_caller(context)  # type: ignore[arg-type]  # the aio context has the same accessors
         except Refused as exc:
@@ -105,13 +113,18 @@ class Gate:
             self._refused(context, method, f"{method} request of {len(raw)} bytes exceeds the {limit}-byte limit")
             raise Refused(Code.RESOURCE_EXHAUSTED, f"a {method} request of {len(raw)} bytes exceeds this "
                                                    f"federation's {limit}-byte limit for it")
+        message, read = REQUESTS[method]
         try:
-            request = kind.FromString(raw)
+            request = read(message.FromString(raw))
         except DecodeError as exc:
             self._refused(context, method, f"undecodable {method} request: {exc}")
             raise Refused(Code.INVALID_ARGUMENT, f"the {method} request is not a valid "
-                                                 f"{kind.DESCRIPTOR.full_name} message") from None
-        if isinstance(request, pb.JoinRequest) and len(request.spec) > self.spec_len:
+                                                 f"{message.DESCRIPTOR.full_name} message") from None
+        except ValueError as exc:  # parsed, but a value the wire refuses (a key or a share of the wrong form)
+            raise Refused(Code.INVALID_ARGUMENT, f"the {method} request is malformed: {exc}") from None
+        if not isinstance(request, kind):
+            raise TypeError(f"{method} requests read as {type(request).__name__}, not {kind.__name__}")
+        if isinstance(request, JoinRequest) and len(request.spec) > self.spec_len:
             raise Refused(Code.INVALID_ARGUMENT, f"the Join lists {len(request.spec)} tensors; the federation's "
                                                  f"spec has {self.spec_len}")
         problem = client_id_problem(getattr(request, "client_id", ""))

@@ -35,10 +35,6 @@ class ChangeFeed:
     def version(self) -> int:
         return self._version
 
-    @property
-    def waiters(self) -> int:
-        return self._waiters
-
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve `wait_async` on this event loop (the gRPC server's)."""
         self._loop = loop

@@ -21,14 +21,27 @@ import grpc
 
 from ..common import wire, wire_secure
 from ..common.logs import get_logger
-from ..common.messages import MAX_HOLD_S, Action, Code, FederationInfo, JoinResult, Refused, Task
-from ..common.proto import federation_pb2 as pb
-from ..common.secagg.exchange import Status
+from ..common.messages import (
+    MAX_HOLD_S,
+    Action,
+    Code,
+    FailureReport,
+    FederationInfo,
+    FederationRequest,
+    HeartbeatRequest,
+    JoinRequest,
+    JoinResult,
+    Refused,
+    Task,
+    TaskRequest,
+    UpdateRequest,
+)
+from ..common.secagg.exchange import SecureStep, Status
 from ..common.spec import PromptConfig
 from ..common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
 from .auth import Authenticator
 from .federation import Federation
-from .gate import REPLIES, Gate, M, register
+from .gate import REPLIES, Gate, R, register
 
 T = TypeVar("T")
 log = get_logger("coordinator")
@@ -45,7 +58,7 @@ class CoordinatorServicer:
     def register(self, server: Any) -> None:
         register(server, {name: getattr(self, name) for name in REPLIES})
 
-    async def _open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[M]) -> M:
+    async def _open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[R]) -> R:
         try:
             return self.gate.open(context, method, raw, kind)
         except Refused as exc:
@@ -82,26 +95,25 @@ class CoordinatorServicer:
             if not await fed.changes.wait_async(version, min(left, backoff) if backoff > 0 else left, client_id):
                 return task  # too many held calls (or stopping): answer at once, the client polls
 
-    async def GetFederation(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.FederationInfo:
-        request = await self._open(context, "GetFederation", raw, pb.FederationRequest)
+    async def GetFederation(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
+        request = await self._open(context, "GetFederation", raw, FederationRequest)
         await self._call(context, request.client_id, lambda: None, bound=False)
         fed = self.federation
         return wire.info_to_proto(FederationInfo(self.federation_id, fed.config.rounds, fed.round, self.model,
                                                  self.prompt_config, fed.spec))
 
-    async def Join(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.JoinReply:
-        request = await self._open(context, "Join", raw, pb.JoinRequest)
-        spec = wire.spec_from_proto(list(request.spec))
+    async def Join(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
+        request = await self._open(context, "Join", raw, JoinRequest)
         fed = self.federation
         secret = _join_secret(context) if not self.auth.enabled else None
         peer = _remote_peer(context) if not self.auth.enabled else None
-        capabilities = frozenset(request.capabilities)
         weight = await self._call(context, request.client_id, lambda: fed.join(
-            request.client_id, request.num_examples, spec, secret, peer, capabilities), bound=False)
+            request.client_id, request.num_examples, request.spec, secret, peer, request.capabilities),
+            bound=False)
         return wire.join_to_proto(JoinResult(self.federation_id, fed.config.rounds, fed.round, weight))
 
-    async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.TaskReply:
-        request = await self._open(context, "GetTask", raw, pb.TaskRequest)
+    async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
+        request = await self._open(context, "GetTask", raw, TaskRequest)
         client_id, fed = request.client_id, self.federation
         if request.max_wait_s > 0:
             task = await self._hold(context, client_id, request.max_wait_s)
@@ -109,36 +121,30 @@ class CoordinatorServicer:
             task = await self._call(context, client_id, lambda: fed.task(client_id))
         return wire.task_to_proto(task)
 
-    async def SubmitUpdate(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.UpdateReply:
-        request = await self._open(context, "SubmitUpdate", raw, pb.UpdateRequest)
-        metrics = wire.metrics_from_proto(request.metrics)
+    async def SubmitUpdate(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
+        request = await self._open(context, "SubmitUpdate", raw, UpdateRequest)
         client_id, fed = request.client_id, self.federation
         result = await self._call(context, client_id, lambda: fed.submit(
-            client_id, request.round, request.global_state, request.num_examples, metrics), off_loop=True)
+            client_id, request.round, request.payload, request.num_examples, request.metrics), off_loop=True)
         if request.next_task_wait_s > 0:
             result = replace(result, next_task=await self._hold(context, client_id, request.next_task_wait_s))
         return wire.submit_to_proto(result)
 
-    async def ReportFailure(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.FailureReply:
-        request = await self._open(context, "ReportFailure", raw, pb.FailureReport)
-        reason = wire.reason_from_proto(request.reason)
+    async def ReportFailure(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
+        request = await self._open(context, "ReportFailure", raw, FailureReport)
         result = await self._call(context, request.client_id, lambda: self.federation.report_failure(
-            request.client_id, request.round, reason, request.detail))
+            request.client_id, request.round, request.reason, request.detail))
         return wire.failure_reply_to_proto(result)
 
-    async def Heartbeat(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.HeartbeatReply:
-        request = await self._open(context, "Heartbeat", raw, pb.HeartbeatRequest)
+    async def Heartbeat(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
+        request = await self._open(context, "Heartbeat", raw, HeartbeatRequest)
         round_ = await self._call(context, request.client_id, lambda: self.federation.heartbeat(request.client_id))
-        return pb.HeartbeatReply(round=round_)
+        return wire.heartbeat_reply_to_proto(round_)
 
-    async def SecureAggregate(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.SecAggReply:
-        request = await self._open(context, "SecureAggregate", raw, pb.SecAggRequest)
-        fed, client_id = self.federation, request.client_id
-        try:
-            step = wire_secure.step_from_proto(request)
-        except ValueError as exc:
-            await _abort(context, Refused(Code.INVALID_ARGUMENT, f"secure aggregation: {exc}"))
-        deadline = time.monotonic() + min(request.max_wait_s, MAX_HOLD_S, _left(context))
+    async def SecureAggregate(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
+        step = await self._open(context, "SecureAggregate", raw, SecureStep)
+        fed, client_id = self.federation, step.client_id
+        deadline = time.monotonic() + min(step.max_wait_s, MAX_HOLD_S, _left(context))
         while True:  # the message counts once; then the call is held while the answer is PENDING
             version = fed.changes.version
             answer = await self._call(context, client_id, functools.partial(fed.secure_step, step))

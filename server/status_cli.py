@@ -15,15 +15,15 @@ from pathlib import Path
 
 import grpc
 
-from ..common import wire
+from ..common import admin_wire, wire
 from ..common.envflags import add_version, apply_env_defaults
 from ..common.lifecycle import ExitCode
 from ..common.messages import Code
 from ..common.proto import admin_pb2 as admin_pb
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.status import render_table
 from ..common.tlsprobe import diagnose, network_hint
 from ..common.transport import TlsFiles, open_channel, read_token
+from .status_table import render_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +68,6 @@ def main(argv: list[str] | None = None) -> int:
             hint = ""
         print(f"pfeddc-server status: error: {code}: {wire.rpc_details(exc)}{hint}", file=sys.stderr)
         return ExitCode.UNREACHABLE if code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED) else ExitCode.CONFIG
-    status = wire.status_from_proto(reply)
+    status = admin_wire.status_from_proto(reply)
     print(json.dumps(status.to_json(), indent=None) if args.json else render_table(status))
     return ExitCode.OK

@@ -1,4 +1,4 @@
-"""The architecture as tests: imports point down only, the daemon speaks domain types, tools agree."""
+"""The architecture as tests: imports point down only, the daemon and servicer speak domain types, tools agree."""
 
 from __future__ import annotations
 
@@ -72,6 +72,59 @@ def test_layout_daemon_modules_import_no_generated_stub_except_the_connection() 
         assert "proto" not in source.split('"""', 2)[-1], f"client/{name} reaches into the generated stubs"
 
 
+# Methods of a protobuf message: whoever calls one is building or reading a message, which is wire.py's job.
+MESSAGE_METHODS = {"SerializeToString", "FromString", "ParseFromString", "HasField", "CopyFrom", "MergeFrom",
+                   "ListFields", "WhichOneof", "ClearField", "DESCRIPTOR"}
+
+
+def _proto_imports(tree: ast.AST) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names += [f"{node.module}.{a.name}" if node.module else a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    return [n for n in names if "_pb2" in n or "protobuf" in n]
+
+
+def _wire_call(node: ast.AST, suffix: str) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.endswith(suffix)
+            and isinstance(node.func.value, ast.Name) and node.func.value.id in ("wire", "wire_secure"))
+
+
+@pytest.mark.parametrize("name", ["client/connection.py", "server/servicer.py"])
+def test_layout_connection_and_servicer_touch_no_protobuf_message(name: str) -> None:
+    """They speak domain types: every request and reply is built and read by common/wire.py."""
+    tree = ast.parse((ROOT / name).read_text())
+    allowed = {"common.proto.federation_pb2_grpc"} if name.startswith("client") else set()
+    assert set(_proto_imports(tree)) <= allowed, f"{name} imports {_proto_imports(tree)}: only the stub may be"
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & MESSAGE_METHODS
+    assert not used, f"{name} calls protobuf message methods {used}: convert with common/wire.py"
+
+
+def test_layout_connection_sends_and_reads_every_call_through_the_wire() -> None:
+    tree = ast.parse((ROOT / "client/connection.py").read_text())
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and isinstance(n.func.value, ast.Attribute) and n.func.value.attr == "_stub"]
+    assert len(calls) >= 6
+    for call in calls:
+        function: ast.AST = call
+        up: ast.AST = call
+        read = False
+        while not isinstance(function, ast.FunctionDef):
+            function = parents[function]
+        while up in parents and up is not function:
+            up = parents[up]
+            read = read or _wire_call(up, "_from_proto")
+        built = {t.id for n in ast.walk(function) if isinstance(n, ast.Assign) and _wire_call(n.value, "_to_proto")
+                 for t in n.targets if isinstance(t, ast.Name)}
+        request, what = call.args[0], f"line {call.lineno}: {ast.unparse(call.func)}"
+        assert read, f"{what}: its reply is read outside wire.*_from_proto"
+        assert _wire_call(request, "_to_proto") or (isinstance(request, ast.Name) and request.id in built), (
+            f"{what}: its request is not built by wire.*_to_proto")
+
+
 def test_layout_type_checker_path_names_the_project_version() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     version = config["project"]["version"]
@@ -105,3 +158,11 @@ def test_layout_coordinator_modules_stay_under_250_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for p in (ROOT / "server").glob("*.py")
             if (n := len(p.read_text().splitlines())) > 250}
     assert not long, f"modules over 250 lines: {long}"
+
+
+def test_layout_embedded_package_holds_its_loader_and_weights_only() -> None:
+    """The pipeline that builds the weights is tools/embedded, never installed (docs/architecture.md)."""
+    shipped = {p.name for p in (ROOT / "client" / "embedded").iterdir() if p.name != "__pycache__"}
+    assert shipped == {"__init__.py", "NOTICE.md", "weights"}, shipped
+    installed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert not [p for p in installed if p.startswith("tools")]

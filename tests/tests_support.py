@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
-from pfeddc.client.embedded.build import save_backbone
+from pfeddc.client.model.backbone import save_backbone
 from pfeddc.server.app import RunningServer
 
 # coordinator(*flags, state_dir=None): a real gRPC coordinator on 127.0.0.1:<free port> (tests/conftest.py)

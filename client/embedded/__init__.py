@@ -1,7 +1,8 @@
 """The offline default backbone ('embedded'): a small CLIP pretrained by this project's own code.
 
 Its weights ship in `weights/` (model, tokenizer, preprocessing, and `card.json` with sources, licences and
-measured zero-shot accuracy); `python -m pfeddc.client.embedded build` rebuilds them from scratch.
+measured zero-shot accuracy); the pretraining pipeline that makes them is not installed: `python -m tools.embedded
+build`, from a checkout, rebuilds them from scratch.
 """
 
 from __future__ import annotations
@@ -15,5 +16,5 @@ def embedded_dir() -> Path:
     """The directory of the shipped embedded backbone."""
     if not (WEIGHTS_DIR / "config.json").is_file():
         raise FileNotFoundError(f"the embedded backbone is missing from {WEIGHTS_DIR}: reinstall pfeddc, or rebuild "
-                                "it with `python -m pfeddc.client.embedded build`")
+                                "it from a checkout with `python -m tools.embedded build`")
     return WEIGHTS_DIR

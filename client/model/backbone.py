@@ -8,6 +8,7 @@ token ids, so the prompted passes below call its sub-modules in the same order (
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_causal_mask
 
 from ...common.spec import EMBEDDED_MODEL, BackboneDims, dims_from_config
+from ..embedded import embedded_dir
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# The normalization `save_backbone` writes: the embedded backbone's, which its pretraining (tools/embedded) uses.
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
 
 
 class BackboneNotFound(FileNotFoundError):
@@ -92,8 +96,6 @@ def load_backbone(model: str, allow_download: bool = False) -> Backbone:
     """
     source: str | Path = model
     if model == EMBEDDED_MODEL:
-        from ..embedded import embedded_dir
-
         source = embedded_dir()
     local = Path(source).expanduser()
     is_dir = local.is_dir()
@@ -113,6 +115,23 @@ def load_backbone(model: str, allow_download: bool = False) -> Backbone:
     tokenizer.model_max_length = int(config.text_config.max_position_embeddings)
     mean, std = _normalization(local if is_dir else None)
     return Backbone(model, freeze(clip), tokenizer, int(config.vision_config.image_size), mean, std)
+
+
+def save_backbone(clip: CLIPModel, directory: Path, tokenizer_dir: Path | None = None, half: bool = False) -> None:
+    """A CLIP directory `load_backbone` reads: weights (fp16 when `half`), config, tokenizer (copied from
+    `tokenizer_dir`, by default the embedded backbone's), preprocessing (`PIXEL_MEAN`, `PIXEL_STD`)."""
+    tokenizer_dir = tokenizer_dir or embedded_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    (clip.half() if half else clip).save_pretrained(directory)
+    clip.float()
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        if (tokenizer_dir / name).resolve() != (directory / name).resolve():
+            shutil.copyfile(tokenizer_dir / name, directory / name)
+    size = int(clip.config.to_dict()["vision_config"]["image_size"])
+    (directory / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": size},
+        "crop_size": {"height": size, "width": size}, "image_mean": [PIXEL_MEAN] * 3, "image_std": [PIXEL_STD] * 3,
+    }, indent=1))
 
 
 def _normalization(directory: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:

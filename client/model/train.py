@@ -41,7 +41,7 @@ class TrainResult:
     failure: str | None = None  # why the round must not be sent: "diverged: ..." or "collapsed: ..."
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

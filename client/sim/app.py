@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=EMBEDDED_MODEL,
                    help="backbone: 'embedded' (default), a local directory or a hub name")
     p.add_argument("--out", type=Path, default=Path("runs/sim"), help="results folder (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="federation seed (default: %(default)s)")
-    p.add_argument("--fraction", type=float, default=1.0, help="participation per round (default: %(default)s)")
+    p.add_argument("--seed", type=int,
+                   help="seed of the coordinator and of every client (default: theirs)")
+    p.add_argument("--fraction", type=float, help="participation per round (default: the coordinator's)")
     p.add_argument("--round-timeout", type=float, default=900.0,
                    help="seconds before a round closes without stragglers (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0,
@@ -76,8 +77,8 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
     server_cmd, client_cmd = installed_command("pfeddc-server"), installed_command("pfeddc-client")
     server = LoggedProcess(
         [server_cmd, "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(out / "coordinator"),
-         "--rounds", str(args.rounds), "--min-clients", str(len(clients)), "--fraction", str(args.fraction),
-         "--round-timeout", str(args.round_timeout), "--seed", str(args.seed), "--model", args.model,
+         "--rounds", str(args.rounds), "--min-clients", str(len(clients)), *_given(args, "fraction", "seed"),
+         "--round-timeout", str(args.round_timeout), "--model", args.model,
          "--method", method, "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
          *train_flags(train_settings_from(args)), *prompt_flags(prompt_config_from(args, method)),
          "--classes", args.classes or str(federation_classes(clients, out))],
@@ -89,7 +90,7 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
             procs.append(LoggedProcess(
                 [client_cmd, "--data", str(folder), "--server", f"127.0.0.1:{port}",
                  "--state-dir", str(out / "clients" / folder.name), "--client-id", folder.name, "--model", args.model,
-                 "--seed", str(args.seed), "--device", args.device, "--log-format", "json", "--no-progress"],
+                 *_given(args, "seed"), "--device", args.device, "--log-format", "json", "--no-progress"],
                 out / "logs" / f"{folder.name}.log", env))
         started = time.monotonic()
         moved: dict[int, dict[str, float]] = {}  # per round, how far each global tensor moved
@@ -107,6 +108,12 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
         for proc in procs:
             proc.kill()
     return collect_method(method, out, [c.name for c in clients], duration, moved)
+
+
+def _given(args: argparse.Namespace, *names: str) -> list[str]:
+    """The flags of `names` that were given: the others keep the coordinator's and the client's own defaults."""
+    return [arg for name in names if getattr(args, name) is not None
+            for arg in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
 
 
 def federation_classes(clients: list[Path], out: Path) -> Path:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from ...common.envflags import add_version, apply_env_defaults
-from ...common.partition import SCHEMES, counts, partition, train_test_split
+from ..folders import DEFAULT_TEST_FRACTION
+from ..partition import SCHEMES, counts, partition, train_test_split
 from .sources import BUILTIN, Source, load_source
 
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5,
                    help="Dirichlet concentration: small = skewed, large = close to IID (default: %(default)s)")
     p.add_argument("--classes-per-client", type=int, default=2, help="for pathological (default: %(default)s)")
-    p.add_argument("--test-fraction", type=float, default=0.2,
+    p.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
                    help="per-client, per-class held-out fraction (default: %(default)s)")
     p.add_argument("--max-samples", type=int, default=0,
                    help="use a seeded random subset of the source this large (0 = all)")

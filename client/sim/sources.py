@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..embedded.datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, digit_domains, fashion_mnist
 from ..folders import class_folders, classnames_for, list_images
+from .datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, digit_domains, fashion_mnist
 
 DIGIT_DOMAINS = {"digits-inverted": "mnist-inverted", "digits-mnist-m": "mnist-m", "digits-uci": "uci-digits"}
 TWEMOJI = {"twemoji-10": (10, 60), "twemoji-64": (64, 25)}  # concepts, views per concept
@@ -108,8 +108,8 @@ def twemoji(name: str, count: int, views: int, seed: int = 0, size: int = 64) ->
     """`count` emoji concepts (a seeded choice among those with distinct names) in Twitter's style, `views`
     augmented images each: a random skin-tone variant, scaled to 45-90% of the canvas, moved, turned up to
     25 degrees, on a random light background."""
-    from ..embedded import emoji
-    from ..embedded.build import default_cache
+    from . import emoji
+    from .registry import default_cache
 
     cache = default_cache()
     every = emoji.concepts(cache)

@@ -82,6 +82,7 @@ class SecureStep:
     round: int
     attempt: int
     message: StageMessage | None = None  # None: a poll for the stage this site last sent
+    max_wait_s: float = 0.0  # the coordinator holds the call up to this long while the answer is PENDING
 
 
 class Status(StrEnum):

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pfeddc.client.embedded.datasets import DIGIT_CLASSES, font_digits
 from pfeddc.client.model.backbone import Backbone, load_backbone, preprocess
 from pfeddc.client.model.images import ImageSet
 from pfeddc.client.model.prompts import PFedDCModel, StatePart
 from pfeddc.client.model.train import evaluate
+from pfeddc.client.sim.datasets import DIGIT_CLASSES, font_digits
 from pfeddc.client.trainer import LocalTrainer
 from pfeddc.common.messages import FailureReason, TrainSettings
 from pfeddc.common.spec import PromptConfig
@@ -59,7 +59,7 @@ def test_trainer_catches_a_collapse_undoes_it_and_recovers(embedded: Backbone,
 
 @pytest.fixture(scope="module")
 def inverted_mnist() -> tuple[ImageSet, ImageSet]:
-    from pfeddc.client.embedded.datasets import digit_domains
+    from pfeddc.client.sim.datasets import digit_domains
 
     images, labels, domains = digit_domains()
     keep = np.flatnonzero(domains == "mnist-inverted")[:400]

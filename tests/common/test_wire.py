@@ -8,16 +8,25 @@ import grpc
 import numpy as np
 import pytest
 
+from pfeddc.client.connection import global_tensors
 from pfeddc.common import serde, wire
 from pfeddc.common.messages import (
+    MAX_FAILURE_DETAIL_CHARS,
     Action,
     Code,
+    FailureReason,
+    FailureReport,
     FederationInfo,
+    FederationRequest,
+    HeartbeatRequest,
+    JoinRequest,
     JoinResult,
     Metrics,
     SubmitResult,
     Task,
+    TaskRequest,
     TrainSettings,
+    UpdateRequest,
 )
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.spec import Fusion, PromptConfig, TensorSpec
@@ -38,7 +47,8 @@ def test_wire_task_round_trips_for_every_action(action: Action) -> None:
                 else None, retry_after_s=1.5 if action == Action.WAIT else 0.0, deadline_s=12.0)
     back = wire.task_from_proto(pb.TaskReply.FromString(wire.task_to_proto(task).SerializeToString()))
     assert back == task
-    np.testing.assert_array_equal(back.tensors()["text.global"], np.arange(32).reshape(4, 8))
+    tensors = serde.decode_verified(back.payload, back.sha256, "global prompts")
+    np.testing.assert_array_equal(tensors["text.global"], np.arange(32).reshape(4, 8))
 
 
 def test_wire_task_with_unknown_action_is_refused_by_name() -> None:
@@ -49,8 +59,33 @@ def test_wire_task_with_unknown_action_is_refused_by_name() -> None:
 def test_wire_task_tensors_refuse_bytes_that_fail_their_hash() -> None:
     payload = serde.encode({"text.global": np.zeros((4, 8), np.float32)})
     task = Task(Action.TRAIN, 1, 2, payload, sha256="0" * 64)
-    with pytest.raises(serde.InvalidTensors, match="SHA-256"):
-        task.tensors()
+    with pytest.raises(serde.InvalidTensors, match="global prompts of round 1 failed their SHA-256"):
+        global_tensors(task)
+
+
+def test_wire_every_request_round_trips_through_its_message() -> None:
+    metrics = Metrics(0.5, 0.25, 0.75, 3, 1.5, 0.5)  # no NaN: NaN != NaN
+    cases = [
+        (FederationRequest("site-a"), wire.federation_request_to_proto, wire.federation_request_from_proto),
+        (JoinRequest("site-a", 12, SPEC), wire.join_request_to_proto, wire.join_request_from_proto),
+        (TaskRequest("site-a", 2.5), wire.task_request_to_proto, wire.task_request_from_proto),
+        (UpdateRequest("site-a", 3, b"bytes", 12, metrics, 30.0), wire.update_request_to_proto,
+         wire.update_request_from_proto),
+        (FailureReport("site-a", 3, FailureReason.COLLAPSED, "one class"), wire.failure_to_proto,
+         wire.failure_from_proto),
+        (HeartbeatRequest("site-a", 4), wire.heartbeat_request_to_proto, wire.heartbeat_request_from_proto),
+    ]
+    for request, to_proto, from_proto in cases:
+        message = to_proto(request)  # type: ignore[operator]
+        assert from_proto(type(message).FromString(message.SerializeToString())) == request  # type: ignore[operator]
+    assert wire.heartbeat_reply_from_proto(wire.heartbeat_reply_to_proto(7)) == 7
+
+
+def test_wire_failure_detail_is_cut_and_an_unknown_reason_reads_as_other() -> None:
+    long = wire.failure_to_proto(FailureReport("site-a", 1, FailureReason.OTHER, "x" * (MAX_FAILURE_DETAIL_CHARS + 9)))
+    assert len(long.detail) == MAX_FAILURE_DETAIL_CHARS
+    newer = pb.FailureReport(client_id="a", round=1, reason=99)  # type: ignore[arg-type]  # a newer client
+    assert wire.failure_from_proto(newer).reason == FailureReason.OTHER
 
 
 def test_wire_info_metrics_join_and_submit_round_trip() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tests_support import make_image_folder
 
-from pfeddc.client.connection import Backoff, Connection
+from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.client.sim.processes import LoggedProcess
 from pfeddc.common.lifecycle import STOP_DEADLINE_S, ExitCode
 from pfeddc.common.logs import Event
@@ -56,8 +56,8 @@ def test_coordinator_stops_within_2s_in_every_state_with_meaningful_codes(federa
     from pfeddc.common.messages import Metrics
 
     task = conn.task()
-    conn.submit(task.round, task.tensors(), 10, Metrics(num_test_examples=1, train_loss=0.1, accuracy_before=0.5,
-                                                        accuracy_after=0.6))
+    conn.submit(task.round, global_tensors(task), 10, Metrics(num_test_examples=1, train_loss=0.1,
+                                                              accuracy_before=0.5, accuracy_after=0.6))
     finished.wait_event(Event.LINGERING, 10)  # over, still serving: it does not exit on its own (linger inf)
     time.sleep(1.0)
     assert finished.popen.poll() is None

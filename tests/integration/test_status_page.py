@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from tests_support import StartCoordinator
 
-from pfeddc.client.connection import Backoff, Connection
+from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.client.heartbeat import Heartbeat
 from pfeddc.common.messages import FailureReason, Metrics
 from pfeddc.common.spec import TensorSpec
@@ -77,7 +77,7 @@ def run_rounds(port: int, rounds: int, partial: bool) -> None:
             examples, base = SITES[cid]
             task = conn.task()
             accuracy = min(0.95, base + 0.06 * r)
-            update = {k: np.full_like(v, accuracy) for k, v in task.tensors().items()}
+            update = {k: np.full_like(v, accuracy) for k, v in global_tensors(task).items()}
             conn.submit(task.round, update, examples, Metrics(
                 train_loss=1.5 - accuracy, accuracy_global=accuracy - 0.05, accuracy_after=accuracy,
                 num_test_examples=examples // 4, train_seconds=3.0))

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests_support import StartCoordinator
 
-from pfeddc.client.connection import Backoff, Connection
+from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.common import certs, serde
 from pfeddc.common.messages import Metrics
 from pfeddc.common.status import ClientState, Phase
@@ -29,7 +29,7 @@ def connect(port: int, cid: str, tls: TlsFiles | None = None, token: str | None 
 
 def submit(conn: Connection, accuracy: float, examples: int) -> None:
     task = conn.task()
-    update = {k: np.full_like(v, accuracy) for k, v in task.tensors().items()}
+    update = {k: np.full_like(v, accuracy) for k, v in global_tensors(task).items()}
     conn.submit(task.round, update, examples, Metrics(train_loss=1 - accuracy, accuracy_before=accuracy / 2,
                                                       accuracy_after=accuracy, num_test_examples=10))
 
@@ -115,7 +115,7 @@ def test_metrics_count_rounds_updates_refusals_and_bytes(coordinator: StartCoord
     assert m["pfeddc_updates_refused_total{reason=FAILED_PRECONDITION}"] == 1
     assert m["pfeddc_round_duration_seconds_count"] == 1
     assert m["pfeddc_checkpoint_duration_seconds_count"] >= 1
-    payload = len(serde.encode(a.task().tensors()))
+    payload = len(serde.encode(global_tensors(a.task())))
     m = scrape(server)
     assert m["pfeddc_received_bytes_total{method=SubmitUpdate}"] > 2 * payload
     assert m["pfeddc_sent_bytes_total{method=GetTask}"] > 2 * payload

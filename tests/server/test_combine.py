@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pfeddc.server.aggregate import fedavg
-from pfeddc.server.combine import clip_change
+from pfeddc.server.combine import bound, start
 from pfeddc.server.pipeline import NonFiniteGlobal, Rules, combine
 from pfeddc.server.privacy import DpSettings
 
@@ -17,13 +17,13 @@ def shifted(value: float) -> dict[str, np.ndarray]:
     return {k: v + value for k, v in GLOBAL.items()}
 
 
-def test_clip_change_scales_the_whole_update_to_the_bound() -> None:
-    delta, norm = clip_change(GLOBAL, shifted(3.0), max_norm=1.0)
-    assert norm == pytest.approx(3.0 * np.sqrt(10))
-    total = np.sqrt(sum(float(np.sum(d * d)) for d in delta.values()))
+def test_bound_scales_the_whole_update_to_the_clip_norm() -> None:
+    step = bound(start(GLOBAL, {"far": (shifted(3.0), 1.0), "near": (shifted(0.01), 1.0)}),
+                 Rules(fedavg, clip_norm=1.0))
+    assert step.largest_change == pytest.approx(3.0 * np.sqrt(10)) and step.clipped == ("far",)
+    total = np.sqrt(sum(float(np.sum(d * d)) for d in step.changes["far"].values()))
     assert total == pytest.approx(1.0)
-    same, _ = clip_change(GLOBAL, shifted(0.01), max_norm=1.0)
-    np.testing.assert_allclose(same["a"], 0.01, rtol=1e-5)
+    np.testing.assert_allclose(step.changes["near"]["a"], 0.01, rtol=1e-5)
 
 
 def test_clipping_bounds_a_hostile_site_by_its_weight_share() -> None:

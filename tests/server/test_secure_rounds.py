@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from tests_support import StartCoordinator
 
-from pfeddc.client.connection import Backoff, Connection
+from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.client.secure import SecureOutcome, change_vector, contribute
 from pfeddc.common import serde, wire
 from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
@@ -77,7 +77,7 @@ def honest(conn: Connection, task: Task, spec: list[TensorSpec]) -> SecureOutcom
             return outcome
         if task.action == Action.TRAIN:
             assert task.secure is not None, task
-            base = task.tensors()
+            base = global_tensors(task)
             update = {k: base[k] + delta_of(conn.client_id, spec)[k] for k in base}
             outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id], METRICS)
         task = conn.task(wait_s=2)
@@ -105,7 +105,7 @@ def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str
     delivered_to_me = send(delivered)
     if stop_after == "shares":
         return SecureOutcome(False, "silent")
-    base = task.tensors()
+    base = global_tensors(task)
     vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s)
     masked = site.masked_input(delivered_to_me, vector, s.weight)  # type: ignore[arg-type]
     conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
@@ -123,7 +123,7 @@ def expected_global(base: dict[str, np.ndarray], spec: list[TensorSpec], sites: 
 def final_global(conn: Connection) -> dict[str, np.ndarray]:
     task = conn.task(wait_s=5)
     assert task.action == Action.FINISHED, task
-    return task.tensors()
+    return global_tensors(task)
 
 
 
@@ -132,7 +132,7 @@ def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coord
     server = coordinator(*FLAGS)
     conns, spec = joined(server.port, list(COUNTS))
     tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
-    base = tasks["site-a"].tensors()
+    base = global_tensors(tasks["site-a"])
     s = tasks["site-a"].secure
     assert s is not None and s.threshold == 3 and sorted(s.sampled) == sorted(COUNTS)
     assert {c: t.secure.weight for c, t in tasks.items() if t.secure} == {c: n / 400 for c, n in COUNTS.items()}
@@ -155,7 +155,7 @@ def test_secure_round_completes_when_a_site_drops_out_at_any_stage(coordinator: 
     server = coordinator(*FLAGS)
     conns, spec = joined(server.port, list(COUNTS))
     tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
-    base = tasks["site-a"].tensors()
+    base = global_tensors(tasks["site-a"])
     work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
                                              for c in ("site-a", "site-b", "site-c")}
     work["site-d"] = functools.partial(vanish, conns["site-d"], tasks["site-d"], spec, stage)
@@ -172,7 +172,7 @@ def test_secure_round_excludes_a_site_whose_bundle_is_garbage(coordinator: Start
     server = coordinator(*FLAGS)
     conns, spec = joined(server.port, list(COUNTS))
     tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
-    base = tasks["site-a"].tensors()
+    base = global_tensors(tasks["site-a"])
     real_share_keys = SecAggSite.share_keys
 
     def tampered(self: SecAggSite, announced: object) -> ShareKeys:

@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests_support import StartCoordinator
 
-from pfeddc.client.connection import Backoff, Connection, CoordinatorUnreachable
+from pfeddc.client.connection import Backoff, Connection, CoordinatorUnreachable, global_tensors
 from pfeddc.common import serde, wire
 from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
 from pfeddc.common.proto import federation_pb2 as pb
@@ -31,7 +31,7 @@ def connect(port: int, client_id: str) -> Connection:
 def train_round(conn: Connection, value: float, examples: int) -> Task:
     task = conn.task()
     assert task.action == Action.TRAIN, task
-    update = {k: np.full_like(v, value) for k, v in task.tensors().items()}
+    update = {k: np.full_like(v, value) for k, v in global_tensors(task).items()}
     conn.submit(task.round, update, examples, METRICS)
     return task
 
@@ -58,7 +58,7 @@ def test_service_runs_rounds_and_serves_final_prompts(coordinator: StartCoordina
         train_round(b, 3.0 * round_, 30)
     final = a.task()
     assert final.action == Action.FINISHED
-    np.testing.assert_allclose(final.tensors()["text.global"], (20 + 180) / 40)
+    np.testing.assert_allclose(global_tensors(final)["text.global"], (20 + 180) / 40)
 
 
 def test_service_maps_refusals_to_status_codes(coordinator: StartCoordinator) -> None:
@@ -112,7 +112,7 @@ def test_restarted_coordinator_resumes_round_prompts_and_clients(coordinator: St
     assert a.task().action == Action.WAIT
     task = train_round(b, 1.0, 10)
     assert task.round == 2
-    np.testing.assert_allclose(task.tensors()["text.global"], 3.0)
+    np.testing.assert_allclose(global_tensors(task)["text.global"], 3.0)
     assert server.federation.last_round is None  # the history is on disk, not in memory
     assert [json.loads(line)["round"] for line in (state / "rounds.jsonl").read_text().splitlines()] == [1]
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pfeddc.common import serde, wire
+from pfeddc.common import admin_wire, serde
 from pfeddc.common.messages import HEARTBEAT_INTERVAL_S, FailureReason, Metrics
 from pfeddc.common.spec import TensorSpec
-from pfeddc.common.status import ClientState, IncidentKind, Phase, render_table
+from pfeddc.common.status import ClientState, IncidentKind, Phase
 from pfeddc.server.admin import StatusSource
 from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.status_table import render_table
 
 SPEC = [TensorSpec("text.global", (4, 128))]
 METRICS = Metrics(train_loss=0.5, accuracy_global=0.3, accuracy_after=0.6, num_test_examples=5)
@@ -72,7 +73,7 @@ def test_status_view_lists_failures_and_retries_and_says_retrying(tmp_path: Path
     fed.task("site-a")
     fed.report_failure("site-a", 1, FailureReason.OUT_OF_MEMORY)
     assert states(source) == {"site-a": ClientState.TRAINING}  # attempt 3 opened at once
-    again = wire.status_from_proto(wire.status_to_proto(source.status()))  # as `pfeddc-server status` sees it
+    again = admin_wire.status_from_proto(admin_wire.status_to_proto(source.status()))  # as `status` sees it
     assert again.incidents == source.status().incidents and again.attempt == 2
 
 
@@ -97,7 +98,7 @@ def test_status_view_of_an_aborted_federation_names_the_cause(tmp_path: Path) ->
     assert s.phase == Phase.ABORTED and s.aborted and "round 1 failed 1 times" in s.aborted
     assert s.incidents[0].kind == IncidentKind.FEDERATION_ABORTED
     assert "round 1 of 3 (aborted): round 1 failed" in render_table(s)
-    assert wire.status_from_proto(wire.status_to_proto(s)).phase == Phase.ABORTED
+    assert admin_wire.status_from_proto(admin_wire.status_to_proto(s)).phase == Phase.ABORTED
 
 
 def test_status_view_of_a_finished_federation_says_3_of_3_never_round_4(tmp_path: Path) -> None:
@@ -114,4 +115,4 @@ def test_status_view_of_a_finished_federation_says_3_of_3_never_round_4(tmp_path
     assert "3 of 3 rounds (finished)" in table and "round 4" not in table
     assert s.to_json()["progress"] == "3 of 3 rounds (finished)"
     assert "ACC GLOBAL" in table and "30.0%" in table  # the global prompts' accuracy, reported by clients
-    assert wire.status_from_proto(wire.status_to_proto(s)).round == 3
+    assert admin_wire.status_from_proto(admin_wire.status_to_proto(s)).round == 3

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from pfeddc.client.embedded import WEIGHTS_DIR, embedded_dir
-from pfeddc.client.embedded.datasets import DIGIT_CLASSES, font_digits
 from pfeddc.client.model.backbone import load_backbone, preprocess
 from pfeddc.client.model.images import ImageSet
 from pfeddc.client.model.prompts import PFedDCModel
 from pfeddc.client.model.train import evaluate
+from pfeddc.client.sim.datasets import DIGIT_CLASSES, font_digits
 from pfeddc.common.embedded import EMBEDDED_CONFIG
 from pfeddc.common.spec import EMBEDDED_MODEL, PromptConfig, dims_from_config, resolve_dims
 
@@ -28,7 +28,7 @@ def test_weights_config_matches_what_the_coordinator_announces() -> None:
 
 def test_weights_card_names_sources_licences_command_and_results() -> None:
     card = json.loads((WEIGHTS_DIR / "card.json").read_text())
-    assert card["command"].startswith("python -m pfeddc.client.embedded build") and card["seed"] == 0
+    assert card["command"].startswith("python -m tools.embedded build") and card["seed"] == 0
     assert card["torch"] and card["transformers"] and card["parameters"] > 1_000_000
     assert all(source["license"] and source["use"] for source in card["sources"])
     # These read the card's recorded figures: a rebuild whose card falls below the goals cannot ship. The

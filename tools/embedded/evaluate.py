@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...common.spec import PromptConfig
-from ..model.backbone import load_backbone, preprocess
-from ..model.images import ImageSet
-from ..model.prompts import PFedDCModel
-from ..model.train import predict_proba
-from . import emoji
-from .datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, digit_domains, fashion_mnist
+from pfeddc.client.model.backbone import load_backbone, preprocess
+from pfeddc.client.model.images import ImageSet
+from pfeddc.client.model.prompts import PFedDCModel
+from pfeddc.client.model.train import predict_proba
+from pfeddc.client.sim import emoji
+from pfeddc.client.sim.datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, digit_domains, fashion_mnist
+from pfeddc.common.spec import PromptConfig
 
 TASKS_10_WAY = 200
 

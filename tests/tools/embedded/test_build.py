@@ -12,13 +12,13 @@ import torch
 from tests_support import TINY_CONFIG
 
 from pfeddc.client.embedded import WEIGHTS_DIR
-from pfeddc.client.embedded.build import augment, build
-from pfeddc.client.embedded.corpus import DIGIT, Corpus
 from pfeddc.client.model.backbone import load_backbone
 from pfeddc.client.model.images import ImageSet
 from pfeddc.client.model.prompts import PFedDCModel
 from pfeddc.client.model.train import evaluate
 from pfeddc.common.spec import PromptConfig
+from tools.embedded.build import augment, build
+from tools.embedded.corpus import DIGIT, Corpus
 
 COLORS = {"red square": (220, 30, 30), "green square": (30, 200, 30), "blue square": (30, 30, 220)}
 

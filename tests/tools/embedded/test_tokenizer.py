@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pfeddc.client.embedded import WEIGHTS_DIR
-from pfeddc.client.embedded.build import load_tokenizer
-from pfeddc.client.embedded.tokenizer import VOCAB_SIZE, read_merges, write_tokenizer_files
+from tools.embedded.build import load_tokenizer
+from tools.embedded.tokenizer import VOCAB_SIZE, read_merges, write_tokenizer_files
 
 
 def test_tokenizer_is_clips_bpe_with_its_known_ids() -> None:

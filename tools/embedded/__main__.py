@@ -1,4 +1,4 @@
-"""`python -m pfeddc.client.embedded build|report`: rebuild the embedded backbone, or print its card."""
+"""`python -m tools.embedded build|report` (from a checkout): rebuild the embedded backbone, or print its card."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import WEIGHTS_DIR
+from pfeddc.client.embedded import WEIGHTS_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pfeddc.client.embedded",
+    parser = argparse.ArgumentParser(prog="python -m tools.embedded",
                                      description="The embedded default backbone: print its card, or rebuild it.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("report", help="print the shipped card (sources, licences, zero-shot accuracy)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pfeddc.common.partition import counts, partition, train_test_split
+from pfeddc.client.partition import counts, partition, train_test_split
 
 LABELS = np.repeat(np.arange(10), 100)
 

