@@ -547,7 +547,8 @@ def secure_main(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pfeddc-secure-"))
     rows = secure_rounds.flower_rows(args.secagg_sizes, args.secagg_rounds, args.secagg_repeats,
                                      args.flower_deploy_max, args.flower_python, workdir, args.flower_sparse_shares)
-    _save(args.secagg_out, secure_rounds.section(rows, hardware()))
+    secure_rounds.save_section(args.secagg_out, secure_rounds.section(
+        secure_rounds.FLOWER_TITLE, secure_rounds.FLOWER_METHOD, rows, hardware()))
     print("\n".join(secure_rounds.ratios(rows)), f"\nsaved {args.secagg_out}", sep="\n")
     return 0
 

@@ -156,6 +156,48 @@ def ratios(rows: list[Row]) -> list[str]:
     return out
 
 
-def section(rows: list[Row], hardware: str) -> list[str]:
-    return ["## Secure aggregation beside plain FedAvg: Flower's SecAgg+ (benchmarks/secure_rounds.py)", "",
-            f"Hardware: {hardware}", "", *HEADER, *[format_row(r) for r in rows], "", *ratios(rows)]
+FLOWER_TITLE = "## Flower's SecAgg+ beside its plain FedAvg"
+FLOWER_METHOD = [
+    "Flower 1.42, benchmarks/flower_secagg: a no-op NumPyClient returning the 82 KB arrays it received (the "
+    "plain Flower rows' arrays), on the legacy DefaultWorkflow with flwr.server.strategy.FedAvg; its fit stage "
+    "plain (flower fedavg) or SecAggPlusWorkflow with secaggplus_mod on the clients (flower secagg+: "
+    "num_shares 1.0, so every node shares with every other as in pfeddc's protocol, reconstruction_threshold "
+    "N // 2 + 1; Flower's defaults otherwise: clipping range 8, quantization range 2^22, modulus 2^32, "
+    "max_weight 1000). `(k=11)`: SecAgg+ as designed for large N, each node sharing with 10 neighbours, "
+    "threshold 6.",
+    "",
+    "Engines: deployment = SuperLink + N SuperNodes on loopback (insecure), a ClientApp process started per "
+    "message; s/round from the ServerApp's aggregation times, server CPU = the SuperLink and its descendants "
+    "(SuperExec, ServerApp). in-process = the same ServerApp and ClientApp in one process (secaggfl/inproc.py), "
+    "each message copied through Flower's own serialisation, the N ClientApps called one after another: s/round "
+    "is that process's wall time (server and all N clients in turn, one core), server CPU the ServerApp's own "
+    "work without the transport (a lower bound on a SuperLink's), busiest site = the node that spent the most "
+    "CPU in the round. Round 1 excluded everywhere (SecAgg+ turns the global into float64 after it, doubling "
+    "the download).",
+    "",
+    "Bytes: the serialised size of every object of every message the ServerApp sent and received (how Flower 1.42 "
+    "ships a message: the message, its records, its arrays), counted in the ServerApp (that CPU subtracted from "
+    "the server's). Loopback bytes: /proc/net/dev lo, transmitted, machine-wide over the round (HTTP framing, "
+    "SuperNode polling, the SuperNode <-> ClientApp hop, so each message crosses twice, and other jobs' "
+    "loopback traffic).",
+]
+
+
+def section(title: str, method: list[str], rows: list[Row], hardware: str) -> list[str]:
+    return [title, "", f"Hardware: {hardware}", "", *method, "", *HEADER, *[format_row(r) for r in rows], "",
+            *ratios(rows), ""]
+
+
+def save_section(path: Path, lines: list[str]) -> None:
+    """Write `lines` (a section starting with its '## ' title) into `path`, replacing that section if present."""
+    old = path.read_text().splitlines() if path.exists() else ["# Secure aggregation per round (coordinator.py "
+                                                               "--flower-secagg)", ""]
+    title = lines[0]
+    if title in old:
+        start = old.index(title)
+        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+        old = old[:start] + lines + old[end:]
+    else:
+        old = old + lines
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(old).rstrip("\n") + "\n")
