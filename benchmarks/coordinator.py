@@ -3,6 +3,7 @@
     python benchmarks/coordinator.py                         # N = 10, 100, 500, 2000, then the 2,000-round soak
     python benchmarks/coordinator.py --sizes 10 100 --soak-rounds 0
     python benchmarks/coordinator.py --flower-python /path/to/venv/bin/python   # + Flower at N=10, same machine
+    python benchmarks/coordinator.py --flower-secagg --flower-python /path/to/venv/bin/python   # secure vs plain
 
 A real `pfeddc-server` process (ViT-B/16 shapes, 16 text + 16 vision tokens: an 82 KB update) serves N
 clients that do no training: asyncio clients on grpc.aio in a few worker processes, one channel each. Each
@@ -35,7 +36,7 @@ import tempfile
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -234,21 +235,40 @@ def _wait_listening(port: int, timeout: float = 60.0) -> None:
 
 
 def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds of `pid` and its live children (the SuperLink runs the ServerApp as a child)."""
-    total = _cpu_s(pid)
+    """CPU seconds of `pid` and its live descendants (the SuperLink starts a SuperExec, which starts the
+    ServerApp), and of the descendants that already exited and were waited for (cutime, cstime)."""
+    parent: dict[int, int] = {}
+    spent: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                total += (int(fields[11]) + int(fields[12])) / TICK
+            child = int(stat.parent.name)
+            parent[child] = int(fields[1])
+            spent[child] = sum(int(f) for f in fields[11:15]) / TICK
         except (OSError, IndexError, ValueError):
             continue
+    total, frontier = spent.get(pid, _cpu_s(pid)), [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier]
+        total += sum(spent[c] for c in kids)
+        frontier = kids
     return total
 
 
-def flower(clients: int, rounds: int, python: Path, workdir: Path, timeout: float = 900.0) -> Run:
-    """SuperLink + `clients` SuperNodes on loopback (insecure), `flwr run` of the no-op app; commit times come
-    from the ServerApp's aggregation of each round; CPU is the SuperLink's and its ServerApp's."""
+def loopback_bytes() -> int:
+    """Bytes sent on the loopback interface so far, machine-wide (/proc/net/dev, lo, transmit)."""
+    for line in Path("/proc/net/dev").read_text().splitlines():
+        name, _, counters = line.partition(":")
+        if name.strip() == "lo":
+            return int(counters.split()[8])
+    return 0
+
+
+def flower(clients: int, rounds: int, python: Path, workdir: Path, timeout: float = 900.0, app: Path = FLOWER_APP,
+           config: str = "", mode: str = "flower") -> Run:
+    """SuperLink + `clients` SuperNodes on loopback (insecure), `flwr run` of the no-op `app` (run-config
+    `config` added); commit times come from the ServerApp's aggregation of each round (one float or one JSON
+    object with "time" a line); CPU is the SuperLink's and its descendants' (the ServerApp among them)."""
     home, times = workdir / "flwr-home", workdir / "flower_round_times.txt"
     home.mkdir(exist_ok=True)
     (home / "config.toml").write_text(_FLOWER_CONFIG)
@@ -256,6 +276,11 @@ def flower(clients: int, rounds: int, python: Path, workdir: Path, timeout: floa
     # the SuperLink and SuperNodes start Flower's other executables by name
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     procs = [subprocess.Popen([str(bindir / "flower-superlink"), "--insecure"], env=env, stdout=log, stderr=log)]
+
+    def commits() -> list[float]:
+        lines = times.read_text().splitlines() if times.exists() else []
+        return [json.loads(t)["time"] if t.startswith("{") else float(t) for t in lines if t.strip()]
+
     try:
         link = procs[0]
         _wait_listening(8000)  # Flower 1.42 serves every SuperLink API over HTTP on port 8000
@@ -264,21 +289,22 @@ def flower(clients: int, rounds: int, python: Path, workdir: Path, timeout: floa
                 [str(bindir / "flower-supernode"), "--insecure", "--superlink", "127.0.0.1:8000",
                  "--port", str(9100 + i), "--node-config", f"partition-id={i} num-partitions={clients}"],
                 env=env, stdout=log, stderr=log))
-        config = f"num-server-rounds={rounds} num-nodes={clients} times-file='{times}'"
-        subprocess.run([str(bindir / "flwr"), "run", str(FLOWER_APP), "local", "--run-config", config], env=env,
+        run_config = f"num-server-rounds={rounds} num-nodes={clients} times-file='{times}' {config}".strip()
+        subprocess.run([str(bindir / "flwr"), "run", str(app), "local", "--run-config", run_config], env=env,
                        stdout=log, stderr=log, check=True, timeout=300)
-        cpu, rss, deadline = [], [], time.monotonic() + timeout
+        cpu, rss, net, deadline = [], [], [], time.monotonic() + timeout
         while time.monotonic() < deadline:
             now = time.time()
             cpu.append((now, _tree_cpu_s(link.pid)))
             rss.append((now, _memory_kib(link.pid)[0]))
-            if times.exists() and len(times.read_text().split()) >= rounds:
+            net.append((now, float(loopback_bytes())))
+            if len(commits()) >= rounds:
                 break
             time.sleep(0.1)
-        commits = [float(t) for t in times.read_text().split()] if times.exists() else []
-        if len(commits) < 3:
-            raise RuntimeError(f"Flower finished {len(commits)} rounds in {timeout:.0f} s: see {workdir}/flower.log")
-        return Run(clients, "flower", commits, cpu, rss, _memory_kib(link.pid)[1])
+        done = commits()
+        if len(done) < 3:
+            raise RuntimeError(f"Flower finished {len(done)} rounds in {timeout:.0f} s: see {workdir}/flower.log")
+        return Run(clients, mode, done, cpu, rss, _memory_kib(link.pid)[1], net)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -312,6 +338,7 @@ class Run:
     cpu: list[tuple[float, float]]  # (unix s, coordinator CPU s) samples
     rss: list[tuple[float, int]]  # (unix s, RSS KiB)
     peak_rss_kib: int
+    net: list[tuple[float, float]] = field(default_factory=list)  # (unix s, loopback bytes sent), Flower only
 
     def cpu_at(self, t: float) -> float:
         times = [s[0] for s in self.cpu]
@@ -426,8 +453,23 @@ def main(argv: list[str] | None = None) -> int:
                         "cannot share pfeddc's environment)")
     p.add_argument("--flower-clients", type=int, default=10)
     p.add_argument("--flower-rounds", type=int, default=6)
+    p.add_argument("--flower-secagg", action="store_true",
+                   help="instead of the above: secure aggregation beside plain FedAvg per round, Flower's SecAgg+ "
+                        "(needs --flower-python) at --secagg-sizes, written to --secagg-out (secure_rounds.py)")
+    p.add_argument("--secagg-sizes", type=int, nargs="*", default=[10, 100])
+    p.add_argument("--secagg-rounds", type=int, default=3, help="rounds per run, round 1 excluded (default: 3)")
+    p.add_argument("--secagg-repeats", type=int, default=2,
+                   help="(plain, secure) pairs per engine at N <= --flower-deploy-max (default: 2; 1 above)")
+    p.add_argument("--flower-deploy-max", type=int, default=10,
+                   help="largest N run on Flower's Deployment Engine; larger N run in-process only (default: 10)")
+    p.add_argument("--flower-sparse-shares", nargs="*", default=["11"],
+                   help="above --flower-deploy-max, also SecAgg+ with each of these share counts k (threshold "
+                        "k // 2 + 1), the sparse graphs SecAgg+ is made for (default: 11)")
+    p.add_argument("--secagg-out", type=Path, default=Path("benchmarks/results/secure_rounds.md"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/coordinator.md"))
     args = p.parse_args(argv)
+    if args.flower_secagg:
+        return secure_main(args)
     workdir = Path(tempfile.mkdtemp(prefix="pfeddc-bench-"))
     lines = ["# Coordinator cost per round (benchmarks/coordinator.py)", "", f"Hardware: {hardware()}", "",
              f"Update: {len(serde.encode({s.name: np.zeros(s.shape, np.float32) for s in SPEC}))} bytes "
@@ -494,6 +536,20 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"\nsaved {args.out}")
+    return 0
+
+
+def secure_main(args: argparse.Namespace) -> int:
+    import secure_rounds
+
+    if not args.flower_python:
+        raise SystemExit("--flower-secagg needs --flower-python")
+    workdir = Path(tempfile.mkdtemp(prefix="pfeddc-secure-"))
+    rows = secure_rounds.flower_rows(args.secagg_sizes, args.secagg_rounds, args.secagg_repeats,
+                                     args.flower_deploy_max, args.flower_python, workdir, args.flower_sparse_shares)
+    secure_rounds.save_section(args.secagg_out, secure_rounds.section(
+        secure_rounds.FLOWER_TITLE, secure_rounds.FLOWER_METHOD, rows, hardware()))
+    print("\n".join(secure_rounds.ratios(rows)), f"\nsaved {args.secagg_out}", sep="\n")
     return 0
 
 
