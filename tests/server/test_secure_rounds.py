@@ -8,8 +8,10 @@ site's change.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -222,3 +224,25 @@ def test_secure_aggregation_refuses_what_needs_every_update(flags: tuple[str, ..
         federation_config(args)
     assert federation_config(build_parser().parse_args(["--secure-aggregation", "--min-clients", "4"])).adaptive_clip \
         == 0
+
+
+def test_secure_round_with_dp_carries_the_noise_the_accountant_assumes(coordinator: StartCoordinator,
+                                                                      tmp_path: Path) -> None:
+    """Each site adds N(0, (sigma C)^2 / t) before masking: the committed mean's noise has std
+    sigma C sqrt(n / t) / n with every site surviving; the epsilon is logged as in plain DP."""
+    sigma, clip = 1.0, 0.1
+    server = coordinator(*FLAGS, "--dp-noise-multiplier", str(sigma), "--dp-clip", str(clip))
+    conns, spec = joined(server.port, list(COUNTS))
+    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
+    base = global_tensors(tasks["site-a"])
+    s = tasks["site-a"].secure
+    assert s is not None and s.weight == 1.0 and s.noise_std == pytest.approx(sigma * clip / np.sqrt(3))
+    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
+    assert all(o.committed for o in outcomes.values()), outcomes
+    got = flatten(final_global(conns["site-a"]), spec) - flatten(base, spec)
+    clipped = [change_vector(base, {k: base[k] + v for k, v in delta_of(c, spec).items()}, spec,
+                             replace(s, noise_std=0.0)) for c in COUNTS]
+    noise = got - np.mean(clipped, axis=0)  # DP-FedAvg: equal weights, over the sampled count
+    assert 0.8 < float(np.std(noise)) / (sigma * clip * np.sqrt(4 / 3) / 4) < 1.25
+    summary = json.loads((tmp_path / "coord" / "rounds.jsonl").read_text().splitlines()[-1])
+    assert summary["aggregator"] == "secagg-dp-fedavg" and summary["dp_epsilon"] > 0
