@@ -37,7 +37,7 @@ FLAGS = ("--rounds", "1", "--min-clients", "4", "--method", "promptfl", "--text-
          "--secagg-stage-timeout", "1.5", "--round-timeout", "4", "--max-examples-per-client", "1000")
 METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
 COUNTS = {"site-a": 100, "site-b": 300, "site-c": 200, "site-d": 400}
-STAGES = ("train", "keys", "shares", "masked")  # where a site stops: before keys, after keys, ...
+STAGES = ("train", "keys", "shares", "garbage", "masked")  # where a site stops: before keys, after keys, ...
 
 
 def connect(port: int, client_id: str) -> Connection:
@@ -110,6 +110,13 @@ def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str
     base = global_tensors(task)
     vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s)
     masked = site.masked_input(delivered_to_me, vector, s.weight)  # type: ignore[arg-type]
+    if stop_after == "garbage":  # a masked vector one element short: refused to it alone, it counts as dropped
+        short = Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)
+        with pytest.raises(Refused) as refused:
+            conn.secure(SecureStep(conn.client_id, task.round, s.attempt, replace(short, masked=short.masked[:-4])),
+                        rid, wait_s=0)
+        assert refused.value.code == Code.INVALID_ARGUMENT and "does not fit the round's field" in refused.value.message
+        return SecureOutcome(False, "refused")
     conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
                            Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)), rid, wait_s=0)
     return SecureOutcome(False, "silent after its masked input")
