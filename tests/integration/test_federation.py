@@ -28,6 +28,22 @@ def client_data(tmp: Path, n: int) -> list[Path]:
     return [make_image_folder(tmp / f"data-{i}", CLASSES, 6 + 2 * i, seed=i, split=i == 0) for i in range(n)]
 
 
+def assert_final_is_weighted_mean_of_what_was_sent(tmp: Path, sites: int, atol: float) -> dict[str, np.ndarray]:
+    """Every site's two rounds were accepted, and the coordinator's final global is the mean of what the sites
+    sent in the last round, weighted by their counts; returns that global."""
+    final = serde.load_file(tmp / "coordinator" / CHECKPOINT_FILE)
+    sent, weights = [], []
+    for i in range(sites):
+        history = [json.loads(x) for x in (tmp / f"state-site-{i}" / "history.jsonl").read_text().splitlines()]
+        assert [h["round"] for h in history] == [1, 2] and all(h["accepted"] for h in history), history
+        sent.append(serde.load_file(tmp / f"state-site-{i}" / "global.safetensors"))
+        weights.append(history[-1]["num_examples"])
+    for name, value in final.items():
+        expected = sum(w * s[name].astype(np.float64) for s, w in zip(sent, weights, strict=True)) / sum(weights)
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=atol)
+    return final
+
+
 def test_three_clients_two_rounds_global_is_weighted_mean(
     federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -38,16 +54,7 @@ def test_three_clients_two_rounds_global_is_weighted_mean(
         assert c.wait(120) == 0, "".join(c.lines[-30:])
     server.wait_event(Event.FEDERATION_FINISHED, 30)
     # the coordinator's final global prompts = FedAvg of what the clients sent in round 2
-    final = serde.load_file(tmp_path / "coordinator" / CHECKPOINT_FILE)
-    sent, weights = [], []
-    for i in range(3):
-        history = [json.loads(x) for x in (tmp_path / f"state-site-{i}" / "history.jsonl").read_text().splitlines()]
-        assert [h["round"] for h in history] == [1, 2] and all(h["accepted"] for h in history)
-        sent.append(serde.load_file(tmp_path / f"state-site-{i}" / "global.safetensors"))
-        weights.append(history[-1]["num_examples"])
-    for name, value in final.items():
-        expected = sum(w * s[name].astype(np.float64) for s, w in zip(sent, weights, strict=True)) / sum(weights)
-        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-7)
+    final = assert_final_is_weighted_mean_of_what_was_sent(tmp_path, 3, atol=1e-7)
     # local modules stayed on each client and differ between clients
     locals_ = [serde.load_file(tmp_path / f"state-site-{i}" / "local.safetensors") for i in range(3)]
     assert "text.local" in locals_[0] and not np.array_equal(locals_[0]["text.local"], locals_[1]["text.local"])

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from pfeddc.common import serde
 from pfeddc.common.logs import Event
-from pfeddc.server.checkpoint import CHECKPOINT_FILE
 
 from .conftest import Federation
-from .test_federation import client_data
+from .test_federation import assert_final_is_weighted_mean_of_what_was_sent, client_data
 
 pytestmark = pytest.mark.integration  # starts real processes
 
@@ -27,16 +24,7 @@ def test_secure_federation_commits_the_weighted_mean_of_what_real_clients_sent(f
     for c in clients:
         assert c.wait(180) == 0, "".join(c.lines[-30:])
     server.wait_event(Event.FEDERATION_FINISHED, 30)
-    final = serde.load_file(tmp_path / "coordinator" / CHECKPOINT_FILE)
-    sent, weights = [], []
-    for i in range(3):
-        history = [json.loads(x) for x in (tmp_path / f"state-site-{i}" / "history.jsonl").read_text().splitlines()]
-        assert [h["round"] for h in history] == [1, 2] and all(h["accepted"] for h in history), history
-        sent.append(serde.load_file(tmp_path / f"state-site-{i}" / "global.safetensors"))
-        weights.append(history[-1]["num_examples"])
-    for name, value in final.items():  # the masked sum, unmasked and divided, is the plain FedAvg
-        expected = sum(w * s[name].astype(np.float64) for s, w in zip(sent, weights, strict=True)) / sum(weights)
-        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+    assert_final_is_weighted_mean_of_what_was_sent(tmp_path, 3, atol=1e-6)  # the unmasked sum is plain FedAvg
     rounds = [json.loads(x) for x in (tmp_path / "coordinator" / "rounds.jsonl").read_text().splitlines()]
     assert [r["aggregator"] for r in rounds] == ["secagg-fedavg"] * 2
     closed = server.find(Event.SECAGG_STAGE_CLOSED)

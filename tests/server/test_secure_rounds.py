@@ -49,12 +49,14 @@ def delta_of(client_id: str, spec: list[TensorSpec], scale: float = 0.05) -> dic
     return {s.name: rng.normal(0, scale, s.shape).astype(np.float32) for s in spec}
 
 
-def joined(port: int, ids: list[str]) -> tuple[dict[str, Connection], list[TensorSpec]]:
-    conns = {c: connect(port, c) for c in ids}
+def sampled(port: int) -> tuple[dict[str, Connection], list[TensorSpec], dict[str, Task], dict[str, np.ndarray]]:
+    """Every site joined and handed the first round: connections, spec, tasks, the round's global."""
+    conns = {c: connect(port, c) for c in COUNTS}
     spec = next(iter(conns.values())).federation().spec
     for c, conn in conns.items():
         conn.join(COUNTS[c], spec)
-    return conns, spec
+    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
+    return conns, spec, tasks, global_tensors(tasks["site-a"])
 
 
 def in_threads(work: dict[str, Callable[[], SecureOutcome]]) -> dict[str, SecureOutcome]:
@@ -135,13 +137,10 @@ def final_global(conn: Connection) -> dict[str, np.ndarray]:
     return global_tensors(task)
 
 
-
 def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coordinator: StartCoordinator,
                                                                           tmp_path: Path) -> None:
     server = coordinator(*FLAGS)
-    conns, spec = joined(server.port, list(COUNTS))
-    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
-    base = global_tensors(tasks["site-a"])
+    conns, spec, tasks, base = sampled(server.port)
     s = tasks["site-a"].secure
     assert s is not None and s.threshold == 3 and sorted(s.sampled) == sorted(COUNTS)
     assert {c: t.secure.weight for c, t in tasks.items() if t.secure} == {c: n / 400 for c, n in COUNTS.items()}
@@ -162,9 +161,7 @@ def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coord
 def test_secure_round_completes_when_a_site_drops_out_at_any_stage(coordinator: StartCoordinator,
                                                                    stage: str) -> None:
     server = coordinator(*FLAGS)
-    conns, spec = joined(server.port, list(COUNTS))
-    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
-    base = global_tensors(tasks["site-a"])
+    conns, spec, tasks, base = sampled(server.port)
     work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
                                              for c in ("site-a", "site-b", "site-c")}
     work["site-d"] = functools.partial(vanish, conns["site-d"], tasks["site-d"], spec, stage)
@@ -179,9 +176,7 @@ def test_secure_round_completes_when_a_site_drops_out_at_any_stage(coordinator: 
 
 def test_secure_round_excludes_a_site_whose_bundle_is_garbage(coordinator: StartCoordinator) -> None:
     server = coordinator(*FLAGS)
-    conns, spec = joined(server.port, list(COUNTS))
-    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
-    base = global_tensors(tasks["site-a"])
+    conns, spec, tasks, base = sampled(server.port)
     real_share_keys = SecAggSite.share_keys
 
     def tampered(self: SecAggSite, announced: object) -> ShareKeys:
@@ -239,9 +234,7 @@ def test_secure_round_with_dp_carries_the_noise_the_accountant_assumes(coordinat
     sigma C sqrt(n / t) / n with every site surviving; the epsilon is logged as in plain DP."""
     sigma, clip = 1.0, 0.1
     server = coordinator(*FLAGS, "--dp-noise-multiplier", str(sigma), "--dp-clip", str(clip))
-    conns, spec = joined(server.port, list(COUNTS))
-    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
-    base = global_tensors(tasks["site-a"])
+    conns, spec, tasks, base = sampled(server.port)
     s = tasks["site-a"].secure
     assert s is not None and s.weight == 1.0 and s.noise_std == pytest.approx(sigma * clip / np.sqrt(3))
     outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
