@@ -93,10 +93,10 @@ class Rounds:
     def view(self, now: float) -> RoundView:
         """A copy of the open round and the registry (`last_seen` as seconds ago) for the status view."""
         clients = tuple(replace(r, last_seen=now - r.last_seen) for r in self.state.clients.values())
-        a = self.attempt
+        a, masked = self.attempt, self.attempt.secure.contributions if self.attempt.secure else {}  # secure: sent
         deadline = None if not a.sampled else max(0.0, a.deadline - now)
-        return RoundView(self.round, self.finished, frozenset(a.sampled), frozenset(a.received), deadline, clients,
-                         a.number, dict(a.failed), self.incidents.view(now), self.aborted)
+        return RoundView(self.round, self.finished, frozenset(a.sampled), frozenset(a.received or masked), deadline,
+                         clients, a.number, dict(a.failed), self.incidents.view(now), self.aborted)
 
     def fail(self, client_id: str, reason: str) -> None:
         self.attempt.failed[client_id] = reason
