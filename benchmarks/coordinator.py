@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,19 +353,21 @@ class Run:
         return secs, cpus
 
 
-def run(clients: int, rounds: int, push: bool, workers: int, workdir: Path) -> Run:
+def run(clients: int, rounds: int, push: bool, workers: int, workdir: Path, flags: tuple[str, ...] = (),
+        worker: Callable[[str, list[str], bool], None] = _worker) -> Run:
+    """`flags`: added to the coordinator's; `worker`: the client processes' target, (target, ids, push)."""
     state = Path(tempfile.mkdtemp(dir=workdir, prefix=f"n{clients}-"))
     log = open(state / "server.log", "w")  # noqa: SIM115 (closed below)
     argv = [sys.executable, "-m", "pfeddc.server.app", "--bind", "127.0.0.1", "--port", "0", "--state-dir",
             str(state / "coordinator"), "--rounds", str(rounds), "--min-clients", str(clients), "--quorum", "1",
             "--round-timeout", "600", "--linger", "3", "--log-format", "json", "--poll-interval", "2",
-            "--max-held-calls", str(clients + 16), *SERVER_FLAGS]
+            "--max-held-calls", str(clients + 16), *SERVER_FLAGS, *flags]
     server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         port = _wait_port(state / "server.log", server)
         ids = [f"site-{i:05d}" for i in range(clients)]
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(f"127.0.0.1:{port}", ids[i::workers], push)) for i in range(workers)]
+        procs = [ctx.Process(target=worker, args=(f"127.0.0.1:{port}", ids[i::workers], push)) for i in range(workers)]
         for p in procs:
             p.start()
         cpu, rss, peak = [], [], 0

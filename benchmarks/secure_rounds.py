@@ -1,5 +1,5 @@
-"""Secure aggregation's cost per round beside plain FedAvg: Flower's SecAgg+ (and, where given, pfeddc's
-secure mode), the part of benchmarks/coordinator.py behind --flower-secagg.
+"""Secure aggregation's cost per round beside plain FedAvg: Flower's SecAgg+ (pfeddc's secure mode: secure_pfeddc.py,
+which writes its own section with `save_section`), the part of benchmarks/coordinator.py behind --flower-secagg.
 
     python benchmarks/coordinator.py --sizes --soak-rounds 0 --flower-secagg \\
         --flower-python "$PWD/.venv-flower/bin/python"      # the venv's own path, not the interpreter it links to
@@ -198,6 +198,6 @@ def save_section(path: Path, lines: list[str]) -> None:
         end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
         old = old[:start] + lines + old[end:]
     else:
-        old = old + lines
+        old = old + ([""] if old and old[-1] else []) + lines
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(old).rstrip("\n") + "\n")
