@@ -119,6 +119,7 @@ class Audit:
         is also (a') summed over every round: the sum telescopes).
     (c) site k's personalized model (final global + its local prompts and fusion): loss; calibrated against
         the initial prompts alone.
+    (0) the control: the initial prompts, never trained (loss): what a blind attack scores on these very splits.
     """
 
     def __init__(self, backbone: Backbone, classnames: list[str], cfg: PromptConfig,
@@ -162,6 +163,7 @@ class Audit:
         """view -> attack -> members' and non-members' scores, pooled over the target sites."""
         final, init = self.previous, self.initial
         per_site = {
+            "0": {"loss": {c: -v for c, v in init.items()}},
             "a": {"loss": {c: -v for c, v in self.update_loss.items()}, "calibrated": self.update_gain},
             "a'": {"loss": {c: -v for c, v in final.items()}, "calibrated": self.round_gain},
             "b": {"loss": {c: -v for c, v in final.items()}, "calibrated": {c: init[c] - final[c] for c in final}},

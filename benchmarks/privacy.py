@@ -9,6 +9,7 @@ Views (benchmarks/membership.py's `Audit` says how each is scored):
   a'  the coordinator's view of that site under secure aggregation: only the round's aggregate
   b   the final global prompts (any site, a new site, whoever gets them)
   c   the site's personalized model (global + its local prompts and fusion: an insider or an API user)
+  0   control: the initial prompts, never trained (level "control": no federation, loss attack only)
 Attacks: loss threshold, and calibrated (loss under a reference the attacker holds minus loss under the view).
 Members: each target site's training examples; non-members: as many of the same site's held-out examples
 (validation + test split, never trained on), drawn at random; every training site is a target, pooled.
@@ -51,7 +52,7 @@ SETTINGS = {  # accuracy.py's dir0.5 and new_domains.py's inverted / twemoji10, 
     "inverted": Setting("digits-inverted", 10, "dirichlet", 0.3, max_samples=0),
     "twemoji10": Setting("twemoji-10", 10, "dirichlet", 0.3, max_samples=0),
 }
-LEVELS = ["off", "off-local", "eps16", "shipped", "eps4", "eps1"]
+LEVELS = ["control", "off", "off-local", "eps16", "shipped", "eps4", "eps1"]
 # No noise multiplier ships as a default (--dp-noise-multiplier has none). The setting the project documents is
 # accuracy.py's: clip 0.1 at delta 1e-5, its least noisy recorded budget being epsilon 8 over 10 rounds; its
 # multiplier (2.016) is "shipped" here, whatever the run's rounds (it then spends less than 8).
@@ -79,8 +80,14 @@ def audit(setting_name: str, level: str, seed: int, rounds: int, backbone: Any, 
     cfg = PromptConfig(classes=tuple(classnames)) if level == "off" else PromptConfig()
     targets = {cid: candidates(s.train, [s.val, s.test], seed * 1000 + i) for i, (cid, s) in
                enumerate(sorted(clients.items()))}
-    observer = Audit(backbone, classnames, replace(cfg, method="pfeddc"), targets, seed, torch.device("cpu"))
     started = time.monotonic()
+    observer = Audit(backbone, classnames, replace(cfg, method="pfeddc"), targets, seed, torch.device("cpu"))
+    sites = {cid: {"train": len(s.train.labels), "held": len(s.val.labels) + len(s.test.labels),
+                   "candidates": targets[cid].size} for cid, s in sorted(clients.items())}
+    if level == "control":  # no federation: the initial prompts on the same candidates
+        return {"setting": setting_name, "level": level, "seed": seed, "rounds": rounds, "sites": sites,
+                "views": {"0": {"loss": metrics(observer.views()["0"]["loss"])}},
+                "wall_s": round(time.monotonic() - started, 1)}
     result = run_federation(backbone, classnames, clients, "pfeddc", train_settings(pfeddc_rate()), rounds, seed,
                             prompt=cfg, dp=dp, observer=observer)
     views = observer.views()
@@ -93,9 +100,7 @@ def audit(setting_name: str, level: str, seed: int, rounds: int, backbone: Any, 
         "global_alone": statistics.fmean(result.final_global.values()),
         "views": {v: {a: metrics(s) for a, s in attacks.items()} for v, attacks in views.items()},
         "per_site_auc": observer.per_site_auc(),
-        "sites": {cid: {"train": len(s.train.labels), "held": len(s.val.labels) + len(s.test.labels),
-                        "candidates": targets[cid].size} for cid, s in sorted(clients.items())},
-        "failures": result.failures, "wall_s": round(time.monotonic() - started, 1),
+        "sites": sites, "failures": result.failures, "wall_s": round(time.monotonic() - started, 1),
     }
 
 
@@ -116,6 +121,10 @@ class Runner:
         self.records.append(rec)
         with open(self.log, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
+        if level == "control":
+            print(f"  {setting:>9} {level:>9} seed {seed}: loss AUC of the initial prompts "
+                  f"{rec['views']['0']['loss']['auc']:.3f}", flush=True)
+            return
         aucs = " ".join(f"{view} {m['calibrated']['auc']:.3f}" for view, m in rec["views"].items())
         print(f"  {setting:>9} {level:>9} seed {seed}: accuracy {100 * rec['mean_accuracy']:.1f}, global alone "
               f"{100 * rec['global_alone']:.1f}; calibrated AUC {aucs} ({rec['wall_s']} s)", flush=True)

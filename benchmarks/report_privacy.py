@@ -32,7 +32,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def splits(setting: str, runs: list[dict[str, Any]]) -> str:
+def _control(by_level: dict[str, list[dict[str, Any]]]) -> str:
+    """The loss attack's AUC on the initial prompts (never trained) over the same splits: the blind baseline."""
+    runs = by_level.get("control", [])
+    return f"{_metric(runs, '0', 'loss', 'auc'):.3f}" if runs else "-"
+
+
+def splits(setting: str, by_level: dict[str, list[dict[str, Any]]]) -> str:
+    runs = next(iter(by_level.values()))
     sites = runs[0]["sites"]
     train = [s["train"] for s in sites.values()]
     held = [s["held"] for s in sites.values()]
@@ -40,7 +47,7 @@ def splits(setting: str, runs: list[dict[str, Any]]) -> str:
     total = sum(cand)
     return (f"| {setting} | {len(sites)} | {min(train)} / {statistics.median(train):g} / {max(train)} | "
             f"{min(held)} / {statistics.median(held):g} / {max(held)} | {min(cand)} / {statistics.median(cand):g} / "
-            f"{max(cand)} | {total} + {total} | {null_auc_std(total, total):.3f} |")
+            f"{max(cand)} | {total} + {total} | {null_auc_std(total, total):.3f} | {_control(by_level)} |")
 
 
 def level_label(runs: list[dict[str, Any]]) -> tuple[str, str, str]:
@@ -82,7 +89,7 @@ def goal_row(setting: str, by_level: dict[str, list[dict[str, Any]]]) -> str | N
         cost = f"{100 * d_acc:+.1f} / {100 * d_glob:+.1f}"
     verdict = "met" if value <= GOAL_AUC else "not met"
     return (f"| {setting} | {runs[0]['epsilon']:.2f} | {value:.3f} ({worst[0]} {worst[1]}) | +-{band:.3f} | "
-            f"{verdict} | {cost} |")
+            f"{_control(by_level)} | {verdict} | {cost} | {len(runs)} |")
 
 
 def render(records: list[dict[str, Any]], order: list[str] | None = None) -> str:
@@ -92,8 +99,9 @@ def render(records: list[dict[str, Any]], order: list[str] | None = None) -> str
     groups = _groups(records)
     out = ["### Splits (per target site: min / median / max)", "",
            "| setting | sites (all targets) | training images | held-out images (val + test) | members = non-members "
-           "| pooled members + non-members | AUC std of a blind attack |", "|---|---:|---:|---:|---:|---:|---:|"]
-    out += [splits(f"{s} ({r} rounds)", next(iter(g.values()))) for (s, r), g in groups.items()]
+           "| pooled members + non-members | AUC std of a blind attack | control: loss AUC of the initial prompts |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out += [splits(f"{s} ({r} rounds)", g) for (s, r), g in groups.items()]
     goals = []
     for (setting, rounds), by_level in groups.items():
         out += ["", f"### {setting}, {rounds} rounds x 1 local epoch", ""] + main_table(by_level, order)
@@ -107,6 +115,6 @@ def render(records: list[dict[str, Any]], order: list[str] | None = None) -> str
                 f"<= {GOAL_AUC}. The band is 2 standard "
                 "deviations of a blind attack's AUC on the same split sizes. Cost: personalized / global-alone "
                 "accuracy in points against the same federation without DP (class rows local).", "",
-                "| setting | epsilon | worst AUC (attack) | blind band | goal | accuracy cost (points) |",
-                "|---|---:|---:|---:|---|---:|", *goals]
+                "| setting | epsilon | worst AUC (attack) | blind band | control | goal | accuracy cost (points) | "
+                "seeds |", "|---|---:|---:|---:|---:|---|---:|---:|", *goals]
     return "\n".join(out)
