@@ -61,7 +61,7 @@ ROUNDS, SEED = 5, 0
 
 
 def dp_for(level: str, rounds: int) -> DpSettings | None:
-    if level.startswith("off"):
+    if level.startswith("off") or level == "control":
         return None
     if level == "shipped":
         return DpSettings(noise_for_epsilon(SHIPPED_EPSILON, SHIPPED_ROUNDS), DP_CLIP)
@@ -125,7 +125,8 @@ class Runner:
             print(f"  {setting:>9} {level:>9} seed {seed}: loss AUC of the initial prompts "
                   f"{rec['views']['0']['loss']['auc']:.3f}", flush=True)
             return
-        aucs = " ".join(f"{view} {m['calibrated']['auc']:.3f}" for view, m in rec["views"].items())
+        aucs = " ".join(f"{view} {m['calibrated']['auc']:.3f}" for view, m in rec["views"].items()
+                        if "calibrated" in m)
         print(f"  {setting:>9} {level:>9} seed {seed}: accuracy {100 * rec['mean_accuracy']:.1f}, global alone "
               f"{100 * rec['global_alone']:.1f}; calibrated AUC {aucs} ({rec['wall_s']} s)", flush=True)
 
