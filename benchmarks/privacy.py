@@ -58,6 +58,8 @@ LEVELS = ["control", "off", "off-local", "eps16", "shipped", "eps4", "eps1"]
 # multiplier (2.016) is "shipped" here, whatever the run's rounds (it then spends less than 8).
 SHIPPED_EPSILON, SHIPPED_ROUNDS, DP_CLIP = 8.0, 10, 0.1
 ROUNDS, SEED = 5, 0
+TITLE = "# Privacy audit: membership inference against each view of a federation (benchmarks/privacy.py)"
+FINDINGS = "## What the numbers say"  # the written part of the results file, kept when the tables are redone
 
 
 def dp_for(level: str, rounds: int) -> DpSettings | None:
@@ -164,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
 
     records = [json.loads(line) for line in args.log.read_text().splitlines()] if args.log.exists() else []
     text = f"Recorded on {hardware(args.threads)}; embedded backbone.\n\n" + render(records)
-    args.out.write_text(text + "\n")
     print(text)
+    kept = args.out.read_text().split(FINDINGS, 1) if args.out.exists() else []
+    args.out.write_text(f"{TITLE}\n\n{text}\n" + (f"\n{FINDINGS}{kept[1]}" if len(kept) == 2 else ""))
     return 0
 
 
