@@ -59,7 +59,8 @@ LEVELS = ["control", "off", "off-local", "eps16", "shipped", "eps4", "eps1"]
 SHIPPED_EPSILON, SHIPPED_ROUNDS, DP_CLIP = 8.0, 10, 0.1
 ROUNDS, SEED = 5, 0
 TITLE = "# Privacy audit: membership inference against each view of a federation (benchmarks/privacy.py)"
-FINDINGS = "## What the numbers say"  # the written part of the results file, kept when the tables are redone
+# The written parts of the results file, before the tables and after them, are kept when the tables are redone.
+RECORDED, FINDINGS = "Recorded on ", "## What the numbers say"
 
 
 def dp_for(level: str, rounds: int) -> DpSettings | None:
@@ -165,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     from report_privacy import render
 
     records = [json.loads(line) for line in args.log.read_text().splitlines()] if args.log.exists() else []
-    text = f"Recorded on {hardware(args.threads)}; embedded backbone.\n\n" + render(records)
+    text = f"{RECORDED}{hardware(args.threads)}; embedded backbone.\n\n" + render(records)
     print(text)
-    kept = args.out.read_text().split(FINDINGS, 1) if args.out.exists() else []
-    args.out.write_text(f"{TITLE}\n\n{text}\n" + (f"\n{FINDINGS}{kept[1]}" if len(kept) == 2 else ""))
+    old = args.out.read_text() if args.out.exists() else ""
+    head = old.split(RECORDED, 1)[0] if RECORDED in old else f"{TITLE}\n\n"
+    kept = old.split(FINDINGS, 1)
+    args.out.write_text(head + text + "\n" + (f"\n{FINDINGS}{kept[1]}" if len(kept) == 2 else ""))
     return 0
 
 

@@ -77,8 +77,8 @@ def goal_row(setting: str, by_level: dict[str, list[dict[str, Any]]]) -> str | N
     if "shipped" not in by_level:
         return None
     runs = by_level["shipped"]
-    worst = max(COORDINATOR_SECAGG, key=lambda va: _metric(runs, *va, "auc"))
-    value = _metric(runs, *worst, "auc")
+    worst = max(COORDINATOR_SECAGG, key=lambda va: _metric(runs, va[0], va[1], "auc"))
+    value = _metric(runs, worst[0], worst[1], "auc")
     n = runs[0]["views"][worst[0]][worst[1]]["members"]
     band = 2 * null_auc_std(n, n)
     ref = by_level.get("off-local")
