@@ -1,7 +1,8 @@
 """Privacy audit: membership inference against what each party sees of a pFedDC federation, with and without DP.
 
     python benchmarks/privacy.py                               # every setting and DP level, resumable
-    python benchmarks/privacy.py --settings inverted --levels off,shipped --rounds 2   # a smoke run (~1 min)
+    python benchmarks/privacy.py --settings inverted --levels off,shipped --rounds 2 \
+        --log /tmp/p.jsonl --out /tmp/p.md                     # a smoke run (~2 min), away from the results
     python benchmarks/privacy.py --report-only                 # tables of the recorded runs
 
 Views (benchmarks/membership.py's `Audit` says how each is scored):
