@@ -106,7 +106,7 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
                 continue
             fed.submit(cid, round_, serde.encode(outcome.tensors), len(clients[cid].train), outcome.metrics)
             if observer is not None:
-                observer.update(round_, cid, task.tensors(), outcome.tensors)
+                observer.update(round_, cid, before, outcome.tensors)  # `before`: the global the task carries
             accuracies.append(outcome.metrics.accuracy_after)
             global_accuracies.append(outcome.metrics.accuracy_global)
         after = fed.global_tensors
