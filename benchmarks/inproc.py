@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +39,19 @@ class ClientSplit:
 Attack = Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
+class Observer(Protocol):
+    """Watches a federation as it runs (benchmarks/privacy.py's membership attacks): what the coordinator sees."""
+
+    def update(self, round_: int, cid: str, received: dict[str, np.ndarray], sent: dict[str, np.ndarray]) -> None:
+        """A site's update of the round (the global tensors it sends), and the global it was handed."""
+
+    def committed(self, round_: int, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> None:
+        """The round's new global (`after`) and the one before it."""
+
+    def finished(self, models: dict[str, PFedDCModel], final_global: dict[str, np.ndarray]) -> None:
+        """Each site's personalized model (the final global loaded) after the federation."""
+
+
 @dataclass
 class RunResult:
     final: dict[str, float]  # personalized test accuracy per training client
@@ -56,9 +69,11 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
                    settings: TrainSettings, rounds: int, seed: int, fraction: float = 1.0,
                    new_clients: dict[str, ClientSplit] | None = None, prompt: PromptConfig | None = None,
                    dp: DpSettings | None = None, attackers: dict[str, Attack] | None = None,
-                   overrides: dict[str, Any] | None = None, device_name: str = "cpu") -> RunResult:
+                   overrides: dict[str, Any] | None = None, device_name: str = "cpu",
+                   observer: Observer | None = None) -> RunResult:
     """`attackers`: client ids (among `clients`) that submit what their attack returns instead of training;
-    they are left out of the accuracies. `overrides`: FederationConfig fields to override (e.g. clipping)."""
+    they are left out of the accuracies. `overrides`: FederationConfig fields to override (e.g. clipping).
+    `observer`: told each update, each committed global and the final models."""
     started = time.monotonic()
     cfg = replace(prompt or PromptConfig(classes=tuple(classnames)), method=method)  # the sim names them too
     device = torch.device(device_name)
@@ -91,9 +106,13 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
                 fed.report_failure(cid, round_, outcome.reason, outcome.failure or "")
                 continue
             fed.submit(cid, round_, serde.encode(outcome.tensors), len(clients[cid].train), outcome.metrics)
+            if observer is not None:
+                observer.update(round_, cid, before, outcome.tensors)  # `before`: the global the task carries
             accuracies.append(outcome.metrics.accuracy_after)
             global_accuracies.append(outcome.metrics.accuracy_global)
         after = fed.global_tensors
+        if observer is not None and fed.last_round is not None and fed.last_round.round == round_:  # committed
+            observer.committed(round_, before, after)
         history.append({"round": round_, "accuracy_after": _mean(accuracies),
                         "accuracy_global": _mean(global_accuracies), "trained": len(accuracies),
                         "global_change": {k: float(np.linalg.norm(after[k] - before[k])) for k in sorted(after)},
@@ -108,6 +127,8 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
         val.append(evaluate(model, clients[cid].val, device))
         with model.global_only():
             final_alone[cid] = evaluate(model, clients[cid].test, device)
+    if observer is not None:
+        observer.finished({cid: m for cid, m in models.items() if cid not in (attackers or {})}, final_global)
     newcomers = {}
     for cid, split in (new_clients or {}).items():
         model = PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid)).to(device)
