@@ -40,6 +40,7 @@ from ..common.secagg.protocol import (
     UnmaskResponse,
 )
 from .config import FederationConfig
+from .updates import check_metrics
 
 ORDER = list(Stage)
 # A process's runs are told apart from another process's (a restarted coordinator) by this id.
@@ -102,6 +103,7 @@ class SecureRun:
             elif isinstance(msg, ShareKeys):
                 core.receive_shares(msg)
             elif isinstance(msg, Contribution):
+                check_metrics(msg.metrics)  # as a plain update's: the round summary records them
                 if msg.num_examples != declared:
                     raise Refused(Code.INVALID_ARGUMENT, f"num_examples {msg.num_examples} differs from the "
                                                          f"{declared} declared at Join (join again to change it)")

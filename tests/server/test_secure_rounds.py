@@ -60,16 +60,24 @@ def sampled(port: int) -> tuple[dict[str, Connection], list[TensorSpec], dict[st
 
 
 def in_threads(work: dict[str, Callable[[], SecureOutcome]]) -> dict[str, SecureOutcome]:
+    """Each site's work at once; a site whose work raised (a failed assertion in it) fails the test."""
     out: dict[str, SecureOutcome] = {}
+    errors: dict[str, BaseException] = {}
 
     def run(client_id: str) -> None:
-        out[client_id] = work[client_id]()
+        try:
+            out[client_id] = work[client_id]()
+        except BaseException as exc:  # noqa: BLE001  # re-raised below, in the test's thread
+            errors[client_id] = exc
 
     threads = [threading.Thread(target=run, args=(c,)) for c in work]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    for client_id, exc in errors.items():
+        raise AssertionError(f"{client_id}: {exc!r}") from exc
+    assert set(out) == set(work), f"no outcome from {sorted(set(work) - set(out))}"
     return out
 
 
@@ -112,12 +120,15 @@ def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str
     base = global_tensors(task)
     vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s)
     masked = site.masked_input(delivered_to_me, vector, s.weight)  # type: ignore[arg-type]
-    if stop_after == "garbage":  # a masked vector one element short: refused to it alone, it counts as dropped
-        short = Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)
+    if stop_after == "garbage":  # a masked vector one element short, or infinite metrics: refused, nothing kept
+        full = Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)
         with pytest.raises(Refused) as refused:
-            conn.secure(SecureStep(conn.client_id, task.round, s.attempt, replace(short, masked=short.masked[:-4])),
+            conn.secure(SecureStep(conn.client_id, task.round, s.attempt, replace(full, masked=full.masked[:-4])),
                         rid, wait_s=0)
         assert refused.value.code == Code.INVALID_ARGUMENT and "does not fit the round's field" in refused.value.message
+        with pytest.raises(Refused, match="metric 'train_loss' is not finite"):
+            conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
+                                   replace(full, metrics=replace(METRICS, train_loss=float("inf")))), rid, wait_s=0)
         return SecureOutcome(False, "refused")
     conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
                            Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)), rid, wait_s=0)
