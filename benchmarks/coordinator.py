@@ -45,10 +45,11 @@ import grpc
 import numpy as np
 
 from pfeddc.common import serde, wire
+from pfeddc.common.backbones import HUB_DEFAULT_MODEL, KNOWN_BACKBONES
 from pfeddc.common.messages import Metrics
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
-from pfeddc.common.spec import HUB_DEFAULT_MODEL, KNOWN_BACKBONES, PromptConfig, global_spec
+from pfeddc.common.spec import PromptConfig, global_spec
 
 PROMPT = PromptConfig(method="pfeddc", text_ctx=16, vision_tokens=16)
 SPEC = global_spec(KNOWN_BACKBONES[HUB_DEFAULT_MODEL], PROMPT)

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from ..common.backbones import EMBEDDED_MODEL, resolve_dims
 from ..common.cli import add_log_flags, add_prompt_flags, add_train_flags, prompt_config_from
 from ..common.envflags import add_version, apply_env_defaults, package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import Event, configure_logging, get_logger
 from ..common.messages import HEARTBEAT_INTERVAL_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.spec import EMBEDDED_MODEL, PromptConfig, TensorSpec, global_spec, initial_prompts, resolve_dims
+from ..common.spec import PromptConfig, TensorSpec, global_spec, initial_prompts
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import MiB, TlsFiles, is_loopback, server_options
 from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource

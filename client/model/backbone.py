@@ -20,7 +20,7 @@ from PIL import Image
 from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
 from transformers.masking_utils import create_causal_mask
 
-from ...common.spec import EMBEDDED_MODEL, BackboneDims, dims_from_config
+from ...common.backbones import EMBEDDED_MODEL, BackboneDims, dims_from_config
 from ..embedded import embedded_dir
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -198,11 +198,8 @@ class PFedDCModel(nn.Module):
 
     # ----- state partition
     def _named_state(self) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for part in (self.text, self.class_embeddings, self.vision):
-            if part is not None:
-                out.update(part.named_tensors())
-        return out
+        parts = (self.text, self.class_embeddings, self.vision)
+        return {k: v for part in parts if part is not None for k, v in part.named_tensors().items()}
 
     def state(self, which: StatePart) -> dict[str, np.ndarray]:
         """The tensors as they are stored and sent (the shared class rows in their wire form, see classes.py)."""
@@ -241,9 +238,6 @@ class PFedDCModel(nn.Module):
             self.load_state(saved, StatePart.LOCAL)
 
     # ----- training
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
     def param_groups(self, settings: TrainSettings) -> list[dict[str, Any]]:
         """Text prompts at `lr`, vision prompts and gates at `lr_vision`, fusion modules at `lr_fusion`."""
         groups: dict[str, list[nn.Parameter]] = {"lr": [], "lr_vision": [], "lr_fusion": []}

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...common.backbones import EMBEDDED_MODEL
 from ...common.cli import (
     add_prompt_flags,
     add_train_flags,
@@ -24,7 +25,7 @@ from ...common.cli import (
 )
 from ...common.envflags import add_version, apply_env_defaults
 from ...common.logs import Event
-from ...common.spec import EMBEDDED_MODEL, METHODS, class_key
+from ...common.spec import METHODS, class_key
 from .processes import LoggedProcess, installed_command
 from .report import collect_method, print_round_table, write_results
 

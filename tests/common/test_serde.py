@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pfeddc.common import serde
-from pfeddc.common.spec import PromptConfig, TensorSpec, global_spec, initial_prompts, resolve_dims
+from pfeddc.common.backbones import resolve_dims
+from pfeddc.common.spec import PromptConfig, TensorSpec, global_spec, initial_prompts
 
 
 def test_encode_decode_round_trip_is_exact_and_deterministic() -> None:

@@ -14,8 +14,9 @@ from pfeddc.client.model.images import ImageSet
 from pfeddc.client.model.prompts import PFedDCModel
 from pfeddc.client.model.train import evaluate
 from pfeddc.client.sim.datasets import DIGIT_CLASSES, font_digits
+from pfeddc.common.backbones import EMBEDDED_MODEL, dims_from_config, resolve_dims
 from pfeddc.common.embedded import EMBEDDED_CONFIG
-from pfeddc.common.spec import EMBEDDED_MODEL, PromptConfig, dims_from_config, resolve_dims
+from pfeddc.common.spec import PromptConfig
 
 
 def test_weights_config_matches_what_the_coordinator_announces() -> None:

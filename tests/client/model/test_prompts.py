@@ -110,7 +110,7 @@ def test_param_groups_give_text_vision_and_fusion_their_own_learning_rates(tiny_
     model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2))
     groups = {g["name"]: g for g in model.param_groups(TrainSettings(lr=0.1, lr_vision=0.2, lr_fusion=0.3))}
     assert {k: g["lr"] for k, g in groups.items()} == {"lr": 0.1, "lr_vision": 0.2, "lr_fusion": 0.3}
-    assert sum(len(g["params"]) for g in groups.values()) == len(model.trainable_parameters())
+    assert sum(len(g["params"]) for g in groups.values()) == len([p for p in model.parameters() if p.requires_grad])
 
 
 def test_only_prompts_and_fusion_train_and_backbone_stays_byte_identical(tiny_backbone: Backbone) -> None:
@@ -119,7 +119,7 @@ def test_only_prompts_and_fusion_train_and_backbone_stays_byte_identical(tiny_ba
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("text.", "vision.", "class_embeddings.")) for n in trainable)
     assert not any(p.requires_grad for p in model.clip.parameters())
-    opt = torch.optim.SGD(model.trainable_parameters(), lr=0.5)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     x, y = pixels(8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     for _ in range(3):
         loss = F.cross_entropy(model(x), y)
