@@ -158,7 +158,7 @@ class Connection:
 
     def secure(self, step: SecureStep, rid: RoundId, wait_s: float = MAX_HOLD_S) -> SecureAnswer:
         """One stage of secure aggregation (or, without a message, a poll), held up to `wait_s` while PENDING."""
-        request = wire_secure.step_to_proto(replace(step, max_wait_s=wait_s))
+        request = wire_secure.step_to_proto(replace(step, max_wait_s=wait_s, run_id=rid.federation_id))
         return wire_secure.answer_from_proto(self._retry("secure_aggregate", lambda: self._stub.SecureAggregate(
             request, timeout=self.rpc_timeout_s + wait_s)), rid, self.client_id)
 

@@ -76,7 +76,7 @@ def _bundle_from_proto(m: pb.SecAggBundle) -> SealedBundle:
 
 def step_to_proto(step: SecureStep) -> pb.SecAggRequest:
     out = pb.SecAggRequest(client_id=step.client_id, round=step.round, attempt=step.attempt,
-                           max_wait_s=step.max_wait_s)
+                           max_wait_s=step.max_wait_s, run_id=step.run_id)
     msg = step.message
     if isinstance(msg, AdvertiseKeys):
         out.keys.CopyFrom(_keys_to_proto(msg.keys))
@@ -117,7 +117,7 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
                 raise ValueError(f"a revealed share of {r.dealer!r} carries trailing bytes")
             shares.append(RevealedShare(r.dealer, kind, share))
         message = UnmaskResponse(site, tuple(shares))
-    return SecureStep(site, m.round, m.attempt, message, m.max_wait_s)
+    return SecureStep(site, m.round, m.attempt, message, m.max_wait_s, m.run_id)
 
 
 # ----- the coordinator's answer

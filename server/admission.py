@@ -113,12 +113,15 @@ def check_report(rounds: Rounds, client_id: str, round_: int) -> SubmitResult | 
 def find_run(rounds: Rounds, step: SecureStep) -> SecureRun:
     """The secure run a SecureAggregate call is about: the open attempt's, or the one that just ended."""
     for run in (rounds.attempt.secure, rounds.ended_secure):
-        if run is not None and (run.round, run.attempt) == (step.round, step.attempt):
+        if run is not None and (run.round, run.attempt, run.config.rid.federation_id) == \
+                (step.round, step.attempt, step.run_id):
             if step.client_id not in run.plan:
                 raise Refused(Code.FAILED_PRECONDITION, f"client {step.client_id!r} is not sampled in round "
                                                         f"{run.round} (attempt {run.attempt})")
             return run
     if not rounds.config.secure_aggregation:
         raise Refused(Code.FAILED_PRECONDITION, "this federation does not run secure aggregation: use SubmitUpdate")
-    raise Refused(Code.FAILED_PRECONDITION, f"round {step.round} attempt {step.attempt} is not the open secure round "
-                                            f"(round {rounds.round}, attempt {rounds.attempt.number}): ask for a task")
+    raise Refused(Code.FAILED_PRECONDITION, f"round {step.round} attempt {step.attempt} of run {step.run_id!r} is not "
+                                            f"the open secure round (round {rounds.round}, attempt "
+                                            f"{rounds.attempt.number}; the coordinator may have restarted): ask for "
+                                            "a task")

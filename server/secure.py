@@ -9,7 +9,8 @@ threshold, or a dealer whose shares do not reconstruct, ends the run with `failu
 lifecycle (server/rounds.py) retries the round as a new attempt with fresh keys, without the blamed site.
 
 Nothing here is saved: keys, bundles and masked vectors live in memory for one attempt. A restarted
-coordinator starts the round's protocol again under a new run id, so no mask is ever reused.
+coordinator starts the round's protocol again under a new run id (drawn afresh for every attempt), so no mask
+is ever reused.
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ from .config import FederationConfig
 from .updates import check_metrics
 
 ORDER = list(Stage)
-# A process's runs are told apart from another process's (a restarted coordinator) by this id.
-PROCESS_RUN_ID = secrets.token_hex(8)
 
 
 def settings(config: FederationConfig, attempt: int, sampled: list[str],
@@ -63,7 +62,7 @@ def settings(config: FederationConfig, attempt: int, sampled: list[str],
         capped = {c: config.weight(counts[c]) for c in sampled}
         top = max(capped.values())
         weights = {c: w / top for c, w in capped.items()}
-    run_id = f"pfeddc/{PROCESS_RUN_ID}"
+    run_id = f"pfeddc/{secrets.token_hex(8)}"  # drawn per attempt: no run, restarted or not, shares an id
     return {c: SecureSettings(run_id, attempt, tuple(sorted(sampled)), threshold, length, field, weights[c], clip, std)
             for c in sampled}
 

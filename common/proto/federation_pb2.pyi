@@ -224,7 +224,7 @@ class SecAggReveal(_message.Message):
     def __init__(self, shares: _Optional[_Iterable[_Union[SecAggRevealedShare, _Mapping]]] = ...) -> None: ...
 
 class SecAggRequest(_message.Message):
-    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "max_wait_s")
+    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "max_wait_s", "run_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +233,7 @@ class SecAggRequest(_message.Message):
     MASKED_FIELD_NUMBER: _ClassVar[int]
     REVEAL_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     attempt: int
@@ -241,7 +242,8 @@ class SecAggRequest(_message.Message):
     masked: SecAggMasked
     reveal: SecAggReveal
     max_wait_s: float
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., max_wait_s: _Optional[float] = ...) -> None: ...
+    run_id: str
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., max_wait_s: _Optional[float] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class SecAggKeysAnnounced(_message.Message):
     __slots__ = ("keys",)

@@ -39,7 +39,7 @@ CAPABILITY = "secure-aggregation/v1"
 class SecureSettings:
     """A secure round's settings for one site, fixed when the attempt opens."""
 
-    run_id: str  # new per coordinator start: with round and attempt, binds every key and seed of the run
+    run_id: str  # drawn afresh per attempt: with round and attempt, binds every key and seed of the run
     attempt: int
     sampled: tuple[str, ...]
     threshold: int
@@ -83,6 +83,7 @@ class SecureStep:
     attempt: int
     message: StageMessage | None = None  # None: a poll for the stage this site last sent
     max_wait_s: float = 0.0  # the coordinator holds the call up to this long while the answer is PENDING
+    run_id: str = ""  # the run the site is in (SecureSettings.run_id)
 
 
 class Status(StrEnum):

@@ -257,3 +257,28 @@ def test_secure_round_with_dp_carries_the_noise_the_accountant_assumes(coordinat
     assert 0.8 < float(np.std(noise)) / (sigma * clip * np.sqrt(4 / 3) / 4) < 1.25
     summary = json.loads((tmp_path / "coord" / "rounds.jsonl").read_text().splitlines()[-1])
     assert summary["aggregator"] == "secagg-dp-fedavg" and summary["dp_epsilon"] > 0
+
+
+def test_a_restarted_coordinator_runs_the_round_afresh_and_refuses_the_old_run(coordinator: StartCoordinator,
+                                                                             tmp_path: Path) -> None:
+    first = coordinator(*FLAGS, state_dir=tmp_path / "state")
+    conns, spec, tasks, base = sampled(first.port)
+    old = tasks["site-a"].secure
+    assert old is not None
+    keys = SecAggSite("site-a", old.round_config(1)).advertise()
+    conns["site-a"].secure(SecureStep("site-a", 1, old.attempt, keys), old.round_config(1).rid, wait_s=0)
+    first.stop(0)  # mid-round: keys advertised, nothing saved of them
+    second = coordinator(*FLAGS, state_dir=tmp_path / "state")
+    conns = {c: connect(second.port, c) for c in COUNTS}
+    for c, conn in conns.items():
+        conn.join(COUNTS[c], spec)
+    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
+    new = tasks["site-a"].secure
+    assert new is not None and tasks["site-a"].round == 1 and new.run_id != old.run_id  # fresh keys, fresh masks
+    with pytest.raises(Refused, match="the coordinator may have restarted"):  # the old run's message
+        conns["site-a"].secure(SecureStep("site-a", 1, old.attempt, keys), old.round_config(1).rid, wait_s=0)
+    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
+    assert all(o == SecureOutcome(True) for o in outcomes.values()), outcomes
+    got, want = final_global(conns["site-a"]), expected_global(base, spec, list(COUNTS))
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5)
