@@ -86,7 +86,7 @@ def test_defaults_sim_passes_the_coordinators_and_the_clients_through() -> None:
     add_train_flags(shared)
     add_prompt_flags(shared)
     add_log_flags(shared)
-    generated = set(_defaults(shared)) | {"version", "model"}  # model: common/spec.py EMBEDDED_MODEL
+    generated = set(_defaults(shared)) | {"version", "model"}  # model: common/backbones.py EMBEDDED_MODEL
     sim = _defaults(sim_parser())
     others = {**_defaults(run_parser()), **_defaults(server_parser())}
     for dest in sim.keys() & others.keys() - generated:

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per client process (default: cores / clients, at least 1)")
     p.add_argument("--device", default="cpu", help="client device: cpu, cuda, auto (default: %(default)s)")
+    p.add_argument("--secure-aggregation", action="store_true", default=None,
+                   help="run the coordinator with secure aggregation: it learns only each round's sum of the "
+                        "clients' changes (needs 3 client folders or more; docs/secure-aggregation.md)")
     add_prompt_flags(p, with_method=False)
     add_train_flags(p)
     add_version(p)
@@ -82,7 +85,8 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
          "--round-timeout", str(args.round_timeout), "--model", args.model,
          "--method", method, "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
          *train_flags(train_settings_from(args)), *prompt_flags(prompt_config_from(args, method)),
-         "--classes", args.classes or str(federation_classes(clients, out))],
+         "--classes", args.classes or str(federation_classes(clients, out)),
+         *(["--secure-aggregation"] if args.secure_aggregation else [])],
         out / "logs" / "server.log", env)
     procs = [server]
     try:
@@ -161,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.data is None:
             raise ValueError("--data is required (or --demo)")
         clients = client_folders(args.data)
+        if args.secure_aggregation and len(clients) < 3:  # before a coordinator starts only to refuse it
+            raise ValueError(f"--secure-aggregation needs 3 client folders or more (with two, each learns the "
+                             f"other's change from the sum); {args.data} has {len(clients)}")
         if args.model == EMBEDDED_MODEL:
             from ..embedded import embedded_dir
 

@@ -57,6 +57,22 @@ def test_sim_refuses_to_mix_results_with_an_earlier_run(tmp_path: Path, tiny_mod
     assert "never mixed" in capsys.readouterr().err
 
 
+def test_sim_runs_a_secure_federation_and_refuses_one_of_two_sites(tmp_path: Path, tiny_model_dir: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    for i in range(3):
+        make_image_folder(data / f"client_{i:02d}", ["red", "green"], 6, seed=i, split=True)
+    out = tmp_path / "out"
+    args = ["--rounds", "1", "--model", str(tiny_model_dir), "--threads", "1", "--secure-aggregation", *GENTLE_RATES]
+    assert main(["--data", str(data), "--out", str(out), *args]) == 0, capsys.readouterr().out
+    summary = json.loads((out / "pfeddc" / "coordinator" / "rounds.jsonl").read_text().splitlines()[-1])
+    assert summary["aggregator"] == "secagg-fedavg" and len(summary["clients"]) == 3
+    (data / "client_02").rename(tmp_path / "aside")
+    assert main(["--data", str(data), "--out", str(tmp_path / "out2"), *args]) == 2
+    assert "--secure-aggregation needs 3 client folders or more" in capsys.readouterr().err
+    assert not (tmp_path / "out2" / "pfeddc").exists()  # refused before any process started
+
+
 def test_round_means_skip_rounds_whose_training_diverged() -> None:
     from pfeddc.client.sim.report import per_round_means
 
