@@ -27,6 +27,7 @@ from ..common.secagg.exchange import (
     Status,
     flatten,
 )
+from ..common.secagg.noise import add_noise_share
 from ..common.secagg.protocol import KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
 from ..common.secagg.site import SecAggSite
 from ..common.spec import TensorSpec
@@ -54,9 +55,7 @@ def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarra
     norm = float(np.linalg.norm(change))
     if norm > settings.clip_norm:
         change *= settings.clip_norm / norm
-    if settings.noise_std > 0:
-        change = change + (rng or np.random.default_rng()).normal(0.0, settings.noise_std, size=change.shape)
-    return change
+    return add_noise_share(change, settings.noise_std, settings.clip_norm, rng) if settings.noise_std > 0 else change
 
 
 def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Mapping[str, np.ndarray],

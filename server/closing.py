@@ -16,6 +16,7 @@ import numpy as np
 from ..common.secagg.exchange import unflatten
 from ..common.spec import TensorSpec
 from .aggregate import Aggregator
+from .combine import dp_denominator
 from .config import FederationConfig
 from .history import RoundSummary, SiteRecord
 from .pipeline import Rules, Step, combine, combine_secure
@@ -79,7 +80,7 @@ def secure_state(state: FederationState, config: FederationConfig, attempt: Atte
     if len(attempt.received) < config.quorum:
         raise NoQuorum(f"secure aggregation: {len(attempt.received)} survivors, --quorum {config.quorum}")
     dp = config.dp is not None
-    denominator = float(max(len(attempt.sampled), len(attempt.received))) if dp else run.survivors_weight()
+    denominator = dp_denominator(len(attempt.sampled), len(attempt.received)) if dp else run.survivors_weight()
     combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator)
     stragglers = sorted(attempt.sampled - attempt.received.keys() - attempt.failed.keys())
     return next_state(state, config, combined, attempt.received, attempt.failed, stragglers, attempt.number,

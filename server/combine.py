@@ -105,12 +105,17 @@ def bound(step: Step, rules: Rules) -> Step:
     return replace(step, changes=changes, clipped=tuple(clipped), largest_change=largest, tensor_clip=tensor_clip)
 
 
+def dp_denominator(sampled: int, received: int) -> float:
+    """DP-FedAvg's mean is over the sampled count (fixed before anyone answers, so it reveals no one's absence)."""
+    return float(max(sampled, received))
+
+
 def aggregate(step: Step, rules: Rules) -> Step:
     """Without DP: the aggregator over the bounded changes (every aggregator commutes with adding the same
     global to all its inputs). With DP: their equal-weight sum over the `sampled` clients (DP-FedAvg)."""
     if rules.dp is None:
         return replace(step, change=rules.aggregate([(d, step.weights[c]) for c, d in step.changes.items()]))
-    denominator = max(rules.sampled, len(step.changes))
+    denominator = dp_denominator(rules.sampled, len(step.changes))
     deltas = list(step.changes.values())
     total = {name: np.sum([np.asarray(d[name], dtype=np.float64) for d in deltas], axis=0)
              for name in sorted(deltas[0])}
@@ -123,7 +128,7 @@ def noise(step: Step, rules: Rules) -> Step:
     if rules.dp is None or step.change is None:
         return step
     dp, rng = rules.dp, rules.rng or np.random.default_rng()
-    denominator = max(rules.sampled, len(step.changes))
+    denominator = dp_denominator(rules.sampled, len(step.changes))
     return replace(step, change={name: c + rng.normal(0.0, dp.noise_multiplier * dp.clip, size=c.shape) / denominator
                                  for name, c in step.change.items()})
 

@@ -147,7 +147,8 @@ class CoordinatorServicer:
         deadline = time.monotonic() + min(step.max_wait_s, MAX_HOLD_S, _left(context))
         while True:  # the message counts once; then the call is held while the answer is PENDING
             version = fed.changes.version
-            answer = await self._call(context, client_id, functools.partial(fed.secure_step, step))
+            answer = await self._call(context, client_id, functools.partial(fed.secure_step, step),
+                                      off_loop=step.message is not None)  # a masked vector is read off the loop
             left = deadline - time.monotonic()
             if answer.status != Status.PENDING or left <= 0 or not await fed.changes.wait_async(version, left,
                                                                                                   client_id):

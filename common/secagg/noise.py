@@ -32,12 +32,11 @@ def clip_range_for(noise_multiplier: float, clip: float, threshold: int) -> floa
     return clip + TAIL_SIGMAS * share_std(noise_multiplier, clip, threshold)
 
 
-def add_noise_share(change: np.ndarray, noise_multiplier: float, clip: float, threshold: int,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
-    """`change` (already clipped to L2 norm `clip`) plus this site's share of the round's Gaussian noise."""
+def add_noise_share(change: np.ndarray, std: float, clip: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """`change` (already clipped to L2 norm `clip`) plus this site's share of the round's Gaussian noise, of
+    standard deviation `std` (`share_std`: the coordinator announces it)."""
     x = np.asarray(change, dtype=np.float64)
     norm = float(np.sqrt(np.square(x).sum()))
     if norm > clip * (1 + 1e-6):
         raise ValueError(f"the change's L2 norm {norm:.6g} exceeds the DP clip {clip}: clip it before adding noise")
-    std = share_std(noise_multiplier, clip, threshold)
     return x + (rng or np.random.default_rng()).normal(0.0, std, size=x.shape)
