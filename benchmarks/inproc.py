@@ -91,7 +91,7 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
     while not fed.finished:
         before = fed.global_tensors
         round_ = fed.round
-        accuracies, global_accuracies = [], []
+        accuracies, global_accuracies, seconds = [], [], []
         for cid in sorted(clients):
             task = fed.task(cid)
             if task.action != Action.TRAIN or task.round != round_:  # not sampled, or the round already closed
@@ -110,11 +110,13 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
                 observer.update(round_, cid, before, outcome.tensors)  # `before`: the global the task carries
             accuracies.append(outcome.metrics.accuracy_after)
             global_accuracies.append(outcome.metrics.accuracy_global)
+            seconds.append(outcome.metrics.train_seconds)
         after = fed.global_tensors
         if observer is not None and fed.last_round is not None and fed.last_round.round == round_:  # committed
             observer.committed(round_, before, after)
         history.append({"round": round_, "accuracy_after": _mean(accuracies),
                         "accuracy_global": _mean(global_accuracies), "trained": len(accuracies),
+                        "seconds": _mean(seconds),  # a site's round of work, mean over the sites that trained
                         "global_change": {k: float(np.linalg.norm(after[k] - before[k])) for k in sorted(after)},
                         "clipped_tensors": fed.last_round.to_json()["clipped_tensors"] if fed.last_round else {}})
     final_global = fed.global_tensors

@@ -1,9 +1,9 @@
 """One client's work in a round, shared by the daemon and the in-process benchmark.
 
-Load the round's global prompts, measure them alone (what a new client would get), start the class embeddings
-from the site's own images (first round) and fit them by a short probe, train, and either hand back the global
-tensors to send with the metrics, or - when training diverged or collapsed - put the model back exactly as it
-was, halve this client's learning rates for its next rounds, and say why.
+Load the round's global prompts, measure them alone (what a new client would get), take the class statistics of
+the site's images and fit the personal part of the class head by a short probe (client/model/head.py), train,
+and either hand back the global tensors to send with the metrics, or - when training diverged or collapsed - put
+the model back exactly as it was, halve this client's learning rates for its next rounds, and say why.
 """
 
 from __future__ import annotations
@@ -42,6 +42,17 @@ class LocalTrainer:
                  lr_scale: float = 1.0, stop: threading.Event | None = None, progress: bool = False) -> None:
         self.model, self.train, self.test, self.device = model, train, test, device
         self.lr_scale, self.stop, self.progress = lr_scale, stop, progress
+        self._frozen: dict[str, torch.Tensor] = {}  # image features, while the image tower has no prompts
+
+    def features(self, which: str) -> torch.Tensor | None:
+        """The train or test images' features when the image tower is frozen (no vision prompts): the backbone
+        never changes, so one pass per trainer serves every round. None when vision prompts move them."""
+        if self.model.vision is not None:
+            return None
+        if which not in self._frozen:
+            self._frozen[which] = image_features(self.model, self.train if which == "train" else self.test,
+                                                 self.device)
+        return self._frozen[which]
 
     def settings(self, settings: TrainSettings) -> TrainSettings:
         s = self.lr_scale
@@ -55,11 +66,12 @@ class LocalTrainer:
         accuracy_global = math.nan
         if measure:
             with model.global_only():
-                accuracy_global = evaluate(model, self.test, self.device)
+                accuracy_global = evaluate(model, self.test, self.device, features=self.features("test"))
         before_local = model.local_state()
-        self._start_class_embeddings(settings.probe_steps)
+        self._fit_head(settings.probe_steps)
         torch.manual_seed(settings.seed)
-        result = train_local(model, self.train, self.settings(settings), self.device, self.stop, self.progress)
+        result = train_local(model, self.train, self.settings(settings), self.device, self.stop, self.progress,
+                             self.features("train"))
         metrics = Metrics(train_loss=result.loss, num_test_examples=len(self.test), accuracy_global=accuracy_global,
                           train_seconds=time.monotonic() - started)
         if result.failure:
@@ -69,23 +81,25 @@ class LocalTrainer:
             return RoundOutcome(replace(metrics, train_loss=_or_nan(result.loss)), None, result.failure)
         sent = model.global_state()
         norms = {k: round(float(np.linalg.norm(sent[k] - received[k])), 6) for k in sorted(sent)}
-        accuracy = evaluate(model, self.test, self.device) if measure else math.nan
+        accuracy = evaluate(model, self.test, self.device, features=self.features("test")) if measure else math.nan
         return RoundOutcome(replace(metrics, accuracy_after=accuracy, train_seconds=time.monotonic() - started),
                             sent, None, norms)
 
-    def _start_class_embeddings(self, probe_steps: int) -> None:
-        """On this site's first round its classes' embeddings start from its own images; every round a linear
-        probe fits them before the joint training (client/model/classes.py)."""
-        embeddings = self.model.class_embeddings
-        if embeddings is None or (embeddings.started and probe_steps <= 0):
+    def _fit_head(self, probe_steps: int) -> None:
+        """The site's class statistics (sent, or kept when classes are not shared) and the personal probe, from one
+        pass of the image tower over the training images (client/model/head.py)."""
+        head = self.model.head
+        if head is None:
             return
-        features = image_features(self.model, self.train, self.device)
+        features = self.features("train")
+        if features is None:
+            features = image_features(self.model, self.train, self.device)
         labels = self.train.labels.to(self.device)
-        if not embeddings.started:
-            embeddings.start(features, labels)
+        head.observe(features, labels)
         with torch.no_grad():
-            text = self.model.prompt_text_features()
-        embeddings.fit(text, features, labels, probe_steps, PROBE_LR, self.model.logit_scale())
+            text_logits = self.model.logit_scale() * features @ self.model.text_features().t()
+        head.fit_calibration(features, labels, text_logits)
+        head.fit_personal(features, labels, text_logits, probe_steps, PROBE_LR)
 
 
 def _or_nan(value: float) -> float:

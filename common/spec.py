@@ -55,20 +55,25 @@ class MethodLayout:
     text: Placement
     vision: Placement
     fusion: Fusion
-    prototypes: bool = False  # class embeddings started from each site's class means of image features
+    head: Placement = Placement.NONE  # the class head (client/model/head.py): shared statistics, personal part
 
 
 METHODS: dict[str, MethodLayout] = {
-    "pfeddc": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION, prototypes=True),
+    # shipped: the class head alone (federated statistics + each site's correction); docs/method.md says why
+    "pfeddc": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL),
+    # the paper's dual prompts in both modalities with cross-attention fusion, on top of the class head
+    "pfeddc-prompts": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION, Placement.DUAL),
     "promptfl": MethodLayout(Placement.GLOBAL, Placement.NONE, Fusion.SUM),
     "coop": MethodLayout(Placement.LOCAL, Placement.NONE, Fusion.SUM),
     "vision-only": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION),
     "zeroshot": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM),
-    # ablations of pfeddc, one part removed each
-    "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM, prototypes=True),
-    "pfeddc-novision": MethodLayout(Placement.DUAL, Placement.NONE, Fusion.ATTENTION, prototypes=True),
-    "pfeddc-nolocal": MethodLayout(Placement.GLOBAL, Placement.GLOBAL, Fusion.SUM, prototypes=True),
-    "pfeddc-noproto": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION),
+    # ablations, one part removed each: of the shipped head, then of pfeddc-prompts
+    "pfeddc-nopersonal": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.GLOBAL),
+    "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM, Placement.DUAL),
+    "pfeddc-novision": MethodLayout(Placement.DUAL, Placement.NONE, Fusion.ATTENTION, Placement.DUAL),
+    "pfeddc-notext": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION, Placement.DUAL),
+    "pfeddc-nolocal": MethodLayout(Placement.GLOBAL, Placement.GLOBAL, Fusion.SUM, Placement.GLOBAL),
+    "pfeddc-noproto": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION),  # no class head (issue 11)
 }
 
 
@@ -122,14 +127,15 @@ class PromptConfig:
         return self.fusion or METHODS[self.method].fusion
 
     @property
-    def prototypes(self) -> bool:
-        """Class embeddings on the text side, started from each site's class means (see client/model/classes.py)."""
-        return METHODS[self.method].prototypes and self.text != Placement.NONE
+    def head(self) -> Placement:
+        """The class head over the image features (client/model/head.py): GLOBAL/DUAL share its statistics when
+        the federation names its classes; LOCAL/DUAL add each site's personal correction."""
+        return METHODS[self.method].head
 
     @property
     def shared_classes(self) -> bool:
-        """Whether the class embeddings are also federated: needs the federation's class list."""
-        return self.prototypes and self.text.has_global and bool(self.classes)
+        """Whether the class head's statistics are federated: needs the federation's class list."""
+        return self.head.has_global and bool(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -153,25 +159,27 @@ class TensorSpec:
         return f"{self.name}{list(self.shape)}:{self.dtype}"
 
 
-CLASS_SHARE_FLOOR = 1e-3  # a site's share of a class it does not hold (client/model/classes.py): never 0
-
-
 def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
     """The federated tensors of a model with these dims and prompt settings, sorted by name.
 
     text.global: context offsets [tokens, width]; vision.global: prompt tokens [depth, tokens, width];
     vision.gate.global: how much each prompted layer's heads attend to the prompts [depth, heads];
-    text.classes.global, text.classes.share.global: the shared class embeddings [classes, projection] times each
-    site's share of the class, and that share [classes], when the federation names its classes.
+    head.counts.global [classes], head.sums.global [classes, projection], head.moment.global [projection,
+    projection], head.calibration.global [2]: the class head's statistics as means over a site's images, and its
+    calibration (client/model/head.py), when the federation names its classes. Their bounds hold for any honest
+    site: fractions, and means of unit vectors.
     """
     if cfg.vision != Placement.NONE and cfg.vision_depth > dims.vision_layers:
         raise ValueError(f"vision_depth {cfg.vision_depth} exceeds the backbone's {dims.vision_layers} layers")
     specs = []
     if cfg.text.has_global:
         specs.append(TensorSpec("text.global", (cfg.text_ctx, dims.text_hidden)))
-    if cfg.shared_classes:  # rows times each site's share of the class, and the share (client/model/classes.py)
-        specs.append(TensorSpec("text.classes.global", (len(cfg.classes), dims.projection)))
-        specs.append(TensorSpec("text.classes.share.global", (len(cfg.classes),), bounds=(CLASS_SHARE_FLOOR, 1.0)))
+    if cfg.shared_classes:
+        classes, width = len(cfg.classes), dims.projection
+        specs.append(TensorSpec("head.counts.global", (classes,), bounds=(0.0, 1.0)))
+        specs.append(TensorSpec("head.sums.global", (classes, width), bounds=(-1.0, 1.0)))
+        specs.append(TensorSpec("head.moment.global", (width, width), bounds=(-1.0, 1.0)))
+        specs.append(TensorSpec("head.calibration.global", (2,), bounds=(-10.0, 10.0)))
     if cfg.vision.has_global:
         specs.append(TensorSpec("vision.global", (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)))
         specs.append(TensorSpec("vision.gate.global", (cfg.vision_depth, dims.vision_heads)))
@@ -196,26 +204,46 @@ def class_key(name: str) -> str:
     return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
 
 
+# A federation's class list: at most this many names of at most this many characters (a Join carries them while
+# the coordinator gathers its list; --classes for longer lists).
+MAX_CLASSES, MAX_CLASS_NAME_CHARS = 1000, 64
+
+
+def merged_classes(lists: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """The federation's class list gathered from the sites' own: every class any of them names, once (matched by
+    `class_key`), in the order of their keys, spelled as the first site to name it spells it."""
+    names: dict[str, str] = {}
+    for names_of_site in lists:
+        for name in names_of_site:
+            names.setdefault(class_key(name), name.strip())
+    return tuple(names[k] for k in sorted(names))
+
+
+def classes_outside(federation: tuple[str, ...], site: tuple[str, ...]) -> list[str]:
+    """The site's class names that the federation's list lacks (matched by `class_key`)."""
+    known = {class_key(c) for c in federation}
+    return [c for c in site if class_key(c) not in known]
+
+
+def class_names_problem(names: tuple[str, ...]) -> str | None:
+    """Why a Join's class names cannot be taken, or None."""
+    if len(names) > MAX_CLASSES:
+        return f"{len(names)} class names exceed the limit of {MAX_CLASSES}"
+    bad = [n for n in names if not n.strip() or len(n) > MAX_CLASS_NAME_CHARS]
+    if bad:
+        return f"class names must be non-empty and at most {MAX_CLASS_NAME_CHARS} characters: {bad[:3]!r}"
+    return None
+
+
 def initial_prompts(specs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]:
     """Seeded starting values of the global tensors, torch-free so the coordinator can create them.
 
     The starting global model is exactly zero-shot CLIP: text prompts are offsets from the embedding of the
     init phrase ("a photo of a"), zero; vision prompts are read through gates that start closed (zero).
     The vision prompt tokens themselves are random at unit scale (LayerNorm'd before use): distinct tokens
-    break the symmetry identical tokens would never leave. Class embeddings start at zero: the first site
-    that holds a class fills its row from its own images.
+    break the symmetry identical tokens would never leave. The class head's statistics start at zero (no
+    image seen yet: the head is zero-shot CLIP until the first round's statistics arrive).
     """
     rng = np.random.default_rng(seed)
     return {s.name: (rng.standard_normal(s.shape) if s.name == "vision.global" else np.zeros(s.shape)
                      ).astype(np.float32) for s in specs}
-
-
-def weighted_mean_only(spec: list[TensorSpec]) -> str | None:
-    """Why this spec needs the plain weighted mean (FedAvg, no DP), or None. Shared class rows travel as rows x
-    share and the share (client/model/classes.py): only the ratio of two weighted means is a class-weighted
-    mean; a median or trimmed mean of each is not, and DP noise on the share is divided into the rows."""
-    if any(s.name == "text.classes.share.global" for s in spec):
-        return ("the federation shares class embeddings (--classes): they are averaged by class through the plain "
-                "weighted mean, which --aggregator median/trimmed-mean and DP noise would break; run without "
-                "--classes (each site keeps its class rows) to use them")
-    return None

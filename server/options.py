@@ -10,7 +10,6 @@ import argparse
 from typing import Any
 
 from ..common.cli import train_settings_from
-from ..common.spec import TensorSpec, weighted_mean_only
 from ..common.transport import MiB, is_loopback
 from .aggregate import AggregatorKind
 from .config import CONFIG_DEFAULTS as _DEFAULTS
@@ -94,13 +93,8 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
                         "%(default)s)")
 
 
-def federation_config(args: argparse.Namespace, spec: list[TensorSpec] | None = None) -> FederationConfig:
-    """The coordinator's FederationConfig from its flags (whose defaults are the config's own); `spec`: refuse
-    the aggregators its tensors cannot go through."""
-    needs_mean = weighted_mean_only(spec or [])
-    if needs_mean and (args.aggregator != AggregatorKind.FEDAVG or args.dp_noise_multiplier is not None):
-        raise ValueError(f"--aggregator {args.aggregator}{' with DP' if args.dp_noise_multiplier else ''} is "
-                         f"refused: {needs_mean}")
+def federation_config(args: argparse.Namespace) -> FederationConfig:
+    """The coordinator's FederationConfig from its flags (whose defaults are the config's own)."""
     return FederationConfig(
         rounds=args.rounds, min_clients=args.min_clients, fraction=args.fraction,
         round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),

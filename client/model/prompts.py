@@ -23,9 +23,9 @@ from torch import nn
 from ...common.messages import TrainSettings
 from ...common.spec import Placement, PromptConfig, global_spec, initial_prompts
 from .backbone import Backbone, encode_image_prompted, encode_text_embeds
-from .classes import ClassEmbeddings
 from .classnames import ZERO_SHOT_TEMPLATE
 from .fusion import PromptFusion
+from .head import ClassHead
 
 MAX_LOGIT_SCALE = 100.0  # CLIP clamps exp(logit_scale) at 100
 
@@ -95,7 +95,7 @@ class PFedDCModel(nn.Module):
         self.clip = backbone.clip
         dims = backbone.dims
         self.spec = global_spec(dims, cfg)
-        global_init = initial_prompts(global_spec(dims, replace(cfg, method="pfeddc")), seed)
+        global_init = initial_prompts(global_spec(dims, replace(cfg, method="pfeddc-prompts")), seed)
 
         def fusion(width: int, placement: Placement) -> PromptFusion | None:
             if placement != Placement.DUAL:
@@ -116,10 +116,9 @@ class PFedDCModel(nn.Module):
                 feats = self.clip.get_text_features(input_ids=ids)
             self.register_buffer("fixed_text_features", getattr(feats, "pooler_output", feats), persistent=False)
 
-        self.class_embeddings: ClassEmbeddings | None = None
-        if cfg.prototypes:
-            self.class_embeddings = ClassEmbeddings(len(self.classnames), dims.projection, cfg.shared_classes,
-                                                    cfg.text.has_local)
+        self.head: ClassHead | None = None
+        if cfg.head != Placement.NONE:
+            self.head = ClassHead(len(self.classnames), dims.projection, cfg.shared_classes, cfg.head.has_local)
 
         self.vision: PromptLearner | None = None
         if cfg.vision != Placement.NONE:
@@ -152,14 +151,11 @@ class PFedDCModel(nn.Module):
 
     # ----- forward
     def text_features(self) -> torch.Tensor:
-        """L2-normalized features of every class: [C, proj]. One text pass for all classes."""
-        feats = self.prompt_text_features()
-        if self.class_embeddings is not None:
-            return self.class_embeddings(feats)
-        return F.normalize(feats.float(), dim=-1)
+        """L2-normalized prompted text features of every class: [C, proj]. One text pass for all classes."""
+        return F.normalize(self.prompt_text_features().float(), dim=-1)
 
     def prompt_text_features(self) -> torch.Tensor:
-        """The prompted text features before the class embeddings (not normalized): [C, proj]."""
+        """The prompted text features (not normalized): [C, proj]."""
         if self.text is None:
             feats = self.fixed_text_features
         else:
@@ -177,13 +173,15 @@ class PFedDCModel(nn.Module):
 
     def logits(self, pixel_values: torch.Tensor | None, text_features: torch.Tensor | None = None,
                image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits [B, C]; precomputed `text_features` (evaluation) or `image_features` (no vision prompts:
-        the frozen image tower gives the same features every epoch) skip that tower's pass."""
+        """Class logits [B, C]: the text term, then the class head (client/model/head.py); precomputed
+        `text_features` (evaluation) or `image_features` (no vision prompts: the frozen image tower gives the same
+        features every epoch) skip that tower's pass."""
         text = self.text_features() if text_features is None else text_features
         if image_features is None:
             assert pixel_values is not None, "logits need pixels or image features"
             image_features = self.image_features(pixel_values)
-        return self.logit_scale() * image_features @ text.t()
+        text_logits = self.logit_scale() * image_features @ text.t()
+        return self.head(image_features, text_logits) if self.head is not None else text_logits
 
     def logit_scale(self) -> float:
         return float(self.clip.logit_scale.exp().float().clamp(max=MAX_LOGIT_SCALE))
@@ -198,14 +196,13 @@ class PFedDCModel(nn.Module):
 
     # ----- state partition
     def _named_state(self) -> dict[str, torch.Tensor]:
-        parts = (self.text, self.class_embeddings, self.vision)
+        parts = (self.text, self.head, self.vision)
         return {k: v for part in parts if part is not None for k, v in part.named_tensors().items()}
 
     def state(self, which: StatePart) -> dict[str, np.ndarray]:
-        """The tensors as they are stored and sent (the shared class rows in their wire form, see classes.py)."""
-        out = {k: v.detach().float().cpu().numpy().copy() for k, v in self._named_state().items()
-               if StatePart.of(k) == which}
-        return self.class_embeddings.to_wire(out) if self.class_embeddings is not None else out
+        """The tensors as they are stored and sent (the head's statistics: this site's own, see head.py)."""
+        return {k: v.detach().float().cpu().numpy().copy() for k, v in self._named_state().items()
+                if StatePart.of(k) == which}
 
     def global_state(self) -> dict[str, np.ndarray]:
         return self.state(StatePart.GLOBAL)
@@ -214,18 +211,21 @@ class PFedDCModel(nn.Module):
         return self.state(StatePart.LOCAL)
 
     def load_state(self, tensors: dict[str, np.ndarray], which: StatePart) -> None:
-        """Copy `tensors` into the global or local part; names and shapes must match exactly."""
+        """Copy `tensors` into the global or local part; names and shapes must match exactly. The head's
+        statistics among them become the ones it classifies with."""
         current = {k: v for k, v in self._named_state().items() if StatePart.of(k) == which}
-        if self.class_embeddings is not None and "text.classes.share.global" in tensors:
-            tensors = self.class_embeddings.from_wire(tensors)
         if sorted(current) != sorted(tensors):
             raise ValueError(f"{which} tensors differ: expected {sorted(current)}, got {sorted(tensors)}")
+        statistics = set(self.head.stat_names().values()) if self.head is not None else set()
         with torch.no_grad():
             for name, target in current.items():
                 source = torch.from_numpy(np.asarray(tensors[name]))
                 if tuple(source.shape) != tuple(target.shape):
                     raise ValueError(f"{which} tensor {name!r}: shape {tuple(source.shape)} != {tuple(target.shape)}")
-                target.copy_(source.to(target.dtype))
+                if name not in statistics:
+                    target.copy_(source.to(target.dtype))
+        if self.head is not None and statistics <= set(tensors):
+            self.head.load_statistics({name: torch.from_numpy(np.asarray(tensors[name])) for name in statistics})
 
     @contextmanager
     def global_only(self) -> Iterator[PFedDCModel]:
@@ -239,10 +239,11 @@ class PFedDCModel(nn.Module):
 
     # ----- training
     def param_groups(self, settings: TrainSettings) -> list[dict[str, Any]]:
-        """Text prompts at `lr`, vision prompts and gates at `lr_vision`, fusion modules at `lr_fusion`."""
+        """Text prompts at `lr`, vision prompts and gates at `lr_vision`, fusion modules at `lr_fusion` (the class
+        head is not trained by SGD: its shared part is a closed form, its personal part the probe's)."""
         groups: dict[str, list[nn.Parameter]] = {"lr": [], "lr_vision": [], "lr_fusion": []}
         for name, tensor in self._named_state().items():
-            if isinstance(tensor, nn.Parameter) and tensor.requires_grad:
+            if isinstance(tensor, nn.Parameter) and tensor.requires_grad and not name.startswith("head."):
                 key = "lr_fusion" if name.startswith("fusion.") else "lr_vision" if name.startswith("vision.") else "lr"
                 groups[key].append(tensor)
         return [{"params": params, "lr": getattr(settings, key), "name": key} for key, params in groups.items()

@@ -76,8 +76,10 @@ def schedule(step: int, total: int, warmup: int) -> float:
 
 
 def train_local(model: PFedDCModel, data: Images, cfg: TrainSettings, device: torch.device,
-                stop: threading.Event | None = None, progress: bool = False) -> TrainResult:
-    """Train prompts, gates and fusion for `cfg.local_epochs`; never raises on a bad round, reports it."""
+                stop: threading.Event | None = None, progress: bool = False, features: torch.Tensor | None = None
+                ) -> TrainResult:
+    """Train prompts, gates and fusion for `cfg.local_epochs`; never raises on a bad round, reports it.
+    `features`: the images' features when the image tower is frozen (no vision prompts), already computed."""
     from tqdm import tqdm
 
     groups = model.param_groups(cfg)
@@ -95,7 +97,10 @@ def train_local(model: PFedDCModel, data: Images, cfg: TrainSettings, device: to
     losses: list[float] = []
     failure: str | None = None
     # Without vision prompts the image tower is frozen and deterministic: one pass serves every epoch.
-    cached = image_features(model, data, device) if model.vision is None else None
+    if model.vision is None:
+        cached = features if features is not None else image_features(model, data, device)
+    else:
+        cached = None
     bar = tqdm(total=total, desc="training", disable=not progress, leave=False)
     for _ in range(cfg.local_epochs):
         order = torch.randperm(len(data), generator=gen)
@@ -172,9 +177,17 @@ def predict_proba(model: PFedDCModel, data: Images, device: torch.device, batch_
 
 
 @torch.no_grad()
-def evaluate(model: PFedDCModel, data: Images, device: torch.device, batch_size: int = 256) -> float:
-    """Accuracy on the readable images (NaN for an empty set)."""
+def evaluate(model: PFedDCModel, data: Images, device: torch.device, batch_size: int = 256,
+             features: torch.Tensor | None = None) -> float:
+    """Accuracy on the readable images (NaN for an empty set); `features`: theirs, when the tower is frozen."""
     model.eval()
+    if features is not None and model.vision is None:
+        readable = features.norm(dim=-1) > 0
+        labels = data.labels.to(features.device)[readable]
+        if not len(labels):
+            return float("nan")
+        logits = model.logits(None, image_features=features[readable])
+        return float((logits.argmax(-1) == labels).float().mean())
     correct, seen = 0, 0
     with _autocast(device):
         text = model.text_features()

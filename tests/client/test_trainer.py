@@ -70,8 +70,8 @@ def inverted_mnist() -> tuple[ImageSet, ImageSet]:
 
 def test_trainer_learns_a_style_zero_shot_gets_wrong_and_shares_it(embedded: Backbone,
                                                                     inverted_mnist: tuple[ImageSet, ImageSet]) -> None:
-    """Inverted MNIST (a style the backbone never saw): zero-shot is near chance; with class embeddings one
-    round learns without failing, and the global part alone (what it sends) gives a new site most of it."""
+    """Inverted MNIST (a style the backbone never saw): zero-shot is near chance; with the class head one round
+    learns without failing, and the global part alone (what it sends) gives a new site most of it."""
     train, test = inverted_mnist
     model = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig(classes=tuple(DIGIT_CLASSES)))
     received = model.global_state()
@@ -84,10 +84,10 @@ def test_trainer_learns_a_style_zero_shot_gets_wrong_and_shares_it(embedded: Bac
     assert evaluate(fresh, test, CPU) > zero_shot + 0.2
 
 
-def test_a_failed_round_with_class_embeddings_leaves_nothing_and_starts_them_again(
+def test_a_failed_round_with_the_class_head_leaves_nothing_of_it(
         embedded: Backbone, inverted_mnist: tuple[ImageSet, ImageSet]) -> None:
     train, test = inverted_mnist
-    model = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig(classes=tuple(DIGIT_CLASSES)))
+    model = PFedDCModel(embedded, DIGIT_CLASSES, PromptConfig(method="pfeddc-prompts", classes=tuple(DIGIT_CLASSES)))
     trainer = LocalTrainer(model, train, test, CPU)
     received, local = model.global_state(), model.local_state()
     failed = trainer.run(received, TrainSettings(lr=1e7, lr_vision=1e7, lr_fusion=1e7, clip_norm=0.0, batch_size=64))
@@ -95,4 +95,4 @@ def test_a_failed_round_with_class_embeddings_leaves_nothing_and_starts_them_aga
     for part, expected in ((StatePart.LOCAL, local), (StatePart.GLOBAL, received)):
         state = model.state(part)
         assert all(np.array_equal(state[k], expected[k]) for k in expected)
-    assert model.class_embeddings is not None and not model.class_embeddings.started  # the next round starts them
+    assert model.head is not None and not model.head.fitted  # the received statistics (none yet) stand

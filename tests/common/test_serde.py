@@ -42,13 +42,13 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> 
 
 
 def test_spec_from_known_and_embedded_models() -> None:
-    hub = global_spec(resolve_dims("openai/clip-vit-base-patch16"), PromptConfig(text_ctx=16, vision_tokens=8,
-                                                                                 vision_depth=12))
+    hub = global_spec(resolve_dims("openai/clip-vit-base-patch16"), PromptConfig("pfeddc-prompts", text_ctx=16,
+                                                                                 vision_tokens=8, vision_depth=12))
     assert [(s.name, s.shape) for s in hub] == [("text.global", (16, 512)), ("vision.gate.global", (12, 12)),
                                                 ("vision.global", (12, 8, 768))]
     assert global_spec(resolve_dims("embedded"), PromptConfig(method="coop")) == []
     with pytest.raises(ValueError, match="exceeds"):
-        global_spec(resolve_dims("embedded"), PromptConfig(vision_depth=99))
+        global_spec(resolve_dims("embedded"), PromptConfig("pfeddc-prompts", vision_depth=99))
     with pytest.raises(ValueError, match="known hub name"):
         resolve_dims("no/such-model")
 

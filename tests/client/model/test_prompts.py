@@ -53,10 +53,10 @@ def test_every_method_starts_exactly_at_zero_shot(tiny_backbone: Backbone, metho
 
 
 def test_a_client_with_fresh_local_state_computes_the_global_model(tiny_backbone: Backbone) -> None:
-    trained = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2), seed=1)
+    trained = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-prompts", vision_depth=2), seed=1)
     perturb(trained, StatePart.GLOBAL)
     perturb(trained, StatePart.LOCAL, seed=1)
-    newcomer = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2), seed=2)
+    newcomer = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-prompts", vision_depth=2), seed=2)
     newcomer.load_state(trained.global_state(), StatePart.GLOBAL)
     personal = trained(pixels())
     with trained.global_only() as alone:
@@ -67,7 +67,7 @@ def test_a_client_with_fresh_local_state_computes_the_global_model(tiny_backbone
 
 @pytest.mark.parametrize("fusion", list(Fusion))
 def test_global_prompts_get_gradient_from_the_first_step(tiny_backbone: Backbone, fusion: Fusion) -> None:
-    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(fusion=fusion, vision_depth=2))
+    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-prompts", fusion=fusion, vision_depth=2))
     F.cross_entropy(model(pixels(6)), torch.tensor([0, 1, 2, 0, 1, 2])).backward()
     assert model.text is not None and model.vision is not None
     assert model.text.global_delta is not None and model.text.global_delta.grad is not None
@@ -98,8 +98,8 @@ def test_every_method_gives_logits_and_a_spec_matching_its_global_state(
 
 @pytest.mark.parametrize(("fusion", "tokens"), [("attention", 2), ("sum", 2), ("concat", 4)])
 def test_fusion_variants_produce_prompt_shapes(tiny_backbone: Backbone, fusion: str, tokens: int) -> None:
-    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(fusion=Fusion(fusion), text_ctx=2, vision_tokens=2,
-                                                             vision_depth=2))
+    cfg = PromptConfig(method="pfeddc-prompts", fusion=Fusion(fusion), text_ctx=2, vision_tokens=2, vision_depth=2)
+    model = PFedDCModel(tiny_backbone, CLASSES, cfg)
     assert model.text is not None and model.vision is not None
     assert model.text().shape == (1, tokens, 32)
     assert model.vision().shape == (2, tokens, 48)
@@ -107,17 +107,20 @@ def test_fusion_variants_produce_prompt_shapes(tiny_backbone: Backbone, fusion: 
 
 
 def test_param_groups_give_text_vision_and_fusion_their_own_learning_rates(tiny_backbone: Backbone) -> None:
-    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2))
+    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-prompts", vision_depth=2))
     groups = {g["name"]: g for g in model.param_groups(TrainSettings(lr=0.1, lr_vision=0.2, lr_fusion=0.3))}
     assert {k: g["lr"] for k, g in groups.items()} == {"lr": 0.1, "lr_vision": 0.2, "lr_fusion": 0.3}
-    assert sum(len(g["params"]) for g in groups.values()) == len([p for p in model.parameters() if p.requires_grad])
+    # every trainable tensor but the class head's personal part (fitted by its own probe, client/model/head.py)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    assert sum(len(g["params"]) for g in groups.values()) == len(trainable)
 
 
 def test_only_prompts_and_fusion_train_and_backbone_stays_byte_identical(tiny_backbone: Backbone) -> None:
-    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2, fusion_query=FusionQuery.LOCAL))
+    cfg = PromptConfig(method="pfeddc-prompts", vision_depth=2, fusion_query=FusionQuery.LOCAL)
+    model = PFedDCModel(tiny_backbone, CLASSES, cfg)
     before = {k: v.clone() for k, v in model.clip.state_dict().items()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(n.startswith(("text.", "vision.", "class_embeddings.")) for n in trainable)
+    assert trainable and all(n.startswith(("text.", "vision.", "head.")) for n in trainable)
     assert not any(p.requires_grad for p in model.clip.parameters())
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     x, y = pixels(8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
@@ -132,8 +135,8 @@ def test_only_prompts_and_fusion_train_and_backbone_stays_byte_identical(tiny_ba
 
 
 def test_state_round_trips_exactly_through_safetensors(tiny_backbone: Backbone, tmp_path: Path) -> None:
-    a = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2), seed=1)
-    b = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(vision_depth=2), seed=2)
+    a = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-prompts", vision_depth=2), seed=1)
+    b = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-prompts", vision_depth=2), seed=2)
     perturb(a, StatePart.GLOBAL)
     perturb(a, StatePart.LOCAL, seed=1)
     b.load_state(serde.decode(serde.encode(a.global_state())), StatePart.GLOBAL)
@@ -146,7 +149,7 @@ def test_state_round_trips_exactly_through_safetensors(tiny_backbone: Backbone, 
 
 
 def test_load_state_refuses_mismatched_tensors(tiny_backbone: Backbone) -> None:
-    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig())
+    model = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-prompts"))
     bad = {k: np.zeros((9, 9), np.float32) for k in model.global_state()}
     with pytest.raises(ValueError, match="shape"):
         model.load_state(bad, StatePart.GLOBAL)

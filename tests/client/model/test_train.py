@@ -33,7 +33,7 @@ def test_schedule_warms_up_linearly_then_decays_to_zero() -> None:
 
 
 def test_gradient_clipping_bounds_the_first_step(tiny_backbone: Backbone) -> None:
-    model = PFedDCModel(tiny_backbone, ["red", "green", "blue"], PromptConfig(vision_depth=2))
+    model = PFedDCModel(tiny_backbone, ["red", "green", "blue"], PromptConfig(method="pfeddc-prompts", vision_depth=2))
     before = {k: v.copy() for k, v in model.global_state().items()}
     settings = TrainSettings(lr=0.5, lr_vision=0.5, lr_fusion=0.5, clip_norm=1e-3, warmup_steps=0, batch_size=24)
     result = train_local(model, colour_set(), settings, CPU)
@@ -45,7 +45,7 @@ def test_gradient_clipping_bounds_the_first_step(tiny_backbone: Backbone) -> Non
 def test_training_is_seeded_and_reports_its_loss(tiny_backbone: Backbone) -> None:
     runs = []
     for _ in range(2):
-        model = PFedDCModel(tiny_backbone, ["red", "green", "blue"], PromptConfig())
+        model = PFedDCModel(tiny_backbone, ["red", "green", "blue"], PromptConfig(method="pfeddc-prompts"))
         result = train_local(model, colour_set(), TrainSettings(batch_size=8, seed=5), CPU)
         runs.append((result.loss, model.state(StatePart.GLOBAL)["text.global"]))
     assert runs[0][0] == runs[1][0] and np.array_equal(runs[0][1], runs[1][1]) and runs[0][0] > 0

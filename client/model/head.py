@@ -1,0 +1,243 @@
+"""The class head: the federation's discriminant over image features, from pooled statistics, and this site's
+correction of it.
+
+Where each site has few labelled images, what a federation can give is what pooling the data would give. For a
+linear classifier on frozen features there is a closed form that needs only sums: linear discriminant analysis
+(class-conditional Gaussians with one shared covariance; with CLIP features, the training-free GDA baseline of
+Wang et al., ICLR 2024; federated, the sufficient-statistics idea of Fed3R, ICML 2024). Every site sends its
+statistics as means over its training images,
+
+    head.counts  [C]     n_c / n              (its label distribution)
+    head.sums    [C, P]  sum of x over class c / n
+    head.moment  [P, P]  sum of x x^T / n
+
+and FedAvg weighted by example counts turns them into exactly the pooled statistics: the federation's head is
+the discriminant of all sites' images together, with no image moved and no drift between sites. A site that
+joins late gets it at once. docs/method.md has the measurements behind every choice here.
+
+Each site's personal model corrects the federation's head where its own data says so:
+
+    logits_c(x) = w s <x, t_c> + (x.W_c + b_c) / T + x.L_c + [log p~_c - log p_c] + beta_c
+
+W, b the discriminant of the pooled statistics (b includes the federation's class prior log p_c); T and w its
+calibration (`head.calibration`: log T and w, fitted by each site on its images and averaged like the
+statistics: a discriminant from few images per class in a narrow feature cone is overconfident, by 5-100x on
+the embedded backbone's own domain, which would drown every correction below); the bracket
+replaces that prior by this site's own, smoothed toward the federation's by one pseudo-image per class (Bayes'
+rule under label shift); L and beta personal rows and biases, fitted by a short ridge-penalised probe (Ditto's
+pull toward the shared model: few images move them little). The text term (`s` CLIP's logit scale, `t_c` the
+prompted class text features) is the whole model before any statistics exist (the first global model is
+zero-shot CLIP) and a prior of fitted weight w after.
+
+Without a federation class list the statistics stay on the site (`.local`) and the head is the site's own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SHRINKAGE = 0.02  # covariance shrinkage toward a multiple of the identity (measured: docs/method.md)
+CALIBRATION_STEPS, CALIBRATION_LR = 100, 0.05  # Adam on (log T, w), full batch
+LOG_TEMPERATURE_RANGE, TEXT_WEIGHT_RANGE = (-5.0, 5.0), (0.0, 1.0)
+PRIOR_PSEUDOCOUNT = 1.0  # pseudo-images per class pulling a site's label prior toward the federation's
+RIDGE = 0.03  # the personal rows' and biases' L2 penalty in the probe
+UNHELD_PRIOR = 1e-3  # prior, relative to a uniform share, of a class no site has shown an image of
+STAT_NAMES = ("counts", "sums", "moment", "calibration")
+
+
+def site_statistics(features: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, torch.Tensor]:
+    """This site's statistics as means over its readable images (zero features mark unreadable ones)."""
+    readable = features.norm(dim=-1) > 0
+    x = F.normalize(features[readable].double(), dim=-1)
+    y = labels[readable.to(labels.device)].to(x.device).long()
+    n = max(len(y), 1)
+    counts = torch.bincount(y, minlength=classes).double()
+    sums = torch.zeros(classes, x.shape[1], dtype=torch.float64, device=x.device).index_add_(0, y, x)
+    return {"counts": (counts / n).float(), "sums": (sums / n).float(), "moment": (x.t() @ x / n).float()}
+
+
+def calibrated(calibration: torch.Tensor) -> tuple[float, float]:
+    """(T, w) from the stored (log T, w), within their ranges (a noisy or hostile average stays usable)."""
+    log_t = float(calibration[0].clamp(*LOG_TEMPERATURE_RANGE))
+    return math.exp(log_t), float(calibration[1].clamp(*TEXT_WEIGHT_RANGE))
+
+
+def discriminant(counts: torch.Tensor, sums: torch.Tensor, moment: torch.Tensor, shrinkage: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """LDA weights [C, P] and biases [C] of these statistics, or None when they hold no image.
+
+    Scale-free (any common factor of the three cancels) and robust to noisy sums (DP): counts are clipped at
+    zero, the within-class covariance is made symmetric and positive semi-definite before shrinkage."""
+    shrinkage = SHRINKAGE if shrinkage is None else shrinkage
+    counts, sums, moment = counts.double().clamp(min=0), sums.double(), moment.double()
+    total = float(counts.sum())
+    if not math.isfinite(total) or total <= 0:
+        return None
+    classes, width = sums.shape
+    held = counts > total * 1e-9
+    prior = counts / total
+    means = torch.zeros_like(sums)
+    means[held] = sums[held] / counts[held, None]
+    within = moment / total - (means.t() * prior) @ means
+    within = 0.5 * (within + within.t())
+    values, vectors = torch.linalg.eigh(within)
+    within = (vectors * values.clamp(min=0)) @ vectors.t()
+    level = float(torch.trace(within)) / width
+    cov = (1 - shrinkage) * within + (shrinkage * level + 1e-6) * torch.eye(width, dtype=within.dtype,
+                                                                          device=within.device)
+    overall = (prior[held, None] * means[held]).sum(0) / float(prior[held].sum())
+    means[~held] = overall  # a class nobody holds: scored as the average class, at a tiny prior
+    prior = torch.where(held, prior, torch.full_like(prior, UNHELD_PRIOR / classes))
+    weights = torch.linalg.solve(cov, means.t()).t()
+    bias = -0.5 * (weights * means).sum(1) + prior.log()
+    return weights.float(), bias.float()
+
+
+class ClassHead(nn.Module):
+    """Classifies image features: the discriminant of the received statistics, plus this site's correction."""
+
+    site_counts: torch.Tensor
+
+    def __init__(self, classes: int, width: int, shared: bool, personal: bool) -> None:
+        super().__init__()
+        self.classes, self.width, self.shared, self.personal = classes, width, shared, personal
+        self.stats_part = "global" if shared else "local"
+        zeros = {"counts": torch.zeros(classes), "sums": torch.zeros(classes, width),
+                 "moment": torch.zeros(width, width), "calibration": torch.zeros(2)}
+        self.received = {k: v.clone() for k, v in zeros.items()}  # the federation's (what W, b come from)
+        self.own = {k: v.clone() for k, v in zeros.items()}  # this site's, from its latest round (what it sends)
+        self.register_buffer("site_counts", torch.zeros(classes))  # images per class here: the personal prior
+        self.rows = nn.Parameter(torch.zeros(classes, width)) if personal else None
+        self.bias = nn.Parameter(torch.zeros(classes)) if personal else None
+        self._fit: tuple[torch.Tensor, torch.Tensor] | None = None  # W, b of `received`
+
+    # ----- state: the tensors as stored and sent
+    def stat_names(self) -> dict[str, str]:
+        return {k: f"head.{k}.{self.stats_part}" for k in STAT_NAMES}
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        """Stored and sent: this site's own statistics; the personal part (never sent)."""
+        out = {name: self.own[k] for k, name in self.stat_names().items()}
+        out["head.site_counts.local"] = self.site_counts
+        if self.rows is not None and self.bias is not None:
+            out["head.rows.local"], out["head.bias.local"] = self.rows, self.bias
+        return out
+
+    def load_statistics(self, tensors: dict[str, torch.Tensor]) -> None:
+        """The statistics the head classifies with (the federation's, or this site's own when not shared)."""
+        names = self.stat_names()
+        device = self.site_counts.device
+        self.received = {k: tensors[name].to(device).float() for k, name in names.items()}
+        self.own = {k: v.clone() for k, v in self.received.items()}  # until this site observes its own images
+        self._fit = self._discriminant()
+
+    def _discriminant(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        r = self.received
+        return discriminant(r["counts"], r["sums"], r["moment"])
+
+    @property
+    def fitted(self) -> bool:
+        return self._fit is not None
+
+    # ----- classification
+    def forward(self, features: torch.Tensor, text_logits: torch.Tensor) -> torch.Tensor:
+        """Image features [B, P] and the text term [B, C] -> class logits [B, C]."""
+        logits = self.shared_logits(features, text_logits, calibrated(self.received["calibration"]))
+        if self.rows is not None and self.bias is not None:
+            logits = logits + features.float() @ self.rows.t() + self.bias + self.prior_shift()
+        return logits
+
+    def shared_logits(self, features: torch.Tensor, text_logits: torch.Tensor, calibration: tuple[float, float]
+                      ) -> torch.Tensor:
+        """The federation's part: the text term alone before any statistics, then w text + discriminant / T."""
+        if self._fit is None:
+            return text_logits.float()
+        temperature, text_weight = calibration
+        return text_weight * text_logits.float() + self._scaled(features, torch.tensor(temperature))
+
+    def prior_shift(self) -> torch.Tensor:
+        """log p~_c - log p_c: this site's smoothed label prior in place of the federation's (0 without either)."""
+        mine = self.site_counts.double()
+        if not self.shared or self._fit is None or float(mine.sum()) <= 0:
+            return torch.zeros_like(self.site_counts)
+        counts = self.received["counts"].double().clamp(min=0)
+        federation = counts / counts.sum() if float(counts.sum()) > 0 else torch.full_like(counts, 1 / self.classes)
+        federation = federation.clamp(min=UNHELD_PRIOR / self.classes)
+        pseudo = PRIOR_PSEUDOCOUNT * self.classes
+        smoothed = (mine + pseudo * federation) / (float(mine.sum()) + pseudo)
+        return (smoothed.log() - federation.log()).float()
+
+    # ----- a round's work
+    @torch.no_grad()
+    def observe(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """This round's statistics of the site's training images; with no federation statistics yet (the first
+        round), the head classifies with the site's own so training starts from its data, not from zero-shot."""
+        own = site_statistics(features, labels, self.classes)
+        device = self.site_counts.device
+        self.own = {k: v.to(device) for k, v in own.items()} | {"calibration": self.received["calibration"].clone()}
+        readable = features.norm(dim=-1) > 0
+        counts = torch.bincount(labels[readable.to(labels.device)].long().cpu(), minlength=self.classes)
+        self.site_counts.copy_(counts.float().to(device))
+        if not self.shared or self._fit is None:
+            self.received = {k: v.clone() for k, v in self.own.items()}
+            self._fit = self._discriminant()
+
+    def fit_calibration(self, features: torch.Tensor, labels: torch.Tensor, text_logits: torch.Tensor) -> None:
+        """This site's (log T, w) for the received discriminant, on its images: sent (averaged by the federation)
+        and used from now on (this round's training and probe)."""
+        readable = features.norm(dim=-1) > 0
+        y = labels[readable.to(labels.device)].to(features.device).long()
+        if self._fit is None or len(y) == 0:
+            return
+        x, text = features[readable].float(), text_logits[readable].detach().float()
+        params = self.received["calibration"].clone().requires_grad_(True)
+        opt = torch.optim.Adam([params], lr=CALIBRATION_LR)
+        for _ in range(CALIBRATION_STEPS):
+            temperature = params[0].clamp(*LOG_TEMPERATURE_RANGE).exp()
+            text_weight = params[1].clamp(*TEXT_WEIGHT_RANGE)
+            loss = F.cross_entropy(text_weight * text + self._scaled(x, temperature), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        fitted = params.detach().clone()
+        fitted[0], fitted[1] = fitted[0].clamp(*LOG_TEMPERATURE_RANGE), fitted[1].clamp(*TEXT_WEIGHT_RANGE)
+        self.received["calibration"], self.own["calibration"] = fitted, fitted.clone()
+
+    def _scaled(self, features: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        assert self._fit is not None
+        weights, bias = self._fit
+        return (features.float() @ weights.t() + bias) / temperature
+
+    def fit_personal(self, features: torch.Tensor, labels: torch.Tensor, text_logits: torch.Tensor, steps: int,
+                     lr: float) -> None:
+        """The probe: only the personal rows and biases move, on the cached features, full batch, with a ridge
+        penalty that keeps them near zero (the shared model) unless the site's images say otherwise."""
+        if self.rows is None or self.bias is None or steps <= 0:
+            return
+        readable = features.norm(dim=-1) > 0
+        x, y = features[readable].float(), labels[readable.to(labels.device)].to(features.device).long()
+        if len(y) == 0:
+            return
+        text = text_logits[readable].detach().float()
+        opt = torch.optim.Adam([self.rows, self.bias], lr=lr)
+        for _ in range(steps):
+            loss = F.cross_entropy(self(x, text), y) + RIDGE * (self.rows.square().sum() + self.bias.square().sum())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    @torch.no_grad()
+    def reset_personal(self) -> None:
+        """Forget the personal correction (it was fitted against another federation's head)."""
+        for p in (self.rows, self.bias):
+            if p is not None:
+                p.zero_()
+
+
+def statistics_of(tensors: dict[str, np.ndarray], part: str) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.asarray(tensors[f"head.{k}.{part}"])) for k in STAT_NAMES}
