@@ -84,7 +84,7 @@ def _site(target: str, client_id: str, secure: bool, log: list[tuple[float, str,
         update = {k: base[k] + delta[k] for k in base}
         if secure:
             assert task.secure is not None, task
-            outcome = contribute(conn, task.secure, round_, base, update, coordinator.SPEC, COUNT, METRICS)
+            outcome = contribute(conn, task.secure, round_, base, update, coordinator.SPEC, COUNT)
             if not outcome.committed:
                 failures.append(f"{client_id} round {round_}: {outcome.reason}")
             task = conn.task(wait_s=HOLD_S)

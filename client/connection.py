@@ -123,9 +123,10 @@ class Connection:
         return wire.info_from_proto(self._retry(
             "get_federation", lambda: self._stub.GetFederation(request, timeout=self.rpc_timeout_s)))
 
-    def join(self, num_examples: int, spec: list[TensorSpec]) -> JoinResult:
-        """Join (or re-join) with this client's count and model spec, announcing what it supports."""
-        request = wire.join_request_to_proto(JoinRequest(self.client_id, num_examples, spec, frozenset({CAPABILITY})))
+    def join(self, num_examples: int, spec: list[TensorSpec], class_names: tuple[str, ...] = ()) -> JoinResult:
+        """Join (or re-join) with this client's count, model spec and class names, announcing what it supports."""
+        request = wire.join_request_to_proto(JoinRequest(self.client_id, num_examples, spec, frozenset({CAPABILITY}),
+                                                         class_names))
         return wire.join_from_proto(self._retry("join", lambda: self._stub.Join(request, timeout=self.rpc_timeout_s)))
 
     def task(self, wait_s: float = 0.0) -> Task:

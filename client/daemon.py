@@ -15,8 +15,18 @@ from typing import Any
 
 from ..common import serde
 from ..common.logs import Event, get_logger
-from ..common.messages import MAX_HOLD_S, Action, Code, FailureReason, Metrics, Refused, Task, TrainSettings
-from ..common.spec import PromptConfig, TensorSpec
+from ..common.messages import (
+    MAX_HOLD_S,
+    Action,
+    Code,
+    FailureReason,
+    FederationInfo,
+    Metrics,
+    Refused,
+    Task,
+    TrainSettings,
+)
+from ..common.spec import PromptConfig, TensorSpec, global_spec
 from .connection import Backoff, Connection, global_tensors
 from .data import ClientData, align_to, load_client_data
 from .folders import DataError, classnames_for, scan
@@ -34,6 +44,7 @@ log = get_logger("client")
 # Refusals that end the daemon (credentials or the coordinator itself); any other refusal of an update is
 # logged and the client asks for its next task.
 FATAL = (Code.UNAVAILABLE, Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
+CLASS_POLL_S = 2.0  # how often a site asks whether the coordinator fixed its class list
 
 
 def _finite(x: float) -> float:
@@ -53,6 +64,7 @@ class ClientDaemon:
         folders, _ = scan(Path(opts.data))  # layout and class-list errors surface before any connection attempt
         classnames = classnames_for(Path(opts.data), folders)
         self.store.check_classes(classnames)
+        self.classnames = tuple(classnames)  # as this site names them (told only a coordinator that gathers them)
         log.info(Event.CLIENT_STARTING, client_id=self.client_id, state_dir=str(self.store.dir), server=opts.server,
                  device=str(self.device))
         conn = Connection(opts.server, self.client_id, opts.tls, opts.token, Backoff(max_attempts=opts.max_retries),
@@ -65,6 +77,13 @@ class ClientDaemon:
                 log.warning(Event.CLASS_NAMES_SIMILAR, first=pair.first, second=pair.second, cosine=pair.cosine,
                             advice=f"the model can barely tell these classes apart by name: {ADVICE}")
             data = self._prepare_data(backbone.image_size)
+            if info.classes_pending:  # the coordinator gathers its class list from the sites' Joins
+                agreed = self._wait_for_classes(conn, info, global_spec(backbone.dims, info.prompt_config),
+                                                tuple(classnames), len(data.train))
+                if agreed is None:
+                    log.info(Event.CLIENT_STOPPED, client_id=self.client_id, reason="signal")
+                    return {"client_id": self.client_id, "stopped": True}
+                info = agreed
             if info.prompt_config.classes:  # the federation names its classes: label by its list
                 data = align_to(data, info.prompt_config.classes)
             meta = self.store.meta()
@@ -79,8 +98,8 @@ class ClientDaemon:
                 self._check_class_list(meta.prompt_config, info.prompt_config)
                 model.load_state(local, StatePart.LOCAL)
                 log.info(Event.LOCAL_STATE_RESTORED, client_id=self.client_id, round=meta.last_round)
-                if model.class_embeddings is not None and meta.federation_id not in (None, info.federation_id):
-                    model.class_embeddings.restart()  # the new federation's empty rows get this site's means
+                if model.head is not None and meta.federation_id not in (None, info.federation_id):
+                    model.head.reset_personal()  # fitted against the earlier federation's head
             self.store.update_meta(federation_id=info.federation_id, model=model_name,
                                    prompt_config=info.prompt_config)
             conn.join(len(data.train), model.spec)
@@ -90,6 +109,20 @@ class ClientDaemon:
                 return self._loop(conn, model, data, beat)
         finally:
             conn.close()
+
+    def _wait_for_classes(self, conn: Connection, info: FederationInfo, spec: list[TensorSpec],
+                          classnames: tuple[str, ...], num_examples: int) -> FederationInfo | None:
+        """Join with this site's class names, then ask until the coordinator fixed the federation's list (as its
+        first round opens), sending heartbeats meanwhile so it counts this site as online. None: stopped."""
+        conn.join(num_examples, spec, classnames)
+        log.info(Event.WAITING_FOR_CLASSES, client_id=self.client_id, classes=list(classnames),
+                 advice="the coordinator fixes its class list from the sites that joined when its first round opens")
+        with Heartbeat(conn, self.stop):
+            while info.classes_pending:
+                if self.stop.wait(CLASS_POLL_S):
+                    return None
+                info = conn.federation()
+        return info
 
     def _check_class_list(self, saved: PromptConfig | None, now: PromptConfig) -> None:
         """Local class rows are indexed by the federation's class list: another list would mislabel them."""
@@ -177,7 +210,7 @@ class ClientDaemon:
         try:
             if task.secure is not None:  # the coordinator learns only the round's sum
                 counted = contribute(conn, task.secure, task.round, global_tensors(task), update.tensors, spec,
-                                     num_examples, metrics, self.stop)
+                                     num_examples, self.stop)
                 return counted.committed, counted.reason, None
             reply = conn.submit(task.round, update, num_examples, metrics, next_task_wait_s=MAX_HOLD_S)
             log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,

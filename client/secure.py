@@ -59,9 +59,11 @@ def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarra
 
 
 def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Mapping[str, np.ndarray],
-               update: Mapping[str, np.ndarray], spec: list[TensorSpec], num_examples: int, metrics: Metrics,
+               update: Mapping[str, np.ndarray], spec: list[TensorSpec], num_examples: int,
                stop: threading.Event | None = None) -> SecureOutcome:
-    """Send this site's change through the round's secure aggregation; the outcome says if it was counted."""
+    """Send this site's change through the round's secure aggregation; the outcome says if it was counted. No
+    metrics go with it (its accuracy and loss would tell the coordinator about its data in the clear); the
+    example count is the one its Join declared (the weights need it)."""
     config = settings.round_config(round_)
     site = SecAggSite(conn.client_id, config)
     vector = change_vector(base, update, spec, settings)
@@ -77,7 +79,7 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
         announced = _next(send(site.advertise()), KeysAnnounced, stop)
         delivered = _next(send(site.share_keys(announced)), SharesDelivered, stop)
         masked = site.masked_input(delivered, vector, settings.weight)
-        request = _next(send(Contribution.of(masked, config.field, num_examples, metrics)), UnmaskRequest, stop)
+        request = _next(send(Contribution.of(masked, config.field, num_examples, Metrics())), UnmaskRequest, stop)
         done = send(site.unmask(request))
         outcome = SecureOutcome(True) if done.status == Status.DONE else SecureOutcome(False, _why(done, stop))
     except (Abandoned, SecAggError) as exc:

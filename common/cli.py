@@ -50,8 +50,8 @@ def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) 
     g.add_argument("--classes", default="",
                    help="the federation's class names, comma-separated or a file with one per line: sites label their "
                         "images by this list (folder names matched ignoring case, '_' and '-') and share the class "
-                        "embeddings; pfeddc-sim sets it from the client folders (default: none, each site keeps its "
-                        "class embeddings to itself)")
+                        "head's statistics by it (default: none; the coordinator gathers the list from the classes "
+                        "the sites name at Join, fixed when the first round opens)")
 
 
 def prompt_config_from(args: argparse.Namespace, method: str | None = None) -> PromptConfig:

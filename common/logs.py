@@ -28,6 +28,8 @@ class Event(StrEnum):
     INSECURE_LISTENER = "insecure_listener"
     FEDERATION_CREATED = "federation_created"
     FEDERATION_RESUMED = "federation_resumed"
+    CLASSES_AGREED = "classes_agreed"  # the class list gathered from the sites' Joins, fixed as round 1 opens
+    CLASSES_NOT_SHARED = "classes_not_shared"  # a class head with no class list: each site's stays its own
     CLIENT_JOINED = "client_joined"
     ROUND_STARTED = "round_started"
     ROUND_RETRIED = "round_retried"
@@ -60,6 +62,7 @@ class Event(StrEnum):
     FEDERATION_CHANGED = "federation_changed"
     LOCAL_STATE_RESTORED = "local_state_restored"
     REJOINING = "rejoining"
+    WAITING_FOR_CLASSES = "waiting_for_classes"  # the coordinator still gathers its class list
     ROUND_TRAINING = "round_training"
     ROUND_DONE = "round_done"
     TRAINING_DIVERGED = "training_diverged"

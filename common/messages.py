@@ -172,6 +172,7 @@ class FederationInfo:
     model: str
     prompt_config: PromptConfig
     spec: list[TensorSpec] = field(default_factory=list)
+    classes_pending: bool = False  # the coordinator still gathers its class list from the Joins
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ class JoinRequest:
     num_examples: int
     spec: list[TensorSpec] = field(default_factory=list)
     capabilities: frozenset[str] = frozenset()  # what the client supports beyond v1 (secure aggregation)
+    class_names: tuple[str, ...] = ()  # its data's classes: a coordinator without a class list gathers them
 
 
 @dataclass(frozen=True)

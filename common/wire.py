@@ -124,6 +124,7 @@ def info_to_proto(info: FederationInfo) -> pb.FederationInfo:
     return pb.FederationInfo(
         federation_id=info.federation_id, total_rounds=info.total_rounds, current_round=info.current_round,
         model=info.model, prompt_config_json=json.dumps(info.prompt_config.to_dict()), spec=spec_to_proto(info.spec),
+        classes_pending=info.classes_pending,
     )
 
 
@@ -131,7 +132,7 @@ def info_from_proto(msg: pb.FederationInfo) -> FederationInfo:
     return FederationInfo(
         federation_id=msg.federation_id, total_rounds=msg.total_rounds, current_round=msg.current_round,
         model=msg.model, prompt_config=PromptConfig.from_dict(json.loads(msg.prompt_config_json)),
-        spec=spec_from_proto(list(msg.spec)),
+        spec=spec_from_proto(list(msg.spec)), classes_pending=msg.classes_pending,
     )
 
 
@@ -167,11 +168,13 @@ def federation_request_from_proto(msg: pb.FederationRequest) -> FederationReques
 
 def join_request_to_proto(request: JoinRequest) -> pb.JoinRequest:
     return pb.JoinRequest(client_id=request.client_id, num_examples=request.num_examples,
-                          spec=spec_to_proto(request.spec), capabilities=sorted(request.capabilities))
+                          spec=spec_to_proto(request.spec), capabilities=sorted(request.capabilities),
+                          class_names=list(request.class_names))
 
 
 def join_request_from_proto(msg: pb.JoinRequest) -> JoinRequest:
-    return JoinRequest(msg.client_id, msg.num_examples, spec_from_proto(list(msg.spec)), frozenset(msg.capabilities))
+    return JoinRequest(msg.client_id, msg.num_examples, spec_from_proto(list(msg.spec)), frozenset(msg.capabilities),
+                       tuple(msg.class_names))
 
 
 def task_request_to_proto(request: TaskRequest) -> pb.TaskRequest:

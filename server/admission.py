@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..common.ids import client_id_problem
 from ..common.messages import Code, Refused, SubmitResult
 from ..common.secagg.exchange import CAPABILITY, SecureStep
-from ..common.spec import TensorSpec, spec_difference
+from ..common.spec import TensorSpec, class_names_problem, classes_outside, spec_difference
 from .config import FederationConfig
 from .rounds import Rounds
 from .secure import SecureRun
@@ -32,6 +32,18 @@ def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str,
     if config.require_join_secret and not secret:
         raise Refused(Code.UNAUTHENTICATED, "this coordinator runs without client authentication: every Join "
                                             "must carry a join secret (pfeddc-client keeps one in its state dir)")
+
+
+def check_classes(federation: tuple[str, ...], site: tuple[str, ...]) -> None:
+    """A Join's class names: bounded, and (once the federation's list is fixed) all in it."""
+    problem = class_names_problem(site)
+    if problem:
+        raise Refused(Code.INVALID_ARGUMENT, problem)
+    outside = classes_outside(federation, site) if federation else []
+    if outside:
+        raise Refused(Code.FAILED_PRECONDITION, f"classes {outside} are not in the federation's class list "
+                                                f"{list(federation)}: relabel them (or merge them into a listed "
+                                                "class), or start a new federation whose --classes lists them")
 
 
 def check_room(config: FederationConfig, clients: int, joins_from_peer: int | None) -> None:

@@ -7,37 +7,37 @@ import hashlib
 import json
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ..common.backbones import EMBEDDED_MODEL, resolve_dims
+from ..common.backbones import EMBEDDED_MODEL, BackboneDims, resolve_dims
 from ..common.cli import add_log_flags, add_prompt_flags, add_train_flags, prompt_config_from
 from ..common.envflags import add_version, apply_env_defaults, package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import Event, configure_logging, get_logger
 from ..common.messages import HEARTBEAT_INTERVAL_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.spec import PromptConfig, TensorSpec, global_spec, initial_prompts
+from ..common.spec import MAX_CLASSES, PromptConfig, TensorSpec, global_spec, initial_prompts
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import MiB, TlsFiles, is_loopback, server_options
 from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource
 from .aioserver import AioServer
 from .auth import Authenticator, load_tokens
 from .checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
+from .classes import class_list
 from .config import CONFIG_DEFAULTS
 from .federation import Federation, FederationConfig, FederationState
-from .gate import max_receive_bytes
+from .gate import SERVICE_NAME, max_receive_bytes
 from .longpoll import ChangeFeed
 from .metrics import CoordinatorMetrics
-from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports
+from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports, tick
 from .options import add_robustness_flags, check_exposure, federation_config
 from .servicer import CoordinatorServicer
 from .statedir import StateDirLock, check_aborted, mark_aborted
 
 log = get_logger("coordinator")
-SERVICE_NAME = "pfeddc.v1.Coordinator"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,19 +128,20 @@ class RunningServer:
 def start(args: argparse.Namespace) -> RunningServer:
     """Build the federation from flags (resuming a checkpoint) and start serving; returns at once."""
     prompt = prompt_config_from(args)
-    spec = global_spec(resolve_dims(args.model), prompt)
-    config = federation_config(args, spec)
+    dims = resolve_dims(args.model)
+    global_spec(dims, prompt)  # refuse impossible layouts before anything else
+    config = federation_config(args)
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     check_exposure(args.bind, tls.enabled, args.tokens is not None or args.tls_client_ca is not None, args.insecure)
     lock = StateDirLock(args.state_dir).acquire()
     try:
-        return _start_locked(args, prompt, spec, config, tls, lock)
+        return _start_locked(args, prompt, dims, config, tls, lock)
     except BaseException:
         lock.release()
         raise
 
 
-def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[TensorSpec], config: FederationConfig,
+def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: BackboneDims, config: FederationConfig,
                   tls: TlsFiles, lock: StateDirLock) -> RunningServer:
     aborted = check_aborted(args.state_dir, args.resume_aborted, args.fresh)
     if aborted is not None:
@@ -148,25 +149,35 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[Ten
                     reason=aborted.get("reason"), advice="--resume-aborted (or --fresh): the aborted round is "
                     "retried from its first attempt")
     checkpoint = Checkpoint(args.state_dir)
+    fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)  # before classes gathered
+    federation_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+    prompt = replace(prompt, classes=class_list(prompt, checkpoint, args.fresh))
+    spec = global_spec(dims, prompt)
+
+    def spec_for(classes: tuple[str, ...]) -> list[TensorSpec]:
+        return global_spec(dims, replace(prompt, classes=classes))
+
+    gather = prompt.head.has_global and not prompt.classes  # the class list comes from the sites' Joins
     state = checkpoint.load(spec, config.rounds, args.fresh)
     if state is None:
-        state = FederationState(1, initial_prompts(spec, args.seed), {})
+        state = FederationState(1, initial_prompts(spec, args.seed), {}, classes=prompt.classes)
         checkpoint.save(state)
-        log.info(Event.FEDERATION_CREATED, state_dir=str(args.state_dir), spec=[s.describe() for s in spec])
+        log.info(Event.FEDERATION_CREATED, state_dir=str(args.state_dir), spec=[s.describe() for s in spec],
+                 classes=list(prompt.classes) or ("gathered from the sites' Joins as round 1 opens" if gather
+                                                  else None))
     else:
         log.info(Event.FEDERATION_RESUMED, state_dir=str(args.state_dir), round=state.round,
                  clients=len(state.clients))
     metrics = CoordinatorMetrics()
     federation = Federation(config, spec, state, on_round_closed=metrics.round_closed_hook(checkpoint.save),
-                            changes=ChangeFeed(max_waiters=args.max_held_calls))
-    fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)
-    federation_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+                            changes=ChangeFeed(max_waiters=args.max_held_calls), spec_for=spec_for if gather else None)
     tokens = load_tokens(args.tokens) if args.tokens else None
     auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None)
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
                           args.state_dir / ROUNDS_FILE)
     metrics.watch(source)
-    options = server_options(config.max_update_bytes, max_receive_bytes(spec, config.secure_aggregation))
+    largest = spec_for(tuple(f"class {i}" for i in range(MAX_CLASSES))) if gather else spec  # before it is known
+    options = server_options(config.max_update_bytes, max_receive_bytes(largest, config.secure_aggregation, gather))
     server = AioServer(options=options, interceptors=[metrics.aio_interceptor()])
     federation.changes.attach(server.loop)  # held calls wait on the server's event loop
     admin_grpc.add_AdminServicer_to_server(AdminServicer(source, auth), server)
@@ -195,29 +206,12 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, spec: list[Ten
     for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, port, federation, health_servicer, threading.Event(), source, side, lock)
-    threading.Thread(target=_tick, args=(federation, health_servicer, running.stop_event), daemon=True,
+    threading.Thread(target=tick, args=(federation, health_servicer, running.stop_event), daemon=True,
                      name="round-ticker").start()
     log.info(Event.SERVER_STARTED, port=port, bind=args.bind, tls=tls.enabled, federation_id=federation_id,
              rounds=config.rounds, round=federation.round, health_port=side.health_port,
              metrics_port=side.metrics_port, version=package_version())
     return running
-
-
-def _tick(federation: Federation, health_servicer: health.HealthServicer, stop_event: threading.Event) -> None:
-    """Deadlines and checkpoint retries; health follows durability. An error is logged and ticking goes on."""
-    serving = True
-    while not stop_event.wait(0.5):
-        try:
-            federation.tick()
-            ok = federation.durable
-        except Exception as exc:  # a bug: say so loudly, report NOT_SERVING, and keep the rounds moving
-            log.exception(Event.TICKER_FAILED, error=f"{type(exc).__name__}: {exc}")
-            ok = False
-        if ok != serving and not stop_event.is_set():
-            serving = ok
-            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-            for name in ("", SERVICE_NAME):
-                health_servicer.set(name, status)
 
 
 def main(argv: list[str] | None = None) -> int:

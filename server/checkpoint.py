@@ -71,6 +71,7 @@ class Checkpoint:
             "privacy": state.privacy.to_json(),
             "change_scale": {k: float(v) for k, v in sorted(state.change_scale.items())},
             "tensors_sha256": encoded.sha256,
+            "classes": list(state.classes),
         }
         text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
         if len(text) > MAX_META_BYTES:  # safetensors would write it, then refuse to read it back
@@ -112,6 +113,16 @@ class Checkpoint:
             log.warning(Event.HISTORY_REPAIRED, path=str(self.rounds.path), lines_before=len(before),
                         lines_after=len(after), round=state.round)
         return state
+
+    def _read_meta(self) -> dict[str, Any]:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path), framework="numpy") as fh:
+                meta = json.loads((fh.metadata() or {})[_META_KEY])
+        except Exception as exc:  # corrupt or foreign file: say which
+            raise CheckpointError(f"cannot read checkpoint {self.path}: {exc!r}") from exc
+        return meta if isinstance(meta, dict) else {}
 
     def _read(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         from safetensors import safe_open
@@ -155,8 +166,18 @@ class Checkpoint:
         scale = {str(k): float(v) for k, v in meta.get("change_scale", {}).items()}
         if not all(math.isfinite(v) and v >= 0 for v in scale.values()):
             raise CheckpointError(f"checkpoint {self.path} holds an impossible change_scale: {scale}")
+        classes = meta.get("classes", [])
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise CheckpointError(f"checkpoint {self.path} holds an impossible class list: {classes!r}")
         return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")), None, scale,
-                               encoded)
+                               encoded, tuple(classes))
+
+    def saved_classes(self) -> tuple[str, ...]:
+        """The class list the saved federation runs with (none saved: empty), from the header alone."""
+        if not self.path.exists():
+            return ()
+        classes = self._read_meta().get("classes", [])
+        return tuple(str(c) for c in classes) if isinstance(classes, list) else ()
 
     def _set_aside(self) -> None:
         """--fresh: keep an earlier federation's files under new names instead of mixing them with the new one."""

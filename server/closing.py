@@ -9,24 +9,21 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..common.secagg.exchange import unflatten
 from ..common.spec import TensorSpec
 from .aggregate import Aggregator
+from .attempt import Attempt
 from .combine import dp_denominator
 from .config import FederationConfig
 from .history import RoundSummary, SiteRecord
 from .pipeline import Rules, Step, combine, combine_secure
 from .privacy import PrivacyLedger
+from .secure import SecureRun
 from .state import FederationState
 from .updates import CheckedUpdate
-
-if TYPE_CHECKING:  # rounds.py imports this module
-    from .rounds import Attempt
-    from .secure import SecureRun
 
 
 def combine_plain(state: FederationState, config: FederationConfig, aggregate: Aggregator,
@@ -63,7 +60,8 @@ def next_state(state: FederationState, config: FederationConfig, combined: Step,
         dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None,
         global_change={k: float(np.linalg.norm(v - state.global_tensors[k])) for k, v in next_global.items()})
     scale = tensor_clip.scale if tensor_clip else dict(state.change_scale)
-    return FederationState(state.round + 1, next_global, clients, privacy, summary, scale, combined.committed)
+    return FederationState(state.round + 1, next_global, clients, privacy, summary, scale, combined.committed,
+                           state.classes)
 
 
 class NoQuorum(ValueError):

@@ -17,7 +17,6 @@ from ..common import serde
 from ..common.logs import Event, get_logger
 from ..common.messages import (
     MAX_FAILURE_DETAIL_CHARS,
-    Action,
     Code,
     FailureReason,
     Metrics,
@@ -27,10 +26,9 @@ from ..common.messages import (
 )
 from ..common.secagg.exchange import SecureAnswer, SecureStep
 from ..common.spec import TensorSpec
-from .admission import admit, check_join, check_report, check_running, find_run, register
+from .admission import admit, check_classes, check_join, check_report, check_running, find_run, register
 from .aggregate import Aggregator, make_aggregator
 from .config import FederationConfig
-from .handouts import MAX_HANDOUTS
 from .history import RoundSummary
 from .longpoll import ChangeFeed
 from .pipeline import accept
@@ -53,23 +51,40 @@ class Federation:
         aggregate: Aggregator | None = None,
         changes: ChangeFeed | None = None,
         rng: np.random.Generator | None = None,
+        spec_for: Callable[[tuple[str, ...]], list[TensorSpec]] | None = None,
     ) -> None:
         """`on_round_closed` makes a closed round durable (the checkpoint); if it raises, the round stays open
         and the call is retried. `aggregate` defaults to the config's aggregator; `rng` draws DP noise (default:
-        seeded from the OS, never from the federation seed)."""
+        seeded from the OS, never from the federation seed). `spec_for`: the spec of a class list, when the
+        federation gathers its list from the sites' Joins (it is fixed as round 1 opens)."""
         serde.validate(state.global_tensors, spec)
-        self.config, self.spec = config, spec
+        self.config = config
         self._state, self._clock = state, clock
         self.changes = changes or ChangeFeed()
         self._section = Section(self.changes, log)
         self._lock, self._critical, self._log = self._section.lock, self._section.hold, self._section.log
         self._rounds = Rounds(config, state, on_round_closed or (lambda _s: None), clock,
                               aggregate or make_aggregator(config.aggregator, config.trim),
-                              rng or np.random.default_rng(), self._section.log, self._section.changed, spec)
+                              rng or np.random.default_rng(), self._section.log, self._section.changed, spec,
+                              spec_for)
         self.incidents = self._rounds.incidents
         self._joins_by_peer: dict[str, int] = {}  # new ids registered per peer address (open mode), in memory
 
     # ----- queries
+    @property
+    def spec(self) -> list[TensorSpec]:
+        """The global tensors every update must hold (the class head's join once the class list is fixed)."""
+        return self._rounds.spec
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The federation's class list (empty while gathered, or when the method shares none)."""
+        return self._state.classes
+
+    @property
+    def classes_pending(self) -> bool:
+        return self._rounds.classes_pending
+
     @property
     def round(self) -> int:
         return self._rounds.round
@@ -97,10 +112,6 @@ class Federation:
         """Why the federation stopped (a round failed more than --max-retries times), or None."""
         return self._rounds.aborted
 
-    def sampled(self) -> set[str]:
-        with self._lock:
-            return set(self._rounds.attempt.sampled)
-
     def snapshot(self) -> RoundView:
         """A consistent copy of the open round and the client registry, for the status view and metrics."""
         with self._critical():
@@ -109,17 +120,20 @@ class Federation:
 
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None,
-             peer: str | None = None, capabilities: frozenset[str] = frozenset()) -> int:
+             peer: str | None = None, capabilities: frozenset[str] = frozenset(),
+             class_names: tuple[str, ...] = ()) -> int:
         """Register or re-register a client; returns its FedAvg weight (the declared count, capped).
-        `peer`: the caller's address in open mode beyond loopback, whose new ids are counted and capped."""
+        `peer`: the caller's address in open mode beyond loopback, whose new ids are counted and capped.
+        `class_names`: its data's classes (gathered into the class list; refused when outside a fixed one)."""
         check_join(self.config, self.spec, client_id, num_examples, spec, secret, capabilities)
         with self._critical():
+            check_classes(self._state.classes, class_names)
             rejoined = client_id in self._state.clients
             record = register(self.config, self._state.clients, self._joins_by_peer, client_id, num_examples, peer)
             record.check_secret(secret)
             if secret and record.secret_sha256 is None:
                 record.secret_sha256 = serde.sha256(secret.encode())
-            record.num_examples = num_examples
+            record.num_examples, record.class_names = num_examples, class_names
             record.last_seen = self._clock()
             weight = self.config.weight(num_examples)
             if weight < num_examples:
@@ -141,24 +155,7 @@ class Federation:
             self._touch(client_id)
             self._rounds.advance()
             check_running(self._rounds)
-            total, now, global_ = self.config.rounds, self._clock(), self._rounds.global_
-            if self.finished:
-                return Task(Action.FINISHED, self.round - 1, total, global_.payload, global_.sha256)
-            if self._rounds.pending is None and self._rounds.attempt.awaits(client_id):
-                wait = self._rounds.handouts.wait_left(client_id, now)
-                if wait > 0:
-                    return Task(Action.WAIT, self.round, total, retry_after_s=wait)
-                if self._rounds.handouts.exhausted(client_id):
-                    self._rounds.fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
-                    self._rounds.advance()
-                else:
-                    self._rounds.handouts.record(client_id, now)
-                    left = max(0.0, self._rounds.attempt.deadline - now)
-                    run = self._rounds.attempt.secure
-                    return Task(Action.TRAIN, self.round, total, global_.payload, global_.sha256,
-                                self.config.settings_for(self.round, client_id), deadline_s=left,
-                                secure=run.plan[client_id] if run else None)
-            return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
+            return self._rounds.hand_out(client_id, self._clock())
 
     def heartbeat(self, client_id: str) -> int:
         """A running client is alive (training or waiting): refresh its last-seen time; returns the round."""

@@ -32,11 +32,11 @@ from ..common.logs import Event
 from ..common.messages import Code, JoinRequest, Refused
 from ..common.proto import federation_pb2 as pb
 from ..common.secagg.exchange import vector_length
-from ..common.spec import TensorSpec
+from ..common.spec import MAX_CLASS_NAME_CHARS, MAX_CLASSES, TensorSpec
 from .auth import Authenticator
 
 R = TypeVar("R")
-SERVICE = "pfeddc.v1.Coordinator"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name  # "pfeddc.v1.Coordinator"
 # Requests without tensors: ids, counts, a failure detail of at most 500 characters; far below this.
 SMALL_REQUEST_BYTES = 4 * 1024
 # Refusals of the same kind are logged at most once per this many seconds, with the count of those skipped.
@@ -59,10 +59,12 @@ REPLIES: dict[str, type[Message]] = {"GetFederation": pb.FederationInfo, "Join":
 SECAGG_BUNDLE_BYTES, SECAGG_MAX_SITES = 640, 2048
 
 
-def method_limits(spec: list[TensorSpec], secure: bool = False) -> dict[str, int]:
+def method_limits(spec: list[TensorSpec], secure: bool = False, gathering: bool = False) -> dict[str, int]:
     """The largest request each method may carry, in bytes, for a federation of `spec` (`secure`: with secure
-    aggregation; without it SecureAggregate carries nothing worth reading)."""
-    join = wire.join_request_to_proto(JoinRequest("x" * MAX_CLIENT_ID_CHARS, 2**62, spec))
+    aggregation; without it SecureAggregate carries nothing worth reading; `gathering`: while the class list is
+    gathered from the Joins, which then carry class names)."""
+    names = tuple("x" * MAX_CLASS_NAME_CHARS for _ in range(MAX_CLASSES)) if gathering else ()
+    join = wire.join_request_to_proto(JoinRequest("x" * MAX_CLIENT_ID_CHARS, 2**62, spec, class_names=names))
     return {"GetFederation": SMALL_REQUEST_BYTES, "GetTask": SMALL_REQUEST_BYTES,
             "ReportFailure": SMALL_REQUEST_BYTES, "Heartbeat": SMALL_REQUEST_BYTES,
             "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
@@ -71,9 +73,9 @@ def method_limits(spec: list[TensorSpec], secure: bool = False) -> dict[str, int
             + SMALL_REQUEST_BYTES}
 
 
-def max_receive_bytes(spec: list[TensorSpec], secure: bool = False) -> int:
+def max_receive_bytes(spec: list[TensorSpec], secure: bool = False, gathering: bool = False) -> int:
     """gRPC core's receive limit: the largest legitimate request, plus a margin."""
-    return max(method_limits(spec, secure).values()) + 64 * 1024
+    return max(method_limits(spec, secure, gathering).values()) + 64 * 1024
 
 
 class BoundedLog:
@@ -96,10 +98,24 @@ class BoundedLog:
 
 
 class Gate:
-    def __init__(self, auth: Authenticator, spec: list[TensorSpec], log: Callable[..., None],
-                 secure: bool = False) -> None:
-        self.auth, self.limits, self.spec_len = auth, method_limits(spec, secure), len(spec)
+    def __init__(self, auth: Authenticator, spec: Callable[[], list[TensorSpec]], log: Callable[..., None],
+                 secure: bool = False, gathering: Callable[[], bool] = lambda: False) -> None:
+        """`spec`: the federation's current spec, and `gathering` whether it gathers its class list (the spec
+        grows once, when the list is fixed)."""
+        self.auth, self._spec, self._secure, self._gathering = auth, spec, secure, gathering
+        self._limits: tuple[tuple[int, bool], dict[str, int]] = ((-1, False), {})
         self._log = BoundedLog(log)
+
+    @property
+    def limits(self) -> dict[str, int]:
+        spec, gathering = self._spec(), self._gathering()
+        if self._limits[0] != (len(spec), gathering):
+            self._limits = ((len(spec), gathering), method_limits(spec, self._secure, gathering))
+        return self._limits[1]
+
+    @property
+    def spec_len(self) -> int:
+        return len(self._spec())
 
     def open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[R]) -> R:
         """The request as its domain type `kind`, or `Refused` naming why it was not read."""
@@ -146,5 +162,5 @@ def register(server: Any, handlers: dict[str, Callable[..., Any]]) -> None:
     rpc = {name: grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None,
                                                      response_serializer=REPLIES[name].SerializeToString)
            for name, fn in handlers.items()}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, rpc),))
-    server.add_registered_method_handlers(SERVICE, rpc)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, rpc),))
+    server.add_registered_method_handlers(SERVICE_NAME, rpc)

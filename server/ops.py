@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import threading
 import time
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2
 
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import Event, get_logger
 from ..common.transport import is_loopback
 from .admin import StatusSource
 from .federation import Federation
+from .gate import SERVICE_NAME
 from .metrics import CoordinatorMetrics
 from .probes import serve_health
 from .web import WebServer, serve
@@ -115,3 +117,20 @@ def run_until_done(federation: Federation, linger_s: float, stopper: Stopper) ->
     if federation.aborted:
         return ExitCode.ABORTED
     return ExitCode.OK if federation.finished else stopper.exit_code
+
+
+def tick(federation: Federation, health_servicer: health.HealthServicer, stop_event: threading.Event) -> None:
+    """Deadlines and checkpoint retries; health follows durability. An error is logged and ticking goes on."""
+    serving = True
+    while not stop_event.wait(0.5):
+        try:
+            federation.tick()
+            ok = federation.durable
+        except Exception as exc:  # a bug: say so loudly, report NOT_SERVING, and keep the rounds moving
+            log.exception(Event.TICKER_FAILED, error=f"{type(exc).__name__}: {exc}")
+            ok = False
+        if ok != serving and not stop_event.is_set():
+            serving = ok
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                health_servicer.set(name, status)

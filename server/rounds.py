@@ -2,8 +2,8 @@
 
 `Rounds` is a part `Federation` (server/federation.py) owns: it holds the round's state as values (the
 `FederationState`, the open `Attempt`, the pending round, the encoded global) and applies the transitions
-`advance` makes under the federation's lock. A round moves forward in memory only after `on_round_closed`
-(the checkpoint) succeeded; until then it stays open and the save is retried with a growing delay.
+`advance` makes under the federation's lock. A round moves forward in memory only once its checkpoint is saved
+(server/saving.py retries a failed save); until then it stays open.
 """
 
 from __future__ import annotations
@@ -11,59 +11,40 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..common import serde
 from ..common.logs import Event
+from ..common.messages import Action, Task
 from ..common.secagg.exchange import vector_length
 from ..common.spec import TensorSpec
 from ..common.status import IncidentKind
-from . import secure
+from . import classes, secure
 from .aggregate import Aggregator
-from .checkpoint import save_advice
+from .attempt import Attempt
 from .closing import NoQuorum, combine_plain, next_state, secure_state
 from .config import FederationConfig
-from .handouts import Handouts
+from .handouts import MAX_HANDOUTS, Handouts
 from .incidents import Incidents
 from .pipeline import NonFiniteGlobal
+from .saving import Saver
 from .secure import SecureRun
-from .state import FederationState, RoundView
-from .updates import CheckedUpdate
+from .state import FederationState, RoundView, round_view
 
 WAITING_LOG_INTERVAL_S = 30.0
-
-
-@dataclass
-class Attempt:
-    """One attempt of the open round: who is sampled, who delivered, who cannot, and until when."""
-
-    number: int = 0  # 0: the round's first attempt
-    sampled: set[str] = field(default_factory=set)
-    received: dict[str, CheckedUpdate] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)  # sampled clients that cannot deliver -> why
-    deadline: float = math.inf
-    opened_at: float = 0.0
-    secure: SecureRun | None = None  # a secure federation's protocol run for this attempt
-
-    def outstanding(self) -> set[str]:
-        return self.sampled - self.received.keys() - self.failed.keys()
-
-    def expected(self) -> int:
-        return len(self.sampled) - len(self.failed)
-
-    def awaits(self, client_id: str) -> bool:
-        return client_id in self.sampled and client_id not in self.received and client_id not in self.failed
 
 
 class Rounds:
     def __init__(self, config: FederationConfig, state: FederationState,
                  on_round_closed: Callable[[FederationState], None], clock: Callable[[], float],
                  aggregate: Aggregator, rng: np.random.Generator, log: Callable[..., None],
-                 changed: Callable[[], None], spec: list[TensorSpec]) -> None:
+                 changed: Callable[[], None], spec: list[TensorSpec],
+                 spec_for: Callable[[tuple[str, ...]], list[TensorSpec]] | None = None) -> None:
+        """`spec_for`: the spec for a class list, while the federation gathers its list from the Joins."""
         self.config, self.state, self.spec = config, state, spec
-        self._on_round_closed, self._clock, self._aggregate, self._rng = on_round_closed, clock, aggregate, rng
+        self.spec_for = spec_for if not state.classes else None
+        self._clock, self._aggregate, self._rng = clock, aggregate, rng
         self._log, self._changed = log, changed
         self.global_: serde.Encoded = state.global_encoded()  # the bytes and digest every task hands out
         self.attempt = Attempt()
@@ -72,7 +53,7 @@ class Rounds:
         self.pending: FederationState | None = None  # a closed round not yet durable
         self.aborted: str | None = None
         self.incidents = Incidents()
-        self._persist_failures, self._persist_retry_at = 0, 0.0
+        self._saver = Saver(on_round_closed, self.incidents, log)
         self._waiting_logged_at = -math.inf
         self.ended_secure: SecureRun | None = None  # the last secure run that ended, to answer its late polls
         self.excluded: set[str] = set()  # sites a secure run named as faulty: left out of the round's next attempts
@@ -86,17 +67,38 @@ class Rounds:
         return self.state.round > self.config.rounds
 
     @property
+    def classes_pending(self) -> bool:
+        """The class list is still gathered from the Joins (fixed as round 1 opens)."""
+        return self.spec_for is not None
+
+    @property
     def online_window_s(self) -> float:
         """A client heard from within this window counts as online (and can be sampled)."""
         return max(self.config.round_timeout_s, 10 * self.config.poll_interval_s)
 
     def view(self, now: float) -> RoundView:
-        """A copy of the open round and the registry (`last_seen` as seconds ago) for the status view."""
-        clients = tuple(replace(r, last_seen=now - r.last_seen) for r in self.state.clients.values())
-        a, masked = self.attempt, self.attempt.secure.contributions if self.attempt.secure else {}  # secure: sent
-        deadline = None if not a.sampled else max(0.0, a.deadline - now)
-        return RoundView(self.round, self.finished, frozenset(a.sampled), frozenset(a.received or masked), deadline,
-                         clients, a.number, dict(a.failed), self.incidents.view(now), self.aborted)
+        """A copy of the open round and the registry for the status view."""
+        return round_view(self.state, self.attempt, self.finished, self.incidents.view(now), self.aborted, now)
+
+    def hand_out(self, client_id: str, now: float) -> Task:
+        """What `client_id` does now: the round's TRAIN task when it is awaited (the hand-out is counted; after
+        MAX_HANDOUTS without an update it fails the attempt instead), WAIT while its backoff runs or it is not
+        awaited, FINISHED after the last round."""
+        total, global_, a = self.config.rounds, self.global_, self.attempt
+        if self.finished:
+            return Task(Action.FINISHED, self.round - 1, total, global_.payload, global_.sha256)
+        if self.pending is None and a.awaits(client_id):
+            wait = self.handouts.wait_left(client_id, now)
+            if wait > 0:
+                return Task(Action.WAIT, self.round, total, retry_after_s=wait)
+            if not self.handouts.exhausted(client_id):
+                self.handouts.record(client_id, now)
+                return Task(Action.TRAIN, self.round, total, global_.payload, global_.sha256,
+                            self.config.settings_for(self.round, client_id), deadline_s=max(0.0, a.deadline - now),
+                            secure=a.secure.plan[client_id] if a.secure else None)
+            self.fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
+            self.advance()
+        return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
 
     def fail(self, client_id: str, reason: str) -> None:
         self.attempt.failed[client_id] = reason
@@ -110,7 +112,7 @@ class Rounds:
         if self.aborted:
             return
         if self.pending is not None:
-            if now >= self._persist_retry_at:
+            if self._saver.due(now):
                 self._persist(now)
             return
         answered = len(a.received) + len(a.failed)  # both are disjoint subsets of the sampled
@@ -133,6 +135,9 @@ class Rounds:
                           needed=self.config.min_clients, known=len(clients))
             return
         self._waiting_logged_at = -math.inf
+        if self.spec_for is not None:  # the class list, from the classes the active sites named at Join
+            self.spec = classes.agree(self.state, sorted(active), self.spec_for, self.config.seed, self._log)
+            self.spec_for, self.global_ = None, self.state.global_encoded()
         number = self.attempt.number
         rng = random.Random(f"{self.config.seed}:{self.round}:{number}")
         sampled = set(rng.sample(eligible, k))
@@ -211,24 +216,13 @@ class Rounds:
         """Make the pending round durable, then (only then) advance to it in memory."""
         pending = self.pending
         assert pending is not None and pending.last_round is not None
-        try:
-            self._on_round_closed(pending)
-        except Exception as exc:  # disk full, I/O error, permissions: never lose the round, never go silent
-            self._persist_failures += 1
-            delay = min(2.0 ** (self._persist_failures - 1), 30.0)
-            self._persist_retry_at = now + delay
-            error = f"{type(exc).__name__}: {exc}"
-            self.incidents.record(now, self.round, self.attempt.number, IncidentKind.CHECKPOINT_FAILED, error)
-            self._log("error", Event.CHECKPOINT_FAILED, round=self.round, error=error,
-                      attempt=self._persist_failures, retry_in_s=delay, advice=save_advice(exc))
+        if not self._saver.save(pending, self.round, self.attempt.number, now):
             return
-        if self._persist_failures:
-            self._log("warning", Event.CHECKPOINT_RECOVERED, round=self.round, attempts=self._persist_failures + 1)
         self._adopt(pending)
         self.last_closed = {c: u.sha256 for c, u in self.attempt.received.items()}
         if self.attempt.secure is not None:
             self.attempt.secure.committed, self.ended_secure = True, self.attempt.secure
-        self.attempt, self.pending, self._persist_failures, self.excluded = Attempt(), None, 0, set()
+        self.attempt, self.pending, self.excluded = Attempt(), None, set()
         self.handouts.reset()
         self._changed()
         summary = pending.last_round

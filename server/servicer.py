@@ -53,7 +53,8 @@ class CoordinatorServicer:
                  prompt_config: PromptConfig) -> None:
         self.federation, self.auth, self.federation_id = federation, auth, federation_id
         self.model, self.prompt_config = model, prompt_config
-        self.gate = Gate(auth, federation.spec, log.warning, federation.config.secure_aggregation)
+        self.gate = Gate(auth, lambda: federation.spec, log.warning, federation.config.secure_aggregation,
+                         lambda: federation.classes_pending)
 
     def register(self, server: Any) -> None:
         register(server, {name: getattr(self, name) for name in REPLIES})
@@ -99,8 +100,9 @@ class CoordinatorServicer:
         request = await self._open(context, "GetFederation", raw, FederationRequest)
         await self._call(context, request.client_id, lambda: None, bound=False)
         fed = self.federation
+        prompt = replace(self.prompt_config, classes=fed.classes)
         return wire.info_to_proto(FederationInfo(self.federation_id, fed.config.rounds, fed.round, self.model,
-                                                 self.prompt_config, fed.spec))
+                                                 prompt, fed.spec, fed.classes_pending))
 
     async def Join(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "Join", raw, JoinRequest)
@@ -108,8 +110,8 @@ class CoordinatorServicer:
         secret = _join_secret(context) if not self.auth.enabled else None
         peer = _remote_peer(context) if not self.auth.enabled else None
         weight = await self._call(context, request.client_id, lambda: fed.join(
-            request.client_id, request.num_examples, request.spec, secret, peer, request.capabilities),
-            bound=False)
+            request.client_id, request.num_examples, request.spec, secret, peer, request.capabilities,
+            request.class_names), bound=False)
         return wire.join_to_proto(JoinResult(self.federation_id, fed.config.rounds, fed.round, weight))
 
     async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:

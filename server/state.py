@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy as np
 from ..common import serde
 from ..common.messages import Code, Metrics, Refused
 from ..common.status import Incident
+from .attempt import Attempt
 from .history import RoundSummary
 from .privacy import PrivacyLedger
 
@@ -25,6 +26,7 @@ class ClientRecord:
     last_round: int = 0  # the last round whose update from it was accepted (status view; not persisted)
     last_metrics: Metrics | None = None  # ... and the metrics it reported with it
     secret_sha256: str | None = None  # open mode: digest of the join secret bound at its first join
+    class_names: tuple[str, ...] = ()  # its data's classes, as it named them at Join (not persisted)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}
@@ -73,9 +75,21 @@ class FederationState:
     change_scale: dict[str, float] = field(default_factory=dict)
     # the global's safetensors bytes and digest, made once per commit (the commit stage or a checkpoint read)
     encoded: serde.Encoded | None = field(default=None, repr=False, compare=False)
+    classes: tuple[str, ...] = ()  # the federation's class list (--classes, or gathered from the Joins)
 
     def global_encoded(self) -> serde.Encoded:
         """The global as the checkpoint and every task carry it: encoded only if `global_tensors` changed."""
         if self.encoded is None or self.encoded.tensors is not self.global_tensors:
             self.encoded = serde.Encoded.of(self.global_tensors)
         return self.encoded
+
+
+def round_view(state: FederationState, attempt: Attempt, finished: bool, incidents: tuple[Incident, ...],
+               aborted: str | None, now: float) -> RoundView:
+    """A copy of the open round and the registry (`last_seen` as seconds ago); a secure attempt counts the
+    masked inputs received."""
+    clients = tuple(replace(r, last_seen=now - r.last_seen) for r in state.clients.values())
+    masked = attempt.secure.contributions if attempt.secure else {}
+    deadline = None if not attempt.sampled else max(0.0, attempt.deadline - now)
+    return RoundView(state.round, finished, frozenset(attempt.sampled), frozenset(attempt.received or masked),
+                     deadline, clients, attempt.number, dict(attempt.failed), incidents, aborted)

@@ -24,32 +24,36 @@ class FederationRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ...) -> None: ...
 
 class FederationInfo(_message.Message):
-    __slots__ = ("federation_id", "total_rounds", "current_round", "model", "prompt_config_json", "spec")
+    __slots__ = ("federation_id", "total_rounds", "current_round", "model", "prompt_config_json", "spec", "classes_pending")
     FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
     TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_PENDING_FIELD_NUMBER: _ClassVar[int]
     federation_id: str
     total_rounds: int
     current_round: int
     model: str
     prompt_config_json: str
     spec: _containers.RepeatedCompositeFieldContainer[TensorSpec]
-    def __init__(self, federation_id: _Optional[str] = ..., total_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., model: _Optional[str] = ..., prompt_config_json: _Optional[str] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+    classes_pending: bool
+    def __init__(self, federation_id: _Optional[str] = ..., total_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., model: _Optional[str] = ..., prompt_config_json: _Optional[str] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., classes_pending: _Optional[bool] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("client_id", "num_examples", "spec", "capabilities")
+    __slots__ = ("client_id", "num_examples", "spec", "capabilities", "class_names")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     num_examples: int
     spec: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Iterable[str]] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("federation_id", "total_rounds", "current_round", "weight")

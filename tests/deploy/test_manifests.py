@@ -124,6 +124,21 @@ def test_configmaps_are_generated_and_every_key_is_a_flag() -> None:
             assert str(args[flag]) == value or args[flag] == type(args[flag])(value), (key, args[flag])
 
 
+def test_coordinator_flags_share_the_class_head_with_a_list_given_or_gathered() -> None:
+    """As deployed, the federation shares what pays (the class head's statistics), its class list either named by
+    PFEDDC_SERVER_CLASSES or gathered from the sites' Joins: no flag a user must know to set."""
+    from pfeddc.common.cli import prompt_config_from
+    from pfeddc.common.envflags import apply_env_defaults
+    from pfeddc.server.app import build_parser
+
+    parser = build_parser()
+    config = next(d for d in render("coordinator/overlays/internet") if d["kind"] == "ConfigMap")
+    apply_env_defaults(parser, config["data"])
+    prompt = prompt_config_from(parser.parse_args([]))
+    assert prompt.head.has_global  # shared: given (--classes) or gathered (none given)
+    assert "PFEDDC_SERVER_CLASSES" not in config["data"] or prompt.classes
+
+
 def test_coordinator_config_is_over_when_finished_not_restarted() -> None:
     flags = env_file("coordinator/base/flags.env")
     assert float(flags["PFEDDC_SERVER_LINGER"]) == float("inf")  # keeps serving FINISHED and the status

@@ -55,9 +55,13 @@ def test_three_clients_two_rounds_global_is_weighted_mean(
     server.wait_event(Event.FEDERATION_FINISHED, 30)
     # the coordinator's final global prompts = FedAvg of what the clients sent in round 2
     final = assert_final_is_weighted_mean_of_what_was_sent(tmp_path, 3, atol=1e-7)
-    # local modules stayed on each client and differ between clients
+    # the class list was gathered from the sites' Joins; the personal part stayed on each client, its own
+    assert list(server.wait_event(Event.CLASSES_AGREED, 5)["classes"]) == sorted(CLASSES)
     locals_ = [serde.load_file(tmp_path / f"state-site-{i}" / "local.safetensors") for i in range(3)]
-    assert "text.local" in locals_[0] and not np.array_equal(locals_[0]["text.local"], locals_[1]["text.local"])
+    assert "head.rows.local" in locals_[0] and "head.rows.local" not in final
+    counts = [json.loads((tmp_path / f"state-site-{i}" / "history.jsonl").read_text().splitlines()[-1])["num_examples"]
+              for i in range(3)]
+    assert [float(v["head.site_counts.local"].sum()) for v in locals_] == counts  # its own training images
     assert not any(k.endswith(".local") or k.startswith("fusion") for k in final)
 
     # the personalized model works offline, from the state dir alone
@@ -72,7 +76,7 @@ def test_three_clients_two_rounds_global_is_weighted_mean(
 
 
 def test_client_killed_mid_round_resumes_from_its_state(federation: Federation, tmp_path: Path) -> None:
-    federation.server("--rounds", "3", "--min-clients", "2", "--batch-size", "4")
+    federation.server("--rounds", "3", "--min-clients", "2", "--batch-size", "4", "--method", "pfeddc-noproto")
     a_data, b_data = client_data(tmp_path, 2)
     a = federation.client("site-a", a_data, "--local-epochs", "2")
     b = federation.client("site-b", b_data, "--local-epochs", "2")
@@ -113,7 +117,7 @@ def test_coordinator_restarted_mid_run_clients_rejoin_and_finish(federation: Fed
 
 
 def test_sigterm_stops_a_client_cleanly_with_its_state_saved(federation: Federation, tmp_path: Path) -> None:
-    federation.server("--rounds", "5", "--min-clients", "1", "--batch-size", "2")
+    federation.server("--rounds", "5", "--min-clients", "1", "--batch-size", "2", "--method", "pfeddc-noproto")
     (data,) = client_data(tmp_path, 1)
     client = federation.client("site-t", data, "--local-epochs", "50")
     client.wait_event(Event.ROUND_TRAINING, 60)
@@ -126,7 +130,8 @@ def test_sigterm_stops_a_client_cleanly_with_its_state_saved(federation: Federat
 
 
 def test_diverging_client_keeps_its_last_good_state_and_sends_nothing(federation: Federation, tmp_path: Path) -> None:
-    server = federation.server("--rounds", "2", "--min-clients", "1", "--round-timeout", "600")
+    server = federation.server("--rounds", "2", "--min-clients", "1", "--round-timeout", "600", "--method",
+                               "pfeddc-noproto")
     (data,) = client_data(tmp_path, 1)
     client = federation.client("site-x", data, "--lr", "1e30")
     diverged = client.wait_event(Event.TRAINING_DIVERGED, 60)["round"]  # huge steps overflow within a round or two

@@ -84,15 +84,16 @@ def test_client_stops_within_2s_in_every_state(federation: Federation, tmp_path:
     retrying.wait_event(Event.COORDINATOR_UNREACHABLE, 60, count=2)
     assert stop_within_deadline(retrying, signal.SIGINT) == ExitCode.interrupted(signal.SIGINT)
 
-    # 2. joined, waiting for a round that needs another client
+    # 2. joined, waiting for the class list (and the first round) that need another client
     federation.server("--rounds", "2", "--min-clients", "2")
     waiting = federation.client("site-w", data)
-    waiting.wait_event(Event.CLIENT_JOINED, 60)
+    waiting.wait_event(Event.WAITING_FOR_CLASSES, 60)
     time.sleep(0.5)
     assert stop_within_deadline(waiting, signal.SIGTERM) == ExitCode.interrupted(signal.SIGTERM)
 
     # 3. in the middle of local training
-    federation.server("--rounds", "2", "--min-clients", "1", state_dir=tmp_path / "coord-2")
+    federation.server("--rounds", "2", "--min-clients", "1", "--method", "pfeddc-noproto",
+                      state_dir=tmp_path / "coord-2")
     training = federation.client("site-t", data, "--local-epochs", "200", "--batch-size", "2")
     training.wait_event(Event.ROUND_TRAINING, 60)
     time.sleep(0.5)

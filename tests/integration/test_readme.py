@@ -112,6 +112,10 @@ def test_readme_federation_by_hand_runs_as_written(tmp_path: Path, tiny_model_di
                   if line.startswith("{")]
         assert sum(e["event"] == Event.ROUND_COMPLETED for e in events) == 2
         assert {e["client_id"] for e in events if e["event"] == Event.CLIENT_JOINED} == {"hospital-a", "hospital-b"}
+        # no flag named the classes: the coordinator agreed them from the institutions' Joins, and shared the head
+        agreed = [e for e in events if e["event"] == Event.CLASSES_AGREED]
+        assert len(agreed) == 1 and agreed[0]["classes"] == ["green", "red"], agreed
+        assert "head.sums.global[2, 16]:F32" in agreed[0]["tensors"]
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -24,9 +24,10 @@ from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server import checkpoint as checkpoint_module
-from pfeddc.server.app import SERVICE_NAME, RunningServer
+from pfeddc.server.app import RunningServer
 from pfeddc.server.checkpoint import ROUNDS_FILE
 from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.gate import SERVICE_NAME
 from pfeddc.server.rounds import WAITING_LOG_INTERVAL_S
 
 SPEC = [TensorSpec("text.global", (4, 128))]

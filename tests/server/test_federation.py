@@ -137,7 +137,7 @@ def test_client_not_sampled_is_told_to_wait_and_cannot_submit() -> None:
     fed = make(clock, fraction=0.5, min_clients=2)
     for cid in ("a", "b", "c", "d"):
         fed.join(cid, 10, SPEC)
-    sampled = fed.sampled()
+    sampled = set(fed.snapshot().sampled)
     # sampling happened when the second client joined: ceil(0.5 * 2) = 1 client
     assert len(sampled) == 1
     outsider = next(c for c in ("a", "b", "c", "d") if c not in sampled)
@@ -169,7 +169,7 @@ def test_deadline_without_quorum_resamples_the_same_round() -> None:
     fed.submit("a", 1, payload(2.0), 10, METRICS)
     clock.now = 11.0
     fed.tick()
-    assert fed.round == 1 and fed.sampled() == {"a", "b"}
+    assert fed.round == 1 and set(fed.snapshot().sampled) == {"a", "b"}
     assert fed.task("a").action == "train"  # a's earlier update was dropped with the failed attempt
 
 

@@ -91,7 +91,7 @@ def honest(conn: Connection, task: Task, spec: list[TensorSpec]) -> SecureOutcom
             assert task.secure is not None, task
             base = global_tensors(task)
             update = {k: base[k] + delta_of(conn.client_id, spec)[k] for k in base}
-            outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id], METRICS)
+            outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id])
         task = conn.task(wait_s=2)
     raise AssertionError(f"{conn.client_id}: no end after 20 tasks")
 

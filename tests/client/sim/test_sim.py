@@ -34,7 +34,7 @@ def test_sim_runs_methods_and_writes_results(tmp_path: Path, tiny_model_dir: Pat
     results = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
     assert set(results) == {"pfeddc", "zeroshot"}
     moved = results["pfeddc"]["global_change"]["1"]  # from the coordinator's round_completed event
-    assert {"text.global", "vision.global"} <= set(moved) and all(v >= 0 for v in moved.values())
+    assert {"head.sums.global", "head.moment.global"} <= set(moved) and all(v >= 0 for v in moved.values())
     assert "round | " in printed and str(out / "accuracy.png") in printed
 
 
