@@ -4,13 +4,20 @@
     python benchmarks/coordinator.py --sizes 10 100 --soak-rounds 0
     python benchmarks/coordinator.py --flower-python /path/to/venv/bin/python   # + Flower at N=10, same machine
     python benchmarks/coordinator.py --flower-secagg --flower-python /path/to/venv/bin/python   # secure vs plain
+    python benchmarks/coordinator.py --against main --sizes 10 100   # working tree vs main, interleaved (guard)
 
 A real `pfeddc-server` process (ViT-B/16 shapes, 16 text + 16 vision tokens: an 82 KB update) serves N
 clients that do no training: asyncio clients on grpc.aio in a few worker processes, one channel each. Each
 client holds GetTask open until it is sampled (push) and asks for its next task in the same SubmitUpdate,
 so a round costs one call per client. `poll` rows are the same clients speaking the protocol of clients
 that do not push (GetTask answered at once, sleep retry_after_s = 2 s, ask again): what every client did
-before push, measured here on the same server.
+before push, measured here on the same server. `threads` rows (--clients threads, and the default of --against):
+the call pattern of issue 31, N client threads in one process, each GetFederation, Join, then GetTask held
+for up to 30 s and SubmitUpdate of the global it was handed: two calls per client per round.
+
+--against REV: the regression guard (compare_trees.py). The working tree's coordinator and REV's (checked out
+in a temporary git worktree) run in turn, A B A B, the same clients against each; prints both trees' medians
+and the ratio working tree / REV.
 
 Measured: s/round from the commit times in rounds.jsonl (round 1 excluded), the coordinator's CPU-s per round
 from /proc/<pid>/stat sampled every 20 ms, its peak RSS (VmHWM). The clients share the machine's cores with
@@ -35,7 +42,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+import traceback
+import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +60,13 @@ from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.spec import PromptConfig, global_spec
 
-PROMPT = PromptConfig(method="pfeddc", text_ctx=16, vision_tokens=16)
+PROMPT = PromptConfig(method="pfeddc-prompts", text_ctx=16, vision_tokens=16)
 SPEC = global_spec(KNOWN_BACKBONES[HUB_DEFAULT_MODEL], PROMPT)
-SERVER_FLAGS = ["--model", HUB_DEFAULT_MODEL, "--method", "pfeddc", "--text-ctx", "16", "--vision-tokens", "16"]
+SERVER_FLAGS = ["--model", HUB_DEFAULT_MODEL, "--method", "pfeddc-prompts", "--text-ctx", "16",
+                "--vision-tokens", "16"]
 HOLD_S = 30.0
 TICK = os.sysconf("SC_CLK_TCK")
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 
 
 # ----- scripted clients (worker processes)
@@ -75,7 +86,7 @@ async def _retrying(call: Any) -> Any:
 
 
 async def _client(target: str, client_id: str, push: bool, payload: bytes, metrics: pb.Metrics) -> int:
-    async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
         stub = pb_grpc.CoordinatorStub(ch)
         join = pb.JoinRequest(client_id=client_id, num_examples=100, spec=wire.spec_to_proto(SPEC))
         await _retrying(lambda: stub.Join(join))
@@ -98,15 +109,51 @@ async def _client(target: str, client_id: str, push: bool, payload: bytes, metri
         return rounds
 
 
+def _noop_metrics() -> pb.Metrics:
+    return wire.metrics_to_proto(Metrics(train_loss=1.0, accuracy_before=0.5, accuracy_after=0.5,
+                                         num_test_examples=10, train_seconds=0.0))
+
+
 async def _clients(target: str, ids: list[str], push: bool) -> list[int]:
     payload = serde.encode({s.name: np.full(s.shape, 0.01, np.float32) for s in SPEC})
-    metrics = wire.metrics_to_proto(Metrics(train_loss=1.0, accuracy_before=0.5, accuracy_after=0.5,
-                                            num_test_examples=10, train_seconds=0.0))
+    metrics = _noop_metrics()
     return await asyncio.gather(*(_client(target, c, push, payload, metrics) for c in ids))
 
 
 def _worker(target: str, ids: list[str], push: bool) -> None:
     asyncio.run(_clients(target, ids, push))
+
+
+# ----- the call pattern of issue 31: client threads in one process, GetTask held, SubmitUpdate of the global
+def _thread_site(target: str, client_id: str, metrics: pb.Metrics) -> None:
+    try:
+        with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as ch:
+            stub = pb_grpc.CoordinatorStub(ch)
+            stub.GetFederation(pb.FederationRequest(client_id=client_id))
+            stub.Join(pb.JoinRequest(client_id=client_id, num_examples=100, spec=wire.spec_to_proto(SPEC)))
+            ask = pb.TaskRequest(client_id=client_id, max_wait_s=HOLD_S)
+            while (task := stub.GetTask(ask)).action != pb.TaskReply.FINISHED:
+                if task.action == pb.TaskReply.TRAIN:
+                    stub.SubmitUpdate(pb.UpdateRequest(client_id=client_id, round=task.round, num_examples=100,
+                                                       global_state=task.global_state, metrics=metrics))
+                elif task.retry_after_s > 0:
+                    time.sleep(task.retry_after_s)
+    except BaseException:  # one site short and the others wait for it forever: fail the whole run now
+        traceback.print_exc()
+        os._exit(1)
+
+
+def _thread_worker(target: str, ids: list[str], push: bool) -> None:
+    """One thread per client id (`push` is ignored: these clients ask for their next task with GetTask)."""
+    metrics = _noop_metrics()
+    threads = [threading.Thread(target=_thread_site, args=(target, c, metrics), daemon=True) for c in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+CLIENTS: dict[str, Callable[[str, list[str], bool], None]] = {"push": _worker, "threads": _thread_worker}
 
 
 # ----- the floor: gRPC alone, the same calls and bytes, no federation
@@ -341,6 +388,7 @@ class Run:
     rss: list[tuple[float, int]]  # (unix s, RSS KiB)
     peak_rss_kib: int
     net: list[tuple[float, float]] = field(default_factory=list)  # (unix s, loopback bytes sent), Flower only
+    checkpoint_s: float | None = None  # mean wall s of the checkpoint after a round (its /metrics), when asked
 
     def cpu_at(self, t: float) -> float:
         times = [s[0] for s in self.cpu]
@@ -355,24 +403,36 @@ class Run:
 
 
 def run(clients: int, rounds: int, push: bool, workers: int, workdir: Path, flags: tuple[str, ...] = (),
-        worker: Callable[[str, list[str], bool], None] = _worker) -> Run:
-    """`flags`: added to the coordinator's; `worker`: the client processes' target, (target, ids, push)."""
+        worker: Callable[[str, list[str], bool], None] = _worker, *, env: dict[str, str] | None = None,
+        mode: str | None = None, checkpoints: bool = False, server_flags: Sequence[str] = SERVER_FLAGS) -> Run:
+    """`flags`: added to `server_flags` (the model and prompt flags); `worker`: the client processes' target,
+    (target, ids, push); `env`: the coordinator's environment (compare_trees.py points its PYTHONPATH at another
+    tree); `mode`: the rows' label; `checkpoints`: serve /metrics and read the checkpoints' time off it after the
+    last round (Run.checkpoint_s)."""
     state = Path(tempfile.mkdtemp(dir=workdir, prefix=f"n{clients}-"))
     log = open(state / "server.log", "w")  # noqa: SIM115 (closed below)
     argv = [sys.executable, "-m", "pfeddc.server.app", "--bind", "127.0.0.1", "--port", "0", "--state-dir",
             str(state / "coordinator"), "--rounds", str(rounds), "--min-clients", str(clients), "--quorum", "1",
             "--round-timeout", "600", "--linger", "3", "--log-format", "json", "--poll-interval", "2",
-            "--max-held-calls", str(clients + 16), *SERVER_FLAGS, *flags]
-    server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            "--max-held-calls", str(clients + 16), *server_flags, *flags,
+            *(["--metrics-port", "0"] if checkpoints else [])]
+    server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    history = state / "coordinator" / "rounds.jsonl"
     try:
-        port = _wait_port(state / "server.log", server)
+        started = _started(state / "server.log", server)
+        port, metrics_port, checkpoint = started["port"], started.get("metrics_port"), None
         ids = [f"site-{i:05d}" for i in range(clients)]
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=worker, args=(f"127.0.0.1:{port}", ids[i::workers], push)) for i in range(workers)]
         for p in procs:
             p.start()
-        cpu, rss, peak = [], [], 0
+        cpu: list[tuple[float, float]] = []
+        rss, peak = [], 0
         while server.poll() is None:
+            if any(p.exitcode for p in procs):
+                raise RuntimeError(f"a client process failed (see above); coordinator's log: {state / 'server.log'}")
+            if metrics_port and checkpoint is None and len(cpu) % 10 == 0 and _lines(history) >= rounds:
+                checkpoint = _checkpoint_s(metrics_port)  # after the last round: outside the rounds measured
             now = time.time()
             try:
                 cpu.append((now, _cpu_s(server.pid)))
@@ -386,21 +446,38 @@ def run(clients: int, rounds: int, push: bool, workers: int, workdir: Path, flag
             p.join(60)
         if server.wait() != 0:
             raise RuntimeError(f"the coordinator exited with {server.returncode}: see {state / 'server.log'}")
-        lines = (state / "coordinator" / "rounds.jsonl").read_text().splitlines()
-        commits = [json.loads(line)["time"] for line in lines]
-        return Run(clients, "push" if push else "poll", commits, cpu, rss, peak)
+        commits = [json.loads(line)["time"] for line in history.read_text().splitlines()]
+        return Run(clients, mode or ("push" if push else "poll"), commits, cpu, rss, peak, checkpoint_s=checkpoint)
     finally:
         if server.poll() is None:
             server.kill()
         log.close()
 
 
-def _wait_port(log: Path, server: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _checkpoint_s(metrics_port: int) -> float | None:
+    """Mean wall seconds of the checkpoint written after each round, from the coordinator's Prometheus
+    histogram (None when this coordinator does not export it, or is gone)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("pfeddc_checkpoint_duration"))
+    count = float(values.get("pfeddc_checkpoint_duration_seconds_count", 0))
+    return float(values["pfeddc_checkpoint_duration_seconds_sum"]) / count if count else None
+
+
+def _started(log: Path, server: subprocess.Popen[bytes], timeout: float = 60.0) -> dict[str, Any]:
+    """The coordinator's server_started log line (its port, metrics_port, ...), once it has written it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in log.read_text().splitlines():
             if '"server_started"' in line:
-                return int(json.loads(line)["port"])
+                return dict(json.loads(line))
         if server.poll() is not None:
             raise RuntimeError(f"the coordinator exited: {log.read_text()[-2000:]}")
         time.sleep(0.05)
@@ -443,8 +520,17 @@ def _save(path: Path, lines: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 500, 2000])
-    p.add_argument("--rounds", type=int, default=12, help="rounds per size (round 1 excluded) (default: 12)")
+    p.add_argument("--sizes", type=int, nargs="*", help="N (default: 10 100 500 2000; with --against: 10 100)")
+    p.add_argument("--rounds", type=int,
+                   help="rounds per size (round 1 excluded) (default: 12; with --against: 8)")
+    p.add_argument("--clients", choices=list(CLIENTS),
+                   help="push: asyncio clients that take their next task from SubmitUpdate, in --workers processes; "
+                        "threads: issue 31's N threads in one process, GetTask held + SubmitUpdate (default: push; "
+                        "with --against: threads)")
+    p.add_argument("--against", nargs="?", const="HEAD", metavar="REV",
+                   help="the regression guard: run the working tree's coordinator and REV's (default REV: HEAD) in "
+                        "turn, --repeats times at each of --sizes, and print the ratio (compare_trees.py)")
+    p.add_argument("--repeats", type=int, default=3, help="with --against: runs per tree and N (default: 3)")
     p.add_argument("--poll-sizes", type=int, nargs="*", default=[10, 100],
                    help="sizes also run with polling clients, for the push/poll ratio (default: 10 100)")
     p.add_argument("--soak-rounds", type=int, default=2000)
@@ -470,10 +556,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="above --flower-deploy-max, also SecAgg+ with each of these share counts k (threshold "
                         "k // 2 + 1), the sparse graphs SecAgg+ is made for (default: 11)")
     p.add_argument("--secagg-out", type=Path, default=Path("benchmarks/results/secure_rounds.md"))
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/coordinator.md"))
+    p.add_argument("--out", type=Path,
+                   help="(default: benchmarks/results/coordinator.md; with --against: print only)")
     args = p.parse_args(argv)
     if args.flower_secagg:
         return secure_main(args)
+    if args.against:
+        import compare_trees
+
+        return compare_trees.main(args)
+    args.sizes = [10, 100, 500, 2000] if args.sizes is None else args.sizes
+    args.rounds, args.clients = args.rounds or 12, args.clients or "push"
+    args.out = args.out or Path("benchmarks/results/coordinator.md")
     workdir = Path(tempfile.mkdtemp(prefix="pfeddc-bench-"))
     lines = ["# Coordinator cost per round (benchmarks/coordinator.py)", "", f"Hardware: {hardware()}", "",
              f"Update: {len(serde.encode({s.name: np.zeros(s.shape, np.float32) for s in SPEC}))} bytes "
@@ -484,16 +578,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines), flush=True)
     results: dict[tuple[int, str], Run] = {}
     size = len(serde.encode({s.name: np.zeros(s.shape, np.float32) for s in SPEC}))
+    threads = args.clients == "threads"
     for n in args.sizes:
-        workers = min(args.workers, max(1, n // 5))
-        for push in (True, False) if n in args.poll_sizes else (True,):
-            r = run(n, args.rounds, push, workers, workdir)
+        workers = 1 if threads else min(args.workers, max(1, n // 5))
+        for push in (True, False) if n in args.poll_sizes and not threads else (True,):
+            r = run(n, args.rounds, push, workers, workdir, worker=CLIENTS[args.clients],
+                    mode=args.clients if push else None)
             results[(n, r.mode)] = r
             lines.append(row(r))
             print(lines[-1], flush=True)
             _save(args.out, lines + floors)
         if args.floor_rounds:
-            ours = statistics.median(results[(n, "push")].per_round(2, args.rounds)[1])
+            ours = statistics.median(results[(n, args.clients)].per_round(2, args.rounds)[1])
             for aio in (True, False):
                 f = floor(n, args.floor_rounds, aio, workers, size, workdir)
                 cpu = statistics.median(f.per_round(2, len(f.rounds))[1])
