@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .backbone import Backbone
+from .encoder import FrozenEncoder
 
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 MAX_COSINE = 0.99  # text features this alike are one class to the model (also the training collapse check)
@@ -32,7 +32,7 @@ class SimilarPair:
     cosine: float
 
 
-def check_class_names(backbone: Backbone, classnames: list[str], max_cosine: float = MAX_COSINE
+def check_class_names(backbone: FrozenEncoder, classnames: list[str], max_cosine: float = MAX_COSINE
                       ) -> list[SimilarPair]:
     """Raise ClassNameError for names the model cannot tell apart; return pairs that are nearly so."""
     tokenizer = backbone.tokenizer
@@ -55,8 +55,7 @@ def check_class_names(backbone: Backbone, classnames: list[str], max_cosine: flo
             raise ClassNameError(f"class names {unknown} are mostly unknown words to the tokenizer of "
                                  f"{backbone.name!r}: {ADVICE}")
     with torch.no_grad():
-        feats = backbone.clip.get_text_features(input_ids=ids)
-    feats = F.normalize(getattr(feats, "pooler_output", feats).float(), dim=-1)
+        feats = F.normalize(backbone.encode_token_ids(ids).float(), dim=-1)
     cosine = (feats @ feats.t()).fill_diagonal_(-1.0)
     pairs = [SimilarPair(classnames[i], classnames[j], round(float(cosine[i, j]), 4))
              for i, j in (cosine > max_cosine).nonzero().tolist() if i < j]

@@ -1,10 +1,11 @@
-"""The pFedDC model: a frozen CLIP, global and local prompts per modality, and their fusion.
+"""The pFedDC model: a frozen dual encoder, global and local prompts per modality, and their fusion.
 
 Only prompts, vision gates and fusion modules are parameters; the backbone is frozen. Every trainable tensor
 is either *global* (sent to the coordinator, averaged) or *local* (never leaves the client), named
 `<modality>.<part>` or `fusion.<modality>.<...>`. Local tensors start at zero (fusion: output projection at
 zero), so a client with a fresh local state computes exactly the global model, and the first global model
-computes exactly zero-shot CLIP.
+computes exactly the zero-shot backbone. The backbone is reached only through `FrozenEncoder`
+(client/model/encoder.py), so CLIP and SigLIP run the same code.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from torch import nn
 
 from ...common.messages import TrainSettings
 from ...common.spec import Placement, PromptConfig, global_spec, initial_prompts
-from .backbone import Backbone, encode_image_prompted, encode_text_embeds
 from .classnames import ZERO_SHOT_TEMPLATE
+from .encoder import FrozenEncoder
 from .fusion import PromptFusion
 from .head import ClassHead
 
-MAX_LOGIT_SCALE = 100.0  # CLIP clamps exp(logit_scale) at 100
+MAX_LOGIT_SCALE = 100.0  # CLIP clamps exp(logit_scale) at 100; every backbone is clamped alike
 
 
 class StatePart(StrEnum):
@@ -83,16 +84,15 @@ class PFedDCModel(nn.Module):
     fixed_text_features: torch.Tensor
     text_prefix: torch.Tensor
     text_suffix: torch.Tensor
-    text_eos: torch.Tensor
+    text_eos: torch.Tensor  # where the text pass pools each class prompt (CLIP: its end-of-text token)
 
-    def __init__(self, backbone: Backbone, classnames: list[str], cfg: PromptConfig, seed: int = 0) -> None:
+    def __init__(self, backbone: FrozenEncoder, classnames: list[str], cfg: PromptConfig, seed: int = 0) -> None:
         super().__init__()
         if not classnames:
             raise ValueError("the model needs at least one class name")
         if cfg.classes and list(classnames) != list(cfg.classes):
             raise ValueError(f"the model's classes {list(classnames)} differ from the federation's {list(cfg.classes)}")
-        self.backbone, self.cfg, self.classnames = backbone, cfg, list(classnames)
-        self.clip = backbone.clip
+        self.backbone, self.cfg, self.classnames = backbone, cfg, list(classnames)  # backbone: a frozen submodule
         dims = backbone.dims
         self.spec = global_spec(dims, cfg)
         global_init = initial_prompts(global_spec(dims, replace(cfg, method="pfeddc-prompts")), seed)
@@ -113,8 +113,8 @@ class PFedDCModel(nn.Module):
         else:
             with torch.no_grad():
                 ids = backbone.tokenize([ZERO_SHOT_TEMPLATE.format(c) for c in self.classnames])
-                feats = self.clip.get_text_features(input_ids=ids)
-            self.register_buffer("fixed_text_features", getattr(feats, "pooler_output", feats), persistent=False)
+                feats = backbone.encode_token_ids(ids)
+            self.register_buffer("fixed_text_features", feats, persistent=False)
 
         self.head: ClassHead | None = None
         if cfg.head != Placement.NONE:
@@ -129,25 +129,22 @@ class PFedDCModel(nn.Module):
     # ----- construction helpers
     def _text_base(self, n_ctx: int, width: int) -> torch.Tensor:
         """Embeddings of the init phrase when it has exactly n_ctx tokens, else seeded random (same everywhere)."""
-        ids = self.backbone.tokenize([self.cfg.text_init])[0]
-        eos = int((ids == self.backbone.eos_token_id).nonzero()[0])
-        words = ids[1:eos]
+        words = self.backbone.word_ids(self.cfg.text_init)
         with torch.no_grad():
             if len(words) == n_ctx:
-                return self.clip.text_model.embeddings.token_embedding(words).clone()
+                return self.backbone.token_embedding(words).clone()
             return 0.02 * torch.randn(n_ctx, width, generator=torch.Generator().manual_seed(0))
 
     def _build_text_template(self, n_tokens: int) -> None:
         """Token embeddings of 'X X ... X {class}.' split around the X's, as frozen buffers."""
         placeholder = " ".join(["X"] * n_tokens)
-        ids = self.backbone.tokenize([f"{placeholder} {c}." for c in self.classnames])
-        eos = (ids == self.backbone.eos_token_id).int().argmax(dim=-1)
-        length = int(eos.max()) + 1  # only pay for the tokens up to the longest end-of-text
+        ids, pool = self.backbone.text_inputs([f"{placeholder} {c}." for c in self.classnames])
+        start = self.backbone.text_start
         with torch.no_grad():
-            emb = self.clip.text_model.embeddings.token_embedding(ids[:, :length])
-        self.register_buffer("text_prefix", emb[:, :1].clone(), persistent=False)  # [C, 1, d] start token
-        self.register_buffer("text_suffix", emb[:, 1 + n_tokens:].clone(), persistent=False)  # [C, *, d] class, EOS
-        self.register_buffer("text_eos", eos, persistent=False)
+            emb = self.backbone.token_embedding(ids)
+        self.register_buffer("text_prefix", emb[:, :start].clone(), persistent=False)  # [C, start, d] (start token)
+        self.register_buffer("text_suffix", emb[:, start + n_tokens:].clone(), persistent=False)  # [C, *, d] class...
+        self.register_buffer("text_eos", pool, persistent=False)
 
     # ----- forward
     def text_features(self) -> torch.Tensor:
@@ -163,13 +160,13 @@ class PFedDCModel(nn.Module):
             prefix, suffix = self.text_prefix, self.text_suffix
             embeds = torch.cat([prefix, ctx.unsqueeze(0).expand(prefix.shape[0], -1, -1).to(prefix.dtype), suffix],
                                dim=1)
-            feats = encode_text_embeds(self.clip, embeds, self.text_eos)
+            feats = self.backbone.encode_text(embeds, self.text_eos)
         return feats
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         v = self.vision
         prompts, gates = (v(), v.gate) if v is not None else (None, None)
-        return F.normalize(encode_image_prompted(self.clip, pixel_values, prompts, gates).float(), dim=-1)
+        return F.normalize(self.backbone.encode_image(pixel_values, prompts, gates).float(), dim=-1)
 
     def logits(self, pixel_values: torch.Tensor | None, text_features: torch.Tensor | None = None,
                image_features: torch.Tensor | None = None) -> torch.Tensor:
@@ -184,15 +181,10 @@ class PFedDCModel(nn.Module):
         return self.head(image_features, text_logits) if self.head is not None else text_logits
 
     def logit_scale(self) -> float:
-        return float(self.clip.logit_scale.exp().float().clamp(max=MAX_LOGIT_SCALE))
+        return min(self.backbone.logit_scale(), MAX_LOGIT_SCALE)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.logits(pixel_values)
-
-    def train(self, mode: bool = True) -> PFedDCModel:
-        super().train(mode)
-        self.clip.eval()  # the backbone stays in eval mode (no dropout) while prompts train
-        return self
 
     # ----- state partition
     def _named_state(self) -> dict[str, torch.Tensor]:

@@ -157,7 +157,7 @@ def _collapse(model: PFedDCModel, epoch: list[float], seen: list[float], chance:
 @torch.no_grad()
 def image_features(model: PFedDCModel, data: Images, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """Normalized image features [N, proj] of every readable image, by index (zeros for the others)."""
-    out = torch.zeros((len(data), int(model.clip.config.projection_dim or 0)), device=device)
+    out = torch.zeros((len(data), model.backbone.dims.projection), device=device)
     with _autocast(device):
         for idx, pixels, _ in batches(data, torch.arange(len(data)), batch_size):
             out[idx] = model.image_features(_pixels(model, pixels, device)).float()

@@ -118,10 +118,10 @@ def test_param_groups_give_text_vision_and_fusion_their_own_learning_rates(tiny_
 def test_only_prompts_and_fusion_train_and_backbone_stays_byte_identical(tiny_backbone: Backbone) -> None:
     cfg = PromptConfig(method="pfeddc-prompts", vision_depth=2, fusion_query=FusionQuery.LOCAL)
     model = PFedDCModel(tiny_backbone, CLASSES, cfg)
-    before = {k: v.clone() for k, v in model.clip.state_dict().items()}
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith(("text.", "vision.", "head.")) for n in trainable)
-    assert not any(p.requires_grad for p in model.clip.parameters())
+    assert not any(p.requires_grad for p in model.backbone.parameters())
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     x, y = pixels(8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     for _ in range(3):
@@ -129,8 +129,8 @@ def test_only_prompts_and_fusion_train_and_backbone_stays_byte_identical(tiny_ba
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert all(p.grad is None for p in model.clip.parameters())
-    for k, v in model.clip.state_dict().items():
+    assert all(p.grad is None for p in model.backbone.parameters())
+    for k, v in model.backbone.state_dict().items():
         assert torch.equal(v, before[k]), k
 
 
@@ -158,7 +158,7 @@ def test_load_state_refuses_mismatched_tensors(tiny_backbone: Backbone) -> None:
 
 
 def test_missing_model_names_what_was_looked_for(tmp_path: Path) -> None:
-    with pytest.raises(BackboneNotFound, match="no CLIP model found for"):
+    with pytest.raises(BackboneNotFound, match="no model found for"):
         load_backbone(str(tmp_path / "nowhere"))
     with pytest.raises(BackboneNotFound, match="--allow-download"):
         load_backbone("openai/clip-vit-base-patch16")
