@@ -50,9 +50,10 @@ from pfeddc.common.spec import PromptConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["pfeddc", "promptfl", "coop", "vision-only", "zeroshot"]
-ABLATIONS = ["pfeddc-noproto", "pfeddc-nofusion", "pfeddc-novision", "pfeddc-nolocal"]  # no text prompts: vision-only
-# pFedDC's rate was chosen on dir0.5 before it had class embeddings (those runs are pfeddc-noproto's): pfeddc and
-# its ablations use that rate (the class embeddings train in the text group, at the text rate).
+ABLATIONS = ["pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-noproto", "pfeddc-nofusion", "pfeddc-novision",
+             "pfeddc-notext", "pfeddc-nolocal"]
+# The prompts' rate was chosen on dir0.5 before the class head (those runs are pfeddc-noproto's): pfeddc-prompts
+# and its ablations use it (pfeddc itself trains no prompts: its rate is unused).
 TUNED_AS = {m: "pfeddc-noproto" for m in ["pfeddc", *ABLATIONS]}
 LR_GRID = (0.01, 0.03, 0.1, 0.3)  # the text prompts' rate; vision and fusion rates scale with it (defaults' ratios)
 SELECT_ON, SELECT_SEEDS = "dir0.5", (0, 1, 2)
@@ -154,7 +155,7 @@ class Runner:
         classnames, clients, new = self._data[(setting, seed)]
         dp = None
         if epsilon is not None:
-            from pfeddc.server.privacy import DpSettings, noise_for_epsilon
+            from pfeddc.server.pipeline.privacy import DpSettings, noise_for_epsilon
 
             dp = DpSettings(noise_for_epsilon(epsilon, self.rounds), DP_CLIP)
         # under DP the class rows stay local (the coordinator refuses DP with --classes: noise on the share

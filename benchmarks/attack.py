@@ -38,7 +38,7 @@ from inproc import Attack, run_federation  # noqa: E402
 from pfeddc.client.model.backbone import load_backbone  # noqa: E402
 from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402
-from pfeddc.server.combine import DEFAULT_CLIP_NORM  # noqa: E402
+from pfeddc.server.pipeline.combine import DEFAULT_CLIP_NORM  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTING = Setting("fashion-mnist", 5, "dirichlet", 0.5, max_samples=2000)

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import coordinator
+import coordinator_runs as coordinator
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("server", "common", "client")

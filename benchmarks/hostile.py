@@ -35,11 +35,12 @@ import grpc
 import numpy as np
 
 from pfeddc.client.sim.processes import LoggedProcess
-from pfeddc.common import certs, serde, wire
+from pfeddc.common import serde, wire
 from pfeddc.common.logs import Event
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.transport import TOKEN_METADATA_KEY, TlsFiles
+from pfeddc.server.ops import certs
 
 FLAGS = ["--method", "promptfl", "--text-ctx", "4", "--rounds", "1", "--min-clients", "2", "--log-format", "json",
          "--poll-interval", "0.2"]

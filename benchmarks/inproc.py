@@ -1,5 +1,5 @@
 """A whole federation in one process, for the accuracy benchmark: the coordinator's real round logic
-(server/federation.py: sampling, validation, clipping, FedAvg) and the clients' real round work
+(server/round/federation.py: sampling, validation, clipping, FedAvg) and the clients' real round work
 (client/trainer.py), called directly instead of over gRPC so a 2-core machine can run hundreds of them.
 The transport is exercised by the integration tests and pfeddc-sim; the arithmetic here is the same.
 """
@@ -24,8 +24,8 @@ from pfeddc.client.trainer import LocalTrainer
 from pfeddc.common import serde
 from pfeddc.common.messages import Action, Metrics, TrainSettings
 from pfeddc.common.spec import PromptConfig, initial_prompts
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
-from pfeddc.server.privacy import DpSettings
+from pfeddc.server.pipeline.privacy import DpSettings
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
 
 
 @dataclass

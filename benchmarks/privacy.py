@@ -46,7 +46,7 @@ from membership import Audit, candidates, metrics  # noqa: E402
 from pfeddc.client.model.backbone import load_backbone  # noqa: E402
 from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.spec import PromptConfig  # noqa: E402
-from pfeddc.server.privacy import DEFAULT_DELTA, DpSettings, epsilon_after, noise_for_epsilon  # noqa: E402
+from pfeddc.server.pipeline.privacy import DEFAULT_DELTA, DpSettings, epsilon_after, noise_for_epsilon  # noqa: E402
 
 SETTINGS = {  # accuracy.py's dir0.5 and new_domains.py's inverted / twemoji10, every site training
     "fmnist": Setting("fashion-mnist", 10, "dirichlet", 0.5, max_samples=3000),

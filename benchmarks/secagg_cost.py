@@ -30,8 +30,8 @@ from typing import TypeVar
 import cryptography
 import numpy as np
 
+from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.common.secagg import field
-from pfeddc.common.secagg.coordinator import SecAggCoordinator
 from pfeddc.common.secagg.field import FieldParams
 from pfeddc.common.secagg.keys import RoundId
 from pfeddc.common.secagg.protocol import (
@@ -46,7 +46,7 @@ from pfeddc.common.secagg.protocol import (
     UnmaskResponse,
     encode_share,
 )
-from pfeddc.common.secagg.site import SecAggSite
+from pfeddc.server.round.secagg_coordinator import SecAggCoordinator
 
 TAG = 2  # protobuf tag + length, per field
 T = TypeVar("T")

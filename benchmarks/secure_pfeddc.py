@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import coordinator
+import coordinator_runs as coordinator
 import numpy as np
 import secure_rounds
 from secure_rounds import Row

@@ -35,7 +35,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import coordinator
+import coordinator_runs as coordinator
 import numpy as np
 
 APP = Path(__file__).resolve().parent / "flower_secagg"

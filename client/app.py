@@ -15,7 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-from ..common.certs import common_name
 from ..common.cli import add_log_flags, add_train_flags, train_overrides_from
 from ..common.envflags import add_version, apply_env_defaults
 from ..common.lifecycle import ExitCode, Stopper, run_in_worker
@@ -23,7 +22,7 @@ from ..common.logs import Event, configure_logging, get_logger
 from ..common.messages import Refused
 from ..common.stdio import capture_stray_output, json_logging, say_error
 from ..common.tlsprobe import CredentialError, check_files
-from ..common.transport import TlsFiles, read_token
+from ..common.transport import TlsFiles, common_name, read_token
 from .connection import CoordinatorUnreachable
 from .folders import DataError
 from .options import add_option_flags, options_from

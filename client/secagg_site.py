@@ -14,11 +14,11 @@ import random
 
 import numpy as np
 
-from . import shamir
-from .field import quantise
-from .keys import SEED_BYTES, SiteKeys, TamperedBundleError, open_sealed, pair_key, pairwise_seed, seal
-from .masking import mask
-from .protocol import (
+from ..common.secagg import shamir
+from ..common.secagg.field import quantise
+from ..common.secagg.keys import SEED_BYTES, SiteKeys, TamperedBundleError, open_sealed, pair_key, pairwise_seed, seal
+from ..common.secagg.masking import mask
+from ..common.secagg.protocol import (
     AdvertiseKeys,
     Complaint,
     KeysAnnounced,

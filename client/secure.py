@@ -29,9 +29,9 @@ from ..common.secagg.exchange import (
 )
 from ..common.secagg.noise import add_noise_share
 from ..common.secagg.protocol import KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
-from ..common.secagg.site import SecAggSite
 from ..common.spec import TensorSpec
 from .connection import Connection
+from .secagg_site import SecAggSite
 
 log = get_logger("client")
 T = TypeVar("T")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..common import serde
+from ..common.ids import client_id_problem
 from ..common.messages import Metrics
 from ..common.spec import PromptConfig
 
@@ -110,6 +111,9 @@ class ClientStore:
         """The id this state dir belongs to; `requested` (from `source`) names it on a first run. An id the
         client generated for itself gives way to a requested one until a round was trained under it (a first run
         without --client-id or a certificate must not tie the state dir to a random id for good)."""
+        problem = client_id_problem(requested) if requested else None
+        if problem:  # the coordinator would refuse it at Join: say so before anything is written or loaded
+            raise StateError(f"{source}: {problem}")
         path = self.dir / "client_id"
         stored = path.read_text().strip() if path.exists() else None
         if requested and stored and requested != stored:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import Field, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .metrics import Metrics as Metrics  # re-exported: the wire's domain types in one import
+from .secagg.exchange import SecureSettings
 from .spec import PromptConfig, TensorSpec
-
-if TYPE_CHECKING:  # exchange.py imports Metrics from here
-    from .secagg.exchange import SecureSettings
 
 
 class Code(StrEnum):
@@ -119,32 +118,6 @@ class TrainSettings:
     def with_overrides(self, **changes: Any) -> TrainSettings:
         """A copy with every change that is not None applied (client-side flag overrides)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """What a client reports with its update; the field list is the wire's and the history's.
-
-    NaN means "not measured this round" (e.g. no accuracy before training); infinities are refused.
-    """
-
-    train_loss: float = math.nan
-    accuracy_before: float = math.nan  # personalized model on the local test split, before training (optional)
-    accuracy_after: float = math.nan  # ... and after
-    num_test_examples: int = 0
-    train_seconds: float = 0.0
-    accuracy_global: float = math.nan  # the round's global prompts alone (local part at zero), before training
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    def as_dict(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in self.names()}
-
-    def non_finite(self) -> str | None:
-        """The first infinite metric, if any (NaN means "not measured this round" and is allowed)."""
-        return next((k for k, v in self.as_dict().items() if math.isinf(v)), None)
 
 
 @dataclass(frozen=True)

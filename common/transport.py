@@ -182,3 +182,20 @@ class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor):
         metadata = list(client_call_details.metadata or []) + self._metadata
         details = client_call_details._replace(metadata=metadata)
         return continuation(details, request)
+
+
+def common_name(path: Path) -> str:
+    """The common name of the PEM certificate at `path` (a client certificate's is its client id)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read certificate {path}: {exc.strerror}") from exc
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM certificate") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ValueError(f"certificate {path} has no common name: pass --client-id")
+    return str(names[0].value)

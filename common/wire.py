@@ -3,7 +3,7 @@
 
 The coordinator's servicer and the client's connection both speak `common.messages` types and call these
 converters at the edge (tests/test_layout.py checks they touch no message themselves), so a field added to the
-proto is handled in one place. The admin view's converters are common/admin_wire.py.
+proto is handled in one place. The admin view's converters are server/ops/admin_wire.py.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from .wire_secure import settings_from_proto as secure_from_proto
 from .wire_secure import settings_to_proto as secure_to_proto
 
 Reply = Message  # what a servicer method returns: a message built here, serialized by gRPC
+# The federation port's gRPC service, named once (from the proto): the gate registers it, health reports on it.
+COORDINATOR_SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name  # "pfeddc.v1.Coordinator"
 _ACTIONS = {Action.TRAIN: pb.TaskReply.TRAIN, Action.WAIT: pb.TaskReply.WAIT, Action.FINISHED: pb.TaskReply.FINISHED}
 _ACTIONS_BACK = {v: k for k, v in _ACTIONS.items()}
 _REASONS = {

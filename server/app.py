@@ -22,20 +22,21 @@ from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.spec import MAX_CLASSES, PromptConfig, TensorSpec, global_spec, initial_prompts
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import MiB, TlsFiles, is_loopback, server_options
-from .admin import ADMIN_SERVICE_NAME, AdminServicer, StatusSource
-from .aioserver import AioServer
-from .auth import Authenticator, load_tokens
-from .checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
-from .classes import class_list
-from .config import CONFIG_DEFAULTS
-from .federation import Federation, FederationConfig, FederationState
-from .gate import SERVICE_NAME, max_receive_bytes
-from .longpoll import ChangeFeed
-from .metrics import CoordinatorMetrics
-from .ops import SidePorts, add_ops_flags, run_until_done, start_side_ports, tick
+from .ops.checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
+from .ops.metrics import CoordinatorMetrics
+from .ops.runner import SidePorts, add_ops_flags, run_until_done, start_side_ports, tick
+from .ops.statedir import StateDirLock, check_aborted, mark_aborted
+from .ops.status import StatusSource
 from .options import add_robustness_flags, check_exposure, federation_config
-from .servicer import CoordinatorServicer
-from .statedir import StateDirLock, check_aborted, mark_aborted
+from .round.classes import class_list
+from .round.config import CONFIG_DEFAULTS
+from .round.federation import Federation, FederationConfig, FederationState
+from .round.longpoll import ChangeFeed
+from .wire.admin import ADMIN_SERVICE_NAME, AdminServicer
+from .wire.aioserver import AioServer
+from .wire.auth import Authenticator, load_tokens
+from .wire.gate import SERVICE_NAME, max_receive_bytes
+from .wire.servicer import CoordinatorServicer
 
 log = get_logger("coordinator")
 
@@ -151,7 +152,8 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
     checkpoint = Checkpoint(args.state_dir)
     fingerprint = json.dumps([args.model, prompt.to_dict(), args.seed], sort_keys=True)  # before classes gathered
     federation_id = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
-    prompt = replace(prompt, classes=class_list(prompt, checkpoint, args.fresh))
+    saved = () if args.fresh else checkpoint.saved_classes()
+    prompt = replace(prompt, classes=class_list(prompt.classes, saved, str(args.state_dir)))
     spec = global_spec(dims, prompt)
 
     def spec_for(classes: tuple[str, ...]) -> list[TensorSpec]:
@@ -217,7 +219,7 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
-        from .status_cli import main as status_main
+        from .ops.status_cli import main as status_main
         return status_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)

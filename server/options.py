@@ -11,10 +11,10 @@ from typing import Any
 
 from ..common.cli import train_settings_from
 from ..common.transport import MiB, is_loopback
-from .aggregate import AggregatorKind
-from .config import CONFIG_DEFAULTS as _DEFAULTS
-from .config import FederationConfig
-from .privacy import DEFAULT_DELTA, DpSettings
+from .pipeline.aggregate import AggregatorKind
+from .pipeline.privacy import DEFAULT_DELTA, DpSettings
+from .round.config import CONFIG_DEFAULTS as _DEFAULTS
+from .round.config import FederationConfig
 
 # Worker threads of the gRPC server: each held (long-poll) call occupies one, so this bounds held calls.
 DEFAULT_MAX_HELD_CALLS = 1024

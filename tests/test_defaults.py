@@ -20,7 +20,7 @@ from pfeddc.client.options import ClientOptions, options_from
 from pfeddc.client.sim.app import build_parser as sim_parser
 from pfeddc.common.cli import add_log_flags, add_prompt_flags, add_train_flags
 from pfeddc.server.app import build_parser as server_parser
-from pfeddc.server.config import FederationConfig
+from pfeddc.server.round.config import FederationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # pfeddc-sim's own choices where it runs the same flag differently, each for a reason.

@@ -10,9 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each layer, as folders of the tree, and the layers it must never import.
+# server/ reads as the architecture: the pipeline's pure stages, the round (one state machine), operations (disk,
+# status, metrics, HTTP), the wire edge; app.py composes them. Arrows point down that list only.
+SERVER_LAYERS = ("server/pipeline", "server/round", "server/ops", "server/wire", "server")
 FORBIDDEN = {
-    "common": ("server", "client"),
-    "server": ("client",),
+    "common": ("server", "client", *SERVER_LAYERS),
+    **{layer: ("client", *SERVER_LAYERS[i + 1:]) for i, layer in enumerate(SERVER_LAYERS)},
     "client/model": ("client/daemon", "client/sim", "server"),
     "client/embedded": ("client/daemon", "client/sim", "server"),
     "client/daemon": ("client/sim", "server"),
@@ -23,6 +26,8 @@ DAEMON = {"app.py", "daemon.py", "connection.py", "store.py", "data.py", "offlin
 
 def layer_of(path: Path) -> str:
     rel = path.relative_to(ROOT)
+    if rel.parts[0] == "server":
+        return f"server/{rel.parts[1]}" if len(rel.parts) > 2 else "server"
     if rel.parts[0] != "client":
         return rel.parts[0]
     return f"client/{rel.parts[1]}" if len(rel.parts) > 2 else "client/daemon"
@@ -59,7 +64,7 @@ def test_layout_imports_point_down_only(path: Path) -> None:
             f"{path.relative_to(ROOT)} ({layer}) imports {target.relative_to(ROOT)} ({layer_of(target)})")
 
 
-@pytest.mark.parametrize("path", [p for p in package_files() if layer_of(p) != "server"],
+@pytest.mark.parametrize("path", [p for p in package_files() if not layer_of(p).startswith("server")],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_layout_no_lower_layer_names_the_server_package(path: Path) -> None:
     """Not even as a string (`python -m pfeddc.server.app`): the sim starts the coordinator by its command."""
@@ -70,6 +75,86 @@ def test_layout_daemon_modules_import_no_generated_stub_except_the_connection() 
     for name in DAEMON - {"connection.py"}:
         source = (ROOT / "client" / name).read_text()
         assert "proto" not in source.split('"""', 2)[-1], f"client/{name} reaches into the generated stubs"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules it imports, every import counted (in functions and under TYPE_CHECKING too): the
+    package's (relative imports), the benchmarks' (siblings by name) and the tools' (tools.*)."""
+    files = {**{_module(p): p for p in package_files()},
+             **{p.stem: p for p in (ROOT / "benchmarks").glob("*.py")},
+             **{".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+                for p in (ROOT / "tools").rglob("*.py")}}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                module = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+                targets |= {module, *(f"{module}.{a.name}" for a in node.names)}
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def _module(path: Path) -> str:
+    return ".".join(["pfeddc", *path.relative_to(ROOT).with_suffix("").parts]).removesuffix(".__init__")
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while (w := stack.pop()) != v:
+                group.append(w)
+            if group:
+                found.append(sorted([v, *group]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_layout_no_import_circles_anywhere() -> None:
+    """Not in the package, the benchmarks or the tools; imports in functions and under TYPE_CHECKING count too
+    (they show the same knot)."""
+    graph = import_graph()
+    assert len(graph) > 100 and circles(graph) == []
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check can fail
+
+
+def test_layout_common_holds_only_what_client_and_server_both_import() -> None:
+    graph = import_graph()
+
+    def reached(side: str) -> set[str]:
+        todo, seen = [m for m in graph if m.startswith(f"pfeddc.{side}")], set()
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += graph[module]
+        return seen
+
+    both = reached("client") & reached("server")
+    common = {m for m in graph if m.startswith("pfeddc.common")}
+    assert common and common <= both, f"common/ modules one side never imports: {sorted(common - both)}"
 
 
 # Methods of a protobuf message: whoever calls one is building or reading a message, which is wire.py's job.
@@ -92,7 +177,7 @@ def _wire_call(node: ast.AST, suffix: str) -> bool:
             and isinstance(node.func.value, ast.Name) and node.func.value.id in ("wire", "wire_secure"))
 
 
-@pytest.mark.parametrize("name", ["client/connection.py", "server/servicer.py"])
+@pytest.mark.parametrize("name", ["client/connection.py", "server/wire/servicer.py"])
 def test_layout_connection_and_servicer_touch_no_protobuf_message(name: str) -> None:
     """They speak domain types: every request and reply is built and read by common/wire.py."""
     tree = ast.parse((ROOT / name).read_text())

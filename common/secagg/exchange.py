@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from ..messages import Metrics
+from ..metrics import Metrics
 from ..spec import TensorSpec
 from .field import FieldParams, from_bytes, to_bytes
 from .keys import RoundId

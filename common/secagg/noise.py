@@ -1,7 +1,7 @@
 """Distributed Gaussian noise: each site adds its share, so the survivors' sum carries the noise DP accounts for.
 
-Central DP-FedAvg (server/privacy.py) adds N(0, (sigma C)^2) to the sum of the changes, each clipped to L2 norm C
-and weighted 1. Under secure aggregation nobody sees that sum before it is noised, so each site adds
+Central DP-FedAvg (server/pipeline/privacy.py) adds N(0, (sigma C)^2) to the sum of the changes, each clipped to
+L2 norm C and weighted 1. Under secure aggregation nobody sees that sum before it is noised, so each site adds
 N(0, (sigma C)^2 / t) to its own clipped change before masking (weight 1), t being the round's threshold: the
 noises of any s >= t survivors sum to variance (s / t)(sigma C)^2 >= (sigma C)^2, so the accountant's epsilon
 remains an upper bound. A round where all n sampled sites survive carries n / t times the noise it needs.

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from .proto import admin_pb2 as admin_pb
-from .status import ClientState, ClientStatus, FederationStatus, Incident, IncidentKind, Phase
-from .wire import metrics_from_proto, metrics_to_proto
+from ...common.proto import admin_pb2 as admin_pb
+from ...common.wire import metrics_from_proto, metrics_to_proto
+from ..round.incidents import Incident, IncidentKind
+from .status_doc import ClientState, ClientStatus, FederationStatus, Phase
 
 E = TypeVar("E")
 _PHASES = {Phase.WAITING: admin_pb.FederationStatus.WAITING, Phase.TRAINING: admin_pb.FederationStatus.TRAINING,

@@ -11,10 +11,8 @@ can have) as common name and token key. The coordinator's certificate names the 
 Kubernetes manifests (pfeddc-coordinator.pfeddc.svc...) besides --host. Private keys and tokens are written
 with mode 0600.
 
-It lives in common/ because both sides' operators run it and the client reads it: the base (torch-free) install
-that a coordinator machine has ships it, a client machine has it too, and the client takes its id from its
-certificate with `common_name`. The coordinator's image carries no client code, so neither server/ nor client/
-could hold it for both.
+The federation's operator runs it (beside the coordinator, in the base torch-free install); each institution
+only receives the files. A client takes its id from its certificate with `common.transport.common_name`.
 """
 
 from __future__ import annotations
@@ -33,10 +31,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .envflags import add_version, apply_env_defaults
-from .ids import client_id_problem
-from .serde import atomic_write
-from .transport import ADMIN_ID_PREFIX, token_digest
+from ...common.envflags import add_version, apply_env_defaults
+from ...common.ids import client_id_problem
+from ...common.serde import atomic_write
+from ...common.transport import ADMIN_ID_PREFIX, token_digest
 
 Key = ec.EllipticCurvePrivateKey
 # The Service and namespace of deploy/k8s/coordinator (tests/deploy/test_manifests.py checks they agree).
@@ -110,20 +108,6 @@ def issue(ca_key: Key, ca_cert: x509.Certificate, common_name: str, hosts: list[
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return key, cert
-
-
-def common_name(path: Path) -> str:
-    """The common name of the PEM certificate at `path` (a client certificate's is its client id)."""
-    try:
-        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"cannot read certificate {path}: {exc.strerror}") from exc
-    except ValueError:
-        raise ValueError(f"{path} is not a PEM certificate") from None
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not names:
-        raise ValueError(f"certificate {path} has no common name: pass --client-id")
-    return str(names[0].value)
 
 
 def load_ca(out: Path) -> tuple[Key, x509.Certificate]:

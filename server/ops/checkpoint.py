@@ -3,14 +3,13 @@
 checkpoint.safetensors holds only what the next round needs (the global prompts as tensors; the round,
 the client registry and the privacy ledger in its metadata, with a SHA-256 of the tensors), so saving it
 costs the same at every round. A round is committed by appending its summary to rounds.jsonl (fsynced),
-then replacing the checkpoint atomically; on start the two are reconciled (server/history.py), so they
+then replacing the checkpoint atomically; on start the two are reconciled (server/ops/history.py), so they
 always agree. A checkpoint that fails its checksum, holds an impossible round, or is missing while history
 exists refuses to start, naming the fix.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import time
@@ -19,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ..common import serde
-from ..common.logs import Event, get_logger
-from ..common.spec import TensorSpec, spec_difference
+from ...common import serde
+from ...common.logs import Event, get_logger
+from ...common.spec import TensorSpec, spec_difference
+from ..pipeline.privacy import PrivacyLedger
+from ..round.state import ClientRecord, FederationState
 from .history import ROUNDS_FILE, HistoryError, RoundsLog
-from .privacy import PrivacyLedger
-from .state import ClientRecord, FederationState
 
 __all__ = ["CHECKPOINT_FILE", "ROUNDS_FILE", "Checkpoint", "CheckpointError"]
 log = get_logger("coordinator")
@@ -36,22 +35,10 @@ MAX_META_BYTES = 90_000_000
 FORMAT_VERSION = 2  # 1: the history rode in the metadata (read, and moved to rounds.jsonl, on resume)
 
 
-def save_advice(exc: BaseException) -> str:
-    """What the operator can do about a checkpoint that could not be written, by its cause."""
-    kept = "; the round is kept open in memory and the save retried"
-    if isinstance(exc, CheckpointError):
-        return "lower --max-clients (the registry outgrew the checkpoint), then restart" + kept
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "free space on the --state-dir volume" + kept
-    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "make the --state-dir volume writable by the coordinator" + kept
-    if isinstance(exc, OSError):
-        return "check (or repair) the --state-dir volume: an I/O error" + kept
-    return "an unexpected error (a bug: please report it with this line)" + kept
-
-
 class CheckpointError(RuntimeError):
-    pass
+    def __init__(self, message: str, advice: str | None = None) -> None:
+        super().__init__(message)
+        self.advice = advice  # what the operator can do, when a save failed for this reason
 
 
 class Checkpoint:
@@ -77,7 +64,8 @@ class Checkpoint:
         if len(text) > MAX_META_BYTES:  # safetensors would write it, then refuse to read it back
             raise CheckpointError(f"the checkpoint's metadata ({len(text)} bytes, mostly the registry of "
                                   f"{len(state.clients)} clients) exceeds the {MAX_META_BYTES}-byte budget under "
-                                  "safetensors' 100 MB header limit")
+                                  "safetensors' 100 MB header limit",
+                                  advice="lower --max-clients (the registry outgrew the checkpoint), then restart")
         if state.last_round is not None:
             self.rounds.append(state.last_round)
         serde.save_file(self.path, encoded, metadata={_META_KEY: text})

@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..common.messages import Code
-from ..common.status import ClientState, Phase
-from .admin import StatusSource
+from ...common.messages import Code
+from .status import StatusSource
+from .status_doc import ClientState, Phase
 
 PREFIX = "pfeddc"
 # Rounds last from seconds (tests, tiny models) to hours (ViT-B/16 on hospital GPUs).
@@ -63,12 +63,12 @@ class CoordinatorMetrics:
         return hook
 
     def aio_interceptor(self) -> grpc.aio.ServerInterceptor:
-        """Counts calls, bytes and update outcomes on the grpc.aio server (server/aioserver.py)."""
+        """Counts calls, bytes and update outcomes on the grpc.aio server (server/wire/aioserver.py)."""
         return _AioInterceptor(self)
 
     def record(self, method: str, code: grpc.StatusCode, request: Any, response: Any) -> None:
         self.requests.labels(method, code.name).inc()
-        # the federation port's requests arrive as raw bytes (server/gate.py), the others parsed
+        # the federation port's requests arrive as raw bytes (server/wire/gate.py), the others parsed
         self.received_bytes.labels(method).inc(len(request) if isinstance(request, bytes) else request.ByteSize())
         if response is not None:
             self.sent_bytes.labels(method).inc(response.ByteSize())

@@ -1,7 +1,7 @@
 """What the coordinator offers its operator beside the federation port: flags, side ports, the run loop.
 
-  --health-port   plaintext grpc.health.v1 only, for the kubelet's probes (server/probes.py)
-  --metrics-port  Prometheus /metrics, the live status page and its JSON (server/web.py)
+  --health-port   plaintext grpc.health.v1 only, for the kubelet's probes (server/ops/probes.py)
+  --metrics-port  Prometheus /metrics, the live status page and its JSON (server/ops/web.py)
 and the run loop that decides when the process ends and with which exit code (common/lifecycle.py).
 """
 
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from ..common.lifecycle import ExitCode, Stopper
-from ..common.logs import Event, get_logger
-from ..common.transport import is_loopback
-from .admin import StatusSource
-from .federation import Federation
-from .gate import SERVICE_NAME
+from ...common.lifecycle import ExitCode, Stopper
+from ...common.logs import Event, get_logger
+from ...common.transport import is_loopback
+from ...common.wire import COORDINATOR_SERVICE
+from ..round.federation import Federation
 from .metrics import CoordinatorMetrics
 from .probes import serve_health
+from .status import StatusSource
 from .web import WebServer, serve
 
 log = get_logger("coordinator")
@@ -132,5 +132,5 @@ def tick(federation: Federation, health_servicer: health.HealthServicer, stop_ev
         if ok != serving and not stop_event.is_set():
             serving = ok
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-            for name in ("", SERVICE_NAME):
+            for name in ("", COORDINATOR_SERVICE):
                 health_servicer.set(name, status)

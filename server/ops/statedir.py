@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..common.serde import atomic_write
+from ...common.serde import atomic_write
 
 LOCK_FILE = "coordinator.lock"
 ABORTED_FILE = "aborted.json"

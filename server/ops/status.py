@@ -1,7 +1,8 @@
-"""The operator's view: a `FederationStatus` built from the live federation, and the Admin RPC serving it.
+"""The operator's view: a `FederationStatus` built from the live federation, and its history file.
 
-The same snapshot feeds `pfeddc-server status` (over gRPC, admin credential required when auth is on), the
-status page and the Prometheus gauges (server/web.py, server/metrics.py), so they always agree.
+The same snapshot feeds `pfeddc-server status` (the Admin RPC, server/wire/admin.py: admin credential required
+when auth is on), the status page and the Prometheus gauges (server/ops/web.py, server/ops/metrics.py), so they
+always agree.
 """
 
 from __future__ import annotations
@@ -13,21 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from ..common import admin_wire, wire
-from ..common.logs import Event, get_logger
-from ..common.messages import Refused
-from ..common.proto import admin_pb2 as admin_pb
-from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.status import ClientState, ClientStatus, FederationStatus, Phase
-from .auth import Authenticator
-from .federation import Federation
-from .gate import BoundedLog
+from ..round.federation import Federation
 from .history import HistoryError, RoundsLog
+from .status_doc import ClientState, ClientStatus, FederationStatus, Phase
 
-log = get_logger("coordinator")
-ADMIN_SERVICE_NAME = "pfeddc.v1.Admin"
 MAX_ROUNDS_SERVED = 5000
 
 
@@ -73,7 +63,7 @@ class StatusSource:
 
 
 class RoundsFile:
-    """rounds.jsonl (server/history.py) read again only when it changed (size, mtime), last MAX rounds kept."""
+    """rounds.jsonl (server/ops/history.py) read again only when it changed (size, mtime), last MAX rounds kept."""
 
     def __init__(self, path: Path) -> None:
         self.log = RoundsLog(path)
@@ -93,18 +83,3 @@ class RoundsFile:
                     self._rounds = self.log.read()[-MAX_ROUNDS_SERVED:]
                 self._key = (st.st_size, st.st_mtime_ns)
             return self._rounds
-
-
-class AdminServicer(admin_grpc.AdminServicer):
-    def __init__(self, source: StatusSource, auth: Authenticator) -> None:
-        self.source, self.auth = source, auth
-        self._log = BoundedLog(log.warning)
-
-    def GetStatus(self, request: admin_pb.StatusRequest, context: grpc.ServicerContext) -> admin_pb.FederationStatus:
-        try:
-            self.auth.check_admin(context)
-        except Refused as exc:
-            self._log(f"admin:{exc.code}", Event.CALLER_REFUSED, method="GetStatus", code=str(exc.code),
-                      peer=context.peer(), reason=exc.message)
-            context.abort(wire.status_of(exc.code), exc.message)
-        return admin_wire.status_to_proto(self.source.status())

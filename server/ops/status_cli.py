@@ -15,14 +15,15 @@ from pathlib import Path
 
 import grpc
 
-from ..common import admin_wire, wire
-from ..common.envflags import add_version, apply_env_defaults
-from ..common.lifecycle import ExitCode
-from ..common.messages import Code
-from ..common.proto import admin_pb2 as admin_pb
-from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.tlsprobe import diagnose, network_hint
-from ..common.transport import TlsFiles, open_channel, read_token
+from ...common import wire
+from ...common.envflags import add_version, apply_env_defaults
+from ...common.lifecycle import ExitCode
+from ...common.messages import Code
+from ...common.proto import admin_pb2 as admin_pb
+from ...common.proto import admin_pb2_grpc as admin_grpc
+from ...common.tlsprobe import diagnose, network_hint
+from ...common.transport import TlsFiles, open_channel, read_token
+from . import admin_wire
 from .status_table import render_table
 
 

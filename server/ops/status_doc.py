@@ -1,7 +1,7 @@
 """What an operator sees of a running federation: the round, its deadline, and every client's state.
 
-The coordinator builds a `FederationStatus` from its live state; the admin RPC carries it (common/admin_wire.py
-converts it), `pfeddc-server status` prints it as a table (server/status_table.py) or JSON, and the status page
+The coordinator builds a `FederationStatus` from its live state; the admin RPC carries it (server/ops/admin_wire.py
+converts it), `pfeddc-server status` prints it as a table (server/ops/status_table.py) or JSON, and the status page
 reads it as JSON.
 """
 
@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .messages import Metrics
+from ...common.metrics import Metrics
+from ..round.incidents import Incident
 
 
 class Phase(StrEnum):
@@ -28,25 +29,6 @@ class ClientState(StrEnum):
     IDLE = "idle"  # online, not sampled in the open round
     OFFLINE = "offline"  # not heard from within the heartbeat window (or not since the coordinator started)
     FAILED = "failed"  # sampled in the open attempt, but it reported a failure (or was handed it too often)
-
-
-class IncidentKind(StrEnum):
-    CLIENT_FAILED = "client_failed"  # a sampled client could not deliver its update
-    ROUND_RETRIED = "round_retried"  # an attempt of a round ended without a committable aggregate
-    CHECKPOINT_FAILED = "checkpoint_failed"  # a closed round could not be saved yet (it is retried)
-    FEDERATION_ABORTED = "federation_aborted"  # the last retry failed too: the coordinator stops
-
-
-@dataclass(frozen=True)
-class Incident:
-    """Something that went wrong, for the operator: the status view lists the most recent ones."""
-
-    ago_s: float
-    round: int
-    attempt: int  # the attempt of the round it happened in (0: the first)
-    kind: IncidentKind
-    reason: str
-    client_id: str = ""  # client_failed only
 
 
 @dataclass(frozen=True)

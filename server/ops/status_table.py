@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..common.status import FederationStatus, progress_line
+from .status_doc import FederationStatus, progress_line
 
 
 def _ago(seconds: float | None) -> str:

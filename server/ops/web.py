@@ -3,7 +3,7 @@
 It serves only reads (GET/HEAD) and no prompts. It binds to loopback unless `--metrics-bind` says otherwise;
 on Kubernetes the NetworkPolicy admits it only from the monitoring namespace (deploy/k8s).
 
-  /             the status page (server/page.html: one self-contained file that polls the two below)
+  /             the status page (server/ops/page.html: one self-contained file that polls the two below)
   /api/status   the status snapshot as JSON (the same as `pfeddc-server status --json`)
   /api/rounds   rounds.jsonl as a JSON list: per-round and per-site figures for the accuracy curves
   /metrics      Prometheus text format
@@ -23,9 +23,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..common.logs import get_logger
-from .admin import StatusSource
+from ...common.logs import get_logger
 from .metrics import CoordinatorMetrics
+from .status import StatusSource
 
 log = get_logger("coordinator")
 PAGE = Path(__file__).with_name("page.html")

@@ -1,10 +1,10 @@
 """The round's stages: bound each change, aggregate, add DP noise, commit the next global. Pure, one signature.
 
 Each stage takes the round's values so far (`Step`) and the round's rules (`Rules`) and returns a new `Step`;
-server/pipeline.py lists them in order. A new defence or secure aggregation is one more stage here.
+server/pipeline/stages.py lists them in order. A new defence or secure aggregation is one more stage here.
 
 Bounding limits each client's influence, in two parts. First per global tensor, adaptive to the round
-(server/clipping.py, `--adaptive-clip`, on by default): no change of a tensor beyond a small multiple of the
+(server/pipeline/clipping.py, `--adaptive-clip`, on by default): no change of a tensor beyond a small multiple of the
 round's median change of it. Then the fixed whole-update bound (`--update-clip-norm`): the change over all
 tensors as one vector is scaled down to L2 norm `clip_norm` (the unit DP-FedAvg clips). With FedAvg a client
 of weight w among total W moves the global by at most (w / W) * clip_norm per round, and tensor k by at most
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..common import serde
+from ...common import serde
 from .aggregate import Aggregator
 from .clipping import Changes, TensorClip, clip_per_tensor, l2
 from .privacy import DpSettings
@@ -124,7 +124,7 @@ def aggregate(step: Step, rules: Rules) -> Step:
 
 def noise(step: Step, rules: Rules) -> Step:
     """With DP: Gaussian noise of standard deviation `noise_multiplier * clip`, over the same denominator
-    (server/privacy.py); from the operating system's entropy unless `rules.rng` says otherwise."""
+    (server/pipeline/privacy.py); from the operating system's entropy unless `rules.rng` says otherwise."""
     if rules.dp is None or step.change is None:
         return step
     dp, rng = rules.dp, rules.rng or np.random.default_rng()

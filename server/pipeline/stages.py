@@ -1,16 +1,16 @@
 """The coordinator's path for an update, as a list of named stages; each stage is a small pure function.
 
-Per update, outside the federation's lock (server/updates.py), `(payload, ...) -> CheckedUpdate`:
+Per update, outside the federation's lock (server/pipeline/updates.py), `(payload, ...) -> CheckedUpdate`:
     decode  size limit, safetensors header against the spec (the one spec check), values finite
     check   value magnitudes and metrics within their limits
-Per round, under the lock when the round closes (server/combine.py), each `(Step, Rules) -> Step`:
+Per round, under the lock when the round closes (server/pipeline/combine.py), each `(Step, Rules) -> Step`:
     bound      per-tensor adaptive clip, then the whole-update clip (DP: its clip only)
     aggregate  the aggregator over the bounded changes (DP: their sum over the sampled count)
     noise      DP only: Gaussian noise calibrated to the clip
     commit     the next global, refused when not finite, encoded once (its bytes and hash serve the
                checkpoint and every task)
 
-Secure aggregation (server/secure.py) replaces decode, check, bound, aggregate and noise: each site clips,
+Secure aggregation (server/round/secure.py) replaces decode, check, bound, aggregate and noise: each site clips,
 weights and noises its own change and the protocol unmasks only their sum; `combine_secure` divides it and
 commits it through the same `commit` stage.
 
@@ -23,8 +23,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..common.messages import Metrics
-from ..common.spec import TensorSpec
+from ...common.messages import Metrics
+from ...common.spec import TensorSpec
 from .combine import NonFiniteGlobal, Rules, Stage, Step, aggregate, bound, commit, noise, start
 from .updates import CheckedUpdate, UpdateLimits, check, decode
 

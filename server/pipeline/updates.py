@@ -1,4 +1,4 @@
-"""The per-update stages (server/pipeline.py): decode, then check, outside the federation's lock.
+"""The per-update stages (server/pipeline/stages.py): decode, then check, outside the federation's lock.
 
 Every check here is bounded by the spec, not by what the client sent: the payload size first, then the
 safetensors header (its size, tensor count, names, shapes and dtypes, before any tensor is built), then the
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..common import serde
-from ..common.messages import Code, Metrics, Refused
-from ..common.spec import MAX_ABS_VALUE, TensorSpec
-from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
+from ...common import serde
+from ...common.messages import Code, Metrics, Refused
+from ...common.spec import MAX_ABS_VALUE, TensorSpec
+from ...common.transport import DEFAULT_MAX_UPDATE_BYTES
 
 # Metric values a sane client can report (a weight of 1e15 test examples would swamp the round's accuracy).
 MAX_TEST_EXAMPLES = 10**9

@@ -3,10 +3,10 @@ naming the problem and changes nothing; the federation calls them (under its loc
 
 from __future__ import annotations
 
-from ..common.ids import client_id_problem
-from ..common.messages import Code, Refused, SubmitResult
-from ..common.secagg.exchange import CAPABILITY, SecureStep
-from ..common.spec import TensorSpec, class_names_problem, classes_outside, spec_difference
+from ...common.ids import client_id_problem
+from ...common.messages import Code, Refused, SubmitResult
+from ...common.secagg.exchange import CAPABILITY, SecureStep
+from ...common.spec import TensorSpec, class_names_problem, classes_outside, spec_difference
 from .config import FederationConfig
 from .rounds import Rounds
 from .secure import SecureRun

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..pipeline.updates import CheckedUpdate
 from .secure import SecureRun
-from .updates import CheckedUpdate
 
 
 @dataclass

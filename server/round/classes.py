@@ -12,21 +12,19 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..common.logs import Event
-from ..common.spec import PromptConfig, TensorSpec, class_key, initial_prompts, merged_classes
-from .checkpoint import Checkpoint
+from ...common.logs import Event
+from ...common.spec import TensorSpec, class_key, initial_prompts, merged_classes
 from .state import FederationState
 
 SpecFor = Callable[[tuple[str, ...]], list[TensorSpec]]  # the spec of a class list
 
 
-def class_list(prompt: PromptConfig, checkpoint: Checkpoint, fresh: bool) -> tuple[str, ...]:
-    """--classes, else the list a resumed federation saved (the two must agree); empty: none (yet)."""
-    saved = () if fresh else checkpoint.saved_classes()
-    if prompt.classes and saved and [class_key(c) for c in saved] != [class_key(c) for c in prompt.classes]:
-        raise ValueError(f"the federation in {checkpoint.state_dir} runs with the classes {list(saved)}, not "
-                         f"--classes {list(prompt.classes)}: use the list it was made with, or a new --state-dir")
-    return prompt.classes or saved
+def class_list(given: tuple[str, ...], saved: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """--classes (`given`), else the list a resumed federation saved (the two must agree); empty: none (yet)."""
+    if given and saved and [class_key(c) for c in saved] != [class_key(c) for c in given]:
+        raise ValueError(f"the federation in {where} runs with the classes {list(saved)}, not --classes "
+                         f"{list(given)}: use the list it was made with, or a new --state-dir")
+    return given or saved
 
 
 def agree(state: FederationState, active: list[str], spec_for: SpecFor, seed: int, log: Callable[..., None]

@@ -1,7 +1,7 @@
 """The state a closing round leads to: combined globals, participation, privacy spent, and its summary.
 
 Participation is counted here, once, on the copies the checkpoint saves; the live records adopt the saved
-counts once the round is durable (server/rounds.py).
+counts once the round is durable (server/round/rounds.py).
 """
 
 from __future__ import annotations
@@ -12,23 +12,23 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..common.secagg.exchange import unflatten
-from ..common.spec import TensorSpec
-from .aggregate import Aggregator
+from ...common.secagg.exchange import unflatten
+from ...common.spec import TensorSpec
+from ..pipeline.aggregate import Aggregator
+from ..pipeline.combine import dp_denominator
+from ..pipeline.privacy import PrivacyLedger
+from ..pipeline.stages import Rules, Step, combine, combine_secure
+from ..pipeline.updates import CheckedUpdate
 from .attempt import Attempt
-from .combine import dp_denominator
 from .config import FederationConfig
-from .history import RoundSummary, SiteRecord
-from .pipeline import Rules, Step, combine, combine_secure
-from .privacy import PrivacyLedger
 from .secure import SecureRun
 from .state import FederationState
-from .updates import CheckedUpdate
+from .summary import RoundSummary, SiteRecord
 
 
 def combine_plain(state: FederationState, config: FederationConfig, aggregate: Aggregator,
                   received: Mapping[str, CheckedUpdate], sampled: int, rng: np.random.Generator) -> Step:
-    """The plain round's updates through the round stages (server/pipeline.py). Raises `NonFiniteGlobal`."""
+    """The plain round's updates through the round stages (server/pipeline/stages.py). Raises `NonFiniteGlobal`."""
     weights = {c: float(config.weight(u.num_examples)) for c, u in received.items()}
     updates = {c: (u.tensors, weights[c]) for c, u in received.items()}
     rules = Rules(aggregate, config.update_clip_norm or None, config.adaptive_clip or None, state.change_scale,

@@ -7,14 +7,14 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
-from ..common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S, TrainSettings
-from ..common.spec import MAX_ABS_VALUE
-from ..common.transport import DEFAULT_MAX_UPDATE_BYTES
-from .aggregate import DEFAULT_TRIM, AggregatorKind
-from .clipping import DEFAULT_ADAPTIVE_CLIP
-from .combine import DEFAULT_CLIP_NORM
-from .privacy import DpSettings
-from .updates import UpdateLimits
+from ...common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S, TrainSettings
+from ...common.spec import MAX_ABS_VALUE
+from ...common.transport import DEFAULT_MAX_UPDATE_BYTES
+from ..pipeline.aggregate import DEFAULT_TRIM, AggregatorKind
+from ..pipeline.clipping import DEFAULT_ADAPTIVE_CLIP
+from ..pipeline.combine import DEFAULT_CLIP_NORM
+from ..pipeline.privacy import DpSettings
+from ..pipeline.updates import UpdateLimits
 
 # No site's weight may exceed this many examples unless the operator says so: a site that declares 10^15
 # examples must not become the whole average. Set it to the largest honest site's count.

@@ -1,9 +1,9 @@
 """The coordinator's domain logic: joins, tasks, submissions, failure reports, the status snapshot.
 
 No gRPC and no I/O besides the checkpoint hook: the servicer translates requests into these calls and
-`Refused` into status codes; time comes from an injectable clock. Requests are checked by server/admission.py,
-updates pass the stages of server/pipeline.py (decode and check before the lock), and the round lifecycle is a
-part this class owns (server/rounds.py). Log lines are rendered and waiting clients woken after the lock.
+`Refused` into status codes; time comes from an injectable clock. Requests are checked by server/round/admission.py,
+updates pass the stages of server/pipeline/stages.py (decode and check before the lock), and the round lifecycle is a
+part this class owns (server/round/rounds.py). Log lines are rendered and waiting clients woken after the lock.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..common import serde
-from ..common.logs import Event, get_logger
-from ..common.messages import (
+from ...common import serde
+from ...common.logs import Event, get_logger
+from ...common.messages import (
     MAX_FAILURE_DETAIL_CHARS,
     Code,
     FailureReason,
@@ -24,17 +24,17 @@ from ..common.messages import (
     SubmitResult,
     Task,
 )
-from ..common.secagg.exchange import SecureAnswer, SecureStep
-from ..common.spec import TensorSpec
+from ...common.secagg.exchange import SecureAnswer, SecureStep
+from ...common.spec import TensorSpec
+from ..pipeline.aggregate import Aggregator, make_aggregator
+from ..pipeline.stages import accept
 from .admission import admit, check_classes, check_join, check_report, check_running, find_run, register
-from .aggregate import Aggregator, make_aggregator
 from .config import FederationConfig
-from .history import RoundSummary
 from .longpoll import ChangeFeed
-from .pipeline import accept
 from .rounds import Rounds
 from .section import Section
 from .state import ClientRecord, FederationState, RoundView
+from .summary import RoundSummary
 
 __all__ = ["ClientRecord", "Federation", "FederationConfig", "FederationState", "RoundView"]
 log = get_logger("coordinator")

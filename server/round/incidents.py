@@ -8,8 +8,27 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from enum import StrEnum
 
-from ..common.status import Incident, IncidentKind
+
+class IncidentKind(StrEnum):
+    CLIENT_FAILED = "client_failed"  # a sampled client could not deliver its update
+    ROUND_RETRIED = "round_retried"  # an attempt of a round ended without a committable aggregate
+    CHECKPOINT_FAILED = "checkpoint_failed"  # a closed round could not be saved yet (it is retried)
+    FEDERATION_ABORTED = "federation_aborted"  # the last retry failed too: the coordinator stops
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Something that went wrong, for the operator: the status view lists the most recent ones."""
+
+    ago_s: float
+    round: int
+    attempt: int  # the attempt of the round it happened in (0: the first)
+    kind: IncidentKind
+    reason: str
+    client_id: str = ""  # client_failed only
+
 
 MAX_INCIDENTS = 50
 

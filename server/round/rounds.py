@@ -1,9 +1,9 @@
 """The round lifecycle: open an attempt, end it (commit or retry), make a closed round durable, or give up.
 
-`Rounds` is a part `Federation` (server/federation.py) owns: it holds the round's state as values (the
+`Rounds` is a part `Federation` (server/round/federation.py) owns: it holds the round's state as values (the
 `FederationState`, the open `Attempt`, the pending round, the encoded global) and applies the transitions
 `advance` makes under the federation's lock. A round moves forward in memory only once its checkpoint is saved
-(server/saving.py retries a failed save); until then it stays open.
+(server/round/saving.py retries a failed save); until then it stays open.
 """
 
 from __future__ import annotations
@@ -14,20 +14,19 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..common import serde
-from ..common.logs import Event
-from ..common.messages import Action, Task
-from ..common.secagg.exchange import vector_length
-from ..common.spec import TensorSpec
-from ..common.status import IncidentKind
+from ...common import serde
+from ...common.logs import Event
+from ...common.messages import Action, Task
+from ...common.secagg.exchange import vector_length
+from ...common.spec import TensorSpec
+from ..pipeline.aggregate import Aggregator
+from ..pipeline.stages import NonFiniteGlobal
 from . import classes, secure
-from .aggregate import Aggregator
 from .attempt import Attempt
 from .closing import NoQuorum, combine_plain, next_state, secure_state
 from .config import FederationConfig
 from .handouts import MAX_HANDOUTS, Handouts
-from .incidents import Incidents
-from .pipeline import NonFiniteGlobal
+from .incidents import IncidentKind, Incidents
 from .saving import Saver
 from .secure import SecureRun
 from .state import FederationState, RoundView, round_view

@@ -1,21 +1,35 @@
 """Making a closed round durable: the checkpoint save, retried with a growing delay, never silent.
 
-A round moves forward in memory only once its checkpoint is saved (server/rounds.py). A failed save (disk full,
+A round moves forward in memory only once its checkpoint is saved (server/round/rounds.py). A failed save (disk full,
 an I/O error, permissions) keeps the round open: each failure is an incident and an error line naming the fix,
 the next try comes after 1, 2, 4 ... 30 s, and the recovery is logged.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 
-from ..common.logs import Event
-from ..common.status import IncidentKind
-from .checkpoint import save_advice
-from .incidents import Incidents
+from ...common.logs import Event
+from .incidents import IncidentKind, Incidents
 from .state import FederationState
 
 MAX_RETRY_DELAY_S = 30.0
+
+
+def save_advice(exc: BaseException) -> str:
+    """What the operator can do about a checkpoint that could not be written, by its cause."""
+    kept = "; the round is kept open in memory and the save retried"
+    advice = getattr(exc, "advice", None)  # an error that knows its remedy (server/ops/checkpoint.py)
+    if isinstance(advice, str) and advice:
+        return advice + kept
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on the --state-dir volume" + kept
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the --state-dir volume writable by the coordinator" + kept
+    if isinstance(exc, OSError):
+        return "check (or repair) the --state-dir volume: an I/O error" + kept
+    return "an unexpected error (a bug: please report it with this line)" + kept
 
 
 class Saver:

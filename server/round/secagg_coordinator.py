@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import shamir
-from .field import dequantise_sum, sum_error_bound
-from .keys import mask_key_from_private, pairwise_seed, public_bytes
-from .masking import unmask
-from .protocol import (
+from ...common.secagg import shamir
+from ...common.secagg.field import dequantise_sum, sum_error_bound
+from ...common.secagg.keys import mask_key_from_private, pairwise_seed, public_bytes
+from ...common.secagg.masking import unmask
+from ...common.secagg.protocol import (
     AdvertiseKeys,
     AggregateResult,
     InconsistentSiteError,

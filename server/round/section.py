@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..common.logs import Event
+from ...common.logs import Event
 from .longpoll import ChangeFeed
 
 

@@ -6,7 +6,7 @@ closes a stage (`advance`) when every site expected at it has answered or its de
 stage (keys) closes at the round's deadline, since sites send their keys once they finished training; every
 later stage `secagg_stage_timeout_s` after the previous one closed. A stage closing with fewer sites than the
 threshold, or a dealer whose shares do not reconstruct, ends the run with `failure` (and `blame`): the round
-lifecycle (server/rounds.py) retries the round as a new attempt with fresh keys, without the blamed site.
+lifecycle (server/round/rounds.py) retries the round as a new attempt with fresh keys, without the blamed site.
 
 Nothing here is saved: keys, bundles and masked vectors live in memory for one attempt. A restarted
 coordinator starts the round's protocol again under a new run id (drawn afresh for every attempt), so no mask
@@ -21,13 +21,12 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ..common.logs import Event
-from ..common.messages import Code, Refused
-from ..common.secagg.coordinator import SecAggCoordinator
-from ..common.secagg.exchange import Contribution, SecureAnswer, SecureSettings, SecureStep, Status
-from ..common.secagg.field import DEFAULT_MODULUS_BITS, FieldParams
-from ..common.secagg.noise import clip_range_for, share_std
-from ..common.secagg.protocol import (
+from ...common.logs import Event
+from ...common.messages import Code, Refused
+from ...common.secagg.exchange import Contribution, SecureAnswer, SecureSettings, SecureStep, Status
+from ...common.secagg.field import DEFAULT_MODULUS_BITS, FieldParams
+from ...common.secagg.noise import clip_range_for, share_std
+from ...common.secagg.protocol import (
     AdvertiseKeys,
     AggregateResult,
     InconsistentSiteError,
@@ -40,8 +39,9 @@ from ..common.secagg.protocol import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from ..pipeline.updates import check_metrics
 from .config import FederationConfig
-from .updates import check_metrics
+from .secagg_coordinator import SecAggCoordinator
 
 ORDER = list(Stage)
 

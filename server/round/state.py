@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from ..common import serde
-from ..common.messages import Code, Metrics, Refused
-from ..common.status import Incident
+from ...common import serde
+from ...common.messages import Code, Metrics, Refused
+from ..pipeline.privacy import PrivacyLedger
 from .attempt import Attempt
-from .history import RoundSummary
-from .privacy import PrivacyLedger
+from .incidents import Incident
+from .summary import RoundSummary
 
 
 @dataclass
@@ -71,7 +71,7 @@ class FederationState:
     clients: dict[str, ClientRecord]
     privacy: PrivacyLedger = field(default_factory=PrivacyLedger)
     last_round: RoundSummary | None = None
-    # tensor -> the last committed round's robust scale of its changes (server/clipping.py's history term)
+    # tensor -> the last committed round's robust scale of its changes (server/pipeline/clipping.py's history term)
     change_scale: dict[str, float] = field(default_factory=dict)
     # the global's safetensors bytes and digest, made once per commit (the commit stage or a checkpoint read)
     encoded: serde.Encoded | None = field(default=None, repr=False, compare=False)

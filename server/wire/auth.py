@@ -13,8 +13,8 @@ from typing import Any
 
 import grpc
 
-from ..common.messages import Code, Refused
-from ..common.transport import ADMIN_ID_PREFIX, TOKEN_METADATA_KEY, token_digest
+from ...common.messages import Code, Refused
+from ...common.transport import ADMIN_ID_PREFIX, TOKEN_METADATA_KEY, token_digest
 
 
 def load_tokens(path: Path) -> dict[str, str]:

@@ -26,17 +26,17 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from ..common import serde, wire, wire_secure
-from ..common.ids import MAX_CLIENT_ID_CHARS, client_id_problem
-from ..common.logs import Event
-from ..common.messages import Code, JoinRequest, Refused
-from ..common.proto import federation_pb2 as pb
-from ..common.secagg.exchange import vector_length
-from ..common.spec import MAX_CLASS_NAME_CHARS, MAX_CLASSES, TensorSpec
+from ...common import serde, wire, wire_secure
+from ...common.ids import MAX_CLIENT_ID_CHARS, client_id_problem
+from ...common.logs import Event
+from ...common.messages import Code, JoinRequest, Refused
+from ...common.proto import federation_pb2 as pb
+from ...common.secagg.exchange import vector_length
+from ...common.spec import MAX_CLASS_NAME_CHARS, MAX_CLASSES, TensorSpec
 from .auth import Authenticator
 
 R = TypeVar("R")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name  # "pfeddc.v1.Coordinator"
+SERVICE_NAME = wire.COORDINATOR_SERVICE
 # Requests without tensors: ids, counts, a failure detail of at most 500 characters; far below this.
 SMALL_REQUEST_BYTES = 4 * 1024
 # Refusals of the same kind are logged at most once per this many seconds, with the count of those skipped.

@@ -1,11 +1,11 @@
 """The gRPC face of the federation: authenticate, convert with the wire layer, call the domain.
 
-Requests arrive as raw bytes and pass the gate first (server/gate.py: a credential, the size, the parse), then
+Requests arrive as raw bytes and pass the gate first (server/wire/gate.py: a credential, the size, the parse), then
 `_call` binds the client_id to the credential. Every refusal becomes a status code in one place (`_abort`); the
 conversions live in common/wire.py. An update is hashed and decoded on a worker thread, not on the event loop.
 A GetTask (or a SubmitUpdate asking for its next task) that would be told to WAIT is held open until the
-federation changes (server/longpoll.py), so a client learns of a new round the moment it opens. The methods
-are coroutines served by grpc.aio (server/aioserver.py); the federation's calls are quick and synchronous.
+federation changes (server/round/longpoll.py), so a client learns of a new round the moment it opens. The methods
+are coroutines served by grpc.aio (server/wire/aioserver.py); the federation's calls are quick and synchronous.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from ..common import wire, wire_secure
-from ..common.logs import get_logger
-from ..common.messages import (
+from ...common import wire, wire_secure
+from ...common.logs import get_logger
+from ...common.messages import (
     MAX_HOLD_S,
     Action,
     Code,
@@ -36,11 +36,11 @@ from ..common.messages import (
     TaskRequest,
     UpdateRequest,
 )
-from ..common.secagg.exchange import SecureStep, Status
-from ..common.spec import PromptConfig
-from ..common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
+from ...common.secagg.exchange import SecureStep, Status
+from ...common.spec import PromptConfig
+from ...common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
+from ..round.federation import Federation
 from .auth import Authenticator
-from .federation import Federation
 from .gate import REPLIES, Gate, R, register
 
 T = TypeVar("T")

@@ -87,8 +87,8 @@ def test_offline_commands_show_no_progress_bar_without_a_terminal(tmp_path: Path
 
 def test_client_id_comes_from_the_certificate_and_must_agree_with_it(tmp_path: Path) -> None:
     from pfeddc.client.app import client_identity
-    from pfeddc.common import certs
     from pfeddc.common.tlsprobe import CredentialError
+    from pfeddc.server.ops import certs
 
     assert certs.main(["init", "--out", str(tmp_path / "c")]) == 0
     assert certs.main(["client", "--out", str(tmp_path / "c"), "--client-id", "hospital-a"]) == 0

@@ -8,7 +8,7 @@ from unittest import mock
 
 import pytest
 
-from pfeddc.client.store import ClientStore
+from pfeddc.client.store import ClientStore, StateError
 from pfeddc.common import serde
 
 
@@ -38,3 +38,12 @@ def test_client_id_generated_on_a_first_run_gives_way_to_a_named_one_until_it_tr
     with pytest.raises(Exception, match=r"belongs to client 'hospital-a' .* not 'hospital-b' \(from --client-id\): "
                                         r"give 'hospital-b' a state dir of its own"):
         store.client_id("hospital-b")
+
+
+def test_store_refuses_a_client_id_the_coordinator_would_refuse(tmp_path: Path) -> None:
+    """The same rule as the coordinator's (common/ids.py), checked before anything is written."""
+    store = ClientStore(tmp_path / "state")
+    with pytest.raises(StateError, match=r"--client-id: client_id '\.\./x' must be"):
+        store.client_id("../x", "--client-id")
+    assert not (tmp_path / "state" / "client_id").exists()
+    assert store.client_id("site-a", "--client-id") == "site-a"

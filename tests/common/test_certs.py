@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from pfeddc.common import certs
+from pfeddc.server.ops import certs
 
 
 def sans(path: Path) -> set[str]:

@@ -55,7 +55,7 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], message: str,
 def test_every_flag_of_the_tools_has_a_variable() -> None:
     from pfeddc.client.sim.app import build_parser as sim_parser
     from pfeddc.client.sim.partition_app import build_parser as partition_parser
-    from pfeddc.server.status_cli import build_parser as status_parser
+    from pfeddc.server.ops.status_cli import build_parser as status_parser
 
     for tool in (build_parser(), run_parser(), sim_parser(), partition_parser(), status_parser()):
         prefix = tool_prefix(tool.prog)
@@ -68,7 +68,7 @@ def test_every_flag_of_the_tools_has_a_variable() -> None:
 
 def test_another_tools_variables_are_neither_read_nor_refused() -> None:
     """The coordinator's certificate exported in a shell is not the status CLI's (it once made it exit 3)."""
-    from pfeddc.server.status_cli import build_parser as status_parser
+    from pfeddc.server.ops.status_cli import build_parser as status_parser
 
     env = {"PFEDDC_SERVER_TLS_CERT": "/etc/pfeddc/coordinator.pem", "PFEDDC_CLIENT_SERVER": "h:1",
            "PFEDDC_FASHION_DIR": "/data"}

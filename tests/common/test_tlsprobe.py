@@ -11,13 +11,12 @@ from structlog.testing import capture_logs
 from tests_support import StartCoordinator
 
 from pfeddc.client.connection import Backoff, Connection
-from pfeddc.common import certs
 from pfeddc.common.logs import Event
 from pfeddc.common.messages import Refused
 from pfeddc.common.spec import TensorSpec
 from pfeddc.common.tlsprobe import CredentialError, diagnose
 from pfeddc.common.transport import TlsFiles, read_token
-from pfeddc.server import status_cli
+from pfeddc.server.ops import certs, status_cli
 
 FLAGS = ("--rounds", "2", "--method", "promptfl", "--text-ctx", "4")
 SPEC = [TensorSpec("text.global", (4, 128))]

@@ -13,7 +13,7 @@ def test_server_imports_without_torch() -> None:
         "import sys\n"
         "sys.modules['torch'] = None\n"  # makes any `import torch` raise ImportError
         "sys.modules['transformers'] = None\n"
-        "import pfeddc.server.app, pfeddc.client.connection, pfeddc.common.certs\n"
+        "import pfeddc.server.app, pfeddc.client.connection, pfeddc.server.ops.certs\n"
         "pfeddc.server.app.build_parser().parse_args(['--rounds', '1'])\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

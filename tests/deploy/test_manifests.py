@@ -184,7 +184,7 @@ def test_monitoring_overlay_adds_a_servicemonitor_on_the_metrics_port_only() -> 
 
 
 def test_certificates_name_the_in_cluster_service() -> None:
-    from pfeddc.common.certs import COORDINATOR_SERVICE, DEFAULT_NAMESPACE, cluster_names
+    from pfeddc.server.ops.certs import COORDINATOR_SERVICE, DEFAULT_NAMESPACE, cluster_names
 
     docs = render("coordinator/overlays/internet")
     service = next(d for d in docs if d["kind"] == "Service")["metadata"]

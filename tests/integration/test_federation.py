@@ -15,7 +15,7 @@ from tests_support import make_image_folder
 from pfeddc.client.app import main
 from pfeddc.common import serde
 from pfeddc.common.logs import Event
-from pfeddc.server.checkpoint import CHECKPOINT_FILE
+from pfeddc.server.ops.checkpoint import CHECKPOINT_FILE
 
 from .conftest import Federation
 

@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 
 from pfeddc.client.sim.processes import LoggedProcess
-from pfeddc.common import certs, serde, wire
+from pfeddc.common import serde, wire
 from pfeddc.common.logs import Event
 from pfeddc.common.messages import Code
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.transport import JOIN_SECRET_METADATA_KEY, TOKEN_METADATA_KEY, TlsFiles
+from pfeddc.server.ops import certs
 
 pytestmark = pytest.mark.integration  # starts real processes
 

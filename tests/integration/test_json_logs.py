@@ -14,8 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests_support import make_image_folder
 
-from pfeddc.common import certs
 from pfeddc.common.logs import Event
+from pfeddc.server.ops import certs
 
 from .conftest import Federation
 from .debian import ensure

@@ -105,7 +105,7 @@ def test_client_stops_within_2s_in_every_state(federation: Federation, tmp_path:
 def test_version_and_environment_defaults(federation: Federation, tmp_path: Path) -> None:
     import subprocess
 
-    for module in ("pfeddc.server.app", "pfeddc.client.app", "pfeddc.common.certs"):
+    for module in ("pfeddc.server.app", "pfeddc.client.app", "pfeddc.server.ops.certs"):
         out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, env=ENV)
         assert out.returncode == 0 and out.stdout.strip().endswith("0.1.0"), out
     env = {**ENV, "PFEDDC_SERVER_ROUNDS": "7", "PFEDDC_SERVER_LOG_FORMAT": "json", "PFEDDC_SERVER_BIND": "127.0.0.1",

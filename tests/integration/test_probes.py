@@ -17,8 +17,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pfeddc.client.sim.processes import LoggedProcess
-from pfeddc.common import certs
 from pfeddc.common.logs import Event
+from pfeddc.server.ops import certs
 
 from .conftest import ENV
 

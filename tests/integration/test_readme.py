@@ -25,7 +25,7 @@ from .conftest import ENV
 
 pytestmark = pytest.mark.integration  # starts real processes
 README = Path(__file__).resolve().parents[2] / "README.md"
-MODULES = {"pfeddc-certs": "pfeddc.common.certs", "pfeddc-server": "pfeddc.server.app",
+MODULES = {"pfeddc-certs": "pfeddc.server.ops.certs", "pfeddc-server": "pfeddc.server.app",
            "pfeddc-client": "pfeddc.client.app"}
 
 

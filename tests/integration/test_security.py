@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from tests_support import StartCoordinator
 
 from pfeddc.client.connection import Backoff, Connection
-from pfeddc.common import certs
 from pfeddc.common.messages import Code, Refused
 from pfeddc.common.tlsprobe import CredentialError
 from pfeddc.common.transport import TlsFiles
+from pfeddc.server.ops import certs
 
 pytestmark = pytest.mark.integration  # starts real processes
 
@@ -102,7 +102,7 @@ def test_tokens_tie_each_client_id_to_its_token(coordinator: StartCoordinator, c
 
 def test_rotating_a_client_token_revokes_the_old_one(tmp_path: Path) -> None:
     from pfeddc.common.transport import token_digest
-    from pfeddc.server.auth import load_tokens
+    from pfeddc.server.wire.auth import load_tokens
 
     certs.main(["init", "--out", str(tmp_path)])
     certs.main(["client", "--out", str(tmp_path), "--client-id", "site-a"])

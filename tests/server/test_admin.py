@@ -13,12 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests_support import StartCoordinator
 
 from pfeddc.client.connection import Backoff, Connection, global_tensors
-from pfeddc.common import certs, serde
+from pfeddc.common import serde
 from pfeddc.common.messages import Metrics
-from pfeddc.common.status import ClientState, Phase
 from pfeddc.common.transport import TlsFiles
-from pfeddc.server import status_cli
 from pfeddc.server.app import RunningServer
+from pfeddc.server.ops import certs, status_cli
+from pfeddc.server.ops.status_doc import ClientState, Phase
 
 FLAGS = ("--rounds", "3", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4", "--metrics-port", "0")
 

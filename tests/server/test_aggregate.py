@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pfeddc.server.aggregate import fedavg
+from pfeddc.server.pipeline.aggregate import fedavg
 
 
 def test_fedavg_weights_by_example_count() -> None:
@@ -23,8 +23,8 @@ def test_fedavg_rejects_mismatched_names_and_bad_weights() -> None:
 
 
 # ----- robust aggregators: 1 of 5 and 2 of 10 hostile clients
-from pfeddc.server.aggregate import AggregatorKind, make_aggregator, median, trimmed_mean  # noqa: E402
-from pfeddc.server.config import FederationConfig  # noqa: E402
+from pfeddc.server.pipeline.aggregate import AggregatorKind, make_aggregator, median, trimmed_mean  # noqa: E402
+from pfeddc.server.round.config import FederationConfig  # noqa: E402
 
 Updates = list[dict[str, np.ndarray]]
 

@@ -12,8 +12,8 @@ from safetensors import safe_open
 from pfeddc.common import serde
 from pfeddc.common.messages import Metrics
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server.checkpoint import CHECKPOINT_FILE, ROUNDS_FILE, Checkpoint, CheckpointError
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.ops.checkpoint import CHECKPOINT_FILE, ROUNDS_FILE, Checkpoint, CheckpointError
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
 
 SPEC = [TensorSpec("text.global", (4, 8))]
 METRICS = Metrics(train_loss=0.5, accuracy_before=0.25, accuracy_after=0.5, num_test_examples=4)

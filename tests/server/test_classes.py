@@ -17,7 +17,7 @@ from pfeddc.common.spec import (
     global_spec,
     initial_prompts,
 )
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
 
 DIMS = resolve_dims("embedded")
 PROMPT = PromptConfig()  # the shipped method: a class head, no prompts

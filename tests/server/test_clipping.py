@@ -8,12 +8,12 @@ import pytest
 from pfeddc.common import serde
 from pfeddc.common.messages import Metrics
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server.aggregate import fedavg
-from pfeddc.server.checkpoint import Checkpoint
-from pfeddc.server.clipping import HISTORY_GROWTH, clip_per_tensor, l2
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
-from pfeddc.server.pipeline import Rules, combine
-from pfeddc.server.privacy import DpSettings
+from pfeddc.server.ops.checkpoint import Checkpoint
+from pfeddc.server.pipeline.aggregate import fedavg
+from pfeddc.server.pipeline.clipping import HISTORY_GROWTH, clip_per_tensor, l2
+from pfeddc.server.pipeline.privacy import DpSettings
+from pfeddc.server.pipeline.stages import Rules, combine
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
 
 # scales an order of magnitude apart, like the text (small) and vision (large) prompts
 GLOBAL = {"text": np.zeros((4, 64), np.float32), "vision": np.zeros((8, 64), np.float32)}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pfeddc.server.aggregate import fedavg
-from pfeddc.server.combine import bound, start
-from pfeddc.server.pipeline import NonFiniteGlobal, Rules, combine
-from pfeddc.server.privacy import DpSettings
+from pfeddc.server.pipeline.aggregate import fedavg
+from pfeddc.server.pipeline.combine import bound, start
+from pfeddc.server.pipeline.privacy import DpSettings
+from pfeddc.server.pipeline.stages import NonFiniteGlobal, Rules, combine
 
 GLOBAL = {"a": np.zeros((2, 3), np.float32), "b": np.ones((4,), np.float32)}
 

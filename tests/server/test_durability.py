@@ -23,12 +23,12 @@ from pfeddc.common.messages import Code, Metrics
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server import checkpoint as checkpoint_module
 from pfeddc.server.app import RunningServer
-from pfeddc.server.checkpoint import ROUNDS_FILE
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
-from pfeddc.server.gate import SERVICE_NAME
-from pfeddc.server.rounds import WAITING_LOG_INTERVAL_S
+from pfeddc.server.ops import checkpoint as checkpoint_module
+from pfeddc.server.ops.checkpoint import ROUNDS_FILE
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.round.rounds import WAITING_LOG_INTERVAL_S
+from pfeddc.server.wire.gate import SERVICE_NAME
 
 SPEC = [TensorSpec("text.global", (4, 128))]
 FLAGS = ("--rounds", "3", "--min-clients", "1", "--method", "promptfl", "--text-ctx", "4")

@@ -14,8 +14,8 @@ from pfeddc.common import serde
 from pfeddc.common.logs import Event
 from pfeddc.common.messages import Action, Code, FailureReason, Metrics, Refused
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
-from pfeddc.server.handouts import MAX_HANDOUTS
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.round.handouts import MAX_HANDOUTS
 
 SPEC = [TensorSpec("text.global", (4, 128))]
 FLAGS = ("--rounds", "2", "--method", "promptfl", "--text-ctx", "4")

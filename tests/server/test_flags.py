@@ -11,9 +11,9 @@ from pfeddc.common import serde
 from pfeddc.common.messages import Metrics, Refused
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import build_parser
-from pfeddc.server.config import FederationConfig
 from pfeddc.server.options import federation_config
-from pfeddc.server.updates import UpdateLimits, decode
+from pfeddc.server.pipeline.updates import UpdateLimits, decode
+from pfeddc.server.round.config import FederationConfig
 
 
 def test_coordinator_flags_default_to_the_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from pfeddc.common.messages import Code
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.spec import TensorSpec
 from pfeddc.common.transport import TOKEN_METADATA_KEY
-from pfeddc.server.gate import SMALL_REQUEST_BYTES, BoundedLog, max_receive_bytes, method_limits
+from pfeddc.server.wire.gate import SMALL_REQUEST_BYTES, BoundedLog, max_receive_bytes, method_limits
 
 SPEC = [TensorSpec("text.global", (4, 128))]
 FLAGS = ("--rounds", "2", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4")

@@ -16,8 +16,8 @@ from pfeddc.client.connection import Backoff, Connection
 from pfeddc.common import serde
 from pfeddc.common.messages import Action, Metrics, Task
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
-from pfeddc.server.longpoll import ChangeFeed
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.round.longpoll import ChangeFeed
 
 SPEC = [TensorSpec("text.global", (4, 128))]
 FLAGS = ("--rounds", "2", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4", "--poll-interval", "5")
@@ -128,7 +128,7 @@ def test_updates_are_parsed_and_logs_rendered_outside_the_federation_lock(tmp_pa
     fed = Federation(FederationConfig(rounds=2, min_clients=2), SPEC,
                      FederationState(1, {"text.global": np.zeros((4, 128), np.float32)}, {}))
     held_while: dict[str, bool] = {}
-    from pfeddc.server import federation as module
+    from pfeddc.server.round import federation as module
 
     real_check = module.accept
 

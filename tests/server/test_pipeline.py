@@ -14,9 +14,9 @@ from safetensors import safe_open
 from pfeddc.common import serde
 from pfeddc.common.messages import Action, Metrics
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server import pipeline
-from pfeddc.server.checkpoint import Checkpoint
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.ops.checkpoint import Checkpoint
+from pfeddc.server.pipeline import stages as pipeline
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
 
 SPEC = [TensorSpec("text.global", (2, 3)), TensorSpec("vision.global", (1, 2, 4))]
 METRICS = Metrics(train_loss=1.0, accuracy_before=0.5, accuracy_after=0.6, num_test_examples=10)

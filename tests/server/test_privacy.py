@@ -11,11 +11,11 @@ import pytest
 from pfeddc.common import serde
 from pfeddc.common.messages import Metrics
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server.aggregate import AggregatorKind
-from pfeddc.server.checkpoint import ROUNDS_FILE, Checkpoint
-from pfeddc.server.config import FederationConfig
-from pfeddc.server.federation import Federation, FederationState
-from pfeddc.server.privacy import DpSettings, PrivacyLedger, epsilon_after, noise_for_epsilon
+from pfeddc.server.ops.checkpoint import ROUNDS_FILE, Checkpoint
+from pfeddc.server.pipeline.aggregate import AggregatorKind
+from pfeddc.server.pipeline.privacy import DpSettings, PrivacyLedger, epsilon_after, noise_for_epsilon
+from pfeddc.server.round.config import FederationConfig
+from pfeddc.server.round.federation import Federation, FederationState
 
 
 def test_privacy_epsilon_grows_with_rounds_and_shrinks_with_noise() -> None:

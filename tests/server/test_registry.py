@@ -14,12 +14,13 @@ from pfeddc.common import serde
 from pfeddc.common.ids import MAX_CLIENT_ID_CHARS
 from pfeddc.common.messages import Code, Refused
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server import checkpoint as checkpoint_module
-from pfeddc.server.checkpoint import Checkpoint, CheckpointError, save_advice
-from pfeddc.server.config import DEFAULT_MAX_CLIENTS, MAX_CLIENTS_LIMIT
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
-from pfeddc.server.longpoll import ChangeFeed
-from pfeddc.server.state import ClientRecord
+from pfeddc.server.ops import checkpoint as checkpoint_module
+from pfeddc.server.ops.checkpoint import Checkpoint, CheckpointError
+from pfeddc.server.round.config import DEFAULT_MAX_CLIENTS, MAX_CLIENTS_LIMIT
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.round.longpoll import ChangeFeed
+from pfeddc.server.round.saving import save_advice
+from pfeddc.server.round.state import ClientRecord
 
 SPEC = [TensorSpec("text.global", (2, 3))]
 TENSORS = {"text.global": np.zeros((2, 3), np.float32)}

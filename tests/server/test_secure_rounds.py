@@ -20,6 +20,7 @@ import pytest
 from tests_support import StartCoordinator
 
 from pfeddc.client.connection import Backoff, Connection, global_tensors
+from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.client.secure import SecureOutcome, change_vector, contribute
 from pfeddc.common import serde, wire
 from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
@@ -28,7 +29,6 @@ from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.secagg.exchange import Contribution, SecureStep, Status, flatten, unflatten
 from pfeddc.common.secagg.field import sum_error_bound
 from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
-from pfeddc.common.secagg.site import SecAggSite
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import build_parser
 from pfeddc.server.options import federation_config

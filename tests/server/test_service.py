@@ -17,7 +17,7 @@ from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server.gate import SERVICE_NAME
+from pfeddc.server.wire.gate import SERVICE_NAME
 
 # clipping off: these tests check exact averages of large, synthetic updates
 FLAGS = ("--rounds", "2", "--min-clients", "2", "--update-clip-norm", "0", "--method", "promptfl", "--text-ctx", "4")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tests_support import StartCoordinator
 
-from pfeddc.server.statedir import ABORTED_FILE, StateDirBusy, StateDirLock, check_aborted, mark_aborted
+from pfeddc.server.ops.statedir import ABORTED_FILE, StateDirBusy, StateDirLock, check_aborted, mark_aborted
 
 FLAGS = ("--rounds", "2", "--method", "promptfl", "--text-ctx", "4")
 

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pfeddc.common import admin_wire, serde
+from pfeddc.common import serde
 from pfeddc.common.messages import HEARTBEAT_INTERVAL_S, FailureReason, Metrics
 from pfeddc.common.spec import TensorSpec
-from pfeddc.common.status import ClientState, IncidentKind, Phase
-from pfeddc.server.admin import StatusSource
-from pfeddc.server.federation import Federation, FederationConfig, FederationState
-from pfeddc.server.status_table import render_table
+from pfeddc.server.ops import admin_wire
+from pfeddc.server.ops.status import StatusSource
+from pfeddc.server.ops.status_doc import ClientState, Phase
+from pfeddc.server.ops.status_table import render_table
+from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.round.incidents import IncidentKind
 
 SPEC = [TensorSpec("text.global", (4, 128))]
 METRICS = Metrics(train_loss=0.5, accuracy_global=0.3, accuracy_after=0.6, num_test_examples=5)

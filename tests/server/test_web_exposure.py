@@ -11,8 +11,8 @@ from structlog.testing import capture_logs
 from tests_support import StartCoordinator
 
 from pfeddc.common.logs import Event
-from pfeddc.server import web
-from pfeddc.server.ops import check_metrics_exposure
+from pfeddc.server.ops import web
+from pfeddc.server.ops.runner import check_metrics_exposure
 
 FLAGS = ("--rounds", "1", "--method", "promptfl", "--text-ctx", "4", "--metrics-port", "0")
 

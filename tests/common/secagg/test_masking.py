@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
+from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.common.secagg import field, masking
-from pfeddc.common.secagg.coordinator import SecAggCoordinator
 from pfeddc.common.secagg.field import FieldParams
 from pfeddc.common.secagg.keys import RoundId
 from pfeddc.common.secagg.protocol import RoundConfig
-from pfeddc.common.secagg.site import SecAggSite
+from pfeddc.server.round.secagg_coordinator import SecAggCoordinator
 
 P = FieldParams()
 CHI2_255_P999 = 330.52  # the 0.999 quantile of chi-square with 255 degrees of freedom

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.common.secagg import field, keys, shamir
-from pfeddc.common.secagg.coordinator import SecAggCoordinator
 from pfeddc.common.secagg.field import FieldParams
 from pfeddc.common.secagg.keys import RoundId
 from pfeddc.common.secagg.protocol import (
@@ -27,7 +27,7 @@ from pfeddc.common.secagg.protocol import (
     encode_share,
     share_digest,
 )
-from pfeddc.common.secagg.site import SecAggSite
+from pfeddc.server.round.secagg_coordinator import SecAggCoordinator
 
 FIELD = FieldParams(clip_range=2.0, max_sites=16)
 LENGTH = 40

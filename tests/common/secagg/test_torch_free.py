@@ -13,6 +13,6 @@ def test_secagg_imports_without_torch() -> None:
         "import sys\n"
         "sys.modules['torch'] = None\n"
         "sys.modules['transformers'] = None\n"
-        "import pfeddc.common.secagg.coordinator, pfeddc.common.secagg.site\n"
+        "import pfeddc.server.round.secagg_coordinator, pfeddc.client.secagg_site\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
