@@ -171,8 +171,9 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
         log.info(Event.FEDERATION_RESUMED, state_dir=str(args.state_dir), round=state.round,
                  clients=len(state.clients))
     metrics = CoordinatorMetrics()
-    federation = Federation(config, spec, state, on_round_closed=metrics.round_closed_hook(checkpoint.save),
-                            changes=ChangeFeed(max_waiters=args.max_held_calls), spec_for=spec_for if gather else None)
+    federation = Federation(config, spec, state, save=checkpoint.save,
+                            changes=ChangeFeed(max_waiters=args.max_held_calls),
+                            spec_for=spec_for if gather else None, observe_save=metrics.checkpoint_duration.observe)
     tokens = load_tokens(args.tokens) if args.tokens else None
     auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None)
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),

@@ -8,7 +8,7 @@ status snapshot as `pfeddc-server status` at every scrape, so the two never disa
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -52,15 +52,6 @@ class CoordinatorMetrics:
         """Export the gauges of this status source and the round durations of its history file (the
         federation is built after the metrics it reports to)."""
         self.registry.register(_StatusCollector(source))
-
-    def round_closed_hook(self, save: Callable[..., None]) -> Callable[..., None]:
-        """Wrap the round-closed (checkpoint) hook to time it."""
-
-        def hook(*args: Any, **kwargs: Any) -> None:
-            with self.checkpoint_duration.time():
-                save(*args, **kwargs)
-
-        return hook
 
     def aio_interceptor(self) -> grpc.aio.ServerInterceptor:
         """Counts calls, bytes and update outcomes on the grpc.aio server (server/wire/aioserver.py)."""

@@ -3,14 +3,34 @@ naming the problem and changes nothing; the federation calls them (under its loc
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ...common.ids import client_id_problem
 from ...common.messages import Code, Refused, SubmitResult
 from ...common.secagg.exchange import CAPABILITY, SecureStep
 from ...common.spec import TensorSpec, class_names_problem, classes_outside, spec_difference
+from .attempt import Attempt
 from .config import FederationConfig
-from .rounds import Rounds
 from .secure import SecureRun
-from .state import ClientRecord
+from .state import ClientRecord, FederationState
+
+
+class Rounds(Protocol):
+    """What the checks read of the round (server/round/rounds.py owns and writes it)."""
+
+    config: FederationConfig
+    state: FederationState
+    attempt: Attempt
+    pending: FederationState | None
+    aborted: str | None
+    last_closed: dict[str, str]
+    ended_secure: SecureRun | None
+
+    @property
+    def round(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
 
 
 def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str, num_examples: int,

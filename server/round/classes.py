@@ -38,3 +38,22 @@ def agree(state: FederationState, active: list[str], spec_for: SpecFor, seed: in
     state.global_tensors, state.classes = {**state.global_tensors, **extra}, classes
     log("info", Event.CLASSES_AGREED, classes=list(classes), sites=active, tensors=[s.describe() for s in added])
     return spec
+
+
+class ClassList:
+    """The spec the federation runs with, and (while it gathers its class list) how to grow it once."""
+
+    def __init__(self, spec: list[TensorSpec], spec_for: SpecFor | None, fixed: bool) -> None:
+        self.spec = spec
+        self._spec_for = None if fixed else spec_for
+
+    @property
+    def pending(self) -> bool:
+        return self._spec_for is not None
+
+    def agree(self, state: FederationState, active: list[str], seed: int, log: Callable[..., None]) -> bool:
+        """While pending: fix the list from the `active` sites (`agree` above); True when it grew the state."""
+        if self._spec_for is None:
+            return False
+        self.spec, self._spec_for = agree(state, active, self._spec_for, seed, log), None
+        return True

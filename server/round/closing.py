@@ -68,18 +68,47 @@ class NoQuorum(ValueError):
     """Fewer sites survived a secure round than --quorum."""
 
 
+def survivors(run: SecureRun) -> dict[str, CheckedUpdate]:
+    """The sites a secure round counts as received: its survivors, with their masked inputs' counts and metrics."""
+    assert run.result is not None
+    return {s: CheckedUpdate("", {}, c.num_examples, c.metrics) for s, c in run.contributions.items()
+            if s in run.result.survivors}
+
+
 def secure_state(state: FederationState, config: FederationConfig, attempt: Attempt, run: SecureRun,
                  spec: list[TensorSpec], now: float) -> FederationState:
-    """The state after a secure round whose sum was unmasked: the survivors count as received (their masked
-    inputs' counts and metrics), the sum over their weight (DP: over the sampled count) is committed."""
-    assert run.result is not None
-    attempt.received = {s: CheckedUpdate("", {}, c.num_examples, c.metrics) for s, c in run.contributions.items()
-                        if s in run.result.survivors}
-    if len(attempt.received) < config.quorum:
-        raise NoQuorum(f"secure aggregation: {len(attempt.received)} survivors, --quorum {config.quorum}")
+    """The state after a secure round whose sum was unmasked (`attempt.received`: its survivors): the sum over
+    their weight (DP: over the sampled count) is committed."""
+    received = attempt.received
+    if len(received) < config.quorum:
+        raise NoQuorum(f"secure aggregation: {len(received)} survivors, --quorum {config.quorum}")
     dp = config.dp is not None
-    denominator = dp_denominator(len(attempt.sampled), len(attempt.received)) if dp else run.survivors_weight()
+    denominator = dp_denominator(len(attempt.sampled), len(received)) if dp else run.survivors_weight()
     combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator)
-    stragglers = sorted(attempt.sampled - attempt.received.keys() - attempt.failed.keys())
-    return next_state(state, config, combined, attempt.received, attempt.failed, stragglers, attempt.number,
+    stragglers = sorted(attempt.sampled - received.keys() - attempt.failed.keys())
+    return next_state(state, config, combined, received, attempt.failed, stragglers, attempt.number,
                       now - attempt.opened_at, "secagg-dp-fedavg" if dp else "secagg-fedavg")
+
+
+def no_quorum(attempt: Attempt, quorum: int) -> str | None:
+    """Why the ended attempt cannot commit (too few updates), or None."""
+    if len(attempt.received) >= quorum:
+        return None
+    stragglers = attempt.outstanding()
+    why = "only failures" if not attempt.received and not stragglers else "no quorum"
+    failures = "; ".join(f"{c}: {r}" for c, r in sorted(attempt.failed.items())[:3])
+    return (f"{why}: {len(attempt.received)} of {quorum} updates needed, {len(attempt.failed)} failed, "
+            f"{len(stragglers)} silent" + (f" ({failures})" if failures else ""))
+
+
+def adopt(live: FederationState, saved: FederationState, received: Mapping[str, CheckedUpdate]) -> None:
+    """The live state takes the saved round's values: its global (and its bytes), the participation counted in
+    `next_state`, the privacy spent, the per-tensor change scale the next round's adaptive clip is capped by.
+    Live records keep what changed meanwhile (last seen, new joins)."""
+    for client_id, update in received.items():
+        record = live.clients[client_id]
+        record.rounds_participated = saved.clients[client_id].rounds_participated
+        record.last_round, record.last_metrics = live.round, update.metrics
+    live.global_tensors, live.encoded = saved.global_tensors, saved.encoded
+    live.round, live.privacy, live.last_round = saved.round, saved.privacy, saved.last_round
+    live.change_scale = saved.change_scale  # the cap's history is live, not only after a restart

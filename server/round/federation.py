@@ -28,7 +28,7 @@ from ...common.secagg.exchange import SecureAnswer, SecureStep
 from ...common.spec import TensorSpec
 from ..pipeline.aggregate import Aggregator, make_aggregator
 from ..pipeline.stages import accept
-from .admission import admit, check_classes, check_join, check_report, check_running, find_run, register
+from .admission import check_classes, check_join, register
 from .config import FederationConfig
 from .longpoll import ChangeFeed
 from .rounds import Rounds
@@ -46,31 +46,33 @@ class Federation:
         config: FederationConfig,
         spec: list[TensorSpec],
         state: FederationState,
-        on_round_closed: Callable[[FederationState], None] | None = None,
+        save: Callable[[FederationState], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         aggregate: Aggregator | None = None,
         changes: ChangeFeed | None = None,
         rng: np.random.Generator | None = None,
         spec_for: Callable[[tuple[str, ...]], list[TensorSpec]] | None = None,
+        observe_save: Callable[[float], None] | None = None,
     ) -> None:
-        """`on_round_closed` makes a closed round durable (the checkpoint); if it raises, the round stays open
-        and the call is retried. `aggregate` defaults to the config's aggregator; `rng` draws DP noise (default:
-        seeded from the OS, never from the federation seed). `spec_for`: the spec of a class list, when the
-        federation gathers its list from the sites' Joins (it is fixed as round 1 opens)."""
+        """`save` makes a closed round durable (the checkpoint stage); if it raises, the round stays open and the
+        save is retried. `aggregate` defaults to the config's aggregator; `rng` draws DP noise (default: seeded
+        from the OS, never from the federation seed). `spec_for`: the spec of a class list, when the federation
+        gathers its list from the sites' Joins (it is fixed as round 1 opens). `observe_save` is told each
+        checkpoint's wall time (the metrics)."""
         serde.validate(state.global_tensors, spec)
         self.config = config
         self._state, self._clock = state, clock
         self.changes = changes or ChangeFeed()
         self._section = Section(self.changes, log)
         self._lock, self._critical, self._log = self._section.lock, self._section.hold, self._section.log
-        self._rounds = Rounds(config, state, on_round_closed or (lambda _s: None), clock,
+        self._rounds = Rounds(config, state, save or (lambda _s: None), clock,
                               aggregate or make_aggregator(config.aggregator, config.trim),
                               rng or np.random.default_rng(), self._section.log, self._section.changed, spec,
-                              spec_for)
+                              spec_for, observe_save)
         self.incidents = self._rounds.incidents
         self._joins_by_peer: dict[str, int] = {}  # new ids registered per peer address (open mode), in memory
 
-    # ----- queries
+    # ----- reads: none of them advances the round
     @property
     def spec(self) -> list[TensorSpec]:
         """The global tensors every update must hold (the class head's join once the class list is fixed)."""
@@ -83,7 +85,7 @@ class Federation:
 
     @property
     def classes_pending(self) -> bool:
-        return self._rounds.classes_pending
+        return self._rounds.classes.pending
 
     @property
     def round(self) -> int:
@@ -114,9 +116,13 @@ class Federation:
 
     def snapshot(self) -> RoundView:
         """A consistent copy of the open round and the client registry, for the status view and metrics."""
-        with self._critical():
-            self._rounds.advance()
+        with self._lock:
             return self._rounds.view(self._clock())
+
+    def backoff_left(self, client_id: str) -> float:
+        """Seconds before `client_id` may be handed the open round again (for a held call to wait out)."""
+        with self._lock:
+            return self._rounds.backoff_left(client_id)
 
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None,
@@ -141,7 +147,7 @@ class Federation:
                           weight=weight, advice="raise --max-examples-per-client if this site really has that many")
             self._log("info", Event.CLIENT_JOINED, client_id=client_id, num_examples=num_examples, weight=weight,
                       rejoined=rejoined, round=self.round, clients=len(self._state.clients))
-            self._rounds.advance()
+            self._rounds.advance()  # enough sites now: the round opens
             return weight
 
     def authorize(self, client_id: str, secret: str | None) -> None:
@@ -153,9 +159,7 @@ class Federation:
     def task(self, client_id: str) -> Task:
         with self._critical():
             self._touch(client_id)
-            self._rounds.advance()
-            check_running(self._rounds)
-            return self._rounds.hand_out(client_id, self._clock())
+            return self._rounds.hand_out(client_id)
 
     def heartbeat(self, client_id: str) -> int:
         """A running client is alive (training or waiting): refresh its last-seen time; returns the round."""
@@ -163,14 +167,10 @@ class Federation:
             self._touch(client_id)
             return self.round
 
-    def backoff_left(self, client_id: str) -> float:
-        """Seconds before `client_id` may be handed the open round again (for a held call to wait out)."""
-        with self._lock:
-            sampled = client_id in self._rounds.attempt.sampled
-            return self._rounds.handouts.wait_left(client_id, self._clock()) if sampled else 0.0
-
     def submit(self, client_id: str, round_: int, payload: bytes, num_examples: int,
                metrics: Metrics) -> SubmitResult:
+        """An update: admitted, parsed and checked outside the lock (server/pipeline/stages.py `accept`), then
+        taken into the round."""
         if client_id not in self._state.clients:  # before any parsing; checked again under the lock
             raise Refused(Code.NOT_FOUND, f"unknown client {client_id!r}: call Join first")
         if self.config.secure_aggregation:
@@ -178,7 +178,8 @@ class Federation:
                                                     "masked through SecureAggregate, never in the clear")
         sha = serde.sha256(payload)
         with self._critical():
-            early = self._admit(client_id, round_, sha, num_examples)
+            self._touch(client_id)
+            early = self._rounds.admit(client_id, round_, sha, num_examples)
         if early is not None:
             return early
         try:
@@ -188,60 +189,30 @@ class Federation:
                         reason=exc.message)
             raise
         with self._critical():
-            early = self._admit(client_id, round_, sha, num_examples)  # the round may have moved meanwhile
-            if early is not None:
-                return early
-            self._rounds.attempt.received[client_id] = update
-            # debug: one line per client per round costs more than the round's work at 500 clients; the round's
-            # round_completed event and rounds.jsonl name every accepted client
-            self._log("debug", Event.UPDATE_ACCEPTED, client_id=client_id, round=round_, num_examples=num_examples,
-                      received=len(self._rounds.attempt.received), expected=self._rounds.attempt.expected())
-            result = SubmitResult(False, len(self._rounds.attempt.received), self._rounds.attempt.expected())
-            self._rounds.advance()
-            if self._rounds.pending is not None and self._rounds.pending.round == round_ + 1:
-                raise Refused(Code.UNAVAILABLE, f"round {round_} is aggregated but could not be saved yet: retry "
-                                                "(your update is kept)")
-            return result
+            self._touch(client_id)
+            return self._rounds.accept(update, client_id, round_)
 
     def secure_step(self, step: SecureStep) -> SecureAnswer:
         """One SecureAggregate call: take the site's stage message (if any), answer what it does next."""
         with self._critical():
-            self._touch(step.client_id)
-            self._rounds.advance()
-            run = find_run(self._rounds, step)
-            is_open = self._rounds.attempt.secure is run  # an ended run takes no message
-            if step.message is not None and is_open:
-                run.receive(step, self._state.clients[step.client_id].num_examples)
-                self._rounds.advance()  # the last expected message closes its stage now
-            return run.answer(step.client_id)
+            record = self._touch(step.client_id)
+            return self._rounds.secure_step(step, record.num_examples)
 
     def report_failure(self, client_id: str, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
         """A sampled client cannot produce an update: stop waiting for it in this attempt of the round."""
         with self._critical():
             self._touch(client_id)
-            self._rounds.advance()
-            repeated = check_report(self._rounds, client_id, round_)
-            if repeated is not None:
-                return repeated
-            self._rounds.fail(client_id, f"{reason}: {detail[:MAX_FAILURE_DETAIL_CHARS]}" if detail else str(reason))
-            result = SubmitResult(False, len(self._rounds.attempt.received), self._rounds.attempt.expected())
-            self._rounds.advance()
-            return result
+            why = f"{reason}: {detail[:MAX_FAILURE_DETAIL_CHARS]}" if detail else str(reason)
+            return self._rounds.report(client_id, round_, why)
 
     def tick(self) -> None:
         """Apply time-based transitions (deadlines, checkpoint retries); the app calls this periodically."""
         with self._critical():
             self._rounds.advance()
 
-    # ----- internals
-    def _admit(self, client_id: str, round_: int, sha: str, num_examples: int) -> SubmitResult | None:
-        self._touch(client_id)
-        self._rounds.advance()
-        return admit(self._rounds, client_id, round_, sha, num_examples)
-
-    def _touch(self, client_id: str) -> None:
+    def _touch(self, client_id: str) -> ClientRecord:
         record = self._state.clients.get(client_id)
         if record is None:
             raise Refused(Code.NOT_FOUND, f"unknown client {client_id!r}: call Join first")
         record.last_seen = self._clock()
-
+        return record

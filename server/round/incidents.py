@@ -7,8 +7,12 @@ should see at a glance on the status page and in `pfeddc-server status` without 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from ...common.logs import Event
 
 
 class IncidentKind(StrEnum):
@@ -43,13 +47,27 @@ class _Entry:
     client_id: str
 
 
-class Incidents:
-    def __init__(self, limit: int = MAX_INCIDENTS) -> None:
-        self._entries: deque[_Entry] = deque(maxlen=limit)
+# Every incident is also a log line: its event, level, and the field its reason goes in.
+_LOGGED = {IncidentKind.CLIENT_FAILED: (Event.CLIENT_FAILED_ROUND, "warning", "reason"),
+           IncidentKind.ROUND_RETRIED: (Event.ROUND_RETRIED, "warning", "reason"),
+           IncidentKind.CHECKPOINT_FAILED: (Event.CHECKPOINT_FAILED, "error", "error"),
+           IncidentKind.FEDERATION_ABORTED: (Event.FEDERATION_ABORTED, "error", "reason")}
 
-    def record(self, at: float, round_: int, attempt: int, kind: IncidentKind, reason: str,
-               client_id: str = "") -> None:
-        self._entries.append(_Entry(at, round_, attempt, kind, reason, client_id))
+
+class Incidents:
+    def __init__(self, log: Callable[..., None] = lambda *_a, **_k: None, limit: int = MAX_INCIDENTS) -> None:
+        """`log(level, event, **fields)`: where each incident's log line goes."""
+        self._entries: deque[_Entry] = deque(maxlen=limit)
+        self._log = log
+
+    def record(self, at: float, round_: int, in_attempt: int, kind: IncidentKind, reason: str, client_id: str = "",
+               **fields: Any) -> None:
+        """Keep it for the status view (`in_attempt`: the attempt it happened in) and log it (`fields`: the log
+        line's own, besides the round, the client and the reason)."""
+        self._entries.append(_Entry(at, round_, in_attempt, kind, reason, client_id))
+        event, level, key = _LOGGED[kind]
+        who = {"client_id": client_id} if client_id else {}
+        self._log(level, event, **who, round=round_, **{key: reason}, **fields)
 
     def view(self, now: float) -> tuple[Incident, ...]:
         """Newest first, with their age in seconds."""

@@ -1,32 +1,36 @@
-"""The round lifecycle: open an attempt, end it (commit or retry), make a closed round durable, or give up.
+"""The round's state machine: the only code that writes the round's fields.
 
-`Rounds` is a part `Federation` (server/round/federation.py) owns: it holds the round's state as values (the
-`FederationState`, the open `Attempt`, the pending round, the encoded global) and applies the transitions
-`advance` makes under the federation's lock. A round moves forward in memory only once its checkpoint is saved
-(server/round/saving.py retries a failed save); until then it stays open.
+Transitions, each a named method, run under the federation's lock (server/round/federation.py takes it):
+requests `hand_out`, `accept`, `report` and `secure_step`, and `advance`, which applies what time and answers
+decide: `_open` an attempt, `_close` it (commit or `_retry`; `_abort` after --max-retries), `_commit` a closed
+round once its checkpoint is saved (server/round/saving.py retries a failed save; until then the round stays
+open). Reads (`view`, the queries) never advance it.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable
 
 import numpy as np
 
 from ...common import serde
 from ...common.logs import Event
-from ...common.messages import Action, Task
-from ...common.secagg.exchange import vector_length
+from ...common.messages import Action, Code, Refused, SubmitResult, Task
+from ...common.secagg.exchange import SecureAnswer, SecureStep, vector_length
 from ...common.spec import TensorSpec
 from ..pipeline.aggregate import Aggregator
 from ..pipeline.stages import NonFiniteGlobal
-from . import classes, secure
+from ..pipeline.updates import CheckedUpdate
+from . import secure
+from .admission import admit, check_report, check_running, find_run
 from .attempt import Attempt
-from .closing import NoQuorum, combine_plain, next_state, secure_state
+from .classes import ClassList
+from .closing import NoQuorum, adopt, combine_plain, next_state, no_quorum, secure_state, survivors
 from .config import FederationConfig
 from .handouts import MAX_HANDOUTS, Handouts
 from .incidents import IncidentKind, Incidents
+from .sampling import draw
 from .saving import Saver
 from .secure import SecureRun
 from .state import FederationState, RoundView, round_view
@@ -35,14 +39,15 @@ WAITING_LOG_INTERVAL_S = 30.0
 
 
 class Rounds:
-    def __init__(self, config: FederationConfig, state: FederationState,
-                 on_round_closed: Callable[[FederationState], None], clock: Callable[[], float],
-                 aggregate: Aggregator, rng: np.random.Generator, log: Callable[..., None],
-                 changed: Callable[[], None], spec: list[TensorSpec],
-                 spec_for: Callable[[tuple[str, ...]], list[TensorSpec]] | None = None) -> None:
-        """`spec_for`: the spec for a class list, while the federation gathers its list from the Joins."""
-        self.config, self.state, self.spec = config, state, spec
-        self.spec_for = spec_for if not state.classes else None
+    def __init__(self, config: FederationConfig, state: FederationState, save: Callable[[FederationState], None],
+                 clock: Callable[[], float], aggregate: Aggregator, rng: np.random.Generator,
+                 log: Callable[..., None], changed: Callable[[], None], spec: list[TensorSpec],
+                 spec_for: Callable[[tuple[str, ...]], list[TensorSpec]] | None = None,
+                 observe_save: Callable[[float], None] | None = None) -> None:
+        """`save`: the checkpoint stage (`observe_save` is told each save's time); `spec_for`: the spec of a class
+        list, while the federation gathers its list from the Joins."""
+        self.config, self.state = config, state
+        self.classes = ClassList(spec, spec_for, fixed=bool(state.classes))
         self._clock, self._aggregate, self._rng = clock, aggregate, rng
         self._log, self._changed = log, changed
         self.global_: serde.Encoded = state.global_encoded()  # the bytes and digest every task hands out
@@ -51,12 +56,13 @@ class Rounds:
         self.last_closed: dict[str, str] = {}  # client -> sha of its accepted update in the previous round
         self.pending: FederationState | None = None  # a closed round not yet durable
         self.aborted: str | None = None
-        self.incidents = Incidents()
-        self._saver = Saver(on_round_closed, self.incidents, log)
+        self.incidents = Incidents(log)
+        self._saver = Saver(save, self.incidents, log, observe_save)
         self._waiting_logged_at = -math.inf
         self.ended_secure: SecureRun | None = None  # the last secure run that ended, to answer its late polls
         self.excluded: set[str] = set()  # sites a secure run named as faulty: left out of the round's next attempts
 
+    # ----- reads
     @property
     def round(self) -> int:
         return self.state.round
@@ -66,24 +72,26 @@ class Rounds:
         return self.state.round > self.config.rounds
 
     @property
-    def classes_pending(self) -> bool:
-        """The class list is still gathered from the Joins (fixed as round 1 opens)."""
-        return self.spec_for is not None
-
-    @property
-    def online_window_s(self) -> float:
-        """A client heard from within this window counts as online (and can be sampled)."""
-        return max(self.config.round_timeout_s, 10 * self.config.poll_interval_s)
+    def spec(self) -> list[TensorSpec]:
+        return self.classes.spec
 
     def view(self, now: float) -> RoundView:
         """A copy of the open round and the registry for the status view."""
         return round_view(self.state, self.attempt, self.finished, self.incidents.view(now), self.aborted, now)
 
-    def hand_out(self, client_id: str, now: float) -> Task:
+    def backoff_left(self, client_id: str) -> float:
+        """Seconds before `client_id` may be handed the open round again (for a held call to wait out)."""
+        sampled = client_id in self.attempt.sampled
+        return self.handouts.wait_left(client_id, self._clock()) if sampled else 0.0
+
+    # ----- transitions a request makes
+    def hand_out(self, client_id: str) -> Task:
         """What `client_id` does now: the round's TRAIN task when it is awaited (the hand-out is counted; after
         MAX_HANDOUTS without an update it fails the attempt instead), WAIT while its backoff runs or it is not
         awaited, FINISHED after the last round."""
-        total, global_, a = self.config.rounds, self.global_, self.attempt
+        self.advance()
+        check_running(self)
+        now, total, global_, a = self._clock(), self.config.rounds, self.global_, self.attempt
         if self.finished:
             return Task(Action.FINISHED, self.round - 1, total, global_.payload, global_.sha256)
         if self.pending is None and a.awaits(client_id):
@@ -95,79 +103,106 @@ class Rounds:
                 return Task(Action.TRAIN, self.round, total, global_.payload, global_.sha256,
                             self.config.settings_for(self.round, client_id), deadline_s=max(0.0, a.deadline - now),
                             secure=a.secure.plan[client_id] if a.secure else None)
-            self.fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
+            self._fail(client_id, f"handed round {self.round} {MAX_HANDOUTS} times without an update")
             self.advance()
         return Task(Action.WAIT, self.round, total, retry_after_s=self.config.poll_interval_s)
 
-    def fail(self, client_id: str, reason: str) -> None:
-        self.attempt.failed[client_id] = reason
-        self.incidents.record(self._clock(), self.round, self.attempt.number, IncidentKind.CLIENT_FAILED, reason,
-                              client_id)
-        self._log("warning", Event.CLIENT_FAILED_ROUND, client_id=client_id, round=self.round, reason=reason,
-                  attempt=self.attempt.number, expected=self.attempt.expected())
+    def admit(self, client_id: str, round_: int, sha: str, num_examples: int) -> SubmitResult | None:
+        """Before an update is parsed: the reply to a repeat, None when it may count, or `Refused`."""
+        self.advance()
+        return admit(self, client_id, round_, sha, num_examples)
 
+    def accept(self, update: CheckedUpdate, client_id: str, round_: int) -> SubmitResult:
+        """A parsed update joins the open attempt (admitted again: the round may have moved while it was
+        parsed); the round closes when it was the last one awaited."""
+        early = self.admit(client_id, round_, update.sha256, update.num_examples)
+        if early is not None:
+            return early
+        a = self.attempt
+        a.received[client_id] = update
+        # debug: one line per client per round costs more than the round's work at 500 clients; the round's
+        # round_completed event and rounds.jsonl name every accepted client
+        self._log("debug", Event.UPDATE_ACCEPTED, client_id=client_id, round=round_, num_examples=update.num_examples,
+                  received=len(a.received), expected=a.expected())
+        result = SubmitResult(False, len(a.received), a.expected())
+        self.advance()
+        if self.pending is not None and self.pending.round == round_ + 1:
+            raise Refused(Code.UNAVAILABLE, f"round {round_} is aggregated but could not be saved yet: retry (your "
+                                            "update is kept)")
+        return result
+
+    def report(self, client_id: str, round_: int, reason: str) -> SubmitResult:
+        """A sampled client cannot produce an update: stop waiting for it in this attempt of the round."""
+        self.advance()
+        repeated = check_report(self, client_id, round_)
+        if repeated is not None:
+            return repeated
+        self._fail(client_id, reason)
+        result = SubmitResult(False, len(self.attempt.received), self.attempt.expected())
+        self.advance()
+        return result
+
+    def secure_step(self, step: SecureStep, weight: int) -> SecureAnswer:
+        """One SecureAggregate call: its stage message (if any) for the open run, the answer of what comes next."""
+        self.advance()
+        run = find_run(self, step)
+        if step.message is not None and self.attempt.secure is run:  # an ended run takes no message
+            run.receive(step, weight)
+            self.advance()  # the last expected message closes its stage now
+        return run.answer(step.client_id)
+
+    # ----- what time and answers decide
     def advance(self) -> None:
         now, a = self._clock(), self.attempt
         if self.aborted:
             return
         if self.pending is not None:
             if self._saver.due(now):
-                self._persist(now)
+                self._commit(now)
             return
-        answered = len(a.received) + len(a.failed)  # both are disjoint subsets of the sampled
         if a.secure is not None:
             self._advance_secure(now, a.secure)
-        elif a.sampled and (answered >= len(a.sampled) or now >= a.deadline):
-            self._end_attempt(now)
+        elif a.sampled and (len(a.received) + len(a.failed) >= len(a.sampled) or now >= a.deadline):
+            self._close(now)
         if not self.attempt.sampled and self.pending is None and not self.aborted and not self.finished:
-            self._open_round(now)
+            self._open(now)
 
-    def _open_round(self, now: float) -> None:
-        clients = self.state.clients
-        active = [c for c, r in clients.items() if now - r.last_seen <= self.online_window_s]
-        eligible = sorted(set(active) - self.excluded)  # a site a secure run named sits the round out
-        k = min(self.config.sample_size(len(active)), len(eligible))
-        if len(active) < self.config.min_clients or k < self.config.min_sample:
+    def _open(self, now: float) -> None:
+        sample = draw(self.config, self.state.clients, self.excluded, self.round, self.attempt.number, now)
+        if not sample.enough:
             if now - self._waiting_logged_at >= WAITING_LOG_INTERVAL_S:
                 self._waiting_logged_at = now
-                self._log("warning", Event.WAITING_FOR_CLIENTS, round=self.round, active=len(active),
-                          needed=self.config.min_clients, known=len(clients))
+                self._log("warning", Event.WAITING_FOR_CLIENTS, round=self.round, active=len(sample.active),
+                          needed=self.config.min_clients, known=len(self.state.clients))
             return
         self._waiting_logged_at = -math.inf
-        if self.spec_for is not None:  # the class list, from the classes the active sites named at Join
-            self.spec = classes.agree(self.state, sorted(active), self.spec_for, self.config.seed, self._log)
-            self.spec_for, self.global_ = None, self.state.global_encoded()
-        number = self.attempt.number
-        rng = random.Random(f"{self.config.seed}:{self.round}:{number}")
-        sampled = set(rng.sample(eligible, k))
-        deadline = now + self.config.round_timeout_s
+        if self.classes.agree(self.state, sample.active, self.config.seed, self._log):  # gathered from the Joins
+            self.global_ = self.state.global_encoded()
+        number, sampled, deadline = self.attempt.number, sample.sampled, now + self.config.round_timeout_s
         run = None
         if self.config.secure_aggregation:
-            plan = secure.settings(self.config, number, sorted(sampled),
-                                   {c: clients[c].num_examples for c in sampled}, vector_length(self.spec))
+            counts = {c: self.state.clients[c].num_examples for c in sampled}
+            plan = secure.settings(self.config, number, sorted(sampled), counts, vector_length(self.spec))
             run = SecureRun(self.round, plan, deadline, self.config.secagg_stage_timeout_s, self._log)
-        self.attempt = Attempt(number, sampled, deadline=deadline, opened_at=now, secure=run)
+        self.attempt = Attempt(number, set(sampled), deadline=deadline, opened_at=now, secure=run)
         self._changed()
-        self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(sampled), active=len(active),
+        self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(sampled), active=len(sample.active),
                   attempt=number)
 
-    def _end_attempt(self, now: float) -> None:
+    def _close(self, now: float) -> None:
         """Every sampled client answered (or failed), or the deadline passed: commit if the quorum is met."""
         a = self.attempt
-        stragglers = sorted(a.outstanding())
-        if len(a.received) < self.config.quorum:
-            why = "only failures" if not a.received and not stragglers else "no quorum"
-            failures = "; ".join(f"{c}: {r}" for c, r in sorted(a.failed.items())[:3])
-            return self._retry(f"{why}: {len(a.received)} of {self.config.quorum} updates needed, "
-                               f"{len(a.failed)} failed, {len(stragglers)} silent"
-                               + (f" ({failures})" if failures else ""))
+        short = no_quorum(a, self.config.quorum)
+        if short is not None:
+            return self._retry(short)
         try:
             combined = combine_plain(self.state, self.config, self._aggregate, a.received, len(a.sampled), self._rng)
-            self.pending = next_state(self.state, self.config, combined, a.received, a.failed, stragglers,
-                                      a.number, now - a.opened_at, self._aggregator_name())
+            aggregator = "dp-fedavg" if self.config.dp is not None else str(self.config.aggregator)
+            self.pending = next_state(self.state, self.config, combined, a.received, a.failed,
+                                      sorted(a.outstanding()), a.number, now - a.opened_at, aggregator)
         except NonFiniteGlobal as exc:
             return self._retry(str(exc))
-        self._persist(now)
+        self._commit(now)
 
     def _advance_secure(self, now: float, run: SecureRun) -> None:
         """Close the protocol's stages as they complete or time out; commit its sum, or retry the round."""
@@ -177,17 +212,20 @@ class Rounds:
         if run.failure is not None:
             if run.blame is not None:
                 self.excluded.add(run.blame)
-                self.fail(run.blame, run.failure)
+                self._fail(run.blame, run.failure)
             return self._retry(f"secure aggregation: {run.failure}")
         if run.result is not None:
+            self.attempt.received = survivors(run)
             try:
                 self.pending = secure_state(self.state, self.config, self.attempt, run, self.spec, now)
             except (NonFiniteGlobal, NoQuorum) as exc:
                 return self._retry(str(exc))
-            self._persist(now)
+            self._commit(now)
 
-    def _aggregator_name(self) -> str:
-        return "dp-fedavg" if self.config.dp is not None else str(self.config.aggregator)
+    def _fail(self, client_id: str, reason: str) -> None:
+        self.attempt.failed[client_id] = reason
+        self.incidents.record(self._clock(), self.round, self.attempt.number, IncidentKind.CLIENT_FAILED, reason,
+                              client_id, attempt=self.attempt.number, expected=self.attempt.expected())
 
     def _retry(self, reason: str) -> None:
         """Open the round afresh: hand-out counts are per attempt, so a client that delivered (or failed
@@ -200,44 +238,32 @@ class Rounds:
         self.attempt = Attempt(failed_attempt + 1)
         self._changed()
         if self.attempt.number > self.config.max_retries:
-            self.aborted = f"round {self.round} failed {self.attempt.number} times; last: {reason}"
-            self.incidents.record(self._clock(), self.round, failed_attempt, IncidentKind.FEDERATION_ABORTED,
-                                  self.aborted)
-            self._log("error", Event.FEDERATION_ABORTED, round=self.round, attempts=self.attempt.number,
-                      reason=reason, advice="see the client_failed_round events; fix the clients (or the data), "
-                                            "then restart the coordinator: it resumes at this round")
-            return
-        self.incidents.record(self._clock(), self.round, failed_attempt, IncidentKind.ROUND_RETRIED, reason)
-        self._log("warning", Event.ROUND_RETRIED, round=self.round, attempt=self.attempt.number, reason=reason,
-                  max_retries=self.config.max_retries)
+            return self._abort(failed_attempt, reason)
+        self.incidents.record(self._clock(), self.round, failed_attempt, IncidentKind.ROUND_RETRIED, reason,
+                              attempt=self.attempt.number, max_retries=self.config.max_retries)
 
-    def _persist(self, now: float) -> None:
+    def _abort(self, failed_attempt: int, reason: str) -> None:
+        self.aborted = f"round {self.round} failed {self.attempt.number} times; last: {reason}"
+        self.incidents.record(self._clock(), self.round, failed_attempt, IncidentKind.FEDERATION_ABORTED,
+                              self.aborted, attempts=self.attempt.number,
+                              advice="see the client_failed_round events; fix the clients (or the data), then "
+                                     "restart the coordinator: it resumes at this round")
+
+    def _commit(self, now: float) -> None:
         """Make the pending round durable, then (only then) advance to it in memory."""
         pending = self.pending
         assert pending is not None and pending.last_round is not None
         if not self._saver.save(pending, self.round, self.attempt.number, now):
             return
-        self._adopt(pending)
+        adopt(self.state, pending, self.attempt.received)
+        self.global_ = self.state.global_encoded()
         self.last_closed = {c: u.sha256 for c, u in self.attempt.received.items()}
         if self.attempt.secure is not None:
             self.attempt.secure.committed, self.ended_secure = True, self.attempt.secure
         self.attempt, self.pending, self.excluded = Attempt(), None, set()
         self.handouts.reset()
         self._changed()
-        summary = pending.last_round
-        self._log("info", Event.ROUND_COMPLETED, **{k: v for k, v in summary.to_json().items() if k != "sites"})
+        self._log("info", Event.ROUND_COMPLETED,
+                  **{k: v for k, v in pending.last_round.to_json().items() if k != "sites"})
         if self.finished:
             self._log("info", Event.FEDERATION_FINISHED, rounds=self.config.rounds)
-
-    def _adopt(self, saved: FederationState) -> None:
-        """The live state takes the saved round's values: its global (and its bytes), the participation counted
-        in `next_state`, the privacy spent, the per-tensor change scale the next round's adaptive clip is capped
-        by. Live records keep what changed meanwhile (last seen, new joins)."""
-        for client_id, update in self.attempt.received.items():
-            record = self.state.clients[client_id]
-            record.rounds_participated = saved.clients[client_id].rounds_participated
-            record.last_round, record.last_metrics = self.round, update.metrics
-        self.state.global_tensors, self.state.encoded = saved.global_tensors, saved.encoded
-        self.global_ = self.state.global_encoded()
-        self.state.round, self.state.privacy, self.state.last_round = saved.round, saved.privacy, saved.last_round
-        self.state.change_scale = saved.change_scale  # the cap's history is live, not only after a restart

@@ -24,7 +24,7 @@ def run_rounds(state_dir: Path, rounds: int, clients: int = 3, total: int = 50) 
     checkpoint = Checkpoint(state_dir)
     state = checkpoint.load(SPEC, total) or FederationState(1, {"text.global": np.zeros((4, 8), np.float32)}, {})
     checkpoint.save(state)
-    fed = Federation(FederationConfig(rounds=total, min_clients=clients), SPEC, state, on_round_closed=checkpoint.save)
+    fed = Federation(FederationConfig(rounds=total, min_clients=clients), SPEC, state, save=checkpoint.save)
     ids = [f"site-{i}" for i in range(clients)]
     for cid in ids:
         fed.join(cid, 10, SPEC)
@@ -115,7 +115,7 @@ def test_history_is_strict_json_even_for_undefined_metrics(tmp_path: Path) -> No
     checkpoint = Checkpoint(tmp_path)
     state = FederationState(1, {"text.global": np.zeros((4, 8), np.float32)}, {})
     checkpoint.save(state)
-    fed = Federation(FederationConfig(rounds=2, min_clients=1), SPEC, state, on_round_closed=checkpoint.save)
+    fed = Federation(FederationConfig(rounds=2, min_clients=1), SPEC, state, save=checkpoint.save)
     fed.join("a", 10, SPEC)
     nothing_tested = Metrics(train_loss=0.0, accuracy_before=0.0, accuracy_after=0.0, num_test_examples=0)
     fed.submit("a", 1, serde.encode({"text.global": np.ones((4, 8), np.float32)}), 10, nothing_tested)

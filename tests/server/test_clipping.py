@@ -84,7 +84,7 @@ def test_federation_records_per_tensor_clipping_and_carries_the_scale_through_a_
     spec = [TensorSpec(k, v.shape) for k, v in GLOBAL.items()]
     config = FederationConfig(rounds=3, min_clients=3)
     checkpoint = Checkpoint(tmp_path)  # type: ignore[arg-type]
-    fed = Federation(config, spec, FederationState(1, dict(GLOBAL), {}), on_round_closed=checkpoint.save)
+    fed = Federation(config, spec, FederationState(1, dict(GLOBAL), {}), save=checkpoint.save)
     rng = np.random.default_rng(3)
     for cid in ("a", "b", "evil"):
         fed.join(cid, 10, spec)

@@ -42,7 +42,7 @@ def started(tmp_path: Path, rounds: int = 3) -> tuple[Federation, Checkpoint]:
     checkpoint = Checkpoint(tmp_path)
     state = FederationState(1, {s.name: np.zeros(s.shape, np.float32) for s in SPEC}, {})
     config = FederationConfig(rounds=rounds, min_clients=2, update_clip_norm=0.0)
-    fed = Federation(config, SPEC, state, on_round_closed=checkpoint.save)
+    fed = Federation(config, SPEC, state, save=checkpoint.save)
     for client_id in ("a", "b"):
         fed.join(client_id, 10, SPEC)
     return fed, checkpoint

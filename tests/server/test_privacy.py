@@ -57,7 +57,7 @@ def test_privacy_epsilon_is_recorded_every_round_and_survives_a_restart(tmp_path
         state = checkpoint.load(spec, 5) or FederationState(1, {"text.global": np.zeros((4, 8), np.float32)}, {})
         checkpoint.save(state)
         fed = Federation(FederationConfig(rounds=5, min_clients=2, dp=dp), spec, state,
-                         on_round_closed=checkpoint.save, rng=np.random.default_rng(0))
+                         save=checkpoint.save, rng=np.random.default_rng(0))
         for cid in ("a", "b"):
             fed.join(cid, 10, spec)
         return fed
