@@ -77,7 +77,8 @@ class Connection:
                  stop: threading.Event | None = None, join_secret: str | None = None) -> None:
         """`join_secret`: the secret this client keeps on its disk (`ClientStore.join_secret()`); a coordinator
         without client authentication binds it to the client id at the first join and then requires it."""
-        self.target, self.client_id = target, client_id
+        self.target = target
+        self.client_id = client_id
         self.backoff = backoff or Backoff()
         self.rpc_timeout_s = rpc_timeout_s
         self._rng = random.Random()

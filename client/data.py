@@ -43,7 +43,9 @@ def load_images(samples: list[tuple[Path, int]], size: int, progress: bool = Fal
         return FileImageSet([p for p, _ in samples], torch.tensor([y for _, y in samples], dtype=torch.long),
                             size), 0
 
-    arrays, labels, skipped = [], [], 0
+    arrays = []
+    labels = []
+    skipped = 0
     for path, label in tqdm(samples, desc="loading images", disable=not progress, leave=False):
         try:
             arrays.append(preprocess(path, size))
@@ -63,7 +65,9 @@ def load_client_data(root: Path, image_size: int, test_paths: list[str] | None,
     folders, found = scan(root)
     classnames = classnames_for(root, folders)
     if isinstance(found, dict):
-        train_samples, test_samples, test_paths = found["train"], found["test"], []
+        train_samples = found["train"]
+        test_samples = found["test"]
+        test_paths = []
     else:
         if test_paths is None:
             test_paths = choose_test_split(found, root, test_fraction, seed)

@@ -30,7 +30,8 @@ def class_folders(root: Path) -> list[Path]:
 
 
 def classnames_for(root: Path, folders: list[str]) -> list[str]:
-    mapping_file, list_file = root / "classnames.json", root / "classnames.txt"
+    mapping_file = root / "classnames.json"
+    list_file = root / "classnames.txt"
     if mapping_file.is_file():
         mapping = json.loads(mapping_file.read_text())
         missing = [f for f in folders if f not in mapping]

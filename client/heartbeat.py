@@ -26,7 +26,8 @@ class Beating(Protocol):
 
 class Heartbeat:
     def __init__(self, conn: Beating, stop: threading.Event, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
-        self.conn, self.interval_s = conn, interval_s
+        self.conn = conn
+        self.interval_s = interval_s
         self.round = 0  # the round the client is training (0: none); the daemon sets it
         self.sent = 0
         self._stop = stop

@@ -92,7 +92,8 @@ def train_test_split(indices: list[int], labels: np.ndarray, test_fraction: floa
     """Per class: round(fraction * n) test samples, at least one when the class has two or more samples,
     never all of them, so every test class is also a training class."""
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    train = []
+    test = []
     arr = np.asarray(indices, dtype=np.int64)
     for c in np.unique(labels[arr]) if len(arr) else []:
         idx = rng.permutation(arr[labels[arr] == c])

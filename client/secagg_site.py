@@ -47,7 +47,8 @@ class SecAggSite:
     def __init__(self, site_id: str, config: RoundConfig, share_rng: random.Random | None = None) -> None:
         if site_id not in config.sampled:
             raise ProtocolError(f"site {site_id!r} is not sampled this round", site_id)
-        self.site_id, self.config = site_id, config
+        self.site_id = site_id
+        self.config = config
         self.stage = Stage.ADVERTISE
         self._keys = SiteKeys.generate()
         self._self_seed = os.urandom(SEED_BYTES)
@@ -68,7 +69,8 @@ class SecAggSite:
 
     def share_keys(self, announced: KeysAnnounced) -> ShareKeys:
         self._enter(Stage.SHARE_KEYS, Stage.MASKED_INPUT)
-        cfg, keys = self.config, announced.keys
+        cfg = self.config
+        keys = announced.keys
         if announced.rid != cfg.rid:
             raise ProtocolError(f"keys announced for {announced.rid}, this round is {cfg.rid}")
         if keys.get(self.site_id) != PublicKeys(self._keys.mask_public, self._keys.enc_public):
@@ -95,7 +97,8 @@ class SecAggSite:
         return ShareKeys(self.site_id, tuple(bundles))
 
     def _open(self, bundle: SealedBundle) -> Held:
-        cfg, dealer = self.config, bundle.sender
+        cfg = self.config
+        dealer = bundle.sender
         plain = open_sealed(self._pair_keys[dealer], bundle.ciphertext, cfg.rid, dealer, self.site_id)
         try:
             first, rest = decode_share(plain)
@@ -114,7 +117,8 @@ class SecAggSite:
                      rng: np.random.Generator | None = None) -> MaskedInput:
         """The site's vector times its weight (0 < weight <= 1), quantised and masked, plus any complaints."""
         self._enter(Stage.MASKED_INPUT, Stage.UNMASK)
-        cfg, senders = self.config, set(delivered.senders)
+        cfg = self.config
+        senders = set(delivered.senders)
         if delivered.recipient != self.site_id or self.site_id not in senders or not senders <= set(self._peers):
             raise ProtocolError("the delivered shares are not this site's, or name a site that advertised no keys")
         if len(senders) < cfg.threshold:
@@ -140,7 +144,8 @@ class SecAggSite:
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Shares of b_u for each survivor u and of the mask key of each dropped site; never both for one site."""
         self._enter(Stage.UNMASK, Stage.DONE)
-        survivors, dropped = set(request.survivors), set(request.dropped)
+        survivors = set(request.survivors)
+        dropped = set(request.dropped)
         if survivors & dropped or survivors | dropped != self._masked_with or self.site_id not in survivors:
             raise ProtocolError("the unmask request must split the sites this one masked with into survivors and "
                                 "dropped, this site among the survivors")

@@ -40,8 +40,13 @@ class RoundOutcome:
 class LocalTrainer:
     def __init__(self, model: PFedDCModel, train: Images, test: Images, device: torch.device,
                  lr_scale: float = 1.0, stop: threading.Event | None = None, progress: bool = False) -> None:
-        self.model, self.train, self.test, self.device = model, train, test, device
-        self.lr_scale, self.stop, self.progress = lr_scale, stop, progress
+        self.model = model
+        self.train = train
+        self.test = test
+        self.device = device
+        self.lr_scale = lr_scale
+        self.stop = stop
+        self.progress = progress
         self._frozen: dict[str, torch.Tensor] = {}  # image features, while the image tower has no prompts
 
     def features(self, which: str) -> torch.Tensor | None:

@@ -33,7 +33,8 @@ class BackboneDims:
 def clip_dims(config: dict[str, Any]) -> BackboneDims:
     """Read the prompt-relevant sizes from a CLIP `config.json` dict."""
     try:
-        text, vision = config["text_config"], config["vision_config"]
+        text = config["text_config"]
+        vision = config["vision_config"]
         return BackboneDims(
             text_hidden=int(text["hidden_size"]),
             vision_hidden=int(vision["hidden_size"]),
@@ -52,7 +53,8 @@ def siglip_dims(config: dict[str, Any]) -> BackboneDims:
     SigLIP has no projection: its image features keep the vision width (attention pooling), and the text head
     projects to it. Its text is always padded to `max_position_embeddings` (64).
     """
-    text, vision = config.get("text_config") or {}, config.get("vision_config") or {}
+    text = config.get("text_config") or {}
+    vision = config.get("vision_config") or {}
     return BackboneDims(
         text_hidden=int(text.get("hidden_size", 768)),
         vision_hidden=int(vision.get("hidden_size", 768)),

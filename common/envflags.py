@@ -33,7 +33,8 @@ TOOL_PREFIXES = {
 # PFEDDC_* variables that are not flags (build scripts, data locations, tests): never refused.
 OTHER_VARIABLES = frozenset({"PFEDDC_FASHION_DIR", "PFEDDC_SCREENSHOT", "PFEDDC_IMAGES", "PFEDDC_IMAGE_WORK",
                              "PFEDDC_DEFAULT_BASE"})
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 _SKIP = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
 
 

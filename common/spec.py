@@ -175,7 +175,8 @@ def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
     if cfg.text.has_global:
         specs.append(TensorSpec("text.global", (cfg.text_ctx, dims.text_hidden)))
     if cfg.shared_classes:
-        classes, width = len(cfg.classes), dims.projection
+        classes = len(cfg.classes)
+        width = dims.projection
         specs.append(TensorSpec("head.counts.global", (classes,), bounds=(0.0, 1.0)))
         specs.append(TensorSpec("head.sums.global", (classes, width), bounds=(-1.0, 1.0)))
         specs.append(TensorSpec("head.moment.global", (width, width), bounds=(-1.0, 1.0)))
@@ -188,7 +189,8 @@ def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
 
 def spec_difference(expected: list[TensorSpec], got: list[TensorSpec]) -> str | None:
     """None when equal, else a message naming the first tensor that differs."""
-    exp, have = {s.name: s for s in expected}, {s.name: s for s in got}
+    exp = {s.name: s for s in expected}
+    have = {s.name: s for s in got}
     for name in sorted(exp.keys() | have.keys()):
         if name not in have:
             return f"tensor {name!r} is missing: expected {exp[name].describe()}"
@@ -206,7 +208,8 @@ def class_key(name: str) -> str:
 
 # A federation's class list: at most this many names of at most this many characters (a Join carries them while
 # the coordinator gathers its list; --classes for longer lists).
-MAX_CLASSES, MAX_CLASS_NAME_CHARS = 1000, 64
+MAX_CLASSES = 1000
+MAX_CLASS_NAME_CHARS = 64
 
 
 def merged_classes(lists: list[tuple[str, ...]]) -> tuple[str, ...]:

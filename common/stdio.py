@@ -66,7 +66,9 @@ class _Every:
     """At most one line per `interval_s`; says how many were dropped in between."""
 
     def __init__(self, interval_s: float = HANDSHAKE_LOG_INTERVAL_S) -> None:
-        self.interval_s, self.last, self.skipped = interval_s, -math.inf, 0
+        self.interval_s = interval_s
+        self.last = -math.inf
+        self.skipped = 0
 
     def allow(self) -> int | None:
         now = time.monotonic()

@@ -92,7 +92,8 @@ def diagnose(target: str, tls: TlsFiles, timeout_s: float = 5.0) -> str | None:
 
 def _speaks_tls(raw: socket.socket, host: str, target: str) -> str | None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["h2"])
     try:
         ctx.wrap_socket(raw, server_hostname=host).close()

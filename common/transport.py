@@ -99,7 +99,8 @@ class TlsFiles:
     def server_credentials(self) -> grpc.ServerCredentials:
         if not (self.cert and self.key):
             raise ValueError("a TLS coordinator needs both --tls-cert and --tls-key")
-        cert, key = self._read(self.cert, "TLS certificate"), self._read(self.key, "TLS key")
+        cert = self._read(self.cert, "TLS certificate")
+        key = self._read(self.key, "TLS key")
         ca = self._read(self.ca, "client CA")
         assert cert is not None and key is not None
         return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)

@@ -33,16 +33,24 @@ from .secagg.protocol import (
 _KINDS = {ShareKind.SELF_SEED: pb.SecAggRevealedShare.SELF_SEED, ShareKind.MASK_KEY: pb.SecAggRevealedShare.MASK_KEY}
 _STATUS = {Status.PENDING: pb.SecAggReply.PENDING, Status.NEXT: pb.SecAggReply.NEXT, Status.DONE: pb.SecAggReply.DONE,
            Status.ABANDONED: pb.SecAggReply.ABANDONED}
-KEY_BYTES, DIGEST_BYTES = 32, 32
+KEY_BYTES = 32
+DIGEST_BYTES = 32
 MAX_REASON_CHARS = 300
 
 
 # ----- the task's settings
 def settings_to_proto(s: SecureSettings, out: pb.SecureRound) -> None:
-    out.run_id, out.attempt, out.threshold, out.length = s.run_id, s.attempt, s.threshold, s.length
+    out.run_id = s.run_id
+    out.attempt = s.attempt
+    out.threshold = s.threshold
+    out.length = s.length
     out.sampled.extend(s.sampled)
-    out.clip_range, out.max_sites, out.modulus_bits = s.field.clip_range, s.field.max_sites, s.field.modulus_bits
-    out.weight, out.clip_norm, out.noise_std = s.weight, s.clip_norm, s.noise_std
+    out.clip_range = s.field.clip_range
+    out.max_sites = s.field.max_sites
+    out.modulus_bits = s.field.modulus_bits
+    out.weight = s.weight
+    out.clip_norm = s.clip_norm
+    out.noise_std = s.noise_std
 
 
 def settings_from_proto(m: pb.SecureRound) -> SecureSettings:
@@ -96,7 +104,8 @@ def step_to_proto(step: SecureStep) -> pb.SecAggRequest:
 
 def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
     """The step a request carries (a masked vector stays bytes: the open round's field reads it)."""
-    site, which = m.client_id, m.WhichOneof("message")
+    site = m.client_id
+    which = m.WhichOneof("message")
     message: StageMessage | None = None
     if which == "keys":
         message = AdvertiseKeys(site, _keys_from_proto(m.keys))

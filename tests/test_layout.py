@@ -247,6 +247,28 @@ def test_layout_no_module_of_the_package_or_its_tools_is_over_300_lines() -> Non
     assert not long, f"modules over 300 lines: {long}"
 
 
+def packed_assignments(source: str) -> list[int]:
+    """Lines where several values are assigned at once (`a, b = x, y`) with no value reading a target: one
+    assignment per line reads better. A swap or hand-over (`event, self._event = self._event, None`) stays."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Tuple)
+                and isinstance(node.value, ast.Tuple)):
+            targets = {ast.unparse(t) for t in node.targets[0].elts}
+            read = {ast.unparse(n) for v in node.value.elts for n in ast.walk(v)
+                    if isinstance(n, ast.Name | ast.Attribute | ast.Subscript)}
+            if not targets & read:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_layout_no_packed_assignments() -> None:
+    files = [*package_files(), *(ROOT / "tools").rglob("*.py")]
+    packed = {str(p.relative_to(ROOT)): found for p in files if (found := packed_assignments(p.read_text()))}
+    assert not packed, f"several assignments on one line: {packed}"
+    assert packed_assignments("a, b = 1, 2\nx, y = y, x\n") == [1]  # the check can fail, and spares swaps
+
+
 def test_layout_embedded_package_holds_its_loader_and_weights_only() -> None:
     """The pipeline that builds the weights is tools/embedded, never installed (docs/architecture.md)."""
     shipped = {p.name for p in (ROOT / "client" / "embedded").iterdir() if p.name != "__pycache__"}

@@ -27,7 +27,8 @@ __all__ = ["OPENAI_MEAN", "OPENAI_STD", "PIXEL_MEAN", "PIXEL_STD", "Backbone", "
            "load_backbone", "preprocess", "save_backbone"]
 
 # The normalization `save_backbone` writes: the embedded backbone's, which its pretraining (tools/embedded) uses.
-PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.5
 
 Backbone = FrozenEncoder  # the name callers knew before the seam
 
@@ -51,7 +52,8 @@ def preprocess(image: Path | Image.Image, size: int) -> np.ndarray:
     scale = size / min(w, h)
     img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
     w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
+    left = (w - size) // 2
+    top = (h - size) // 2
     img = img.crop((left, top, left + size, top + size))
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
@@ -115,6 +117,7 @@ def _normalization(directory: Path | None) -> tuple[tuple[float, ...] | None, tu
     cfg_path = directory / "preprocessor_config.json" if directory else None
     if cfg_path and cfg_path.is_file():
         cfg: dict[str, Any] = json.loads(cfg_path.read_text())
-        mean, std = cfg.get("image_mean"), cfg.get("image_std")
+        mean = cfg.get("image_mean")
+        std = cfg.get("image_std")
         return (tuple(mean) if mean else None), (tuple(std) if std else None)
     return None, None

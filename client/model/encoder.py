@@ -145,16 +145,20 @@ def prompted_layer(layer: Any, hidden: torch.Tensor, prompts: torch.Tensor, gate
     """
     attn = layer.self_attn
     b, length, d = hidden.shape
-    heads, head_dim = attn.num_heads, attn.head_dim
+    heads = attn.num_heads
+    head_dim = attn.head_dim
     x = layer.layer_norm1(hidden)
 
     def split(t: torch.Tensor) -> torch.Tensor:
         return t.view(t.shape[0], -1, heads, head_dim).transpose(1, 2)
 
-    q, k, v = split(attn.q_proj(x)), split(attn.k_proj(x)), split(attn.v_proj(x))
+    q = split(attn.q_proj(x))
+    k = split(attn.k_proj(x))
+    v = split(attn.v_proj(x))
     out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
     p = layer.layer_norm1(prompts.to(x.dtype)).unsqueeze(0)
-    kp, vp = split(attn.k_proj(p)).expand(b, -1, -1, -1), split(attn.v_proj(p)).expand(b, -1, -1, -1)
+    kp = split(attn.k_proj(p)).expand(b, -1, -1, -1)
+    vp = split(attn.v_proj(p)).expand(b, -1, -1, -1)
     prompted = F.scaled_dot_product_attention(q, kp, vp, scale=attn.scale)
     out = out + torch.tanh(gates).to(out.dtype).view(1, heads, 1, 1) * prompted
     hidden = hidden + attn.out_proj(out.transpose(1, 2).reshape(b, length, d))

@@ -24,7 +24,8 @@ class PromptFusion(nn.Module):
         super().__init__()
         if kind == Fusion.ATTENTION and dim % heads:
             raise ValueError(f"fusion heads ({heads}) must divide the prompt width ({dim})")
-        self.kind, self.query = kind, query
+        self.kind = kind
+        self.query = query
         if kind == Fusion.ATTENTION:
             self.norm_q = nn.LayerNorm(dim)
             self.norm_kv = nn.LayerNorm(dim)
@@ -42,7 +43,8 @@ class PromptFusion(nn.Module):
         fused = base + global_delta + local_delta
         if self.kind == Fusion.SUM:
             return fused
-        g, loc = base + global_delta, base + local_delta
+        g = base + global_delta
+        loc = base + local_delta
         q, kv = (g, loc) if self.query == FusionQuery.GLOBAL else (loc, g)
         kv_n = self.norm_kv(kv)
         attended, _ = self.attn(self.norm_q(q), kv_n, kv_n, need_weights=False)

@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 SHRINKAGE = 0.02  # covariance shrinkage toward a multiple of the identity (measured: docs/method.md)
-CALIBRATION_STEPS, CALIBRATION_LR = 100, 0.05  # Adam on (log T, w), full batch
-LOG_TEMPERATURE_RANGE, TEXT_WEIGHT_RANGE = (-5.0, 5.0), (0.0, 1.0)
+CALIBRATION_STEPS = 100
+CALIBRATION_LR = 0.05  # Adam on (log T, w), full batch
+LOG_TEMPERATURE_RANGE = (-5.0, 5.0)
+TEXT_WEIGHT_RANGE = (0.0, 1.0)
 PRIOR_PSEUDOCOUNT = 1.0  # pseudo-images per class pulling a site's label prior toward the federation's
 RIDGE = 0.03  # the personal rows' and biases' L2 penalty in the probe
 UNHELD_PRIOR = 1e-3  # prior, relative to a uniform share, of a class no site has shown an image of
@@ -105,7 +107,10 @@ class ClassHead(nn.Module):
 
     def __init__(self, classes: int, width: int, shared: bool, personal: bool) -> None:
         super().__init__()
-        self.classes, self.width, self.shared, self.personal = classes, width, shared, personal
+        self.classes = classes
+        self.width = width
+        self.shared = shared
+        self.personal = personal
         self.stats_part = "global" if shared else "local"
         zeros = {"counts": torch.zeros(classes), "sums": torch.zeros(classes, width),
                  "moment": torch.zeros(width, width), "calibration": torch.zeros(2)}
@@ -125,7 +130,8 @@ class ClassHead(nn.Module):
         out = {name: self.own[k] for k, name in self.stat_names().items()}
         out["head.site_counts.local"] = self.site_counts
         if self.rows is not None and self.bias is not None:
-            out["head.rows.local"], out["head.bias.local"] = self.rows, self.bias
+            out["head.rows.local"] = self.rows
+            out["head.bias.local"] = self.bias
         return out
 
     def load_statistics(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -194,7 +200,8 @@ class ClassHead(nn.Module):
         y = labels[readable.to(labels.device)].to(features.device).long()
         if self._fit is None or len(y) == 0:
             return
-        x, text = features[readable].float(), text_logits[readable].detach().float()
+        x = features[readable].float()
+        text = text_logits[readable].detach().float()
         params = self.received["calibration"].clone().requires_grad_(True)
         opt = torch.optim.Adam([params], lr=CALIBRATION_LR)
         for _ in range(CALIBRATION_STEPS):
@@ -206,7 +213,8 @@ class ClassHead(nn.Module):
             opt.step()
         fitted = params.detach().clone()
         fitted[0], fitted[1] = fitted[0].clamp(*LOG_TEMPERATURE_RANGE), fitted[1].clamp(*TEXT_WEIGHT_RANGE)
-        self.received["calibration"], self.own["calibration"] = fitted, fitted.clone()
+        self.received["calibration"] = fitted
+        self.own["calibration"] = fitted.clone()
 
     def _scaled(self, features: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         assert self._fit is not None
@@ -220,7 +228,8 @@ class ClassHead(nn.Module):
         if self.rows is None or self.bias is None or steps <= 0:
             return
         readable = features.norm(dim=-1) > 0
-        x, y = features[readable].float(), labels[readable.to(labels.device)].to(features.device).long()
+        x = features[readable].float()
+        y = labels[readable.to(labels.device)].to(features.device).long()
         if len(y) == 0:
             return
         text = text_logits[readable].detach().float()

@@ -48,7 +48,8 @@ class ImageSet(Images):
     """Images decoded once, held in memory as uint8."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
+        self.images = images
+        self.labels = labels
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[idx], self.labels[idx]
@@ -58,7 +59,9 @@ class FileImageSet(Images, torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Images left on disk and decoded when a batch needs them: memory stays flat however many there are."""
 
     def __init__(self, paths: list[Path], labels: torch.Tensor, size: int) -> None:
-        self.paths, self.labels, self.size = paths, labels, size
+        self.paths = paths
+        self.labels = labels
+        self.size = size
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         try:

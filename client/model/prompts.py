@@ -51,7 +51,9 @@ class PromptLearner(nn.Module):
                  global_init: np.ndarray, gate_heads: int = 0) -> None:
         """`global_init` has the shape the offsets are stored (and sent) in; `base` is [D, n, d]."""
         super().__init__()
-        self.modality, self.placement, self.fusion = modality, placement, fusion
+        self.modality = modality
+        self.placement = placement
+        self.fusion = fusion
         self.register_buffer("base", base, persistent=False)
         init = torch.from_numpy(global_init).clone()
         self.global_delta = nn.Parameter(init) if placement.has_global else None
@@ -67,7 +69,8 @@ class PromptLearner(nn.Module):
         return base + g + loc
 
     def named_tensors(self) -> dict[str, torch.Tensor]:
-        m, part = self.modality, "global" if self.placement.has_global else "local"
+        m = self.modality
+        part = "global" if self.placement.has_global else "local"
         out: dict[str, torch.Tensor] = {}
         if self.global_delta is not None:
             out[f"{m}.global"] = self.global_delta
@@ -92,7 +95,9 @@ class PFedDCModel(nn.Module):
             raise ValueError("the model needs at least one class name")
         if cfg.classes and list(classnames) != list(cfg.classes):
             raise ValueError(f"the model's classes {list(classnames)} differ from the federation's {list(cfg.classes)}")
-        self.backbone, self.cfg, self.classnames = backbone, cfg, list(classnames)  # backbone: a frozen submodule
+        self.backbone = backbone
+        self.cfg = cfg
+        self.classnames = list(classnames)  # backbone: a frozen submodule
         dims = backbone.dims
         self.spec = global_spec(dims, cfg)
         global_init = initial_prompts(global_spec(dims, replace(cfg, method="pfeddc-prompts")), seed)
@@ -157,7 +162,8 @@ class PFedDCModel(nn.Module):
             feats = self.fixed_text_features
         else:
             ctx = self.text()[0]  # [n, d]
-            prefix, suffix = self.text_prefix, self.text_suffix
+            prefix = self.text_prefix
+            suffix = self.text_suffix
             embeds = torch.cat([prefix, ctx.unsqueeze(0).expand(prefix.shape[0], -1, -1).to(prefix.dtype), suffix],
                                dim=1)
             feats = self.backbone.encode_text(embeds, self.text_eos)

@@ -188,7 +188,8 @@ def evaluate(model: PFedDCModel, data: Images, device: torch.device, batch_size:
             return float("nan")
         logits = model.logits(None, image_features=features[readable])
         return float((logits.argmax(-1) == labels).float().mean())
-    correct, seen = 0, 0
+    correct = 0
+    seen = 0
     with _autocast(device):
         text = model.text_features()
         for _, pixels, labels in batches(data, torch.arange(len(data)), batch_size):

@@ -78,7 +78,8 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
         raise ValueError(f"{out} exists: results are never mixed with an earlier run; remove it or use another --out")
     threads = args.threads or max(1, (os.cpu_count() or 1) // len(clients))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    server_cmd, client_cmd = installed_command("pfeddc-server"), installed_command("pfeddc-client")
+    server_cmd = installed_command("pfeddc-server")
+    client_cmd = installed_command("pfeddc-client")
     server = LoggedProcess(
         [server_cmd, "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(out / "coordinator"),
          "--rounds", str(args.rounds), "--min-clients", str(len(clients)), *_given(args, "fraction", "seed"),

@@ -31,7 +31,8 @@ def read_idx(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def fashion_mnist(split: str, directory: Path = FASHION_DIR) -> tuple[np.ndarray, np.ndarray]:
     prefix = "train" if split == "train" else "t10k"
-    images, labels = directory / f"{prefix}-images-idx3-ubyte.gz", directory / f"{prefix}-labels-idx1-ubyte.gz"
+    images = directory / f"{prefix}-images-idx3-ubyte.gz"
+    labels = directory / f"{prefix}-labels-idx1-ubyte.gz"
     if not images.exists():
         raise FileNotFoundError(f"Fashion-MNIST not found at {directory}: apt-get install dataset-fashion-mnist")
     return read_idx(images, labels)
@@ -43,7 +44,8 @@ def font_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
     rng = np.random.default_rng(seed)
     fonts = {s: ImageFont.load_default(size=s) for s in range(14, 25, 2)}
-    out, labels = np.zeros((n, 28, 28), np.uint8), rng.integers(0, 10, n).astype(np.uint8)
+    out = np.zeros((n, 28, 28), np.uint8)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
     for i in range(n):
         img = Image.new("L", (28, 28))
         draw = ImageDraw.Draw(img)
@@ -75,7 +77,8 @@ def digit_domains(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     colored = []
     for i in thirds[1]:
         photo = photos[rng.integers(len(photos))]
-        top, left = rng.integers(0, photo.shape[0] - 28), rng.integers(0, photo.shape[1] - 28)
+        top = rng.integers(0, photo.shape[0] - 28)
+        left = rng.integers(0, photo.shape[1] - 28)
         patch = photo[top:top + 28, left:left + 28].astype(np.int16)
         colored.append(np.abs(patch - mnist[i][..., None].astype(np.int16)).astype(np.uint8))  # MNIST-M blend
     inverted = np.stack([np.stack([255 - mnist[i]] * 3, -1) for i in thirds[2]])

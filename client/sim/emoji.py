@@ -95,7 +95,8 @@ def images(cache: Path, style: str, chosen: list[Concept], size: int, variants: 
            ) -> tuple[np.ndarray, np.ndarray]:
     """RGBA images [N, 4, size, size] of `chosen` in `style` and the index of each image's concept."""
     root = style_root(style, cache)
-    pixels, owners = [], []
+    pixels = []
+    owners = []
     for i, concept in enumerate(chosen):
         for file in (concept.image, *(concept.variants if variants else ())):
             pixels.append(render(root, style, file, size))

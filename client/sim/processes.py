@@ -29,7 +29,8 @@ class LoggedProcess:
     """A child process whose combined output goes to `log_path`; JSON lines are parsed into `events`."""
 
     def __init__(self, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
-        self.argv, self.log_path = argv, Path(log_path)
+        self.argv = argv
+        self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.lines: list[str] = []
         self.events: list[dict[str, Any]] = []

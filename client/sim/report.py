@@ -18,7 +18,8 @@ ROUND_FIELDS = ["method", "round", "client", "accuracy_global", "accuracy_after"
 def collect_method(method: str, out: Path, clients: list[str], duration_s: float,
                    global_change: dict[int, dict[str, float]]) -> dict[str, Any]:
     """Read each client's own state dir (through its store): per-round history and final evaluation."""
-    rows, finals = [], {}
+    rows = []
+    finals = {}
     for name in clients:
         store = ClientStore(out / "clients" / name)
         for record in store.history():  # empty for a client never sampled (participation < 1)

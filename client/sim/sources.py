@@ -91,7 +91,8 @@ def image_folder(root: Path) -> Source:
     folders = [p.name for p in class_folders(root)]
     if not folders:
         raise ValueError(f"no class folders in {root}")
-    files, labels = [], []
+    files = []
+    labels = []
     for label, folder in enumerate(folders):
         found = list_images(root / folder)
         files += found
@@ -118,7 +119,8 @@ def twemoji(name: str, count: int, views: int, seed: int = 0, size: int = 64) ->
     rng = np.random.default_rng(seed)
     chosen = [distinct[i] for i in sorted(rng.choice(len(distinct), count, replace=False))]
     rgba, owner = emoji.images(cache, "twitter", chosen, size)
-    images, labels = [], []
+    images = []
+    labels = []
     for concept in range(count):
         drawings = rgba[owner == concept]
         for _ in range(views):

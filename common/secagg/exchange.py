@@ -117,7 +117,8 @@ def unflatten(vector: np.ndarray, spec: Sequence[TensorSpec]) -> dict[str, np.nd
     """Inverse of `flatten` (float64 tensors of the spec's shapes)."""
     if vector.size != vector_length(spec):
         raise ValueError(f"a vector of {vector.size} elements does not fill the spec's {vector_length(spec)}")
-    out, at = {}, 0
+    out = {}
+    at = 0
     for s in _ordered(spec):
         size = math.prod(s.shape)
         out[s.name] = np.asarray(vector[at:at + size], np.float64).reshape(s.shape)

@@ -54,7 +54,9 @@ class TooFewSitesError(SecAggError):
     def __init__(self, stage: Stage, have: int, threshold: int) -> None:
         super().__init__(f"secure aggregation needs at least {threshold} sites at stage {stage}, only {have} remain; "
                          "refusing to unmask")
-        self.stage, self.have, self.threshold = stage, have, threshold
+        self.stage = stage
+        self.have = have
+        self.threshold = threshold
 
 
 class InconsistentSiteError(SecAggError):

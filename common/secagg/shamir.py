@@ -81,7 +81,8 @@ def _lagrange_at(xs: tuple[int, ...], at: int) -> tuple[int, ...]:
     """Weights w_i with f(at) = sum_i w_i f(x_i) for any polynomial of degree < len(xs)."""
     weights = []
     for i, xi in enumerate(xs):
-        num, den = 1, 1
+        num = 1
+        den = 1
         for j, xj in enumerate(xs):
             if j != i:
                 num = num * (at - xj) % PRIME
@@ -113,7 +114,8 @@ def reconstruct(shares: Sequence[Share], threshold: int) -> bytes:
     if len(shares) < threshold:
         raise ValueError(f"{len(shares)} shares cannot reveal a secret shared with threshold {threshold}")
     _check_alike(shares)
-    basis, extra = shares[:threshold], shares[threshold:]
+    basis = shares[:threshold]
+    extra = shares[threshold:]
     secret = interpolate(basis)
     if commit(secret) != basis[0].commitment:
         raise InconsistentSharesError("the interpolated secret does not match the commitment carried with the shares")

@@ -127,7 +127,8 @@ class Checkpoint:
 
     def _state_of(self, meta: dict[str, Any], tensors: dict[str, np.ndarray], spec: list[TensorSpec],
                   total_rounds: int) -> FederationState:
-        expected_sha, encoded = meta.get("tensors_sha256"), serde.Encoded.of(tensors)
+        expected_sha = meta.get("tensors_sha256")
+        encoded = serde.Encoded.of(tensors)
         if expected_sha is not None and encoded.sha256 != expected_sha:
             raise CheckpointError(f"checkpoint {self.path} fails its checksum: its tensors changed after it was "
                                   "written (disk or copy damage). Restore it from a backup")

@@ -80,7 +80,8 @@ class _Interceptor(grpc.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         method = details.method.rsplit("/", 1)[-1]
-        inner, metrics = handler.unary_unary, self.metrics
+        inner = handler.unary_unary
+        metrics = self.metrics
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             seen = _SeenCode(context)
@@ -132,7 +133,8 @@ class _AioInterceptor(grpc.aio.ServerInterceptor):
         if not inspect.iscoroutinefunction(handler.unary_unary):
             return self.sync.intercept_service(lambda _details: handler, details)
         method = details.method.rsplit("/", 1)[-1]
-        inner, metrics = handler.unary_unary, self.sync.metrics
+        inner = handler.unary_unary
+        metrics = self.sync.metrics
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:

@@ -26,9 +26,12 @@ class StatusSource:
 
     def __init__(self, federation: Federation, federation_id: str, model: str, method: str, version: str,
                  rounds_path: Path) -> None:
-        self.federation, self.federation_id = federation, federation_id
+        self.federation = federation
+        self.federation_id = federation_id
         self.rounds = RoundsFile(rounds_path)
-        self.model, self.method, self.version = model, method, version
+        self.model = model
+        self.method = method
+        self.version = version
         self._started = time.monotonic()
 
     def status(self) -> FederationStatus:

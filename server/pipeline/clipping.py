@@ -62,7 +62,8 @@ def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, floa
     for client, per_client in sorted(changes.items()):
         out[client] = {}
         for k, d in per_client.items():
-            n, bound = norms[client][k], bounds[k]
+            n = norms[client][k]
+            bound = bounds[k]
             if n > bound:
                 clipped[k].append(client)
                 d = d * np.asarray(bound / n if n > 0 else 0.0, d.dtype)

@@ -93,10 +93,13 @@ def bound(step: Step, rules: Rules) -> Step:
     """Without DP: each tensor's change to `adaptive` x the round's scale of it, then the whole change to
     `clip_norm`. With DP: the whole change to `dp.clip` only (a data-dependent bound voids the sensitivity)."""
     limit = rules.dp.clip if rules.dp is not None else rules.clip_norm
-    raw, tensor_clip = step.changes, None
+    raw = step.changes
+    tensor_clip = None
     if rules.adaptive is not None and rules.dp is None:
         raw, tensor_clip = clip_per_tensor(raw, rules.adaptive, rules.previous_scale)
-    changes, clipped, largest = {}, [], 0.0
+    changes = {}
+    clipped = []
+    largest = 0.0
     for client, delta in raw.items():
         changes[client], norm = _scale_to(delta, limit)
         largest = max(largest, norm)
@@ -127,7 +130,8 @@ def noise(step: Step, rules: Rules) -> Step:
     (server/pipeline/privacy.py); from the operating system's entropy unless `rules.rng` says otherwise."""
     if rules.dp is None or step.change is None:
         return step
-    dp, rng = rules.dp, rules.rng or np.random.default_rng()
+    dp = rules.dp
+    rng = rules.rng or np.random.default_rng()
     denominator = dp_denominator(rules.sampled, len(step.changes))
     return replace(step, change={name: c + rng.normal(0.0, dp.noise_multiplier * dp.clip, size=c.shape) / denominator
                                  for name, c in step.change.items()})
@@ -137,7 +141,8 @@ def commit(step: Step, rules: Rules) -> Step:
     """The next global, in the global's dtypes, refused when not finite; encoded here, once, for the
     checkpoint and every task."""
     assert step.change is not None, "commit runs after aggregate"
-    base, change = step.base, step.change
+    base = step.base
+    change = step.change
     out = {k: (np.asarray(base[k], np.float64) + change[k]).astype(np.asarray(base[k]).dtype) for k in base}
     bad = sorted(k for k, v in out.items() if not np.isfinite(v).all())
     if bad:

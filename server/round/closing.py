@@ -44,7 +44,8 @@ def next_state(state: FederationState, config: FederationConfig, combined: Step,
     weights = {c: float(config.weight(u.num_examples)) for c, u in received.items()}
     next_global = combined.tensors
     tensor_clip = combined.tensor_clip
-    privacy, dp = PrivacyLedger(dict(state.privacy.rounds_by_noise)), config.dp
+    privacy = PrivacyLedger(dict(state.privacy.rounds_by_noise))
+    dp = config.dp
     if dp is not None:
         privacy.record(dp.noise_multiplier)
     clients = {c: copy.copy(r) for c, r in state.clients.items()}
@@ -108,7 +109,11 @@ def adopt(live: FederationState, saved: FederationState, received: Mapping[str, 
     for client_id, update in received.items():
         record = live.clients[client_id]
         record.rounds_participated = saved.clients[client_id].rounds_participated
-        record.last_round, record.last_metrics = live.round, update.metrics
-    live.global_tensors, live.encoded = saved.global_tensors, saved.encoded
-    live.round, live.privacy, live.last_round = saved.round, saved.privacy, saved.last_round
+        record.last_round = live.round
+        record.last_metrics = update.metrics
+    live.global_tensors = saved.global_tensors
+    live.encoded = saved.encoded
+    live.round = saved.round
+    live.privacy = saved.privacy
+    live.last_round = saved.last_round
     live.change_scale = saved.change_scale  # the cap's history is live, not only after a restart

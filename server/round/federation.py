@@ -61,10 +61,13 @@ class Federation:
         checkpoint's wall time (the metrics)."""
         serde.validate(state.global_tensors, spec)
         self.config = config
-        self._state, self._clock = state, clock
+        self._state = state
+        self._clock = clock
         self.changes = changes or ChangeFeed()
         self._section = Section(self.changes, log)
-        self._lock, self._critical, self._log = self._section.lock, self._section.hold, self._section.log
+        self._lock = self._section.lock
+        self._critical = self._section.hold
+        self._log = self._section.log
         self._rounds = Rounds(config, state, save or (lambda _s: None), clock,
                               aggregate or make_aggregator(config.aggregator, config.trim),
                               rng or np.random.default_rng(), self._section.log, self._section.changed, spec,
@@ -139,7 +142,8 @@ class Federation:
             record.check_secret(secret)
             if secret and record.secret_sha256 is None:
                 record.secret_sha256 = serde.sha256(secret.encode())
-            record.num_examples, record.class_names = num_examples, class_names
+            record.num_examples = num_examples
+            record.class_names = class_names
             record.last_seen = self._clock()
             weight = self.config.weight(num_examples)
             if weight < num_examples:

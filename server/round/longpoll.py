@@ -22,7 +22,8 @@ MAX_HELD_PER_CLIENT = 2
 
 class ChangeFeed:
     def __init__(self, max_waiters: int = 4096, max_per_key: int = MAX_HELD_PER_CLIENT) -> None:
-        self.max_waiters, self.max_per_key = max_waiters, max_per_key
+        self.max_waiters = max_waiters
+        self.max_per_key = max_per_key
         self._by_key: dict[str, int] = {}
         self._lock = threading.Lock()  # notify and close come from any thread
         self._version = 0

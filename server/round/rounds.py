@@ -46,10 +46,14 @@ class Rounds:
                  observe_save: Callable[[float], None] | None = None) -> None:
         """`save`: the checkpoint stage (`observe_save` is told each save's time); `spec_for`: the spec of a class
         list, while the federation gathers its list from the Joins."""
-        self.config, self.state = config, state
+        self.config = config
+        self.state = state
         self.classes = ClassList(spec, spec_for, fixed=bool(state.classes))
-        self._clock, self._aggregate, self._rng = clock, aggregate, rng
-        self._log, self._changed = log, changed
+        self._clock = clock
+        self._aggregate = aggregate
+        self._rng = rng
+        self._log = log
+        self._changed = changed
         self.global_: serde.Encoded = state.global_encoded()  # the bytes and digest every task hands out
         self.attempt = Attempt()
         self.handouts = Handouts()
@@ -91,7 +95,10 @@ class Rounds:
         awaited, FINISHED after the last round."""
         self.advance()
         check_running(self)
-        now, total, global_, a = self._clock(), self.config.rounds, self.global_, self.attempt
+        now = self._clock()
+        total = self.config.rounds
+        global_ = self.global_
+        a = self.attempt
         if self.finished:
             return Task(Action.FINISHED, self.round - 1, total, global_.payload, global_.sha256)
         if self.pending is None and a.awaits(client_id):
@@ -153,7 +160,8 @@ class Rounds:
 
     # ----- what time and answers decide
     def advance(self) -> None:
-        now, a = self._clock(), self.attempt
+        now = self._clock()
+        a = self.attempt
         if self.aborted:
             return
         if self.pending is not None:
@@ -178,7 +186,9 @@ class Rounds:
         self._waiting_logged_at = -math.inf
         if self.classes.agree(self.state, sample.active, self.config.seed, self._log):  # gathered from the Joins
             self.global_ = self.state.global_encoded()
-        number, sampled, deadline = self.attempt.number, sample.sampled, now + self.config.round_timeout_s
+        number = self.attempt.number
+        sampled = sample.sampled
+        deadline = now + self.config.round_timeout_s
         run = None
         if self.config.secure_aggregation:
             counts = {c: self.state.clients[c].num_examples for c in sampled}
@@ -259,8 +269,11 @@ class Rounds:
         self.global_ = self.state.global_encoded()
         self.last_closed = {c: u.sha256 for c, u in self.attempt.received.items()}
         if self.attempt.secure is not None:
-            self.attempt.secure.committed, self.ended_secure = True, self.attempt.secure
-        self.attempt, self.pending, self.excluded = Attempt(), None, set()
+            self.attempt.secure.committed = True
+            self.ended_secure = self.attempt.secure
+        self.attempt = Attempt()
+        self.pending = None
+        self.excluded = set()
         self.handouts.reset()
         self._changed()
         self._log("info", Event.ROUND_COMPLETED,

@@ -37,8 +37,12 @@ class Saver:
     def __init__(self, save: Callable[[FederationState], None], incidents: Incidents, log: Callable[..., None],
                  observe: Callable[[float], None] | None = None) -> None:
         """`observe`: told each successful save's wall time (the coordinator's checkpoint histogram)."""
-        self._save, self._incidents, self._log, self._observe = save, incidents, log, observe
-        self.failures, self.retry_at = 0, 0.0
+        self._save = save
+        self._incidents = incidents
+        self._log = log
+        self._observe = observe
+        self.failures = 0
+        self.retry_at = 0.0
 
     def due(self, now: float) -> bool:
         return now >= self.retry_at

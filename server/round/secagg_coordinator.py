@@ -92,7 +92,8 @@ class SecAggCoordinator:
 
     def receive_masked(self, msg: MaskedInput) -> None:
         self._expect(Stage.MASKED_INPUT, msg.site_id, set(self._shares) - set(self._masked))
-        y, f = np.asarray(msg.masked), self.config.field
+        y = np.asarray(msg.masked)
+        f = self.config.field
         if y.shape != (self.config.length,) or y.dtype != np.uint64 or (y.size and int(y.max()) >= f.modulus):
             raise ProtocolError(f"{msg.site_id!r} sent a masked input that is not {self.config.length} elements "
                                 f"below 2**{f.modulus_bits}", msg.site_id)
@@ -143,7 +144,8 @@ class SecAggCoordinator:
         if self.stage != Stage.UNMASK:
             raise ProtocolError(f"cannot finish at stage {self.stage}")
         self._close(len(self._responders), Stage.DONE)
-        cfg, f = self.config, self.config.field
+        cfg = self.config
+        f = self.config.field
         total = np.zeros(cfg.length, dtype=np.uint64)
         for u in self._survivors:
             total += self._masked[u]  # wraps mod 2**64, a multiple of M; unmask reduces

@@ -18,7 +18,8 @@ from .longpoll import ChangeFeed
 class Section:
     def __init__(self, changes: ChangeFeed, logger: Any) -> None:
         self.lock = threading.RLock()
-        self.changes, self._logger = changes, logger
+        self.changes = changes
+        self._logger = logger
         self._depth = 0
         self._logs: list[tuple[str, Event, dict[str, Any]]] = []
         self._changed = False

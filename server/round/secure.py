@@ -53,11 +53,13 @@ def settings(config: FederationConfig, attempt: int, sampled: list[str],
     threshold = max(config.secagg_threshold, n // 2 + 1)
     dp = config.dp
     if dp is not None:  # DP-FedAvg: equal weights, each site clips to the DP clip and adds its noise share
-        clip, std = dp.clip, share_std(dp.noise_multiplier, dp.clip, threshold)
+        clip = dp.clip
+        std = share_std(dp.noise_multiplier, dp.clip, threshold)
         field = FieldParams(clip_range_for(dp.noise_multiplier, dp.clip, threshold), n, DEFAULT_MODULUS_BITS)
         weights = dict.fromkeys(sampled, 1.0)
     else:
-        clip, std = config.update_clip_norm, 0.0
+        clip = config.update_clip_norm
+        std = 0.0
         field = FieldParams(clip, n, DEFAULT_MODULUS_BITS)
         capped = {c: config.weight(counts[c]) for c in sampled}
         top = max(capped.values())
@@ -71,10 +73,14 @@ class SecureRun:
     def __init__(self, round_: int, plan: Mapping[str, SecureSettings], first_deadline: float,
                  stage_timeout_s: float, log: Callable[..., None]) -> None:
         any_site = next(iter(plan.values()))
-        self.round, self.attempt, self.plan = round_, any_site.attempt, dict(plan)
+        self.round = round_
+        self.attempt = any_site.attempt
+        self.plan = dict(plan)
         self.config = any_site.round_config(round_)
         self.core = SecAggCoordinator(self.config)
-        self.deadline, self._stage_timeout_s, self._log = first_deadline, stage_timeout_s, log
+        self.deadline = first_deadline
+        self._stage_timeout_s = stage_timeout_s
+        self._log = log
         self.sent: dict[str, Stage] = {}  # the last stage each site sent a message at
         self.contributions: dict[str, Contribution] = {}  # masked inputs with their counts and metrics
         self._announced: KeysAnnounced | None = None
@@ -92,7 +98,9 @@ class SecureRun:
     def receive(self, step: SecureStep, declared: int) -> None:
         """A site's message for its stage; `declared`: its Join count. Refused (nothing changes) when it does
         not fit."""
-        msg, site, core = step.message, step.client_id, self.core
+        msg = step.message
+        site = step.client_id
+        core = self.core
         stage = _stage_of(msg)
         if self.failure is not None or ORDER.index(stage) < ORDER.index(self.stage):
             return  # too late or over: `answer` tells the site
@@ -173,7 +181,8 @@ class SecureRun:
         except TooFewSitesError as exc:
             self.failure = str(exc)
         except InconsistentSiteError as exc:
-            self.failure, self.blame = str(exc), exc.site_id
+            self.failure = str(exc)
+            self.blame = exc.site_id
         self.deadline = now + self._stage_timeout_s
         self._log("info", Event.SECAGG_STAGE_CLOSED, round=self.round, attempt=self.attempt, stage=str(closing),
                   answered=len(answered), expected=len(expected), failure=self.failure)

@@ -20,7 +20,8 @@ ADMIN_SERVICE_NAME = admin_pb.DESCRIPTOR.services_by_name["Admin"].full_name  # 
 
 class AdminServicer(admin_grpc.AdminServicer):
     def __init__(self, source: StatusSource, auth: Authenticator) -> None:
-        self.source, self.auth = source, auth
+        self.source = source
+        self.auth = auth
         self._log = BoundedLog(log.warning)
 
     def GetStatus(self, request: admin_pb.StatusRequest, context: grpc.ServicerContext) -> admin_pb.FederationStatus:

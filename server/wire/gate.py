@@ -56,7 +56,8 @@ REPLIES: dict[str, type[Message]] = {"GetFederation": pb.FederationInfo, "Join":
 # A secure round's largest message, besides its masked vector (8 bytes per element at most): the sealed share
 # bundles, at most this many bytes per other site (a 202-byte ciphertext, two digests, two ids of up to 128
 # characters), for up to this many sites.
-SECAGG_BUNDLE_BYTES, SECAGG_MAX_SITES = 640, 2048
+SECAGG_BUNDLE_BYTES = 640
+SECAGG_MAX_SITES = 2048
 
 
 def method_limits(spec: list[TensorSpec], secure: bool = False, gathering: bool = False) -> dict[str, int]:
@@ -83,7 +84,9 @@ class BoundedLog:
 
     def __init__(self, log: Callable[..., None], interval_s: float = LOG_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._log, self._interval, self._clock = log, interval_s, clock
+        self._log = log
+        self._interval = interval_s
+        self._clock = clock
         self._last: dict[str, float] = {}
         self._skipped: dict[str, int] = {}
 
@@ -102,13 +105,17 @@ class Gate:
                  secure: bool = False, gathering: Callable[[], bool] = lambda: False) -> None:
         """`spec`: the federation's current spec, and `gathering` whether it gathers its class list (the spec
         grows once, when the list is fixed)."""
-        self.auth, self._spec, self._secure, self._gathering = auth, spec, secure, gathering
+        self.auth = auth
+        self._spec = spec
+        self._secure = secure
+        self._gathering = gathering
         self._limits: tuple[tuple[int, bool], dict[str, int]] = ((-1, False), {})
         self._log = BoundedLog(log)
 
     @property
     def limits(self) -> dict[str, int]:
-        spec, gathering = self._spec(), self._gathering()
+        spec = self._spec()
+        gathering = self._gathering()
         if self._limits[0] != (len(spec), gathering):
             self._limits = ((len(spec), gathering), method_limits(spec, self._secure, gathering))
         return self._limits[1]

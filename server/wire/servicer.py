@@ -51,8 +51,11 @@ CREDENTIAL_CODES = (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
 class CoordinatorServicer:
     def __init__(self, federation: Federation, auth: Authenticator, federation_id: str, model: str,
                  prompt_config: PromptConfig) -> None:
-        self.federation, self.auth, self.federation_id = federation, auth, federation_id
-        self.model, self.prompt_config = model, prompt_config
+        self.federation = federation
+        self.auth = auth
+        self.federation_id = federation_id
+        self.model = model
+        self.prompt_config = prompt_config
         self.gate = Gate(auth, lambda: federation.spec, log.warning, federation.config.secure_aggregation,
                          lambda: federation.classes_pending)
 
@@ -116,7 +119,8 @@ class CoordinatorServicer:
 
     async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "GetTask", raw, TaskRequest)
-        client_id, fed = request.client_id, self.federation
+        client_id = request.client_id
+        fed = self.federation
         if request.max_wait_s > 0:
             task = await self._hold(context, client_id, request.max_wait_s)
         else:
@@ -125,7 +129,8 @@ class CoordinatorServicer:
 
     async def SubmitUpdate(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "SubmitUpdate", raw, UpdateRequest)
-        client_id, fed = request.client_id, self.federation
+        client_id = request.client_id
+        fed = self.federation
         result = await self._call(context, client_id, lambda: fed.submit(
             client_id, request.round, request.payload, request.num_examples, request.metrics), off_loop=True)
         if request.next_task_wait_s > 0:
@@ -145,7 +150,8 @@ class CoordinatorServicer:
 
     async def SecureAggregate(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         step = await self._open(context, "SecureAggregate", raw, SecureStep)
-        fed, client_id = self.federation, step.client_id
+        fed = self.federation
+        client_id = step.client_id
         deadline = time.monotonic() + min(step.max_wait_s, MAX_HOLD_S, _left(context))
         while True:  # the message counts once; then the call is held while the answer is PENDING
             version = fed.changes.version

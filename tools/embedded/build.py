@@ -69,7 +69,8 @@ def augment(batch: torch.Tensor, emoji: torch.Tensor, gen: torch.Generator) -> t
     angle = (torch.rand(b, generator=gen) - 0.5) * math.radians(24)
     scale = 0.85 + 0.25 * torch.rand(b, generator=gen)
     shift = (torch.rand(b, 2, generator=gen) - 0.5) * 0.25
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    cos = torch.cos(angle) / scale
+    sin = torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)
     white = torch.rand(b, generator=gen) < 0.5
@@ -108,8 +109,9 @@ def pretrain(corpus: Corpus, tokenizer: PreTrainedTokenizerBase, epochs: int, se
     rng = np.random.default_rng(seed)
     per_epoch = max(1, len(corpus.epoch(rng)) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.05)
-    images, owners, emoji = (torch.from_numpy(corpus.images), torch.from_numpy(corpus.owner),
-                             torch.from_numpy(corpus.is_emoji[corpus.owner]))
+    images = torch.from_numpy(corpus.images)
+    owners = torch.from_numpy(corpus.owner)
+    emoji = torch.from_numpy(corpus.is_emoji[corpus.owner])
     bar = tqdm(total=epochs * per_epoch, desc="pretraining embedded CLIP", disable=not progress, file=sys.stderr)
     clip.train()
     for _ in range(epochs):

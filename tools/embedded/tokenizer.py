@@ -13,7 +13,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
 VOCAB_SIZE = 49_408
 NUM_MERGES = 49_152 - 256 - 2  # the merges CLIP uses: 48,894 of the file's 262,144
 BPE_WHEEL = "clip-anytorch==2.6.0"
