@@ -12,7 +12,7 @@ deserializer, and each call passes, in order:
      tensors; the others are a few KiB (Join: plus what the spec list needs). gRPC core refuses anything
      above the largest limit from the message's length prefix (`max_receive_bytes`), before buffering it.
   3. the parse: undecodable bytes are INVALID_ARGUMENT, logged at a bounded rate (never gRPC's UNKNOWN and
-     an error line per request); the message becomes its domain type (common/wire.py, `REQUESTS`).
+     an error line per request); the message becomes its domain type (its row's reader, server/wire/rpcs.py).
   4. list lengths (a Join's spec) and the client_id's form.
 The servicer then binds the client_id to the credential (Authenticator.check) as before.
 """
@@ -24,16 +24,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 
-from ...common import serde, wire, wire_secure
+from ...common import serde, wire
 from ...common.ids import MAX_CLIENT_ID_CHARS, client_id_problem
 from ...common.logs import Event
 from ...common.messages import Code, JoinRequest, Refused
-from ...common.proto import federation_pb2 as pb
 from ...common.secagg.exchange import vector_length
 from ...common.spec import MAX_CLASS_NAME_CHARS, MAX_CLASSES, TensorSpec
 from .auth import Authenticator
+from .rpcs import RPCS, Size
 
 R = TypeVar("R")
 SERVICE_NAME = wire.COORDINATOR_SERVICE
@@ -41,18 +41,6 @@ SERVICE_NAME = wire.COORDINATOR_SERVICE
 SMALL_REQUEST_BYTES = 4 * 1024
 # Refusals of the same kind are logged at most once per this many seconds, with the count of those skipped.
 LOG_INTERVAL_S = 10.0
-# Each method's request: its message type and the wire's reader into the domain type the servicer receives.
-REQUESTS: dict[str, tuple[type[Message], Callable[[Any], object]]] = {
-    "GetFederation": (pb.FederationRequest, wire.federation_request_from_proto),
-    "Join": (pb.JoinRequest, wire.join_request_from_proto), "GetTask": (pb.TaskRequest, wire.task_request_from_proto),
-    "SubmitUpdate": (pb.UpdateRequest, wire.update_request_from_proto),
-    "ReportFailure": (pb.FailureReport, wire.failure_from_proto),
-    "Heartbeat": (pb.HeartbeatRequest, wire.heartbeat_request_from_proto),
-    "SecureAggregate": (pb.SecAggRequest, wire_secure.step_from_proto)}
-REPLIES: dict[str, type[Message]] = {"GetFederation": pb.FederationInfo, "Join": pb.JoinReply,
-                                     "GetTask": pb.TaskReply, "SubmitUpdate": pb.UpdateReply,
-                                     "ReportFailure": pb.FailureReply, "Heartbeat": pb.HeartbeatReply,
-                                     "SecureAggregate": pb.SecAggReply}
 # A secure round's largest message, besides its masked vector (8 bytes per element at most): the sealed share
 # bundles, at most this many bytes per other site (a 202-byte ciphertext, two digests, two ids of up to 128
 # characters), for up to this many sites.
@@ -66,12 +54,10 @@ def method_limits(spec: list[TensorSpec], secure: bool = False, gathering: bool 
     gathered from the Joins, which then carry class names)."""
     names = tuple("x" * MAX_CLASS_NAME_CHARS for _ in range(MAX_CLASSES)) if gathering else ()
     join = wire.join_request_to_proto(JoinRequest("x" * MAX_CLIENT_ID_CHARS, 2**62, spec, class_names=names))
-    return {"GetFederation": SMALL_REQUEST_BYTES, "GetTask": SMALL_REQUEST_BYTES,
-            "ReportFailure": SMALL_REQUEST_BYTES, "Heartbeat": SMALL_REQUEST_BYTES,
-            "Join": join.ByteSize() + SMALL_REQUEST_BYTES,
-            "SubmitUpdate": serde.max_payload_bytes(spec) + SMALL_REQUEST_BYTES,
-            "SecureAggregate": (8 * vector_length(spec) + SECAGG_BUNDLE_BYTES * SECAGG_MAX_SITES if secure else 0)
-            + SMALL_REQUEST_BYTES}
+    masked = 8 * vector_length(spec) + SECAGG_BUNDLE_BYTES * SECAGG_MAX_SITES if secure else 0
+    extra = {Size.SMALL: 0, Size.JOIN: join.ByteSize(), Size.UPDATE: serde.max_payload_bytes(spec),
+             Size.SECURE: masked}
+    return {name: extra[rpc.size] + SMALL_REQUEST_BYTES for name, rpc in RPCS.items()}
 
 
 def max_receive_bytes(spec: list[TensorSpec], secure: bool = False, gathering: bool = False) -> int:
@@ -136,9 +122,10 @@ class Gate:
             self._refused(context, method, f"{method} request of {len(raw)} bytes exceeds the {limit}-byte limit")
             raise Refused(Code.RESOURCE_EXHAUSTED, f"a {method} request of {len(raw)} bytes exceeds this "
                                                    f"federation's {limit}-byte limit for it")
-        message, read = REQUESTS[method]
+        rpc = RPCS[method]
+        message = rpc.request
         try:
-            request = read(message.FromString(raw))
+            request = rpc.read(message.FromString(raw))
         except DecodeError as exc:
             self._refused(context, method, f"undecodable {method} request: {exc}")
             raise Refused(Code.INVALID_ARGUMENT, f"the {method} request is not a valid "
@@ -166,8 +153,10 @@ class Gate:
 
 def register(server: Any, handlers: dict[str, Callable[..., Any]]) -> None:
     """Register the Coordinator's methods with raw-bytes requests (the servicer parses them, via the gate)."""
+    if set(handlers) != set(RPCS):
+        raise ValueError(f"handlers {sorted(handlers)} differ from the RPCs of server/wire/rpcs.py {sorted(RPCS)}")
     rpc = {name: grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None,
-                                                     response_serializer=REPLIES[name].SerializeToString)
+                                                     response_serializer=RPCS[name].reply.SerializeToString)
            for name, fn in handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, rpc),))
     server.add_registered_method_handlers(SERVICE_NAME, rpc)

@@ -41,7 +41,8 @@ from ...common.spec import PromptConfig
 from ...common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
 from ..round.federation import Federation
 from .auth import Authenticator
-from .gate import REPLIES, Gate, R, register
+from .gate import Gate, R, register
+from .rpcs import RPCS
 
 T = TypeVar("T")
 log = get_logger("coordinator")
@@ -60,7 +61,7 @@ class CoordinatorServicer:
                          lambda: federation.classes_pending)
 
     def register(self, server: Any) -> None:
-        register(server, {name: getattr(self, name) for name in REPLIES})
+        register(server, {name: getattr(self, name) for name in RPCS})
 
     async def _open(self, context: grpc.aio.ServicerContext, method: str, raw: bytes, kind: type[R]) -> R:
         try:
@@ -68,14 +69,14 @@ class CoordinatorServicer:
         except Refused as exc:
             await _abort(context, exc)
 
-    async def _call(self, context: grpc.aio.ServicerContext, client_id: str, fn: Callable[[], T],
-                    bound: bool = True, off_loop: bool = False) -> T:
-        """Authenticate, run `fn`, map a refusal to its status. `bound`: in open mode, the caller must hold the
-        join secret bound to `client_id` (every call but GetFederation and Join, which binds it). `off_loop`:
-        run `fn` on a worker thread (it decodes an update)."""
+    async def _call(self, context: grpc.aio.ServicerContext, method: str, client_id: str, fn: Callable[[], T],
+                    off_loop: bool = False) -> T:
+        """Authenticate as `method`'s row says (server/wire/rpcs.py: in open mode a bound call must hold the join
+        secret bound to `client_id`), run `fn`, map a refusal to its status. `off_loop`: run `fn` on a worker
+        thread (it decodes an update)."""
         try:
             self.auth.check(context, client_id)  # type: ignore[arg-type]  # the aio context has the same accessors
-            if bound and not self.auth.enabled:
+            if RPCS[method].bound and not self.auth.enabled:
                 self.federation.authorize(client_id, _join_secret(context))
             return await asyncio.to_thread(fn) if off_loop else fn()
         except Refused as exc:
@@ -89,7 +90,7 @@ class CoordinatorServicer:
         deadline = time.monotonic() + min(max_wait_s, MAX_HOLD_S, _left(context))
         while True:
             version = fed.changes.version
-            task = await self._call(context, client_id, lambda: fed.task(client_id))
+            task = await self._call(context, "GetTask", client_id, lambda: fed.task(client_id))
             left = deadline - time.monotonic()
             if task.action != Action.WAIT:
                 return task
@@ -101,7 +102,7 @@ class CoordinatorServicer:
 
     async def GetFederation(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "GetFederation", raw, FederationRequest)
-        await self._call(context, request.client_id, lambda: None, bound=False)
+        await self._call(context, "GetFederation", request.client_id, lambda: None)
         fed = self.federation
         prompt = replace(self.prompt_config, classes=fed.classes)
         return wire.info_to_proto(FederationInfo(self.federation_id, fed.config.rounds, fed.round, self.model,
@@ -112,9 +113,9 @@ class CoordinatorServicer:
         fed = self.federation
         secret = _join_secret(context) if not self.auth.enabled else None
         peer = _remote_peer(context) if not self.auth.enabled else None
-        weight = await self._call(context, request.client_id, lambda: fed.join(
+        weight = await self._call(context, "Join", request.client_id, lambda: fed.join(
             request.client_id, request.num_examples, request.spec, secret, peer, request.capabilities,
-            request.class_names), bound=False)
+            request.class_names))
         return wire.join_to_proto(JoinResult(self.federation_id, fed.config.rounds, fed.round, weight))
 
     async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
@@ -124,14 +125,14 @@ class CoordinatorServicer:
         if request.max_wait_s > 0:
             task = await self._hold(context, client_id, request.max_wait_s)
         else:
-            task = await self._call(context, client_id, lambda: fed.task(client_id))
+            task = await self._call(context, "GetTask", client_id, lambda: fed.task(client_id))
         return wire.task_to_proto(task)
 
     async def SubmitUpdate(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "SubmitUpdate", raw, UpdateRequest)
         client_id = request.client_id
         fed = self.federation
-        result = await self._call(context, client_id, lambda: fed.submit(
+        result = await self._call(context, "SubmitUpdate", client_id, lambda: fed.submit(
             client_id, request.round, request.payload, request.num_examples, request.metrics), off_loop=True)
         if request.next_task_wait_s > 0:
             result = replace(result, next_task=await self._hold(context, client_id, request.next_task_wait_s))
@@ -139,13 +140,14 @@ class CoordinatorServicer:
 
     async def ReportFailure(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "ReportFailure", raw, FailureReport)
-        result = await self._call(context, request.client_id, lambda: self.federation.report_failure(
+        result = await self._call(context, "ReportFailure", request.client_id, lambda: self.federation.report_failure(
             request.client_id, request.round, request.reason, request.detail))
         return wire.failure_reply_to_proto(result)
 
     async def Heartbeat(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "Heartbeat", raw, HeartbeatRequest)
-        round_ = await self._call(context, request.client_id, lambda: self.federation.heartbeat(request.client_id))
+        round_ = await self._call(context, "Heartbeat", request.client_id,
+                                  lambda: self.federation.heartbeat(request.client_id))
         return wire.heartbeat_reply_to_proto(round_)
 
     async def SecureAggregate(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
@@ -155,7 +157,7 @@ class CoordinatorServicer:
         deadline = time.monotonic() + min(step.max_wait_s, MAX_HOLD_S, _left(context))
         while True:  # the message counts once; then the call is held while the answer is PENDING
             version = fed.changes.version
-            answer = await self._call(context, client_id, functools.partial(fed.secure_step, step),
+            answer = await self._call(context, "SecureAggregate", client_id, functools.partial(fed.secure_step, step),
                                       off_loop=step.message is not None)  # a masked vector is read off the loop
             left = deadline - time.monotonic()
             if answer.status != Status.PENDING or left <= 0 or not await fed.changes.wait_async(version, left,

@@ -116,3 +116,21 @@ def test_bounded_log_logs_once_per_interval_and_counts_the_rest() -> None:
     bounded("Join", "refused")
     bounded("GetTask", "refused")
     assert [(line["event"], line["skipped"]) for line in lines] == [("refused", 0), ("refused", 99), ("refused", 0)]
+
+
+def test_every_rpc_of_the_proto_has_one_row_and_one_handler() -> None:
+    """server/wire/rpcs.py is the one declaration of the federation port's RPCs: its rows are the proto's methods,
+    with the proto's request and reply types, and the servicer has a handler for each (and nothing else)."""
+    from pfeddc.common.proto import federation_pb2 as proto
+    from pfeddc.server.wire.rpcs import RPCS
+    from pfeddc.server.wire.servicer import CoordinatorServicer
+
+    service = proto.DESCRIPTOR.services_by_name["Coordinator"]
+    assert set(RPCS) == {m.name for m in service.methods}
+    for method in service.methods:
+        rpc = RPCS[method.name]
+        assert rpc.request.DESCRIPTOR is method.input_type and rpc.reply.DESCRIPTOR is method.output_type
+        assert callable(getattr(CoordinatorServicer, method.name))
+    handlers = {n for n in vars(CoordinatorServicer) if n[0].isupper()}
+    assert handlers == set(RPCS)
+    assert {n for n, r in RPCS.items() if not r.bound} == {"GetFederation", "Join"}  # before any join secret
