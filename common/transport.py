@@ -6,6 +6,7 @@ them. Retries are not here: the client's connection owns them (client/connection
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -133,6 +134,9 @@ def read_token(token: str | None, token_file: Path | None) -> str | None:
     return text
 
 
+MAX_PORT = 65535
+
+
 def is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host == "localhost":
@@ -153,7 +157,21 @@ def split_target(target: str) -> tuple[str, int]:
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"server address must be HOST:PORT, got {target!r}")
+    if not 1 <= int(port) <= MAX_PORT:
+        raise ValueError(f"server address {target!r}: the port must be 1-{MAX_PORT}")
     return host, int(port)
+
+
+def port_number(text: str) -> int:
+    """An argparse type for a port to listen on: 0 (the system picks a free one) to 65535, else a clear error
+    (gRPC would otherwise listen on a random port for an out-of-range number and say nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"port {value} is out of range: 1-{MAX_PORT}, or 0 for a free one")
+    return value
 
 
 def open_channel(target: str, tls: TlsFiles, token: str | None = None, join_secret: str | None = None) -> grpc.Channel:

@@ -21,13 +21,13 @@ from ..common.messages import HEARTBEAT_INTERVAL_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.spec import MAX_CLASSES, PromptConfig, TensorSpec, global_spec, initial_prompts
 from ..common.stdio import capture_stray_output, say_error
-from ..common.transport import MiB, TlsFiles, is_loopback, server_options
+from ..common.transport import MiB, TlsFiles, is_loopback, port_number, server_options
 from .ops.checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
 from .ops.metrics import CoordinatorMetrics
 from .ops.runner import SidePorts, add_ops_flags, run_until_done, start_side_ports, tick
 from .ops.statedir import StateDirLock, check_aborted, mark_aborted
 from .ops.status import StatusSource
-from .options import add_robustness_flags, check_exposure, federation_config
+from .options import add_robustness_flags, check_exposure, client_auth_of, federation_config, listen_address
 from .round.classes import class_list
 from .round.config import CONFIG_DEFAULTS
 from .round.federation import Federation, FederationConfig, FederationState
@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_version(p)
     p.add_argument("--rounds", type=int, default=20, help="federated rounds to run (default: %(default)s)")
-    p.add_argument("--port", type=int, default=50051, help="gRPC port; 0 picks a free one (default: %(default)s)")
-    p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=port_number, default=50051,
+                   help="gRPC port, 1-65535; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--bind", default=None,
+                   help="address to listen on (default: every interface, 0.0.0.0, when TLS and client "
+                        "authentication are configured; else loopback, 127.0.0.1, so a bare local run starts; "
+                        "beyond loopback without both it refuses unless --insecure)")
     p.add_argument("--state-dir", type=Path, default=Path("pfeddc-coordinator"),
                    help="where the checkpoint (round, global prompts, clients) lives; an existing one is "
                         "resumed (default: %(default)s)")
@@ -133,7 +137,8 @@ def start(args: argparse.Namespace) -> RunningServer:
     global_spec(dims, prompt)  # refuse impossible layouts before anything else
     config = federation_config(args)
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
-    check_exposure(args.bind, tls.enabled, args.tokens is not None or args.tls_client_ca is not None, args.insecure)
+    args.bind = listen_address(args)
+    check_exposure(args.bind, tls.enabled, client_auth_of(args), args.insecure)
     lock = StateDirLock(args.state_dir).acquire()
     try:
         return _start_locked(args, prompt, dims, config, tls, lock)

@@ -100,7 +100,7 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
         round_timeout_s=args.round_timeout, quorum=args.quorum, seed=args.seed, train=train_settings_from(args),
         max_update_bytes=int(args.max_update_mb * MiB),
         poll_interval_s=args.poll_interval, heartbeat_window_s=args.heartbeat_window, **robustness_config(args),
-        require_join_secret=not (args.tokens or args.tls_client_ca) and not is_loopback(args.bind),
+        require_join_secret=not client_auth_of(args) and not is_loopback(listen_address(args)),
     )
 
 
@@ -120,6 +120,19 @@ def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
             "max_abs_value": args.max_abs_value, "aggregator": AggregatorKind(args.aggregator), "trim": args.trim,
             "dp": dp, "max_retries": args.max_retries, "max_clients": args.max_clients,
             "max_joins_per_peer": args.max_joins_per_peer}
+
+
+def listen_address(args: argparse.Namespace) -> str:
+    """--bind, or without it: every interface once the coordinator can tell its clients from anyone (TLS and
+    client authentication), loopback before, so `pfeddc-server --rounds 20` starts as written."""
+    if args.bind:
+        return str(args.bind)
+    tls = any((args.tls_cert, args.tls_key, args.tls_client_ca))  # as TlsFiles.enabled reads them
+    return "0.0.0.0" if tls and client_auth_of(args) else "127.0.0.1"
+
+
+def client_auth_of(args: argparse.Namespace) -> bool:
+    return args.tokens is not None or args.tls_client_ca is not None
 
 
 def check_exposure(bind: str, tls: bool, client_auth: bool, insecure: bool) -> None:

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2
 
 from ...common.lifecycle import ExitCode, Stopper
 from ...common.logs import Event, get_logger
-from ...common.transport import is_loopback
+from ...common.transport import is_loopback, port_number
 from ...common.wire import COORDINATOR_SERVICE
 from ..round.federation import Federation
 from .metrics import CoordinatorMetrics
@@ -33,11 +33,11 @@ ABORT_LINGER_S = 10.0
 
 def add_ops_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("operations")
-    g.add_argument("--health-port", type=int,
+    g.add_argument("--health-port", type=port_number,
                    help="also serve grpc.health.v1 (and nothing else) in plaintext on this port of --bind, for "
                         "probes that carry no client certificate, such as the kubelet's; 0 picks a free one "
                         "(default: off)")
-    g.add_argument("--metrics-port", type=int,
+    g.add_argument("--metrics-port", type=port_number,
                    help="serve Prometheus /metrics, the live status page / and /api/status over plain HTTP on "
                         "this port; 0 picks a free one (default: off)")
     g.add_argument("--metrics-bind", default="127.0.0.1",

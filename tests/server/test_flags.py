@@ -26,7 +26,8 @@ def test_coordinator_flags_default_to_the_config_defaults(monkeypatch: pytest.Mo
 def test_coordinator_flags_set_every_config_field_they_name(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [k for k in os.environ if k.startswith("PFEDDC_")]:
         monkeypatch.delenv(name)
-    args = build_parser().parse_args(["--rounds", "3", "--min-clients", "4", "--quorum", "2", "--seed", "7",
+    args = build_parser().parse_args(["--rounds", "3", "--bind", "0.0.0.0", "--min-clients", "4", "--quorum", "2",
+                                      "--seed", "7",
                                       "--max-update-mb", "1", "--poll-interval", "0.5", "--trim", "0.1"])
     config = federation_config(args)
     assert (config.min_clients, config.quorum, config.seed, config.max_update_bytes, config.poll_interval_s,

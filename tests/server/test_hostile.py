@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests_support import StartCoordinator
 
 from pfeddc.client.connection import Backoff, Connection
@@ -17,6 +19,7 @@ from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.spec import TensorSpec
 from pfeddc.common.transport import JOIN_SECRET_METADATA_KEY
 from pfeddc.server.app import build_parser, start
+from pfeddc.server.ops.certs import main as certs_main
 
 SPEC = [TensorSpec("text.global", (4, 128))]  # promptfl, --text-ctx 4 on the embedded backbone
 FLAGS = ("--rounds", "3", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4")
@@ -154,6 +157,36 @@ def test_non_loopback_bind_without_client_auth_needs_insecure(tmp_path: object) 
         start(build_parser().parse_args(argv))
     assert "without TLS and client authentication" in str(info.value)
     start(build_parser().parse_args([*argv, "--insecure"])).stop(0)
+
+
+def test_the_design_command_starts_on_loopback_and_credentials_open_every_interface(tmp_path: Path) -> None:
+    """`pfeddc-server --rounds 20` (here on a free port) starts: without credentials it listens on loopback
+    only; with TLS and client authentication every interface, as the README's by-hand federation needs."""
+    bare = start(build_parser().parse_args(["--rounds", "20", "--port", "0", "--state-dir", str(tmp_path / "a")]))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{bare.port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        bare.stop(0)
+    creds = tmp_path / "creds"
+    certs_main(["init", "--out", str(creds), "--host", "localhost"])
+    secured = build_parser().parse_args(["--rounds", "1", "--port", "0", "--state-dir", str(tmp_path / "b"),
+                                         "--tls-cert", str(creds / "coordinator.pem"),
+                                         "--tls-key", str(creds / "coordinator.key"),
+                                         "--tls-client-ca", str(creds / "ca.pem")])
+    start(secured).stop(0)
+    assert secured.bind == "0.0.0.0"
+
+
+@pytest.mark.parametrize("flag", ["--port", "--health-port", "--metrics-port"])
+@pytest.mark.parametrize("value", ["99999", "-1", "http"])
+def test_a_port_out_of_range_is_refused_by_name(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--rounds", "1", flag, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and ("out of range" in err or "not a port number" in err)
 
 
 def test_a_refused_update_leaves_the_client_free_to_send_a_good_one(coordinator: StartCoordinator) -> None:
