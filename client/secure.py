@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from ..common.clip import clip_l2
 from ..common.logs import Event, get_logger
 from ..common.messages import Metrics
 from ..common.secagg.exchange import (
@@ -51,10 +52,7 @@ def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarra
                   settings: SecureSettings, rng: np.random.Generator | None = None) -> np.ndarray:
     """The site's change as the protocol sums it: clipped to the announced L2 bound, plus its DP noise share
     (`rng`: tests only; the noise must come from the OS), before weighting."""
-    change = flatten(update, spec) - flatten(base, spec)
-    norm = float(np.linalg.norm(change))
-    if norm > settings.clip_norm:
-        change *= settings.clip_norm / norm
+    change = clip_l2({"change": flatten(update, spec) - flatten(base, spec)}, settings.clip_norm)[0]["change"]
     return add_noise_share(change, settings.noise_std, settings.clip_norm, rng) if settings.noise_std > 0 else change
 
 

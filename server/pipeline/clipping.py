@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...common.clip import l2
+
 DEFAULT_ADAPTIVE_CLIP = 2.0
 HISTORY_GROWTH = 2.0
 
@@ -34,11 +36,6 @@ class TensorClip:
     bounds: dict[str, float]  # tensor -> the L2 bound applied to each update's change of it this round
     scale: dict[str, float]  # tensor -> this round's robust scale s_k (the next round's history term)
     clipped: dict[str, tuple[str, ...]]  # tensor -> clients whose change of it was scaled down
-
-
-def l2(array: np.ndarray) -> float:
-    # np.square + sum, not np.dot: BLAS may hand a 20k-element dot to its threads, 100x slower on a busy box
-    return float(np.sqrt(np.square(array, dtype=np.float64).sum()))
 
 
 def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str, float]) -> dict[str, float]:

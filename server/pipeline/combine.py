@@ -19,8 +19,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ...common import serde
+from ...common.clip import clip_l2
 from .aggregate import Aggregator
-from .clipping import Changes, TensorClip, clip_per_tensor, l2
+from .clipping import Changes, TensorClip, clip_per_tensor
 from .privacy import DpSettings
 
 # Far above what honest local training moves the prompts in a round (lr x steps x the gradient clip, about
@@ -73,14 +74,6 @@ def _change(global_: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray])
     return {k: np.subtract(update[k], global_[k], dtype=np.asarray(global_[k]).dtype) for k in global_}
 
 
-def _scale_to(delta: dict[str, np.ndarray], max_norm: float | None) -> tuple[dict[str, np.ndarray], float]:
-    norm = float(np.sqrt(sum(l2(d) ** 2 for d in delta.values())))
-    if max_norm is not None and norm > max_norm:
-        scale = max_norm / norm
-        delta = {k: d * np.asarray(scale, d.dtype) for k, d in delta.items()}
-    return delta, norm
-
-
 def start(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping[str, np.ndarray], float]]) -> Step:
     """The first `Step`: each update (client -> (tensors, weight)) as its change from the global."""
     if not updates:
@@ -101,7 +94,7 @@ def bound(step: Step, rules: Rules) -> Step:
     clipped = []
     largest = 0.0
     for client, delta in raw.items():
-        changes[client], norm = _scale_to(delta, limit)
+        changes[client], norm = clip_l2(delta, limit)
         largest = max(largest, norm)
         if limit is not None and norm > limit:
             clipped.append(client)

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from pfeddc.common import serde
+from pfeddc.common.clip import l2
 from pfeddc.common.messages import Metrics
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.ops.checkpoint import Checkpoint
 from pfeddc.server.pipeline.aggregate import fedavg
-from pfeddc.server.pipeline.clipping import HISTORY_GROWTH, clip_per_tensor, l2
+from pfeddc.server.pipeline.clipping import HISTORY_GROWTH, clip_per_tensor
 from pfeddc.server.pipeline.privacy import DpSettings
 from pfeddc.server.pipeline.stages import Rules, combine
 from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
