@@ -148,6 +148,18 @@ class PromptConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# The class head's statistics (client/model/head.py sends them, server/pipeline/statistics.py bounds them):
+# their names on the wire, and the calibration's ranges, (log T, w).
+HEAD_STATISTICS = ("counts", "sums", "moment", "calibration")
+LOG_TEMPERATURE_RANGE = (-5.0, 5.0)
+TEXT_WEIGHT_RANGE = (0.0, 1.0)
+
+
+def head_key(statistic: str, part: str = "global") -> str:
+    """The tensor name of a class-head statistic: shared (`global`) or kept on the site (`local`)."""
+    return f"head.{statistic}.{part}"
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -177,10 +189,10 @@ def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
     if cfg.shared_classes:
         classes = len(cfg.classes)
         width = dims.projection
-        specs.append(TensorSpec("head.counts.global", (classes,), bounds=(0.0, 1.0)))
-        specs.append(TensorSpec("head.sums.global", (classes, width), bounds=(-1.0, 1.0)))
-        specs.append(TensorSpec("head.moment.global", (width, width), bounds=(-1.0, 1.0)))
-        specs.append(TensorSpec("head.calibration.global", (2,), bounds=(-10.0, 10.0)))
+        specs.append(TensorSpec(head_key("counts"), (classes,), bounds=(0.0, 1.0)))
+        specs.append(TensorSpec(head_key("sums"), (classes, width), bounds=(-1.0, 1.0)))
+        specs.append(TensorSpec(head_key("moment"), (width, width), bounds=(-1.0, 1.0)))
+        specs.append(TensorSpec(head_key("calibration"), (2,), bounds=LOG_TEMPERATURE_RANGE))
     if cfg.vision.has_global:
         specs.append(TensorSpec("vision.global", (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)))
         specs.append(TensorSpec("vision.gate.global", (cfg.vision_depth, dims.vision_heads)))

@@ -68,12 +68,19 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
     a.add_argument("--secure-aggregation", action="store_true",
                    help="the coordinator learns only the weighted sum of each round's changes, never one site's: "
                         "sites mask their clipped, weighted changes (SecAgg: X25519, AES-GCM, Shamir shares) and "
-                        "clients follow without a flag. Needs --min-clients >= 3 and --aggregator fedavg; turns "
+                        "clients follow without a flag. Needs --min-clients >= --secagg-min-sites (3) and "
+                        "--aggregator fedavg; turns "
                         "--adaptive-clip off (it needs every update) and each site clips to --update-clip-norm "
                         "(or --dp-clip) itself; the coordinator can no longer check update values")
     a.add_argument("--secagg-threshold", type=int, default=_DEFAULTS["secagg_threshold"],
                    help="sampled sites that must finish every stage of a secure round, or it is retried with fresh "
                         "keys; always more than half of the sampled; 0: more than half (default: %(default)s)")
+    a.add_argument("--secagg-min-sites", type=int, default=_DEFAULTS["secagg_min_sites"],
+                   help="no secure round unmasks the sum of fewer surviving sites: with 2, each learns the other's "
+                        "change (and so does a coordinator colluding with one). The collusion bound: the "
+                        "coordinator with k colluding sites learns the sum of the other survivors' changes, one "
+                        "site's alone once k = survivors - 1; a consortium of 3-4 sites gets no dropout tolerance "
+                        "at 3 (every site must finish). Never below 3 (default: %(default)s)")
     a.add_argument("--secagg-stage-timeout", type=float, default=_DEFAULTS["secagg_stage_timeout_s"],
                    help="seconds each exchange of a secure round after training may take; a site silent longer "
                         "has dropped out of the round (default: %(default)s)")
@@ -116,7 +123,8 @@ def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
     adaptive = args.adaptive_clip if args.adaptive_clip is not None else 0.0 if secure else _DEFAULTS["adaptive_clip"]
     return {"max_examples_per_client": args.max_examples_per_client, "update_clip_norm": args.update_clip_norm,
             "adaptive_clip": adaptive, "secure_aggregation": secure,
-            "secagg_threshold": args.secagg_threshold, "secagg_stage_timeout_s": args.secagg_stage_timeout,
+            "secagg_threshold": args.secagg_threshold, "secagg_min_sites": args.secagg_min_sites,
+            "secagg_stage_timeout_s": args.secagg_stage_timeout,
             "max_abs_value": args.max_abs_value, "aggregator": AggregatorKind(args.aggregator), "trim": args.trim,
             "dp": dp, "max_retries": args.max_retries, "max_clients": args.max_clients,
             "max_joins_per_peer": args.max_joins_per_peer}

@@ -41,15 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...common.spec import HEAD_STATISTICS, LOG_TEMPERATURE_RANGE, TEXT_WEIGHT_RANGE, head_key
+
 SHRINKAGE = 0.02  # covariance shrinkage toward a multiple of the identity (measured: docs/method.md)
 CALIBRATION_STEPS = 100
 CALIBRATION_LR = 0.05  # Adam on (log T, w), full batch
-LOG_TEMPERATURE_RANGE = (-5.0, 5.0)
-TEXT_WEIGHT_RANGE = (0.0, 1.0)
 PRIOR_PSEUDOCOUNT = 1.0  # pseudo-images per class pulling a site's label prior toward the federation's
 RIDGE = 0.03  # the personal rows' and biases' L2 penalty in the probe
 UNHELD_PRIOR = 1e-3  # prior, relative to a uniform share, of a class no site has shown an image of
-STAT_NAMES = ("counts", "sums", "moment", "calibration")
+STAT_NAMES = HEAD_STATISTICS
 
 
 def site_statistics(features: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, torch.Tensor]:
@@ -123,7 +123,7 @@ class ClassHead(nn.Module):
 
     # ----- state: the tensors as stored and sent
     def stat_names(self) -> dict[str, str]:
-        return {k: f"head.{k}.{self.stats_part}" for k in STAT_NAMES}
+        return {k: head_key(k, self.stats_part) for k in STAT_NAMES}
 
     def named_tensors(self) -> dict[str, torch.Tensor]:
         """Stored and sent: this site's own statistics; the personal part (never sent)."""
@@ -249,4 +249,4 @@ class ClassHead(nn.Module):
 
 
 def statistics_of(tensors: dict[str, np.ndarray], part: str) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.asarray(tensors[f"head.{k}.{part}"])) for k in STAT_NAMES}
+    return {k: torch.from_numpy(np.asarray(tensors[head_key(k, part)])) for k in STAT_NAMES}

@@ -49,9 +49,11 @@ def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str,
     return scale
 
 
-def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, float]) -> tuple[Changes, TensorClip]:
-    """Each change of each tensor scaled to L2 norm <= factor x s_k; the inputs are not modified."""
-    norms = {c: {k: l2(d) for k, d in per_client.items()} for c, per_client in changes.items()}
+def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, float],
+                    exempt: frozenset[str] = frozenset()) -> tuple[Changes, TensorClip]:
+    """Each change of each tensor but the `exempt` ones scaled to L2 norm <= factor x s_k; the inputs are not
+    modified."""
+    norms = {c: {k: l2(d) for k, d in per_client.items() if k not in exempt} for c, per_client in changes.items()}
     scale = round_scale(norms, previous)
     bounds = {k: factor * s for k, s in scale.items()}
     out: Changes = {}
@@ -59,6 +61,9 @@ def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, floa
     for client, per_client in sorted(changes.items()):
         out[client] = {}
         for k, d in per_client.items():
+            if k in exempt:
+                out[client][k] = d
+                continue
             n = norms[client][k]
             bound = bounds[k]
             if n > bound:

@@ -20,9 +20,11 @@ import numpy as np
 
 from ...common import serde
 from ...common.clip import clip_l2
+from . import statistics
 from .aggregate import Aggregator
 from .clipping import Changes, TensorClip, clip_per_tensor
 from .privacy import DpSettings
+from .statistics import COUNTS, STRUCTURED, SUMS
 
 # Far above what honest local training moves the prompts in a round (lr x steps x the gradient clip, about
 # 0.1-3 on the shipped settings) and far below what breaks a backbone: bounds a hostile site, spares honest ones.
@@ -30,7 +32,12 @@ DEFAULT_CLIP_NORM = 10.0
 
 
 class NonFiniteGlobal(ValueError):
-    """The aggregate holds NaN or Inf: the round must not commit it."""
+    """The aggregate holds NaN or Inf, or what no honest sites could send (`ImpossibleAggregate`): the round must
+    not commit it."""
+
+
+class ImpossibleAggregate(NonFiniteGlobal):
+    """A secure round's unmasked class statistics break a relation every honest site's satisfy."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class Step:
     clipped: tuple[str, ...] = ()  # clients whose whole change was scaled down to the fixed bound
     largest_change: float = 0.0  # L2 norm of the largest change before the fixed bound (after the per-tensor one)
     tensor_clip: TensorClip | None = None  # the per-tensor adaptive bounds, when they applied
+    class_capped: tuple[str, ...] = ()  # clients whose weight on some class was capped (server/pipeline/statistics.py)
+    class_clipped: tuple[str, ...] = ()  # clients whose mean of some class was pulled toward its center
     change: dict[str, np.ndarray] | None = None  # the aggregate change, from `aggregate` (and `noise`)
     committed: serde.Encoded | None = None  # the next global, from `commit`
 
@@ -82,14 +91,30 @@ def start(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping
     return Step(global_, changes, {c: w for c, (_t, w) in updates.items()})
 
 
+def bound_classes(step: Step, rules: Rules) -> Step:
+    """The class head's statistics: each site's class means clipped toward each class's center and its weight on
+    each class capped (server/pipeline/statistics.py), as changes from the global."""
+    if COUNTS not in step.base or rules.dp is not None:  # under DP: a data-dependent bound voids the sensitivity
+        return step
+    base = (np.asarray(step.base[COUNTS], np.float64), np.asarray(step.base[SUMS], np.float64))
+    stats = {c: (base[0] + d[COUNTS], base[1] + d[SUMS]) for c, d in step.changes.items()}
+    bounded = statistics.bound_classes(stats, step.weights, base if float(base[0].sum()) > 0 else None)
+    changes = {}
+    for client, delta in step.changes.items():
+        counts, sums = bounded.statistics[client]
+        changes[client] = {**delta, COUNTS: (counts - base[0]).astype(delta[COUNTS].dtype),
+                           SUMS: (sums - base[1]).astype(delta[SUMS].dtype)}
+    return replace(step, changes=changes, class_capped=bounded.capped, class_clipped=bounded.clipped)
+
+
 def bound(step: Step, rules: Rules) -> Step:
     """Without DP: each tensor's change to `adaptive` x the round's scale of it, then the whole change to
     `clip_norm`. With DP: the whole change to `dp.clip` only (a data-dependent bound voids the sensitivity)."""
     limit = rules.dp.clip if rules.dp is not None else rules.clip_norm
     raw = step.changes
     tensor_clip = None
-    if rules.adaptive is not None and rules.dp is None:
-        raw, tensor_clip = clip_per_tensor(raw, rules.adaptive, rules.previous_scale)
+    if rules.adaptive is not None and rules.dp is None:  # the class statistics are bounded by their structure
+        raw, tensor_clip = clip_per_tensor(raw, rules.adaptive, rules.previous_scale, exempt=STRUCTURED)
     changes = {}
     clipped = []
     largest = 0.0

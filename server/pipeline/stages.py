@@ -2,8 +2,9 @@
 
 Per update, outside the federation's lock (server/pipeline/updates.py), `(payload, ...) -> CheckedUpdate`:
     decode  size limit, safetensors header against the spec (the one spec check), values finite
-    check   value magnitudes and metrics within their limits
+    check   value magnitudes and metrics within their limits; class statistics an honest site could send
 Per round, under the lock when the round closes (server/pipeline/combine.py), each `(Step, Rules) -> Step`:
+    bound_classes  class statistics: each site's class means clipped, its weight per class capped (statistics.py)
     bound      per-tensor adaptive clip, then the whole-update clip (DP: its clip only)
     aggregate  the aggregator over the bounded changes (DP: their sum over the sampled count)
     noise      DP only: Gaussian noise calibrated to the clip
@@ -25,12 +26,26 @@ import numpy as np
 
 from ...common.messages import Metrics
 from ...common.spec import TensorSpec
-from .combine import NonFiniteGlobal, Rules, Stage, Step, aggregate, bound, commit, noise, start
+from . import statistics
+from .combine import (
+    ImpossibleAggregate,
+    NonFiniteGlobal,
+    Rules,
+    Stage,
+    Step,
+    aggregate,
+    bound,
+    bound_classes,
+    commit,
+    noise,
+    start,
+)
 from .updates import CheckedUpdate, UpdateLimits, check, decode
 
-__all__ = ["ROUND_STAGES", "NonFiniteGlobal", "Rules", "Step", "accept", "combine", "combine_secure"]
+__all__ = ["ROUND_STAGES", "ImpossibleAggregate", "NonFiniteGlobal", "Rules", "Step", "accept", "combine",
+           "combine_secure"]
 
-ROUND_STAGES: tuple[Stage, ...] = (bound, aggregate, noise, commit)
+ROUND_STAGES: tuple[Stage, ...] = (bound_classes, bound, aggregate, noise, commit)
 # commit reads no rule; the protocol applied the bounds, the weights and the noise on the sites
 SECURE_RULES = Rules(aggregate=lambda _updates: {})
 
@@ -51,8 +66,15 @@ def combine(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mappi
     return step
 
 
-def combine_secure(global_: Mapping[str, np.ndarray], total: Mapping[str, np.ndarray], denominator: float) -> Step:
+def combine_secure(global_: Mapping[str, np.ndarray], total: Mapping[str, np.ndarray], denominator: float,
+                   check_statistics: bool = True) -> Step:
     """A secure round: the unmasked sum of the survivors' bounded (and, under DP, noised) weighted changes over
-    `denominator` (their total weight; under DP the sampled count), committed. Raises `NonFiniteGlobal`."""
+    `denominator` (their total weight; under DP the sampled count), committed. Raises `NonFiniteGlobal`, or
+    `ImpossibleAggregate` when the class statistics (`check_statistics`: without DP noise) are not what any set
+    of honest sites could have summed to (server/pipeline/statistics.py)."""
     step = Step(global_, {}, {}, change={name: np.asarray(t, np.float64) / denominator for name, t in total.items()})
-    return commit(step, SECURE_RULES)
+    step = commit(step, SECURE_RULES)
+    problem = statistics.check_aggregate(step.tensors) if check_statistics else None
+    if problem:
+        raise ImpossibleAggregate(f"the unmasked aggregate is not what honest sites could send: {problem}")
+    return step

@@ -17,6 +17,7 @@ from ...common import serde
 from ...common.messages import Code, Metrics, Refused
 from ...common.spec import MAX_ABS_VALUE, TensorSpec
 from ...common.transport import DEFAULT_MAX_UPDATE_BYTES
+from . import statistics
 
 # Metric values a sane client can report (a weight of 1e15 test examples would swamp the round's accuracy).
 MAX_TEST_EXAMPLES = 10**9
@@ -80,4 +81,5 @@ def check(update: CheckedUpdate, limits: UpdateLimits) -> CheckedUpdate:
             raise Refused(Code.INVALID_ARGUMENT, f"update refused: tensor {name!r} holds a value of magnitude "
                                                  f"{peak:.3g}, above the {limits.max_abs_value:g} limit "
                                                  "(--max-abs-value)")
+    statistics.check(update.tensors)
     return update

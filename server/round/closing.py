@@ -18,6 +18,7 @@ from ..pipeline.aggregate import Aggregator
 from ..pipeline.combine import dp_denominator
 from ..pipeline.privacy import PrivacyLedger
 from ..pipeline.stages import Rules, Step, combine, combine_secure
+from ..pipeline.statistics import COUNTS, SUMS
 from ..pipeline.updates import CheckedUpdate
 from .attempt import Attempt
 from .config import FederationConfig
@@ -56,7 +57,9 @@ def next_state(state: FederationState, config: FederationConfig, combined: Step,
         aggregator=aggregator,
         sites={c: SiteRecord(u.num_examples, weights[c], u.metrics) for c, u in received.items()},
         failed=dict(failed), stragglers=tuple(stragglers), clipped=combined.clipped,
-        clipped_tensors=tensor_clip.clipped if tensor_clip else {},
+        clipped_tensors={**(tensor_clip.clipped if tensor_clip else {}),
+                         **({COUNTS: combined.class_capped} if combined.class_capped else {}),
+                         **({SUMS: combined.class_clipped} if combined.class_clipped else {})},
         clip_bounds=tensor_clip.bounds if tensor_clip else {},
         dp_epsilon=privacy.epsilon(dp.delta) if dp else None, dp_delta=dp.delta if dp else None,
         global_change={k: float(np.linalg.norm(v - state.global_tensors[k])) for k, v in next_global.items()})
@@ -85,7 +88,8 @@ def secure_state(state: FederationState, config: FederationConfig, attempt: Atte
         raise NoQuorum(f"secure aggregation: {len(received)} survivors, --quorum {config.quorum}")
     dp = config.dp is not None
     denominator = dp_denominator(len(attempt.sampled), len(received)) if dp else run.survivors_weight()
-    combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator)
+    combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator,
+                              check_statistics=not dp)
     stragglers = sorted(attempt.sampled - received.keys() - attempt.failed.keys())
     return next_state(state, config, combined, received, attempt.failed, stragglers, attempt.number,
                       now - attempt.opened_at, "secagg-dp-fedavg" if dp else "secagg-fedavg")

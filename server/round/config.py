@@ -58,6 +58,7 @@ class FederationConfig:
     heartbeat_window_s: float = HEARTBEAT_WINDOW_S  # the status view: not heard from for longer -> offline
     secure_aggregation: bool = False  # the coordinator learns only the sum of each round's changes
     secagg_threshold: int = 0  # sites that must finish a secure round (0: more than half of the sampled)
+    secagg_min_sites: int = SECAGG_MIN_SITES  # no secure round unmasks the sum of fewer survivors (never below 3)
     secagg_stage_timeout_s: float = DEFAULT_STAGE_TIMEOUT_S  # each exchange after training closes by then
 
     def __post_init__(self) -> None:
@@ -109,9 +110,13 @@ class FederationConfig:
             (self.update_clip_norm > 0 or self.dp is not None,
              "--secure-aggregation needs a bound on each change (--update-clip-norm > 0, or DP's --dp-clip): each "
              "site clips to it before masking, and the field's range is derived from it"),
-            (self.min_clients >= SECAGG_MIN_SITES,
-             f"--secure-aggregation needs --min-clients >= {SECAGG_MIN_SITES}: with two sites each learns the "
-             f"other's change from the sum, got {self.min_clients}"),
+            (self.secagg_min_sites >= SECAGG_MIN_SITES,
+             f"--secagg-min-sites must be at least {SECAGG_MIN_SITES}: the sum of two sites tells each the other's "
+             f"change, got {self.secagg_min_sites}"),
+            (self.min_clients >= self.secagg_min_sites,
+             f"--secure-aggregation needs --min-clients >= --secagg-min-sites ({self.secagg_min_sites}): with "
+             f"fewer, the sum tells a site (or the sites the coordinator colludes with) the others' changes, got "
+             f"{self.min_clients}"),
             (0 <= self.secagg_threshold <= self.min_clients,
              f"--secagg-threshold must be in [0, --min-clients] (0: more than half of the sampled sites), got "
              f"{self.secagg_threshold}"),
@@ -130,7 +135,8 @@ class FederationConfig:
     @property
     def min_sample(self) -> int:
         """The fewest sites a round may sample: the quorum, and under secure aggregation three and the threshold."""
-        return max(self.quorum, SECAGG_MIN_SITES, self.secagg_threshold) if self.secure_aggregation else self.quorum
+        return max(self.quorum, self.secagg_min_sites, self.secagg_threshold) if self.secure_aggregation \
+            else self.quorum
 
     def sample_size(self, active: int) -> int:
         """Sites sampled in a round of `active` online ones: the fraction, at least `min_sample`."""

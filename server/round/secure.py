@@ -50,7 +50,7 @@ def settings(config: FederationConfig, attempt: int, sampled: list[str],
              counts: Mapping[str, int], length: int) -> dict[str, SecureSettings]:
     """Each sampled site's settings for one attempt: the threshold, the field, its weight, its clip and noise."""
     n = len(sampled)
-    threshold = max(config.secagg_threshold, n // 2 + 1)
+    threshold = max(config.secagg_threshold, n // 2 + 1, config.secagg_min_sites)  # survivors needed to unmask
     dp = config.dp
     if dp is not None:  # DP-FedAvg: equal weights, each site clips to the DP clip and adds its noise share
         clip = dp.clip

@@ -87,7 +87,7 @@ def test_pipeline_checks_each_accepted_update_against_the_spec_once(tmp_path: Pa
 
 
 def test_pipeline_lists_the_round_stages_in_order() -> None:
-    assert [s.__name__ for s in pipeline.ROUND_STAGES] == ["bound", "aggregate", "noise", "commit"]
+    assert [s.__name__ for s in pipeline.ROUND_STAGES] == ["bound_classes", "bound", "aggregate", "noise", "commit"]
 
 
 def test_pipeline_checkpoint_reuses_the_encoded_bytes_and_reads_back(tmp_path: Path) -> None:

@@ -32,6 +32,8 @@ from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import build_parser
 from pfeddc.server.options import federation_config
+from pfeddc.server.round.config import FederationConfig
+from pfeddc.server.round.secure import settings as secure_settings
 
 FLAGS = ("--rounds", "1", "--min-clients", "4", "--method", "promptfl", "--text-ctx", "2", "--secure-aggregation",
          "--secagg-stage-timeout", "1.5", "--round-timeout", "4", "--max-examples-per-client", "1000")
@@ -227,7 +229,9 @@ def test_secure_federation_refuses_plain_clients_and_plain_updates(coordinator: 
 @pytest.mark.parametrize(("flags", "refusal"), [
     (("--aggregator", "median"), "--aggregator median is refused with --secure-aggregation"),
     (("--adaptive-clip", "2"), "--adaptive-clip is refused"),
-    (("--min-clients", "2"), "--min-clients >= 3"),
+    (("--min-clients", "2"), "needs --min-clients >= --secagg-min-sites"),
+    (("--secagg-min-sites", "2"), "--secagg-min-sites must be at least 3"),
+    (("--secagg-min-sites", "5"), "needs --min-clients >= --secagg-min-sites"),
     (("--secagg-threshold", "9"), "--secagg-threshold must be in"),
     (("--update-clip-norm", "0"), "needs a bound on each change"),
 ])
@@ -237,6 +241,18 @@ def test_secure_aggregation_refuses_what_needs_every_update(flags: tuple[str, ..
         federation_config(args)
     assert federation_config(build_parser().parse_args(["--secure-aggregation", "--min-clients", "4"])).adaptive_clip \
         == 0
+
+
+@pytest.mark.parametrize(("sampled", "min_sites", "threshold"), [(3, 3, 3), (4, 3, 3), (4, 4, 4), (10, 3, 6)])
+def test_no_secure_round_unmasks_fewer_survivors_than_the_minimum_group(sampled: int, min_sites: int,
+                                                                        threshold: int) -> None:
+    """With 3 sites and one dropping out, the other two never see a sum of two: the threshold (the survivors
+    every stage needs) is at least --secagg-min-sites, and more than half of the sampled."""
+    config = FederationConfig(rounds=1, min_clients=max(min_sites, 3), secure_aggregation=True, adaptive_clip=0.0,
+                              secagg_min_sites=min_sites)
+    sites = [f"s{i}" for i in range(sampled)]
+    plan = secure_settings(config, 0, sites, dict.fromkeys(sites, 10), 8)
+    assert {p.threshold for p in plan.values()} == {threshold}
 
 
 def test_secure_round_with_dp_carries_the_noise_the_accountant_assumes(coordinator: StartCoordinator,

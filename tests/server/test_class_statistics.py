@@ -1,0 +1,155 @@
+"""The class head's statistics as a hostile site would send them: what an honest site can send is accepted,
+what none can is refused by name, and one site's say on a class is bounded (server/pipeline/statistics.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests_support import StartCoordinator
+
+from pfeddc.client.connection import Backoff, Connection
+from pfeddc.client.model.head import site_statistics
+from pfeddc.common.messages import Code, Metrics, Refused
+from pfeddc.common.spec import head_key
+from pfeddc.server.pipeline import statistics
+from pfeddc.server.pipeline.aggregate import fedavg
+from pfeddc.server.pipeline.stages import Rules, combine
+
+C, P = 10, 32
+COUNTS, SUMS, MOMENT, CALIBRATION = (head_key(k) for k in ("counts", "sums", "moment", "calibration"))
+
+
+def prototypes(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(size=(C, P))
+    return protos / np.linalg.norm(protos, axis=1, keepdims=True)
+
+
+def honest_site(rng: np.random.Generator, n: int, prior: np.ndarray, width: int = P, classes: int = C,
+                ) -> dict[str, np.ndarray]:
+    """A site's statistics as the client computes them, from features clustered around each class's prototype."""
+    protos = prototypes()[:classes, :width] if width == P else rng.normal(size=(classes, width))
+    y = rng.choice(classes, size=n, p=prior / prior.sum())
+    x = protos[y] * 3 + rng.normal(size=(n, width))
+    stats = site_statistics(torch.tensor(x, dtype=torch.float32), torch.tensor(y), classes)
+    return {head_key(k): v.numpy() for k, v in stats.items()} | {CALIBRATION: np.array([0.5, 0.3], np.float32)}
+
+
+def test_what_honest_sites_send_and_their_weighted_means_are_accepted() -> None:
+    rng = np.random.default_rng(1)
+    sites = [honest_site(rng, n, rng.dirichlet(np.full(C, 0.5))) for n in (3, 40, 200)]
+    for stats in sites:
+        assert statistics.violation(stats) is None
+    assert statistics.violation(fedavg([(s, w) for s, w in zip(sites, (3.0, 40.0, 200.0), strict=True)])) is None
+    assert statistics.violation({k: v * 0.25 for k, v in sites[0].items() if k != CALIBRATION}) is None
+
+
+def _tampered(kind: str) -> dict[str, np.ndarray]:
+    stats = honest_site(np.random.default_rng(2), 50, np.ones(C))
+    if kind == "negative count":
+        stats[COUNTS] = stats[COUNTS].copy()
+        stats[COUNTS][0] = -0.05
+    elif kind == "counts above 1":
+        stats[COUNTS] = stats[COUNTS] * 1.5
+    elif kind == "a row without its count":  # issue 29's amplification: a full row behind a tiny share
+        stats[COUNTS] = stats[COUNTS].copy()
+        stats[SUMS] = stats[SUMS].copy()
+        stats[COUNTS][3] = 0.001
+        stats[COUNTS][4] += stats[COUNTS][3] - 0.001
+        stats[SUMS][3] = prototypes()[3]
+    elif kind == "asymmetric moment":
+        stats[MOMENT] = stats[MOMENT].copy()
+        stats[MOMENT][0, 1] += 0.05
+    elif kind == "moment trace":
+        stats[MOMENT] = stats[MOMENT] * 2
+    elif kind == "not positive semi-definite":
+        stats[MOMENT] = stats[MOMENT].copy()
+        stats[MOMENT][0, 1] = stats[MOMENT][1, 0] = 0.9
+    elif kind == "calibration":
+        stats[CALIBRATION] = np.array([0.0, 3.0], np.float32)
+    return stats
+
+
+@pytest.mark.parametrize(("kind", "named"), [
+    ("negative count", "negative"), ("counts above 1", "above 1"), ("a row without its count", "above its count"),
+    ("asymmetric moment", "not symmetric"), ("moment trace", "trace"),
+    ("not positive semi-definite", "not positive semi-definite"), ("calibration", "text weight"),
+])
+def test_statistics_no_honest_site_can_send_are_refused_by_name(kind: str, named: str) -> None:
+    stats = _tampered(kind)
+    with pytest.raises(Refused) as info:
+        statistics.check(stats)
+    assert info.value.code == Code.INVALID_ARGUMENT and named in info.value.message
+
+
+def test_the_coordinator_refuses_a_row_without_its_count_and_keeps_its_global(coordinator: StartCoordinator) -> None:
+    """Over gRPC, a site with valid credentials: the tampered update is refused, the honest one after it counts."""
+    server = coordinator("--min-clients", "1", "--classes", ",".join(f"class{i}" for i in range(C)))
+    spec = server.federation.spec
+    width = dict((s.name, s.shape) for s in spec)[SUMS][1]
+    conn = Connection(f"127.0.0.1:{server.port}", "site-a", backoff=Backoff(0.05, 0.1, 2))
+    conn.join(50, spec)
+    rng = np.random.default_rng(3)
+    honest = honest_site(rng, 50, np.ones(C), width=width)
+    hostile = {**honest, COUNTS: honest[COUNTS].copy(), SUMS: honest[SUMS].copy()}
+    hostile[COUNTS][0], hostile[COUNTS][1] = 0.0, hostile[COUNTS][1] + hostile[COUNTS][0]
+    hostile[SUMS][0] = rng.normal(size=width).astype(np.float32) / np.sqrt(width)
+    before = {k: v.copy() for k, v in server.federation.global_tensors.items()}
+    with pytest.raises(Refused) as info:
+        conn.submit(1, hostile, 50, Metrics())
+    assert info.value.code == Code.INVALID_ARGUMENT and "class 0's sum" in info.value.message
+    assert all(np.array_equal(before[k], v) for k, v in server.federation.global_tensors.items())
+    conn.submit(1, honest, 50, Metrics())
+    committed = server.federation.global_tensors
+    held = honest[COUNTS] > 0  # a sole holder's class means are its own (its weight on a class may be capped)
+    np.testing.assert_allclose((committed[SUMS] / committed[COUNTS][:, None])[held],
+                               (honest[SUMS] / honest[COUNTS][:, None])[held], atol=1e-5)
+
+
+def _influence(sites: dict[str, dict[str, np.ndarray]], bounded: bool, cls: int) -> dict[str, float]:
+    """How far each site moves class `cls`'s pooled mean: the mean with every site against the mean without it."""
+    zero = {k: np.zeros_like(v) for k, v in next(iter(sites.values())).items()}
+
+    def pooled(names: list[str]) -> np.ndarray:
+        if bounded:
+            tensors = combine(zero, {n: (sites[n], 60.0) for n in names}, Rules(fedavg, 10.0, 2.0)).tensors
+        else:
+            tensors = fedavg([(sites[n], 60.0) for n in names])
+        return tensors[SUMS][cls] / tensors[COUNTS][cls]
+
+    everyone = pooled(list(sites))
+    return {n: float(np.linalg.norm(everyone - pooled([m for m in sites if m != n]))) for n in sites}
+
+
+def _hostile_claim(cls: int) -> dict[str, np.ndarray]:
+    """Every image declared of class `cls`, its mean pointing away from the class: valid statistics."""
+    stats = {COUNTS: np.eye(C, dtype=np.float32)[cls], SUMS: np.zeros((C, P), np.float32),
+             MOMENT: np.eye(P, dtype=np.float32) / P, CALIBRATION: np.zeros(2, np.float32)}
+    stats[SUMS][cls] = -prototypes()[cls]
+    assert statistics.violation(stats) is None
+    return stats
+
+
+def test_one_site_claiming_a_class_has_at_most_3x_an_honest_sites_say_on_it() -> None:
+    """5 equal sites, the hostile one declaring all its images of class 0 with a mean pointing away: unbounded
+    it moves the class's mean 7x the largest honest site's move; bounded, at most 3x."""
+    rng = np.random.default_rng(0)
+    sites = {f"honest{i}": honest_site(rng, 60, np.ones(C)) for i in range(4)} | {"hostile": _hostile_claim(0)}
+    unbounded = _influence(sites, bounded=False, cls=0)
+    bounded = _influence(sites, bounded=True, cls=0)
+    honest_max = max(v for n, v in bounded.items() if n != "hostile")
+    assert unbounded["hostile"] > 5 * max(v for n, v in unbounded.items() if n != "hostile")
+    assert bounded["hostile"] <= 3 * honest_max
+
+
+def test_honest_sites_keep_their_pooled_statistics() -> None:
+    """Equal-sized honest sites with a common label mix: the bound changes no class's pooled mean noticeably."""
+    rng = np.random.default_rng(4)
+    sites = {f"s{i}": honest_site(rng, 80, rng.dirichlet(np.full(C, 5.0))) for i in range(6)}
+    zero = {k: np.zeros_like(v) for k, v in sites["s0"].items()}
+    plain = fedavg([(s, 80.0) for s in sites.values()])
+    bounded = combine(zero, {n: (s, 80.0) for n, s in sites.items()}, Rules(fedavg, 10.0, 2.0)).tensors
+    means = [t[SUMS] / t[COUNTS][:, None] for t in (plain, bounded)]
+    assert float(np.abs(means[0] - means[1]).max()) < 0.05
+    np.testing.assert_allclose(plain[MOMENT], bounded[MOMENT], atol=1e-6)
