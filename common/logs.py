@@ -26,10 +26,11 @@ class Event(StrEnum):
     SERVER_STOPPING = "server_stopping"
     SERVER_STOPPED = "server_stopped"
     INSECURE_LISTENER = "insecure_listener"
+    LOOPBACK_ONLY = "loopback_only"  # no --bind and no credentials: this machine only, and how to serve others
     FEDERATION_CREATED = "federation_created"
     FEDERATION_RESUMED = "federation_resumed"
     CLASSES_AGREED = "classes_agreed"  # the class list gathered from the sites' Joins, fixed as round 1 opens
-    CLASSES_NOT_SHARED = "classes_not_shared"  # a class head with no class list: each site's stays its own
+    DP_WITH_CLASS_HEAD = "dp_with_class_head"  # DP noise swamps the class head's shared statistics (docs/method.md)
     CLIENT_JOINED = "client_joined"
     ROUND_STARTED = "round_started"
     ROUND_RETRIED = "round_retried"

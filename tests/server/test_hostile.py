@@ -9,10 +9,12 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from structlog.testing import capture_logs
 from tests_support import StartCoordinator
 
 from pfeddc.client.connection import Backoff, Connection
 from pfeddc.common import serde, wire
+from pfeddc.common.logs import configure_logging
 from pfeddc.common.messages import Code, Metrics, Refused
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
@@ -162,7 +164,15 @@ def test_non_loopback_bind_without_client_auth_needs_insecure(tmp_path: object) 
 def test_the_design_command_starts_on_loopback_and_credentials_open_every_interface(tmp_path: Path) -> None:
     """`pfeddc-server --rounds 20` (here on a free port) starts: without credentials it listens on loopback
     only; with TLS and client authentication every interface, as the README's by-hand federation needs."""
-    bare = start(build_parser().parse_args(["--rounds", "20", "--port", "0", "--state-dir", str(tmp_path / "a")]))
+    configure_logging("json", "info")
+    try:
+        with capture_logs() as logs:
+            bare = start(build_parser().parse_args(["--rounds", "20", "--port", "0", "--state-dir",
+                                                    str(tmp_path / "a")]))
+    finally:
+        configure_logging("json", "warning")
+    said = [e for e in logs if e["event"] == "loopback_only"]
+    assert len(said) == 1 and "to serve other machines" in said[0]["advice"]
     try:
         with grpc.insecure_channel(f"127.0.0.1:{bare.port}") as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -201,3 +211,15 @@ def test_a_refused_update_leaves_the_client_free_to_send_a_good_one(coordinator:
     a.submit(1, {"text.global": np.full((4, 128), 2.0, np.float32)}, 10, GOOD)
     b.submit(1, {"text.global": np.full((4, 128), 4.0, np.float32)}, 10, GOOD)
     np.testing.assert_allclose(server.federation.global_tensors["text.global"], 3.0)
+
+
+def test_dp_with_the_class_head_is_warned_about_with_the_measurement(tmp_path: Path) -> None:
+    argv = ["--rounds", "1", "--port", "0", "--state-dir", str(tmp_path), "--dp-noise-multiplier", "1.0",
+            "--dp-clip", "0.1"]
+    with capture_logs() as logs:
+        start(build_parser().parse_args(argv)).stop(0)
+    warned = [e for e in logs if e["event"] == "dp_with_class_head"]
+    assert len(warned) == 1 and "zero-shot" in warned[0]["advice"]
+    with capture_logs() as logs:
+        start(build_parser().parse_args([*argv, "--method", "pfeddc-noproto", "--fresh"])).stop(0)
+    assert not [e for e in logs if e["event"] == "dp_with_class_head"]
