@@ -9,7 +9,9 @@ costs four calls (plus polls while a slow site is awaited). The coordinator neve
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,7 +33,7 @@ from ..common.secagg.exchange import (
 from ..common.secagg.noise import add_noise_share
 from ..common.secagg.protocol import KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
 from ..common.spec import TensorSpec
-from .connection import Connection
+from .connection import Backoff, Connection
 from .secagg_site import SecAggSite
 
 log = get_logger("client")
@@ -42,6 +44,12 @@ T = TypeVar("T")
 class SecureOutcome:
     committed: bool  # the round's sum, with this site's change in it, was committed
     reason: str = ""  # why not
+
+
+# A PENDING answer faster than this was not held by the coordinator; the next poll waits (connection's policy).
+QUICK_ANSWER_S = 1.0
+POLL_BACKOFF = Backoff(initial_s=0.2, max_s=10.0, max_attempts=0)
+_rng = random.Random()
 
 
 class Abandoned(Exception):
@@ -69,8 +77,17 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
 
     def send(message: StageMessage) -> SecureAnswer:
         answer = conn.secure(SecureStep(conn.client_id, round_, settings.attempt, message), config.rid)
+        polls = 0
         while answer.status == Status.PENDING and not stop.is_set():
+            asked = time.monotonic()
             answer = conn.secure(SecureStep(conn.client_id, round_, settings.attempt), config.rid)
+            if answer.status == Status.PENDING and time.monotonic() - asked < QUICK_ANSWER_S:
+                # not held (the coordinator had no slot left): back off with jitter instead of asking at once
+                if stop.wait(POLL_BACKOFF.delay(polls, _rng)):
+                    break
+                polls += 1
+            else:
+                polls = 0
         return answer
 
     try:

@@ -11,12 +11,16 @@ pool (`migration_thread_pool`). The domain logic stays synchronous, pure and thr
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
+
+from ...common.logs import Event, get_logger
+from .gate import BoundedLog
 
 T = TypeVar("T")
 
@@ -46,11 +50,12 @@ class AioServer:
 
         return self._run(call())
 
-    # what the generated add_*_to_server functions call
+    # what the generated add_*_to_server functions call; every service's requests are read by `reading`
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._in_loop(self._server.add_generic_rpc_handlers, handlers)
+        self._in_loop(self._server.add_generic_rpc_handlers, [ReadingHandler(h) for h in handlers])
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        handlers = {name: reading(h) for name, h in handlers.items()}
         self._in_loop(self._server.add_registered_method_handlers, service, handlers)  # type: ignore[attr-defined]
 
     def add_insecure_port(self, address: str) -> int:
@@ -72,3 +77,66 @@ class AioServer:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ReadingHandler(grpc.GenericRpcHandler):
+    """A service's generic handler whose methods read their requests through `reading`."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(details)
+        return reading(handler) if handler is not None else None
+
+
+def reading(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The handler with its request parsed inside the call: bytes that do not parse are answered
+    INVALID_ARGUMENT (gRPC itself would answer an unhandled error), logged at a bounded rate. Handlers that read
+    their own bytes (the Coordinator's, through server/wire/gate.py) and streaming requests are left as they are."""
+    parse = handler.request_deserializer
+    if parse is None or handler.request_streaming:
+        return handler
+    behavior = handler.unary_unary or handler.unary_stream
+    name = getattr(parse, "__qualname__", "request")
+
+    def refuse(context: Any, exc: Exception) -> str:
+        _refusals(name, Event.REQUEST_REFUSED, method=name, peer=context.peer(), reason=f"undecodable: {exc}")
+        return f"the request is not a valid message ({type(exc).__name__})"
+
+    assert behavior is not None
+    wrapped: Callable[..., Any]
+    if inspect.isasyncgenfunction(behavior):
+        async def read_stream(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                request = parse(raw)
+            except Exception as exc:  # noqa: BLE001  # whatever the parser raises, the bytes are the caller's fault
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refuse(context, exc))
+            async for reply in behavior(request, context):  # type: ignore[arg-type]
+                yield reply
+
+        wrapped = read_stream
+    elif inspect.iscoroutinefunction(behavior):
+        async def read_async(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                request = parse(raw)
+            except Exception as exc:  # noqa: BLE001
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refuse(context, exc))
+            return await behavior(request, context)  # type: ignore[arg-type]
+
+        wrapped = read_async
+    else:
+        def read_sync(raw: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                request = parse(raw)
+            except Exception as exc:  # noqa: BLE001
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, refuse(context, exc))
+            return behavior(request, context)
+
+        wrapped = read_sync
+    make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.unary_stream_rpc_method_handler
+    return make(wrapped, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+log = get_logger("coordinator")
+_refusals = BoundedLog(lambda event, **fields: log.warning(event, **fields))  # the logger as configured at the call

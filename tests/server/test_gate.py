@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 from tests_support import StartCoordinator
 
@@ -25,9 +26,11 @@ TOKEN = "a" * 64
 
 
 def call(port: int, method: str, body: bytes, token: str | None = None, timeout: float = 10) -> tuple[Code, str]:
-    """Send raw bytes as `method`'s request; the status code and details of the answer."""
+    """Send raw bytes as `method`'s request (a Coordinator method, or a full /service/method path); the status
+    code and details of the answer."""
+    path = method if method.startswith("/") else f"/pfeddc.v1.Coordinator/{method}"
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 256 << 20)]) as ch:
-        rpc = ch.unary_unary(f"/pfeddc.v1.Coordinator/{method}", None, None)  # raw bytes both ways
+        rpc = ch.unary_unary(path, None, None)  # raw bytes both ways
         metadata: tuple[tuple[str, str | bytes], ...] | None = \
             ((TOKEN_METADATA_KEY, f"Bearer {token}"),) if token else None
         try:
@@ -82,6 +85,19 @@ def test_gate_answers_undecodable_requests_invalid_argument_at_a_bounded_log_rat
     refused = [e for e in logs if e["event"] == Event.REQUEST_REFUSED]
     assert len(refused) == 3 and {e["method"] for e in refused} == {"Join", "GetTask", "SubmitUpdate"}
     assert all(e["log_level"] == "warning" for e in refused)
+
+
+def test_every_service_answers_undecodable_requests_invalid_argument(coordinator: StartCoordinator) -> None:
+    """Admin and Health too (gRPC alone would answer an unhandled error), each logged at a bounded rate."""
+    server = coordinator(*FLAGS)
+    with capture_logs() as logs:
+        answers = [call(server.port, path, b"\x0a\xff\xff\xff\x0f")
+                   for path in ("/pfeddc.v1.Admin/GetStatus", "/grpc.health.v1.Health/Check") for _ in range(5)]
+    assert all(code == Code.INVALID_ARGUMENT and "not a valid" in message for code, message in answers), answers
+    assert len([e for e in logs if e["event"] == Event.REQUEST_REFUSED]) == 2
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # well-formed requests are served as before
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_gate_refuses_long_client_ids_without_echoing_them(coordinator: StartCoordinator) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -168,6 +169,29 @@ def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coord
     assert '"aggregator":"secagg-fedavg"' in history
     checkpoint = serde.decode((tmp_path / "coord" / "checkpoint.safetensors").read_bytes())
     assert sorted(checkpoint) == sorted(s.name for s in spec)  # the new global only: no site's change
+
+
+def test_sites_back_off_when_the_coordinator_cannot_hold_their_polls(coordinator: StartCoordinator) -> None:
+    """No held slot left (here: none at all): each PENDING comes back at once, and a site waits with jitter
+    before asking again instead of spinning; the round still commits."""
+    server = coordinator(*FLAGS, "--secagg-stage-timeout", "3")
+    server.federation.changes.max_waiters = 0
+    conns, spec, tasks, _base = sampled(server.port)
+    calls = {c: 0 for c in conns}
+    for c, conn in conns.items():
+        def counted(*args: object, _inner: Callable[..., object] = conn.secure, _c: str = c) -> object:
+            calls[_c] += 1
+            return _inner(*args)
+        conn.secure = counted  # type: ignore[method-assign]
+    site_d = conns.pop("site-d")  # trains slowly: the others wait for it at the keys stage
+    started = time.monotonic()
+    slow = threading.Thread(target=lambda: (time.sleep(1.5), honest(site_d, tasks["site-d"], spec)))
+    slow.start()
+    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
+    slow.join(30)
+    elapsed = time.monotonic() - started
+    assert all(o == SecureOutcome(True) for o in outcomes.values()), outcomes
+    assert max(calls[c] for c in conns) < 10 * elapsed + 10, (calls, elapsed)  # a spinning site asks ~1000/s
 
 
 @pytest.mark.parametrize("stage", STAGES)
