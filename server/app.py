@@ -27,7 +27,7 @@ from .ops.metrics import CoordinatorMetrics
 from .ops.runner import SidePorts, add_ops_flags, run_until_done, start_side_ports, tick
 from .ops.statedir import StateDirLock, check_aborted, mark_aborted
 from .ops.status import StatusSource
-from .options import add_robustness_flags, check_exposure, client_auth_of, federation_config, listen_address
+from .options import add_robustness_flags, check_exposure, federation_config, listen_address
 from .round.classes import class_list
 from .round.config import CONFIG_DEFAULTS
 from .round.federation import Federation, FederationConfig, FederationState
@@ -36,6 +36,7 @@ from .wire.admin import ADMIN_SERVICE_NAME, AdminServicer
 from .wire.aioserver import AioServer
 from .wire.auth import Authenticator, load_tokens
 from .wire.gate import SERVICE_NAME, max_receive_bytes
+from .wire.headers import CredentialHeaders
 from .wire.servicer import CoordinatorServicer
 
 log = get_logger("coordinator")
@@ -139,7 +140,8 @@ def start(args: argparse.Namespace) -> RunningServer:
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     args.bind_given = bool(args.bind)
     args.bind = listen_address(args)
-    check_exposure(args.bind, tls.enabled, client_auth_of(args), args.insecure)
+    check_exposure(args.bind, tls.enabled, args.tls_client_ca is not None, args.tokens is not None,
+                   args.allow_tokens_only, args.insecure)
     if config.dp is not None and prompt.head.has_global:
         log.warning(Event.DP_WITH_CLASS_HEAD, method=prompt.method,
                     advice="DP-FedAvg's noise, one clip for all of a site's tensors, swamps the class head's shared "
@@ -194,7 +196,9 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
     metrics.watch(source)
     largest = spec_for(tuple(f"class {i}" for i in range(MAX_CLASSES))) if gather else spec  # before it is known
     options = server_options(config.max_update_bytes, max_receive_bytes(largest, config.secure_aggregation, gather))
-    server = AioServer(options=options, interceptors=[metrics.aio_interceptor()])
+    headers = CredentialHeaders(auth.token_digests,
+                                lambda method, code: metrics.requests.labels(method, code.name).inc())
+    server = AioServer(options=options, interceptors=[headers, metrics.aio_interceptor()])
     federation.changes.attach(server.loop)  # held calls wait on the server's event loop
     admin_grpc.add_AdminServicer_to_server(AdminServicer(source, auth), server)
     CoordinatorServicer(federation, auth, federation_id, args.model, prompt).register(server)

@@ -95,6 +95,10 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
     e.add_argument("--insecure", action="store_true",
                    help="allow listening on a non-loopback address without TLS and client authentication "
                         "(anyone who reaches the port can join; clients then prove their id with a join secret)")
+    e.add_argument("--allow-tokens-only", action="store_true",
+                   help="allow listening beyond loopback with TLS and --tokens but no --tls-client-ca: strangers "
+                        "then get through the TLS handshake and are refused only from their call's headers "
+                        "(by default client certificates are required beyond loopback)")
     e.add_argument("--max-held-calls", type=int, default=DEFAULT_MAX_HELD_CALLS,
                    help="waiting clients whose GetTask is held open (push); beyond it they poll (default: "
                         "%(default)s)")
@@ -132,23 +136,32 @@ def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def listen_address(args: argparse.Namespace) -> str:
     """--bind, or without it: every interface once the coordinator can tell its clients from anyone (TLS and
-    client authentication), loopback before, so `pfeddc-server --rounds 20` starts as written."""
+    client certificates, or tokens with --allow-tokens-only: what `check_exposure` accepts), loopback before, so
+    `pfeddc-server --rounds 20` starts as written."""
     if args.bind:
         return str(args.bind)
     tls = any((args.tls_cert, args.tls_key, args.tls_client_ca))  # as TlsFiles.enabled reads them
-    return "0.0.0.0" if tls and client_auth_of(args) else "127.0.0.1"
+    trusted = args.tls_client_ca is not None or (args.tokens is not None and args.allow_tokens_only)
+    return "0.0.0.0" if tls and trusted else "127.0.0.1"
 
 
 def client_auth_of(args: argparse.Namespace) -> bool:
     return args.tokens is not None or args.tls_client_ca is not None
 
 
-def check_exposure(bind: str, tls: bool, client_auth: bool, insecure: bool) -> None:
-    """Refuse to listen beyond loopback without TLS and client authentication unless --insecure says so."""
-    if is_loopback(bind) or (tls and client_auth) or insecure:
+def check_exposure(bind: str, tls: bool, client_certs: bool, tokens: bool, tokens_only: bool, insecure: bool) -> None:
+    """Beyond loopback: TLS and client certificates (a stranger is then refused at the TLS handshake, before it
+    can open a stream), or tokens alone when --allow-tokens-only says so, or --insecure; else refuse to start."""
+    if is_loopback(bind) or insecure or (tls and (client_certs or (tokens and tokens_only))):
         return
+    if tls and tokens:
+        raise ValueError(
+            f"refusing to listen on {bind} with tokens alone: without client certificates anyone who reaches the "
+            "port completes the TLS handshake and can open streams before a token is checked. Fix: "
+            "--tls-client-ca (pfeddc-certs issues client certificates; docs/deploy.md), or --allow-tokens-only to "
+            "accept that")
     missing = "TLS and client authentication" if not tls else "client authentication"
     raise ValueError(
         f"refusing to listen on {bind} without {missing}: anyone who reaches this port could join and submit. "
-        "Fix: --tls-cert/--tls-key with --tls-client-ca and/or --tokens (docs/deploy.md), or --bind 127.0.0.1 "
+        "Fix: --tls-cert/--tls-key with --tls-client-ca (and --tokens) (docs/deploy.md), or --bind 127.0.0.1 "
         "for a local run, or --insecure to accept the risk")

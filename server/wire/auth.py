@@ -67,6 +67,11 @@ class Authenticator:
                 raise Refused(Code.PERMISSION_DENIED, f"the token is not valid for client_id {client_id!r}")
 
     @property
+    def token_digests(self) -> frozenset[str] | None:
+        """The issued tokens' digests (None without --tokens): what a call's headers are checked against."""
+        return self._digests if self.tokens is not None else None
+
+    @property
     def enabled(self) -> bool:
         return self.tokens is not None or self.require_cert_identity
 
@@ -104,7 +109,12 @@ class Authenticator:
 
 
 def _bearer(context: grpc.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata():
+    return bearer_of(context.invocation_metadata())
+
+
+def bearer_of(metadata: Any) -> str | None:
+    """The bearer token among a call's metadata (key, value) pairs, if any."""
+    for key, value in metadata or ():
         if key == TOKEN_METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
             return value[len("Bearer "):]
     return None

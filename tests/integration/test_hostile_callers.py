@@ -101,7 +101,8 @@ def test_hostile_60mb_unauthenticated_requests_cost_nothing_and_legit_calls_go_o
     cpu0, rss0 = coordinator.usage()
     for method, body in (("Join", big_join()), ("SubmitUpdate", big_submit())):
         code, _ = raw(channel, method, body)
-        assert code == Code.RESOURCE_EXHAUSTED, method
+        # refused from its headers (no token), or by gRPC core from its length prefix: never buffered
+        assert code in (Code.UNAUTHENTICATED, Code.RESOURCE_EXHAUSTED), method
     cpu1, rss1 = coordinator.usage()
     # before: 12M entries (60 MB) in a Join cost 8.4 GB; now gRPC core refuses it from its length prefix
     assert rss1 - rss0 < 50 and cpu1 - cpu0 < 0.5

@@ -189,6 +189,21 @@ def test_the_design_command_starts_on_loopback_and_credentials_open_every_interf
     assert secured.bind == "0.0.0.0"
 
 
+def test_beyond_loopback_tokens_alone_need_an_explicit_flag(tmp_path: Path) -> None:
+    """Client certificates by default: without them a stranger completes the TLS handshake and opens streams."""
+    creds = tmp_path / "creds"
+    certs_main(["init", "--out", str(creds), "--host", "localhost"])
+    certs_main(["client", "--out", str(creds), "--client-id", "site-a"])
+    argv = ["--rounds", "1", "--port", "0", "--bind", "0.0.0.0", "--state-dir", str(tmp_path / "s"),
+            "--tls-cert", str(creds / "coordinator.pem"), "--tls-key", str(creds / "coordinator.key"),
+            "--tokens", str(creds / "tokens.json")]
+    with pytest.raises(ValueError, match="tokens alone") as info:
+        start(build_parser().parse_args(argv))
+    assert "--tls-client-ca" in str(info.value) and "--allow-tokens-only" in str(info.value)
+    start(build_parser().parse_args([*argv, "--allow-tokens-only"])).stop(0)
+    start(build_parser().parse_args([*argv, "--fresh", "--tls-client-ca", str(creds / "ca.pem")])).stop(0)
+
+
 @pytest.mark.parametrize("flag", ["--port", "--health-port", "--metrics-port"])
 @pytest.mark.parametrize("value", ["99999", "-1", "http"])
 def test_a_port_out_of_range_is_refused_by_name(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
