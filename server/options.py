@@ -48,6 +48,10 @@ def add_robustness_flags(p: argparse.ArgumentParser) -> None:
                    help="client ids the coordinator registers at most; a Join of a new id beyond it is refused "
                         "(RESOURCE_EXHAUSTED), re-joins are not. Keeps the registry, its memory and the checkpoint "
                         "bounded (default: %(default)s)")
+    g.add_argument("--client-ttl", type=float, default=_DEFAULTS["client_ttl_s"],
+                   help="seconds after which a client id that never delivered an update and was not heard from "
+                        "expires, and how long an id whose trial failed (sampled twice, never delivered) sits out "
+                        "before another; a full registry evicts such ids for a new one (default: %(default)s)")
     g.add_argument("--max-joins-per-peer", type=int, default=_DEFAULTS["max_joins_per_peer"],
                    help="open mode: new client ids one peer address may register (loopback peers are exempt: the "
                         "operator's own machine, e.g. pfeddc-sim) (default: %(default)s)")
@@ -131,6 +135,7 @@ def robustness_config(args: argparse.Namespace) -> dict[str, Any]:
             "secagg_stage_timeout_s": args.secagg_stage_timeout,
             "max_abs_value": args.max_abs_value, "aggregator": AggregatorKind(args.aggregator), "trim": args.trim,
             "dp": dp, "max_retries": args.max_retries, "max_clients": args.max_clients,
+            "client_ttl_s": args.client_ttl,
             "max_joins_per_peer": args.max_joins_per_peer}
 
 

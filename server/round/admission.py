@@ -11,6 +11,7 @@ from ...common.secagg.exchange import CAPABILITY, SecureStep
 from ...common.spec import TensorSpec, class_names_problem, classes_outside, spec_difference
 from .attempt import Attempt
 from .config import FederationConfig
+from .sampling import evictable
 from .secure import SecureRun
 from .state import ClientRecord, FederationState
 
@@ -69,23 +70,33 @@ def check_classes(federation: tuple[str, ...], site: tuple[str, ...]) -> None:
 def check_room(config: FederationConfig, clients: int, joins_from_peer: int | None) -> None:
     """A new client id: the registry's cap, and (open mode) the cap of new ids from one peer address."""
     if clients >= config.max_clients:
-        raise Refused(Code.RESOURCE_EXHAUSTED, f"the federation already has {clients} clients, its --max-clients: "
-                                               "a new client id cannot join")
+        raise Refused(Code.RESOURCE_EXHAUSTED, f"the federation already has {clients} clients, its --max-clients, "
+                                               "and none that could make room (ids that never delivered an update "
+                                               "expire after --client-ttl unseen, or after a failed trial): a new "
+                                               "client id cannot join")
     if joins_from_peer is not None and joins_from_peer >= config.max_joins_per_peer:
         raise Refused(Code.RESOURCE_EXHAUSTED, f"{config.max_joins_per_peer} client ids already joined from "
                                                "this address (--max-joins-per-peer)")
 
 
 def register(config: FederationConfig, clients: dict[str, ClientRecord], joins_by_peer: dict[str, int],
-             client_id: str, num_examples: int, peer: str | None) -> ClientRecord:
-    """The client's record; a new id is registered if there is room (and, open mode, room for its peer)."""
+             client_id: str, num_examples: int, peer: str | None, busy: set[str], now: float
+             ) -> tuple[ClientRecord, str | None]:
+    """The client's record, and the id evicted to make room for it (if any); a new id is registered if there is
+    room, made by evicting an expired or failed-trial id (server/round/sampling.py `evictable`; `busy`: the open
+    attempt's sites), and (open mode) room for its peer."""
     record = clients.get(client_id)
+    evicted = None
     if record is None:
+        if len(clients) >= config.max_clients:
+            evicted = evictable(clients, busy, now, config.client_ttl_s)
+            if evicted is not None:
+                del clients[evicted]
         check_room(config, len(clients), None if peer is None else joins_by_peer.get(peer, 0))
         record = clients[client_id] = ClientRecord(client_id, num_examples)
         if peer is not None:
             joins_by_peer[peer] = joins_by_peer.get(peer, 0) + 1
-    return record
+    return record, evicted
 
 
 def check_running(rounds: Rounds) -> None:

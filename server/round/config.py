@@ -22,6 +22,7 @@ DEFAULT_MAX_EXAMPLES_PER_CLIENT = 100_000
 # Clients the registry holds at most: each costs the checkpoint's header up to ~300 bytes (a 128-character id,
 # a secret digest, counts), and safetensors refuses headers above 100 MB, so the cap must stay far below 300,000.
 DEFAULT_MAX_CLIENTS = 10_000
+DEFAULT_CLIENT_TTL_S = 3600.0
 MAX_CLIENTS_LIMIT = 200_000
 # Open mode: new client ids one peer address (not loopback) may register.
 DEFAULT_MAX_JOINS_PER_PEER = 100
@@ -53,6 +54,7 @@ class FederationConfig:
     dp: DpSettings | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     max_clients: int = DEFAULT_MAX_CLIENTS
+    client_ttl_s: float = DEFAULT_CLIENT_TTL_S  # an id that never delivered expires after this long unseen
     max_joins_per_peer: int = DEFAULT_MAX_JOINS_PER_PEER
     require_join_secret: bool = False  # open mode beyond loopback: every Join must carry a join secret
     heartbeat_window_s: float = HEARTBEAT_WINDOW_S  # the status view: not heard from for longer -> offline
@@ -87,6 +89,7 @@ class FederationConfig:
              f"--heartbeat-window must be > {HEARTBEAT_INTERVAL_S:g} s (clients send a heartbeat every "
              f"{HEARTBEAT_INTERVAL_S:g} s), got {self.heartbeat_window_s}"),
             (self.max_joins_per_peer >= 1, f"--max-joins-per-peer must be >= 1, got {self.max_joins_per_peer}"),
+            (self.client_ttl_s > 0, f"--client-ttl must be > 0, got {self.client_ttl_s}"),
             (self.dp is None or self.aggregator is AggregatorKind.FEDAVG,
              f"differential privacy is refused with --aggregator {self.aggregator}: the privacy accounting covers "
              "the clipped, noised mean (DP-FedAvg) only; the median and the trimmed mean have another "

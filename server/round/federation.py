@@ -138,7 +138,13 @@ class Federation:
         with self._critical():
             check_classes(self._state.classes, class_names)
             rejoined = client_id in self._state.clients
-            record = register(self.config, self._state.clients, self._joins_by_peer, client_id, num_examples, peer)
+            now = self._clock()
+            record, evicted = register(self.config, self._state.clients, self._joins_by_peer, client_id,
+                                       num_examples, peer, set(self._rounds.attempt.sampled), now)
+            if evicted is not None:
+                self._log("info", Event.CLIENT_EVICTED, client_id=evicted, for_client_id=client_id,
+                          advice="it never delivered an update and its trial failed or it was not seen for "
+                                 "--client-ttl")
             record.check_secret(secret)
             if secret and record.secret_sha256 is None:
                 record.secret_sha256 = serde.sha256(secret.encode())

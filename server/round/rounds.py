@@ -30,7 +30,7 @@ from .closing import NoQuorum, adopt, combine_plain, next_state, no_quorum, secu
 from .config import FederationConfig
 from .handouts import MAX_HANDOUTS, Handouts
 from .incidents import IncidentKind, Incidents
-from .sampling import draw
+from .sampling import count_silent, draw
 from .saving import Saver
 from .secure import SecureRun
 from .state import FederationState, RoundView, round_view
@@ -202,6 +202,7 @@ class Rounds:
     def _close(self, now: float) -> None:
         """Every sampled client answered (or failed), or the deadline passed: commit if the quorum is met."""
         a = self.attempt
+        count_silent(self.state.clients, a.outstanding(), now)
         short = no_quorum(a, self.config.quorum)
         if short is not None:
             return self._retry(short)
@@ -226,6 +227,7 @@ class Rounds:
             return self._retry(f"secure aggregation: {run.failure}")
         if run.result is not None:
             self.attempt.received = survivors(run)
+            count_silent(self.state.clients, self.attempt.outstanding(), now)
             try:
                 self.pending = secure_state(self.state, self.config, self.attempt, run, self.spec, now)
             except (NonFiniteGlobal, NoQuorum) as exc:

@@ -27,6 +27,12 @@ class ClientRecord:
     last_metrics: Metrics | None = None  # ... and the metrics it reported with it
     secret_sha256: str | None = None  # open mode: digest of the join secret bound at its first join
     class_names: tuple[str, ...] = ()  # its data's classes, as it named them at Join (not persisted)
+    trial_rounds: int = 0  # attempts it stayed silent in before it ever delivered (server/round/sampling.py)
+    trial_failed_at: float = -math.inf  # clock time its trial ran out without a delivery (not persisted)
+
+    def on_trial(self) -> bool:
+        """Never delivered an update: sampled on trial (sampling.TRIAL_ROUNDS), evictable once it fails."""
+        return self.rounds_participated == 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}

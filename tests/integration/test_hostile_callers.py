@@ -205,3 +205,27 @@ def test_hostile_metrics_port_beyond_loopback_needs_a_guard(tmp_path: Path) -> N
     proc = LoggedProcess(argv, tmp_path / "server.log", {**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.wait(60) == 2
     assert "--metrics-guarded" in proc.tail()
+
+
+def test_hostile_dripping_streams_without_a_valid_token_are_ended_from_their_headers(
+        secured: tuple[Coordinator, grpc.Channel, tuple[tuple[str, str], ...]], creds: Path) -> None:
+    """Streams that send headers and 4 KB of a 60 KB message, then wait, with no token or an unknown one: the
+    coordinator ends every one at once (gRPC buffers none of their bodies) and a legitimate call goes on."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from dripping import Dripper
+
+    coordinator, channel, token = secured
+    assert raw(channel, "GetFederation", pb.FederationRequest(client_id="site-a").SerializeToString(), token)[0] \
+        == Code.UNKNOWN  # answered: warm
+    _, rss0 = coordinator.usage()
+    for bearer in (None, "f" * 64):
+        dripper = Dripper(coordinator.port, creds / "ca.pem", None, bearer)
+        dripper.start(connections=3, streams=600)
+        assert dripper.refused == 600, bearer
+        _, rss1 = coordinator.usage()
+        code, _ = raw(channel, "GetFederation", pb.FederationRequest(client_id="site-a").SerializeToString(), token)
+        assert code == Code.UNKNOWN
+        dripper.close()
+    assert rss1 - rss0 < 30  # before the header check: 14 MB per 500 streams, held after the peers left
+    refusals = [e for e in coordinator.proc.find(Event.CALLER_REFUSED) if e.get("at") == "headers"]
+    assert 1 <= len(refusals) <= 4  # 1,200 refusals, logged at a bounded rate
