@@ -30,7 +30,6 @@ class Event(StrEnum):
     FEDERATION_CREATED = "federation_created"
     FEDERATION_RESUMED = "federation_resumed"
     CLASSES_AGREED = "classes_agreed"  # the class list gathered from the sites' Joins, fixed as round 1 opens
-    DP_WITH_CLASS_HEAD = "dp_with_class_head"  # DP noise swamps the class head's shared statistics (docs/method.md)
     CLIENT_JOINED = "client_joined"
     CLIENT_EVICTED = "client_evicted"  # a full registry dropped an id that never delivered, for a new one
     ROUND_STARTED = "round_started"

@@ -143,12 +143,12 @@ def start(args: argparse.Namespace) -> RunningServer:
     check_exposure(args.bind, tls.enabled, args.tls_client_ca is not None, args.tokens is not None,
                    args.allow_tokens_only, args.insecure)
     if config.dp is not None and prompt.head.has_global:
-        log.warning(Event.DP_WITH_CLASS_HEAD, method=prompt.method,
-                    advice="DP-FedAvg's noise, one clip for all of a site's tensors, swamps the class head's shared "
-                           "statistics (its P x P second moment above all): measured on inverted digits, 10 sites, "
-                           "epsilon 8, the federation fell to zero-shot accuracy (87.6% -> 11.9%). Use secure "
-                           "aggregation to hide each site's statistics instead, or DP with a prompt method "
-                           "(--method pfeddc-noproto); docs/method.md")
+        raise ValueError(
+            f"DP-FedAvg (--dp-noise-multiplier) is refused with --method {prompt.method}: its noise, one clip for "
+            "all of a site's tensors, swamps the class head's shared statistics (their P x P second moment above "
+            "all), and the federation falls below zero-shot (measured, 10 sites, epsilon 8: inverted digits 87.6% "
+            "-> 11.9%, Twemoji-10 89.0% -> 10.6%; docs/method.md). Use --secure-aggregation to hide each site's "
+            "statistics instead, or DP with a prompt method (--method pfeddc-noproto)")
     lock = StateDirLock(args.state_dir).acquire()
     try:
         return _start_locked(args, prompt, dims, config, tls, lock)

@@ -228,13 +228,10 @@ def test_a_refused_update_leaves_the_client_free_to_send_a_good_one(coordinator:
     np.testing.assert_allclose(server.federation.global_tensors["text.global"], 3.0)
 
 
-def test_dp_with_the_class_head_is_warned_about_with_the_measurement(tmp_path: Path) -> None:
+def test_dp_with_the_class_head_is_refused_with_the_measurement(tmp_path: Path) -> None:
     argv = ["--rounds", "1", "--port", "0", "--state-dir", str(tmp_path), "--dp-noise-multiplier", "1.0",
             "--dp-clip", "0.1"]
-    with capture_logs() as logs:
-        start(build_parser().parse_args(argv)).stop(0)
-    warned = [e for e in logs if e["event"] == "dp_with_class_head"]
-    assert len(warned) == 1 and "zero-shot" in warned[0]["advice"]
-    with capture_logs() as logs:
-        start(build_parser().parse_args([*argv, "--method", "pfeddc-noproto", "--fresh"])).stop(0)
-    assert not [e for e in logs if e["event"] == "dp_with_class_head"]
+    with pytest.raises(ValueError, match="refused with --method pfeddc") as info:
+        start(build_parser().parse_args(argv))
+    assert "11.9%" in str(info.value) and "--secure-aggregation" in str(info.value)
+    start(build_parser().parse_args([*argv, "--method", "pfeddc-noproto"])).stop(0)
