@@ -48,7 +48,7 @@ class SecureOutcome:
 
 # A PENDING answer faster than this was not held by the coordinator; the next poll waits (connection's policy).
 QUICK_ANSWER_S = 1.0
-POLL_BACKOFF = Backoff(initial_s=0.2, max_s=10.0, max_attempts=0)
+POLL_BACKOFF = Backoff(initial_s=0.1, max_s=1.0, max_attempts=0)  # well within a stage deadline
 _rng = random.Random()
 
 

@@ -190,7 +190,8 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
                             changes=ChangeFeed(max_waiters=args.max_held_calls),
                             spec_for=spec_for if gather else None, observe_save=metrics.checkpoint_duration.observe)
     tokens = load_tokens(args.tokens) if args.tokens else None
-    auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None)
+    auth = Authenticator(tokens=tokens, require_cert_identity=args.tls_client_ca is not None,
+                         loopback=is_loopback(args.bind))
     source = StatusSource(federation, federation_id, args.model, prompt.method, package_version(),
                           args.state_dir / ROUNDS_FILE)
     metrics.watch(source)

@@ -31,9 +31,13 @@ def load_tokens(path: Path) -> dict[str, str]:
 class Authenticator:
     """Checks a request's claimed client_id against the peer's certificate and/or bearer token."""
 
-    def __init__(self, tokens: dict[str, str] | None = None, require_cert_identity: bool = False) -> None:
+    def __init__(self, tokens: dict[str, str] | None = None, require_cert_identity: bool = False,
+                 loopback: bool = True) -> None:
+        """`loopback`: the port is reachable from this machine only (the Admin status is then open without
+        client authentication; beyond loopback it never is, whatever --insecure allows for the federation)."""
         self.tokens = tokens
         self.require_cert_identity = require_cert_identity
+        self.loopback = loopback
         self._digests = frozenset(tokens.values()) if tokens is not None else frozenset()
 
     def check_caller(self, context: grpc.ServicerContext) -> None:
@@ -78,12 +82,17 @@ class Authenticator:
     def check_admin(self, context: grpc.ServicerContext) -> str:
         """The admin's name ("admin:<name>") when the peer holds an admin credential; refuses otherwise.
 
-        With client authentication off (a loopback or test coordinator) anyone who reaches the port may ask.
-        Otherwise the certificate's common name and/or the token must belong to an "admin:<name>" identity;
-        client ids cannot contain ':', so no client credential passes.
+        With client authentication off on loopback anyone on this machine may ask; off beyond loopback
+        (--insecure) nobody may: every client id and its metrics are not for whoever reaches the port. Otherwise
+        the certificate's common name and/or the token must belong to an "admin:<name>" identity; client ids
+        cannot contain ':', so no client credential passes.
         """
         if not self.enabled:
-            return "anonymous"
+            if self.loopback:
+                return "anonymous"
+            raise Refused(Code.PERMISSION_DENIED, "the status is served beyond loopback only to an admin credential: "
+                                                  "run the coordinator with --tls-client-ca and/or --tokens "
+                                                  "(pfeddc-certs admin), or ask from its own machine on loopback")
         names: set[str] | None = None
         if self.require_cert_identity:
             raw: Any = context.auth_context().get("x509_common_name", [])

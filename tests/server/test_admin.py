@@ -178,3 +178,18 @@ def test_status_needs_an_admin_credential_when_auth_is_on(coordinator: StartCoor
                        (admin / "token").read_text().strip())
     with pytest.raises(Exception, match="client_id 'admin:ops' must be 1-128 letters"):
         intruder.join(10, intruder.federation().spec)
+
+
+def test_status_beyond_loopback_without_credentials_is_never_served(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--insecure opens the federation to anyone who reaches it; not the list of every client and its metrics."""
+    from pfeddc.server.app import build_parser, start
+
+    server = start(build_parser().parse_args(["--rounds", "1", "--method", "promptfl", "--text-ctx", "4", "--port",
+                                              "0", "--bind", "0.0.0.0", "--insecure", "--state-dir",
+                                              str(tmp_path / "c")]))
+    try:
+        assert status_cli.main(["--server", f"127.0.0.1:{server.port}"]) == 2
+        assert "PERMISSION_DENIED" in capsys.readouterr().err
+    finally:
+        server.stop(0)
