@@ -26,10 +26,12 @@ def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) 
     g = parser.add_argument_group("prompt layout (sent to every client)")
     if with_method:
         g.add_argument("--method", choices=list(METHODS), default=d.method,
-                       help="pfeddc: global+local text and vision prompts fused by cross-attention; pfeddc-nofusion: "
-                            "the same with a plain sum instead of cross-attention; promptfl: federated text prompts; "
-                            "coop: local text prompts only; vision-only: pFedDC on the vision side only; zeroshot: no "
-                            "prompts (default: %(default)s)")
+                       help="pfeddc: the class head (the federation's discriminant from pooled class statistics, "
+                            "and each site's correction); pfeddc-prompts: the class head plus the paper's global and "
+                            "local text and vision prompts fused by cross-attention; promptfl: federated text "
+                            "prompts; coop: local text prompts only; vision-only: pFedDC's vision side; zeroshot: no "
+                            "training; pfeddc-no*: ablations, one part removed each (docs/method.md) "
+                            "(default: %(default)s)")
     g.add_argument("--text-ctx", type=int, default=d.text_ctx,
                    help="learnable text context tokens (default: %(default)s)")
     g.add_argument("--text-init", default=d.text_init,
@@ -42,7 +44,8 @@ def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) 
                    help="encoder layers that get their own vision prompts: 1 = shallow, >1 = deep "
                         "(default: %(default)s)")
     g.add_argument("--fusion", choices=list(Fusion), default=None,
-                   help="how global and local prompts combine; default: the method's (attention for pfeddc)")
+                   help="how global and local prompts combine; default: the method's (attention for "
+                        "pfeddc-prompts)")
     g.add_argument("--fusion-query", choices=list(FusionQuery), default=str(d.fusion_query),
                    help="which prompts query the other side in the cross-attention (default: %(default)s)")
     g.add_argument("--fusion-heads", type=int, default=d.fusion_heads,
