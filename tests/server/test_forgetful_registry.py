@@ -97,3 +97,20 @@ def test_ids_unseen_for_the_ttl_expire_and_sites_that_delivered_never_do() -> No
     assert {c.client_id for c in fed.snapshot().clients} == {"real-a", "real-b", "newcomer"}
     with pytest.raises(Refused):  # the newcomer is in its trial and the others delivered: nothing to evict
         fed.join("another", 10, SPEC)
+
+
+def test_ten_thousand_fake_ids_cost_two_rounds_and_a_new_site_still_joins_and_is_sampled() -> None:
+    """Issue 30's figure: 10,000 made-up ids that heartbeat and never deliver, in a registry they fill."""
+    fed, clock = federation(max_clients=10_002)
+    real = ["real-a", "real-b"]
+    fakes = [f"fake-{i:05d}" for i in range(10_000)]
+    for c in real + fakes:
+        fed.join(c, 10, SPEC)
+    samples = [round_with_fakes(fed, clock, real, fakes) for _ in range(TRIAL_ROUNDS + 3)]
+    assert [len(s) for s in samples[-2:]] == [2, 2]  # every round committed; the fakes' trials are over
+    fed.join("newcomer", 10, SPEC)  # the registry was full: a failed trial made room
+    registry = {c.client_id for c in fed.snapshot().clients}
+    left = [f for f in fakes if f in registry]
+    assert len(left) == 9_999
+    sampled = [round_with_fakes(fed, clock, [*real, "newcomer"], left) for _ in range(2)]
+    assert "newcomer" in sampled[1]  # the round after the one already open when it joined
