@@ -81,7 +81,11 @@ def plot_accuracy(results: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for result in results:
         means = per_round_means(result)
-        ax.plot(list(means), list(means.values()), marker="o", label=result["method"])
+        line = ax.plot(list(means), list(means.values()), marker="o", label=result["method"])[0]
+        if means:  # the number the summary reports, at the end of the curve: the model each site keeps
+            ax.plot([max(means) + 0.5], [result["summary"]["mean_accuracy"]], marker="*", markersize=12,
+                    color=line.get_color(), linestyle="none")
+    ax.plot([], [], marker="*", color="gray", linestyle="none", label="final (the model each site keeps)")
     ax.set_xlabel("round")
     ax.set_ylabel("mean personalized accuracy across clients")
     ax.set_title("accuracy against round")
@@ -97,11 +101,15 @@ def print_round_table(results: list[dict[str, Any]]) -> None:
     rounds = sorted({k for m in means.values() for k in m})
     names = list(means)
     width = max(10, *(len(n) for n in names))
-    print("\nmean personalized accuracy across clients (after each round's local training)")
+    print("\nmean personalized accuracy across clients, after each round's local training (the round's global "
+          "with the site's personal part)")
     print("round | " + " | ".join(f"{n:>{width}}" for n in names))
     for r in rounds:
         print(f"{r:>5} | " + " | ".join(f"{means[n].get(r, float('nan')):>{width}.4f}" for n in names))
-    print("\nfinal (global prompts of the last round + local modules), across clients")
+    finals = {r["method"]: r["summary"]["mean_accuracy"] for r in results}
+    print("final | " + " | ".join(f"{finals[n]:>{width}.4f}" for n in names))
+    print("\nfinal: the model each site keeps (the last round's global, its federated statistics and calibration "
+          "after every site's last update, with the site's personal part), across clients")
     print(f"{'method':<{width}} | mean   | std    | worst")
     for result in results:
         s = result["summary"]
