@@ -40,7 +40,8 @@ TRIAL_ROUNDS = 2
 
 
 def trial_failed(record: ClientRecord, now: float, ttl_s: float) -> bool:
-    """Sampled TRIAL_ROUNDS times without delivering, and its time out (--client-ttl) not over."""
+    """Silent in TRIAL_ROUNDS attempts it was sampled in, never having delivered, its time out (--client-ttl)
+    not over."""
     return record.on_trial() and record.trial_rounds >= TRIAL_ROUNDS and now - record.trial_failed_at < ttl_s
 
 
