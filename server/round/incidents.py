@@ -20,6 +20,7 @@ class IncidentKind(StrEnum):
     ROUND_RETRIED = "round_retried"  # an attempt of a round ended without a committable aggregate
     CHECKPOINT_FAILED = "checkpoint_failed"  # a closed round could not be saved yet (it is retried)
     FEDERATION_ABORTED = "federation_aborted"  # the last retry failed too: the coordinator stops
+    STAGE_STALLED = "stage_stalled"  # a secure stage waits on sites long after the others answered
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class _Entry:
 _LOGGED = {IncidentKind.CLIENT_FAILED: (Event.CLIENT_FAILED_ROUND, "warning", "reason"),
            IncidentKind.ROUND_RETRIED: (Event.ROUND_RETRIED, "warning", "reason"),
            IncidentKind.CHECKPOINT_FAILED: (Event.CHECKPOINT_FAILED, "error", "error"),
-           IncidentKind.FEDERATION_ABORTED: (Event.FEDERATION_ABORTED, "error", "reason")}
+           IncidentKind.FEDERATION_ABORTED: (Event.FEDERATION_ABORTED, "error", "reason"),
+           IncidentKind.STAGE_STALLED: (Event.SECAGG_STAGE_STALLED, "warning", "reason")}
 
 
 class Incidents:

@@ -218,6 +218,14 @@ class Rounds:
     def _advance_secure(self, now: float, run: SecureRun) -> None:
         """Close the protocol's stages as they complete or time out; commit its sum, or retry the round."""
         if not run.advance(now, set(self.attempt.failed)):
+            stall = run.stalled(now, set(self.attempt.failed))
+            if stall is not None:
+                stage, missing = stall
+                self.incidents.record(now, self.round, self.attempt.number, IncidentKind.STAGE_STALLED,
+                                      f"secure stage {stage} waits on {', '.join(missing)}, a stage timeout after "
+                                      f"the others answered; it closes without them at {run.deadline - now:.0f} s",
+                                      attempt=self.attempt.number, stage=str(stage), waiting_on=missing)
+                self._changed()
             return
         self._changed()
         if run.failure is not None:

@@ -88,6 +88,8 @@ class SecureRun:
         self._unmask: UnmaskRequest | None = None
         self.result: AggregateResult | None = None
         self.committed = False  # set by the round lifecycle once the round is durable
+        self._first_answer_at: float | None = None  # when the open stage got its first message
+        self._stall_reported: Stage | None = None
         self.failure: str | None = None
         self.blame: str | None = None  # a site the failure names (restart without it)
 
@@ -184,9 +186,27 @@ class SecureRun:
             self.failure = str(exc)
             self.blame = exc.site_id
         self.deadline = now + self._stage_timeout_s
+        self._first_answer_at = None
         self._log("info", Event.SECAGG_STAGE_CLOSED, round=self.round, attempt=self.attempt, stage=str(closing),
                   answered=len(answered), expected=len(expected), failure=self.failure)
         return True
+
+    def stalled(self, now: float, failed: set[str]) -> tuple[Stage, list[str]] | None:
+        """The open stage and the sites it waits on, once per stage, when it has waited on them longer than a
+        stage's timeout since its first message was seen (a site stopped mid-protocol, or is far slower than the
+        others; the keys stage included, which otherwise waits for the round's deadline); None otherwise."""
+        if self.failure is not None or self.result is not None or self._stall_reported is self.stage:
+            return None
+        answered = {s for s, st in self.sent.items() if st is self.stage}
+        if not answered:
+            return None
+        if self._first_answer_at is None:
+            self._first_answer_at = now
+        missing = sorted(self._expected() - failed - answered)
+        if not missing or now - self._first_answer_at < self._stage_timeout_s:
+            return None
+        self._stall_reported = self.stage
+        return self.stage, missing
 
     def _expected(self) -> set[str]:
         core = self.core

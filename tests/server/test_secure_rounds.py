@@ -216,6 +216,30 @@ def test_secure_round_completes_when_a_site_drops_out_at_any_stage(coordinator: 
         np.testing.assert_allclose(got[k], want[k], atol=1e-5)
 
 
+def test_a_site_silent_at_the_keys_stage_is_reported_as_it_waits(coordinator: StartCoordinator) -> None:
+    """Three sites sent their keys, the fourth never does: a stage timeout later the status names the stalled
+    stage and the site it waits on, while the round still waits (the keys stage closes at the round's deadline)."""
+    server = coordinator(*FLAGS)
+    conns, spec, tasks, _base = sampled(server.port)
+    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
+                                                    for c in ("site-a", "site-b", "site-c")}
+    work["site-d"] = functools.partial(vanish, conns["site-d"], tasks["site-d"], spec, "train")
+    seen: list[str] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not seen:
+            seen.extend(i.reason for i in server.federation.snapshot().incidents if i.kind == "stage_stalled")
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    outcomes = in_threads(work)
+    watcher.join(15)
+    assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
+    assert len(seen) == 1 and "site-d" in seen[0] and "advertise" in seen[0].lower(), seen
+
+
 def test_secure_round_excludes_a_site_whose_bundle_is_garbage(coordinator: StartCoordinator) -> None:
     server = coordinator(*FLAGS)
     conns, spec, tasks, base = sampled(server.port)
