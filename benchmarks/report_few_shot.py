@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from typing import Any
@@ -54,7 +55,8 @@ def render(records: Records) -> str:
     small = [c for c in cells if all(r.get("too_small") for r in records if r["cell"] == c)]
     present = [c for c in cells if c not in small and _runs(records, c, "pfeddc")]
     figures = {c: cell_figures(records, c) for c in present}
-    lines = ["### Accuracy % per cell (mean over sites, then over seeds); captured = share of the headroom "
+    lines = [*summary(figures), "",
+             "### Accuracy % per cell (mean over sites, then over seeds); captured = share of the headroom "
              "(pooled LR - LR alone) a method closes", "",
              "| cell (source/sites x shots/alpha) | LR alone | LR pooled | headroom | **pfeddc** | captured | pfeddc "
              "global alone | pfeddc each site alone | FedAvg head: global / fine-tuned | captured (fine-tuned) | "
@@ -73,6 +75,31 @@ def render(records: Records) -> str:
                   + "."]
     lines += ["", *goals(figures), "", *ablation(records)]
     return "\n".join(lines)
+
+
+def summary(figures: dict[str, dict[str, float]]) -> list[str]:
+    """Per source and federation size: the mean over its cells (each a mean over sites and seeds)."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for cell, f in figures.items():
+        source, size, _alpha = cell.split("/")
+        groups.setdefault(f"{source}, {size.split('x')[0]} sites", []).append(f)
+    lines = ["### Summary: accuracy % per source and federation size, mean over its cells (shots 2/6/16, "
+             "alpha 100/1; cells the source can fill)", "",
+             "| source, sites | cells | seeds | LR alone | LR pooled | **pfeddc** | pfeddc each site alone | "
+             "FedAvg head fine-tuned | captured: pfeddc / FedAvg head | late sites: global alone / pooled LR |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def mean(fs: list[dict[str, float]], key: str) -> float:
+        vals = [f[key] for f in fs if math.isfinite(f[key])]
+        return statistics.fmean(vals) if vals else math.nan
+
+    for name, fs in groups.items():
+        m = functools.partial(mean, fs)
+        seeds = sorted({int(f["seeds"]) for f in fs})
+        lines.append(f"| {name} | {len(fs)} | {'-'.join(map(str, seeds)) if len(seeds) > 1 else seeds[0]} | "
+                     f"{_f(m('alone'))} | {_f(m('pooled'))} | **{_f(m('pfeddc'))}** | {_f(m('pfeddc_alone'))} | "
+                     f"{_f(m('head_ft'))} | {_f(m('captured_pfeddc'))}% / {_f(m('captured_head_ft'))}% | "
+                     f"{_f(m('late_global'))} / {_f(m('late_pooled'))} |")
+    return lines
 
 
 def goals(figures: dict[str, dict[str, float]]) -> list[str]:
