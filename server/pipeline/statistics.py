@@ -78,7 +78,8 @@ def violation(tensors: Mapping[str, np.ndarray]) -> str | None:
         return None
     counts = np.asarray(tensors[COUNTS], np.float64)
     sums = np.asarray(tensors[SUMS], np.float64)
-    moment = np.asarray(tensors[MOMENT], np.float64)
+    moment = np.asarray(tensors[MOMENT])
+    moment = moment if moment.dtype in (np.float32, np.float64) else moment.astype(np.float32)
     total = float(counts.sum())
     if counts.min(initial=0.0) < 0:
         return f"a class count is negative ({counts.min():.3g})"
@@ -89,16 +90,21 @@ def violation(tensors: Mapping[str, np.ndarray]) -> str | None:
     if excess.max(initial=0.0) > 0:
         c = int(excess.argmax())
         return f"class {c}'s sum has norm {norms[c]:.4g} above its count {counts[c]:.4g}"
-    trace = float(np.trace(moment))
+    trace = float(np.trace(moment, dtype=np.float64))
     if abs(trace - total) > TOLERANCE:
         return f"the second moment's trace {trace:.6g} differs from the counts' sum {total:.6g}"
-    if np.abs(moment - moment.T).max(initial=0.0) > TOLERANCE:
+    # the P x P checks in the tensor's own float32, one scratch array reused: this runs for every update
+    scratch = np.subtract(moment, moment.T)
+    np.abs(scratch, out=scratch)
+    if scratch.max(initial=0.0) > TOLERANCE:
         return "the second moment is not symmetric"
-    diagonal = np.diag(moment)
+    diagonal = np.diag(moment).astype(np.float64)
     if diagonal.min(initial=0.0) < -TOLERANCE:
         return f"the second moment has a negative diagonal entry ({diagonal.min():.3g})"
-    root = np.sqrt(np.clip(diagonal, 0.0, None))
-    if (np.abs(moment) - np.outer(root, root)).max(initial=0.0) > TOLERANCE:
+    root = np.sqrt(np.clip(diagonal, 0.0, None)).astype(moment.dtype)
+    np.abs(moment, out=scratch)
+    scratch -= root[:, None] * root[None, :]
+    if scratch.max(initial=0.0) > TOLERANCE:
         return "the second moment has an entry larger than its diagonal allows (not positive semi-definite)"
     if CALIBRATION in tensors:
         log_t, weight = (float(v) for v in np.asarray(tensors[CALIBRATION], np.float64)[:2])
