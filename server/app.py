@@ -8,28 +8,26 @@ import json
 import sys
 import threading
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ..common.backbones import EMBEDDED_MODEL, BackboneDims, resolve_dims
-from ..common.cli import add_log_flags, add_prompt_flags, add_train_flags, prompt_config_from
-from ..common.envflags import add_version, apply_env_defaults, package_version
+from ..common.backbones import BackboneDims, resolve_dims
+from ..common.cli import prompt_config_from
+from ..common.envflags import package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import Event, configure_logging, get_logger
-from ..common.messages import HEARTBEAT_INTERVAL_S
 from ..common.proto import admin_pb2_grpc as admin_grpc
 from ..common.spec import MAX_CLASSES, PromptConfig, TensorSpec, global_spec, initial_prompts
 from ..common.stdio import capture_stray_output, say_error
-from ..common.transport import MiB, TlsFiles, is_loopback, port_number, server_options
+from ..common.transport import TlsFiles, is_loopback, server_options
+from .exposure import check_exposure, listen_address
+from .flags import build_parser, federation_config
 from .ops.checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
 from .ops.metrics import CoordinatorMetrics
-from .ops.runner import SidePorts, add_ops_flags, run_until_done, start_side_ports, tick
+from .ops.runner import SidePorts, run_until_done, start_side_ports, tick
 from .ops.statedir import StateDirLock, check_aborted, mark_aborted
 from .ops.status import StatusSource
-from .options import add_robustness_flags, check_exposure, federation_config, listen_address
 from .round.classes import class_list
-from .round.config import CONFIG_DEFAULTS
 from .round.federation import Federation, FederationConfig, FederationState
 from .round.longpoll import ChangeFeed
 from .wire.admin import ADMIN_SERVICE_NAME, AdminServicer
@@ -40,72 +38,6 @@ from .wire.headers import CredentialHeaders
 from .wire.servicer import CoordinatorServicer
 
 log = get_logger("coordinator")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pfeddc-server",
-        description="The pfeddc coordinator: holds the global vision and text prompts, samples clients each "
-                    "round, and averages their updates (FedAvg weighted by example counts).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="other commands:\n  pfeddc-server status --help    the round, its deadline and every client (admin RPC)",
-    )
-    add_version(p)
-    p.add_argument("--rounds", type=int, default=20, help="federated rounds to run (default: %(default)s)")
-    p.add_argument("--port", type=port_number, default=50051,
-                   help="gRPC port, 1-65535; 0 picks a free one (default: %(default)s)")
-    p.add_argument("--bind", default=None,
-                   help="address to listen on (default: every interface, 0.0.0.0, when TLS and client "
-                        "authentication are configured; else loopback, 127.0.0.1, so a bare local run starts; "
-                        "beyond loopback without both it refuses unless --insecure)")
-    p.add_argument("--state-dir", type=Path, default=Path("pfeddc-coordinator"),
-                   help="where the checkpoint (round, global prompts, clients) lives; an existing one is "
-                        "resumed (default: %(default)s)")
-    d = CONFIG_DEFAULTS
-    p.add_argument("--min-clients", type=int, default=d["min_clients"],
-                   help="clients that must be checked in before a round starts (default: %(default)s)")
-    p.add_argument("--fraction", type=float, default=d["fraction"],
-                   help="fraction of the checked-in clients sampled each round (default: %(default)s)")
-    p.add_argument("--round-timeout", type=float, default=d["round_timeout_s"],
-                   help="seconds a round waits for its sampled clients before closing with those that "
-                        "answered (default: %(default)s)")
-    p.add_argument("--heartbeat-window", type=float, default=d["heartbeat_window_s"],
-                   help="seconds without a request or heartbeat after which the status shows a client offline; "
-                        f"clients send one every {HEARTBEAT_INTERVAL_S:g} s (default: %(default)s)")
-    p.add_argument("--quorum", type=int, default=d["quorum"],
-                   help="updates needed to close a round at its deadline; fewer -> the round is re-sampled "
-                        "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seeds client sampling, initial prompts and each client's round seed (default: %(default)s)")
-    p.add_argument("--model", default=EMBEDDED_MODEL,
-                   help="backbone the clients use: a hub name such as openai/clip-vit-base-patch16, a local "
-                        "directory with config.json, or 'embedded' (default). Only its shapes are read.")
-    add_prompt_flags(p)
-    add_train_flags(p)
-    s = p.add_argument_group("transport and security")
-    s.add_argument("--max-update-mb", type=float, default=d["max_update_bytes"] / MiB,
-                   help="largest update payload accepted, in MiB (default: %(default)s)")
-    s.add_argument("--poll-interval", type=float, default=d["poll_interval_s"],
-                   help="seconds a waiting client is told to wait before asking again (default: %(default)s)")
-    s.add_argument("--tls-cert", type=Path, help="PEM certificate of the coordinator (enables TLS)")
-    s.add_argument("--tls-key", type=Path, help="PEM private key of the coordinator")
-    s.add_argument("--tls-client-ca", type=Path,
-                   help="PEM CA that signs client certificates: enables mTLS and ties each client_id to the "
-                        "certificate's common name")
-    s.add_argument("--tokens", type=Path,
-                   help="JSON file of client_id -> token (or sha256:<hex> digest); every request must carry "
-                        "the token of the client_id it claims")
-    s.add_argument("--linger", type=float, default=30.0,
-                   help="seconds to keep serving after the last round so clients fetch the final prompts "
-                        "and operators the status; inf or negative: until stopped (default: %(default)s)")
-    s.add_argument("--grace", type=float, default=10.0,
-                   help="seconds in-flight calls get to finish on shutdown (default: %(default)s)")
-    add_robustness_flags(p)
-    add_ops_flags(p)
-    o = p.add_argument_group("output")
-    add_log_flags(o)
-    apply_env_defaults(p)
-    return p
 
 
 @dataclass

@@ -75,7 +75,7 @@ def test_defaults_client_app_writes_none_of_the_daemons_itself() -> None:
 def test_defaults_coordinator_writes_no_config_default_itself() -> None:
     names = {f.name.removesuffix("_s").removesuffix("_bytes") for f in fields(FederationConfig)
              if f.default is not MISSING}  # rounds has none: --rounds's default is the only one
-    for path in (ROOT / "server" / "app.py", ROOT / "server" / "options.py"):
+    for path in (ROOT / "server" / "app.py", ROOT / "server" / "flags.py"):
         twice = [(line, flag) for line, flag in _written_defaults(path)
                  if flag.removeprefix("--").replace("-", "_").removesuffix("_mb") in names]
         assert not twice, f"{path.name} writes FederationConfig defaults again (use CONFIG_DEFAULTS): {twice}"
@@ -94,3 +94,63 @@ def test_defaults_sim_passes_the_coordinators_and_the_clients_through() -> None:
             assert sim[dest] != others[dest], f"--{dest} is the sim's own ({SIM_OWN[dest]}) but equals the tool's"
         else:
             assert sim[dest] is None, f"pfeddc-sim --{dest} writes {sim[dest]!r}: pass the tools' own default through"
+
+
+# pfeddc-sim flags that share a tool's name but mean something else there.
+SIM_MEANS_ELSE = {"data": "a folder of client folders: each client gets one of them as its --data"}
+
+
+def _other_value(action: argparse.Action) -> list[str]:
+    """The command-line words that set `action` to a value that is not its default."""
+    flag = action.option_strings[0]
+    if action.nargs == 0:
+        return [flag] if not action.default else []
+    if action.choices is not None:
+        return [flag, str(next(c for c in action.choices if c != action.default))]
+    if action.type is int:
+        return [flag, str((action.default or 0) + 3)]
+    if action.type is float:
+        return [flag, str((action.default or 0.0) + 0.375)]
+    return [flag, f"x-{action.dest}"]
+
+
+def test_defaults_sim_forwards_every_flag_it_shares_with_a_tool(tmp_path: Path) -> None:
+    """Each pfeddc-sim flag that is also a coordinator's or a client's flag reaches that tool's command line with
+    the sim's value, as that tool's own parser reads it (or the tool defers to the one that does): a flag added
+    to the sim and not forwarded fails here."""
+    from pfeddc.client.sim.app import client_flags, server_flags
+
+    sim, server, client = sim_parser(), server_parser(), run_parser()
+    dests = {a.dest: a for a in sim._actions if a.option_strings and a.dest not in ("help", "version")}
+    tool_dests = {a.dest for p in (server, client) for a in p._actions}
+    shared = {d: a for d, a in dests.items() if d in tool_dests and d not in SIM_MEANS_ELSE}
+    assert {"rounds", "seed", "fraction", "round_timeout", "secure_aggregation", "model", "device", "lr",
+            "text_ctx", "classes"} <= shared.keys()  # the check sees what it must
+    words = [w for a in shared.values() for w in _other_value(a)]
+    args = sim.parse_args(["--data", str(tmp_path), *words])
+    folder = tmp_path / "site-a"
+    on_server = vars(server.parse_args(server_flags(args, "pfeddc", [folder], tmp_path / "out")))
+    on_client = vars(client.parse_args(client_flags(args, folder, 1234, tmp_path / "out")))
+    for dest in shared:
+        seen = [tool[dest] for tool in (on_server, on_client) if dest in tool]
+        # a tool either reads the sim's value or defers (None: a client's training settings are the coordinator's)
+        assert getattr(args, dest) in seen and set(seen) <= {getattr(args, dest), None}, (dest, args, seen)
+
+
+def test_defaults_every_client_option_field_is_a_flag_of_the_daemon() -> None:
+    """A `ClientOptions` field with help is a flag of `pfeddc-client`: one added to the dataclass but to no
+    parser would silently keep its default."""
+    dests = {a.dest for a in run_parser()._actions}
+    assert set(ClientOptions.flag_fields()) <= dests, set(ClientOptions.flag_fields()) - dests
+
+
+def test_defaults_every_config_field_is_set_by_a_coordinator_flag() -> None:
+    """Each `FederationConfig` field is one row's `config` (server/flags.py) or derived from several flags: a field
+    added without a flag fails here, and so does a row naming a field that does not exist."""
+    from pfeddc.server.flags import DERIVED_FIELDS, rows
+
+    named = [row.config for row in rows() if row.config]
+    config_fields = {f.name for f in fields(FederationConfig)}
+    assert len(named) == len(set(named)) and set(named) <= config_fields, named
+    assert config_fields - set(named) == DERIVED_FIELDS, config_fields - set(named) - DERIVED_FIELDS
+    assert all(row.help.strip() for row in rows())

@@ -81,22 +81,14 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
     server_cmd = installed_command("pfeddc-server")
     client_cmd = installed_command("pfeddc-client")
     server = LoggedProcess(
-        [server_cmd, "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(out / "coordinator"),
-         "--rounds", str(args.rounds), "--min-clients", str(len(clients)), *_given(args, "fraction", "seed"),
-         "--round-timeout", str(args.round_timeout), "--model", args.model,
-         "--method", method, "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
-         *train_flags(train_settings_from(args)), *prompt_flags(prompt_config_from(args, method)),
-         "--classes", args.classes or str(federation_classes(clients, out)),
-         *(["--secure-aggregation"] if args.secure_aggregation else [])],
+        [server_cmd, *server_flags(args, method, clients, out)],
         out / "logs" / "server.log", env)
     procs = [server]
     try:
         port = server.wait_event(Event.SERVER_STARTED, 60)["port"]
         for folder in clients:
             procs.append(LoggedProcess(
-                [client_cmd, "--data", str(folder), "--server", f"127.0.0.1:{port}",
-                 "--state-dir", str(out / "clients" / folder.name), "--client-id", folder.name, "--model", args.model,
-                 *_given(args, "seed"), "--device", args.device, "--log-format", "json", "--no-progress"],
+                [client_cmd, *client_flags(args, folder, port, out)],
                 out / "logs" / f"{folder.name}.log", env))
         started = time.monotonic()
         moved: dict[int, dict[str, float]] = {}  # per round, how far each global tensor moved
@@ -114,6 +106,25 @@ def run_method(args: argparse.Namespace, method: str, clients: list[Path], out: 
         for proc in procs:
             proc.kill()
     return collect_method(method, out, [c.name for c in clients], duration, moved)
+
+
+def server_flags(args: argparse.Namespace, method: str, clients: list[Path], out: Path) -> list[str]:
+    """The coordinator's command line: the sim's settings of the coordinator's own flags passed through (a test
+    parses it with pfeddc-server's parser), the rest what a local comparison needs."""
+    return ["--bind", "127.0.0.1", "--port", "0", "--state-dir", str(out / "coordinator"),
+            "--rounds", str(args.rounds), "--min-clients", str(len(clients)), *_given(args, "fraction", "seed"),
+            "--round-timeout", str(args.round_timeout), "--model", args.model,
+            "--method", method, "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
+            *train_flags(train_settings_from(args)), *prompt_flags(prompt_config_from(args, method)),
+            "--classes", args.classes or str(federation_classes(clients, out)),
+            *(["--secure-aggregation"] if args.secure_aggregation else [])]
+
+
+def client_flags(args: argparse.Namespace, folder: Path, port: int, out: Path) -> list[str]:
+    """One client's command line (a test parses it with pfeddc-client's parser)."""
+    return ["--data", str(folder), "--server", f"127.0.0.1:{port}", "--state-dir", str(out / "clients" / folder.name),
+            "--client-id", folder.name, "--model", args.model, *_given(args, "seed"), "--device", args.device,
+            "--log-format", "json", "--no-progress"]
 
 
 def _given(args: argparse.Namespace, *names: str) -> list[str]:

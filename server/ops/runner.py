@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2
 
 from ...common.lifecycle import ExitCode, Stopper
 from ...common.logs import Event, get_logger
-from ...common.transport import is_loopback, port_number
+from ...common.transport import is_loopback
 from ...common.wire import COORDINATOR_SERVICE
 from ..round.federation import Federation
 from .metrics import CoordinatorMetrics
@@ -30,23 +30,6 @@ from .web import WebServer, serve
 log = get_logger("coordinator")
 # After an abort, held calls are told at once; this is for clients that poll to hear the reason too.
 ABORT_LINGER_S = 10.0
-
-
-def add_ops_flags(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("operations")
-    g.add_argument("--health-port", type=port_number,
-                   help="also serve grpc.health.v1 (and nothing else) in plaintext on this port of --bind, for "
-                        "probes that carry no client certificate, such as the kubelet's; 0 picks a free one "
-                        "(default: off)")
-    g.add_argument("--metrics-port", type=port_number,
-                   help="serve Prometheus /metrics, the live status page / and /api/status over plain HTTP on "
-                        "this port; 0 picks a free one (default: off)")
-    g.add_argument("--metrics-bind", default="127.0.0.1",
-                   help="address of the metrics port: it shows client ids and metrics without authentication, so "
-                        "loopback unless --metrics-guarded (default: %(default)s)")
-    g.add_argument("--metrics-guarded", action="store_true",
-                   help="confirm that something else guards the metrics port (a Kubernetes NetworkPolicy, a "
-                        "firewall, an authenticating proxy): required to bind it beyond loopback")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ...common.spec import TensorSpec
 from ..pipeline.aggregate import Aggregator
 from ..pipeline.combine import dp_denominator
 from ..pipeline.privacy import PrivacyLedger
-from ..pipeline.stages import Rules, Step, combine, combine_secure
+from ..pipeline.stages import Step, combine, combine_secure
 from ..pipeline.statistics import COUNTS, SUMS
 from ..pipeline.updates import CheckedUpdate
 from .attempt import Attempt
@@ -32,9 +32,7 @@ def combine_plain(state: FederationState, config: FederationConfig, aggregate: A
     """The plain round's updates through the round stages (server/pipeline/stages.py). Raises `NonFiniteGlobal`."""
     weights = {c: float(config.weight(u.num_examples)) for c, u in received.items()}
     updates = {c: (u.tensors, weights[c]) for c, u in received.items()}
-    rules = Rules(aggregate, config.update_clip_norm or None, config.adaptive_clip or None, state.change_scale,
-                  config.dp, sampled, rng)
-    return combine(state.global_tensors, updates, rules)
+    return combine(state.global_tensors, updates, config.rules(aggregate, state.change_scale, sampled, rng))
 
 
 def next_state(state: FederationState, config: FederationConfig, combined: Step,

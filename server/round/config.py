@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
+
+import numpy as np
 
 from ...common.messages import HEARTBEAT_INTERVAL_S, HEARTBEAT_WINDOW_S, TrainSettings
 from ...common.spec import MAX_ABS_VALUE
 from ...common.transport import DEFAULT_MAX_UPDATE_BYTES
-from ..pipeline.aggregate import DEFAULT_TRIM, AggregatorKind
+from ..pipeline.aggregate import DEFAULT_TRIM, Aggregator, AggregatorKind
 from ..pipeline.clipping import DEFAULT_ADAPTIVE_CLIP
-from ..pipeline.combine import DEFAULT_CLIP_NORM
+from ..pipeline.combine import DEFAULT_CLIP_NORM, Rules
 from ..pipeline.privacy import DpSettings
 from ..pipeline.updates import UpdateLimits
 
@@ -129,6 +132,13 @@ class FederationConfig:
     @property
     def limits(self) -> UpdateLimits:
         return UpdateLimits(self.max_update_bytes, self.max_abs_value)
+
+    def rules(self, aggregate: Aggregator, previous_scale: Mapping[str, float], sampled: int,
+              rng: np.random.Generator) -> Rules:
+        """How a plain round combines: the pipeline's settings from this config (a new rule's flag sets a field
+        here and is passed on here), with what the round fixed."""
+        return Rules(aggregate, self.update_clip_norm or None, self.adaptive_clip or None, previous_scale, self.dp,
+                     sampled, rng)
 
     def settings_for(self, round_: int, client_id: str) -> TrainSettings:
         """The training settings handed to `client_id` in `round_`: its seed derived from the federation's."""

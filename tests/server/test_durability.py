@@ -102,7 +102,8 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=False)
+        # lazily: the coordinator fixture, torn down after this one, may still hold its state dir open
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
 
 
 def test_full_tmpfs_keeps_the_round_open_until_space_is_freed(coordinator: StartCoordinator,

@@ -11,7 +11,7 @@ from pfeddc.common import serde
 from pfeddc.common.messages import Metrics, Refused
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import build_parser
-from pfeddc.server.options import federation_config
+from pfeddc.server.flags import federation_config
 from pfeddc.server.pipeline.updates import UpdateLimits, decode
 from pfeddc.server.round.config import FederationConfig
 

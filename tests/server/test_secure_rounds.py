@@ -32,7 +32,7 @@ from pfeddc.common.secagg.field import sum_error_bound
 from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import build_parser
-from pfeddc.server.options import federation_config
+from pfeddc.server.flags import federation_config
 from pfeddc.server.round.config import FederationConfig
 from pfeddc.server.round.secure import settings as secure_settings
 
