@@ -125,8 +125,9 @@ COORDINATOR_FLAGS: tuple[tuple[str | None, tuple[Flag, ...]], ...] = (
         Flag("max-abs-value", "updates holding a value of larger magnitude are refused (default: %(default)s)", float,
              config="max_abs_value"),
         Flag("aggregator", "fedavg: mean weighted by capped example counts; median: coordinate-wise median; "
-                           "trimmed-mean: coordinate-wise mean without the --trim fraction at each end. The robust "
-                           "two are unweighted (default: %(default)s)", str, str(CONFIG_DEFAULTS["aggregator"]),
+                           "trimmed-mean: coordinate-wise mean without the --trim fraction at each end; "
+                           "geometric-median: the point nearest to all updates (Weiszfeld, as RFA). The robust "
+                           "three are unweighted (default: %(default)s)", str, str(CONFIG_DEFAULTS["aggregator"]),
              config="aggregator", to_config=AggregatorKind, choices=tuple(AggregatorKind)),
         Flag("trim", "fraction trimmed at each end by trimmed-mean: floor(trim * n) values, tolerating that many "
                      "hostile clients (default: %(default)s)", float, config="trim"),

@@ -28,6 +28,7 @@ class AggregatorKind(StrEnum):
     FEDAVG = "fedavg"
     MEDIAN = "median"
     TRIMMED_MEAN = "trimmed-mean"
+    GEOMETRIC_MEDIAN = "geometric-median"
 
 
 def _checked(updates: Sequence[WeightedUpdate]) -> list[str]:
@@ -85,7 +86,24 @@ def trimmed_mean(updates: Sequence[WeightedUpdate], trim: float = DEFAULT_TRIM) 
                       updates)
 
 
+def geometric_median(updates: Sequence[WeightedUpdate], iterations: int = 10) -> dict[str, np.ndarray]:
+    """The point nearest to all updates in summed L2 distance, every tensor as one vector (Weiszfeld's
+    iterations, as RFA: Pillutla et al. 2022), unweighted: it stays near the honest updates while fewer than
+    half are hostile, however far the others are."""
+    stacked = _stacked(updates)
+    flat = np.concatenate([s.reshape(len(updates), -1).astype(np.float64) for s in stacked.values()], axis=1)
+    point = flat.mean(axis=0)
+    for _ in range(iterations):
+        inverse = 1.0 / np.maximum(np.linalg.norm(flat - point, axis=1), 1e-12)
+        point = inverse @ flat / inverse.sum()
+    sizes = np.cumsum([s[0].size for s in stacked.values()])[:-1]
+    parts = np.split(point, sizes)
+    return _cast_like({name: part.reshape(s.shape[1:]) for (name, s), part in zip(stacked.items(), parts,
+                                                                                  strict=True)}, updates)
+
+
 def make_aggregator(kind: AggregatorKind, trim: float = DEFAULT_TRIM) -> Aggregator:
     if kind is AggregatorKind.TRIMMED_MEAN:
         return partial(trimmed_mean, trim=trim)
-    return {AggregatorKind.FEDAVG: fedavg, AggregatorKind.MEDIAN: median}[kind]
+    return {AggregatorKind.FEDAVG: fedavg, AggregatorKind.MEDIAN: median,
+            AggregatorKind.GEOMETRIC_MEDIAN: geometric_median}[kind]

@@ -68,3 +68,14 @@ def test_aggregators_share_one_signature() -> None:
         out = make_aggregator(kind)([(update, 1.0), (update, 2.0)])
         np.testing.assert_allclose(out["t"], 1.0)
         assert out["t"].dtype == np.float32
+
+
+def test_geometric_median_stays_near_the_honest_updates_however_far_one_hostile_is() -> None:
+    rng = np.random.default_rng(0)
+    honest = [({"a": rng.normal(1.0, 0.1, (3, 4)).astype(np.float32), "b": rng.normal(size=2).astype(np.float32)},
+               1.0) for _ in range(4)]
+    for far in (1e2, 1e6):
+        hostile = ({"a": np.full((3, 4), far, np.float32), "b": np.full(2, -far, np.float32)}, 1e9)
+        out = make_aggregator(AggregatorKind.GEOMETRIC_MEDIAN)([*honest, hostile])
+        assert out["a"].dtype == np.float32 and out["a"].shape == (3, 4)
+        assert np.abs(out["a"] - 1.0).max() < 1.0  # fedavg would sit near `far`
