@@ -36,11 +36,13 @@ from pfeddc.common.secagg.field import FieldParams
 from pfeddc.common.secagg.keys import RoundId
 from pfeddc.common.secagg.protocol import (
     AdvertiseKeys,
+    ChecksPassed,
     KeysAnnounced,
     MaskedInput,
     RoundConfig,
     SealedBundle,
     ShareKeys,
+    SharesChecked,
     SharesDelivered,
     UnmaskRequest,
     UnmaskResponse,
@@ -73,9 +75,12 @@ def size(msg: object, params: FieldParams) -> int:
         return s_(msg.site_id) + sum(size_bundle(b) for b in msg.bundles)
     if isinstance(msg, SharesDelivered):
         return s_(msg.recipient) + sum(s_(u) for u in msg.senders) + sum(size_bundle(b) for b in msg.bundles)
+    if isinstance(msg, SharesChecked):
+        return s_(msg.site_id) + sum(TAG + s_(c.accused) + s_(c.reason) + b_(c.evidence) for c in msg.complaints)
+    if isinstance(msg, ChecksPassed):
+        return sum(s_(u) for u in msg.checked)
     if isinstance(msg, MaskedInput):
-        return s_(msg.site_id) + b_(field.to_bytes(msg.masked, params)) + sum(s_(c.accused) + s_(c.reason)
-                                                                                 for c in msg.complaints)
+        return s_(msg.site_id) + b_(field.to_bytes(msg.masked, params))
     if isinstance(msg, UnmaskRequest):
         return sum(s_(u) for u in (*msg.survivors, *msg.dropped))
     if isinstance(msg, UnmaskResponse):
@@ -131,7 +136,13 @@ def secagg_round(n: int, length: int, drop: int, rng: np.random.Generator) -> Co
     senders = ids[drop:]
     for u in senders:
         down(u, delivered[u])
-        masked = timed(cost, u, lambda u=u: sites[u].masked_input(delivered[u], xs[u], 0.5))  # type: ignore[misc]
+        checked = timed(cost, u, lambda u=u: sites[u].check_shares(delivered[u]))  # type: ignore[misc]
+        up(u, checked)
+        timed(cost, None, lambda m=checked: coord.receive_check(m))  # type: ignore[misc]
+    passed = timed(cost, None, coord.passed)
+    for u in senders:
+        down(u, passed)
+        masked = timed(cost, u, lambda u=u: sites[u].masked_input(passed, xs[u], 0.5))  # type: ignore[misc]
         up(u, masked)
         timed(cost, None, lambda m=masked: coord.receive_masked(m))  # type: ignore[misc]
     request = timed(cost, None, coord.unmask_request)

@@ -16,10 +16,11 @@ import numpy as np
 
 from ..common.secagg import shamir
 from ..common.secagg.field import quantise
-from ..common.secagg.keys import SEED_BYTES, SiteKeys, TamperedBundleError, open_sealed, pair_key, pairwise_seed, seal
+from ..common.secagg.keys import SEED_BYTES, SiteKeys, TamperedBundleError, pair_key, pairwise_seed, seal
 from ..common.secagg.masking import mask
 from ..common.secagg.protocol import (
     AdvertiseKeys,
+    ChecksPassed,
     Complaint,
     KeysAnnounced,
     MaskedInput,
@@ -30,13 +31,14 @@ from ..common.secagg.protocol import (
     SealedBundle,
     ShareKeys,
     ShareKind,
+    SharesChecked,
     SharesDelivered,
     Stage,
     TooFewSitesError,
     UnmaskRequest,
     UnmaskResponse,
-    decode_share,
     encode_share,
+    open_bundle,
     share_digest,
 )
 
@@ -57,6 +59,7 @@ class SecAggSite:
         self._held: dict[str, Held] = {}  # dealer -> my shares of its secrets
         self._pair_keys: dict[str, bytes] = {}  # peer -> the AES-GCM key of our bundles
         self._masked_with: frozenset[str] = frozenset()  # U2
+        self._complained = False  # its encryption key went out as evidence: it must never send an input now
 
     def _enter(self, expected: Stage, then: Stage) -> None:
         if self.stage != expected:
@@ -68,7 +71,7 @@ class SecAggSite:
         return AdvertiseKeys(self.site_id, PublicKeys(self._keys.mask_public, self._keys.enc_public))
 
     def share_keys(self, announced: KeysAnnounced) -> ShareKeys:
-        self._enter(Stage.SHARE_KEYS, Stage.MASKED_INPUT)
+        self._enter(Stage.SHARE_KEYS, Stage.CHECK_SHARES)
         cfg = self.config
         keys = announced.keys
         if announced.rid != cfg.rid:
@@ -96,50 +99,51 @@ class SecAggSite:
             bundles.append(SealedBundle(self.site_id, holder, seal(key, plain, cfg.rid, self.site_id, holder), digests))
         return ShareKeys(self.site_id, tuple(bundles))
 
-    def _open(self, bundle: SealedBundle) -> Held:
-        cfg = self.config
-        dealer = bundle.sender
-        plain = open_sealed(self._pair_keys[dealer], bundle.ciphertext, cfg.rid, dealer, self.site_id)
-        try:
-            first, rest = decode_share(plain)
-            second, tail = decode_share(rest)
-        except ValueError as e:
-            raise ValueError("its bundle does not hold two shares") from e
-        held = {ShareKind.SELF_SEED: first, ShareKind.MASK_KEY: second}
-        own_x = sorted(self._peers).index(self.site_id) + 1
-        if tail or any(s.x != own_x for s in held.values()):
-            raise ValueError("its bundle holds shares addressed to another holder")
-        if any(share_digest(cfg.rid, k, dealer, self.site_id, s) != bundle.digests.get(k) for k, s in held.items()):
-            raise ValueError("its shares do not match the digests it sent the coordinator")
-        return held
-
-    def masked_input(self, delivered: SharesDelivered, vector: np.ndarray, weight: float = 1.0,
-                     rng: np.random.Generator | None = None) -> MaskedInput:
-        """The site's vector times its weight (0 < weight <= 1), quantised and masked, plus any complaints."""
-        self._enter(Stage.MASKED_INPUT, Stage.UNMASK)
+    def check_shares(self, delivered: SharesDelivered) -> SharesChecked:
+        """Open and check the bundles addressed to this site; a complaint carries this run's encryption private
+        key as evidence (the coordinator opens the accused's bundle with it), after which the site sends no input
+        this attempt."""
+        self._enter(Stage.CHECK_SHARES, Stage.MASKED_INPUT)
         cfg = self.config
         senders = set(delivered.senders)
         if delivered.recipient != self.site_id or self.site_id not in senders or not senders <= set(self._peers):
             raise ProtocolError("the delivered shares are not this site's, or name a site that advertised no keys")
         if len(senders) < cfg.threshold:
-            raise TooFewSitesError(Stage.MASKED_INPUT, len(senders), cfg.threshold)
-        if not 0 < weight <= 1 or np.asarray(vector).size != cfg.length:
-            raise ProtocolError(f"need 0 < weight <= 1 and {cfg.length} elements, got {weight}, "
-                                f"{np.asarray(vector).size}")
+            raise TooFewSitesError(Stage.CHECK_SHARES, len(senders), cfg.threshold)
         by_sender = {b.sender: b for b in delivered.bundles if b.recipient == self.site_id}
+        own_x = sorted(self._peers).index(self.site_id) + 1
         complaints = []
         for dealer in sorted(senders - {self.site_id}):
             try:
                 if dealer not in by_sender:
                     raise ValueError("no bundle from it was delivered")
-                self._held[dealer] = self._open(by_sender[dealer])
+                self._held[dealer] = open_bundle(self._pair_keys[dealer], by_sender[dealer], cfg.rid, self.site_id,
+                                                 own_x)
             except (TamperedBundleError, ValueError) as e:
-                complaints.append(Complaint(dealer, str(e)))
+                complaints.append(Complaint(dealer, str(e), self._keys.enc_private()))
         self._masked_with = frozenset(senders)
+        self._complained = bool(complaints)
+        return SharesChecked(self.site_id, tuple(complaints))
+
+    def masked_input(self, passed: ChecksPassed, vector: np.ndarray, weight: float = 1.0,
+                     rng: np.random.Generator | None = None) -> MaskedInput:
+        """The site's vector times its weight (0 < weight <= 1), quantised and masked."""
+        self._enter(Stage.MASKED_INPUT, Stage.UNMASK)
+        cfg = self.config
+        if self._complained:
+            raise ProtocolError("this site complained (its encryption key went out as evidence): it sends no input "
+                                "in this attempt")
+        checked = set(passed.checked)
+        if self.site_id not in checked or not checked <= self._masked_with or len(checked) < cfg.threshold:
+            raise ProtocolError("the sites that checked their shares must include this one, be among those it "
+                                f"masks with, and number at least {cfg.threshold}")
+        if not 0 < weight <= 1 or np.asarray(vector).size != cfg.length:
+            raise ProtocolError(f"need 0 < weight <= 1 and {cfg.length} elements, got {weight}, "
+                                f"{np.asarray(vector).size}")
         seeds = {v: pairwise_seed(self._keys.mask, self._peers[v].mask, cfg.rid, self.site_id, v)
-                 for v in senders - {self.site_id}}
+                 for v in self._masked_with - {self.site_id}}
         q = quantise(np.asarray(vector, dtype=np.float64) * weight, cfg.field, rng or np.random.default_rng())
-        return MaskedInput(self.site_id, mask(q, self.site_id, self._self_seed, seeds, cfg.field), tuple(complaints))
+        return MaskedInput(self.site_id, mask(q, self.site_id, self._self_seed, seeds, cfg.field))
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Shares of b_u for each survivor u and of the mask key of each dropped site; never both for one site."""

@@ -1,10 +1,10 @@
-"""A site's part of a secure round: its change clipped, weighted and masked, through the four exchanges.
+"""A site's part of a secure round: its change clipped, weighted and masked, through the five exchanges.
 
 The TRAIN task of a secure federation carries `SecureSettings`. After training, the site computes its change
 from the round's global (the spec's tensors as one vector), clips it to the announced L2 bound, adds its share
 of the DP noise when the federation runs DP (from the operating system's entropy), and drives a `SecAggSite`:
-keys, shares, masked input, reveal. Each call is held by the coordinator until its stage closes, so a round
-costs four calls (plus polls while a slow site is awaited). The coordinator never sees the change itself.
+keys, shares, their check, masked input, reveal. Each call is held by the coordinator until its stage closes, so a
+round costs five calls (plus polls while a slow site is awaited). The coordinator never sees the change itself.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ..common.secagg.exchange import (
     flatten,
 )
 from ..common.secagg.noise import add_noise_share
-from ..common.secagg.protocol import KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
+from ..common.secagg.protocol import ChecksPassed, KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
 from ..common.spec import TensorSpec
 from .connection import Backoff, Connection
 from .secagg_site import SecAggSite
@@ -93,7 +93,8 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
     try:
         announced = _next(send(site.advertise()), KeysAnnounced, stop)
         delivered = _next(send(site.share_keys(announced)), SharesDelivered, stop)
-        masked = site.masked_input(delivered, vector, settings.weight)
+        passed = _next(send(site.check_shares(delivered)), ChecksPassed, stop)
+        masked = site.masked_input(passed, vector, settings.weight)
         request = _next(send(Contribution.of(masked, config.field, num_examples, Metrics())), UnmaskRequest, stop)
         done = send(site.unmask(request))
         outcome = SecureOutcome(True) if done.status == Status.DONE else SecureOutcome(False, _why(done, stop))

@@ -16,6 +16,7 @@ from .secagg.field import FieldParams
 from .secagg.keys import RoundId
 from .secagg.protocol import (
     AdvertiseKeys,
+    ChecksPassed,
     Complaint,
     KeysAnnounced,
     PublicKeys,
@@ -23,6 +24,7 @@ from .secagg.protocol import (
     SealedBundle,
     ShareKeys,
     ShareKind,
+    SharesChecked,
     SharesDelivered,
     UnmaskRequest,
     UnmaskResponse,
@@ -90,10 +92,12 @@ def step_to_proto(step: SecureStep) -> pb.SecAggRequest:
         out.keys.CopyFrom(_keys_to_proto(msg.keys))
     elif isinstance(msg, ShareKeys):
         out.shares.bundles.extend(_bundle_to_proto(b) for b in msg.bundles)
+    elif isinstance(msg, SharesChecked):
+        out.check.SetInParent()
+        out.check.complaints.extend(pb.SecAggComplaint(accused=c.accused, reason=c.reason[:MAX_REASON_CHARS],
+                                                       evidence=c.evidence) for c in msg.complaints)
     elif isinstance(msg, Contribution):
         out.masked.masked = msg.masked
-        out.masked.complaints.extend(pb.SecAggComplaint(accused=c.accused, reason=c.reason[:MAX_REASON_CHARS])
-                                     for c in msg.complaints)
         out.masked.num_examples = msg.num_examples
         out.masked.metrics.CopyFrom(_metrics_to_proto(msg.metrics))
     elif isinstance(msg, UnmaskResponse):
@@ -111,10 +115,13 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
         message = AdvertiseKeys(site, _keys_from_proto(m.keys))
     elif which == "shares":
         message = ShareKeys(site, tuple(_bundle_from_proto(b) for b in m.shares.bundles))
+    elif which == "check":
+        if any(len(c.evidence) != KEY_BYTES for c in m.check.complaints):
+            raise ValueError(f"a complaint's evidence must be a {KEY_BYTES}-byte key")
+        message = SharesChecked(site, tuple(Complaint(c.accused, c.reason[:MAX_REASON_CHARS], c.evidence)
+                                            for c in m.check.complaints))
     elif which == "masked":
-        complaints = tuple(Complaint(c.accused, c.reason[:MAX_REASON_CHARS]) for c in m.masked.complaints)
-        message = Contribution(m.masked.masked, complaints, m.masked.num_examples,
-                               _metrics_from_proto(m.masked.metrics))
+        message = Contribution(m.masked.masked, m.masked.num_examples, _metrics_from_proto(m.masked.metrics))
     elif which == "reveal":
         shares = []
         for r in m.reveal.shares:
@@ -139,6 +146,8 @@ def answer_to_proto(a: SecureAnswer) -> pb.SecAggReply:
     elif isinstance(n, SharesDelivered):
         out.shares.senders.extend(n.senders)
         out.shares.bundles.extend(_bundle_to_proto(b) for b in n.bundles)
+    elif isinstance(n, ChecksPassed):
+        out.passed.checked.extend(n.checked)
     elif isinstance(n, UnmaskRequest):
         out.unmask.survivors.extend(n.survivors)
         out.unmask.dropped.extend(n.dropped)
@@ -150,11 +159,13 @@ def answer_from_proto(m: pb.SecAggReply, rid: RoundId, recipient: str) -> Secure
     if status is None:
         raise ValueError(f"the coordinator sent an unknown secure-aggregation status {m.status}")
     which = m.WhichOneof("next")
-    n: KeysAnnounced | SharesDelivered | UnmaskRequest | None = None
+    n: KeysAnnounced | SharesDelivered | ChecksPassed | UnmaskRequest | None = None
     if which == "keys":
         n = KeysAnnounced(rid, {site: _keys_from_proto(k) for site, k in m.keys.keys.items()})
     elif which == "shares":
         n = SharesDelivered(recipient, tuple(m.shares.senders), tuple(_bundle_from_proto(b) for b in m.shares.bundles))
+    elif which == "passed":
+        n = ChecksPassed(tuple(m.passed.checked))
     elif which == "unmask":
         n = UnmaskRequest(tuple(m.unmask.survivors), tuple(m.unmask.dropped))
     return SecureAnswer(status, n, m.reason)

@@ -184,24 +184,30 @@ class SecAggShares(_message.Message):
     def __init__(self, bundles: _Optional[_Iterable[_Union[SecAggBundle, _Mapping]]] = ...) -> None: ...
 
 class SecAggComplaint(_message.Message):
-    __slots__ = ("accused", "reason")
+    __slots__ = ("accused", "reason", "evidence")
     ACCUSED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     accused: str
     reason: str
-    def __init__(self, accused: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    evidence: bytes
+    def __init__(self, accused: _Optional[str] = ..., reason: _Optional[str] = ..., evidence: _Optional[bytes] = ...) -> None: ...
+
+class SecAggCheck(_message.Message):
+    __slots__ = ("complaints",)
+    COMPLAINTS_FIELD_NUMBER: _ClassVar[int]
+    complaints: _containers.RepeatedCompositeFieldContainer[SecAggComplaint]
+    def __init__(self, complaints: _Optional[_Iterable[_Union[SecAggComplaint, _Mapping]]] = ...) -> None: ...
 
 class SecAggMasked(_message.Message):
-    __slots__ = ("masked", "complaints", "num_examples", "metrics")
+    __slots__ = ("masked", "num_examples", "metrics")
     MASKED_FIELD_NUMBER: _ClassVar[int]
-    COMPLAINTS_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     masked: bytes
-    complaints: _containers.RepeatedCompositeFieldContainer[SecAggComplaint]
     num_examples: int
     metrics: Metrics
-    def __init__(self, masked: _Optional[bytes] = ..., complaints: _Optional[_Iterable[_Union[SecAggComplaint, _Mapping]]] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ...) -> None: ...
+    def __init__(self, masked: _Optional[bytes] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ...) -> None: ...
 
 class SecAggRevealedShare(_message.Message):
     __slots__ = ("dealer", "kind", "share")
@@ -228,7 +234,7 @@ class SecAggReveal(_message.Message):
     def __init__(self, shares: _Optional[_Iterable[_Union[SecAggRevealedShare, _Mapping]]] = ...) -> None: ...
 
 class SecAggRequest(_message.Message):
-    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "max_wait_s", "run_id")
+    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "check", "max_wait_s", "run_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +242,7 @@ class SecAggRequest(_message.Message):
     SHARES_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     REVEAL_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     client_id: str
@@ -245,9 +252,10 @@ class SecAggRequest(_message.Message):
     shares: SecAggShares
     masked: SecAggMasked
     reveal: SecAggReveal
+    check: SecAggCheck
     max_wait_s: float
     run_id: str
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., max_wait_s: _Optional[float] = ..., run_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., check: _Optional[_Union[SecAggCheck, _Mapping]] = ..., max_wait_s: _Optional[float] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class SecAggKeysAnnounced(_message.Message):
     __slots__ = ("keys",)
@@ -270,6 +278,12 @@ class SecAggDelivered(_message.Message):
     bundles: _containers.RepeatedCompositeFieldContainer[SecAggBundle]
     def __init__(self, senders: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Iterable[_Union[SecAggBundle, _Mapping]]] = ...) -> None: ...
 
+class SecAggChecksPassed(_message.Message):
+    __slots__ = ("checked",)
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    checked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, checked: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SecAggUnmask(_message.Message):
     __slots__ = ("survivors", "dropped")
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
@@ -279,7 +293,7 @@ class SecAggUnmask(_message.Message):
     def __init__(self, survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SecAggReply(_message.Message):
-    __slots__ = ("status", "keys", "shares", "unmask", "reason")
+    __slots__ = ("status", "keys", "shares", "unmask", "passed", "reason")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[SecAggReply.Status]
@@ -296,13 +310,15 @@ class SecAggReply(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     UNMASK_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     status: SecAggReply.Status
     keys: SecAggKeysAnnounced
     shares: SecAggDelivered
     unmask: SecAggUnmask
+    passed: SecAggChecksPassed
     reason: str
-    def __init__(self, status: _Optional[_Union[SecAggReply.Status, str]] = ..., keys: _Optional[_Union[SecAggKeysAnnounced, _Mapping]] = ..., shares: _Optional[_Union[SecAggDelivered, _Mapping]] = ..., unmask: _Optional[_Union[SecAggUnmask, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, status: _Optional[_Union[SecAggReply.Status, str]] = ..., keys: _Optional[_Union[SecAggKeysAnnounced, _Mapping]] = ..., shares: _Optional[_Union[SecAggDelivered, _Mapping]] = ..., unmask: _Optional[_Union[SecAggUnmask, _Mapping]] = ..., passed: _Optional[_Union[SecAggChecksPassed, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Metrics(_message.Message):
     __slots__ = ("train_loss", "accuracy_before", "accuracy_after", "num_test_examples", "train_seconds", "accuracy_global")

@@ -21,18 +21,19 @@ from .field import FieldParams, from_bytes, to_bytes
 from .keys import RoundId
 from .protocol import (
     AdvertiseKeys,
-    Complaint,
+    ChecksPassed,
     KeysAnnounced,
     MaskedInput,
     RoundConfig,
     ShareKeys,
+    SharesChecked,
     SharesDelivered,
     UnmaskRequest,
     UnmaskResponse,
 )
 
 # What a client announces at Join when it follows TaskReply.secure (JoinRequest.capabilities).
-CAPABILITY = "secure-aggregation/v1"
+CAPABILITY = "secure-aggregation/v2"  # v2: complaints carry evidence and are judged before any input is sent
 
 
 @dataclass(frozen=True)
@@ -56,24 +57,23 @@ class SecureSettings:
 
 @dataclass(frozen=True)
 class Contribution:
-    """Stage 3: the masked input (`field.to_bytes`; read with the round's field) with its complaints, and what
-    plain mode sends beside an update."""
+    """Stage 4: the masked input (`field.to_bytes`; read with the round's field), and what plain mode sends beside
+    an update."""
 
     masked: bytes
-    complaints: tuple[Complaint, ...]
     num_examples: int
     metrics: Metrics
 
     @staticmethod
     def of(masked: MaskedInput, field: FieldParams, num_examples: int, metrics: Metrics) -> Contribution:
-        return Contribution(to_bytes(masked.masked, field), masked.complaints, num_examples, metrics)
+        return Contribution(to_bytes(masked.masked, field), num_examples, metrics)
 
     def read(self, site_id: str, field: FieldParams, length: int) -> MaskedInput:
         """The masked input; ValueError when the bytes are not `length` elements of `field`."""
-        return MaskedInput(site_id, from_bytes(self.masked, field, length), self.complaints)
+        return MaskedInput(site_id, from_bytes(self.masked, field, length))
 
 
-StageMessage = AdvertiseKeys | ShareKeys | Contribution | UnmaskResponse
+StageMessage = AdvertiseKeys | ShareKeys | SharesChecked | Contribution | UnmaskResponse
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Status(StrEnum):
     ABANDONED = "abandoned"  # the attempt ended without this site: `reason`; ask for a new task
 
 
-NextInput = KeysAnnounced | SharesDelivered | UnmaskRequest
+NextInput = KeysAnnounced | SharesDelivered | ChecksPassed | UnmaskRequest
 
 
 @dataclass(frozen=True)

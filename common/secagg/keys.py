@@ -76,13 +76,17 @@ class SiteKeys:
     def mask_private(self) -> bytes:
         return self.mask.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
+    def enc_private(self) -> bytes:
+        """Revealed only as a complaint's evidence, in an attempt that then ends before any input is sent."""
+        return self.enc.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
 
 def public_bytes(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def mask_key_from_private(raw: bytes) -> X25519PrivateKey:
-    """A reconstructed mask private key (32 raw bytes) as a key object."""
+def private_key(raw: bytes) -> X25519PrivateKey:
+    """A private key from its 32 raw bytes (a reconstructed mask key, a complaint's evidence); ValueError else."""
     return X25519PrivateKey.from_private_bytes(raw)
 
 

@@ -4,11 +4,17 @@ Stages (Bonawitz et al. 2017, with every site sharing with every other; SecAgg+ 
   1. ADVERTISE      each sampled site sends two fresh public keys; the coordinator announces those it received (U1).
   2. SHARE_KEYS     each site Shamir-shares its self-mask seed b_u and its mask private key among U1 and sends one
                     AES-GCM bundle per recipient through the coordinator, with a digest of each share inside it.
-  3. MASKED_INPUT   the coordinator delivers the bundles of the sites that shared (U2); each site checks its
-                    bundles (complaining about a sender whose bundle fails) and sends its masked, quantised vector.
-  4. UNMASK         the coordinator names the survivors (U3: sent an input, no complaint against them) and the dropped
-                    (U2 - U3); each survivor reveals its shares of b_u for u in U3 and of the mask key of each dropped
-                    site. From t of each, the coordinator removes all masks and decodes the sum: nothing else.
+  3. CHECK_SHARES   the coordinator delivers the bundles of the sites that shared (U2); each site opens and checks
+                    its bundles and answers with its complaints, if any, each with evidence: its own encryption
+                    private key of this run, which the coordinator checks against the key it advertised and uses to
+                    open the accused's bundle itself (`verdict`). A complaint that holds convicts the accused; one
+                    that does not, the accuser; either way the attempt ends before any site sends its input (the
+                    revealed key opens only this run's shares, never used again) and the round restarts without the
+                    guilty. No site can exclude another, or stay, by accusing it falsely.
+  4. MASKED_INPUT   no complaint: each site that checked sends its masked, quantised vector.
+  5. UNMASK         the coordinator names the survivors (U3: sent an input) and the dropped (U2 - U3); each survivor
+                    reveals its shares of b_u for u in U3 and of the mask key of each dropped site. From t of each,
+                    the coordinator removes all masks and decodes the sum: nothing else.
 A site reveals, for any other site, shares of b_u or of its mask key, never both; t > |sampled| / 2 means no two
 groups of t holders can be told different stories about who dropped out.
 Every message is a plain frozen dataclass (bytes, str, numpy arrays), so a wire layer only serialises them.
@@ -24,13 +30,14 @@ from enum import StrEnum
 import numpy as np
 
 from .field import FieldParams
-from .keys import RoundId
+from .keys import RoundId, TamperedBundleError, open_sealed, pair_key, private_key, public_bytes
 from .shamir import Share
 
 
 class Stage(StrEnum):
     ADVERTISE = "advertise"
     SHARE_KEYS = "share_keys"
+    CHECK_SHARES = "check_shares"
     MASKED_INPUT = "masked_input"
     UNMASK = "unmask"
     DONE = "done"
@@ -65,6 +72,15 @@ class InconsistentSiteError(SecAggError):
     def __init__(self, site_id: str, detail: str) -> None:
         super().__init__(f"site {site_id!r} dealt inconsistent shares: {detail}")
         self.site_id = site_id
+
+
+class AccusationError(SecAggError):
+    """A complaint was judged: `guilty` maps each site it convicts (the accused, or a false accuser) to why. The
+    attempt ends before any input is sent; the round restarts without them."""
+
+    def __init__(self, guilty: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{site!r} {why}" for site, why in sorted(guilty.items())))
+        self.guilty = dict(guilty)
 
 
 @dataclass(frozen=True)
@@ -140,13 +156,28 @@ class SharesDelivered:
 class Complaint:
     accused: str
     reason: str
+    evidence: bytes = b""  # the accuser's encryption private key of this run (32 bytes)
+
+
+@dataclass(frozen=True)
+class SharesChecked:
+    """Stage 3: the bundles a site could not use, each with the evidence the coordinator checks."""
+
+    site_id: str
+    complaints: tuple[Complaint, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChecksPassed:
+    """Stage 3 closed without a complaint: the sites that checked their bundles (they send inputs)."""
+
+    checked: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class MaskedInput:
     site_id: str
     masked: np.ndarray  # uint64 in [0, M); field.to_bytes for the wire
-    complaints: tuple[Complaint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,3 +232,43 @@ def share_digest(rid: RoundId, kind: ShareKind, dealer: str, holder: str, share:
         h.update(len(raw).to_bytes(4, "big") + raw)
     h.update(encode_share(share))
     return h.digest()
+
+
+def open_bundle(key: bytes, bundle: SealedBundle, rid: RoundId, holder: str, holder_x: int) -> dict[ShareKind, Share]:
+    """The two shares a bundle holds for `holder` (its x-coordinate `holder_x`), checked against the digests its
+    dealer sent in the clear; ValueError (TamperedBundleError when it does not authenticate) naming what is wrong.
+    The holder opens its bundles with it, and the coordinator judges a complaint with it."""
+    dealer = bundle.sender
+    plain = open_sealed(key, bundle.ciphertext, rid, dealer, holder)
+    try:
+        first, rest = decode_share(plain)
+        second, tail = decode_share(rest)
+    except ValueError as e:
+        raise ValueError("its bundle does not hold two shares") from e
+    held = {ShareKind.SELF_SEED: first, ShareKind.MASK_KEY: second}
+    if tail or any(s.x != holder_x for s in held.values()):
+        raise ValueError("its bundle holds shares addressed to another holder")
+    if any(share_digest(rid, k, dealer, holder, s) != bundle.digests.get(k) for k, s in held.items()):
+        raise ValueError("its shares do not match the digests it sent the coordinator")
+    return held
+
+
+def verdict(complaint: Complaint, accuser: str, accuser_enc_public: bytes, accused_enc_public: bytes,
+            bundle: SealedBundle | None, rid: RoundId, accuser_x: int) -> tuple[str, str]:
+    """Who a complaint convicts, and why: the accused when the accuser's evidence (its encryption private key,
+    checked against the public key it advertised) shows the accused's bundle does not open or does not match its
+    digests; else the accuser (false or unproven)."""
+    accused = complaint.accused
+    try:
+        own = private_key(complaint.evidence)
+    except ValueError:
+        return accuser, f"accused {accused!r} without evidence (no 32-byte key)"
+    if public_bytes(own) != accuser_enc_public:
+        return accuser, f"accused {accused!r} with a key other than the one it advertised"
+    if bundle is None:
+        return accuser, f"accused {accused!r}, which dealt it no bundle this run"
+    try:
+        open_bundle(pair_key(own, accused_enc_public, rid, accuser, accused), bundle, rid, accuser, accuser_x)
+    except (TamperedBundleError, ValueError) as e:
+        return accused, f"dealt a bundle {accuser!r} could not use, shown with its key: {e}"
+    return accuser, f"accused {accused!r} falsely: its bundle opens and matches the digests it committed"

@@ -229,9 +229,9 @@ class Rounds:
             return
         self._changed()
         if run.failure is not None:
-            if run.blame is not None:
-                self.excluded.add(run.blame)
-                self._fail(run.blame, run.failure)
+            for site in run.blame:
+                self.excluded.add(site)
+                self._fail(site, run.failure)
             return self._retry(f"secure aggregation: {run.failure}")
         if run.result is not None:
             self.attempt.received = survivors(run)

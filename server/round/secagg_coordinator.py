@@ -3,9 +3,10 @@
 The caller (the coordinator's secure-aggregation stage) feeds it each site's message as it arrives and closes
 each stage when its deadline passes; whoever has not answered by then has dropped out. Every check that can
 blame a site names it: a message out of turn (ProtocolError.site_id), a bundle another site could not open or
-verify (a complaint: the sender is excluded and treated as dropped), a revealed share that differs from the
-digest its dealer committed to (the revealer is excluded from reconstruction), a dealer whose shares do not
-reconstruct what it committed to (InconsistentSiteError: restart the round without it).
+verify (a complaint, judged on the accuser's evidence: AccusationError convicts the accused or the false accuser,
+and the round restarts without them before any input is sent), a revealed share that differs from the digest its
+dealer committed to (the revealer is excluded from reconstruction), a dealer whose shares do not reconstruct what
+it committed to (InconsistentSiteError: restart the round without it).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import numpy as np
 
 from ...common.secagg import shamir
 from ...common.secagg.field import dequantise_sum, sum_error_bound
-from ...common.secagg.keys import mask_key_from_private, pairwise_seed, public_bytes
+from ...common.secagg.keys import pairwise_seed, private_key, public_bytes
 from ...common.secagg.masking import unmask
 from ...common.secagg.protocol import (
+    AccusationError,
     AdvertiseKeys,
     AggregateResult,
+    ChecksPassed,
     InconsistentSiteError,
     KeysAnnounced,
     MaskedInput,
@@ -27,12 +30,14 @@ from ...common.secagg.protocol import (
     RoundConfig,
     ShareKeys,
     ShareKind,
+    SharesChecked,
     SharesDelivered,
     Stage,
     TooFewSitesError,
     UnmaskRequest,
     UnmaskResponse,
     share_digest,
+    verdict,
 )
 
 
@@ -43,6 +48,8 @@ class SecAggCoordinator:
         self.keys: dict[str, PublicKeys] = {}  # U1
         self._shares: dict[str, ShareKeys] = {}  # U2
         self._digests: dict[tuple[str, str], dict[ShareKind, bytes]] = {}  # (dealer, holder) -> committed digests
+        self._checked: set[str] = set()  # sites that checked their bundles (stage 3)
+        self.guilty: dict[str, str] = {}  # convicted by a judged complaint -> why
         self._masked: dict[str, np.ndarray] = {}
         self.excluded: dict[str, str] = {}
         self._survivors: tuple[str, ...] = ()
@@ -85,25 +92,48 @@ class SecAggCoordinator:
 
     def deliver(self) -> dict[str, SharesDelivered]:
         """Each sharing site's bundles from every other sharing site."""
-        self._close(len(self._shares), Stage.MASKED_INPUT)
+        self._close(len(self._shares), Stage.CHECK_SHARES)
         senders = tuple(sorted(self._shares))
         return {v: SharesDelivered(v, senders, tuple(b for u in senders for b in self._shares[u].bundles
                                                      if b.recipient == v)) for v in senders}
 
+    def receive_check(self, msg: SharesChecked) -> None:
+        """A site's verdict on its bundles: each complaint is judged at once on its evidence."""
+        site = msg.site_id
+        self._expect(Stage.CHECK_SHARES, site, set(self._shares) - self._checked)
+        accused = [c.accused for c in msg.complaints]
+        if len(set(accused)) != len(accused) or len(accused) >= len(self._shares):
+            raise ProtocolError(f"{site!r} accused one site twice, or more sites than dealt it bundles", site)
+        self._checked.add(site)
+        x = sorted(self.keys).index(site) + 1
+        for c in msg.complaints:
+            if c.accused == site or c.accused not in self._shares:
+                self.guilty.setdefault(site, f"accused {c.accused!r}, which dealt it no bundle this run")
+                continue
+            bundle = next((b for b in self._shares[c.accused].bundles if b.recipient == site), None)
+            convicted, why = verdict(c, site, self.keys[site].enc, self.keys[c.accused].enc, bundle,
+                                     self.config.rid, x)
+            self.guilty.setdefault(convicted, why)
+
+    def passed(self) -> ChecksPassed:
+        """Close stage 3: a judged complaint ends the attempt (AccusationError), else the checked sites go on."""
+        if self.guilty:
+            self.stage = Stage.DONE
+            raise AccusationError(self.guilty)
+        self._close(len(self._checked), Stage.MASKED_INPUT)
+        return ChecksPassed(tuple(sorted(self._checked)))
+
     def receive_masked(self, msg: MaskedInput) -> None:
-        self._expect(Stage.MASKED_INPUT, msg.site_id, set(self._shares) - set(self._masked))
+        self._expect(Stage.MASKED_INPUT, msg.site_id, self._checked - set(self._masked))
         y = np.asarray(msg.masked)
         f = self.config.field
         if y.shape != (self.config.length,) or y.dtype != np.uint64 or (y.size and int(y.max()) >= f.modulus):
             raise ProtocolError(f"{msg.site_id!r} sent a masked input that is not {self.config.length} elements "
                                 f"below 2**{f.modulus_bits}", msg.site_id)
-        for c in msg.complaints:
-            if c.accused in self._shares and c.accused != msg.site_id:
-                self.excluded.setdefault(c.accused, f"{msg.site_id!r} could not use its shares: {c.reason}")
         self._masked[msg.site_id] = y
 
     def unmask_request(self) -> UnmaskRequest:
-        """Survivors: sent an input and were not accused; everyone else who shared keys is dropped."""
+        """Survivors: sent an input; everyone else who shared keys is dropped."""
         self._survivors = tuple(sorted(set(self._masked) - set(self.excluded)))
         self._dropped = tuple(sorted(set(self._shares) - set(self._survivors)))
         self._close(len(self._survivors), Stage.UNMASK)
@@ -152,7 +182,7 @@ class SecAggCoordinator:
         self_seeds = [self._secret(u, ShareKind.SELF_SEED) for u in self._survivors]
         dangling = []
         for d in self._dropped:
-            key = mask_key_from_private(self._secret(d, ShareKind.MASK_KEY))
+            key = private_key(self._secret(d, ShareKind.MASK_KEY))
             if public_bytes(key) != self.keys[d].mask:
                 raise InconsistentSiteError(d, "its mask-key shares reconstruct a key other than the one it advertised")
             dangling += [(v, d, pairwise_seed(key, self.keys[v].mask, cfg.rid, d, v)) for v in self._survivors]

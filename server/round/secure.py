@@ -5,8 +5,9 @@ stage message (`receive`), tells each site what comes next (`answer`: held by th
 closes a stage (`advance`) when every site expected at it has answered or its deadline passed: the first
 stage (keys) closes at the round's deadline, since sites send their keys once they finished training; every
 later stage `secagg_stage_timeout_s` after the previous one closed. A stage closing with fewer sites than the
-threshold, or a dealer whose shares do not reconstruct, ends the run with `failure` (and `blame`): the round
-lifecycle (server/round/rounds.py) retries the round as a new attempt with fresh keys, without the blamed site.
+threshold, a judged complaint (the accused or the false accuser convicted on the evidence), or a dealer whose
+shares do not reconstruct, ends the run with `failure` (and `blame`): the round lifecycle
+(server/round/rounds.py) retries the round as a new attempt with fresh keys, without the blamed sites.
 
 Nothing here is saved: keys, bundles and masked vectors live in memory for one attempt. A restarted
 coordinator starts the round's protocol again under a new run id (drawn afresh for every attempt), so no mask
@@ -27,12 +28,15 @@ from ...common.secagg.exchange import Contribution, SecureAnswer, SecureSettings
 from ...common.secagg.field import DEFAULT_MODULUS_BITS, FieldParams
 from ...common.secagg.noise import clip_range_for, share_std
 from ...common.secagg.protocol import (
+    AccusationError,
     AdvertiseKeys,
     AggregateResult,
+    ChecksPassed,
     InconsistentSiteError,
     KeysAnnounced,
     ProtocolError,
     ShareKeys,
+    SharesChecked,
     SharesDelivered,
     Stage,
     TooFewSitesError,
@@ -85,13 +89,14 @@ class SecureRun:
         self.contributions: dict[str, Contribution] = {}  # masked inputs with their counts and metrics
         self._announced: KeysAnnounced | None = None
         self._delivered: dict[str, SharesDelivered] = {}
+        self._passed: ChecksPassed | None = None
         self._unmask: UnmaskRequest | None = None
         self.result: AggregateResult | None = None
         self.committed = False  # set by the round lifecycle once the round is durable
         self._first_answer_at: float | None = None  # when the open stage got its first message
         self._stall_reported: Stage | None = None
         self.failure: str | None = None
-        self.blame: str | None = None  # a site the failure names (restart without it)
+        self.blame: tuple[str, ...] = ()  # the sites the failure names (restart without them)
 
     @property
     def stage(self) -> Stage:
@@ -111,6 +116,8 @@ class SecureRun:
                 core.receive_advertise(msg)
             elif isinstance(msg, ShareKeys):
                 core.receive_shares(msg)
+            elif isinstance(msg, SharesChecked):
+                core.receive_check(msg)
             elif isinstance(msg, Contribution):
                 check_metrics(msg.metrics)  # as a plain update's: the round summary records them
                 if msg.num_examples != declared:
@@ -148,15 +155,17 @@ class SecureRun:
         if behind == 0:
             return SecureAnswer(Status.PENDING)
         if behind == 1:  # the stage it answered closed; the next one is open
-            nxt: KeysAnnounced | SharesDelivered | UnmaskRequest | None = {
+            nxt: KeysAnnounced | SharesDelivered | ChecksPassed | UnmaskRequest | None = {
                 Stage.ADVERTISE: self._announced, Stage.SHARE_KEYS: self._delivered.get(site),
+                Stage.CHECK_SHARES: self._passed if self._passed and site in self._passed.checked else None,
                 Stage.MASKED_INPUT: self._unmask if self._unmask and site in self._unmask.survivors else None,
             }.get(sent)
             if nxt is not None:
                 return SecureAnswer(Status.NEXT, nxt)
             if sent is Stage.UNMASK and self.result is not None:
                 return SecureAnswer(Status.DONE) if self.committed else SecureAnswer(Status.PENDING)
-        why = self.core.excluded.get(site, "its message for the next stage did not arrive before it closed")
+        why = self.core.excluded.get(site) or self.core.guilty.get(site) or \
+            "its message for the next stage did not arrive before it closed"
         return SecureAnswer(Status.ABANDONED, reason=f"left out of round {self.round}: {why}")
 
     def advance(self, now: float, failed: set[str]) -> bool:
@@ -173,6 +182,8 @@ class SecureRun:
                 self._announced = self.core.announce()
             elif closing is Stage.SHARE_KEYS:
                 self._delivered = self.core.deliver()
+            elif closing is Stage.CHECK_SHARES:
+                self._passed = self.core.passed()
             elif closing is Stage.MASKED_INPUT:
                 self._unmask = self.core.unmask_request()
                 for site, why in self.core.excluded.items():
@@ -182,9 +193,15 @@ class SecureRun:
                 self.result = self.core.finish()
         except TooFewSitesError as exc:
             self.failure = str(exc)
+        except AccusationError as exc:
+            self.failure = f"a complaint was judged on its evidence: {exc}"
+            self.blame = tuple(sorted(exc.guilty))
+            for site, why in sorted(exc.guilty.items()):
+                self._log("warning", Event.SECAGG_SITE_EXCLUDED, round=self.round, attempt=self.attempt,
+                          client_id=site, reason=why)
         except InconsistentSiteError as exc:
             self.failure = str(exc)
-            self.blame = exc.site_id
+            self.blame = (exc.site_id,)
         self.deadline = now + self._stage_timeout_s
         self._first_answer_at = None
         self._log("info", Event.SECAGG_STAGE_CLOSED, round=self.round, attempt=self.attempt, stage=str(closing),
@@ -214,8 +231,10 @@ class SecureRun:
             return set(self.config.sampled)
         if self.stage is Stage.SHARE_KEYS:
             return set(core.keys)
-        if self.stage is Stage.MASKED_INPUT:
+        if self.stage is Stage.CHECK_SHARES:
             return set(self._delivered)
+        if self.stage is Stage.MASKED_INPUT:
+            return set(self._passed.checked) if self._passed else set()
         return set(self._unmask.survivors) if self._unmask else set()
 
     def total(self) -> np.ndarray:
@@ -230,7 +249,8 @@ class SecureRun:
 
 def _stage_of(msg: object) -> Stage:
     for kind, stage in ((AdvertiseKeys, Stage.ADVERTISE), (ShareKeys, Stage.SHARE_KEYS),
-                        (Contribution, Stage.MASKED_INPUT), (UnmaskResponse, Stage.UNMASK)):
+                        (SharesChecked, Stage.CHECK_SHARES), (Contribution, Stage.MASKED_INPUT),
+                        (UnmaskResponse, Stage.UNMASK)):
         if isinstance(msg, kind):
             return stage
     raise Refused(Code.INVALID_ARGUMENT, "a secure-aggregation message is needed here")

@@ -29,7 +29,7 @@ from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.secagg.exchange import Contribution, SecureStep, Status, flatten, unflatten
 from pfeddc.common.secagg.field import sum_error_bound
-from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
+from pfeddc.common.secagg.protocol import Complaint, SealedBundle, ShareKeys
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.app import build_parser
 from pfeddc.server.flags import federation_config
@@ -40,7 +40,7 @@ FLAGS = ("--rounds", "1", "--min-clients", "4", "--method", "promptfl", "--text-
          "--secagg-stage-timeout", "1.5", "--round-timeout", "4", "--max-examples-per-client", "1000")
 METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
 COUNTS = {"site-a": 100, "site-b": 300, "site-c": 200, "site-d": 400}
-STAGES = ("train", "keys", "shares", "garbage", "masked")  # where a site stops: before keys, after keys, ...
+STAGES = ("train", "keys", "shares", "check", "garbage", "masked")  # where a site stops: before keys, after keys, ...
 
 
 def connect(port: int, client_id: str) -> Connection:
@@ -120,9 +120,12 @@ def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str
     delivered_to_me = send(delivered)
     if stop_after == "shares":
         return SecureOutcome(False, "silent")
+    passed = send(site.check_shares(delivered_to_me))  # type: ignore[arg-type]
+    if stop_after == "check":
+        return SecureOutcome(False, "silent")
     base = global_tensors(task)
     vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s)
-    masked = site.masked_input(delivered_to_me, vector, s.weight)  # type: ignore[arg-type]
+    masked = site.masked_input(passed, vector, s.weight)  # type: ignore[arg-type]
     if stop_after == "garbage":  # a masked vector one element short, or infinite metrics: refused, nothing kept
         full = Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)
         with pytest.raises(Refused) as refused:
@@ -136,6 +139,57 @@ def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str
     conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
                            Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)), rid, wait_s=0)
     return SecureOutcome(False, "silent after its masked input")
+
+
+def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -> SecureOutcome:
+    """A site with valid credentials that follows the protocol to its check and then lies: `accuse` (it complains
+    about every other site, with its own key as evidence) or `deal` (it sends site-a a bundle that does not open,
+    and site-a's complaint must convict it)."""
+    assert task.secure is not None
+    s, rid = task.secure, task.secure.round_config(task.round).rid
+    site = SecAggSite(conn.client_id, s.round_config(task.round))
+
+    def send(message: object) -> tuple[Status, object, str]:
+        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message), rid)  # type: ignore[arg-type]
+        while answer.status == Status.PENDING:
+            answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt), rid)
+        return answer.status, answer.next, answer.reason
+
+    _status, announced, _ = send(site.advertise())
+    shares = site.share_keys(announced)  # type: ignore[arg-type]
+    if attack == "deal":
+        shares = replace(shares, bundles=tuple(replace(b, ciphertext=b.ciphertext[:-1] + bytes([b.ciphertext[-1] ^ 1]))
+                                               if b.recipient == "site-a" else b for b in shares.bundles))
+    _status, delivered, _ = send(shares)
+    checked = site.check_shares(delivered)  # type: ignore[arg-type]
+    if attack == "accuse":
+        key = site._keys.enc_private()
+        checked = replace(checked, complaints=tuple(Complaint(u, "made up", key) for u in sorted(COUNTS)
+                                                    if u != conn.client_id))
+    status, _next, reason = send(checked)
+    return SecureOutcome(status == Status.DONE, reason)
+
+
+@pytest.mark.parametrize("attack", ["accuse", "deal"])
+def test_one_hostile_site_in_a_secure_round_is_convicted_on_evidence_and_stops_nothing(
+        coordinator: StartCoordinator, attack: str) -> None:
+    """A false accuser (complaints against every other site) or a dealer of a bad bundle: the complaint is
+    judged on its evidence, the guilty site is named (log, incident) and left out, the honest ones are not, and the
+    round commits the honest sites' weighted mean on the next attempt."""
+    server = coordinator(*FLAGS)
+    conns, spec, tasks, base = sampled(server.port)
+    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
+                                                    for c in ("site-a", "site-b", "site-c")}
+    work["site-d"] = functools.partial(hostile, conns["site-d"], tasks["site-d"], spec, attack)
+    outcomes = in_threads(work)
+    assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
+    assert not outcomes["site-d"].committed and "site-d" in outcomes["site-d"].reason
+    got, want = final_global(conns["site-a"]), expected_global(base, spec, ["site-a", "site-b", "site-c"])
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+    blamed = [i for i in server.federation.snapshot().incidents if i.kind == "client_failed"]
+    assert {i.client_id for i in blamed} == {"site-d"}, blamed
+    assert ("falsely" if attack == "accuse" else "could not use") in blamed[0].reason
 
 
 def expected_global(base: dict[str, np.ndarray], spec: list[TensorSpec], sites: list[str]) -> dict[str, np.ndarray]:
@@ -269,10 +323,14 @@ def test_secure_federation_refuses_plain_clients_and_plain_updates(coordinator: 
     server = coordinator(*FLAGS)
     conn = connect(server.port, "site-a")
     spec = conn.federation().spec
-    old_join = pb.JoinRequest(client_id="old-site", num_examples=5, spec=wire.spec_to_proto(spec))  # no capability
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as old:
-        pb_grpc.CoordinatorStub(channel).Join(old_join, timeout=10)
-    assert old.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "upgrade pfeddc" in str(old.value.details())
+    for capabilities in ([], ["secure-aggregation/v1"]):  # none, or the protocol before judged complaints
+        old_join = pb.JoinRequest(client_id="old-site", num_examples=5, spec=wire.spec_to_proto(spec),
+                                  capabilities=capabilities)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as old:
+            pb_grpc.CoordinatorStub(channel).Join(old_join, timeout=10)
+        details = str(old.value.details())
+        assert old.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "upgrade pfeddc" in details
+        assert "secure-aggregation/v2" in details
     conn.join(100, spec)
     with pytest.raises(Refused) as plain:
         conn.submit(1, {s.name: np.zeros(s.shape, np.float32) for s in spec}, 100, METRICS)

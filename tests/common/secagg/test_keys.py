@@ -44,7 +44,7 @@ def test_keys_sealed_bundle_opens_only_unaltered_for_its_sender_recipient_and_ro
 
 def test_keys_reconstructed_mask_key_derives_the_same_seeds() -> None:
     a, b, rid = SiteKeys.generate(), SiteKeys.generate(), RoundId("fed", 3)
-    again = keys.mask_key_from_private(a.mask_private())
+    again = keys.private_key(a.mask_private())
     assert keys.public_bytes(again) == a.mask_public
     assert keys.pairwise_seed(again, b.mask_public, rid, "a", "b") == keys.pairwise_seed(a.mask, b.mask_public, rid,
                                                                                           "a", "b")

@@ -9,7 +9,7 @@ from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.common.secagg import field, masking
 from pfeddc.common.secagg.field import FieldParams
 from pfeddc.common.secagg.keys import RoundId
-from pfeddc.common.secagg.protocol import RoundConfig
+from pfeddc.common.secagg.protocol import ChecksPassed, RoundConfig
 from pfeddc.server.round.secagg_coordinator import SecAggCoordinator
 
 P = FieldParams()
@@ -61,7 +61,8 @@ def test_masking_what_a_site_sends_in_a_round_is_indistinguishable_from_uniform(
     for u in ids:
         coord.receive_shares(sites[u].share_keys(announced))
     delivered = coord.deliver()
-    assert looks_uniform(sites["a"].masked_input(delivered["a"], np.zeros(cfg.length)).masked, cfg.field)
+    sites["a"].check_shares(delivered["a"])
+    assert looks_uniform(sites["a"].masked_input(ChecksPassed(ids), np.zeros(cfg.length)).masked, cfg.field)
 
 
 def test_masking_pairwise_masks_cancel_and_unmask_removes_the_rest() -> None:

@@ -12,12 +12,16 @@ from pfeddc.common.secagg import field, keys, shamir
 from pfeddc.common.secagg.field import FieldParams
 from pfeddc.common.secagg.keys import RoundId
 from pfeddc.common.secagg.protocol import (
+    AccusationError,
     AggregateResult,
+    ChecksPassed,
+    Complaint,
     InconsistentSiteError,
     ProtocolError,
     RoundConfig,
     ShareKeys,
     ShareKind,
+    SharesChecked,
     SharesDelivered,
     Stage,
     TooFewSitesError,
@@ -32,6 +36,7 @@ from pfeddc.server.round.secagg_coordinator import SecAggCoordinator
 FIELD = FieldParams(clip_range=2.0, max_sites=16)
 LENGTH = 40
 Deliver = Callable[[dict[str, SharesDelivered]], dict[str, SharesDelivered]]
+Check = Callable[[SharesChecked], SharesChecked]
 
 
 class Round:
@@ -51,7 +56,8 @@ class Round:
 
     def run(self, drop: dict[Stage, set[str]] | None = None,
             on_shares: Callable[[ShareKeys], ShareKeys] | None = None, on_deliver: Deliver | None = None,
-            on_response: Callable[[UnmaskResponse], UnmaskResponse] | None = None) -> AggregateResult:
+            on_response: Callable[[UnmaskResponse], UnmaskResponse] | None = None,
+            on_check: Check | None = None) -> AggregateResult:
         drop, alive = drop or {}, set(self.ids)
         alive -= drop.get(Stage.ADVERTISE, set())
         for u in sorted(alive):
@@ -64,9 +70,14 @@ class Round:
         delivered = self.coord.deliver()
         if on_deliver:
             delivered = on_deliver(delivered)
+        alive -= drop.get(Stage.CHECK_SHARES, set())
+        for u in sorted(alive):
+            checked = self.sites[u].check_shares(delivered[u])
+            self.coord.receive_check(on_check(checked) if on_check else checked)
+        passed = self.coord.passed()
         alive -= drop.get(Stage.MASKED_INPUT, set())
         for u in sorted(alive):
-            self.coord.receive_masked(self.sites[u].masked_input(delivered[u], self.xs[u], self.weights[u],
+            self.coord.receive_masked(self.sites[u].masked_input(passed, self.xs[u], self.weights[u],
                                                                  np.random.default_rng(self.seed(u))))
         request = self.coord.unmask_request()
         alive -= drop.get(Stage.UNMASK, set())
@@ -95,13 +106,14 @@ def test_protocol_unmasked_sum_equals_the_plain_sum(n: int) -> None:
     assert result.dropped == () and result.excluded == {}
 
 
-@pytest.mark.parametrize("stage", [Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK])
+@pytest.mark.parametrize("stage", [Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.CHECK_SHARES, Stage.MASKED_INPUT,
+                                   Stage.UNMASK])
 def test_protocol_completes_with_n_minus_t_drop_outs_at_any_stage(stage: Stage) -> None:
     r = Round(7, 4)
     gone = {"site-01", "site-04", "site-06"}
     result = r.run({stage: gone})
     r.check(result, set(r.ids) if stage == Stage.UNMASK else set(r.ids) - gone)
-    assert set(result.dropped) == (gone if stage == Stage.MASKED_INPUT else set())
+    assert set(result.dropped) == (gone if stage in (Stage.CHECK_SHARES, Stage.MASKED_INPUT) else set())
 
 
 def test_protocol_completes_with_drop_outs_spread_over_every_stage() -> None:
@@ -113,7 +125,8 @@ def test_protocol_completes_with_drop_outs_spread_over_every_stage() -> None:
     assert result.dropped == ("site-05",)
 
 
-@pytest.mark.parametrize("stage", [Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASK])
+@pytest.mark.parametrize("stage", [Stage.ADVERTISE, Stage.SHARE_KEYS, Stage.CHECK_SHARES, Stage.MASKED_INPUT,
+                                   Stage.UNMASK])
 def test_protocol_fewer_than_t_sites_refuse_to_unmask(stage: Stage) -> None:
     r = Round(7, 4)
     with pytest.raises(TooFewSitesError, match="at least 4 sites .* only 3 remain; refusing to unmask") as e:
@@ -122,21 +135,65 @@ def test_protocol_fewer_than_t_sites_refuse_to_unmask(stage: Stage) -> None:
     assert r.coord.stage == Stage.DONE
 
 
-def _tamper(sender: str, recipient: str) -> Deliver:
-    def hook(delivered: dict[str, SharesDelivered]) -> dict[str, SharesDelivered]:
-        d = delivered[recipient]
-        bundles = tuple(replace(b, ciphertext=b.ciphertext[:-1] + bytes([b.ciphertext[-1] ^ 1]))
-                        if b.sender == sender else b for b in d.bundles)
-        return {**delivered, recipient: replace(d, bundles=bundles)}
+def _flip_bundle(dealer: str, recipient: str) -> Callable[[ShareKeys], ShareKeys]:
+    """The dealer itself sends `recipient` a bundle whose ciphertext does not authenticate."""
+    def hook(msg: ShareKeys) -> ShareKeys:
+        if msg.site_id != dealer:
+            return msg
+        return replace(msg, bundles=tuple(replace(b, ciphertext=b.ciphertext[:-1] + bytes([b.ciphertext[-1] ^ 1]))
+                                          if b.recipient == recipient else b for b in msg.bundles))
     return hook
 
 
-def test_protocol_tampered_bundle_is_rejected_and_its_sender_named_and_excluded() -> None:
+def _accuse(r: Round, accuser: str, accused: tuple[str, ...], evidence: bytes | None = None) -> Check:
+    """`accuser` complains about every site in `accused` whatever its bundles held, with its own encryption key
+    as evidence unless `evidence` says otherwise."""
+    key = r.sites[accuser]._keys.enc_private() if evidence is None else evidence
+
+    def hook(msg: SharesChecked) -> SharesChecked:
+        if msg.site_id != accuser:
+            return msg
+        return replace(msg, complaints=tuple(Complaint(a, "made up", key) for a in accused))
+    return hook
+
+
+def test_protocol_a_dealer_of_a_bad_bundle_is_convicted_on_its_victims_evidence() -> None:
     r = Round(6, 4)
-    result = r.run(on_deliver=_tamper("site-03", "site-01"))
-    assert "failed authentication" in result.excluded["site-03"] and "site-01" in result.excluded["site-03"]
-    assert result.dropped == ("site-03",)
-    r.check(result, set(r.ids) - {"site-03"})
+    with pytest.raises(AccusationError) as e:
+        r.run(on_shares=_flip_bundle("site-03", "site-01"))
+    assert set(e.value.guilty) == {"site-03"}
+    assert "site-01" in e.value.guilty["site-03"] and "failed authentication" in e.value.guilty["site-03"]
+    assert r.coord.stage == Stage.DONE and r.coord._masked == {}  # ended before any input was sent
+
+
+@pytest.mark.parametrize("accused", [("site-03",), ("site-00", "site-02", "site-03", "site-04", "site-05")])
+def test_protocol_a_false_accuser_is_the_one_convicted_and_frames_no_one(accused: tuple[str, ...]) -> None:
+    r = Round(6, 4)
+    with pytest.raises(AccusationError, match="falsely") as e:
+        r.run(on_check=_accuse(r, "site-01", accused))
+    assert set(e.value.guilty) == {"site-01"}
+
+
+def test_protocol_an_accusation_with_another_key_as_evidence_convicts_the_accuser() -> None:
+    r = Round(5, 3)
+    other = keys.SiteKeys.generate().enc_private()
+    with pytest.raises(AccusationError) as e:
+        r.run(on_check=_accuse(r, "site-01", ("site-02",), other))
+    assert e.value.guilty == {"site-01": "accused 'site-02' with a key other than the one it advertised"}
+
+
+def test_protocol_a_site_that_complained_never_sends_an_input() -> None:
+    r = Round(5, 3)
+    for u in r.ids:
+        r.coord.receive_advertise(r.sites[u].advertise())
+    announced = r.coord.announce()
+    for u in r.ids:
+        r.coord.receive_shares(_flip_bundle("site-02", "site-00")(r.sites[u].share_keys(announced)))
+    delivered = r.coord.deliver()
+    checked = r.sites["site-00"].check_shares(delivered["site-00"])
+    assert [c.accused for c in checked.complaints] == ["site-02"]
+    with pytest.raises(ProtocolError, match="complained"):
+        r.sites["site-00"].masked_input(ChecksPassed(r.ids), r.xs["site-00"])
 
 
 def test_protocol_a_holder_revealing_a_forged_share_is_named_and_ignored() -> None:
@@ -190,7 +247,8 @@ def test_protocol_site_never_reveals_both_secrets_of_one_site() -> None:
         r.coord.receive_shares(r.sites[u].share_keys(announced))
     delivered = r.coord.deliver()
     site = r.sites["site-00"]
-    site.masked_input(delivered["site-00"], r.xs["site-00"])
+    site.check_shares(delivered["site-00"])
+    site.masked_input(ChecksPassed(r.ids), r.xs["site-00"])
     for bad in (UnmaskRequest(r.ids, ("site-04",)), UnmaskRequest(r.ids[:4], ())):
         with pytest.raises(ProtocolError, match="split"):
             site.unmask(bad)
@@ -215,7 +273,8 @@ def test_protocol_masks_never_repeat_across_rounds() -> None:
         for u in r.ids:
             r.coord.receive_shares(r.sites[u].share_keys(announced))
         delivered = r.coord.deliver()
-        inputs.append(r.sites["site-00"].masked_input(delivered["site-00"], r.xs["site-00"], 1.0,
+        r.sites["site-00"].check_shares(delivered["site-00"])
+        inputs.append(r.sites["site-00"].masked_input(ChecksPassed(r.ids), r.xs["site-00"], 1.0,
                                                       np.random.default_rng(0)).masked)
     for i in range(3):
         for j in range(i):
@@ -238,21 +297,7 @@ def test_protocol_coordinator_refuses_messages_out_of_turn_or_from_strangers() -
     assert shamir.PRIME == 2**127 - 1
 
 
-def test_protocol_a_dealer_too_few_holders_could_use_is_named() -> None:
-    r = Round(7, 4)
-    hooks = [_tamper("site-03", v) for v in ("site-00", "site-01", "site-02", "site-04")]
-
-    def tamper_all(delivered: dict[str, SharesDelivered]) -> dict[str, SharesDelivered]:
-        for hook in hooks:
-            delivered = hook(delivered)
-        return delivered
-
-    with pytest.raises(InconsistentSiteError, match="mask_key shares: only 2 of its shares were usable") as e:
-        r.run(on_deliver=tamper_all)
-    assert e.value.site_id == "site-03"
-
-
-def test_protocol_a_bundle_without_two_shares_is_a_complaint() -> None:
+def test_protocol_a_bundle_without_two_shares_convicts_its_dealer() -> None:
     r = Round(5, 3)
 
     def short(msg: ShareKeys) -> ShareKeys:
@@ -263,9 +308,9 @@ def test_protocol_a_bundle_without_two_shares_is_a_complaint() -> None:
         return replace(msg, bundles=tuple(replace(b, ciphertext=keys.seal(key, b"\0" * 3, rid, "site-01", "site-02"))
                                           if b.recipient == "site-02" else b for b in msg.bundles))
 
-    result = r.run(on_shares=short)
-    assert "does not hold two shares" in result.excluded["site-01"]
-    r.check(result, set(r.ids) - {"site-01"})
+    with pytest.raises(AccusationError, match="does not hold two shares") as e:
+        r.run(on_shares=short)
+    assert set(e.value.guilty) == {"site-01"}
 
 
 @pytest.mark.parametrize("lie", ["duplicate", "unasked kind", "another holder's x"])
