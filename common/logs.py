@@ -53,6 +53,7 @@ class Event(StrEnum):
     # coordinator, secure aggregation: counts and site ids only, never keys, shares or masked values
     SECAGG_STAGE_CLOSED = "secagg_stage_closed"
     SECAGG_STAGE_STALLED = "secagg_stage_stalled"  # a stage waits on sites a stage timeout after the others
+    SECAGG_AGGREGATE_BOUNDED = "secagg_aggregate_bounded"  # an unmasked sum beyond its survivors' clips, scaled
     SECAGG_SITE_EXCLUDED = "secagg_site_excluded"  # a site named by the protocol (a complaint, a lying share)
     # any component: a line that bypassed the logger (gRPC C-core, a library's print), wrapped as JSON
     NATIVE_OUTPUT = "native_output"

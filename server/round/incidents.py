@@ -21,6 +21,7 @@ class IncidentKind(StrEnum):
     CHECKPOINT_FAILED = "checkpoint_failed"  # a closed round could not be saved yet (it is retried)
     FEDERATION_ABORTED = "federation_aborted"  # the last retry failed too: the coordinator stops
     STAGE_STALLED = "stage_stalled"  # a secure stage waits on sites long after the others answered
+    AGGREGATE_BOUNDED = "aggregate_bounded"  # a secure sum beyond what its survivors could send: scaled down to it
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ _LOGGED = {IncidentKind.CLIENT_FAILED: (Event.CLIENT_FAILED_ROUND, "warning", "r
            IncidentKind.ROUND_RETRIED: (Event.ROUND_RETRIED, "warning", "reason"),
            IncidentKind.CHECKPOINT_FAILED: (Event.CHECKPOINT_FAILED, "error", "error"),
            IncidentKind.FEDERATION_ABORTED: (Event.FEDERATION_ABORTED, "error", "reason"),
-           IncidentKind.STAGE_STALLED: (Event.SECAGG_STAGE_STALLED, "warning", "reason")}
+           IncidentKind.STAGE_STALLED: (Event.SECAGG_STAGE_STALLED, "warning", "reason"),
+           IncidentKind.AGGREGATE_BOUNDED: (Event.SECAGG_AGGREGATE_BOUNDED, "warning", "reason")}
 
 
 class Incidents:

@@ -238,9 +238,29 @@ class SecureRun:
         return set(self._unmask.survivors) if self._unmask else set()
 
     def total(self) -> np.ndarray:
-        """The unmasked sum of the survivors' weighted changes (after `advance` produced a result)."""
+        """The unmasked sum of the survivors' weighted changes (after `advance` produced a result), never longer
+        than `bound()`: see `excess`."""
         assert self.result is not None and np.isfinite(self.result.total).all()
-        return self.result.total
+        norm = float(np.linalg.norm(self.result.total))
+        bound = self.bound()
+        return self.result.total * (bound / norm) if norm > bound else self.result.total
+
+    def bound(self) -> float:
+        """The longest sum the survivors can send honestly: each clips its change to its clip norm before weighting
+        (weight <= 1), so the sum is at most the weighted clips' total, plus the quantisation's error; under DP,
+        that plus six standard deviations of the noise's norm (its shares' sum)."""
+        assert self.result is not None
+        survivors = self.result.survivors
+        clips = math.fsum(self.plan[s].weight * self.plan[s].clip_norm for s in survivors)
+        noise = math.sqrt(math.fsum(self.plan[s].noise_std ** 2 for s in survivors))
+        length = self.result.total.size
+        return clips + (self.result.error_bound + 6 * noise) * math.sqrt(length)
+
+    def excess(self) -> float:
+        """How many times the bound the unmasked sum's L2 norm was (<= 1 for any honest set of survivors): above
+        it, a survivor sent values outside its range, and `total` scaled the sum down to the bound."""
+        assert self.result is not None
+        return float(np.linalg.norm(self.result.total)) / self.bound()
 
     def survivors_weight(self) -> float:
         assert self.result is not None

@@ -18,156 +18,36 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from secure_sites import (
+    COUNTS,
+    FLAGS,
+    METRICS,
+    STAGES,
+    connect,
+    delta_of,
+    expected_global,
+    final_global,
+    honest,
+    hostile,
+    in_threads,
+    sampled,
+    vanish,
+)
 from tests_support import StartCoordinator
 
-from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.client.secagg_site import SecAggSite
-from pfeddc.client.secure import SecureOutcome, change_vector, contribute
+from pfeddc.client.secure import SecureOutcome, change_vector
 from pfeddc.common import serde, wire
-from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
+from pfeddc.common.messages import Code, Refused
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
-from pfeddc.common.secagg.exchange import Contribution, SecureStep, Status, flatten, unflatten
+from pfeddc.common.secagg.exchange import SecureStep, flatten
 from pfeddc.common.secagg.field import sum_error_bound
-from pfeddc.common.secagg.protocol import Complaint, SealedBundle, ShareKeys
-from pfeddc.common.spec import TensorSpec
+from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.server.app import build_parser
 from pfeddc.server.flags import federation_config
 from pfeddc.server.round.config import FederationConfig
 from pfeddc.server.round.secure import settings as secure_settings
-
-FLAGS = ("--rounds", "1", "--min-clients", "4", "--method", "promptfl", "--text-ctx", "2", "--secure-aggregation",
-         "--secagg-stage-timeout", "1.5", "--round-timeout", "4", "--max-examples-per-client", "1000")
-METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
-COUNTS = {"site-a": 100, "site-b": 300, "site-c": 200, "site-d": 400}
-STAGES = ("train", "keys", "shares", "check", "garbage", "masked")  # where a site stops: before keys, after keys, ...
-
-
-def connect(port: int, client_id: str) -> Connection:
-    return Connection(f"127.0.0.1:{port}", client_id, backoff=Backoff(0.05, 0.2, 3), rpc_timeout_s=10)
-
-
-def delta_of(client_id: str, spec: list[TensorSpec], scale: float = 0.05) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(sum(map(ord, client_id)))
-    return {s.name: rng.normal(0, scale, s.shape).astype(np.float32) for s in spec}
-
-
-def sampled(port: int) -> tuple[dict[str, Connection], list[TensorSpec], dict[str, Task], dict[str, np.ndarray]]:
-    """Every site joined and handed the first round: connections, spec, tasks, the round's global."""
-    conns = {c: connect(port, c) for c in COUNTS}
-    spec = next(iter(conns.values())).federation().spec
-    for c, conn in conns.items():
-        conn.join(COUNTS[c], spec)
-    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
-    return conns, spec, tasks, global_tensors(tasks["site-a"])
-
-
-def in_threads(work: dict[str, Callable[[], SecureOutcome]]) -> dict[str, SecureOutcome]:
-    """Each site's work at once; a site whose work raised (a failed assertion in it) fails the test."""
-    out: dict[str, SecureOutcome] = {}
-    errors: dict[str, BaseException] = {}
-
-    def run(client_id: str) -> None:
-        try:
-            out[client_id] = work[client_id]()
-        except BaseException as exc:  # noqa: BLE001  # re-raised below, in the test's thread
-            errors[client_id] = exc
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in work]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    for client_id, exc in errors.items():
-        raise AssertionError(f"{client_id}: {exc!r}") from exc
-    assert set(out) == set(work), f"no outcome from {sorted(set(work) - set(out))}"
-    return out
-
-
-def honest(conn: Connection, task: Task, spec: list[TensorSpec]) -> SecureOutcome:
-    """An honest site: contributes, and after an abandoned attempt trains the retried one; its last outcome."""
-    outcome = SecureOutcome(False, "never sampled")
-    for _ in range(20):
-        if task.action == Action.FINISHED:
-            return outcome
-        if task.action == Action.TRAIN:
-            assert task.secure is not None, task
-            base = global_tensors(task)
-            update = {k: base[k] + delta_of(conn.client_id, spec)[k] for k in base}
-            outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id])
-        task = conn.task(wait_s=2)
-    raise AssertionError(f"{conn.client_id}: no end after 20 tasks")
-
-
-def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str) -> SecureOutcome:
-    """A site that vanishes: it sends the stages up to `stop_after` and then nothing."""
-    assert task.secure is not None
-    s, rid = task.secure, task.secure.round_config(task.round).rid
-    site = SecAggSite(conn.client_id, s.round_config(task.round))
-
-    def send(message: object) -> object:
-        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message), rid)  # type: ignore[arg-type]
-        while answer.status == Status.PENDING:
-            answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt), rid)
-        return answer.next
-
-    if stop_after == "train":
-        return SecureOutcome(False, "silent")
-    announced = send(site.advertise())
-    if stop_after == "keys":
-        return SecureOutcome(False, "silent")
-    delivered = site.share_keys(announced)  # type: ignore[arg-type]
-    delivered_to_me = send(delivered)
-    if stop_after == "shares":
-        return SecureOutcome(False, "silent")
-    passed = send(site.check_shares(delivered_to_me))  # type: ignore[arg-type]
-    if stop_after == "check":
-        return SecureOutcome(False, "silent")
-    base = global_tensors(task)
-    vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s)
-    masked = site.masked_input(passed, vector, s.weight)  # type: ignore[arg-type]
-    if stop_after == "garbage":  # a masked vector one element short, or infinite metrics: refused, nothing kept
-        full = Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)
-        with pytest.raises(Refused) as refused:
-            conn.secure(SecureStep(conn.client_id, task.round, s.attempt, replace(full, masked=full.masked[:-4])),
-                        rid, wait_s=0)
-        assert refused.value.code == Code.INVALID_ARGUMENT and "does not fit the round's field" in refused.value.message
-        with pytest.raises(Refused, match="metric 'train_loss' is not finite"):
-            conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
-                                   replace(full, metrics=replace(METRICS, train_loss=float("inf")))), rid, wait_s=0)
-        return SecureOutcome(False, "refused")
-    conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
-                           Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)), rid, wait_s=0)
-    return SecureOutcome(False, "silent after its masked input")
-
-
-def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -> SecureOutcome:
-    """A site with valid credentials that follows the protocol to its check and then lies: `accuse` (it complains
-    about every other site, with its own key as evidence) or `deal` (it sends site-a a bundle that does not open,
-    and site-a's complaint must convict it)."""
-    assert task.secure is not None
-    s, rid = task.secure, task.secure.round_config(task.round).rid
-    site = SecAggSite(conn.client_id, s.round_config(task.round))
-
-    def send(message: object) -> tuple[Status, object, str]:
-        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message), rid)  # type: ignore[arg-type]
-        while answer.status == Status.PENDING:
-            answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt), rid)
-        return answer.status, answer.next, answer.reason
-
-    _status, announced, _ = send(site.advertise())
-    shares = site.share_keys(announced)  # type: ignore[arg-type]
-    if attack == "deal":
-        shares = replace(shares, bundles=tuple(replace(b, ciphertext=b.ciphertext[:-1] + bytes([b.ciphertext[-1] ^ 1]))
-                                               if b.recipient == "site-a" else b for b in shares.bundles))
-    _status, delivered, _ = send(shares)
-    checked = site.check_shares(delivered)  # type: ignore[arg-type]
-    if attack == "accuse":
-        key = site._keys.enc_private()
-        checked = replace(checked, complaints=tuple(Complaint(u, "made up", key) for u in sorted(COUNTS)
-                                                    if u != conn.client_id))
-    status, _next, reason = send(checked)
-    return SecureOutcome(status == Status.DONE, reason)
 
 
 @pytest.mark.parametrize("attack", ["accuse", "deal"])
@@ -192,17 +72,24 @@ def test_one_hostile_site_in_a_secure_round_is_convicted_on_evidence_and_stops_n
     assert ("falsely" if attack == "accuse" else "could not use") in blamed[0].reason
 
 
-def expected_global(base: dict[str, np.ndarray], spec: list[TensorSpec], sites: list[str]) -> dict[str, np.ndarray]:
-    """Plain FedAvg of the sites' changes (within the clip) weighted by their counts."""
-    total = sum(COUNTS[c] for c in sites)
-    mean = np.sum([flatten(delta_of(c, spec), spec) * COUNTS[c] for c in sites], axis=0) / total
-    return {k: base[k] + v for k, v in unflatten(mean, spec).items()}
-
-
-def final_global(conn: Connection) -> dict[str, np.ndarray]:
-    task = conn.task(wait_s=5)
-    assert task.action == Action.FINISHED, task
-    return global_tensors(task)
+def test_a_masked_input_outside_its_range_is_bounded_by_what_the_survivors_could_send(
+        coordinator: StartCoordinator) -> None:
+    """No one can see a range violation under the masks; the unmasked sum shows it: its norm beyond the survivors'
+    weighted clips is scaled down to them and reported (incident aggregate_bounded), and the round commits."""
+    server = coordinator(*FLAGS, "--update-clip-norm", "0.5")
+    conns, spec, tasks, base = sampled(server.port)
+    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
+                                                    for c in ("site-a", "site-b", "site-c")}
+    work["site-d"] = functools.partial(hostile, conns["site-d"], tasks["site-d"], spec, "range")
+    outcomes = in_threads(work)
+    assert all(o.committed for o in outcomes.values()), outcomes
+    got = final_global(conns["site-a"])
+    moved = float(np.linalg.norm(flatten(got, spec) - flatten(base, spec)))
+    assert moved <= 0.5 * 1.001 + 1e-3  # the sum's bound (the survivors' weight x clip) over their weight
+    bounded = [i for i in server.federation.snapshot().incidents if i.kind == "aggregate_bounded"]
+    assert len(bounded) == 1 and "outside its range" in bounded[0].reason, bounded
+    excess = float(bounded[0].reason.split("the unmasked sum is ")[1].split("x")[0])
+    assert excess > 10  # unbounded, the forged input would have moved the global this many times further
 
 
 def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coordinator: StartCoordinator,
@@ -236,7 +123,7 @@ def test_sites_back_off_when_the_coordinator_cannot_hold_their_polls(coordinator
         def counted(*args: object, _inner: Callable[..., object] = conn.secure, _c: str = c) -> object:
             calls[_c] += 1
             return _inner(*args)
-        conn.secure = counted  # type: ignore[method-assign,assignment]
+        conn.secure = counted
     site_d = conns.pop("site-d")  # trains slowly: the others wait for it at the keys stage
     started = time.monotonic()
 

@@ -1,0 +1,133 @@
+"""One hostile site in a secure round: each attack's figures next to an honest round's, over real gRPC.
+
+    python benchmarks/secure_attacks.py                   # every attack, 3 repeats; writes results/secure_attacks.md
+
+A real coordinator (in this process, on loopback: `--secure-aggregation`, 4 sites, threshold 3, stage timeout
+1.5 s, round timeout 4 s, the default `--update-clip-norm 10` unless a row says otherwise, promptfl with 2 text
+tokens) and 4 scripted sites
+(tests/secure_sites.py: each a `Connection` of its own with a fixed numpy change), three honest and one that
+follows the protocol and lies once, or stops. Per run: the attempts the round took, seconds until every site had
+its outcome, the sites the coordinator convicted (client_failed incidents), whether the committed global is the
+honest sites' weighted FedAvg (the largest coordinate error), and how far the global moved (L2) next to how far
+the honest round moved it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the scripted sites the tests use
+
+from secure_sites import (  # noqa: E402
+    FLAGS,
+    expected_global,
+    final_global,
+    honest,
+    hostile,
+    in_threads,
+    sampled,
+    vanish,
+)
+
+from pfeddc.client.secure import SecureOutcome  # noqa: E402
+from pfeddc.common.secagg.exchange import flatten  # noqa: E402
+from pfeddc.server.app import build_parser, start  # noqa: E402
+
+HONEST = ("site-a", "site-b", "site-c")
+RANGE = functools.partial(hostile, attack="range")
+# name -> (what site-d does, the sites whose changes the committed global must average, extra coordinator flags)
+ATTACKS: dict[str, tuple[Callable[..., SecureOutcome] | None, tuple[str, ...], tuple[str, ...]]] = {
+    "none (4 honest sites)": (None, (*HONEST, "site-d"), ()),
+    "false complaints against all 3 others": (functools.partial(hostile, attack="accuse"), HONEST, ()),
+    "a bundle that does not open, to one site": (functools.partial(hostile, attack="deal"), HONEST, ()),
+    "stops after its keys": (functools.partial(vanish, stop_after="keys"), HONEST, ()),
+    "stops after its shares": (functools.partial(vanish, stop_after="shares"), HONEST, ()),
+    "stops after its check": (functools.partial(vanish, stop_after="check"), HONEST, ()),
+    "stops after its masked input": (functools.partial(vanish, stop_after="masked"), (*HONEST, "site-d"), ()),
+    "masked input 2x its clip range, every coordinate (clip 10, the default)": (RANGE, (), ()),
+    "the same, --update-clip-norm 1 (honest changes: L2 0.75-0.82)": (RANGE, (), ("--update-clip-norm", "1")),
+}
+
+
+def run(attack: str, workdir: Path) -> dict[str, object]:
+    behaviour, counted, flags = ATTACKS[attack]
+    server = start(build_parser().parse_args(["--bind", "127.0.0.1", "--port", "0", "--state-dir", str(workdir),
+                                              "--poll-interval", "0.1", *FLAGS, *flags]))
+    try:
+        conns, spec, tasks, base = sampled(server.port)
+        work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
+                                                        for c in HONEST}
+        work["site-d"] = functools.partial(behaviour or honest, conns["site-d"], tasks["site-d"], spec)
+        started = time.monotonic()
+        outcomes = in_threads(work)
+        seconds = time.monotonic() - started
+        got = final_global(conns["site-a"])
+        incidents = server.federation.snapshot().incidents
+        history = [json.loads(line) for line in (workdir / "rounds.jsonl").read_text().splitlines()]
+    finally:
+        server.stop(0)
+    error = None
+    if counted:
+        want = expected_global(base, spec, list(counted))
+        error = max(float(np.abs(got[k] - want[k]).max()) for k in want)
+    return {"attack": attack, "attempts": history[-1]["attempts"], "seconds": seconds,
+            "honest_committed": all(outcomes[c].committed for c in HONEST),
+            "convicted": sorted({i.client_id for i in incidents if i.kind == "client_failed"}),
+            "bounded": any(i.kind == "aggregate_bounded" for i in incidents), "error": error,
+            "moved": float(np.linalg.norm(flatten(got, spec) - flatten(base, spec)))}
+
+
+def table(rows: list[dict[str, object]]) -> list[str]:
+    honest_moves = [float(r["moved"]) for r in rows if r["attack"] == "none (4 honest sites)"]  # type: ignore[arg-type]
+    honest_move = float(np.median(honest_moves))
+    out = ["| what site-d does | attempts | s until every site's outcome | honest sites committed | convicted | "
+           "global = honest FedAvg (largest error) | global moved (L2) | vs honest round |",
+           "|---|---:|---:|---|---|---|---:|---:|"]
+    for attack in ATTACKS:
+        mine = [r for r in rows if r["attack"] == attack]
+        errors = [float(r["error"]) for r in mine if r["error"] is not None]  # type: ignore[arg-type]
+        moved = float(np.median([float(r["moved"]) for r in mine]))  # type: ignore[arg-type]
+        convicted = sorted({c for r in mine for c in r["convicted"]})  # type: ignore[attr-defined]
+        bounded = " (sum bounded)" if any(r["bounded"] for r in mine) else ""
+        out.append(
+            f"| {attack} | {'/'.join(str(r['attempts']) for r in mine)} | "
+            f"{np.median([float(r['seconds']) for r in mine]):.2f} | "  # type: ignore[arg-type]
+            f"{sum(bool(r['honest_committed']) for r in mine)} of {len(mine)} | {', '.join(convicted) or '-'} | "
+            f"{f'yes ({max(errors):.1e})' if errors else 'n/a' + bounded} | {moved:.4f} | "
+            f"{moved / honest_move:.2f}x |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3, help="runs per attack (default: 3)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "secure_attacks.md")
+    args = p.parse_args(argv)
+    rows = []
+    for i in range(args.repeats):
+        for attack in ATTACKS:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(run(attack, Path(tmp)))
+            print(f"[{i + 1}/{args.repeats}] {attack}: {rows[-1]}", flush=True)
+    hardware = f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}"
+    lines = ["# Secure aggregation under one hostile site", "",
+             f"Printed by `python benchmarks/secure_attacks.py --repeats {args.repeats}` ({hardware}).", "",
+             *table(rows), ""]
+    print("\n".join(lines))
+    args.out.write_text("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Scripted secure-aggregation sites over real gRPC, honest and hostile: the tests' and benchmarks/secure_attacks.py's.
+
+Each site is a `Connection` of its own driving a `SecAggSite` (or `contribute`, for an honest one) with a fixed
+numpy change (`delta_of`), so the committed global can be checked against the plain weighted FedAvg of what the
+sites meant to send.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pfeddc.client.connection import Backoff, Connection, global_tensors
+from pfeddc.client.secagg_site import SecAggSite
+from pfeddc.client.secure import SecureOutcome, change_vector, contribute
+from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
+from pfeddc.common.secagg.exchange import Contribution, SecureStep, Status, flatten, unflatten
+from pfeddc.common.secagg.keys import pairwise_seed
+from pfeddc.common.secagg.masking import mask
+from pfeddc.common.secagg.protocol import Complaint, MaskedInput, Stage
+from pfeddc.common.spec import TensorSpec
+
+FLAGS = ("--rounds", "1", "--min-clients", "4", "--method", "promptfl", "--text-ctx", "2", "--secure-aggregation",
+         "--secagg-stage-timeout", "1.5", "--round-timeout", "4", "--max-examples-per-client", "1000")
+METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
+COUNTS = {"site-a": 100, "site-b": 300, "site-c": 200, "site-d": 400}
+STAGES = ("train", "keys", "shares", "check", "garbage", "masked")  # where a site stops: before keys, after keys, ...
+
+
+def connect(port: int, client_id: str) -> Connection:
+    return Connection(f"127.0.0.1:{port}", client_id, backoff=Backoff(0.05, 0.2, 3), rpc_timeout_s=10)
+
+
+def delta_of(client_id: str, spec: list[TensorSpec], scale: float = 0.05) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(sum(map(ord, client_id)))
+    return {s.name: rng.normal(0, scale, s.shape).astype(np.float32) for s in spec}
+
+
+def sampled(port: int) -> tuple[dict[str, Connection], list[TensorSpec], dict[str, Task], dict[str, np.ndarray]]:
+    """Every site joined and handed the first round: connections, spec, tasks, the round's global."""
+    conns = {c: connect(port, c) for c in COUNTS}
+    spec = next(iter(conns.values())).federation().spec
+    for c, conn in conns.items():
+        conn.join(COUNTS[c], spec)
+    tasks = {c: conn.task(wait_s=5) for c, conn in conns.items()}
+    return conns, spec, tasks, global_tensors(tasks["site-a"])
+
+
+def in_threads(work: dict[str, Callable[[], SecureOutcome]]) -> dict[str, SecureOutcome]:
+    """Each site's work at once; a site whose work raised (a failed assertion in it) fails the test."""
+    out: dict[str, SecureOutcome] = {}
+    errors: dict[str, BaseException] = {}
+
+    def run(client_id: str) -> None:
+        try:
+            out[client_id] = work[client_id]()
+        except BaseException as exc:  # noqa: BLE001  # re-raised below, in the test's thread
+            errors[client_id] = exc
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for client_id, exc in errors.items():
+        raise AssertionError(f"{client_id}: {exc!r}") from exc
+    assert set(out) == set(work), f"no outcome from {sorted(set(work) - set(out))}"
+    return out
+
+
+def honest(conn: Connection, task: Task, spec: list[TensorSpec]) -> SecureOutcome:
+    """An honest site: contributes, and after an abandoned attempt trains the retried one; its last outcome."""
+    outcome = SecureOutcome(False, "never sampled")
+    for _ in range(20):
+        if task.action == Action.FINISHED:
+            return outcome
+        if task.action == Action.TRAIN:
+            assert task.secure is not None, task
+            base = global_tensors(task)
+            update = {k: base[k] + delta_of(conn.client_id, spec)[k] for k in base}
+            outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id])
+        task = conn.task(wait_s=2)
+    raise AssertionError(f"{conn.client_id}: no end after 20 tasks")
+
+
+def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str) -> SecureOutcome:
+    """A site that vanishes: it sends the stages up to `stop_after` and then nothing."""
+    assert task.secure is not None
+    s, rid = task.secure, task.secure.round_config(task.round).rid
+    site = SecAggSite(conn.client_id, s.round_config(task.round))
+
+    def send(message: object) -> object:
+        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message), rid)  # type: ignore[arg-type]
+        while answer.status == Status.PENDING:
+            answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt), rid)
+        return answer.next
+
+    if stop_after == "train":
+        return SecureOutcome(False, "silent")
+    announced = send(site.advertise())
+    if stop_after == "keys":
+        return SecureOutcome(False, "silent")
+    delivered = site.share_keys(announced)  # type: ignore[arg-type]
+    delivered_to_me = send(delivered)
+    if stop_after == "shares":
+        return SecureOutcome(False, "silent")
+    passed = send(site.check_shares(delivered_to_me))  # type: ignore[arg-type]
+    if stop_after == "check":
+        return SecureOutcome(False, "silent")
+    base = global_tensors(task)
+    vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s)
+    masked = site.masked_input(passed, vector, s.weight)  # type: ignore[arg-type]
+    if stop_after == "garbage":  # a masked vector one element short, or infinite metrics: refused, nothing kept
+        full = Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)
+        with pytest.raises(Refused) as refused:
+            conn.secure(SecureStep(conn.client_id, task.round, s.attempt, replace(full, masked=full.masked[:-4])),
+                        rid, wait_s=0)
+        assert refused.value.code == Code.INVALID_ARGUMENT and "does not fit the round's field" in refused.value.message
+        with pytest.raises(Refused, match="metric 'train_loss' is not finite"):
+            conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
+                                   replace(full, metrics=replace(METRICS, train_loss=float("inf")))), rid, wait_s=0)
+        return SecureOutcome(False, "refused")
+    conn.secure(SecureStep(conn.client_id, task.round, s.attempt,
+                           Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)), rid, wait_s=0)
+    return SecureOutcome(False, "silent after its masked input")
+
+
+def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -> SecureOutcome:
+    """A site with valid credentials that follows the protocol and lies once: `accuse` (it complains about every
+    other site, with its own key as evidence), `deal` (it sends site-a a bundle that does not open, and site-a's
+    complaint must convict it) or `range` (it masks values twice its clip range in every coordinate, far outside
+    what its clip allows: nothing can tell under the masks, the unmasked sum's bound must)."""
+    assert task.secure is not None
+    s, rid = task.secure, task.secure.round_config(task.round).rid
+    site = SecAggSite(conn.client_id, s.round_config(task.round))
+
+    def send(message: object) -> tuple[Status, object, str]:
+        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message), rid)  # type: ignore[arg-type]
+        while answer.status == Status.PENDING:
+            answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt), rid)
+        return answer.status, answer.next, answer.reason
+
+    _status, announced, _ = send(site.advertise())
+    shares = site.share_keys(announced)  # type: ignore[arg-type]
+    if attack == "deal":
+        shares = replace(shares, bundles=tuple(replace(b, ciphertext=b.ciphertext[:-1] + bytes([b.ciphertext[-1] ^ 1]))
+                                               if b.recipient == "site-a" else b for b in shares.bundles))
+    _status, delivered, _ = send(shares)
+    checked = site.check_shares(delivered)  # type: ignore[arg-type]
+    if attack == "accuse":
+        key = site._keys.enc_private()
+        checked = replace(checked, complaints=tuple(Complaint(u, "made up", key) for u in sorted(COUNTS)
+                                                    if u != conn.client_id))
+    status, passed, reason = send(checked)
+    if attack != "range" or status != Status.NEXT:
+        return SecureOutcome(status == Status.DONE, reason)
+    cfg = s.round_config(task.round)
+    f = cfg.field
+    q = np.full(cfg.length, f.levels * 2 % f.modulus, np.uint64)
+    seeds = {v: pairwise_seed(site._keys.mask, site._peers[v].mask, cfg.rid, site.site_id, v)
+             for v in site._masked_with - {site.site_id}}
+    site.stage = Stage.UNMASK
+    forged = MaskedInput(site.site_id, mask(q, site.site_id, site._self_seed, seeds, f))
+    status, request, reason = send(Contribution.of(forged, f, COUNTS[conn.client_id], METRICS))
+    if status != Status.NEXT:
+        return SecureOutcome(False, reason)
+    status, _next, reason = send(site.unmask(request))  # type: ignore[arg-type]
+    return SecureOutcome(status == Status.DONE, reason)
+
+
+def expected_global(base: dict[str, np.ndarray], spec: list[TensorSpec], sites: list[str]) -> dict[str, np.ndarray]:
+    """Plain FedAvg of the sites' changes (within the clip) weighted by their counts."""
+    total = sum(COUNTS[c] for c in sites)
+    mean = np.sum([flatten(delta_of(c, spec), spec) * COUNTS[c] for c in sites], axis=0) / total
+    return {k: base[k] + v for k, v in unflatten(mean, spec).items()}
+
+
+def final_global(conn: Connection) -> dict[str, np.ndarray]:
+    task = conn.task(wait_s=5)
+    assert task.action == Action.FINISHED, task
+    return global_tensors(task)
