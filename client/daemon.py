@@ -26,6 +26,7 @@ from ..common.messages import (
     Task,
     TrainSettings,
 )
+from ..common.secagg.identity import site_signing
 from ..common.spec import PromptConfig, TensorSpec, global_spec
 from .connection import Backoff, Connection, global_tensors
 from .data import ClientData, align_to, load_client_data
@@ -58,6 +59,8 @@ class ClientDaemon:
         self.store = ClientStore(opts.state_dir)
         self.client_id = self.store.client_id(opts.client_id, opts.client_id_source)
         self.device = pick_device(opts.device)
+        # with a client certificate, secure rounds are signed and peers' signatures required
+        self.identity, self.verifier = site_signing(opts.tls.cert, opts.tls.key, opts.tls.ca)
 
     def run(self) -> dict[str, Any]:
         opts = self.opts
@@ -210,7 +213,7 @@ class ClientDaemon:
         try:
             if task.secure is not None:  # the coordinator learns only the round's sum
                 counted = contribute(conn, task.secure, task.round, global_tensors(task), update.tensors, spec,
-                                     num_examples, self.stop)
+                                     num_examples, self.stop, self.identity, self.verifier)
                 return counted.committed, counted.reason, None
             reply = conn.submit(task.round, update, num_examples, metrics, next_task_wait_s=MAX_HOLD_S)
             log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,

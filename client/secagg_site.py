@@ -16,6 +16,7 @@ import numpy as np
 
 from ..common.secagg import shamir
 from ..common.secagg.field import quantise
+from ..common.secagg.identity import Identity, SignatureError, Verifier
 from ..common.secagg.keys import SEED_BYTES, SiteKeys, TamperedBundleError, pair_key, pairwise_seed, seal
 from ..common.secagg.masking import mask
 from ..common.secagg.protocol import (
@@ -33,6 +34,7 @@ from ..common.secagg.protocol import (
     ShareKind,
     SharesChecked,
     SharesDelivered,
+    Signed,
     Stage,
     TooFewSitesError,
     UnmaskRequest,
@@ -46,7 +48,10 @@ Held = dict[ShareKind, shamir.Share]
 
 
 class SecAggSite:
-    def __init__(self, site_id: str, config: RoundConfig, share_rng: random.Random | None = None) -> None:
+    def __init__(self, site_id: str, config: RoundConfig, share_rng: random.Random | None = None,
+                 identity: Identity | None = None, verifier: Verifier | None = None) -> None:
+        """`identity`: sign this site's advert and check (its client certificate); `verifier`: require every
+        peer's advert and every attestation to be signed by a certificate of the federation's CA (mTLS)."""
         if site_id not in config.sampled:
             raise ProtocolError(f"site {site_id!r} is not sampled this round", site_id)
         self.site_id = site_id
@@ -60,6 +65,9 @@ class SecAggSite:
         self._pair_keys: dict[str, bytes] = {}  # peer -> the AES-GCM key of our bundles
         self._masked_with: frozenset[str] = frozenset()  # U2
         self._complained = False  # its encryption key went out as evidence: it must never send an input now
+        self._identity = identity
+        self._verifier = verifier
+        self._certificates: dict[str, bytes] = {}  # peer -> the certificate its advert was signed with
 
     def _enter(self, expected: Stage, then: Stage) -> None:
         if self.stage != expected:
@@ -68,7 +76,25 @@ class SecAggSite:
 
     def advertise(self) -> AdvertiseKeys:
         self._enter(Stage.ADVERTISE, Stage.SHARE_KEYS)
-        return AdvertiseKeys(self.site_id, PublicKeys(self._keys.mask_public, self._keys.enc_public))
+        keys = PublicKeys(self._keys.mask_public, self._keys.enc_public)
+        signed = Signed()
+        if self._identity is not None:
+            signed = Signed(self._identity.certificate, self._identity.sign(
+                "advert", self.config.rid, self.site_id.encode(), keys.mask, keys.enc))
+        return AdvertiseKeys(self.site_id, keys, signed)
+
+    def _check_signatures(self, announced: KeysAnnounced) -> None:
+        """Every announced advert signed by its site's certificate (when this site requires signatures)."""
+        if self._verifier is None:
+            return
+        for peer, keys in announced.keys.items():
+            signed = announced.signed.get(peer, Signed())
+            try:
+                self._verifier.check(peer, signed.certificate, signed.signature, "advert", self.config.rid,
+                                     peer.encode(), keys.mask, keys.enc)
+            except SignatureError as e:
+                raise ProtocolError(f"the announced keys of {peer!r} are not signed by it: {e}") from e
+            self._certificates[peer] = signed.certificate
 
     def share_keys(self, announced: KeysAnnounced) -> ShareKeys:
         self._enter(Stage.SHARE_KEYS, Stage.CHECK_SHARES)
@@ -83,6 +109,7 @@ class SecAggSite:
             raise ProtocolError("the announced keys name an unsampled site or repeat a key")
         if len(keys) < cfg.threshold:
             raise TooFewSitesError(Stage.SHARE_KEYS, len(keys), cfg.threshold)
+        self._check_signatures(announced)
         self._peers = dict(keys)
         holders = sorted(keys)
         dealt = {kind: shamir.share(secret, len(holders), cfg.threshold, self._share_rng) for kind, secret in
@@ -123,7 +150,11 @@ class SecAggSite:
                 complaints.append(Complaint(dealer, str(e), self._keys.enc_private()))
         self._masked_with = frozenset(senders)
         self._complained = bool(complaints)
-        return SharesChecked(self.site_id, tuple(complaints))
+        signature = b""
+        if self._identity is not None:
+            signature = self._identity.sign("check", cfg.rid, self.site_id.encode(),
+                                            *(c.accused.encode() for c in complaints))
+        return SharesChecked(self.site_id, tuple(complaints), signature)
 
     def masked_input(self, passed: ChecksPassed, vector: np.ndarray, weight: float = 1.0,
                      rng: np.random.Generator | None = None) -> MaskedInput:
@@ -137,6 +168,13 @@ class SecAggSite:
         if self.site_id not in checked or not checked <= self._masked_with or len(checked) < cfg.threshold:
             raise ProtocolError("the sites that checked their shares must include this one, be among those it "
                                 f"masks with, and number at least {cfg.threshold}")
+        if self._verifier is not None:
+            for peer in checked:
+                try:
+                    self._verifier.check(peer, self._certificates.get(peer, b""), passed.attestations.get(peer, b""),
+                                         "check", cfg.rid, peer.encode())
+                except SignatureError as e:
+                    raise ProtocolError(f"{peer!r} did not attest that its shares checked: {e}") from e
         if not 0 < weight <= 1 or np.asarray(vector).size != cfg.length:
             raise ProtocolError(f"need 0 < weight <= 1 and {cfg.length} elements, got {weight}, "
                                 f"{np.asarray(vector).size}")

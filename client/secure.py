@@ -30,6 +30,7 @@ from ..common.secagg.exchange import (
     Status,
     flatten,
 )
+from ..common.secagg.identity import Identity, Verifier
 from ..common.secagg.noise import add_noise_share
 from ..common.secagg.protocol import ChecksPassed, KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
 from ..common.spec import TensorSpec
@@ -66,12 +67,14 @@ def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarra
 
 def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Mapping[str, np.ndarray],
                update: Mapping[str, np.ndarray], spec: list[TensorSpec], num_examples: int,
-               stop: threading.Event | None = None) -> SecureOutcome:
+               stop: threading.Event | None = None, identity: Identity | None = None,
+               verifier: Verifier | None = None) -> SecureOutcome:
     """Send this site's change through the round's secure aggregation; the outcome says if it was counted. No
     metrics go with it (its accuracy and loss would tell the coordinator about its data in the clear); the
-    example count is the one its Join declared (the weights need it)."""
+    example count is the one its Join declared (the weights need it). `identity`/`verifier`: with a client
+    certificate, this site signs its messages and requires its peers' (common/secagg/identity.py)."""
     config = settings.round_config(round_)
-    site = SecAggSite(conn.client_id, config)
+    site = SecAggSite(conn.client_id, config, identity=identity, verifier=verifier)
     vector = change_vector(base, update, spec, settings)
     stop = stop or threading.Event()
 

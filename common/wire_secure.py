@@ -26,6 +26,7 @@ from .secagg.protocol import (
     ShareKind,
     SharesChecked,
     SharesDelivered,
+    Signed,
     UnmaskRequest,
     UnmaskResponse,
     decode_share,
@@ -38,6 +39,9 @@ _STATUS = {Status.PENDING: pb.SecAggReply.PENDING, Status.NEXT: pb.SecAggReply.N
 KEY_BYTES = 32
 DIGEST_BYTES = 32
 MAX_REASON_CHARS = 300
+MAX_CERTIFICATE_BYTES = 4096
+MAX_SIGNATURE_BYTES = 80  # DER ECDSA P-256: at most 72
+UNSIGNED = Signed()
 
 
 # ----- the task's settings
@@ -61,14 +65,22 @@ def settings_from_proto(m: pb.SecureRound) -> SecureSettings:
 
 
 # ----- one stage's message (client -> coordinator)
-def _keys_to_proto(k: PublicKeys) -> pb.SecAggKeys:
-    return pb.SecAggKeys(mask_public=k.mask, enc_public=k.enc)
+def _keys_to_proto(k: PublicKeys, signed: Signed = UNSIGNED) -> pb.SecAggKeys:
+    return pb.SecAggKeys(mask_public=k.mask, enc_public=k.enc, certificate=signed.certificate,
+                         signature=signed.signature)
 
 
 def _keys_from_proto(m: pb.SecAggKeys) -> PublicKeys:
     if len(m.mask_public) != KEY_BYTES or len(m.enc_public) != KEY_BYTES:
         raise ValueError(f"public keys must be {KEY_BYTES} bytes each")
+    if len(m.certificate) > MAX_CERTIFICATE_BYTES or len(m.signature) > MAX_SIGNATURE_BYTES:
+        raise ValueError(f"a certificate is at most {MAX_CERTIFICATE_BYTES} bytes, a signature "
+                         f"{MAX_SIGNATURE_BYTES}")
     return PublicKeys(m.mask_public, m.enc_public)
+
+
+def _signed_from_proto(m: pb.SecAggKeys) -> Signed:
+    return Signed(m.certificate, m.signature)
 
 
 def _bundle_to_proto(b: SealedBundle) -> pb.SecAggBundle:
@@ -89,11 +101,12 @@ def step_to_proto(step: SecureStep) -> pb.SecAggRequest:
                            max_wait_s=step.max_wait_s, run_id=step.run_id)
     msg = step.message
     if isinstance(msg, AdvertiseKeys):
-        out.keys.CopyFrom(_keys_to_proto(msg.keys))
+        out.keys.CopyFrom(_keys_to_proto(msg.keys, msg.signed))
     elif isinstance(msg, ShareKeys):
         out.shares.bundles.extend(_bundle_to_proto(b) for b in msg.bundles)
     elif isinstance(msg, SharesChecked):
         out.check.SetInParent()
+        out.check.signature = msg.signature
         out.check.complaints.extend(pb.SecAggComplaint(accused=c.accused, reason=c.reason[:MAX_REASON_CHARS],
                                                        evidence=c.evidence) for c in msg.complaints)
     elif isinstance(msg, Contribution):
@@ -112,14 +125,16 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
     which = m.WhichOneof("message")
     message: StageMessage | None = None
     if which == "keys":
-        message = AdvertiseKeys(site, _keys_from_proto(m.keys))
+        message = AdvertiseKeys(site, _keys_from_proto(m.keys), _signed_from_proto(m.keys))
     elif which == "shares":
         message = ShareKeys(site, tuple(_bundle_from_proto(b) for b in m.shares.bundles))
     elif which == "check":
         if any(len(c.evidence) != KEY_BYTES for c in m.check.complaints):
             raise ValueError(f"a complaint's evidence must be a {KEY_BYTES}-byte key")
+        if len(m.check.signature) > MAX_SIGNATURE_BYTES:
+            raise ValueError(f"a signature is at most {MAX_SIGNATURE_BYTES} bytes")
         message = SharesChecked(site, tuple(Complaint(c.accused, c.reason[:MAX_REASON_CHARS], c.evidence)
-                                            for c in m.check.complaints))
+                                            for c in m.check.complaints), m.check.signature)
     elif which == "masked":
         message = Contribution(m.masked.masked, m.masked.num_examples, _metrics_from_proto(m.masked.metrics))
     elif which == "reveal":
@@ -142,12 +157,14 @@ def answer_to_proto(a: SecureAnswer) -> pb.SecAggReply:
     n = a.next
     if isinstance(n, KeysAnnounced):
         for site, keys in n.keys.items():
-            out.keys.keys[site].CopyFrom(_keys_to_proto(keys))
+            out.keys.keys[site].CopyFrom(_keys_to_proto(keys, n.signed.get(site, UNSIGNED)))
     elif isinstance(n, SharesDelivered):
         out.shares.senders.extend(n.senders)
         out.shares.bundles.extend(_bundle_to_proto(b) for b in n.bundles)
     elif isinstance(n, ChecksPassed):
         out.passed.checked.extend(n.checked)
+        for site, signature in n.attestations.items():
+            out.passed.attestations[site] = signature
     elif isinstance(n, UnmaskRequest):
         out.unmask.survivors.extend(n.survivors)
         out.unmask.dropped.extend(n.dropped)
@@ -161,11 +178,12 @@ def answer_from_proto(m: pb.SecAggReply, rid: RoundId, recipient: str) -> Secure
     which = m.WhichOneof("next")
     n: KeysAnnounced | SharesDelivered | ChecksPassed | UnmaskRequest | None = None
     if which == "keys":
-        n = KeysAnnounced(rid, {site: _keys_from_proto(k) for site, k in m.keys.keys.items()})
+        n = KeysAnnounced(rid, {site: _keys_from_proto(k) for site, k in m.keys.keys.items()},
+                          {site: _signed_from_proto(k) for site, k in m.keys.keys.items()})
     elif which == "shares":
         n = SharesDelivered(recipient, tuple(m.shares.senders), tuple(_bundle_from_proto(b) for b in m.shares.bundles))
     elif which == "passed":
-        n = ChecksPassed(tuple(m.passed.checked))
+        n = ChecksPassed(tuple(m.passed.checked), dict(m.passed.attestations))
     elif which == "unmask":
         n = UnmaskRequest(tuple(m.unmask.survivors), tuple(m.unmask.dropped))
     return SecureAnswer(status, n, m.reason)

@@ -207,7 +207,7 @@ COORDINATOR_FLAGS: tuple[tuple[str | None, tuple[Flag, ...]], ...] = (
 )
 
 # FederationConfig fields no single flag sets: derived from several (see federation_config).
-DERIVED_FIELDS = frozenset({"train", "dp", "adaptive_clip", "require_join_secret"})
+DERIVED_FIELDS = frozenset({"train", "dp", "adaptive_clip", "require_join_secret", "signing_ca"})
 
 
 def rows() -> list[Flag]:
@@ -239,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def federation_config(args: argparse.Namespace) -> FederationConfig:
     """The FederationConfig of these flags: every row's `config` field, and the few fields derived from several
-    flags (training settings, DP, the adaptive clip's default, the join-secret rule); FederationConfig validates."""
+    flags (training settings, DP, the adaptive clip's default, the join-secret rule, the CA secure rounds check
+    signatures with); FederationConfig validates."""
     given = {row.config: (row.to_config or (lambda v: v))(getattr(args, row.dest)) for row in rows() if row.config}
     dp = None
     if args.dp_noise_multiplier is not None or args.dp_clip is not None:
@@ -251,4 +252,5 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
     if adaptive is None:
         adaptive = 0.0 if args.secure_aggregation else DEFAULT_ADAPTIVE_CLIP
     return FederationConfig(**given, train=train_settings_from(args), dp=dp, adaptive_clip=adaptive,
-                            require_join_secret=not client_auth_of(args) and not is_loopback(listen_address(args)))
+                            require_join_secret=not client_auth_of(args) and not is_loopback(listen_address(args)),
+                            signing_ca=str(args.tls_client_ca) if args.tls_client_ca else None)

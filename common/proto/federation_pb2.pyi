@@ -156,12 +156,16 @@ class SecureRound(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., attempt: _Optional[int] = ..., sampled: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., length: _Optional[int] = ..., clip_range: _Optional[float] = ..., max_sites: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., weight: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_std: _Optional[float] = ...) -> None: ...
 
 class SecAggKeys(_message.Message):
-    __slots__ = ("mask_public", "enc_public")
+    __slots__ = ("mask_public", "enc_public", "certificate", "signature")
     MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
     ENC_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     mask_public: bytes
     enc_public: bytes
-    def __init__(self, mask_public: _Optional[bytes] = ..., enc_public: _Optional[bytes] = ...) -> None: ...
+    certificate: bytes
+    signature: bytes
+    def __init__(self, mask_public: _Optional[bytes] = ..., enc_public: _Optional[bytes] = ..., certificate: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class SecAggBundle(_message.Message):
     __slots__ = ("sender", "recipient", "ciphertext", "self_seed_digest", "mask_key_digest")
@@ -194,10 +198,12 @@ class SecAggComplaint(_message.Message):
     def __init__(self, accused: _Optional[str] = ..., reason: _Optional[str] = ..., evidence: _Optional[bytes] = ...) -> None: ...
 
 class SecAggCheck(_message.Message):
-    __slots__ = ("complaints",)
+    __slots__ = ("complaints", "signature")
     COMPLAINTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     complaints: _containers.RepeatedCompositeFieldContainer[SecAggComplaint]
-    def __init__(self, complaints: _Optional[_Iterable[_Union[SecAggComplaint, _Mapping]]] = ...) -> None: ...
+    signature: bytes
+    def __init__(self, complaints: _Optional[_Iterable[_Union[SecAggComplaint, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class SecAggMasked(_message.Message):
     __slots__ = ("masked", "num_examples", "metrics")
@@ -279,10 +285,19 @@ class SecAggDelivered(_message.Message):
     def __init__(self, senders: _Optional[_Iterable[str]] = ..., bundles: _Optional[_Iterable[_Union[SecAggBundle, _Mapping]]] = ...) -> None: ...
 
 class SecAggChecksPassed(_message.Message):
-    __slots__ = ("checked",)
+    __slots__ = ("checked", "attestations")
+    class AttestationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     CHECKED_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATIONS_FIELD_NUMBER: _ClassVar[int]
     checked: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, checked: _Optional[_Iterable[str]] = ...) -> None: ...
+    attestations: _containers.ScalarMap[str, bytes]
+    def __init__(self, checked: _Optional[_Iterable[str]] = ..., attestations: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class SecAggUnmask(_message.Message):
     __slots__ = ("survivors", "dropped")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -118,15 +118,25 @@ class PublicKeys:
 
 
 @dataclass(frozen=True)
+class Signed:
+    """A message's signature by its sender's client certificate (identity.py); empty without certificates."""
+
+    certificate: bytes = b""  # DER
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
 class AdvertiseKeys:
     site_id: str
     keys: PublicKeys
+    signed: Signed = Signed()  # over (site_id, mask, enc), label "advert"
 
 
 @dataclass(frozen=True)
 class KeysAnnounced:
     rid: RoundId
     keys: dict[str, PublicKeys]  # U1
+    signed: dict[str, Signed] = field(default_factory=dict)  # each advert's signature, relayed
 
 
 @dataclass(frozen=True)
@@ -165,13 +175,18 @@ class SharesChecked:
 
     site_id: str
     complaints: tuple[Complaint, ...] = ()
+    signature: bytes = b""  # over (site_id, *accused), label "check": with none accused, its attestation
 
 
 @dataclass(frozen=True)
 class ChecksPassed:
-    """Stage 3 closed without a complaint: the sites that checked their bundles (they send inputs)."""
+    """Stage 3 closed without a complaint: the sites that checked their bundles (they send inputs), each with its
+    signed attestation that it accused no one. A site sends its input only when at least t sites attest: then
+    fewer than t can have complained (t > n / 2), so the encryption keys complaints reveal never open t shares of
+    one secret."""
 
     checked: tuple[str, ...]
+    attestations: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class FederationConfig:
     secagg_threshold: int = 0  # sites that must finish a secure round (0: more than half of the sampled)
     secagg_min_sites: int = SECAGG_MIN_SITES  # no secure round unmasks the sum of fewer survivors (never below 3)
     secagg_stage_timeout_s: float = DEFAULT_STAGE_TIMEOUT_S  # each exchange after training closes by then
+    signing_ca: str | None = None  # mTLS: the CA of the sites' certificates; secure rounds require signed messages
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aggregator", AggregatorKind(self.aggregator))

@@ -193,7 +193,8 @@ class Rounds:
         if self.config.secure_aggregation:
             counts = {c: self.state.clients[c].num_examples for c in sampled}
             plan = secure.settings(self.config, number, sorted(sampled), counts, vector_length(self.spec))
-            run = SecureRun(self.round, plan, deadline, self.config.secagg_stage_timeout_s, self._log)
+            run = SecureRun(self.round, plan, deadline, self.config.secagg_stage_timeout_s, self._log,
+                            self.config.signing_ca)
         self.attempt = Attempt(number, set(sampled), deadline=deadline, opened_at=now, secure=run)
         self._changed()
         self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(sampled), active=len(sample.active),

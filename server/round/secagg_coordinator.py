@@ -15,6 +15,7 @@ import numpy as np
 
 from ...common.secagg import shamir
 from ...common.secagg.field import dequantise_sum, sum_error_bound
+from ...common.secagg.identity import SignatureError, Verifier
 from ...common.secagg.keys import pairwise_seed, private_key, public_bytes
 from ...common.secagg.masking import unmask
 from ...common.secagg.protocol import (
@@ -32,6 +33,7 @@ from ...common.secagg.protocol import (
     ShareKind,
     SharesChecked,
     SharesDelivered,
+    Signed,
     Stage,
     TooFewSitesError,
     UnmaskRequest,
@@ -42,8 +44,12 @@ from ...common.secagg.protocol import (
 
 
 class SecAggCoordinator:
-    def __init__(self, config: RoundConfig) -> None:
+    def __init__(self, config: RoundConfig, verifier: Verifier | None = None) -> None:
+        """`verifier`: require every advert and check to be signed by its site's client certificate (mTLS)."""
         self.config = config
+        self._verifier = verifier
+        self._signed: dict[str, Signed] = {}
+        self._attestations: dict[str, bytes] = {}
         self.stage = Stage.ADVERTISE
         self.keys: dict[str, PublicKeys] = {}  # U1
         self._shares: dict[str, ShareKeys] = {}  # U2
@@ -74,11 +80,26 @@ class SecAggCoordinator:
         seen = {k for pk in self.keys.values() for k in (pk.mask, pk.enc)}
         if msg.keys.mask == msg.keys.enc or {msg.keys.mask, msg.keys.enc} & seen:
             raise ProtocolError(f"{msg.site_id!r} advertised a repeated public key", msg.site_id)
+        self._verify(msg.site_id, msg.signed, "advert", msg.site_id.encode(), msg.keys.mask, msg.keys.enc)
         self.keys[msg.site_id] = msg.keys
+        self._signed[msg.site_id] = msg.signed
+
+    @property
+    def signed(self) -> bool:
+        """Every advert and check of this run is signed by its site's certificate."""
+        return self._verifier is not None
+
+    def _verify(self, site: str, signed: Signed, label: str, *parts: bytes) -> None:
+        if self._verifier is None:
+            return
+        try:
+            self._verifier.check(site, signed.certificate, signed.signature, label, self.config.rid, *parts)
+        except SignatureError as e:
+            raise ProtocolError(str(e), site) from e
 
     def announce(self) -> KeysAnnounced:
         self._close(len(self.keys), Stage.SHARE_KEYS)
-        return KeysAnnounced(self.config.rid, dict(self.keys))
+        return KeysAnnounced(self.config.rid, dict(self.keys), {u: self._signed[u] for u in self.keys})
 
     def receive_shares(self, msg: ShareKeys) -> None:
         self._expect(Stage.SHARE_KEYS, msg.site_id, set(self.keys) - set(self._shares))
@@ -104,7 +125,11 @@ class SecAggCoordinator:
         accused = [c.accused for c in msg.complaints]
         if len(set(accused)) != len(accused) or len(accused) >= len(self._shares):
             raise ProtocolError(f"{site!r} accused one site twice, or more sites than dealt it bundles", site)
+        self._verify(site, Signed(self._signed[site].certificate, msg.signature), "check", site.encode(),
+                     *(a.encode() for a in accused))
         self._checked.add(site)
+        if not accused:
+            self._attestations[site] = msg.signature
         x = sorted(self.keys).index(site) + 1
         for c in msg.complaints:
             if c.accused == site or c.accused not in self._shares:
@@ -121,7 +146,7 @@ class SecAggCoordinator:
             self.stage = Stage.DONE
             raise AccusationError(self.guilty)
         self._close(len(self._checked), Stage.MASKED_INPUT)
-        return ChecksPassed(tuple(sorted(self._checked)))
+        return ChecksPassed(tuple(sorted(self._checked)), dict(self._attestations))
 
     def receive_masked(self, msg: MaskedInput) -> None:
         self._expect(Stage.MASKED_INPUT, msg.site_id, self._checked - set(self._masked))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from ...common.logs import Event
 from ...common.messages import Code, Refused
 from ...common.secagg.exchange import Contribution, SecureAnswer, SecureSettings, SecureStep, Status
 from ...common.secagg.field import DEFAULT_MODULUS_BITS, FieldParams
+from ...common.secagg.identity import Verifier
 from ...common.secagg.noise import clip_range_for, share_std
 from ...common.secagg.protocol import (
     AccusationError,
@@ -75,13 +77,14 @@ def settings(config: FederationConfig, attempt: int, sampled: list[str],
 
 class SecureRun:
     def __init__(self, round_: int, plan: Mapping[str, SecureSettings], first_deadline: float,
-                 stage_timeout_s: float, log: Callable[..., None]) -> None:
+                 stage_timeout_s: float, log: Callable[..., None], signing_ca: str | None = None) -> None:
+        """`signing_ca` (mTLS): every advert and check must be signed by a site certificate this CA issued."""
         any_site = next(iter(plan.values()))
         self.round = round_
         self.attempt = any_site.attempt
         self.plan = dict(plan)
         self.config = any_site.round_config(round_)
-        self.core = SecAggCoordinator(self.config)
+        self.core = SecAggCoordinator(self.config, Verifier.load(Path(signing_ca)) if signing_ca else None)
         self.deadline = first_deadline
         self._stage_timeout_s = stage_timeout_s
         self._log = log
@@ -205,7 +208,7 @@ class SecureRun:
         self.deadline = now + self._stage_timeout_s
         self._first_answer_at = None
         self._log("info", Event.SECAGG_STAGE_CLOSED, round=self.round, attempt=self.attempt, stage=str(closing),
-                  answered=len(answered), expected=len(expected), failure=self.failure)
+                  answered=len(answered), expected=len(expected), failure=self.failure, signed=self.core.signed)
         return True
 
     def stalled(self, now: float, failed: set[str]) -> tuple[Stage, list[str]] | None:
