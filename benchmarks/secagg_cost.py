@@ -11,8 +11,9 @@ would carry them; every site also downloads the new global (4 bytes a float) in 
 
 Floor (plain FedAvg, the same work minus secure aggregation): each site weights its clipped vector and sends
 it as float32; the coordinator decodes the N vectors and sums them weighted in float64.
-"secagg, 10% drop" rows: a tenth of the sites share keys and then vanish before sending their input, the
-costliest case for the coordinator (it rebuilds their mask keys and every survivor's mask shared with them).
+"secagg, signed (mTLS)": every advert and check signed by the site's client certificate and checked by the
+coordinator and by every site (common/secagg/identity.py). "secagg, 10% drop" rows: a tenth of the sites share
+keys and then vanish before sending their input, the costliest case for the coordinator (it rebuilds their mask keys and every survivor's mask shared with them).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from typing import TypeVar
 
 import cryptography
 import numpy as np
+from cryptography.hazmat.primitives import serialization
 
 from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.common.secagg import field
 from pfeddc.common.secagg.field import FieldParams
+from pfeddc.common.secagg.identity import Identity, Verifier
 from pfeddc.common.secagg.keys import RoundId
 from pfeddc.common.secagg.protocol import (
     AdvertiseKeys,
@@ -44,10 +47,12 @@ from pfeddc.common.secagg.protocol import (
     ShareKeys,
     SharesChecked,
     SharesDelivered,
+    Signed,
     UnmaskRequest,
     UnmaskResponse,
     encode_share,
 )
+from pfeddc.server.ops.certs import create_ca, issue
 from pfeddc.server.round.secagg_coordinator import SecAggCoordinator
 
 TAG = 2  # protobuf tag + length, per field
@@ -68,17 +73,19 @@ def size_bundle(b: SealedBundle) -> int:
 
 def size(msg: object, params: FieldParams) -> int:
     if isinstance(msg, AdvertiseKeys):
-        return s_(msg.site_id) + b_(msg.keys.mask) + b_(msg.keys.enc)
+        return s_(msg.site_id) + b_(msg.keys.mask) + b_(msg.keys.enc) + signed_size(msg.signed)
     if isinstance(msg, KeysAnnounced):
-        return sum(TAG + s_(u) + b_(k.mask) + b_(k.enc) for u, k in msg.keys.items())
+        return sum(TAG + s_(u) + b_(k.mask) + b_(k.enc) + signed_size(msg.signed.get(u, Signed()))
+                   for u, k in msg.keys.items())
     if isinstance(msg, ShareKeys):
         return s_(msg.site_id) + sum(size_bundle(b) for b in msg.bundles)
     if isinstance(msg, SharesDelivered):
         return s_(msg.recipient) + sum(s_(u) for u in msg.senders) + sum(size_bundle(b) for b in msg.bundles)
     if isinstance(msg, SharesChecked):
-        return s_(msg.site_id) + sum(TAG + s_(c.accused) + s_(c.reason) + b_(c.evidence) for c in msg.complaints)
+        return s_(msg.site_id) + sum(TAG + s_(c.accused) + s_(c.reason) + b_(c.evidence) for c in msg.complaints) \
+            + (b_(msg.signature) if msg.signature else 0)
     if isinstance(msg, ChecksPassed):
-        return sum(s_(u) for u in msg.checked)
+        return sum(s_(u) for u in msg.checked) + sum(TAG + s_(u) + b_(a) for u, a in msg.attestations.items())
     if isinstance(msg, MaskedInput):
         return s_(msg.site_id) + b_(field.to_bytes(msg.masked, params))
     if isinstance(msg, UnmaskRequest):
@@ -107,8 +114,23 @@ def timed(cost: Cost, who: str | None, call: Callable[[], T]) -> T:
     return out
 
 
-def secagg_round(n: int, length: int, drop: int, rng: np.random.Generator) -> Cost:
+def signed_size(signed: Signed) -> int:
+    return (b_(signed.certificate) if signed.certificate else 0) + (b_(signed.signature) if signed.signature else 0)
+
+
+def identities(ids: tuple[str, ...]) -> tuple[dict[str, Identity], Verifier]:
+    """A federation CA and a client certificate per site, as pfeddc-certs issues them (not timed)."""
+    ca_key, ca_cert = create_ca()
+    out = {}
+    for u in ids:
+        key, cert = issue(ca_key, ca_cert, u)
+        out[u] = Identity(cert.public_bytes(serialization.Encoding.DER), key)
+    return out, Verifier((ca_cert,))
+
+
+def secagg_round(n: int, length: int, drop: int, rng: np.random.Generator, signed: bool = False) -> Cost:
     ids = tuple(f"site-{i:03d}" for i in range(n))
+    own, verifier = identities(ids) if signed else ({}, None)
     params = FieldParams(max_sites=max(n, 10))
     cfg = RoundConfig(RoundId("bench", 1), ids, n // 2 + 1, length, params)
     xs = {u: rng.uniform(-0.05, 0.05, length).astype(np.float32) for u in ids}
@@ -120,8 +142,9 @@ def secagg_round(n: int, length: int, drop: int, rng: np.random.Generator) -> Co
     def down(u: str, msg: object) -> None:
         cost.down[u] += size(msg, params)
 
-    sites = {u: timed(cost, u, lambda u=u: SecAggSite(u, cfg)) for u in ids}  # type: ignore[misc]
-    coord = SecAggCoordinator(cfg)
+    sites = {u: timed(cost, u, lambda u=u: SecAggSite(u, cfg, identity=own.get(u), verifier=verifier))  # type: ignore[misc]
+             for u in ids}
+    coord = SecAggCoordinator(cfg, verifier)
     for u in ids:
         msg = timed(cost, u, sites[u].advertise)
         up(u, msg)
@@ -215,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [("plain FedAvg (floor)", plain), ("secagg", summary([secagg_round(n, args.length, 0, rng)
                                                                         for _ in range(args.repeats)])),
                 (f"secagg, {drop} dropped", summary([secagg_round(n, args.length, drop, rng)
-                                                     for _ in range(args.repeats)]))]
+                                                     for _ in range(args.repeats)])),
+                ("secagg, signed (mTLS)", summary([secagg_round(n, args.length, 0, rng, signed=True)
+                                                   for _ in range(args.repeats)]))]
         for mode, (up, down, cpu, cpu_max, coord) in rows:
             ratio = (up + down) / (plain[0] + plain[1])
             added = (cpu_max - plain[3]) + (coord - plain[4])
@@ -225,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"- N={n}, {mode}: {ratio:.2f}x the bytes of plain FedAvg per site, {added:+.2f} s of CPU "
                              f"on a round's critical path (issue 21's goal: at most 2x and +1 s)")
     print("\n" + "\n".join(notes))
-    print("- Not in these figures: secure mode's three extra request/response exchanges per round (latency), "
+    print("- Not in these figures: secure mode's four extra request/response exchanges per round (latency), "
           "gRPC framing, and Flower's SecAgg+ beside it (to come with the coordinator stage, in "
           "benchmarks/coordinator.py)")
     return 0
