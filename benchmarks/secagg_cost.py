@@ -13,7 +13,8 @@ Floor (plain FedAvg, the same work minus secure aggregation): each site weights 
 it as float32; the coordinator decodes the N vectors and sums them weighted in float64.
 "secagg, signed (mTLS)": every advert and check signed by the site's client certificate and checked by the
 coordinator and by every site (common/secagg/identity.py). "secagg, 10% drop" rows: a tenth of the sites share
-keys and then vanish before sending their input, the costliest case for the coordinator (it rebuilds their mask keys and every survivor's mask shared with them).
+keys and then vanish before sending their input, the costliest case for the coordinator (it rebuilds their mask
+keys and every survivor's mask shared with them).
 """
 
 from __future__ import annotations
