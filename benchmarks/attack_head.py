@@ -1,0 +1,188 @@
+"""One hostile site among 5 equal ones against the class head (`--method pfeddc`, the default): how far it moves
+a class's shared mean, and what 20 attacked rounds cost the honest sites.
+
+    python benchmarks/attack_head.py                 # every run below (a few minutes on 2 CPU cores)
+    python benchmarks/attack_head.py --report-only   # the table of the recorded runs
+
+The same federation as benchmarks/attack.py (Fashion-MNIST, Dirichlet 0.5 over 5 sites, embedded backbone, the
+shipped settings, 20 rounds, in process: the coordinator's real round code and the sites' real class head). The
+attacker (site 5) never trains: every round it sends class statistics that pass every check (a distribution of
+counts, sums and a second moment consistent with images), claiming that all its images belong to the attacked
+classes and lie opposite their current shared mean (unit vectors, as every image's features are):
+  honest        site 5 is an honest site
+  null          site 5 sends the global statistics unchanged (a site that adds nothing)
+  null:<site>   an honest site does so instead, site 5 honest (each honest site's own influence)
+  poison:<c>    site 5 claims class c (one run for the class held most evenly by the honest sites, one for the
+                class most concentrated at one honest site)
+  poison:all    site 5 claims every class, equally
+Reported: site 5's influence on an attacked class's shared mean, ||mean(run) - mean(null)||, over the largest
+honest site's influence on it, max over sites s of ||mean(honest) - mean(null:s)|| (site 5 honest among them),
+the worst ratio over the attacked classes; the honest sites' final personalized accuracy against the honest and
+the null runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import prepare  # noqa: E402
+from attack import ATTACKER, SETTING  # noqa: E402
+from inproc import Attack, ClientSplit, run_federation  # noqa: E402
+
+from pfeddc.client.model.backbone import load_backbone  # noqa: E402
+from pfeddc.common.logs import configure_logging  # noqa: E402
+from pfeddc.common.messages import TrainSettings  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COUNTS = "head.counts.global"
+SUMS = "head.sums.global"
+MOMENT = "head.moment.global"
+
+
+def class_means(global_: dict[str, np.ndarray]) -> np.ndarray:
+    counts = global_[COUNTS].astype(np.float64)
+    return global_[SUMS].astype(np.float64) / np.maximum(counts, 1e-12)[:, None]
+
+
+def poison(classes: list[int]) -> Attack:
+    """Claims `classes` equally, every image the unit vector opposite the class's shared mean."""
+    def attack(_round: int, global_: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        means = class_means(global_)
+        counts = np.zeros(global_[COUNTS].shape)
+        sums = np.zeros(global_[SUMS].shape)
+        moment = np.zeros(global_[MOMENT].shape)
+        for c in classes:
+            length = float(np.linalg.norm(means[c]))
+            if length < 1e-6:  # round 1: no shared mean yet, a fixed random direction
+                away = np.random.default_rng(c).normal(size=means.shape[1])
+                length = float(np.linalg.norm(away))
+            else:
+                away = -means[c]
+            away = away / length  # features are unit vectors
+            counts[c] = 1 / len(classes)
+            sums[c] = counts[c] * away
+            moment += counts[c] * np.outer(away, away)
+        return {**global_, COUNTS: counts.astype(np.float32), SUMS: sums.astype(np.float32),
+                MOMENT: moment.astype(np.float32)}
+
+    return attack
+
+
+def held(clients: dict[str, ClientSplit], n_classes: int) -> np.ndarray:
+    """[honest site, class] training images."""
+    return np.stack([np.bincount(split.train.labels.numpy(), minlength=n_classes)
+                     for cid, split in sorted(clients.items()) if cid != ATTACKER])
+
+
+def targets(clients: dict[str, ClientSplit], n_classes: int) -> dict[str, list[int]]:
+    counts = held(clients, n_classes)
+    top_share = counts.max(axis=0) / np.maximum(counts.sum(axis=0), 1)
+    return {"even": [int(np.argmin(top_share))], "concentrated": [int(np.argmax(top_share))],
+            "all": list(range(n_classes))}
+
+
+def run(name: str, rounds: int, seed: int) -> dict[str, Any]:
+    backbone = load_backbone("embedded")
+    classnames, clients, _ = prepare(SETTING, seed, backbone)
+    aims = targets(clients, len(classnames))
+    attackers: dict[str, Attack] = {}
+    if name == "null" or name.startswith("null:"):  # site 5 (or the site named) sends the global back
+        attackers = {name.split(":", 1)[1] if ":" in name else ATTACKER: lambda _round, global_: dict(global_)}
+    elif name.startswith("poison:"):
+        attackers = {ATTACKER: poison(aims[name.split(":", 1)[1]])}
+    final = FinalGlobal()
+    result = run_federation(backbone, classnames, clients, "pfeddc", TrainSettings(), rounds, seed,
+                            attackers=attackers, observer=final)
+    return {"run": name, "seed": seed, "rounds": rounds, "accuracy": result.final, "targets": aims,
+            "held": held(clients, len(classnames)).tolist(), "means": class_means(final.tensors).tolist(),
+            "wall_s": result.wall_s, "failures": result.failures}
+
+
+class FinalGlobal:
+    """The federation's last global (an inproc Observer)."""
+
+    tensors: dict[str, np.ndarray]
+
+    def update(self, round_: int, cid: str, received: dict[str, np.ndarray], sent: dict[str, np.ndarray]) -> None:
+        pass
+
+    def committed(self, round_: int, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> None:
+        pass
+
+    def finished(self, models: dict[str, Any], final_global: dict[str, np.ndarray]) -> None:
+        self.tensors = dict(final_global)
+
+
+def report(records: list[dict[str, Any]]) -> str:
+    by = {r["run"]: r for r in records}
+    honest, null = by.get("honest"), by.get("null")
+    if honest is None or null is None:
+        return "(needs the honest and null runs)"
+    ids = [c for c in honest["accuracy"] if c != ATTACKER]
+    base = statistics.mean(honest["accuracy"][c] for c in ids)
+    floor = statistics.mean(null["accuracy"][c] for c in ids)
+    m_honest, m_null = np.array(honest["means"]), np.array(null["means"])
+    # each site's influence on each class's mean: the honest run against the run where it sent nothing new
+    nulls = [np.array(r["means"]) for n, r in by.items() if n == "null" or n.startswith("null:")]
+    honest_influence = np.max([np.linalg.norm(m_honest - m, axis=1) for m in nulls], axis=0)
+    lines = ["| site 5 | attacked classes (honest holders' images) | its influence on their means (x the largest "
+             "honest site's), worst class | honest sites' accuracy | vs honest run | vs null run |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name in ("honest", "null", "poison:even", "poison:concentrated", "poison:all"):
+        r = by.get(name)
+        if r is None:
+            continue
+        acc = statistics.mean(r["accuracy"][c] for c in ids)
+        aims = r["targets"][name.split(":", 1)[1]] if ":" in name else list(range(len(m_null)))
+        counts = np.array(r["held"])
+        mine = np.array(r["means"])
+        ratios = {c: float(np.linalg.norm(mine[c] - m_null[c])) / honest_influence[c] for c in aims}
+        worst = max(ratios, key=lambda c: ratios[c])
+        moved = float(np.linalg.norm(mine[worst] - m_null[worst]))
+        what = ", ".join(f"{c} ({'/'.join(str(int(n)) for n in counts[:, c])})" for c in aims) \
+            if len(aims) < 3 else "every class"
+        lines.append(f"| {name} | {what} | {moved:.4f} ({ratios[worst]:.1f}x, class {worst}) | {100 * acc:.1f}% | "
+                     f"{100 * (acc - base):+.1f} | {100 * (acc - floor):+.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="honest,null," + ",".join(f"null:client_0{i}" for i in range(4))
+                   + ",poison:even,poison:concentrated,poison:all")
+    p.add_argument("--log", type=Path, default=RESULTS / "attack_head_runs.jsonl")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    configure_logging("json", "error")
+    records = [json.loads(line) for line in args.log.read_text().splitlines()] if args.log.exists() else []
+    if not args.report_only:
+        for name in args.runs.split(","):
+            if any(r["run"] == name and r["seed"] == args.seed for r in records):
+                continue
+            record = run(name, args.rounds, args.seed)
+            records.append(record)
+            with args.log.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            print(f"{name}: {record['wall_s']} s", flush=True)
+    hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, 1 thread"
+    print(f"# One attacker among 5 sites against the class head, {args.rounds} rounds ({hardware})\n\n"
+          f"{report(records)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
