@@ -6,7 +6,8 @@
 The attacker never trains: every round it submits the global it was handed plus a change of L2 norm
 `--update-clip-norm` (the whole fixed budget, 10 by default) spent on one tensor, always in the same direction
 (a fixed random unit vector), so its pushes add up over the rounds. Runs, all on the same data and seed
-(Fashion-MNIST, Dirichlet 0.5 over 5 sites, embedded backbone, pFedDC, the shipped training settings, 20 rounds):
+(Fashion-MNIST, Dirichlet 0.5 over 5 sites, embedded backbone, pFedDC with prompts (`pfeddc-prompts`: the
+tensors attacked here; the class head has its own benchmark, attack_head.py), the shipped settings, 20 rounds):
   honest          no attacker, with the default per-tensor adaptive clip and with the fixed clip only
   null            the attacker's site submits the global unchanged (the floor: the attack minus its push)
   attack:<tensor> one attacker, with each of the two, pushing in a fixed random direction
@@ -69,7 +70,7 @@ def run(name: str, clip: str, rounds: int, seed: int) -> dict[str, Any]:
     elif name != "honest":
         kind, tensor = name.split(":", 1)
         attackers = {ATTACKER: push(tensor, DEFAULT_CLIP_NORM, seed, flip=kind == "flip")}
-    result = run_federation(backbone, classnames, clients, "pfeddc", TrainSettings(), rounds, seed,
+    result = run_federation(backbone, classnames, clients, "pfeddc-prompts", TrainSettings(), rounds, seed,
                             attackers=attackers, overrides=CLIPS[clip])
     return {"run": name, "clip": clip, "seed": seed, "rounds": rounds, "accuracy": result.final,
             "accuracy_global_alone": result.final_global,
