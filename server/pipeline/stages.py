@@ -51,9 +51,9 @@ SECURE_RULES = Rules(aggregate=lambda _updates: {})
 
 
 def accept(payload: bytes, num_examples: int, metrics: Metrics, spec: list[TensorSpec], limits: UpdateLimits,
-           sha256: str) -> CheckedUpdate:
+           digest: str) -> CheckedUpdate:
     """An update through the per-update stages, or `Refused` naming what is wrong with it."""
-    return check(decode(payload, num_examples, metrics, spec, limits, sha256), limits)
+    return check(decode(payload, num_examples, metrics, spec, limits, digest), limits)
 
 
 def combine(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping[str, np.ndarray], float]],

@@ -31,7 +31,7 @@ class UpdateLimits:
 
 @dataclass(frozen=True)
 class CheckedUpdate:
-    sha256: str
+    digest: str  # serde.resubmit_digest of its payload
     tensors: dict[str, np.ndarray]
     num_examples: int
     metrics: Metrics
@@ -52,9 +52,9 @@ def check_metrics(metrics: Metrics) -> None:
 
 
 def decode(payload: bytes, num_examples: int, metrics: Metrics, spec: list[TensorSpec], limits: UpdateLimits,
-           sha256: str) -> CheckedUpdate:
-    """The payload parsed against the spec (size, metrics, header, finiteness), or `Refused`. `sha256`: its
-    digest."""
+           digest: str) -> CheckedUpdate:
+    """The payload parsed against the spec (size, metrics, header, finiteness), or `Refused`. `digest`: its
+    resubmit digest."""
     if len(payload) > limits.max_update_bytes:
         raise Refused(Code.RESOURCE_EXHAUSTED, f"update payload of {len(payload)} bytes exceeds the "
                                                f"{limits.max_update_bytes}-byte limit")
@@ -69,7 +69,7 @@ def decode(payload: bytes, num_examples: int, metrics: Metrics, spec: list[Tenso
             raise Refused(Code.INVALID_ARGUMENT, f"update refused: tensor {entry.name!r} holds values outside "
                                                  f"[{entry.bounds[0]:g}, {entry.bounds[1]:g}] (min "
                                                  f"{float(values.min()):.3g}, max {float(values.max()):.3g})")
-    return CheckedUpdate(sha256, tensors, num_examples, metrics)
+    return CheckedUpdate(digest, tensors, num_examples, metrics)
 
 
 def check(update: CheckedUpdate, limits: UpdateLimits) -> CheckedUpdate:

@@ -113,15 +113,15 @@ def check_round(rounds: Rounds, round_: int) -> None:
         raise Refused(Code.FAILED_PRECONDITION, f"{which} round {round_}: the current round is {rounds.round}")
 
 
-def admit(rounds: Rounds, client_id: str, round_: int, sha: str, num_examples: int) -> SubmitResult | None:
+def admit(rounds: Rounds, client_id: str, round_: int, digest: str, num_examples: int) -> SubmitResult | None:
     """A reply for a repeated update, None for one to parse, or `Refused` for one that cannot count."""
     a = rounds.attempt
-    if round_ == rounds.round - 1 and rounds.last_closed.get(client_id) == sha:
+    if round_ == rounds.round - 1 and rounds.last_closed.get(client_id) == digest:
         return SubmitResult(True, len(a.received), a.expected())
     check_round(rounds, round_)
     previous = a.received.get(client_id)
     if previous is not None:
-        if previous.sha256 == sha:
+        if previous.digest == digest:
             return SubmitResult(True, len(a.received), a.expected())
         raise Refused(Code.ALREADY_EXISTS, f"a different update from {client_id!r} for round {round_} "
                                            "was already accepted")

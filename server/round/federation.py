@@ -186,14 +186,14 @@ class Federation:
         if self.config.secure_aggregation:
             raise Refused(Code.FAILED_PRECONDITION, "this federation runs secure aggregation: updates travel "
                                                     "masked through SecureAggregate, never in the clear")
-        sha = serde.sha256(payload)
+        digest = serde.resubmit_digest(payload)
         with self._critical():
             self._touch(client_id)
-            early = self._rounds.admit(client_id, round_, sha, num_examples)
+            early = self._rounds.admit(client_id, round_, digest, num_examples)
         if early is not None:
             return early
         try:
-            update = accept(payload, num_examples, metrics, self.spec, self.config.limits, sha)
+            update = accept(payload, num_examples, metrics, self.spec, self.config.limits, digest)
         except Refused as exc:
             log.warning(Event.UPDATE_REJECTED, client_id=client_id, round=round_, code=str(exc.code),
                         reason=exc.message)

@@ -57,7 +57,7 @@ class Rounds:
         self.global_: serde.Encoded = state.global_encoded()  # the bytes and digest every task hands out
         self.attempt = Attempt()
         self.handouts = Handouts()
-        self.last_closed: dict[str, str] = {}  # client -> sha of its accepted update in the previous round
+        self.last_closed: dict[str, str] = {}  # client -> digest of its update in the last round
         self.pending: FederationState | None = None  # a closed round not yet durable
         self.aborted: str | None = None
         self.incidents = Incidents(log)
@@ -122,7 +122,7 @@ class Rounds:
     def accept(self, update: CheckedUpdate, client_id: str, round_: int) -> SubmitResult:
         """A parsed update joins the open attempt (admitted again: the round may have moved while it was
         parsed); the round closes when it was the last one awaited."""
-        early = self.admit(client_id, round_, update.sha256, update.num_examples)
+        early = self.admit(client_id, round_, update.digest, update.num_examples)
         if early is not None:
             return early
         a = self.attempt
@@ -283,7 +283,7 @@ class Rounds:
             return
         adopt(self.state, pending, self.attempt.received)
         self.global_ = self.state.global_encoded()
-        self.last_closed = {c: u.sha256 for c, u in self.attempt.received.items()}
+        self.last_closed = {c: u.digest for c, u in self.attempt.received.items()}
         if self.attempt.secure is not None:
             self.attempt.secure.committed = True
             self.ended_secure = self.attempt.secure
