@@ -67,6 +67,7 @@ class Step:
     class_clipped: tuple[str, ...] = ()  # clients whose mean of some class was pulled toward its center
     change: dict[str, np.ndarray] | None = None  # the aggregate change, from `aggregate` (and `noise`)
     committed: serde.Encoded | None = None  # the next global, from `commit`
+    projected: str = ""  # secure rounds: the relation the unmasked class statistics broke (then projected)
 
     @property
     def tensors(self) -> dict[str, np.ndarray]:

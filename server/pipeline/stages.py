@@ -21,6 +21,7 @@ A new defence is one more function here in the list, not edits in the round logi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -69,12 +70,21 @@ def combine(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mappi
 def combine_secure(global_: Mapping[str, np.ndarray], total: Mapping[str, np.ndarray], denominator: float,
                    check_statistics: bool = True) -> Step:
     """A secure round: the unmasked sum of the survivors' bounded (and, under DP, noised) weighted changes over
-    `denominator` (their total weight; under DP the sampled count), committed. Raises `NonFiniteGlobal`, or
-    `ImpossibleAggregate` when the class statistics (`check_statistics`: without DP noise) are not what any set
-    of honest sites could have summed to (server/pipeline/statistics.py)."""
+    `denominator` (their total weight; under DP the sampled count), committed. Class statistics that no set of
+    honest sites could have summed to (`check_statistics`: without DP noise) are projected onto ones that could
+    (server/pipeline/statistics.py `project`), and `.projected` says which relation they broke. Raises
+    `NonFiniteGlobal`, or `ImpossibleAggregate` if the projection did not hold."""
     step = Step(global_, {}, {}, change={name: np.asarray(t, np.float64) / denominator for name, t in total.items()})
     step = commit(step, SECURE_RULES)
     problem = statistics.check_aggregate(step.tensors) if check_statistics else None
-    if problem:
-        raise ImpossibleAggregate(f"the unmasked aggregate is not what honest sites could send: {problem}")
-    return step
+    if not problem:
+        return step
+    fixed = statistics.project(step.tensors)
+    change = {name: np.asarray(fixed[name], np.float64) - np.asarray(global_[name], np.float64) if name in fixed
+              else c for name, c in (step.change or {}).items()}
+    step = commit(Step(global_, {}, {}, change=change), SECURE_RULES)
+    remaining = statistics.check_aggregate(step.tensors)
+    if remaining:
+        raise ImpossibleAggregate(f"the unmasked aggregate is not what honest sites could send: {problem}; "
+                                  f"projected, still: {remaining}")
+    return replace(step, projected=problem)

@@ -15,8 +15,10 @@ An honest site's statistics satisfy, whatever its images (`check`, at the per-up
     |moment_ij| <= sqrt(moment_ii moment_jj) (its 2x2 minors are PSD: the O(P^2) part of positive
     semi-definiteness);
   calibration: log T within LOG_TEMPERATURE_RANGE, w within TEXT_WEIGHT_RANGE.
-The set of such statistics is convex, so any weighted mean of valid statistics is valid: the same check refuses
-an unmasked secure aggregate that no set of honest sites could have summed to (`check_aggregate`).
+The set of such statistics is convex, so any weighted mean of valid statistics is valid: the same check finds
+an unmasked secure aggregate that no set of honest sites could have summed to (`check_aggregate`), and since no
+one can tell whose masked input broke it, the round commits its projection onto valid statistics (`project`)
+rather than fail (one site could then stop every round).
 
 Where a site's statistics may point, and how much it weighs (`bound_classes`, the round's first stage
 combine.bound_classes; not under DP, where a data-dependent bound voids the sensitivity analysis):
@@ -118,6 +120,37 @@ def violation(tensors: Mapping[str, np.ndarray]) -> str | None:
 def check_aggregate(tensors: Mapping[str, np.ndarray]) -> str | None:
     """A secure round's unmasked mean: None when some set of honest sites could have sent it, else why not."""
     return violation(tensors)
+
+
+def project(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Statistics an honest set of sites could have sent, near `tensors`' (a secure aggregate that breaks a
+    relation: no one can tell which site's input did, so the round commits this instead of failing, which would
+    let one site stop the federation): counts made non-negative and at most a distribution; each class's sum
+    scaled to within its count; the moment made symmetric with a non-negative diagonal, scaled to the counts'
+    sum, each entry within its diagonal's bound; the calibration within its ranges. Statistics that satisfy
+    every relation come back unchanged, in their own dtypes."""
+    counts = np.clip(np.asarray(tensors[COUNTS], np.float64), 0.0, None)
+    if counts.sum() > 1.0:
+        counts /= counts.sum()
+    sums = np.asarray(tensors[SUMS], np.float64).copy()
+    norms = np.sqrt(np.square(sums).sum(axis=1))
+    over = norms > counts
+    sums[over] *= (counts[over] / norms[over])[:, None]
+    raw = np.asarray(tensors[MOMENT], np.float64)
+    moment = (raw + raw.T) / 2
+    np.fill_diagonal(moment, np.clip(np.diag(moment), 0.0, None))
+    trace = float(np.trace(moment))
+    total = float(counts.sum())
+    moment = moment * (total / trace) if trace > 0 else np.eye(len(moment)) * (total / len(moment))
+    root = np.sqrt(np.diag(moment))
+    moment = np.clip(moment, -np.outer(root, root), np.outer(root, root))
+    out = {COUNTS: counts, SUMS: sums, MOMENT: moment}
+    if CALIBRATION in tensors:
+        calibration = np.asarray(tensors[CALIBRATION], np.float64).copy()
+        calibration[0] = np.clip(calibration[0], *LOG_TEMPERATURE_RANGE)
+        calibration[1] = np.clip(calibration[1], *TEXT_WEIGHT_RANGE)
+        out[CALIBRATION] = calibration
+    return {name: value.astype(np.asarray(tensors[name]).dtype) for name, value in out.items()}
 
 
 def class_weight_scales(counts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> dict[str, np.ndarray]:

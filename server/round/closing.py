@@ -88,6 +88,7 @@ def secure_state(state: FederationState, config: FederationConfig, attempt: Atte
     denominator = dp_denominator(len(attempt.sampled), len(received)) if dp else run.survivors_weight()
     combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator,
                               check_statistics=not dp)
+    run.projected = combined.projected
     stragglers = sorted(attempt.sampled - received.keys() - attempt.failed.keys())
     return next_state(state, config, combined, received, attempt.failed, stragglers, attempt.number,
                       now - attempt.opened_at, "secagg-dp-fedavg" if dp else "secagg-fedavg")

@@ -235,17 +235,15 @@ class Rounds:
                 self._fail(site, run.failure)
             return self._retry(f"secure aggregation: {run.failure}")
         if run.result is not None:
-            if run.excess() > 1:
-                self.incidents.record(now, self.round, self.attempt.number, IncidentKind.AGGREGATE_BOUNDED,
-                                      f"the unmasked sum is {run.excess():.3g}x the longest its survivors could "
-                                      f"send within their clip ({run.bound():.4g}): a survivor masked values outside "
-                                      "its range; the sum is scaled down to the bound", attempt=self.attempt.number)
             self.attempt.received = survivors(run)
             count_silent(self.state.clients, self.attempt.outstanding(), now)
             try:
                 self.pending = secure_state(self.state, self.config, self.attempt, run, self.spec, now)
             except (NonFiniteGlobal, NoQuorum) as exc:
                 return self._retry(str(exc))
+            for why in run.bounded():
+                self.incidents.record(now, self.round, self.attempt.number, IncidentKind.AGGREGATE_BOUNDED, why,
+                                      attempt=self.attempt.number)
             self._commit(now)
 
     def _fail(self, client_id: str, reason: str) -> None:

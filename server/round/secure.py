@@ -100,6 +100,7 @@ class SecureRun:
         self._stall_reported: Stage | None = None
         self.failure: str | None = None
         self.blame: tuple[str, ...] = ()  # the sites the failure names (restart without them)
+        self.projected = ""  # the relation the unmasked class statistics broke (committed projected instead)
 
     @property
     def stage(self) -> Stage:
@@ -264,6 +265,19 @@ class SecureRun:
         it, a survivor sent values outside its range, and `total` scaled the sum down to the bound."""
         assert self.result is not None
         return float(np.linalg.norm(self.result.total)) / self.bound()
+
+    def bounded(self) -> list[str]:
+        """What the committed aggregate had to be bounded for (after `closing.secure_state`): the operator's
+        incidents. A survivor masked values outside its range, or class statistics no honest sites can send."""
+        out = []
+        if self.excess() > 1:
+            out.append(f"the unmasked sum is {self.excess():.3g}x the longest its survivors could send within their "
+                       f"clip ({self.bound():.4g}): a survivor masked values outside its range; the sum is scaled "
+                       "down to the bound")
+        if self.projected:
+            out.append(f"the unmasked class statistics break a relation every honest site's keep ({self.projected}):"
+                       " committed their projection onto statistics honest sites could send")
+        return out
 
     def survivors_weight(self) -> float:
         assert self.result is not None

@@ -14,7 +14,7 @@ from pfeddc.common.messages import Code, Metrics, Refused
 from pfeddc.common.spec import head_key
 from pfeddc.server.pipeline import statistics
 from pfeddc.server.pipeline.aggregate import fedavg
-from pfeddc.server.pipeline.stages import Rules, combine
+from pfeddc.server.pipeline.stages import Rules, combine, combine_secure
 
 C, P = 10, 32
 COUNTS, SUMS, MOMENT, CALIBRATION = (head_key(k) for k in ("counts", "sums", "moment", "calibration"))
@@ -154,3 +154,19 @@ def test_honest_sites_keep_their_pooled_statistics() -> None:
     means = [t[SUMS] / t[COUNTS][:, None] for t in (plain, bounded)]
     assert float(np.abs(means[0] - means[1]).max()) < 0.05
     np.testing.assert_allclose(plain[MOMENT], bounded[MOMENT], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["negative count", "counts above 1", "a row without its count", "asymmetric moment",
+                                  "moment trace", "not positive semi-definite", "calibration"])
+def test_a_secure_aggregate_no_honest_sites_can_send_is_projected_and_commits(kind: str) -> None:
+    """Under the masks no one can tell whose input broke the relation; failing the round would let that site
+    stop the federation, so the coordinator commits the nearest statistics honest sites could send and says so."""
+    bad = _tampered(kind)
+    base = {k: np.zeros_like(v) for k, v in bad.items()}
+    step = combine_secure(base, {k: v.astype(np.float64) * 4 for k, v in bad.items()}, 4.0)
+    assert step.projected and statistics.violation(step.tensors) is None
+    honest = honest_site(np.random.default_rng(3), 80, np.ones(C))
+    kept = combine_secure(base, {k: v.astype(np.float64) * 4 for k, v in honest.items()}, 4.0)
+    assert kept.projected == "" and all(np.allclose(kept.tensors[k], honest[k], atol=1e-6) for k in honest)
+    projected = statistics.project(honest)  # statistics that hold every relation come back as they were
+    assert all(np.allclose(projected[k], honest[k], atol=1e-6) for k in honest)
