@@ -135,8 +135,9 @@ COORDINATOR_FLAGS: tuple[tuple[str | None, tuple[Flag, ...]], ...] = (
                             "(RESOURCE_EXHAUSTED), re-joins are not. Keeps the registry, its memory and the "
                             "checkpoint bounded (default: %(default)s)", int, config="max_clients"),
         Flag("client-ttl", "seconds after which a client id that never delivered an update and was not heard from "
-                           "expires, and how long an id whose trial failed (sampled twice, never delivered) sits out "
-                           "before another; a full registry evicts such ids for a new one (default: %(default)s)",
+                           "expires, and how long an id whose trial failed (sampled twice, never delivered), or that "
+                           "a secure round convicted, sits out; a full registry evicts never-delivered ids for a new "
+                           "one (default: %(default)s)",
              float, config="client_ttl_s"),
         Flag("max-joins-per-peer", "open mode: new client ids one peer address may register (loopback peers are "
                                    "exempt: the operator's own machine, e.g. pfeddc-sim) (default: %(default)s)", int,

@@ -64,7 +64,7 @@ class Rounds:
         self._saver = Saver(save, self.incidents, log, observe_save)
         self._waiting_logged_at = -math.inf
         self.ended_secure: SecureRun | None = None  # the last secure run that ended, to answer its late polls
-        self.excluded: set[str] = set()  # sites a secure run named as faulty: left out of the round's next attempts
+        self.excluded: dict[str, float] = {}  # site a secure run convicted -> when: it sits out --client-ttl
 
     # ----- reads
     @property
@@ -176,7 +176,7 @@ class Rounds:
             self._open(now)
 
     def _open(self, now: float) -> None:
-        sample = draw(self.config, self.state.clients, self.excluded, self.round, self.attempt.number, now)
+        sample = draw(self.config, self.state.clients, set(self.excluded), self.round, self.attempt.number, now)
         if not sample.enough:
             if now - self._waiting_logged_at >= WAITING_LOG_INTERVAL_S:
                 self._waiting_logged_at = now
@@ -231,7 +231,7 @@ class Rounds:
         self._changed()
         if run.failure is not None:
             for site in run.blame:
-                self.excluded.add(site)
+                self.excluded[site] = now
                 self._fail(site, run.failure)
             return self._retry(f"secure aggregation: {run.failure}")
         if run.result is not None:
@@ -287,7 +287,7 @@ class Rounds:
             self.ended_secure = self.attempt.secure
         self.attempt = Attempt()
         self.pending = None
-        self.excluded = set()
+        self.excluded = {c: t for c, t in self.excluded.items() if now - t < self.config.client_ttl_s}
         self.handouts.reset()
         self._changed()
         self._log("info", Event.ROUND_COMPLETED,

@@ -296,3 +296,30 @@ def test_a_restarted_coordinator_runs_the_round_afresh_and_refuses_the_old_run(c
     got, want = final_global(conns["site-a"]), expected_global(base, spec, list(COUNTS))
     for k in want:
         np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+
+
+def test_a_convicted_site_sits_out_the_next_rounds(coordinator: StartCoordinator, tmp_path: Path) -> None:
+    """Convicted in round 1, a false accuser is not sampled in round 2 (it sits out --client-ttl): a persistent
+    liar costs one attempt, not one per round."""
+    server = coordinator(*FLAGS, "--rounds", "2")
+    conns, spec, tasks, _base = sampled(server.port)
+    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
+                                                    for c in ("site-a", "site-b", "site-c")}
+    work["site-d"] = functools.partial(hostile, conns["site-d"], tasks["site-d"], spec, "accuse")
+    keep_alive = threading.Event()
+
+    def heartbeat() -> None:  # site-d stays online (heard from), so only its conviction keeps it out
+        while not keep_alive.wait(0.2):
+            conns["site-d"].heartbeat(0)
+
+    beat = threading.Thread(target=heartbeat)
+    beat.start()
+    try:
+        outcomes = in_threads(work)
+    finally:
+        keep_alive.set()
+        beat.join(5)
+    assert all(outcomes[c].committed for c in ("site-a", "site-b", "site-c")), outcomes
+    rounds = [json.loads(x) for x in (tmp_path / "coord" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["attempts"] for r in rounds] == [2, 1]
+    assert sorted(rounds[1]["clients"]) == ["site-a", "site-b", "site-c"] and rounds[1]["stragglers"] == []
