@@ -31,11 +31,12 @@ sys.path.insert(0, str(ROOT / "tests"))  # the scripted sites the tests use
 
 from secure_sites import (  # noqa: E402
     FLAGS,
+    HONEST,
+    beside_three_honest,
     expected_global,
     final_global,
     honest,
     hostile,
-    in_threads,
     sampled,
     vanish,
 )
@@ -44,7 +45,6 @@ from pfeddc.client.secure import SecureOutcome  # noqa: E402
 from pfeddc.common.secagg.exchange import flatten  # noqa: E402
 from pfeddc.server.app import build_parser, start  # noqa: E402
 
-HONEST = ("site-a", "site-b", "site-c")
 RANGE = functools.partial(hostile, attack="range")
 # name -> (what site-d does, the sites whose changes the committed global must average, extra coordinator flags)
 ATTACKS: dict[str, tuple[Callable[..., SecureOutcome] | None, tuple[str, ...], tuple[str, ...]]] = {
@@ -66,11 +66,8 @@ def run(attack: str, workdir: Path) -> dict[str, object]:
                                               "--poll-interval", "0.1", *FLAGS, *flags]))
     try:
         conns, spec, tasks, base = sampled(server.port)
-        work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
-                                                        for c in HONEST}
-        work["site-d"] = functools.partial(behaviour or honest, conns["site-d"], tasks["site-d"], spec)
         started = time.monotonic()
-        outcomes = in_threads(work)
+        outcomes = beside_three_honest(conns, tasks, spec, behaviour or honest)
         seconds = time.monotonic() - started
         got = final_global(conns["site-a"])
         incidents = server.federation.snapshot().incidents

@@ -7,6 +7,7 @@ sites meant to send.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -170,6 +171,20 @@ def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -
         return SecureOutcome(False, reason)
     status, _next, reason = send(site.unmask(request))  # type: ignore[arg-type]
     return SecureOutcome(status == Status.DONE, reason)
+
+
+HONEST = ("site-a", "site-b", "site-c")
+SiteWork = Callable[[Connection, Task, list[TensorSpec]], SecureOutcome]
+
+
+def beside_three_honest(conns: dict[str, Connection], tasks: dict[str, Task], spec: list[TensorSpec],
+                        site_d: SiteWork) -> dict[str, SecureOutcome]:
+    """site-a, -b and -c honest and site-d doing `site_d` (e.g. `partial(vanish, stop_after="keys")`), at once;
+    each site's last outcome."""
+    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
+                                                    for c in HONEST}
+    work["site-d"] = functools.partial(site_d, conns["site-d"], tasks["site-d"], spec)
+    return in_threads(work)
 
 
 def expected_global(base: dict[str, np.ndarray], spec: list[TensorSpec], sites: list[str]) -> dict[str, np.ndarray]:

@@ -78,9 +78,10 @@ def survivors(run: SecureRun) -> dict[str, CheckedUpdate]:
 
 
 def secure_state(state: FederationState, config: FederationConfig, attempt: Attempt, run: SecureRun,
-                 spec: list[TensorSpec], now: float) -> FederationState:
+                 spec: list[TensorSpec], now: float) -> tuple[FederationState, str]:
     """The state after a secure round whose sum was unmasked (`attempt.received`: its survivors): the sum over
-    their weight (DP: over the sampled count) is committed."""
+    their weight (DP: over the sampled count) is committed. Also the relation its class statistics broke, if they
+    had to be projected ("" when not)."""
     received = attempt.received
     if len(received) < config.quorum:
         raise NoQuorum(f"secure aggregation: {len(received)} survivors, --quorum {config.quorum}")
@@ -88,10 +89,10 @@ def secure_state(state: FederationState, config: FederationConfig, attempt: Atte
     denominator = dp_denominator(len(attempt.sampled), len(received)) if dp else run.survivors_weight()
     combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator,
                               check_statistics=not dp)
-    run.projected = combined.projected
     stragglers = sorted(attempt.sampled - received.keys() - attempt.failed.keys())
-    return next_state(state, config, combined, received, attempt.failed, stragglers, attempt.number,
-                      now - attempt.opened_at, "secagg-dp-fedavg" if dp else "secagg-fedavg")
+    committed = next_state(state, config, combined, received, attempt.failed, stragglers, attempt.number,
+                           now - attempt.opened_at, "secagg-dp-fedavg" if dp else "secagg-fedavg")
+    return committed, combined.projected
 
 
 def no_quorum(attempt: Attempt, quorum: int) -> str | None:

@@ -238,10 +238,10 @@ class Rounds:
             self.attempt.received = survivors(run)
             count_silent(self.state.clients, self.attempt.outstanding(), now)
             try:
-                self.pending = secure_state(self.state, self.config, self.attempt, run, self.spec, now)
+                self.pending, projected = secure_state(self.state, self.config, self.attempt, run, self.spec, now)
             except (NonFiniteGlobal, NoQuorum) as exc:
                 return self._retry(str(exc))
-            for why in run.bounded():
+            for why in run.bounded(projected):
                 self.incidents.record(now, self.round, self.attempt.number, IncidentKind.AGGREGATE_BOUNDED, why,
                                       attempt=self.attempt.number)
             self._commit(now)

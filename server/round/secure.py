@@ -16,6 +16,7 @@ is ever reused.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import Callable, Mapping
@@ -84,7 +85,7 @@ class SecureRun:
         self.attempt = any_site.attempt
         self.plan = dict(plan)
         self.config = any_site.round_config(round_)
-        self.core = SecAggCoordinator(self.config, Verifier.load(Path(signing_ca)) if signing_ca else None)
+        self.core = SecAggCoordinator(self.config, _verifier(signing_ca) if signing_ca else None)
         self.deadline = first_deadline
         self._stage_timeout_s = stage_timeout_s
         self._log = log
@@ -100,7 +101,6 @@ class SecureRun:
         self._stall_reported: Stage | None = None
         self.failure: str | None = None
         self.blame: tuple[str, ...] = ()  # the sites the failure names (restart without them)
-        self.projected = ""  # the relation the unmasked class statistics broke (committed projected instead)
 
     @property
     def stage(self) -> Stage:
@@ -266,22 +266,30 @@ class SecureRun:
         assert self.result is not None
         return float(np.linalg.norm(self.result.total)) / self.bound()
 
-    def bounded(self) -> list[str]:
-        """What the committed aggregate had to be bounded for (after `closing.secure_state`): the operator's
-        incidents. A survivor masked values outside its range, or class statistics no honest sites can send."""
+    def bounded(self, projected: str) -> list[str]:
+        """What the committed aggregate had to be bounded for: the operator's incidents. A survivor masked values
+        outside its range, or (`projected`: the relation `closing.secure_state` found broken) class statistics no
+        honest sites can send."""
         out = []
-        if self.excess() > 1:
-            out.append(f"the unmasked sum is {self.excess():.3g}x the longest its survivors could send within their "
+        excess = self.excess()
+        if excess > 1:
+            out.append(f"the unmasked sum is {excess:.3g}x the longest its survivors could send within their "
                        f"clip ({self.bound():.4g}): a survivor masked values outside its range; the sum is scaled "
                        "down to the bound")
-        if self.projected:
-            out.append(f"the unmasked class statistics break a relation every honest site's keep ({self.projected}):"
+        if projected:
+            out.append(f"the unmasked class statistics break a relation every honest site's keep ({projected}):"
                        " committed their projection onto statistics honest sites could send")
         return out
 
     def survivors_weight(self) -> float:
         assert self.result is not None
         return math.fsum(self.plan[s].weight for s in self.result.survivors)
+
+
+@functools.lru_cache(maxsize=4)
+def _verifier(signing_ca: str) -> Verifier:
+    """The CA file read once, not at every attempt."""
+    return Verifier.load(Path(signing_ca))
 
 
 def _stage_of(msg: object) -> Stage:

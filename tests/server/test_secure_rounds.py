@@ -23,6 +23,7 @@ from secure_sites import (
     FLAGS,
     METRICS,
     STAGES,
+    beside_three_honest,
     connect,
     delta_of,
     expected_global,
@@ -58,10 +59,8 @@ def test_one_hostile_site_in_a_secure_round_is_convicted_on_evidence_and_stops_n
     round commits the honest sites' weighted mean on the next attempt."""
     server = coordinator(*FLAGS)
     conns, spec, tasks, base = sampled(server.port)
-    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
-                                                    for c in ("site-a", "site-b", "site-c")}
-    work["site-d"] = functools.partial(hostile, conns["site-d"], tasks["site-d"], spec, attack)
-    outcomes = in_threads(work)
+    site_d = functools.partial(hostile, attack=attack)
+    outcomes = beside_three_honest(conns, tasks, spec, site_d)
     assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
     assert not outcomes["site-d"].committed and "site-d" in outcomes["site-d"].reason
     got, want = final_global(conns["site-a"]), expected_global(base, spec, ["site-a", "site-b", "site-c"])
@@ -78,10 +77,8 @@ def test_a_masked_input_outside_its_range_is_bounded_by_what_the_survivors_could
     weighted clips is scaled down to them and reported (incident aggregate_bounded), and the round commits."""
     server = coordinator(*FLAGS, "--update-clip-norm", "0.5")
     conns, spec, tasks, base = sampled(server.port)
-    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
-                                                    for c in ("site-a", "site-b", "site-c")}
-    work["site-d"] = functools.partial(hostile, conns["site-d"], tasks["site-d"], spec, "range")
-    outcomes = in_threads(work)
+    site_d = functools.partial(hostile, attack="range")
+    outcomes = beside_three_honest(conns, tasks, spec, site_d)
     assert all(o.committed for o in outcomes.values()), outcomes
     got = final_global(conns["site-a"])
     moved = float(np.linalg.norm(flatten(got, spec) - flatten(base, spec)))
@@ -145,10 +142,8 @@ def test_secure_round_completes_when_a_site_drops_out_at_any_stage(coordinator: 
                                                                    stage: str) -> None:
     server = coordinator(*FLAGS)
     conns, spec, tasks, base = sampled(server.port)
-    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
-                                             for c in ("site-a", "site-b", "site-c")}
-    work["site-d"] = functools.partial(vanish, conns["site-d"], tasks["site-d"], spec, stage)
-    outcomes = in_threads(work)
+    site_d = functools.partial(vanish, stop_after=stage)
+    outcomes = beside_three_honest(conns, tasks, spec, site_d)
     assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
     # a site that sent its masked input is a survivor: its change is in the sum, its mask removed without it
     counted = list(COUNTS) if stage == "masked" else ["site-a", "site-b", "site-c"]
@@ -162,9 +157,7 @@ def test_a_site_silent_at_the_keys_stage_is_reported_as_it_waits(coordinator: St
     stage and the site it waits on, while the round still waits (the keys stage closes at the round's deadline)."""
     server = coordinator(*FLAGS)
     conns, spec, tasks, _base = sampled(server.port)
-    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
-                                                    for c in ("site-a", "site-b", "site-c")}
-    work["site-d"] = functools.partial(vanish, conns["site-d"], tasks["site-d"], spec, "train")
+    site_d = functools.partial(vanish, stop_after="train")
     seen: list[str] = []
 
     def watch() -> None:
@@ -175,7 +168,7 @@ def test_a_site_silent_at_the_keys_stage_is_reported_as_it_waits(coordinator: St
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    outcomes = in_threads(work)
+    outcomes = beside_three_honest(conns, tasks, spec, site_d)
     watcher.join(15)
     assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
     assert len(seen) == 1 and "site-d" in seen[0] and "advertise" in seen[0].lower(), seen
@@ -303,9 +296,7 @@ def test_a_convicted_site_sits_out_the_next_rounds(coordinator: StartCoordinator
     liar costs one attempt, not one per round."""
     server = coordinator(*FLAGS, "--rounds", "2")
     conns, spec, tasks, _base = sampled(server.port)
-    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
-                                                    for c in ("site-a", "site-b", "site-c")}
-    work["site-d"] = functools.partial(hostile, conns["site-d"], tasks["site-d"], spec, "accuse")
+    site_d = functools.partial(hostile, attack="accuse")
     keep_alive = threading.Event()
 
     def heartbeat() -> None:  # site-d stays online (heard from), so only its conviction keeps it out
@@ -315,7 +306,7 @@ def test_a_convicted_site_sits_out_the_next_rounds(coordinator: StartCoordinator
     beat = threading.Thread(target=heartbeat)
     beat.start()
     try:
-        outcomes = in_threads(work)
+        outcomes = beside_three_honest(conns, tasks, spec, site_d)
     finally:
         keep_alive.set()
         beat.join(5)
