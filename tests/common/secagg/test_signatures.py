@@ -119,3 +119,23 @@ def test_no_input_without_the_thresholds_attestations(federation: tuple[dict[str
                                   "site-3": checks["site-3"].signature})
     with pytest.raises(ProtocolError, match="'site-2' did not attest"):
         s["site-1"].masked_input(replayed, np.zeros(16))
+
+
+def test_certificates_and_signatures_are_bounded_where_they_enter() -> None:
+    """Without mTLS nothing checks them, yet they are relayed to every site: a site's junk is bounded at the wire."""
+    from pfeddc.common import wire_secure
+    from pfeddc.common.proto import federation_pb2 as pb
+
+    keys = SiteKeys.generate()
+    ok = pb.SecAggRequest(client_id="site-0", keys=pb.SecAggKeys(mask_public=keys.mask_public,
+                                                                 enc_public=keys.enc_public, certificate=b"c" * 4096))
+    assert wire_secure.step_from_proto(ok).message.signed.certificate == b"c" * 4096  # type: ignore[union-attr]
+    for field, size in (("certificate", 4097), ("signature", 81)):
+        bad = pb.SecAggRequest()
+        bad.CopyFrom(ok)
+        setattr(bad.keys, field, b"x" * size)
+        with pytest.raises(ValueError, match="at most"):
+            wire_secure.step_from_proto(bad)
+    check = pb.SecAggRequest(client_id="site-0", check=pb.SecAggCheck(signature=b"s" * 81))
+    with pytest.raises(ValueError, match="at most"):
+        wire_secure.step_from_proto(check)
