@@ -13,6 +13,7 @@ to the run. Without client certificates nothing is signed, and the coordinator i
 from __future__ import annotations
 
 import datetime
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,12 @@ class Verifier:
     @staticmethod
     def load(ca: Path) -> Verifier:
         return Verifier(tuple(x509.load_pem_x509_certificates(Path(ca).read_bytes())))
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4)
+    def cached(ca: str) -> Verifier:
+        """`load`, once per file: the coordinator checks every secure attempt against the same CA."""
+        return Verifier.load(Path(ca))
 
     def check(self, site_id: str, certificate: bytes, signature: bytes, label: str, rid: RoundId,
               *parts: bytes) -> None:

@@ -16,11 +16,9 @@ is ever reused.
 
 from __future__ import annotations
 
-import functools
 import math
 import secrets
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 
@@ -85,7 +83,7 @@ class SecureRun:
         self.attempt = any_site.attempt
         self.plan = dict(plan)
         self.config = any_site.round_config(round_)
-        self.core = SecAggCoordinator(self.config, _verifier(signing_ca) if signing_ca else None)
+        self.core = SecAggCoordinator(self.config, Verifier.cached(signing_ca) if signing_ca else None)
         self.deadline = first_deadline
         self._stage_timeout_s = stage_timeout_s
         self._log = log
@@ -284,12 +282,6 @@ class SecureRun:
     def survivors_weight(self) -> float:
         assert self.result is not None
         return math.fsum(self.plan[s].weight for s in self.result.survivors)
-
-
-@functools.lru_cache(maxsize=4)
-def _verifier(signing_ca: str) -> Verifier:
-    """The CA file read once, not at every attempt."""
-    return Verifier.load(Path(signing_ca))
 
 
 def _stage_of(msg: object) -> Stage:
