@@ -59,6 +59,7 @@ class Checkpoint:
             "change_scale": {k: float(v) for k, v in sorted(state.change_scale.items())},
             "tensors_sha256": encoded.sha256,
             "classes": list(state.classes),
+            "convicted": {c: float(left) for c, left in sorted(state.convicted.items())},
         }
         text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
         if len(text) > MAX_META_BYTES:  # safetensors would write it, then refuse to read it back
@@ -158,8 +159,13 @@ class Checkpoint:
         classes = meta.get("classes", [])
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
             raise CheckpointError(f"checkpoint {self.path} holds an impossible class list: {classes!r}")
+        convicted = meta.get("convicted", {})  # absent before convictions were saved: none
+        if not isinstance(convicted, dict) or not all(
+                isinstance(c, str) and isinstance(v, float) and math.isfinite(v) and v >= 0
+                for c, v in convicted.items()):
+            raise CheckpointError(f"checkpoint {self.path} holds impossible convictions: {convicted!r}")
         return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")), None, scale,
-                               encoded, tuple(classes))
+                               encoded, tuple(classes), convicted)
 
     def saved_classes(self) -> tuple[str, ...]:
         """The class list the saved federation runs with (none saved: empty), from the header alone."""

@@ -64,7 +64,8 @@ class Rounds:
         self._saver = Saver(save, self.incidents, log, observe_save)
         self._waiting_logged_at = -math.inf
         self.ended_secure: SecureRun | None = None  # the last secure run that ended, to answer its late polls
-        self.excluded: dict[str, float] = {}  # site a secure run convicted -> when: it sits out --client-ttl
+        # site a secure run convicted -> when its exclusion ends (--client-ttl after; checkpointed as time left)
+        self.excluded: dict[str, float] = {c: clock() + left for c, left in state.convicted.items()}
 
     # ----- reads
     @property
@@ -231,7 +232,7 @@ class Rounds:
         self._changed()
         if run.failure is not None:
             for site in run.blame:
-                self.excluded[site] = now
+                self.excluded[site] = now + self.config.client_ttl_s
                 self._fail(site, run.failure)
             return self._retry(f"secure aggregation: {run.failure}")
         if run.result is not None:
@@ -277,6 +278,7 @@ class Rounds:
         """Make the pending round durable, then (only then) advance to it in memory."""
         pending = self.pending
         assert pending is not None and pending.last_round is not None
+        pending.convicted = {c: end - now for c, end in self.excluded.items() if end > now}
         if not self._saver.save(pending, self.round, self.attempt.number, now):
             return
         adopt(self.state, pending, self.attempt.received)
@@ -287,7 +289,7 @@ class Rounds:
             self.ended_secure = self.attempt.secure
         self.attempt = Attempt()
         self.pending = None
-        self.excluded = {c: t for c, t in self.excluded.items() if now - t < self.config.client_ttl_s}
+        self.excluded = {c: end for c, end in self.excluded.items() if end > now}
         self.handouts.reset()
         self._changed()
         self._log("info", Event.ROUND_COMPLETED,

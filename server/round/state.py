@@ -82,6 +82,7 @@ class FederationState:
     # the global's safetensors bytes and digest, made once per commit (the commit stage or a checkpoint read)
     encoded: serde.Encoded | None = field(default=None, repr=False, compare=False)
     classes: tuple[str, ...] = ()  # the federation's class list (--classes, or gathered from the Joins)
+    convicted: dict[str, float] = field(default_factory=dict)  # site a secure run convicted -> seconds it sits out
 
     def global_encoded(self) -> serde.Encoded:
         """The global as the checkpoint and every task carry it: encoded only if `global_tensors` changed."""

@@ -47,7 +47,9 @@ from pfeddc.common.secagg.field import sum_error_bound
 from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.server.app import build_parser
 from pfeddc.server.flags import federation_config
+from pfeddc.server.ops.checkpoint import Checkpoint
 from pfeddc.server.round.config import FederationConfig
+from pfeddc.server.round.federation import Federation
 from pfeddc.server.round.secure import settings as secure_settings
 
 
@@ -314,3 +316,10 @@ def test_a_convicted_site_sits_out_the_next_rounds(coordinator: StartCoordinator
     rounds = [json.loads(x) for x in (tmp_path / "coord" / "rounds.jsonl").read_text().splitlines()]
     assert [r["attempts"] for r in rounds] == [2, 1]
     assert sorted(rounds[1]["clients"]) == ["site-a", "site-b", "site-c"] and rounds[1]["stragglers"] == []
+    # the conviction is checkpointed: a restarted coordinator still leaves site-d out
+    saved = Checkpoint(tmp_path / "coord").load(spec, 3)
+    assert saved is not None and 0 < saved.convicted["site-d"] <= FederationConfig(rounds=3).client_ttl_s
+    restarted = Federation(FederationConfig(rounds=3, min_clients=3), spec, saved)
+    for client, count in COUNTS.items():
+        restarted.join(client, count, spec)
+    assert restarted.snapshot().sampled == {"site-a", "site-b", "site-c"}
