@@ -93,8 +93,8 @@ def start(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping
 
 
 def bound_classes(step: Step, rules: Rules) -> Step:
-    """The class head's statistics: each site's class means clipped toward each class's center and its weight on
-    each class capped (server/pipeline/statistics.py), as changes from the global."""
+    """The class head's statistics: each site's class means clipped toward each class's center, its weight and
+    its pull on each class capped (server/pipeline/statistics.py), as changes from the global."""
     if COUNTS not in step.base or rules.dp is not None:  # under DP: a data-dependent bound voids the sensitivity
         return step
     base = (np.asarray(step.base[COUNTS], np.float64), np.asarray(step.base[SUMS], np.float64))

@@ -4,7 +4,7 @@ Per update, outside the federation's lock (server/pipeline/updates.py), `(payloa
     decode  size limit, safetensors header against the spec (the one spec check), values finite
     check   value magnitudes and metrics within their limits; class statistics an honest site could send
 Per round, under the lock when the round closes (server/pipeline/combine.py), each `(Step, Rules) -> Step`:
-    bound_classes  class statistics: each site's class means clipped, its weight per class capped (statistics.py)
+    bound_classes  class statistics: each site's class means clipped, its weight and pull per class capped
     bound      per-tensor adaptive clip, then the whole-update clip (DP: its clip only)
     aggregate  the aggregator over the bounded changes (DP: their sum over the sampled count)
     noise      DP only: Gaussian noise calibrated to the clip
