@@ -106,6 +106,7 @@ def run(name: str, rounds: int, seed: int) -> dict[str, Any]:
                             attackers=attackers, observer=final)
     return {"run": name, "seed": seed, "rounds": rounds, "accuracy": result.final, "targets": aims,
             "held": held(clients, len(classnames)).tolist(), "means": class_means(final.tensors).tolist(),
+            "counts": final.tensors[COUNTS].astype(float).tolist(),
             "wall_s": result.wall_s, "failures": result.failures}
 
 
@@ -136,9 +137,16 @@ def report(records: list[dict[str, Any]]) -> str:
     # each site's influence on each class's mean: the honest run against the run where it sent nothing new
     nulls = [np.array(r["means"]) for n, r in by.items() if n == "null" or n.startswith("null:")]
     honest_influence = np.max([np.linalg.norm(m_honest - m, axis=1) for m in nulls], axis=0)
+    # ... and on the class counts (the label prior every site's discriminant weighs classes by), per class
+    counted = all("counts" in r for r in by.values())
+    if counted:
+        c_honest, c_null = np.array(honest["counts"]), np.array(null["counts"])
+        c_nulls = [np.array(r["counts"]) for n, r in by.items() if n == "null" or n.startswith("null:")]
+        honest_count_influence = np.max([np.abs(c_honest - c) for c in c_nulls], axis=0)
     lines = ["| site 5 | attacked classes (honest holders' images) | its influence on their means (x the largest "
-             "honest site's), worst class | honest sites' accuracy | vs honest run | vs null run |",
-             "|---|---|---:|---:|---:|---:|"]
+             "honest site's), worst class | on their counts (x the largest honest site's), worst class | honest "
+             "sites' accuracy | vs honest run | vs null run |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for name in ("honest", "null", "poison:even", "poison:concentrated", "poison:all"):
         r = by.get(name)
         if r is None:
@@ -152,7 +160,14 @@ def report(records: list[dict[str, Any]]) -> str:
         moved = float(np.linalg.norm(mine[worst] - m_null[worst]))
         what = ", ".join(f"{c} ({'/'.join(str(int(n)) for n in counts[:, c])})" for c in aims) \
             if len(aims) < 3 else "every class"
-        lines.append(f"| {name} | {what} | {moved:.4f} ({ratios[worst]:.1f}x, class {worst}) | {100 * acc:.1f}% | "
+        counts_cell = "-"
+        if counted:
+            c_mine = np.array(r["counts"])
+            c_ratios = {c: abs(c_mine[c] - c_null[c]) / honest_count_influence[c] for c in aims}
+            c_worst = max(c_ratios, key=lambda c: c_ratios[c])
+            counts_cell = f"{abs(c_mine[c_worst] - c_null[c_worst]):.4f} ({c_ratios[c_worst]:.1f}x, class {c_worst})"
+        lines.append(f"| {name} | {what} | {moved:.4f} ({ratios[worst]:.1f}x, class {worst}) | {counts_cell} | "
+                     f"{100 * acc:.1f}% | "
                      f"{100 * (acc - base):+.1f} | {100 * (acc - floor):+.1f} |")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from . import statistics
 from .aggregate import Aggregator
 from .clipping import Changes, TensorClip, clip_per_tensor
 from .privacy import DpSettings
-from .statistics import COUNTS, STRUCTURED, SUMS
+from .statistics import COUNTS, MOMENT, STRUCTURED, SUMS
 
 # Far above what honest local training moves the prompts in a round (lr x steps x the gradient clip, about
 # 0.1-3 on the shipped settings) and far below what breaks a backbone: bounds a hostile site, spares honest ones.
@@ -105,6 +105,11 @@ def bound_classes(step: Step, rules: Rules) -> Step:
         counts, sums = bounded.statistics[client]
         changes[client] = {**delta, COUNTS: (counts - base[0]).astype(delta[COUNTS].dtype),
                            SUMS: (sums - base[1]).astype(delta[SUMS].dtype)}
+        before = float(stats[client][0].sum())
+        if before > 0 and float(counts.sum()) < before:  # images taken off its classes: off its moment too
+            moment = np.asarray(step.base[MOMENT], np.float64) + delta[MOMENT]
+            changes[client][MOMENT] = (moment * (float(counts.sum()) / before) - step.base[MOMENT]).astype(
+                delta[MOMENT].dtype)
     return replace(step, changes=changes, class_capped=bounded.capped, class_clipped=bounded.clipped)
 
 

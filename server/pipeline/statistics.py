@@ -30,7 +30,9 @@ site i's weight on class c in images (its FedAvg weight times its count of c):
 2. Weight cap: n_ic is capped at CLASS_WEIGHT_CAP (10) times the larger of the largest other holder's weight on
    that class and the round's median holding: one site has at most 10x the say of the class's next holder; a
    class only it holds gets at most 10x a typical holding (its mean is then its own, which any honest sole
-   holder's would be too). Its counts_c and sums_c are scaled together (its class mean is unchanged).
+   holder's would be too). Its counts_c and sums_c are scaled together (its class mean is unchanged), and its
+   moment by its counts' new total over the old (combine.bound_classes), so the committed global keeps every
+   relation above (before, a capped site left a global whose moment's trace exceeded its counts' sum).
 3. Precision clip: a mean of n images lies about sigma / sqrt(n) from the class's mean, so each site's mean of
    c is kept within PRECISION_CLIP (2) x s_c / sqrt(n_ic) of the center, s_c the holders' median of
    d_jc sqrt(n_jc): a site that claims many images of a class must lie as near its center as that many images

@@ -144,6 +144,18 @@ def test_one_site_claiming_a_class_moves_it_about_as_much_as_an_honest_site(seed
     assert bounded["hostile"] <= 1.5 * honest_max  # measured 1.01x, 1.03x, 1.07x (before the pull cap: 3.0x)
 
 
+def test_a_capped_site_leaves_statistics_an_honest_site_could_send() -> None:
+    """The weight cap takes images off a site's class: off its second moment too, so the committed global keeps
+    every relation (a site that sends it back is not refused) and the capped site's class mean is unchanged."""
+    rng = np.random.default_rng(5)
+    sites = {f"honest{i}": (honest_site(rng, 60, np.ones(C)), 60.0) for i in range(4)}
+    sites["hostile"] = (_hostile_claim(0), 1000.0)
+    zero = {k: np.zeros_like(v) for k, v in sites["honest0"][0].items()}
+    step = combine(zero, sites, Rules(fedavg, 10.0, 2.0))
+    assert step.class_capped == ("hostile",)
+    assert statistics.violation(step.tensors) is None
+
+
 def test_a_holder_that_sends_the_center_back_freezes_no_class() -> None:
     """The pull cap's floor: beside a site that sends the global's class mean back (pull 0), an honest holder's
     mean is kept as it is, not pulled onto the center (the class would never move again)."""
