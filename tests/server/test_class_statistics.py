@@ -131,17 +131,18 @@ def _hostile_claim(cls: int) -> dict[str, np.ndarray]:
     return stats
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(6))
 def test_one_site_claiming_a_class_moves_it_about_as_much_as_an_honest_site(seed: int) -> None:
-    """5 equal sites, the hostile one declaring all its images of class 0 with a mean pointing away: unbounded
-    it moves the class's mean 5-9x the largest honest site's move; bounded, 1.0-1.1x."""
+    """5 equal sites, the hostile one declaring all its images of class 0 with a mean pointing away: unbounded (as
+    in secure mode, where no site's statistics are seen) it moves the class's mean 7.9-10.0x the largest honest
+    site's move; bounded, 0.8-1.5x."""
     rng = np.random.default_rng(seed)
     sites = {f"honest{i}": honest_site(rng, 60, np.ones(C)) for i in range(4)} | {"hostile": _hostile_claim(0)}
     unbounded = _influence(sites, bounded=False, cls=0)
     bounded = _influence(sites, bounded=True, cls=0)
     honest_max = max(v for n, v in bounded.items() if n != "hostile")
     assert unbounded["hostile"] > 5 * max(v for n, v in unbounded.items() if n != "hostile")
-    assert bounded["hostile"] <= 1.5 * honest_max  # measured 1.01x, 1.03x, 1.07x (before the pull cap: 3.0x)
+    assert bounded["hostile"] <= 1.5 * honest_max  # measured 1.01, 1.03, 1.07, 1.11, 0.84, 1.45x (was up to 3.0x)
 
 
 def test_a_capped_site_leaves_statistics_an_honest_site_could_send() -> None:
