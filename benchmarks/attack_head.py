@@ -163,7 +163,7 @@ def report(records: list[dict[str, Any]]) -> str:
         counts_cell = "-"
         if counted:
             c_mine = np.array(r["counts"])
-            c_ratios = {c: abs(c_mine[c] - c_null[c]) / honest_count_influence[c] for c in aims}
+            c_ratios = {c: abs(c_mine[c] - c_null[c]) / max(honest_count_influence[c], 1e-12) for c in aims}
             c_worst = max(c_ratios, key=lambda c: c_ratios[c])
             counts_cell = f"{abs(c_mine[c_worst] - c_null[c_worst]):.4f} ({c_ratios[c_worst]:.1f}x, class {c_worst})"
         lines.append(f"| {name} | {what} | {moved:.4f} ({ratios[worst]:.1f}x, class {worst}) | {counts_cell} | "

@@ -161,11 +161,11 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint {self.path} holds an impossible class list: {classes!r}")
         convicted = meta.get("convicted", {})  # absent before convictions were saved: none
         if not isinstance(convicted, dict) or not all(
-                isinstance(c, str) and isinstance(v, float) and math.isfinite(v) and v >= 0
-                for c, v in convicted.items()):
+                isinstance(c, str) and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                and v >= 0 for c, v in convicted.items()):
             raise CheckpointError(f"checkpoint {self.path} holds impossible convictions: {convicted!r}")
         return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")), None, scale,
-                               encoded, tuple(classes), convicted)
+                               encoded, tuple(classes), {c: float(v) for c, v in convicted.items()})
 
     def saved_classes(self) -> tuple[str, ...]:
         """The class list the saved federation runs with (none saved: empty), from the header alone."""

@@ -65,7 +65,7 @@ class Rounds:
         self._waiting_logged_at = -math.inf
         self.ended_secure: SecureRun | None = None  # the last secure run that ended, to answer its late polls
         # site a secure run convicted -> when its exclusion ends (--client-ttl after; checkpointed as time left)
-        self.excluded: dict[str, float] = {c: clock() + left for c, left in state.convicted.items()}
+        self.excluded = {c: clock() + min(left, config.client_ttl_s) for c, left in state.convicted.items()}
 
     # ----- reads
     @property
@@ -177,7 +177,8 @@ class Rounds:
             self._open(now)
 
     def _open(self, now: float) -> None:
-        sample = draw(self.config, self.state.clients, set(self.excluded), self.round, self.attempt.number, now)
+        excluded = {c for c, end in self.excluded.items() if end > now}  # an ended exclusion frees the site now
+        sample = draw(self.config, self.state.clients, excluded, self.round, self.attempt.number, now)
         if not sample.enough:
             if now - self._waiting_logged_at >= WAITING_LOG_INTERVAL_S:
                 self._waiting_logged_at = now

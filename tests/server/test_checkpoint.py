@@ -125,3 +125,40 @@ def test_history_is_strict_json_even_for_undefined_metrics(tmp_path: Path) -> No
 
     record = json.loads((tmp_path / ROUNDS_FILE).read_text(), parse_constant=no_constants)
     assert record["accuracy_after"] is None and record["num_examples"] == 10
+
+
+def test_a_restored_conviction_ends_on_time_even_when_no_round_can_commit_without_the_site(tmp_path: Path) -> None:
+    """A checkpoint's conviction with 5 s left, in a federation whose rounds need all 4 sites: the round opens
+    once the 5 s have passed (the exclusion is read at every draw, not only when a round commits, which here
+    could never happen); one saved with more time left than --client-ttl is held to --client-ttl."""
+    state = FederationState(1, {"text.global": np.zeros((4, 8), np.float32)}, {}, convicted={"site-d": 5.0})
+    Checkpoint(tmp_path).save(state)
+    loaded = Checkpoint(tmp_path).load(SPEC, 2)
+    assert loaded is not None and loaded.convicted == {"site-d": 5.0}
+    now = [1000.0]
+    fed = Federation(FederationConfig(rounds=2, min_clients=4, quorum=4), SPEC, loaded, clock=lambda: now[0])
+    sites = ["site-a", "site-b", "site-c", "site-d"]
+    for cid in sites:
+        fed.join(cid, 10, SPEC)
+    assert fed.snapshot().sampled == frozenset()
+    now[0] += 6.0
+    fed.tick()
+    assert fed.snapshot().sampled == set(sites)
+    long = FederationState(1, {"text.global": np.zeros((4, 8), np.float32)}, {}, convicted={"site-d": 1e9})
+    held = Federation(FederationConfig(rounds=2, min_clients=4, quorum=4, client_ttl_s=60.0), SPEC, long,
+                      clock=lambda: now[0])
+    for cid in sites:
+        held.join(cid, 10, SPEC)
+    now[0] += 61.0
+    held.tick()
+    assert held.snapshot().sampled == set(sites)
+
+
+@pytest.mark.parametrize("convicted", [{"site-d": -1.0}, {"site-d": "5"}, {"site-d": True}, ["site-d"]])
+def test_a_checkpoint_with_impossible_convictions_is_refused_by_name(tmp_path: Path, convicted: object) -> None:
+    tensors = {"text.global": np.zeros((4, 8), np.float32)}
+    meta = {"format": 2, "round": 1, "clients": {}, "privacy": [], "convicted": convicted,
+            "tensors_sha256": serde.sha256(serde.encode(tensors))}
+    serde.save_file(tmp_path / CHECKPOINT_FILE, tensors, metadata={"pfeddc_federation": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="impossible convictions"):
+        Checkpoint(tmp_path).load(SPEC, 2)

@@ -158,15 +158,57 @@ def test_a_capped_site_leaves_statistics_an_honest_site_could_send() -> None:
 
 
 def test_a_holder_that_sends_the_center_back_freezes_no_class() -> None:
-    """The pull cap's floor: beside a site that sends the global's class mean back (pull 0), an honest holder's
-    mean is kept as it is, not pulled onto the center (the class would never move again)."""
-    center = prototypes()[0]
-    base = (np.eye(C)[0] * 0.5, np.outer(np.eye(C)[0], center) * 0.5)
-    mean = center * 0.6 + prototypes()[1] * 0.4
-    stats = {"honest": (np.eye(C)[0], np.outer(np.eye(C)[0], mean)), "null": (np.eye(C)[0], base[1] / 0.5)}
-    bounded = statistics.bound_classes(stats, {"honest": 60.0, "null": 60.0}, base)
-    np.testing.assert_allclose(bounded.statistics["honest"][1][0], mean, atol=1e-9)
+    """The rules' floor: beside a site that sends the global's class means back on every class (distance and
+    pull 0), an honest holder's means are kept as they are, not pulled onto the centers (the classes would never
+    move again)."""
+    rng = np.random.default_rng(6)
+    honest = honest_site(rng, 200, np.ones(C))
+    base = (np.full(C, 1.0 / C), prototypes() / C)  # the global: every class's mean its prototype
+    stats = {"honest": (honest[COUNTS], honest[SUMS]), "null": base}
+    bounded = statistics.bound_classes(stats, {"honest": 200.0, "null": 200.0}, base)
+    np.testing.assert_allclose(bounded.statistics["honest"][1], honest[SUMS], atol=1e-9)
     assert bounded.clipped == () and bounded.capped == ()
+
+
+def test_beside_one_honest_holder_a_site_pulls_at_most_twice_as_hard() -> None:
+    """Two holders of a class (an honest site and the attacker): the rules compare each site with the other
+    holder, never with itself, so claiming 10x the images with a mean pointing away buys at most twice the
+    honest site's pull on the class's mean (before: the median of two is their mean, and no rule bound)."""
+    rng = np.random.default_rng(7)
+    honest = honest_site(rng, 600, np.ones(C))
+    last = honest_site(rng, 600, np.ones(C))  # the global: last round's statistics, another draw of the data
+    base = (last[COUNTS].astype(np.float64), last[SUMS].astype(np.float64))
+    hostile = _hostile_claim(0)
+    stats = {"honest": (honest[COUNTS], honest[SUMS]), "hostile": (hostile[COUNTS], hostile[SUMS])}
+    weights = {"honest": 600.0, "hostile": 6000.0}
+    bounded = statistics.bound_classes(stats, weights, base)
+    center = base[1][0] / base[0][0]
+
+    def pull(site: str) -> float:
+        counts, sums = bounded.statistics[site]
+        return weights[site] * float(np.linalg.norm(sums[0] - counts[0] * center))
+
+    assert 0 < pull("hostile") <= 2 * pull("honest") * (1 + 1e-6)
+    assert "hostile" in bounded.clipped
+
+
+def test_a_site_claiming_many_images_lies_as_near_as_that_many_would() -> None:
+    """Rule 3 alone: four holders of 10 images each about 0.3 from the center; a site claiming 400 images at the
+    same distance is pulled to 2 x 0.3 sqrt(10) / sqrt(400) = 0.095 of it (a mean of 400 images lies ~6x nearer
+    than one of 10); the honest holders are left alone."""
+    center = prototypes()[0] * 0.9
+    rng = np.random.default_rng(8)
+    counts, sums = {}, {}
+    for name in ["a", "b", "c", "d", "claimer"]:
+        away = rng.normal(size=P)
+        away -= (away @ center) * center / (center @ center)
+        mean = center + away / np.linalg.norm(away) * 0.3  # 0.3 from the center, norm 0.95
+        counts[name], sums[name] = np.eye(C)[0].astype(np.float64), np.outer(np.eye(C)[0], mean)
+    weights = {"a": 10.0, "b": 10.0, "c": 10.0, "d": 10.0, "claimer": 400.0}
+    before = {n: s.copy() for n, s in sums.items()}
+    assert statistics.clip_by_precision(counts, sums, weights, {0: center}) == ("claimer",)
+    assert float(np.linalg.norm(sums["claimer"][0] - center)) == pytest.approx(2 * 0.3 * np.sqrt(10) / 20, rel=0.02)
+    assert all(np.array_equal(sums[n], before[n]) for n in "abcd")
 
 
 def test_honest_sites_keep_their_pooled_statistics() -> None:

@@ -319,7 +319,8 @@ def test_a_convicted_site_sits_out_the_next_rounds(coordinator: StartCoordinator
     # the conviction is checkpointed: a restarted coordinator still leaves site-d out
     saved = Checkpoint(tmp_path / "coord").load(spec, 3)
     assert saved is not None and 0 < saved.convicted["site-d"] <= FederationConfig(rounds=3).client_ttl_s
-    restarted = Federation(FederationConfig(rounds=3, min_clients=3), spec, saved)
+    restarted = Federation(FederationConfig(rounds=3, min_clients=4), spec, saved)
     for client, count in COUNTS.items():
         restarted.join(client, count, spec)
     assert restarted.snapshot().sampled == {"site-a", "site-b", "site-c"}
+
