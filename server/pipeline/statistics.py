@@ -64,6 +64,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from statistics import median  # the standard library's: quicker than numpy's on a few values
 from typing import Any
 
 import numpy as np
@@ -247,7 +248,7 @@ def clip_class_means(counts: Mapping[str, np.ndarray], sums: dict[str, np.ndarra
                      centers: Mapping[int, np.ndarray]) -> tuple[str, ...]:
     """Rule 1, in place on `sums`: each site's distance from class c's center within MEAN_CLIP x the other
     holders' median distance; returns the sites pulled in."""
-    return _bound(counts, sums, centers, lambda _c, _k, d: d, MEAN_CLIP, np.median)
+    return _bound(counts, sums, centers, lambda _c, _k, d: d, MEAN_CLIP, median)
 
 
 def clip_by_precision(counts: Mapping[str, np.ndarray], sums: dict[str, np.ndarray], weights: Mapping[str, float],
@@ -257,7 +258,7 @@ def clip_by_precision(counts: Mapping[str, np.ndarray], sums: dict[str, np.ndarr
     class's mean, so a site claiming many images must be as near as that many images are; returns the sites
     pulled in. The counts are the capped ones."""
     return _bound(counts, sums, centers, lambda c, k, d: d * math.sqrt(float(weights[c]) * counts[c][k]),
-                  PRECISION_CLIP, np.median)
+                  PRECISION_CLIP, median)
 
 
 def cap_class_pulls(counts: Mapping[str, np.ndarray], sums: dict[str, np.ndarray], weights: Mapping[str, float],
@@ -274,18 +275,20 @@ def _bound(counts: Mapping[str, np.ndarray], sums: dict[str, np.ndarray], center
     measures on c and the median of the other sites' non-zero measures on any class (the floor: holders that send
     the center back, or a site's own claims, never set its limit; with no such measure, no limit). All measures
     are taken before any mean moves, so the order of sites does not matter. Returns the sites pulled in."""
-    value = {}
-    for k, center in centers.items():
-        for c in sorted(counts):
-            if counts[c][k] > 0:
-                value[c, k] = float(measure(c, k, float(np.linalg.norm(sums[c][k] / counts[c][k] - center))))
+    sites = sorted(counts)
+    holders = {k: [c for c in sites if counts[c][k] > 0] for k in centers}
+    value = {(c, k): float(measure(c, k, float(np.linalg.norm(sums[c][k] / counts[c][k] - centers[k]))))
+             for k in centers for c in holders[k]}
+    owner = np.array([c for c, _k in value], dtype=object)
+    measured = np.array(list(value.values()), np.float64)
+    floor = {}
+    for c in sites:  # per site, once: the median of the other sites' non-zero measures
+        elsewhere = measured[(owner != c) & (measured > 0)]
+        floor[c] = float(np.median(elsewhere)) if elsewhere.size else math.inf
     pulled = set()
     for k, center in centers.items():
-        holders = [c for c in sorted(counts) if counts[c][k] > 0]
-        for c in holders:
-            elsewhere = [v for (o, _k), v in value.items() if o != c and v > 0]
-            floor = float(np.median(elsewhere)) if elsewhere else math.inf
-            limit = factor * max(float(reduce([value[o, k] for o in holders if o != c])), floor)
+        for c in holders[k]:
+            limit = factor * max(float(reduce([value[o, k] for o in holders[k] if o != c])), floor[c])
             if value[c, k] > limit * (1 + 1e-9):  # a tie is no clip (rounding must not report one)
                 pulled.add(c)
                 mean = sums[c][k] / counts[c][k]
