@@ -192,23 +192,25 @@ def test_beside_one_honest_holder_a_site_pulls_at_most_twice_as_hard() -> None:
     assert "hostile" in bounded.clipped
 
 
-def test_a_site_claiming_many_images_lies_as_near_as_that_many_would() -> None:
-    """Rule 3 alone: four holders of 10 images each about 0.3 from the center; a site claiming 400 images at the
-    same distance is pulled to 2 x 0.3 sqrt(10) / sqrt(400) = 0.095 of it (a mean of 400 images lies ~6x nearer
-    than one of 10); the honest holders are left alone."""
+def test_a_site_claiming_many_images_lies_as_near_as_that_many_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 3 (the pull cap switched off): four holders of 10 images each 0.3 from the center; a site claiming
+    400 images (capped to 100, 10x the next holder) at the same distance is pulled to 2 x 0.3 sqrt(10) / sqrt(100)
+    = 0.19 of it (a mean of 100 images lies ~3x nearer than one of 10); the honest holders are left alone."""
+    monkeypatch.setattr(statistics, "PULL_CAP", float("inf"))
     center = prototypes()[0] * 0.9
     rng = np.random.default_rng(8)
-    counts, sums = {}, {}
+    stats = {}
     for name in ["a", "b", "c", "d", "claimer"]:
         away = rng.normal(size=P)
         away -= (away @ center) * center / (center @ center)
         mean = center + away / np.linalg.norm(away) * 0.3  # 0.3 from the center, norm 0.95
-        counts[name], sums[name] = np.eye(C)[0].astype(np.float64), np.outer(np.eye(C)[0], mean)
-    weights = {"a": 10.0, "b": 10.0, "c": 10.0, "d": 10.0, "claimer": 400.0}
-    before = {n: s.copy() for n, s in sums.items()}
-    assert statistics.clip_by_precision(counts, sums, weights, {0: center}) == ("claimer",)
-    assert float(np.linalg.norm(sums["claimer"][0] - center)) == pytest.approx(2 * 0.3 * np.sqrt(10) / 20, rel=0.02)
-    assert all(np.array_equal(sums[n], before[n]) for n in "abcd")
+        stats[name] = (np.eye(C)[0], np.outer(np.eye(C)[0], mean))
+    base = (np.eye(C)[0], np.outer(np.eye(C)[0], center))
+    bounded = statistics.bound_classes(stats, {"a": 10.0, "b": 10.0, "c": 10.0, "d": 10.0, "claimer": 400.0}, base)
+    assert bounded.clipped == ("claimer",) and bounded.capped == ("claimer",)
+    counts, sums = bounded.statistics["claimer"]
+    assert float(np.linalg.norm(sums[0] / counts[0] - center)) == pytest.approx(2 * 0.3 * np.sqrt(10) / 10, rel=1e-6)
+    assert all(np.allclose(bounded.statistics[n][1], stats[n][1], atol=1e-12) for n in "abcd")
 
 
 def test_honest_sites_keep_their_pooled_statistics() -> None:
