@@ -26,6 +26,7 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,22 @@ def report(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_logged(log: Path, wanted: list[dict[str, Any]], run_one: Callable[[dict[str, Any]], dict[str, Any]],
+               ) -> list[dict[str, Any]]:
+    """The runs recorded in `log` (JSON lines), after running each of `wanted` (the fields that name a run) that
+    no record matches yet and appending its record: a benchmark stopped midway resumes where it was."""
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    for want in wanted:
+        if any(all(r.get(k) == v for k, v in want.items()) for r in records):
+            continue
+        record = run_one(want)
+        records.append(record)
+        with log.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        print(f"{' '.join(str(v) for v in want.values())}: {record['wall_s']} s", flush=True)
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=20)
@@ -129,17 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     configure_logging("json", "error")
-    records = [json.loads(line) for line in args.log.read_text().splitlines()] if args.log.exists() else []
-    if not args.report_only:
-        for name in args.runs.split(","):
-            for clip in args.clips.split(","):
-                if any(r["run"] == name and r["clip"] == clip and r["seed"] == args.seed for r in records):
-                    continue
-                record = run(name, clip, args.rounds, args.seed)
-                records.append(record)
-                with args.log.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                print(f"{name} {clip}: {record['wall_s']} s", flush=True)
+    wanted = [] if args.report_only else [{"run": name, "clip": clip, "seed": args.seed}
+                                          for name in args.runs.split(",") for clip in args.clips.split(",")]
+    records = run_logged(args.log, wanted, lambda w: run(w["run"], w["clip"], args.rounds, args.seed))
     hardware = f"{os.cpu_count()}-core {platform.machine()} CPU (shared), torch {torch.__version__}, 1 thread"
     print(f"# One attacker among 5 sites, {args.rounds} rounds ({hardware})\n\n{report(records)}")
     return 0

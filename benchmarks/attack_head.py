@@ -24,7 +24,6 @@ the null runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import prepare  # noqa: E402
-from attack import ATTACKER, SETTING  # noqa: E402
+from attack import ATTACKER, SETTING, run_logged  # noqa: E402
 from inproc import Attack, ClientSplit, run_federation  # noqa: E402
 
 from pfeddc.client.model.backbone import load_backbone  # noqa: E402
@@ -183,16 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     configure_logging("json", "error")
-    records = [json.loads(line) for line in args.log.read_text().splitlines()] if args.log.exists() else []
-    if not args.report_only:
-        for name in args.runs.split(","):
-            if any(r["run"] == name and r["seed"] == args.seed for r in records):
-                continue
-            record = run(name, args.rounds, args.seed)
-            records.append(record)
-            with args.log.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            print(f"{name}: {record['wall_s']} s", flush=True)
+    wanted = [] if args.report_only else [{"run": name, "seed": args.seed} for name in args.runs.split(",")]
+    records = run_logged(args.log, wanted, lambda w: run(w["run"], args.rounds, args.seed))
     hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, 1 thread"
     print(f"# One attacker among 5 sites against the class head, {args.rounds} rounds ({hardware})\n\n"
           f"{report(records)}")
