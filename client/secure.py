@@ -1,14 +1,17 @@
 """A site's part of a secure round: its change clipped, weighted and masked, through the five exchanges.
 
 The TRAIN task of a secure federation carries `SecureSettings`. After training, the site computes its change
-from the round's global (the spec's tensors as one vector), clips it to the announced L2 bound, adds its share
-of the DP noise when the federation runs DP (from the operating system's entropy), and drives a `SecAggSite`:
-keys, shares, their check, masked input, reveal. Each call is held by the coordinator until its stage closes, so a
+from the round's global, sends its keys with the L2 norm of its change of each tensor the coordinator bounds one
+by one (--adaptive-clip; none under DP), clips each such tensor's change to the bound announced with the keys and
+the whole change (the spec's tensors as one vector) to `clip_norm`, adds its share of the DP noise when the
+federation runs DP (from the operating system's entropy), and drives a `SecAggSite` through the rest: shares,
+their check, masked input, reveal. Each call is held by the coordinator until its stage closes, so a
 round costs five calls (plus polls while a slow site is awaited). The coordinator never sees the change itself.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -18,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..common.clip import clip_l2
+from ..common.clip import clip_l2, l2
 from ..common.logs import Event, get_logger
 from ..common.messages import Metrics
 from ..common.secagg.exchange import (
@@ -57,12 +60,33 @@ class Abandoned(Exception):
     pass
 
 
+def change_norms(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray],
+                 settings: SecureSettings) -> dict[str, float]:
+    """The L2 norm of this site's change of each tensor the coordinator bounds one by one, sent with its keys: the
+    median of the sites' norms sets each tensor's bound. None under DP (a data-dependent bound voids its analysis)."""
+    if settings.clipped_tensors and settings.noise_std > 0:
+        raise Abandoned("the coordinator asked for change norms in a DP round: refused (they would be released "
+                        "outside the privacy accounting)")
+    return {k: l2(np.asarray(update[k], np.float64) - np.asarray(base[k], np.float64))
+            for k in settings.clipped_tensors}
+
+
 def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray], spec: list[TensorSpec],
-                  settings: SecureSettings, rng: np.random.Generator | None = None) -> np.ndarray:
-    """The site's change as the protocol sums it: clipped to the announced L2 bound, plus its DP noise share
-    (`rng`: tests only; the noise must come from the OS), before weighting."""
-    change = clip_l2({"change": flatten(update, spec) - flatten(base, spec)}, settings.clip_norm)[0]["change"]
-    return add_noise_share(change, settings.noise_std, settings.clip_norm, rng) if settings.noise_std > 0 else change
+                  settings: SecureSettings, tensor_clips: Mapping[str, float] | None = None,
+                  rng: np.random.Generator | None = None) -> np.ndarray:
+    """The site's change as the protocol sums it: each bounded tensor's change clipped to the bound announced with
+    the keys (`tensor_clips`, exactly one per `settings.clipped_tensors`), the whole to `settings.clip_norm`, plus its
+    DP noise share (`rng`: tests only; the noise must come from the OS), before weighting."""
+    clips = dict(tensor_clips or {})
+    bad = sorted(k for k, v in clips.items() if not (math.isfinite(v) and v >= 0))
+    if set(clips) != set(settings.clipped_tensors) or bad:
+        raise Abandoned(f"the coordinator announced bounds for {sorted(clips)[:5]} (invalid: {bad[:5]}), not for the "
+                        f"round's bounded tensors {list(settings.clipped_tensors)[:5]}")
+    change = {s.name: np.asarray(update[s.name], np.float64) - np.asarray(base[s.name], np.float64) for s in spec}
+    for name, bound in clips.items():
+        change[name] = clip_l2({name: change[name]}, bound)[0][name]
+    whole = clip_l2({"change": flatten(change, spec)}, settings.clip_norm)[0]["change"]
+    return add_noise_share(whole, settings.noise_std, settings.clip_norm, rng) if settings.noise_std > 0 else whole
 
 
 def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Mapping[str, np.ndarray],
@@ -75,11 +99,11 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
     certificate, this site signs its messages and requires its peers' (common/secagg/identity.py)."""
     config = settings.round_config(round_)
     site = SecAggSite(conn.client_id, config, identity=identity, verifier=verifier)
-    vector = change_vector(base, update, spec, settings)
     stop = stop or threading.Event()
 
-    def send(message: StageMessage) -> SecureAnswer:
-        answer = conn.secure(SecureStep(conn.client_id, round_, settings.attempt, message), config.rid)
+    def send(message: StageMessage, norms: Mapping[str, float] | None = None) -> SecureAnswer:
+        step = SecureStep(conn.client_id, round_, settings.attempt, message, change_norms=norms or {})
+        answer = conn.secure(step, config.rid)
         polls = 0
         while answer.status == Status.PENDING and not stop.is_set():
             asked = time.monotonic()
@@ -94,7 +118,9 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
         return answer
 
     try:
-        announced = _next(send(site.advertise()), KeysAnnounced, stop)
+        keys = send(site.advertise(), change_norms(base, update, settings))
+        announced = _next(keys, KeysAnnounced, stop)
+        vector = change_vector(base, update, spec, settings, keys.tensor_clips)
         delivered = _next(send(site.share_keys(announced)), SharesDelivered, stop)
         passed = _next(send(site.check_shares(delivered)), ChecksPassed, stop)
         masked = site.masked_input(passed, vector, settings.weight)

@@ -57,11 +57,13 @@ def settings_to_proto(s: SecureSettings, out: pb.SecureRound) -> None:
     out.weight = s.weight
     out.clip_norm = s.clip_norm
     out.noise_std = s.noise_std
+    out.clipped_tensors.extend(s.clipped_tensors)
 
 
 def settings_from_proto(m: pb.SecureRound) -> SecureSettings:
     return SecureSettings(m.run_id, m.attempt, tuple(m.sampled), m.threshold, m.length,
-                          FieldParams(m.clip_range, m.max_sites, m.modulus_bits), m.weight, m.clip_norm, m.noise_std)
+                          FieldParams(m.clip_range, m.max_sites, m.modulus_bits), m.weight, m.clip_norm, m.noise_std,
+                          tuple(m.clipped_tensors))
 
 
 # ----- one stage's message (client -> coordinator)
@@ -98,7 +100,7 @@ def _bundle_from_proto(m: pb.SecAggBundle) -> SealedBundle:
 
 def step_to_proto(step: SecureStep) -> pb.SecAggRequest:
     out = pb.SecAggRequest(client_id=step.client_id, round=step.round, attempt=step.attempt,
-                           max_wait_s=step.max_wait_s, run_id=step.run_id)
+                           max_wait_s=step.max_wait_s, run_id=step.run_id, change_norms=step.change_norms)
     msg = step.message
     if isinstance(msg, AdvertiseKeys):
         out.keys.CopyFrom(_keys_to_proto(msg.keys, msg.signed))
@@ -148,12 +150,12 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
                 raise ValueError(f"a revealed share of {r.dealer!r} carries trailing bytes")
             shares.append(RevealedShare(r.dealer, kind, share))
         message = UnmaskResponse(site, tuple(shares))
-    return SecureStep(site, m.round, m.attempt, message, m.max_wait_s, m.run_id)
+    return SecureStep(site, m.round, m.attempt, message, m.max_wait_s, m.run_id, dict(m.change_norms))
 
 
 # ----- the coordinator's answer
 def answer_to_proto(a: SecureAnswer) -> pb.SecAggReply:
-    out = pb.SecAggReply(status=_STATUS[a.status], reason=a.reason)
+    out = pb.SecAggReply(status=_STATUS[a.status], reason=a.reason, tensor_clips=a.tensor_clips)
     n = a.next
     if isinstance(n, KeysAnnounced):
         for site, keys in n.keys.items():
@@ -186,7 +188,7 @@ def answer_from_proto(m: pb.SecAggReply, rid: RoundId, recipient: str) -> Secure
         n = ChecksPassed(tuple(m.passed.checked), dict(m.passed.attestations))
     elif which == "unmask":
         n = UnmaskRequest(tuple(m.unmask.survivors), tuple(m.unmask.dropped))
-    return SecureAnswer(status, n, m.reason)
+    return SecureAnswer(status, n, m.reason, dict(m.tensor_clips))
 
 
 def _metrics_to_proto(metrics: Metrics) -> pb.Metrics:  # as wire.py does; wire.py imports this module

@@ -25,7 +25,6 @@ from ..common.messages import HEARTBEAT_INTERVAL_S
 from ..common.transport import MiB, is_loopback, port_number
 from .exposure import client_auth_of, listen_address
 from .pipeline.aggregate import AggregatorKind
-from .pipeline.clipping import DEFAULT_ADAPTIVE_CLIP
 from .pipeline.privacy import DEFAULT_DELTA, DpSettings
 from .round.config import CONFIG_DEFAULTS, FederationConfig
 
@@ -119,9 +118,11 @@ COORDINATOR_FLAGS: tuple[tuple[str | None, tuple[Flag, ...]], ...] = (
                               "scaled down to this multiple of the round's median change of that tensor (never above "
                               "twice the previous round's median), so one site cannot move any tensor much more than "
                               "an honest one. Applied before --update-clip-norm; not under DP (a bound computed from "
-                              "the round's updates voids the sensitivity analysis: --dp-clip alone applies) and not "
-                              "under --secure-aggregation (it needs every update). 0: off (default: "
-                              f"{DEFAULT_ADAPTIVE_CLIP})", float),
+                              "the round's updates voids the sensitivity analysis: --dp-clip alone applies). Under "
+                              "--secure-aggregation each site reports its change norm of each tensor with its keys "
+                              "(the median sets the bound, which it then applies itself) and the unmasked sum of "
+                              "each tensor is held to what its survivors could send. 0: off (default: %(default)s)",
+             float, config="adaptive_clip"),
         Flag("max-abs-value", "updates holding a value of larger magnitude are refused (default: %(default)s)", float,
              config="max_abs_value"),
         Flag("aggregator", "fedavg: mean weighted by capped example counts; median: coordinate-wise median; "
@@ -159,9 +160,9 @@ COORDINATOR_FLAGS: tuple[tuple[str | None, tuple[Flag, ...]], ...] = (
         Flag("secure-aggregation", "the coordinator learns only the weighted sum of each round's changes, never one "
                                    "site's: sites mask their clipped, weighted changes (SecAgg: X25519, AES-GCM, "
                                    "Shamir shares) and clients follow without a flag. Needs --min-clients >= "
-                                   "--secagg-min-sites (3) and --aggregator fedavg; turns --adaptive-clip off (it "
-                                   "needs every update) and each site clips to --update-clip-norm (or --dp-clip) "
-                                   "itself; the coordinator can no longer check update values",
+                                   "--secagg-min-sites (3) and --aggregator fedavg; each site clips to "
+                                   "--adaptive-clip's announced bounds and --update-clip-norm (or --dp-clip) itself; "
+                                   "the coordinator can no longer check update values, only bound their sum",
              config="secure_aggregation", switch=True),
         Flag("secagg-threshold", "sampled sites that must finish every stage of a secure round, or it is retried with "
                                  "fresh keys; always more than half of the sampled; 0: more than half (default: "
@@ -208,7 +209,7 @@ COORDINATOR_FLAGS: tuple[tuple[str | None, tuple[Flag, ...]], ...] = (
 )
 
 # FederationConfig fields no single flag sets: derived from several (see federation_config).
-DERIVED_FIELDS = frozenset({"train", "dp", "adaptive_clip", "require_join_secret", "signing_ca"})
+DERIVED_FIELDS = frozenset({"train", "dp", "require_join_secret", "signing_ca"})
 
 
 def rows() -> list[Flag]:
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def federation_config(args: argparse.Namespace) -> FederationConfig:
     """The FederationConfig of these flags: every row's `config` field, and the few fields derived from several
-    flags (training settings, DP, the adaptive clip's default, the join-secret rule, the CA secure rounds check
+    flags (training settings, DP, the join-secret rule, the CA secure rounds check
     signatures with); FederationConfig validates."""
     given = {row.config: (row.to_config or (lambda v: v))(getattr(args, row.dest)) for row in rows() if row.config}
     dp = None
@@ -248,10 +249,6 @@ def federation_config(args: argparse.Namespace) -> FederationConfig:
         if args.dp_noise_multiplier is None or args.dp_clip is None:
             raise ValueError("differential privacy needs both --dp-noise-multiplier and --dp-clip")
         dp = DpSettings(args.dp_noise_multiplier, args.dp_clip, args.dp_delta)
-    # not given: the default, off under secure aggregation (it needs every update); asking for it then is refused
-    adaptive = args.adaptive_clip
-    if adaptive is None:
-        adaptive = 0.0 if args.secure_aggregation else DEFAULT_ADAPTIVE_CLIP
-    return FederationConfig(**given, train=train_settings_from(args), dp=dp, adaptive_clip=adaptive,
+    return FederationConfig(**given, train=train_settings_from(args), dp=dp,
                             require_join_secret=not client_auth_of(args) and not is_loopback(listen_address(args)),
                             signing_ca=str(args.tls_client_ca) if args.tls_client_ca else None)

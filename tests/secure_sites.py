@@ -19,7 +19,7 @@ from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.client.secure import SecureOutcome, change_vector, contribute
 from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
-from pfeddc.common.secagg.exchange import Contribution, SecureStep, Status, flatten, unflatten
+from pfeddc.common.secagg.exchange import Contribution, SecureSettings, SecureStep, Status, flatten, unflatten
 from pfeddc.common.secagg.keys import pairwise_seed
 from pfeddc.common.secagg.masking import mask
 from pfeddc.common.secagg.protocol import Complaint, MaskedInput, Stage
@@ -39,6 +39,12 @@ def connect(port: int, client_id: str) -> Connection:
 def delta_of(client_id: str, spec: list[TensorSpec], scale: float = 0.05) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(sum(map(ord, client_id)))
     return {s.name: rng.normal(0, scale, s.shape).astype(np.float32) for s in spec}
+
+
+def norms_of(client_id: str, spec: list[TensorSpec], settings: SecureSettings, times: float = 1.0) -> dict[str, float]:
+    """What a site sends with its keys: its change norm of each tensor the coordinator bounds (x `times`: a liar)."""
+    delta = delta_of(client_id, spec)
+    return {k: times * float(np.linalg.norm(delta[k].astype(np.float64))) for k in settings.clipped_tensors}
 
 
 def sampled(port: int) -> tuple[dict[str, Connection], list[TensorSpec], dict[str, Task], dict[str, np.ndarray]]:
@@ -94,15 +100,19 @@ def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str
     s, rid = task.secure, task.secure.round_config(task.round).rid
     site = SecAggSite(conn.client_id, s.round_config(task.round))
 
-    def send(message: object) -> object:
-        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message), rid)  # type: ignore[arg-type]
+    clips: dict[str, float] = {}
+
+    def send(message: object, norms: dict[str, float] | None = None) -> object:
+        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message,  # type: ignore[arg-type]
+                                        change_norms=norms or {}), rid)
         while answer.status == Status.PENDING:
             answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt), rid)
+        clips.update(answer.tensor_clips)
         return answer.next
 
     if stop_after == "train":
         return SecureOutcome(False, "silent")
-    announced = send(site.advertise())
+    announced = send(site.advertise(), norms_of(conn.client_id, spec, s))
     if stop_after == "keys":
         return SecureOutcome(False, "silent")
     delivered = site.share_keys(announced)  # type: ignore[arg-type]
@@ -113,7 +123,7 @@ def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str
     if stop_after == "check":
         return SecureOutcome(False, "silent")
     base = global_tensors(task)
-    vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s)
+    vector = change_vector(base, {k: base[k] + v for k, v in delta_of(conn.client_id, spec).items()}, spec, s, clips)
     masked = site.masked_input(passed, vector, s.weight)  # type: ignore[arg-type]
     if stop_after == "garbage":  # a masked vector one element short, or infinite metrics: refused, nothing kept
         full = Contribution.of(masked, s.field, COUNTS[conn.client_id], METRICS)
@@ -134,18 +144,21 @@ def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -
     """A site with valid credentials that follows the protocol and lies once: `accuse` (it complains about every
     other site, with its own key as evidence), `deal` (it sends site-a a bundle that does not open, and site-a's
     complaint must convict it) or `range` (it masks values twice its clip range in every coordinate, far outside
-    what its clip allows: nothing can tell under the masks, the unmasked sum's bound must)."""
+    what its clip allows: nothing can tell under the masks, the unmasked sum's bounds must); `range-lie`: the same,
+    its change norms reported a million times too large (to raise every site's per-tensor bound)."""
     assert task.secure is not None
     s, rid = task.secure, task.secure.round_config(task.round).rid
     site = SecAggSite(conn.client_id, s.round_config(task.round))
 
-    def send(message: object) -> tuple[Status, object, str]:
-        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message), rid)  # type: ignore[arg-type]
+    def send(message: object, norms: dict[str, float] | None = None) -> tuple[Status, object, str]:
+        answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message,  # type: ignore[arg-type]
+                                        change_norms=norms or {}), rid)
         while answer.status == Status.PENDING:
             answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt), rid)
         return answer.status, answer.next, answer.reason
 
-    _status, announced, _ = send(site.advertise())
+    lie = 1e6 if attack == "range-lie" else 1.0
+    _status, announced, _ = send(site.advertise(), norms_of(conn.client_id, spec, s, lie))
     shares = site.share_keys(announced)  # type: ignore[arg-type]
     if attack == "deal":
         shares = replace(shares, bundles=tuple(replace(b, ciphertext=b.ciphertext[:-1] + bytes([b.ciphertext[-1] ^ 1]))
@@ -157,7 +170,7 @@ def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -
         checked = replace(checked, complaints=tuple(Complaint(u, "made up", key) for u in sorted(COUNTS)
                                                     if u != conn.client_id))
     status, passed, reason = send(checked)
-    if attack != "range" or status != Status.NEXT:
+    if not attack.startswith("range") or status != Status.NEXT:
         return SecureOutcome(status == Status.DONE, reason)
     cfg = s.round_config(task.round)
     f = cfg.field

@@ -130,7 +130,7 @@ class TaskReply(_message.Message):
     def __init__(self, action: _Optional[_Union[TaskReply.Action, str]] = ..., round: _Optional[int] = ..., total_rounds: _Optional[int] = ..., global_state: _Optional[bytes] = ..., global_sha256: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., retry_after_s: _Optional[float] = ..., deadline_s: _Optional[float] = ..., secure: _Optional[_Union[SecureRound, _Mapping]] = ...) -> None: ...
 
 class SecureRound(_message.Message):
-    __slots__ = ("run_id", "attempt", "sampled", "threshold", "length", "clip_range", "max_sites", "modulus_bits", "weight", "clip_norm", "noise_std")
+    __slots__ = ("run_id", "attempt", "sampled", "threshold", "length", "clip_range", "max_sites", "modulus_bits", "weight", "clip_norm", "noise_std", "clipped_tensors")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class SecureRound(_message.Message):
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
     NOISE_STD_FIELD_NUMBER: _ClassVar[int]
+    CLIPPED_TENSORS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     attempt: int
     sampled: _containers.RepeatedScalarFieldContainer[str]
@@ -153,7 +154,8 @@ class SecureRound(_message.Message):
     weight: float
     clip_norm: float
     noise_std: float
-    def __init__(self, run_id: _Optional[str] = ..., attempt: _Optional[int] = ..., sampled: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., length: _Optional[int] = ..., clip_range: _Optional[float] = ..., max_sites: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., weight: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_std: _Optional[float] = ...) -> None: ...
+    clipped_tensors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., attempt: _Optional[int] = ..., sampled: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., length: _Optional[int] = ..., clip_range: _Optional[float] = ..., max_sites: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., weight: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_std: _Optional[float] = ..., clipped_tensors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SecAggKeys(_message.Message):
     __slots__ = ("mask_public", "enc_public", "certificate", "signature")
@@ -240,7 +242,14 @@ class SecAggReveal(_message.Message):
     def __init__(self, shares: _Optional[_Iterable[_Union[SecAggRevealedShare, _Mapping]]] = ...) -> None: ...
 
 class SecAggRequest(_message.Message):
-    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "check", "max_wait_s", "run_id")
+    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "check", "max_wait_s", "run_id", "change_norms")
+    class ChangeNormsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +260,7 @@ class SecAggRequest(_message.Message):
     CHECK_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_NORMS_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     attempt: int
@@ -261,7 +271,8 @@ class SecAggRequest(_message.Message):
     check: SecAggCheck
     max_wait_s: float
     run_id: str
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., check: _Optional[_Union[SecAggCheck, _Mapping]] = ..., max_wait_s: _Optional[float] = ..., run_id: _Optional[str] = ...) -> None: ...
+    change_norms: _containers.ScalarMap[str, float]
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., check: _Optional[_Union[SecAggCheck, _Mapping]] = ..., max_wait_s: _Optional[float] = ..., run_id: _Optional[str] = ..., change_norms: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SecAggKeysAnnounced(_message.Message):
     __slots__ = ("keys",)
@@ -308,7 +319,7 @@ class SecAggUnmask(_message.Message):
     def __init__(self, survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SecAggReply(_message.Message):
-    __slots__ = ("status", "keys", "shares", "unmask", "passed", "reason")
+    __slots__ = ("status", "keys", "shares", "unmask", "passed", "reason", "tensor_clips")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[SecAggReply.Status]
@@ -321,19 +332,28 @@ class SecAggReply(_message.Message):
     NEXT: SecAggReply.Status
     DONE: SecAggReply.Status
     ABANDONED: SecAggReply.Status
+    class TensorClipsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     STATUS_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
     UNMASK_FIELD_NUMBER: _ClassVar[int]
     PASSED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_CLIPS_FIELD_NUMBER: _ClassVar[int]
     status: SecAggReply.Status
     keys: SecAggKeysAnnounced
     shares: SecAggDelivered
     unmask: SecAggUnmask
     passed: SecAggChecksPassed
     reason: str
-    def __init__(self, status: _Optional[_Union[SecAggReply.Status, str]] = ..., keys: _Optional[_Union[SecAggKeysAnnounced, _Mapping]] = ..., shares: _Optional[_Union[SecAggDelivered, _Mapping]] = ..., unmask: _Optional[_Union[SecAggUnmask, _Mapping]] = ..., passed: _Optional[_Union[SecAggChecksPassed, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    tensor_clips: _containers.ScalarMap[str, float]
+    def __init__(self, status: _Optional[_Union[SecAggReply.Status, str]] = ..., keys: _Optional[_Union[SecAggKeysAnnounced, _Mapping]] = ..., shares: _Optional[_Union[SecAggDelivered, _Mapping]] = ..., unmask: _Optional[_Union[SecAggUnmask, _Mapping]] = ..., passed: _Optional[_Union[SecAggChecksPassed, _Mapping]] = ..., reason: _Optional[str] = ..., tensor_clips: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Metrics(_message.Message):
     __slots__ = ("train_loss", "accuracy_before", "accuracy_after", "num_test_examples", "train_seconds", "accuracy_global")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as default
 from enum import StrEnum
 
 import numpy as np
@@ -33,7 +34,8 @@ from .protocol import (
 )
 
 # What a client announces at Join when it follows TaskReply.secure (JoinRequest.capabilities).
-CAPABILITY = "secure-aggregation/v2"  # v2: complaints carry evidence and are judged before any input is sent
+# v2: complaints carry evidence and are judged before any input is sent; v3: per-tensor bounds (change_norms)
+CAPABILITY = "secure-aggregation/v3"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class SecureSettings:
     weight: float  # (0, 1]
     clip_norm: float  # the site clips its change to this L2 norm before weighting
     noise_std: float = 0.0  # its share of the DP noise (0: no DP)
+    # tensors bounded one by one: the site reports its change norm of each with its keys and clips each to the
+    # bound announced with them (`SecureAnswer.tensor_clips`); empty: none (DP, or --adaptive-clip 0)
+    clipped_tensors: tuple[str, ...] = ()
 
     def round_config(self, round_: int) -> RoundConfig:
         return RoundConfig(RoundId(self.run_id, round_, self.attempt), tuple(sorted(self.sampled)), self.threshold,
@@ -84,6 +89,8 @@ class SecureStep:
     message: StageMessage | None = None  # None: a poll for the stage this site last sent
     max_wait_s: float = 0.0  # the coordinator holds the call up to this long while the answer is PENDING
     run_id: str = ""  # the run the site is in (SecureSettings.run_id)
+    # with AdvertiseKeys: the L2 norm of its change of each of SecureSettings.clipped_tensors
+    change_norms: Mapping[str, float] = default(default_factory=dict)
 
 
 class Status(StrEnum):
@@ -101,6 +108,7 @@ class SecureAnswer:
     status: Status
     next: NextInput | None = None
     reason: str = ""
+    tensor_clips: Mapping[str, float] = default(default_factory=dict)  # with KeysAnnounced: each clipped tensor's bound
 
 
 def vector_length(spec: Sequence[TensorSpec]) -> int:
@@ -113,17 +121,23 @@ def flatten(tensors: Mapping[str, np.ndarray], spec: Sequence[TensorSpec]) -> np
         else np.zeros(0)
 
 
-def unflatten(vector: np.ndarray, spec: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    """Inverse of `flatten` (float64 tensors of the spec's shapes)."""
-    if vector.size != vector_length(spec):
-        raise ValueError(f"a vector of {vector.size} elements does not fill the spec's {vector_length(spec)}")
+def segments(spec: Sequence[TensorSpec]) -> dict[str, slice]:
+    """Each tensor's slice of the `flatten`ed vector."""
     out = {}
     at = 0
     for s in _ordered(spec):
         size = math.prod(s.shape)
-        out[s.name] = np.asarray(vector[at:at + size], np.float64).reshape(s.shape)
+        out[s.name] = slice(at, at + size)
         at += size
     return out
+
+
+def unflatten(vector: np.ndarray, spec: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """Inverse of `flatten` (float64 tensors of the spec's shapes)."""
+    if vector.size != vector_length(spec):
+        raise ValueError(f"a vector of {vector.size} elements does not fill the spec's {vector_length(spec)}")
+    shapes = {s.name: s.shape for s in spec}
+    return {name: np.asarray(vector[part], np.float64).reshape(shapes[name]) for name, part in segments(spec).items()}
 
 
 def _ordered(spec: Sequence[TensorSpec]) -> list[TensorSpec]:

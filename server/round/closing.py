@@ -9,12 +9,14 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
 from ...common.secagg.exchange import unflatten
 from ...common.spec import TensorSpec
 from ..pipeline.aggregate import Aggregator
+from ..pipeline.clipping import TensorClip
 from ..pipeline.combine import dp_denominator
 from ..pipeline.privacy import PrivacyLedger
 from ..pipeline.stages import Step, combine, combine_secure
@@ -89,6 +91,8 @@ def secure_state(state: FederationState, config: FederationConfig, attempt: Atte
     denominator = dp_denominator(len(attempt.sampled), len(received)) if dp else run.survivors_weight()
     combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator,
                               check_statistics=not dp)
+    if run.sums.clips:  # the announced per-tensor bounds: the summary's, and the next round's history term
+        combined = replace(combined, tensor_clip=TensorClip(dict(run.sums.clips), dict(run.sums.scale), {}))
     stragglers = sorted(attempt.sampled - received.keys() - attempt.failed.keys())
     committed = next_state(state, config, combined, received, attempt.failed, stragglers, attempt.number,
                            now - attempt.opened_at, "secagg-dp-fedavg" if dp else "secagg-fedavg")

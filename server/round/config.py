@@ -111,9 +111,6 @@ class FederationConfig:
             (self.aggregator is AggregatorKind.FEDAVG,
              f"--aggregator {self.aggregator} is refused with --secure-aggregation: a coordinate-wise median or "
              "trimmed mean needs every update's values, and the coordinator sees only their sum. Use fedavg"),
-            (self.adaptive_clip == 0,
-             "--adaptive-clip is refused with --secure-aggregation: it needs every update's per-tensor change, and "
-             "the coordinator sees only their sum (each site clips its own change to --update-clip-norm instead)"),
             (self.update_clip_norm > 0 or self.dp is not None,
              "--secure-aggregation needs a bound on each change (--update-clip-norm > 0, or DP's --dp-clip): each "
              "site clips to it before masking, and the field's range is derived from it"),

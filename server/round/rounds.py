@@ -17,7 +17,7 @@ import numpy as np
 from ...common import serde
 from ...common.logs import Event
 from ...common.messages import Action, Code, Refused, SubmitResult, Task
-from ...common.secagg.exchange import SecureAnswer, SecureStep, vector_length
+from ...common.secagg.exchange import SecureAnswer, SecureStep
 from ...common.spec import TensorSpec
 from ..pipeline.aggregate import Aggregator
 from ..pipeline.stages import NonFiniteGlobal
@@ -194,9 +194,8 @@ class Rounds:
         run = None
         if self.config.secure_aggregation:
             counts = {c: self.state.clients[c].num_examples for c in sampled}
-            plan = secure.settings(self.config, number, sorted(sampled), counts, vector_length(self.spec))
-            run = SecureRun(self.round, plan, deadline, self.config.secagg_stage_timeout_s, self._log,
-                            self.config.signing_ca)
+            run = secure.open_run(self.config, self.round, number, sorted(sampled), counts, self.spec,
+                                  self.state.change_scale, deadline, self._log)
         self.attempt = Attempt(number, set(sampled), deadline=deadline, opened_at=now, secure=run)
         self._changed()
         self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(sampled), active=len(sample.active),

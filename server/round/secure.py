@@ -1,19 +1,17 @@
 """One attempt of a secure round on the coordinator: the protocol's coordinator, closed stage by stage.
 
-`SecureRun` wraps `common.secagg.coordinator.SecAggCoordinator` for one round attempt. It takes each site's
-stage message (`receive`), tells each site what comes next (`answer`: held by the servicer while PENDING), and
-closes a stage (`advance`) when every site expected at it has answered or its deadline passed: the first
-stage (keys) closes at the round's deadline, since sites send their keys once they finished training; every
-later stage `secagg_stage_timeout_s` after the previous one closed. A stage closing with fewer sites than the
-threshold, a judged complaint (the accused or the false accuser convicted on the evidence), or a dealer whose
-shares do not reconstruct, ends the run with `failure` (and `blame`): the round lifecycle
-(server/round/rounds.py) retries the round as a new attempt with fresh keys, without the blamed sites.
+`SecureRun` wraps `common.secagg.coordinator.SecAggCoordinator` for one round attempt. It takes each site's stage
+message (`receive`), tells each site what comes next (`answer`: held by the servicer while PENDING), and closes a
+stage (`advance`) when every site expected at it has answered or its deadline passed: the keys stage at the round's
+deadline (sites send their keys once they finished training), every later stage `secagg_stage_timeout_s` after the
+previous one closed. A stage closing with fewer sites than the threshold, a judged complaint (the accused or the
+false accuser convicted on the evidence), or a dealer whose shares do not reconstruct, ends the run with `failure`
+(and `blame`): the round lifecycle (server/round/rounds.py) retries it with fresh keys, without the blamed sites.
+What the unmasked sum may be is server/round/secure_bounds.py's.
 
-Nothing here is saved: keys, bundles and masked vectors live in memory for one attempt. A restarted
-coordinator starts the round's protocol again under a new run id (drawn afresh for every attempt), so no mask
-is ever reused.
+Nothing here is saved: keys, bundles and masked vectors live in memory for one attempt. A restarted coordinator
+starts the round's protocol again under a new run id (drawn afresh for every attempt): no mask is ever reused.
 """
-
 from __future__ import annotations
 
 import math
@@ -24,7 +22,15 @@ import numpy as np
 
 from ...common.logs import Event
 from ...common.messages import Code, Refused
-from ...common.secagg.exchange import Contribution, SecureAnswer, SecureSettings, SecureStep, Status
+from ...common.secagg.exchange import (
+    Contribution,
+    SecureAnswer,
+    SecureSettings,
+    SecureStep,
+    Status,
+    segments,
+    vector_length,
+)
 from ...common.secagg.field import DEFAULT_MODULUS_BITS, FieldParams
 from ...common.secagg.identity import Verifier
 from ...common.secagg.noise import clip_range_for, share_std
@@ -44,16 +50,32 @@ from ...common.secagg.protocol import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from ...common.spec import TensorSpec
+from ..pipeline.statistics import STRUCTURED
 from ..pipeline.updates import check_metrics
 from .config import FederationConfig
 from .secagg_coordinator import SecAggCoordinator
+from .secure_bounds import SumBounds
 
 ORDER = list(Stage)
 
 
-def settings(config: FederationConfig, attempt: int, sampled: list[str],
-             counts: Mapping[str, int], length: int) -> dict[str, SecureSettings]:
-    """Each sampled site's settings for one attempt: the threshold, the field, its weight, its clip and noise."""
+def open_run(config: FederationConfig, round_: int, attempt: int, sampled: list[str], counts: Mapping[str, int],
+             spec: list[TensorSpec], previous_scale: Mapping[str, float], deadline: float,
+             log: Callable[..., None]) -> SecureRun:
+    """One attempt: every sampled site's settings, and `--adaptive-clip`'s per-tensor bounds over every global tensor
+    but the class statistics (their relations bound them: closing.secure_state), none under DP."""
+    clipped = tuple(sorted(s.name for s in spec if s.name not in STRUCTURED)) \
+        if config.adaptive_clip and config.dp is None else ()
+    plan = settings(config, attempt, sampled, counts, vector_length(spec), clipped)
+    parts = {k: v for k, v in segments(spec).items() if k in clipped}
+    return SecureRun(round_, plan, deadline, config.secagg_stage_timeout_s, log, config.signing_ca,
+                     SumBounds(config.adaptive_clip, dict(previous_scale), parts))
+
+
+def settings(config: FederationConfig, attempt: int, sampled: list[str], counts: Mapping[str, int], length: int,
+             clipped: tuple[str, ...] = ()) -> dict[str, SecureSettings]:
+    """Each sampled site's settings for one attempt: the threshold, the field, its weight, its clips and noise."""
     n = len(sampled)
     threshold = max(config.secagg_threshold, n // 2 + 1, config.secagg_min_sites)  # survivors needed to unmask
     dp = config.dp
@@ -70,14 +92,16 @@ def settings(config: FederationConfig, attempt: int, sampled: list[str],
         top = max(capped.values())
         weights = {c: w / top for c, w in capped.items()}
     run_id = f"pfeddc/{secrets.token_hex(8)}"  # drawn per attempt: no run, restarted or not, shares an id
-    return {c: SecureSettings(run_id, attempt, tuple(sorted(sampled)), threshold, length, field, weights[c], clip, std)
-            for c in sampled}
+    return {c: SecureSettings(run_id, attempt, tuple(sorted(sampled)), threshold, length, field, weights[c], clip, std,
+                              clipped) for c in sampled}
 
 
 class SecureRun:
     def __init__(self, round_: int, plan: Mapping[str, SecureSettings], first_deadline: float,
-                 stage_timeout_s: float, log: Callable[..., None], signing_ca: str | None = None) -> None:
-        """`signing_ca` (mTLS): every advert and check must be signed by a site certificate this CA issued."""
+                 stage_timeout_s: float, log: Callable[..., None], signing_ca: str | None = None,
+                 sums: SumBounds | None = None) -> None:
+        """`signing_ca` (mTLS): every advert and check must be signed by a site certificate this CA issued;
+        `sums`: the per-tensor bounds of the attempt (none: the whole-vector bound only)."""
         any_site = next(iter(plan.values()))
         self.round = round_
         self.attempt = any_site.attempt
@@ -94,6 +118,7 @@ class SecureRun:
         self._passed: ChecksPassed | None = None
         self._unmask: UnmaskRequest | None = None
         self.result: AggregateResult | None = None
+        self.sums = sums or SumBounds()
         self.committed = False  # set by the round lifecycle once the round is durable
         self._first_answer_at: float | None = None  # when the open stage got its first message
         self._stall_reported: Stage | None = None
@@ -115,6 +140,7 @@ class SecureRun:
             return  # too late or over: `answer` tells the site
         try:
             if isinstance(msg, AdvertiseKeys):
+                self.sums.report(site, step.change_norms)
                 core.receive_advertise(msg)
             elif isinstance(msg, ShareKeys):
                 core.receive_shares(msg)
@@ -163,7 +189,7 @@ class SecureRun:
                 Stage.MASKED_INPUT: self._unmask if self._unmask and site in self._unmask.survivors else None,
             }.get(sent)
             if nxt is not None:
-                return SecureAnswer(Status.NEXT, nxt)
+                return SecureAnswer(Status.NEXT, nxt, tensor_clips=self.sums.clips if sent is Stage.ADVERTISE else {})
             if sent is Stage.UNMASK and self.result is not None:
                 return SecureAnswer(Status.DONE) if self.committed else SecureAnswer(Status.PENDING)
         why = self.core.excluded.get(site) or self.core.guilty.get(site) or \
@@ -182,6 +208,7 @@ class SecureRun:
         try:
             if closing is Stage.ADVERTISE:
                 self._announced = self.core.announce()
+                self.sums.announce(self._announced.keys)
             elif closing is Stage.SHARE_KEYS:
                 self._delivered = self.core.deliver()
             elif closing is Stage.CHECK_SHARES:
@@ -240,44 +267,23 @@ class SecureRun:
         return set(self._unmask.survivors) if self._unmask else set()
 
     def total(self) -> np.ndarray:
-        """The unmasked sum of the survivors' weighted changes (after `advance` produced a result), never longer
-        than `bound()`: see `excess`."""
+        """The unmasked sum of the survivors' weighted changes (after `advance` produced a result), each bounded
+        tensor's part and the whole never longer than the survivors could send honestly (server/round/
+        secure_bounds.py: under DP, the whole's bound allows six standard deviations of the noise's norm)."""
         assert self.result is not None and np.isfinite(self.result.total).all()
-        norm = float(np.linalg.norm(self.result.total))
-        bound = self.bound()
-        return self.result.total * (bound / norm) if norm > bound else self.result.total
-
-    def bound(self) -> float:
-        """The longest sum the survivors can send honestly: each clips its change to its clip norm before weighting
-        (weight <= 1), so the sum is at most the weighted clips' total, plus the quantisation's error; under DP,
-        that plus six standard deviations of the noise's norm (its shares' sum)."""
-        assert self.result is not None
-        survivors = self.result.survivors
-        clips = math.fsum(self.plan[s].weight * self.plan[s].clip_norm for s in survivors)
-        noise = math.sqrt(math.fsum(self.plan[s].noise_std ** 2 for s in survivors))
-        length = self.result.total.size
-        return clips + (self.result.error_bound + 6 * noise) * math.sqrt(length)
-
-    def excess(self) -> float:
-        """How many times the bound the unmasked sum's L2 norm was (<= 1 for any honest set of survivors): above
-        it, a survivor sent values outside its range, and `total` scaled the sum down to the bound."""
-        assert self.result is not None
-        return float(np.linalg.norm(self.result.total)) / self.bound()
+        survivors = [self.plan[s] for s in self.result.survivors]
+        clips = math.fsum(s.weight * s.clip_norm for s in survivors)
+        noise = math.sqrt(math.fsum(s.noise_std ** 2 for s in survivors))
+        return self.sums.hold(self.result.total, (s.weight for s in survivors), clips,
+                              self.result.error_bound + 6 * noise)
 
     def bounded(self, projected: str) -> list[str]:
-        """What the committed aggregate had to be bounded for: the operator's incidents. A survivor masked values
-        outside its range, or (`projected`: the relation `closing.secure_state` found broken) class statistics no
-        honest sites can send."""
-        out = []
-        excess = self.excess()
-        if excess > 1:
-            out.append(f"the unmasked sum is {excess:.3g}x the longest its survivors could send within their "
-                       f"clip ({self.bound():.4g}): a survivor masked values outside its range; the sum is scaled "
-                       "down to the bound")
-        if projected:
-            out.append(f"the unmasked class statistics break a relation every honest site's keep ({projected}):"
-                       " committed their projection onto statistics honest sites could send")
-        return out
+        """What the committed aggregate had to be bounded for (after `total`): the operator's incidents. A
+        survivor masked values outside its range, or (`projected`: the relation `closing.secure_state` found
+        broken) class statistics no honest sites can send."""
+        return self.sums.findings() + ([f"the unmasked class statistics break a relation every honest site's keep "
+                                        f"({projected}): committed their projection onto statistics honest sites "
+                                        "could send"] if projected else [])
 
     def survivors_weight(self) -> float:
         assert self.result is not None

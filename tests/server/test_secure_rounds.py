@@ -21,6 +21,7 @@ import pytest
 from secure_sites import (
     COUNTS,
     FLAGS,
+    HONEST,
     METRICS,
     STAGES,
     beside_three_honest,
@@ -31,6 +32,7 @@ from secure_sites import (
     honest,
     hostile,
     in_threads,
+    norms_of,
     sampled,
     vanish,
 )
@@ -73,22 +75,26 @@ def test_one_hostile_site_in_a_secure_round_is_convicted_on_evidence_and_stops_n
     assert ("falsely" if attack == "accuse" else "could not use") in blamed[0].reason
 
 
+@pytest.mark.parametrize("attack", ["range", "range-lie"])
 def test_a_masked_input_outside_its_range_is_bounded_by_what_the_survivors_could_send(
-        coordinator: StartCoordinator) -> None:
-    """No one can see a range violation under the masks; the unmasked sum shows it: its norm beyond the survivors'
-    weighted clips is scaled down to them and reported (incident aggregate_bounded), and the round commits."""
+        coordinator: StartCoordinator, attack: str) -> None:
+    """No one can see a range violation under the masks; the unmasked sum shows it: each bounded tensor's part
+    beyond the survivors' weighted bounds of it, and the whole beyond their clips, is scaled down and reported (one
+    aggregate_bounded incident), and the round commits. A tensor's bound is --adaptive-clip (2) x the median of the
+    reported change norms: a site reporting a million times its norm does not raise it."""
     server = coordinator(*FLAGS, "--update-clip-norm", "0.5")
     conns, spec, tasks, base = sampled(server.port)
-    site_d = functools.partial(hostile, attack="range")
-    outcomes = beside_three_honest(conns, tasks, spec, site_d)
+    outcomes = beside_three_honest(conns, tasks, spec, functools.partial(hostile, attack=attack))
     assert all(o.committed for o in outcomes.values()), outcomes
     got = final_global(conns["site-a"])
     moved = float(np.linalg.norm(flatten(got, spec) - flatten(base, spec)))
     assert moved <= 0.5 * 1.001 + 1e-3  # the sum's bound (the survivors' weight x clip) over their weight
+    honest = max(float(np.linalg.norm(delta_of(c, spec)["text.global"])) for c in HONEST)
+    assert float(np.linalg.norm(got["text.global"] - base["text.global"])) <= 2 * honest * 1.001 + 1e-3
     bounded = [i for i in server.federation.snapshot().incidents if i.kind == "aggregate_bounded"]
     assert len(bounded) == 1 and "outside its range" in bounded[0].reason, bounded
-    excess = float(bounded[0].reason.split("the unmasked sum is ")[1].split("x")[0])
-    assert excess > 10  # unbounded, the forged input would have moved the global this many times further
+    excess = float(bounded[0].reason.split("text.global ")[1].split("x")[0])
+    assert excess > 3  # unbounded, the forged input would have moved the tensor this many times further
 
 
 def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coordinator: StartCoordinator,
@@ -205,14 +211,15 @@ def test_secure_federation_refuses_plain_clients_and_plain_updates(coordinator: 
     server = coordinator(*FLAGS)
     conn = connect(server.port, "site-a")
     spec = conn.federation().spec
-    for capabilities in ([], ["secure-aggregation/v1"]):  # none, or the protocol before judged complaints
+    # none, the protocol before judged complaints, or before per-tensor bounds
+    for capabilities in ([], ["secure-aggregation/v1"], ["secure-aggregation/v2"]):
         old_join = pb.JoinRequest(client_id="old-site", num_examples=5, spec=wire.spec_to_proto(spec),
                                   capabilities=capabilities)
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as old:
             pb_grpc.CoordinatorStub(channel).Join(old_join, timeout=10)
         details = str(old.value.details())
         assert old.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "upgrade pfeddc" in details
-        assert "secure-aggregation/v2" in details
+        assert "secure-aggregation/v3" in details
     conn.join(100, spec)
     with pytest.raises(Refused) as plain:
         conn.submit(1, {s.name: np.zeros(s.shape, np.float32) for s in spec}, 100, METRICS)
@@ -221,7 +228,6 @@ def test_secure_federation_refuses_plain_clients_and_plain_updates(coordinator: 
 
 @pytest.mark.parametrize(("flags", "refusal"), [
     (("--aggregator", "median"), "--aggregator median is refused with --secure-aggregation"),
-    (("--adaptive-clip", "2"), "--adaptive-clip is refused"),
     (("--min-clients", "2"), "needs --min-clients >= --secagg-min-sites"),
     (("--secagg-min-sites", "2"), "--secagg-min-sites must be at least 3"),
     (("--secagg-min-sites", "5"), "needs --min-clients >= --secagg-min-sites"),
@@ -232,8 +238,8 @@ def test_secure_aggregation_refuses_what_needs_every_update(flags: tuple[str, ..
     args = build_parser().parse_args(["--secure-aggregation", "--min-clients", "4", *flags])
     with pytest.raises(ValueError, match=refusal.replace("-", "[-]")):
         federation_config(args)
-    assert federation_config(build_parser().parse_args(["--secure-aggregation", "--min-clients", "4"])).adaptive_clip \
-        == 0
+    default = federation_config(build_parser().parse_args(["--secure-aggregation", "--min-clients", "4"]))
+    assert default.adaptive_clip == 2  # per-tensor bounds from the sites' reported norms (server/round/secure_bounds)
 
 
 @pytest.mark.parametrize(("sampled", "min_sites", "threshold"), [(3, 3, 3), (4, 3, 3), (4, 4, 4), (10, 3, 6)])
@@ -275,7 +281,8 @@ def test_a_restarted_coordinator_runs_the_round_afresh_and_refuses_the_old_run(c
     old = tasks["site-a"].secure
     assert old is not None
     keys = SecAggSite("site-a", old.round_config(1)).advertise()
-    conns["site-a"].secure(SecureStep("site-a", 1, old.attempt, keys), old.round_config(1).rid, wait_s=0)
+    conns["site-a"].secure(SecureStep("site-a", 1, old.attempt, keys, change_norms=norms_of("site-a", spec, old)),
+                           old.round_config(1).rid, wait_s=0)
     first.stop(0)  # mid-round: keys advertised, nothing saved of them
     second = coordinator(*FLAGS, state_dir=tmp_path / "state")
     conns = {c: connect(second.port, c) for c in COUNTS}
@@ -323,4 +330,5 @@ def test_a_convicted_site_sits_out_the_next_rounds(coordinator: StartCoordinator
     for client, count in COUNTS.items():
         restarted.join(client, count, spec)
     assert restarted.snapshot().sampled == {"site-a", "site-b", "site-c"}
+
 
