@@ -57,6 +57,11 @@ class MethodLayout:
     fusion: Fusion
     head: Placement = Placement.NONE  # the class head (client/model/head.py): shared statistics, personal part
 
+    @property
+    def shares(self) -> bool:
+        """Whether its federation shares any tensor (zeroshot shares none: there is no sum to aggregate or hide)."""
+        return self.text.has_global or self.vision.has_global or self.head.has_global
+
 
 METHODS: dict[str, MethodLayout] = {
     # shipped: the class head alone (federated statistics + each site's correction); docs/method.md says why

@@ -17,7 +17,7 @@ from ..common.envflags import package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import Event, configure_logging, get_logger
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.spec import MAX_CLASSES, PromptConfig, TensorSpec, global_spec, initial_prompts
+from ..common.spec import MAX_CLASSES, METHODS, PromptConfig, TensorSpec, global_spec, initial_prompts
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import TlsFiles, is_loopback, server_options
 from .exposure import check_exposure, listen_address
@@ -69,6 +69,9 @@ def start(args: argparse.Namespace) -> RunningServer:
     dims = resolve_dims(args.model)
     global_spec(dims, prompt)  # refuse impossible layouts before anything else
     config = federation_config(args)
+    if config.secure_aggregation and not METHODS[prompt.method].shares:
+        raise ValueError(f"--secure-aggregation with --method {prompt.method}: the method shares no tensor, so there "
+                         "is no sum to hide; run it without --secure-aggregation")
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     args.bind_given = bool(args.bind)
     args.bind = listen_address(args)

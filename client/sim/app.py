@@ -117,7 +117,8 @@ def server_flags(args: argparse.Namespace, method: str, clients: list[Path], out
             "--method", method, "--poll-interval", "0.2", "--linger", "3", "--log-format", "json",
             *train_flags(train_settings_from(args)), *prompt_flags(prompt_config_from(args, method)),
             "--classes", args.classes or str(federation_classes(clients, out)),
-            *(["--secure-aggregation"] if args.secure_aggregation else [])]
+            # a method that shares nothing (zeroshot) has no sum to hide: the coordinator refuses secure mode for it
+            *(["--secure-aggregation"] if args.secure_aggregation and METHODS[method].shares else [])]
 
 
 def client_flags(args: argparse.Namespace, folder: Path, port: int, out: Path) -> list[str]:

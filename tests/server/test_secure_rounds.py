@@ -332,3 +332,21 @@ def test_a_convicted_site_sits_out_the_next_rounds(coordinator: StartCoordinator
     assert restarted.snapshot().sampled == {"site-a", "site-b", "site-c"}
 
 
+
+
+def test_a_method_that_shares_nothing_is_refused_secure_mode_and_the_sim_runs_it_plain(tmp_path: Path) -> None:
+    """zeroshot shares no tensor: there is no sum to mask (the protocol cannot run on an empty vector), so the
+    coordinator says so at start, and `pfeddc-sim --secure-aggregation` runs that baseline without it (before:
+    the README's `pfeddc-sim --demo --secure-aggregation` failed in its first round)."""
+    from pfeddc.client.sim.app import build_parser as sim_parser
+    from pfeddc.client.sim.app import server_flags
+    from pfeddc.server.app import start
+
+    args = build_parser().parse_args(["--secure-aggregation", "--min-clients", "3", "--method", "zeroshot",
+                                      "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(tmp_path / "s")])
+    with pytest.raises(ValueError, match="--method zeroshot: the method shares no tensor"):
+        start(args)
+    sim = sim_parser().parse_args(["--data", str(tmp_path), "--secure-aggregation", "--classes", "cat,dog"])
+    sites = [tmp_path / f"site-{i}" for i in range(3)]
+    assert "--secure-aggregation" not in server_flags(sim, "zeroshot", sites, tmp_path / "out")
+    assert "--secure-aggregation" in server_flags(sim, "pfeddc", sites, tmp_path / "out")
