@@ -37,7 +37,7 @@ from ..common.messages import (
     UpdateRequest,
 )
 from ..common.proto import federation_pb2_grpc as pb_grpc
-from ..common.secagg.exchange import CAPABILITY, SecureAnswer, SecureStep
+from ..common.secagg.exchange import SPOKEN, SecureAnswer, SecureStep
 from ..common.secagg.keys import RoundId
 from ..common.spec import TensorSpec
 from ..common.tlsprobe import CredentialError, diagnose, network_hint
@@ -126,7 +126,7 @@ class Connection:
 
     def join(self, num_examples: int, spec: list[TensorSpec], class_names: tuple[str, ...] = ()) -> JoinResult:
         """Join (or re-join) with this client's count, model spec and class names, announcing what it supports."""
-        request = wire.join_request_to_proto(JoinRequest(self.client_id, num_examples, spec, frozenset({CAPABILITY}),
+        request = wire.join_request_to_proto(JoinRequest(self.client_id, num_examples, spec, SPOKEN,
                                                          class_names))
         return wire.join_from_proto(self._retry("join", lambda: self._stub.Join(request, timeout=self.rpc_timeout_s)))
 

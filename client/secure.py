@@ -67,6 +67,9 @@ def change_norms(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarray
     if settings.clipped_tensors and settings.noise_std > 0:
         raise Abandoned("the coordinator asked for change norms in a DP round: refused (they would be released "
                         "outside the privacy accounting)")
+    unknown = sorted(set(settings.clipped_tensors) - set(update))
+    if unknown:
+        raise Abandoned(f"the coordinator bounds tensors this site's model does not share: {unknown[:5]}")
     return {k: l2(np.asarray(update[k], np.float64) - np.asarray(base[k], np.float64))
             for k in settings.clipped_tensors}
 
@@ -79,7 +82,7 @@ def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarra
     DP noise share (`rng`: tests only; the noise must come from the OS), before weighting."""
     clips = dict(tensor_clips or {})
     bad = sorted(k for k, v in clips.items() if not (math.isfinite(v) and v >= 0))
-    if set(clips) != set(settings.clipped_tensors) or bad:
+    if set(clips) != set(settings.clipped_tensors) or bad or not set(clips) <= {s.name for s in spec}:
         raise Abandoned(f"the coordinator announced bounds for {sorted(clips)[:5]} (invalid: {bad[:5]}), not for the "
                         f"round's bounded tensors {list(settings.clipped_tensors)[:5]}")
     change = {s.name: np.asarray(update[s.name], np.float64) - np.asarray(base[s.name], np.float64) for s in spec}

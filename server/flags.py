@@ -162,7 +162,8 @@ COORDINATOR_FLAGS: tuple[tuple[str | None, tuple[Flag, ...]], ...] = (
                                    "Shamir shares) and clients follow without a flag. Needs --min-clients >= "
                                    "--secagg-min-sites (3) and --aggregator fedavg; each site clips to "
                                    "--adaptive-clip's announced bounds and --update-clip-norm (or --dp-clip) itself; "
-                                   "the coordinator can no longer check update values, only bound their sum",
+                                   "the coordinator can no longer check update values, only bound their sum. A "
+                                   "method that shares no tensor (zeroshot, coop) is refused",
              config="secure_aggregation", switch=True),
         Flag("secagg-threshold", "sampled sites that must finish every stage of a secure round, or it is retried with "
                                  "fresh keys; always more than half of the sampled; 0: more than half (default: "

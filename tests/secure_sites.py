@@ -79,8 +79,10 @@ def in_threads(work: dict[str, Callable[[], SecureOutcome]]) -> dict[str, Secure
     return out
 
 
-def honest(conn: Connection, task: Task, spec: list[TensorSpec]) -> SecureOutcome:
-    """An honest site: contributes, and after an abandoned attempt trains the retried one; its last outcome."""
+def honest(conn: Connection, task: Task, spec: list[TensorSpec],
+           scale: Callable[[int], float] = lambda round_: 0.05) -> SecureOutcome:
+    """An honest site: contributes (its change `delta_of` at `scale(round)`), and after an abandoned attempt trains
+    the retried one; its last outcome."""
     outcome = SecureOutcome(False, "never sampled")
     for _ in range(20):
         if task.action == Action.FINISHED:
@@ -88,7 +90,8 @@ def honest(conn: Connection, task: Task, spec: list[TensorSpec]) -> SecureOutcom
         if task.action == Action.TRAIN:
             assert task.secure is not None, task
             base = global_tensors(task)
-            update = {k: base[k] + delta_of(conn.client_id, spec)[k] for k in base}
+            delta = delta_of(conn.client_id, spec, scale(task.round))
+            update = {k: base[k] + delta[k] for k in base}
             outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id])
         task = conn.task(wait_s=2)
     raise AssertionError(f"{conn.client_id}: no end after 20 tasks")

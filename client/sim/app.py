@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="client device: cpu, cuda, auto (default: %(default)s)")
     p.add_argument("--secure-aggregation", action="store_true", default=None,
                    help="run the coordinator with secure aggregation: it learns only each round's sum of the "
-                        "clients' changes (needs 3 client folders or more; docs/secure-aggregation.md)")
+                        "clients' changes (needs 3 client folders or more; docs/secure-aggregation.md); a method "
+                        "that shares no tensor (the zeroshot baseline) runs without it: it has no sum to hide")
     add_prompt_flags(p, with_method=False)
     add_train_flags(p)
     add_version(p)

@@ -34,8 +34,11 @@ from .protocol import (
 )
 
 # What a client announces at Join when it follows TaskReply.secure (JoinRequest.capabilities).
-# v2: complaints carry evidence and are judged before any input is sent; v3: per-tensor bounds (change_norms)
+# v2: complaints carry evidence and are judged before any input is sent; v3: per-tensor bounds (change_norms). A
+# secure coordinator requires CAPABILITY; a client announces every version it follows (SPOKEN): a v3 site follows a
+# v2 coordinator too (it asks for no norm), so sites can be upgraded before their coordinator.
 CAPABILITY = "secure-aggregation/v3"
+SPOKEN = frozenset({"secure-aggregation/v2", CAPABILITY})
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,9 @@ def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str,
     if config.secure_aggregation and CAPABILITY not in capabilities:
         raise Refused(Code.FAILED_PRECONDITION, "this federation runs secure aggregation (the coordinator sees only "
                                                 "the sum of the sites' changes) and this client does not support it: "
-                                                f"upgrade pfeddc on this site (a client that announces {CAPABILITY!r})")
+                                                f"upgrade pfeddc on this site (a client that announces {CAPABILITY!r}; "
+                                                "upgrade the sites before their coordinator: a newer site follows an "
+                                                "older coordinator)")
     if config.require_join_secret and not secret:
         raise Refused(Code.UNAUTHENTICATED, "this coordinator runs without client authentication: every Join "
                                             "must carry a join secret (pfeddc-client keeps one in its state dir)")

@@ -92,7 +92,8 @@ def secure_state(state: FederationState, config: FederationConfig, attempt: Atte
     combined = combine_secure(state.global_tensors, unflatten(run.total(), spec), denominator,
                               check_statistics=not dp)
     if run.sums.clips:  # the announced per-tensor bounds: the summary's, and the next round's history term
-        combined = replace(combined, tensor_clip=TensorClip(dict(run.sums.clips), dict(run.sums.scale), {}))
+        combined = replace(combined, tensor_clip=TensorClip(dict(run.sums.clips), dict(run.sums.scale),
+                                                            {k: v for k, v in run.sums.clipped.items() if v}))
     stragglers = sorted(attempt.sampled - received.keys() - attempt.failed.keys())
     committed = next_state(state, config, combined, received, attempt.failed, stragglers, attempt.number,
                            now - attempt.opened_at, "secagg-dp-fedavg" if dp else "secagg-fedavg")

@@ -70,7 +70,7 @@ def open_run(config: FederationConfig, round_: int, attempt: int, sampled: list[
     plan = settings(config, attempt, sampled, counts, vector_length(spec), clipped)
     parts = {k: v for k, v in segments(spec).items() if k in clipped}
     return SecureRun(round_, plan, deadline, config.secagg_stage_timeout_s, log, config.signing_ca,
-                     SumBounds(config.adaptive_clip, dict(previous_scale), parts))
+                     SumBounds(config.adaptive_clip, config.update_clip_norm, dict(previous_scale), parts))
 
 
 def settings(config: FederationConfig, attempt: int, sampled: list[str], counts: Mapping[str, int], length: int,
@@ -140,8 +140,9 @@ class SecureRun:
             return  # too late or over: `answer` tells the site
         try:
             if isinstance(msg, AdvertiseKeys):
-                self.sums.report(site, step.change_norms)
+                norms = self.sums.check(step.change_norms)
                 core.receive_advertise(msg)
+                self.sums.keep(site, norms)
             elif isinstance(msg, ShareKeys):
                 core.receive_shares(msg)
             elif isinstance(msg, SharesChecked):

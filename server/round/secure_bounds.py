@@ -11,9 +11,10 @@ the longest its survivors could send honestly, and a longer part is scaled down 
 - each tensor of `SecureSettings.clipped_tensors` (`--adaptive-clip`: server/pipeline/clipping.py's rule, where
   the round's scale comes from what the sites report): each site sends the L2 norm of its change of each with its
   keys; when the keys stage closes, the coordinator announces bound_k = factor x s_k, s_k the median of the
-  announced sites' reports (never above twice the previous committed round's), and each site clips its change of
-  tensor k to bound_k. The sum's part k is then at most sum_i w_i bound_k, so whatever one site masks, the
-  committed change of tensor k is at most bound_k: `factor` times a typical site's change of it.
+  announced sites' reports (never above twice the previous committed round's; no bound above the whole-change
+  clip), and each site clips its change of tensor k to bound_k. The sum's part k is then at most
+  sum_i w_i bound_k, so whatever one site masks, the committed change of tensor k is at most bound_k: `factor`
+  times a typical site's change of it.
 
 One site lying in its report moves the median no further than the honest reports reach (a secure round has at
 least 3 sites). What the reports show the coordinator in the clear: one norm per bounded tensor per site and
@@ -35,16 +36,18 @@ from ..pipeline.clipping import round_scale
 @dataclass
 class SumBounds:
     factor: float = 0.0  # --adaptive-clip; 0: no per-tensor bounds
+    ceiling: float = math.inf  # no bound above the whole-change clip (every site clips its whole change to it)
     previous: Mapping[str, float] = field(default_factory=dict)  # the previous committed round's scale per tensor
     parts: Mapping[str, slice] = field(default_factory=dict)  # each bounded tensor's slice of the vector
     reports: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> its change norm per tensor
     clips: dict[str, float] = field(default_factory=dict)  # tensor -> bound_k, once the keys stage closed
     scale: dict[str, float] = field(default_factory=dict)  # tensor -> s_k (the next round's history term)
+    clipped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tensor -> sites whose report exceeded it
     excess: dict[str, float] = field(default_factory=dict)  # part ("" the whole) -> its norm over its bound, > 1
 
-    def report(self, site: str, norms: Mapping[str, float]) -> None:
+    def check(self, norms: Mapping[str, float]) -> dict[str, float]:
         """A site's change norms, sent with its keys: exactly one finite norm >= 0 per bounded tensor (none when
-        there are none), else Refused and nothing kept."""
+        there are none), else Refused. `keep` them once its keys are accepted."""
         if set(norms) != set(self.parts):
             missing = sorted(set(self.parts) - set(norms))
             extra = sorted(set(norms) - set(self.parts))
@@ -54,14 +57,19 @@ class SumBounds:
         bad = sorted(k for k, v in norms.items() if not (math.isfinite(v) and v >= 0))
         if bad:
             raise Refused(Code.INVALID_ARGUMENT, f"secure aggregation: change norms must be finite and >= 0: {bad[:5]}")
-        self.reports[site] = {k: float(v) for k, v in norms.items()}
+        return {k: float(v) for k, v in norms.items()}
+
+    def keep(self, site: str, norms: dict[str, float]) -> None:
+        self.reports.setdefault(site, norms)  # its first report: a re-sent advert changes nothing
 
     def announce(self, sites: Iterable[str]) -> dict[str, float]:
         """Each bounded tensor's bound from the reports of `sites` (those whose keys are announced)."""
         reports = {s: self.reports[s] for s in sites if s in self.reports}
         if self.parts and reports:
-            self.scale = round_scale(reports, self.previous)
-            self.clips = {k: self.factor * s for k, s in self.scale.items()}
+            self.scale = {k: min(s, self.ceiling) for k, s in round_scale(reports, self.previous).items()}
+            self.clips = {k: min(self.factor * s, self.ceiling) for k, s in self.scale.items()}
+            self.clipped = {k: tuple(s for s, r in sorted(reports.items()) if r[k] > bound)
+                            for k, bound in self.clips.items()}
         return self.clips
 
     def hold(self, total: np.ndarray, weights: Iterable[float], whole_clips: float, slack: float) -> np.ndarray:

@@ -25,34 +25,47 @@ def settings(clipped: tuple[str, ...] = ("a", "b"), noise_std: float = 0.0) -> S
     return SecureSettings("run", 0, ("s1", "s2", "s3"), 2, 15, FieldParams(10.0, 3, 62), 1.0, 10.0, noise_std, clipped)
 
 
+def bounds_of(previous: dict[str, float] | None = None, ceiling: float = math.inf) -> SumBounds:
+    return SumBounds(factor=2.0, ceiling=ceiling, previous=previous or {}, parts=PARTS)
+
+
 @pytest.mark.parametrize(("norms", "message"), [
     ({"a": 1.0}, "missing \\['b'\\]"),
     ({"a": 1.0, "b": 1.0, "stats": 1.0}, "not bounded \\['stats'\\]"),
     ({"a": 1.0, "b": math.nan}, "finite and >= 0: \\['b'\\]"),
     ({"a": -1.0, "b": 1.0}, "finite and >= 0: \\['a'\\]"),
+    ({"a": math.inf, "b": 1.0}, "finite and >= 0: \\['a'\\]"),
 ])
-def test_a_report_that_is_not_one_norm_per_bounded_tensor_is_refused_and_not_kept(norms: dict[str, float],
-                                                                                  message: str) -> None:
-    bounds = SumBounds(2.0, {}, PARTS)
+def test_a_report_that_is_not_one_norm_per_bounded_tensor_is_refused(norms: dict[str, float], message: str) -> None:
     with pytest.raises(Refused, match=message) as refused:
-        bounds.report("s1", norms)
-    assert refused.value.code == Code.INVALID_ARGUMENT and bounds.reports == {}
+        bounds_of().check(norms)
+    assert refused.value.code == Code.INVALID_ARGUMENT
 
 
 def test_the_bounds_are_the_factor_times_the_median_report_capped_by_history_and_no_liar_raises_them() -> None:
-    bounds = SumBounds(2.0, {"b": 0.5}, PARTS)
-    bounds.report("s1", {"a": 1.0, "b": 1.0})
-    bounds.report("s2", {"a": 1.2, "b": 1.1})
-    bounds.report("liar", {"a": 1e9, "b": 1e9})
-    bounds.report("late", {"a": 5.0, "b": 5.0})  # its keys were not announced: not counted
+    bounds = bounds_of({"b": 0.5})
+    for site, norms in {"s1": {"a": 1.0, "b": 1.0}, "s2": {"a": 1.2, "b": 1.1}, "liar": {"a": 1e9, "b": 1e9},
+                        "late": {"a": 5.0, "b": 5.0}}.items():  # late: its keys were not announced, not counted
+        bounds.keep(site, bounds.check(norms))
+    bounds.keep("s1", {"a": 1e9, "b": 1e9})  # a re-sent advert: the first report stands
     clips = bounds.announce(["s1", "s2", "liar"])
     assert clips == {"a": pytest.approx(2 * 1.2), "b": pytest.approx(2 * 2 * 0.5)}  # b: history x 2 caps it
     assert bounds.scale == {"a": pytest.approx(1.2), "b": pytest.approx(1.0)}
-    assert SumBounds(2.0, {}, {}).announce(["s1"]) == {}  # nothing bounded per tensor (DP, or --adaptive-clip 0)
+    assert bounds.clipped == {"a": ("liar",), "b": ("liar",)}  # whose reports exceed the bound: the summary's
+    assert SumBounds(2.0).announce(["s1"]) == {}  # nothing bounded per tensor (DP, or --adaptive-clip 0)
+
+
+def test_no_bound_exceeds_the_whole_change_clip_and_every_bound_is_finite() -> None:
+    """Reports near the float maximum (a majority of liars) would overflow the median or factor x s to inf, which
+    every site would refuse and a checkpoint could not hold: the whole-change clip caps both."""
+    bounds = bounds_of(ceiling=10.0)
+    for site in ("s1", "s2", "s3"):
+        bounds.keep(site, bounds.check({"a": 1.7e308, "b": 1.0}))
+    assert bounds.announce(["s1", "s2", "s3"]) == {"a": 10.0, "b": 2.0} and bounds.scale["a"] == 10.0
 
 
 def test_the_unmasked_sum_is_held_to_its_survivors_bounds_part_by_part_then_whole() -> None:
-    bounds = SumBounds(2.0, {}, PARTS)
+    bounds = bounds_of()
     bounds.clips = {"a": 1.0, "b": 2.0}
     weights = [1.0, 0.5]  # the sum's part a may be 1.5 long, b 3.0, the whole 1.5 x 10
     total = np.zeros(15)
@@ -68,6 +81,17 @@ def test_the_unmasked_sum_is_held_to_its_survivors_bounds_part_by_part_then_whol
     honest = np.zeros(15)
     honest[PARTS["a"]] = [1.5, 0, 0, 0]
     assert np.array_equal(bounds.hold(honest, weights, 15.0, 0.0), honest) and bounds.findings() == []
+
+
+def test_honest_sites_at_their_bound_plus_the_quantisation_error_are_not_flagged() -> None:
+    """Every survivor clipped to exactly its bound, all one way, plus each coordinate's quantisation error: within
+    the slack, so no incident and nothing scaled (without the per-tensor slack this would be flagged)."""
+    bounds = bounds_of()
+    bounds.clips = {"a": 1.0, "b": 1.0}
+    total = np.zeros(15)
+    total[PARTS["a"]] = 1.5 / 2 + 1e-6  # two survivors of weights 1 and 0.5, at the bound, each coordinate off
+    held = bounds.hold(total, [1.0, 0.5], whole_clips=15.0, slack=2e-6)
+    assert bounds.excess == {} and np.array_equal(held, total)
 
 
 def test_a_site_clips_each_bounded_tensor_to_the_announced_bound_then_the_whole() -> None:
@@ -86,6 +110,10 @@ def test_a_site_clips_each_bounded_tensor_to_the_announced_bound_then_the_whole(
         change_vector(base, update, SPEC, settings(), {"a": 0.5, "b": -1.0})
     with pytest.raises(Abandoned, match="DP round"):  # a coordinator asking for norms under DP is refused
         change_norms(base, update, settings(noise_std=0.1))
+    with pytest.raises(Abandoned, match="does not share: \\['nope'\\]"):  # a coordinator of another model
+        change_norms(base, update, settings(("a", "nope")))
+    with pytest.raises(Abandoned, match="announced bounds"):
+        change_vector(base, update, SPEC, settings(("a", "nope")), {"a": 0.5, "nope": 1.0})
 
 
 def test_norms_and_bounds_cross_the_wire() -> None:

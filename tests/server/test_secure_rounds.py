@@ -97,12 +97,16 @@ def test_a_masked_input_outside_its_range_is_bounded_by_what_the_survivors_could
     assert excess > 3  # unbounded, the forged input would have moved the tensor this many times further
 
 
+@pytest.mark.parametrize("adaptive", ["2", "0"])
 def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coordinator: StartCoordinator,
-                                                                          tmp_path: Path) -> None:
-    server = coordinator(*FLAGS)
+                                                                          tmp_path: Path, adaptive: str) -> None:
+    """With per-tensor bounds (none binds these sites), and without: what a coordinator of secure-aggregation/v2
+    sends (no tensor to report), which a v3 site follows too, so sites can be upgraded first."""
+    server = coordinator(*FLAGS, "--adaptive-clip", adaptive)
     conns, spec, tasks, base = sampled(server.port)
     s = tasks["site-a"].secure
     assert s is not None and s.threshold == 3 and sorted(s.sampled) == sorted(COUNTS)
+    assert s.clipped_tensors == (("text.global",) if adaptive == "2" else ())
     assert {c: t.secure.weight for c, t in tasks.items() if t.secure} == {c: n / 400 for c, n in COUNTS.items()}
     outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
     assert all(o == SecureOutcome(True) for o in outcomes.values()), outcomes
@@ -263,6 +267,7 @@ def test_secure_round_with_dp_carries_the_noise_the_accountant_assumes(coordinat
     conns, spec, tasks, base = sampled(server.port)
     s = tasks["site-a"].secure
     assert s is not None and s.weight == 1.0 and s.noise_std == pytest.approx(sigma * clip / np.sqrt(3))
+    assert s.clipped_tensors == ()  # under DP no site reports a norm: a data-dependent bound voids the analysis
     outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
     assert all(o.committed for o in outcomes.values()), outcomes
     got = flatten(final_global(conns["site-a"]), spec) - flatten(base, spec)
@@ -345,8 +350,55 @@ def test_a_method_that_shares_nothing_is_refused_secure_mode_and_the_sim_runs_it
     args = build_parser().parse_args(["--secure-aggregation", "--min-clients", "3", "--method", "zeroshot",
                                       "--bind", "127.0.0.1", "--port", "0", "--state-dir", str(tmp_path / "s")])
     with pytest.raises(ValueError, match="--method zeroshot: the method shares no tensor"):
-        start(args)
+        start(args).stop(0)  # (a regression would leave no server running)
     sim = sim_parser().parse_args(["--data", str(tmp_path), "--secure-aggregation", "--classes", "cat,dog"])
     sites = [tmp_path / f"site-{i}" for i in range(3)]
     assert "--secure-aggregation" not in server_flags(sim, "zeroshot", sites, tmp_path / "out")
     assert "--secure-aggregation" in server_flags(sim, "pfeddc", sites, tmp_path / "out")
+
+
+def test_each_site_clips_each_tensor_to_the_announced_bound_which_history_caps(coordinator: StartCoordinator,
+                                                                               tmp_path: Path) -> None:
+    """Two secure rounds of four honest sites, end to end: round 1's bound is 2x the median reported norm and
+    site-a, whose change is 5x the others', is held to it (the summary names it); in round 2 every change grew
+    10x, and the bound is capped at twice round 1's scale, so every site is held to it. The committed global is
+    the weighted FedAvg of the changes as clipped."""
+    server = coordinator(*FLAGS, "--rounds", "2", state_dir=tmp_path / "state")
+    conns, spec, tasks, base = sampled(server.port)
+    scales = {c: (lambda r, big=(c == "site-a"): (0.25 if big else 0.05) if r == 1 else 0.5) for c in COUNTS}
+    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec, scales[c]) for c in COUNTS})
+    assert all(o.committed for o in outcomes.values()), outcomes
+    got = final_global(conns["site-a"])
+    rounds = [json.loads(line) for line in (tmp_path / "state" / "rounds.jsonl").read_text().splitlines()]
+    total = sum(COUNTS.values())
+    want, scale = base["text.global"].astype(np.float64), None
+    for number, summary in enumerate(rounds, 1):
+        changes = {c: delta_of(c, spec, scales[c](number))["text.global"].astype(np.float64) for c in COUNTS}
+        median = float(np.median([np.linalg.norm(d) for d in changes.values()]))
+        scale = median if scale is None else min(median, 2 * scale)
+        bound = 2 * scale
+        assert summary["clip_bounds"]["text.global"] == pytest.approx(bound, rel=1e-4)
+        clipped = sorted(c for c, d in changes.items() if np.linalg.norm(d) > bound)
+        assert summary["clipped_tensors"].get("text.global", []) == clipped
+        assert clipped == (["site-a"] if number == 1 else sorted(COUNTS))
+        want = want + sum(COUNTS[c] * d * min(1.0, bound / np.linalg.norm(d)) for c, d in changes.items()) / total
+    np.testing.assert_allclose(got["text.global"], want, atol=1e-5)
+
+
+def test_a_range_attack_beside_a_dropout_is_held_to_the_survivors_bounds(coordinator: StartCoordinator) -> None:
+    """site-a drops after its check, site-d masks out-of-range values and reports its norm 10^6x: the committed
+    change of the tensor is at most its bound (the survivors' weighted bounds over their weight, never the
+    sampled sites'), and the forged input reaches it."""
+    server = coordinator(*FLAGS)  # the whole-change clip (10) is far looser: the per-tensor bound is what holds
+    conns, spec, tasks, base = sampled(server.port)
+    outcomes = in_threads({
+        "site-a": functools.partial(vanish, conns["site-a"], tasks["site-a"], spec, stop_after="check"),
+        "site-b": functools.partial(honest, conns["site-b"], tasks["site-b"], spec),
+        "site-c": functools.partial(honest, conns["site-c"], tasks["site-c"], spec),
+        "site-d": functools.partial(hostile, conns["site-d"], tasks["site-d"], spec, attack="range-lie")})
+    assert outcomes["site-b"].committed and outcomes["site-c"].committed, outcomes
+    got = final_global(conns["site-b"])
+    reports = [float(np.linalg.norm(delta_of(c, spec)["text.global"])) for c in HONEST] + [1e300]
+    bound = 2 * float(np.median(reports))
+    moved = float(np.linalg.norm(got["text.global"] - base["text.global"]))
+    assert 0.9 * bound <= moved <= bound * 1.001 + 1e-4, (moved, bound)
