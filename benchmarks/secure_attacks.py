@@ -49,6 +49,7 @@ from pfeddc.common.secagg.exchange import flatten  # noqa: E402
 from pfeddc.server.app import build_parser, start  # noqa: E402
 
 RANGE = functools.partial(hostile, attack="range")
+VISION = ("--method", "vision-only")
 # name -> (what site-d does, the sites whose changes the committed global must average, extra coordinator flags)
 ATTACKS: dict[str, tuple[Callable[..., SecureOutcome] | None, tuple[str, ...], tuple[str, ...]]] = {
     "none (4 honest sites)": (None, (*HONEST, "site-d"), ()),
@@ -66,12 +67,18 @@ ATTACKS: dict[str, tuple[Callable[..., SecureOutcome] | None, tuple[str, ...], t
         (RANGE, (), ("--adaptive-clip", "0")),
     "the same, --adaptive-clip 0 --update-clip-norm 1 (honest changes: L2 0.75-0.82)":
         (RANGE, (), ("--adaptive-clip", "0", "--update-clip-norm", "1")),
+    # two shared tensors of different sizes (vision prompts [1, 4, 64] and their gate [1, 2]): per tensor
+    "vision-only: none (4 honest sites)": (None, (*HONEST, "site-d"), VISION),
+    "vision-only: masked input 2x its clip range (defaults)": (RANGE, (), VISION),
+    "vision-only: the same, --adaptive-clip 0": (RANGE, (), (*VISION, "--adaptive-clip", "0")),
 }
 
 SETUP = ("A real coordinator on loopback (`--secure-aggregation`, 4 sites, threshold 3, `--secagg-stage-timeout 1.5`, "
          "`--round-timeout 4`), three honest scripted sites and site-d (tests/secure_sites.py); one round per run. "
-         "\"vs honest round\": the global's L2 movement over the 4-honest-site round's (a row without site-d's change "
-         "moves the mean of 3: 1.17x).")
+         "\"vs honest round\": the global's L2 movement over the 4-honest-site round's of the same method (a row "
+         "without site-d's change moves the mean of 3: 1.17x); \"worst tensor\": the largest such ratio of one "
+         "global tensor's movement. promptfl shares one tensor (text prompts [2, 128]); vision-only two of very "
+         "different sizes.")
 NOTES = """What the rows say:
 - A false accuser, or a dealer of a bundle that does not open, costs one attempt and is the one convicted: named in
   the incidents (client_failed, with the reason) and the log, left out of the retry; the round commits exactly the
@@ -85,8 +92,10 @@ NOTES = """What the rows say:
   reported (aggregate_bounded). With the defaults the attacker moves the global 3.8x an honest round (the bound is
   twice a typical site's change; the honest round's mean of 4 changes is shorter than one change); reporting its
   norm a million times too large changes nothing (a median). Before per-tensor bounds (`--adaptive-clip 0`): 23.8x
-  at the default `--update-clip-norm 10`, 2.4x only with a clip set by hand near the honest changes' norms. A
-  per-site input proof (ACORN, Armadillo, PINE) would bound each site to its own share and is not built.
+  at the default `--update-clip-norm 10`, 2.4x only with a clip set by hand near the honest changes' norms. With
+  two tensors of very different sizes (vision-only) every tensor stays within 3.6x; before, the attacker spent
+  its whole budget where it tells most (the small gate: 20.5x). A per-site input proof (ACORN, Armadillo, PINE)
+  would bound each site to its own share and is not built.
 """
 
 def run(attack: str, workdir: Path) -> dict[str, object]:
@@ -111,17 +120,23 @@ def run(attack: str, workdir: Path) -> dict[str, object]:
             "honest_committed": all(outcomes[c].committed for c in HONEST),
             "convicted": sorted({i.client_id for i in incidents if i.kind == "client_failed"}),
             "bounded": any(i.kind == "aggregate_bounded" for i in incidents), "error": error,
-            "moved": float(np.linalg.norm(flatten(got, spec) - flatten(base, spec)))}
+            "moved": float(np.linalg.norm(flatten(got, spec) - flatten(base, spec))),
+            "tensors": {k: float(np.linalg.norm(got[k].astype(np.float64) - base[k])) for k in got}}
 
 
 def table(rows: list[dict[str, object]]) -> list[str]:
-    honest_moves = [float(r["moved"]) for r in rows if r["attack"] == "none (4 honest sites)"]  # type: ignore[arg-type]
-    honest_move = float(np.median(honest_moves))
     out = ["| what site-d does | attempts | s until every site's outcome | honest sites committed | convicted | "
-           "global = honest FedAvg (largest error) | global moved (L2) | vs honest round |",
-           "|---|---:|---:|---|---|---|---:|---:|"]
+           "global = honest FedAvg (largest error) | global moved (L2) | vs honest round | worst tensor |",
+           "|---|---:|---:|---|---|---|---:|---:|---:|"]
     for attack in ATTACKS:
         mine = [r for r in rows if r["attack"] == attack]
+        honest_name = "vision-only: none (4 honest sites)" if attack.startswith("vision-only") else \
+            "none (4 honest sites)"
+        honest_rows = [r for r in rows if r["attack"] == honest_name]
+        honest_move = float(np.median([float(r["moved"]) for r in honest_rows]))  # type: ignore[arg-type]
+        worst = max(float(np.median([r["tensors"][k] for r in mine])) /  # type: ignore[index]
+                    float(np.median([r["tensors"][k] for r in honest_rows]))  # type: ignore[index]
+                    for k in mine[0]["tensors"])  # type: ignore[attr-defined]
         errors = [float(r["error"]) for r in mine if r["error"] is not None]  # type: ignore[arg-type]
         moved = float(np.median([float(r["moved"]) for r in mine]))  # type: ignore[arg-type]
         convicted = sorted({c for r in mine for c in r["convicted"]})  # type: ignore[attr-defined]
@@ -131,7 +146,7 @@ def table(rows: list[dict[str, object]]) -> list[str]:
             f"{np.median([float(r['seconds']) for r in mine]):.2f} | "  # type: ignore[arg-type]
             f"{sum(bool(r['honest_committed']) for r in mine)} of {len(mine)} | {', '.join(convicted) or '-'} | "
             f"{f'yes ({max(errors):.1e})' if errors else 'n/a' + bounded} | {moved:.4f} | "
-            f"{moved / honest_move:.2f}x |")
+            f"{moved / honest_move:.2f}x | {worst:.2f}x |")
     return out
 
 
