@@ -29,6 +29,7 @@ from ...common.secagg.protocol import (
     ProtocolError,
     PublicKeys,
     RoundConfig,
+    SealedBundle,
     ShareKeys,
     ShareKind,
     SharesChecked,
@@ -115,8 +116,12 @@ class SecAggCoordinator:
         """Each sharing site's bundles from every other sharing site."""
         self._close(len(self._shares), Stage.CHECK_SHARES)
         senders = tuple(sorted(self._shares))
-        return {v: SharesDelivered(v, senders, tuple(b for u in senders for b in self._shares[u].bundles
-                                                     if b.recipient == v)) for v in senders}
+        addressed: dict[str, list[SealedBundle]] = {v: [] for v in senders}
+        for u in senders:  # one pass over the N x (N - 1) bundles, in sender order (not one pass per recipient)
+            for b in self._shares[u].bundles:
+                if b.recipient in addressed:
+                    addressed[b.recipient].append(b)
+        return {v: SharesDelivered(v, senders, tuple(addressed[v])) for v in senders}
 
     def receive_check(self, msg: SharesChecked) -> None:
         """A site's verdict on its bundles: each complaint is judged at once on its evidence."""
@@ -169,9 +174,9 @@ class SecAggCoordinator:
         self._expect(Stage.UNMASK, holder, set(self._survivors) - self._responders)
         wanted = {**{u: ShareKind.SELF_SEED for u in self._survivors}, **{d: ShareKind.MASK_KEY for d in self._dropped}}
         own_x = sorted(self.keys).index(holder) + 1
-        dealers = [r.dealer for r in msg.shares]
+        twice = len({r.dealer for r in msg.shares}) < len(msg.shares)  # (a count per share: N^3 a round)
         for r in msg.shares:
-            if wanted.get(r.dealer) != r.kind or r.share.x != own_x or dealers.count(r.dealer) > 1:
+            if wanted.get(r.dealer) != r.kind or r.share.x != own_x or twice:
                 raise ProtocolError(f"{holder!r} revealed a {r.kind} share of {r.dealer!r} that was not asked of it",
                                     holder)
         for r in msg.shares:
