@@ -54,8 +54,8 @@ SETTINGS = {
     "twemoji10": Setting("twemoji-10", 10, "dirichlet", 0.3, max_samples=0, new_clients=2),
     "twemoji64": Setting("twemoji-64", 10, "dirichlet", 0.3, max_samples=0, new_clients=2),
 }
-METHODS = ["pfeddc", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-noproto", "coop", "promptfl", "vision-only",
-           "zeroshot", "pfeddc-alone"]
+METHODS = ["pfeddc", "pfeddc-noresidual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-noproto", "coop", "promptfl",
+           "vision-only", "zeroshot", "pfeddc-alone"]
 SEEDS = (0, 1, 2, 3, 4)
 ROUNDS = 6
 EMBEDDED = "embedded"

@@ -41,10 +41,12 @@ def cell_figures(records: Records, cell: str) -> dict[str, float]:
            "late_global": _late(pf, "global"), "late_round": _late(pf, "one_epoch"),
            "late_pooled": _mean_of(refs, "late_lr_pooled"),
            "failed": float(sum(len(r["failures"]) for r in pf + _runs(records, cell, "pfeddc-alone"))),
-           "seeds": float(len(pf)), "round_s": 0.0}
+           "seeds": float(len(pf)), "round_s": 0.0,
+           "noresidual": _mean_of(_runs(records, cell, "pfeddc-noresidual"), "final"),
+           "late_noresidual": _late(_runs(records, cell, "pfeddc-noresidual"), "global")}
     seconds = [r["round_seconds"] for r in pf if "round_seconds" in r]
     out["round_s"] = statistics.fmean(seconds) if seconds else math.nan
-    for name in ("pfeddc", "head_ft", "head_global", "pfeddc_global"):
+    for name in ("pfeddc", "head_ft", "head_global", "pfeddc_global", "noresidual"):
         out[f"captured_{name}"] = (100 * (out[name] - alone) / out["headroom"]
                                    if out["headroom"] > 0 else math.nan)
     return out
@@ -60,8 +62,9 @@ def render(records: Records) -> str:
              "(pooled LR - LR alone) a method closes", "",
              "| cell (source/sites x shots/alpha) | LR alone | LR pooled | headroom | **pfeddc** | captured | pfeddc "
              "global alone | pfeddc each site alone | FedAvg head: global / fine-tuned | captured (fine-tuned) | "
-             "late sites: global alone / 1 round | late sites: pooled LR | failed rounds | site s/round | seeds |",
-             "|---|" + "---:|" * 14]
+             "late sites: global alone / 1 round | late sites: pooled LR | failed rounds | site s/round | seeds | "
+             "without the residual: pfeddc / late sites |",
+             "|---|" + "---:|" * 15]
     for c in present:
         f = figures[c]
         lines.append(
@@ -69,7 +72,7 @@ def render(records: Records) -> str:
             f"{_f(f['captured_pfeddc'])}% | {_f(f['pfeddc_global'])} | {_f(f['pfeddc_alone'])} | "
             f"{_f(f['head_global'])} / {_f(f['head_ft'])} | {_f(f['captured_head_ft'])}% | "
             f"{_f(f['late_global'])} / {_f(f['late_round'])} | {_f(f['late_pooled'])} | {f['failed']:.0f} | "
-            f"{f['round_s']:.2f} | {f['seeds']:.0f} |")
+            f"{f['round_s']:.2f} | {f['seeds']:.0f} | {_f(f['noresidual'])} / {_f(f['late_noresidual'])} |")
     if small:
         lines += ["", "Cells whose source holds too few images of some class (never shrunk): " + ", ".join(small)
                   + "."]
@@ -86,8 +89,9 @@ def summary(figures: dict[str, dict[str, float]]) -> list[str]:
     lines = ["### Summary: accuracy % per source and federation size, mean over its cells (shots 2/6/16, "
              "alpha 100/1; cells the source can fill)", "",
              "| source, sites | cells | seeds | LR alone | LR pooled | **pfeddc** | pfeddc each site alone | "
-             "FedAvg head fine-tuned | captured: pfeddc / FedAvg head | late sites: global alone / pooled LR |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "FedAvg head fine-tuned | captured: pfeddc / FedAvg head | late sites: global alone / pooled LR | "
+             "without the residual: pfeddc (captured) / late sites |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def mean(fs: list[dict[str, float]], key: str) -> float:
         vals = [f[key] for f in fs if math.isfinite(f[key])]
         return statistics.fmean(vals) if vals else math.nan
@@ -98,7 +102,8 @@ def summary(figures: dict[str, dict[str, float]]) -> list[str]:
         lines.append(f"| {name} | {len(fs)} | {'-'.join(map(str, seeds)) if len(seeds) > 1 else seeds[0]} | "
                      f"{_f(m('alone'))} | {_f(m('pooled'))} | **{_f(m('pfeddc'))}** | {_f(m('pfeddc_alone'))} | "
                      f"{_f(m('head_ft'))} | {_f(m('captured_pfeddc'))}% / {_f(m('captured_head_ft'))}% | "
-                     f"{_f(m('late_global'))} / {_f(m('late_pooled'))} |")
+                     f"{_f(m('late_global'))} / {_f(m('late_pooled'))} | {_f(m('noresidual'))} "
+                     f"({_f(m('captured_noresidual'))}%) / {_f(m('late_noresidual'))} |")
     return lines
 
 
@@ -133,8 +138,8 @@ def goals(figures: dict[str, dict[str, float]]) -> list[str]:
 
 
 def ablation(records: Records) -> list[str]:
-    methods = ["pfeddc", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion", "pfeddc-novision",
-               "pfeddc-notext", "pfeddc-nolocal", "pfeddc-noproto"]
+    methods = ["pfeddc", "pfeddc-noresidual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion",
+               "pfeddc-novision", "pfeddc-notext", "pfeddc-nolocal", "pfeddc-noproto"]
     cells = sorted({r["cell"] for r in records if r["method"] == "pfeddc-prompts" and r["seed"] == 0
                     and not r.get("too_small")}, key=_order)
     if not cells:

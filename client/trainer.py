@@ -104,6 +104,7 @@ class LocalTrainer:
         with torch.no_grad():
             text_logits = self.model.logit_scale() * features @ self.model.text_features().t()
         head.fit_calibration(features, labels, text_logits)
+        head.fit_residual(features, labels, text_logits)
         head.fit_personal(features, labels, text_logits, probe_steps, PROBE_LR)
 
 

@@ -56,6 +56,7 @@ class MethodLayout:
     vision: Placement
     fusion: Fusion
     head: Placement = Placement.NONE  # the class head (client/model/head.py): shared statistics, personal part
+    residual: bool = True  # with a class head: its shared residual (head.residual), trained by FedAvg
 
     @property
     def shares(self) -> bool:
@@ -74,6 +75,7 @@ METHODS: dict[str, MethodLayout] = {
     "zeroshot": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM),
     # ablations, one part removed each: of the shipped head, then of pfeddc-prompts
     "pfeddc-nopersonal": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.GLOBAL),
+    "pfeddc-noresidual": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL, residual=False),
     "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM, Placement.DUAL),
     "pfeddc-novision": MethodLayout(Placement.DUAL, Placement.NONE, Fusion.ATTENTION, Placement.DUAL),
     "pfeddc-notext": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION, Placement.DUAL),
@@ -138,6 +140,11 @@ class PromptConfig:
         return METHODS[self.method].head
 
     @property
+    def residual(self) -> bool:
+        """Whether the class head has its shared residual (head.residual): rows and biases trained by FedAvg."""
+        return self.head != Placement.NONE and METHODS[self.method].residual
+
+    @property
     def shared_classes(self) -> bool:
         """Whether the class head's statistics are federated: needs the federation's class list."""
         return self.head.has_global and bool(self.classes)
@@ -153,16 +160,25 @@ class PromptConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-# The class head's statistics (client/model/head.py sends them, server/pipeline/statistics.py bounds them):
-# their names on the wire, and the calibration's ranges, (log T, w).
-HEAD_STATISTICS = ("counts", "sums", "moment", "calibration")
+# The class head's shared tensors (client/model/head.py sends them, server/pipeline/statistics.py bounds the
+# statistics): their names on the wire, the calibration's ranges, (log T, w), and the residual's values.
+HEAD_STATISTICS = ("counts", "sums", "moment", "calibration", "residual")
 LOG_TEMPERATURE_RANGE = (-5.0, 5.0)
 TEXT_WEIGHT_RANGE = (0.0, 1.0)
+RESIDUAL_RANGE = (-100.0, 100.0)
 
 
 def head_key(statistic: str, part: str = "global") -> str:
     """The tensor name of a class-head statistic: shared (`global`) or kept on the site (`local`)."""
     return f"head.{statistic}.{part}"
+
+
+# Shared tensors whose rows are the federation's classes: the coordinator bounds each row's change on its own
+# (server/pipeline/clipping.py), so no site can spend a whole tensor's bound on one class.
+CLASS_ROW_TENSORS = frozenset({head_key("residual")})
+# Shared tensors a later pfeddc added to a spec, each starting at zero: a checkpoint made before them resumes
+# with them at zero (server/ops/checkpoint.py); a client without them is refused at Join, told to upgrade.
+ADDED_TENSORS = frozenset({head_key("residual")})
 
 
 @dataclass(frozen=True)
@@ -182,8 +198,9 @@ def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
     text.global: context offsets [tokens, width]; vision.global: prompt tokens [depth, tokens, width];
     vision.gate.global: how much each prompted layer's heads attend to the prompts [depth, heads];
     head.counts.global [classes], head.sums.global [classes, projection], head.moment.global [projection,
-    projection], head.calibration.global [2]: the class head's statistics as means over a site's images, and its
-    calibration (client/model/head.py), when the federation names its classes. Their bounds hold for any honest
+    projection], head.calibration.global [2], head.residual.global [classes, projection + 1]: the class head's
+    statistics as means over a site's images, its calibration and its discriminative residual (rows and biases,
+    client/model/head.py), when the federation names its classes. The statistics' bounds hold for any honest
     site: fractions, and means of unit vectors.
     """
     if cfg.vision != Placement.NONE and cfg.vision_depth > dims.vision_layers:
@@ -198,6 +215,8 @@ def global_spec(dims: BackboneDims, cfg: PromptConfig) -> list[TensorSpec]:
         specs.append(TensorSpec(head_key("sums"), (classes, width), bounds=(-1.0, 1.0)))
         specs.append(TensorSpec(head_key("moment"), (width, width), bounds=(-1.0, 1.0)))
         specs.append(TensorSpec(head_key("calibration"), (2,), bounds=LOG_TEMPERATURE_RANGE))
+        if cfg.residual:
+            specs.append(TensorSpec(head_key("residual"), (classes, width + 1), bounds=RESIDUAL_RANGE))
     if cfg.vision.has_global:
         specs.append(TensorSpec("vision.global", (cfg.vision_depth, cfg.vision_tokens, dims.vision_hidden)))
         specs.append(TensorSpec("vision.gate.global", (cfg.vision_depth, dims.vision_heads)))

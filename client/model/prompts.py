@@ -123,7 +123,8 @@ class PFedDCModel(nn.Module):
 
         self.head: ClassHead | None = None
         if cfg.head != Placement.NONE:
-            self.head = ClassHead(len(self.classnames), dims.projection, cfg.shared_classes, cfg.head.has_local)
+            self.head = ClassHead(len(self.classnames), dims.projection, cfg.shared_classes, cfg.head.has_local,
+                                  cfg.residual)
 
         self.vision: PromptLearner | None = None
         if cfg.vision != Placement.NONE:

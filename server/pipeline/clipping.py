@@ -8,6 +8,10 @@ clipped to `factor x s_k`, where s_k is the round's robust scale of that tensor'
     s_k = median_i ||change_i,k||                         (a minority cannot move a median)
     s_k = min(s_k, HISTORY_GROWTH x s_k of the previous committed round)   when that is known and > 0
 
+Tensors whose rows are the federation's classes (`CLASS_ROW_TENSORS` in common/spec.py: the class head's
+residual) are bounded row by row, each row with its own s_k: a whole-tensor bound would let one site spend all
+of it on one class, about sqrt(classes) times an honest site's move of that row.
+
 The history term covers rounds of one or two updates, where a median is no defence (of two norms it is
 their mean); it lets an honest scale double per round, which honest training never needs to exceed.
 A site of weight w among W then moves tensor k by at most (w / W) x factor x s_k per round.
@@ -49,13 +53,40 @@ def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str,
     return scale
 
 
+def row_unit(tensor: str, row: int) -> str:
+    """The name under which one class row of a row-bounded tensor keeps its scale (the next round's history)."""
+    return f"{tensor}[{row}]"
+
+
+def _norms(changes: Changes, exempt: frozenset[str], rows: frozenset[str]) -> dict[str, dict[str, float]]:
+    """client -> unit -> L2 norm of its change, a unit being a tensor, or one row of a tensor in `rows`."""
+    out: dict[str, dict[str, float]] = {}
+    for client, per_client in changes.items():
+        norms = out[client] = {}
+        for k, d in per_client.items():
+            if k in exempt:
+                continue
+            if k in rows:
+                row_norms = np.sqrt(np.square(np.asarray(d, np.float64)).sum(axis=tuple(range(1, np.ndim(d)))))
+                norms.update({row_unit(k, i): float(n) for i, n in enumerate(row_norms)})
+            else:
+                norms[k] = l2(d)
+    return out
+
+
 def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, float],
-                    exempt: frozenset[str] = frozenset()) -> tuple[Changes, TensorClip]:
-    """Each change of each tensor but the `exempt` ones scaled to L2 norm <= factor x s_k; the inputs are not
-    modified."""
-    norms = {c: {k: l2(d) for k, d in per_client.items() if k not in exempt} for c, per_client in changes.items()}
+                    exempt: frozenset[str] = frozenset(), rows: frozenset[str] = frozenset()
+                    ) -> tuple[Changes, TensorClip]:
+    """Each change of each tensor but the `exempt` ones scaled to L2 norm <= factor x s_k; each row of a tensor in
+    `rows` (class rows) on its own, with its own s_k, so a site's bound on the tensor cannot all go to one class.
+    The inputs are not modified. The reported bound of a row-bounded tensor is its largest row's."""
+    norms = _norms(changes, exempt, rows)
     scale = round_scale(norms, previous)
-    bounds = {k: factor * s for k, s in scale.items()}
+    unit_bounds = {k: factor * s for k, s in scale.items()}
+    bounds: dict[str, float] = {}
+    for unit, bound in unit_bounds.items():
+        tensor = unit.rsplit("[", 1)[0] if unit.endswith("]") and unit.rsplit("[", 1)[0] in rows else unit
+        bounds[tensor] = max(bounds.get(tensor, 0.0), bound)
     out: Changes = {}
     clipped: dict[str, list[str]] = {k: [] for k in bounds}
     for client, per_client in sorted(changes.items()):
@@ -64,10 +95,19 @@ def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, floa
             if k in exempt:
                 out[client][k] = d
                 continue
-            n = norms[client][k]
-            bound = bounds[k]
-            if n > bound:
-                clipped[k].append(client)
-                d = d * np.asarray(bound / n if n > 0 else 0.0, d.dtype)
+            if k in rows:
+                row_norms = np.array([norms[client][row_unit(k, i)] for i in range(len(d))])
+                row_bounds = np.array([unit_bounds[row_unit(k, i)] for i in range(len(d))])
+                over = row_norms > row_bounds
+                if over.any():
+                    clipped[k].append(client)
+                    factors = np.where(over, row_bounds / np.where(row_norms > 0, row_norms, 1.0), 1.0).astype(d.dtype)
+                    d = d * factors.reshape((-1,) + (1,) * (np.ndim(d) - 1))
+            else:
+                n = norms[client][k]
+                bound = unit_bounds[k]
+                if n > bound:
+                    clipped[k].append(client)
+                    d = d * np.asarray(bound / n if n > 0 else 0.0, d.dtype)
             out[client][k] = d
     return out, TensorClip(bounds, scale, {k: tuple(v) for k, v in clipped.items() if v})

@@ -20,6 +20,7 @@ import numpy as np
 
 from ...common import serde
 from ...common.clip import clip_l2
+from ...common.spec import CLASS_ROW_TENSORS
 from . import statistics
 from .aggregate import Aggregator
 from .clipping import Changes, TensorClip, clip_per_tensor
@@ -120,7 +121,8 @@ def bound(step: Step, rules: Rules) -> Step:
     raw = step.changes
     tensor_clip = None
     if rules.adaptive is not None and rules.dp is None:  # the class statistics are bounded by their structure
-        raw, tensor_clip = clip_per_tensor(raw, rules.adaptive, rules.previous_scale, exempt=STRUCTURED)
+        raw, tensor_clip = clip_per_tensor(raw, rules.adaptive, rules.previous_scale, exempt=STRUCTURED,
+                                           rows=CLASS_ROW_TENSORS)
     changes = {}
     clipped = []
     largest = 0.0

@@ -45,7 +45,9 @@ def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str,
         raise Refused(Code.INVALID_ARGUMENT, f"num_examples must be > 0, got {num_examples}")
     diff = spec_difference(spec, their_spec)
     if diff:
-        raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff}")
+        raise Refused(Code.FAILED_PRECONDITION, f"model spec differs from the federation's: {diff} (the same "
+                                                "model and flags, and the same pfeddc version on the coordinator "
+                                                "and every site: upgrade whichever is older)")
     if config.secure_aggregation and CAPABILITY not in capabilities:
         raise Refused(Code.FAILED_PRECONDITION, "this federation runs secure aggregation (the coordinator sees only "
                                                 "the sum of the sites' changes) and this client does not support it: "

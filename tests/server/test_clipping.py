@@ -100,3 +100,59 @@ def test_federation_records_per_tensor_clipping_and_carries_the_scale_through_a_
     assert restored is not None and restored.change_scale.keys() == {"text", "vision"}
     assert restored.change_scale["text"] == pytest.approx(line["clip_bounds"]["text"] / 2.0, rel=1e-5)
     assert fed._state.change_scale == restored.change_scale  # the next round is capped by it without a restart
+
+
+def test_one_site_cannot_spend_a_class_row_tensors_bound_on_one_class() -> None:
+    """The residual's rows are classes: each row is bounded on its own, so an attacker who puts its whole change
+    into one class moves that row at most a few times an honest round, where a whole-tensor bound allows
+    ~sqrt(classes) times more; the other rows and sites are left alone."""
+    rows, width = 64, 33
+    name = "head.residual.global"
+    rng = np.random.default_rng(3)
+
+    def honest_change() -> dict[str, np.ndarray]:
+        return {name: rng.normal(0, 0.01, (rows, width)).astype(np.float32)}
+
+    def attack(budget: float) -> dict[str, np.ndarray]:
+        d = np.zeros((rows, width), np.float32)
+        d[7] = budget / np.sqrt(width)
+        return {name: d}
+
+    honest_sites = {f"h{i}": honest_change() for i in range(4)}
+    budget = l2(honest_sites["h0"][name]) * 2.0  # all of a whole-tensor bound, on one row
+    changes = {**honest_sites, "evil": attack(budget)}
+    whole, _ = clip_per_tensor(changes, 2.0, {})
+    per_row, clip = clip_per_tensor(changes, 2.0, {}, rows=frozenset({name}))
+    honest_row = max(l2(d[name][7]) for d in honest_sites.values())
+    assert l2(whole["evil"][name][7]) / honest_row > 8.0  # what a whole-tensor bound lets through
+    assert l2(per_row["evil"][name][7]) / honest_row <= 2.0 + 1e-6
+    assert clip.clipped[name] == ("evil",) and f"{name}[7]" in clip.scale
+    for site, d in honest_sites.items():
+        np.testing.assert_array_equal(per_row[site][name], d[name])
+
+
+def test_row_bounds_carry_each_rows_history() -> None:
+    """With two updates the previous round's scale of each row bounds it (a median of two is no defence)."""
+    name = "r"
+    changes = {"h": {name: np.full((3, 4), 0.01, np.float32)}, "evil": {name: np.full((3, 4), 5.0, np.float32)}}
+    previous = {f"{name}[{i}]": 0.02 for i in range(3)}
+    out, clip = clip_per_tensor(changes, 2.0, previous, rows=frozenset({name}))
+    assert np.sqrt(np.square(out["evil"][name]).sum(1)).max() <= 2.0 * HISTORY_GROWTH * 0.02 + 1e-6
+    assert clip.bounds[name] == pytest.approx(2.0 * HISTORY_GROWTH * 0.02)
+
+
+def test_the_round_bounds_the_class_heads_residual_row_by_row() -> None:
+    """Through the round's stages (combine): an attacker pushing one residual row as far as the values allow moves
+    it at most 3x an honest round's move of that row."""
+    name = "head.residual.global"
+    base = {name: np.zeros((16, 65), np.float32)}
+    rng = np.random.default_rng(4)
+    honest_sites = {f"h{i}": ({name: rng.normal(0, 0.01, (16, 65)).astype(np.float32)}, 10.0) for i in range(4)}
+    hostile = np.zeros((16, 65), np.float32)
+    hostile[3] = -100.0
+    honest_round = combine(base, {**honest_sites, "h4": ({name: rng.normal(0, 0.01, (16, 65)).astype(np.float32)},
+                                                         10.0)}, Rules(fedavg, clip_norm=10.0, adaptive=2.0))
+    attacked = combine(base, {**honest_sites, "evil": ({name: hostile}, 10.0)}, Rules(fedavg, clip_norm=10.0,
+                                                                                      adaptive=2.0))
+    assert l2(attacked.tensors[name][3]) / l2(honest_round.tensors[name][3]) <= 3.0
+    assert attacked.tensor_clip is not None and attacked.tensor_clip.clipped[name] == ("evil",)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -81,7 +83,7 @@ def test_calibration_cools_an_overconfident_discriminant() -> None:
     site's fitted temperature cools it, is used at once and is what it sends."""
     tight_x, tight_y = gaussian_classes(600, spread=0.1)
     head = ClassHead(3, 16, shared=True, personal=False)
-    stats = {**site_statistics(tight_x, tight_y, 3), "calibration": torch.zeros(2)}
+    stats = {**site_statistics(tight_x, tight_y, 3), "calibration": torch.zeros(2), "residual": torch.zeros(3, 17)}
     head.load_statistics({f"head.{k}.global": v for k, v in stats.items()})
     x, y = gaussian_classes(200, spread=0.5, seed=2)
     hot = float(F.cross_entropy(head(x, torch.zeros(200, 3)), y))
@@ -96,7 +98,8 @@ def test_site_prior_moves_predictions_toward_the_sites_own_classes() -> None:
     pooled_x, pooled_y = gaussian_classes(600, spread=0.6)  # overlapping classes: the prior matters
     shared = site_statistics(pooled_x, pooled_y, 3)
     head = ClassHead(3, 16, shared=True, personal=True)
-    head.load_statistics({f"head.{k}.global": v for k, v in {**shared, "calibration": torch.zeros(2)}.items()})
+    head.load_statistics({f"head.{k}.global": v for k, v in {**shared, "calibration": torch.zeros(2),
+                                                             "residual": torch.zeros(3, 17)}.items()})
     site_x, site_y = gaussian_classes(200, spread=0.6, seed=4, prior=[0.9, 0.05, 0.05])
     before = float((head(site_x, torch.zeros(200, 3)).argmax(1) == site_y).float().mean())
     head.site_counts.copy_(torch.bincount(site_y, minlength=3).float())
@@ -116,14 +119,74 @@ def test_personal_probe_is_pulled_toward_the_shared_model() -> None:
     assert float(head.rows.detach().abs().sum()) == 0.0
 
 
+def shared_head(x: torch.Tensor, y: torch.Tensor, classes: int = 3) -> ClassHead:
+    """A head holding the federation's statistics of (x, y)."""
+    head = ClassHead(classes, x.shape[1], shared=True, personal=False)
+    stats = {**site_statistics(x, y, classes), "calibration": torch.zeros(2), "residual": torch.zeros(classes,
+                                                                                                     x.shape[1] + 1)}
+    head.load_statistics({f"head.{k}.global": v for k, v in stats.items()})
+    return head
+
+
+def test_the_shared_residual_waits_for_the_federations_discriminant() -> None:
+    """In a shared head's first round the discriminant is the site's own: no residual is fitted against it."""
+    x, y = gaussian_classes(120, spread=0.5)
+    head = ClassHead(3, 16, shared=True, personal=False)
+    head.observe(x, y)
+    head.fit_residual(x, y, torch.zeros(120, 3))
+    assert float(head.own["residual"].abs().sum()) == 0.0
+    head.load_statistics({f"head.{k}.global": v for k, v in head.own.items()})  # round 2: the federation's
+    head.observe(x, y)
+    head.fit_residual(x, y, torch.zeros(120, 3))
+    assert float(head.own["residual"].abs().sum()) > 0.0
+
+
+def test_the_shared_residual_learns_what_the_discriminant_misses() -> None:
+    """Classes of very different spreads break the discriminant's one shared covariance; the residual's steps
+    lower the cross-entropy on the site's images and on held-out ones, are used at once and are what it sends."""
+    def unequal(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = gaussian_classes(n, spread=0.05, seed=seed)
+        wide, wide_y = gaussian_classes(n, spread=0.9, seed=seed + 50)
+        keep = wide_y == 2
+        return torch.cat([x[y != 2], wide[keep]]), torch.cat([y[y != 2], wide_y[keep]])
+
+    x, y = unequal(300, 0)
+    head = shared_head(x, y)
+    head.observe(x, y)
+    held_out, held_y = unequal(600, 7)
+    zeros = torch.zeros(len(x), 3)
+    before = (float(F.cross_entropy(head(x, zeros), y)),
+              float(F.cross_entropy(head(held_out, torch.zeros(len(held_out), 3)), held_y)))
+    head.fit_residual(x, y, zeros)
+    after = (float(F.cross_entropy(head(x, zeros), y)),
+             float(F.cross_entropy(head(held_out, torch.zeros(len(held_out), 3)), held_y)))
+    assert after[0] < 0.9 * before[0] and after[1] < before[1]
+    torch.testing.assert_close(head.own["residual"], head.received["residual"])
+
+
+def test_the_shared_residual_does_not_learn_a_sites_label_mix() -> None:
+    """A site holding mostly one class trains the shared rows with its own prior in place of the federation's: its
+    biases do not tilt toward its class (the federation's prior already holds every site's)."""
+    pooled_x, pooled_y = gaussian_classes(600, spread=0.3)
+    head = shared_head(pooled_x, pooled_y)
+    x, y = gaussian_classes(300, spread=0.3, seed=3, prior=[0.9, 0.05, 0.05])
+    head.observe(x, y)
+    head.fit_residual(x, y, torch.zeros(300, 3))
+    bias = head.own["residual"][:, -1]
+    tilt = float(bias[0] - bias[1:].mean())
+    assert abs(tilt) < 0.3 * math.log(0.9 / 0.05)  # the prior's own log ratio, had it learned the mix
+
+
 def test_model_spec_shares_statistics_only_with_a_class_list(tiny_backbone: Backbone) -> None:
     shared = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(classes=tuple(CLASSES)))
     width = tiny_backbone.dims.projection
     assert {s.name: s.shape for s in shared.spec} == {
         "head.calibration.global": (2,), "head.counts.global": (3,), "head.moment.global": (width, width),
-        "head.sums.global": (3, width)}
+        "head.residual.global": (3, width + 1), "head.sums.global": (3, width)}
     alone = PFedDCModel(tiny_backbone, CLASSES, PromptConfig())
     assert alone.spec == [] and "head.sums.local" in alone.local_state()
+    ablated = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-noresidual", classes=tuple(CLASSES)))
+    assert {s.name for s in ablated.spec} == {s.name for s in shared.spec} - {"head.residual.global"}
 
 
 def test_a_new_site_gets_the_federations_head_from_the_global_state(tiny_backbone: Backbone) -> None:
