@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..common.clip import clip_l2, l2
+from ..common.clip import clip_l2, clip_rows, l2, row_bound
 from ..common.logs import Event, get_logger
 from ..common.messages import Metrics
 from ..common.secagg.exchange import (
@@ -36,7 +36,7 @@ from ..common.secagg.exchange import (
 from ..common.secagg.identity import Identity, Verifier
 from ..common.secagg.noise import add_noise_share
 from ..common.secagg.protocol import ChecksPassed, KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
-from ..common.spec import TensorSpec
+from ..common.spec import CLASS_ROW_TENSORS, TensorSpec
 from .connection import Backoff, Connection
 from .secagg_site import SecAggSite
 
@@ -88,6 +88,8 @@ def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarra
     change = {s.name: np.asarray(update[s.name], np.float64) - np.asarray(base[s.name], np.float64) for s in spec}
     for name, bound in clips.items():
         change[name] = clip_l2({name: change[name]}, bound)[0][name]
+        if name in CLASS_ROW_TENSORS:  # no site's whole bound on one class (common/clip.py)
+            change[name] = clip_rows(change[name], row_bound(bound, len(change[name])))
     whole = clip_l2({"change": flatten(change, spec)}, settings.clip_norm)[0]["change"]
     return add_noise_share(whole, settings.noise_std, settings.clip_norm, rng) if settings.noise_std > 0 else whole
 

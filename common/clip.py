@@ -7,14 +7,32 @@ weight share times `max_norm`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
+
+# A tensor whose rows are classes (common/spec.py's CLASS_ROW_TENSORS), in a secure round: each row's change is
+# clipped to ROW_SHARE x its tensor's bound / sqrt(rows), a few times an even share, so no site can spend its whole
+# bound on one class (the coordinator, which cannot see one site's rows, holds the unmasked sum to the same).
+ROW_SHARE = 3.0
 
 
 def l2(array: np.ndarray) -> float:
     # np.square + sum, not np.dot: BLAS may hand a 20k-element dot to its threads, 100x slower on a busy box
     return float(np.sqrt(np.square(array, dtype=np.float64).sum()))
+
+
+def row_bound(bound: float, rows: int) -> float:
+    """The bound on each row's change of a class-row tensor whose whole change is bounded by `bound`."""
+    return ROW_SHARE * bound / math.sqrt(max(rows, 1))
+
+
+def clip_rows(change: np.ndarray, bound: float) -> np.ndarray:
+    """`change` [rows, ...] with each row scaled down to L2 norm <= bound (the input is not modified)."""
+    norms = np.sqrt(np.square(change, dtype=np.float64).reshape(len(change), -1).sum(axis=1))
+    factors = np.where(norms > bound, bound / np.where(norms > 0, norms, 1.0), 1.0)
+    return change * factors.reshape((-1,) + (1,) * (change.ndim - 1)).astype(change.dtype)
 
 
 def clip_l2(change: Mapping[str, np.ndarray], max_norm: float | None) -> tuple[dict[str, np.ndarray], float]:

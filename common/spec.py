@@ -176,6 +176,11 @@ def head_key(statistic: str, part: str = "global") -> str:
 # Shared tensors whose rows are the federation's classes: the coordinator bounds each row's change on its own
 # (server/pipeline/clipping.py), so no site can spend a whole tensor's bound on one class.
 CLASS_ROW_TENSORS = frozenset({head_key("residual")})
+
+
+def class_rows(spec: list[TensorSpec]) -> dict[str, int]:
+    """The class-row tensors of `spec` and their numbers of rows."""
+    return {s.name: s.shape[0] for s in spec if s.name in CLASS_ROW_TENSORS}
 # Shared tensors a later pfeddc added to a spec, each starting at zero: a checkpoint made before them resumes
 # with them at zero (server/ops/checkpoint.py); a client without them is refused at Join, told to upgrade.
 ADDED_TENSORS = frozenset({head_key("residual")})

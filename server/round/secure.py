@@ -50,7 +50,7 @@ from ...common.secagg.protocol import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from ...common.spec import TensorSpec
+from ...common.spec import TensorSpec, class_rows
 from ..pipeline.statistics import STRUCTURED
 from ..pipeline.updates import check_metrics
 from .config import FederationConfig
@@ -70,7 +70,7 @@ def open_run(config: FederationConfig, round_: int, attempt: int, sampled: list[
     plan = settings(config, attempt, sampled, counts, vector_length(spec), clipped)
     parts = {k: v for k, v in segments(spec).items() if k in clipped}
     return SecureRun(round_, plan, deadline, config.secagg_stage_timeout_s, log, config.signing_ca,
-                     SumBounds(config.adaptive_clip, config.update_clip_norm, dict(previous_scale), parts))
+                     SumBounds(config.adaptive_clip, config.update_clip_norm, previous_scale, parts, class_rows(spec)))
 
 
 def settings(config: FederationConfig, attempt: int, sampled: list[str], counts: Mapping[str, int], length: int,

@@ -14,7 +14,10 @@ the longest its survivors could send honestly, and a longer part is scaled down 
   announced sites' reports (never above twice the previous committed round's; no bound above the whole-change
   clip), and each site clips its change of tensor k to bound_k. The sum's part k is then at most
   sum_i w_i bound_k, so whatever one site masks, the committed change of tensor k is at most bound_k: `factor`
-  times a typical site's change of it.
+  times a typical site's change of it;
+- each row of a class-row tensor (CLASS_ROW_TENSORS: the class head's residual): each site clips it to
+  common/clip.py's row_bound(bound_k, rows), a few times an even share of bound_k (per-row norms are never
+  asked for: they would tell which classes a site holds), and the sum's row to the survivors' weighted total.
 
 One site lying in its report moves the median no further than the honest reports reach (a secure round has at
 least 3 sites). What the reports show the coordinator in the clear: one norm per bounded tensor per site and
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...common.clip import row_bound
 from ...common.messages import Code, Refused
 from ..pipeline.clipping import round_scale
 
@@ -39,11 +43,15 @@ class SumBounds:
     ceiling: float = math.inf  # no bound above the whole-change clip (every site clips its whole change to it)
     previous: Mapping[str, float] = field(default_factory=dict)  # the previous committed round's scale per tensor
     parts: Mapping[str, slice] = field(default_factory=dict)  # each bounded tensor's slice of the vector
+    rows: Mapping[str, int] = field(default_factory=dict)  # class-row tensor -> its rows (each bounded on its own)
     reports: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> its change norm per tensor
     clips: dict[str, float] = field(default_factory=dict)  # tensor -> bound_k, once the keys stage closed
     scale: dict[str, float] = field(default_factory=dict)  # tensor -> s_k (the next round's history term)
     clipped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # tensor -> sites whose report exceeded it
     excess: dict[str, float] = field(default_factory=dict)  # part ("" the whole) -> its norm over its bound, > 1
+
+    def __post_init__(self) -> None:
+        self.previous = dict(self.previous)  # the committed round's scale as this attempt opened
 
     def check(self, norms: Mapping[str, float]) -> dict[str, float]:
         """A site's change norms, sent with its keys: exactly one finite norm >= 0 per bounded tensor (none when
@@ -82,6 +90,13 @@ class SumBounds:
         for name, part in self.parts.items():
             if name in self.clips:
                 self._scale(out, part, weight * self.clips[name] + slack * math.sqrt(part.stop - part.start), name)
+            if name in self.clips and name in self.rows:  # each class row, to what its survivors could send
+                rows = self.rows[name]
+                width = (part.stop - part.start) // rows
+                bound = weight * row_bound(self.clips[name], rows) + slack * math.sqrt(width)
+                for i in range(rows):
+                    self._scale(out, slice(part.start + i * width, part.start + (i + 1) * width), bound,
+                                f"{name}[{i}]")
         self._scale(out, slice(0, out.size), whole_clips + slack * math.sqrt(out.size), "")
         return out
 

@@ -11,10 +11,11 @@ import pytest
 
 from pfeddc.client.secure import Abandoned, change_norms, change_vector
 from pfeddc.common import wire_secure
+from pfeddc.common.clip import row_bound
 from pfeddc.common.messages import Code, Refused
 from pfeddc.common.secagg.exchange import SecureAnswer, SecureSettings, SecureStep, Status, flatten, segments
 from pfeddc.common.secagg.field import FieldParams
-from pfeddc.common.spec import TensorSpec
+from pfeddc.common.spec import TensorSpec, class_rows
 from pfeddc.server.round.secure_bounds import SumBounds
 
 SPEC = [TensorSpec("a", (4,), "float32"), TensorSpec("b", (2, 3), "float32"), TensorSpec("stats", (5,), "float32")]
@@ -125,3 +126,31 @@ def test_norms_and_bounds_cross_the_wire() -> None:
     out = wire_secure.pb.SecureRound()
     wire_secure.settings_to_proto(settings(), out)
     assert wire_secure.settings_from_proto(out) == settings()
+
+
+def test_a_class_row_tensor_is_bounded_row_by_row_on_the_site_and_in_the_sum() -> None:
+    """The residual's rows are classes: a site clips each row to a few times an even share of the tensor's bound,
+    so its whole bound cannot go to one class; the coordinator holds each row of the unmasked sum to what its
+    survivors could send. Per-row norms are never reported (they would tell which classes a site holds)."""
+    rows, width = 16, 5
+    spec = [TensorSpec("head.residual.global", (rows, width), "float32")]
+    parts = segments(spec)
+    site = SecureSettings("run", 0, ("s1", "s2", "s3"), 2, 15, FieldParams(10.0, 3, 62), 1.0, 10.0, 0.0,
+                          ("head.residual.global",))
+    base = {"head.residual.global": np.zeros((rows, width), np.float32)}
+    hostile = np.zeros((rows, width), np.float32)
+    hostile[3] = 1.0  # its whole change on one class
+    bound = 1.0
+    vector = change_vector(base, {"head.residual.global": hostile}, spec, site, {"head.residual.global": bound})
+    one_row = np.linalg.norm(vector[parts["head.residual.global"]].reshape(rows, width)[3])
+    assert one_row == pytest.approx(row_bound(bound, rows)) and one_row < bound / 1.3  # 3 / sqrt(16) of it
+    honest = np.full((rows, width), 0.5 / np.sqrt(rows * width), np.float32)  # spread over the classes
+    kept = change_vector(base, {"head.residual.global": honest}, spec, site, {"head.residual.global": bound})
+    np.testing.assert_allclose(kept, honest.reshape(-1), rtol=1e-6)
+    sums = SumBounds(factor=2.0, parts=parts, rows=class_rows(spec))
+    sums.clips = {"head.residual.global": bound}
+    masked = np.zeros(rows * width)
+    masked[3 * width:4 * width] = 50.0  # a site that masked values far outside its range, on one row
+    held = sums.hold(masked + np.tile(honest.reshape(-1), 1), [1.0, 1.0, 1.0], 30.0, 0.0)
+    assert np.linalg.norm(held.reshape(rows, width)[3]) <= 3 * row_bound(bound, rows) + 1e-9
+    assert set(sums.excess) == {"head.residual.global", "head.residual.global[3]"}  # no honest row touched
