@@ -15,10 +15,13 @@ classes and lie opposite their current shared mean (unit vectors, as every image
   poison:<c>    site 5 claims class c (one run for the class held most evenly by the honest sites, one for the
                 class most concentrated at one honest site)
   poison:all    site 5 claims every class, equally
+  rows:<c>      site 5 sends the global statistics back and, on the shared residual (head.residual), pushes the
+                rows of the same classes as far down as the values allowed (every coordinate -100 along the
+                class's mean, bias -100): each row's change bounded on its own (server/pipeline/clipping.py)
 Reported: site 5's influence on an attacked class's shared mean, ||mean(run) - mean(null)||, over the largest
 honest site's influence on it, max over sites s of ||mean(honest) - mean(null:s)|| (site 5 honest among them),
-the worst ratio over the attacked classes; the honest sites' final personalized accuracy against the honest and
-the null runs.
+the worst ratio over the attacked classes (the same for the class counts and the residual rows); the honest
+sites' final personalized accuracy against the honest and the null runs.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COUNTS = "head.counts.global"
 SUMS = "head.sums.global"
 MOMENT = "head.moment.global"
+RESIDUAL = "head.residual.global"
 
 
 def class_means(global_: dict[str, np.ndarray]) -> np.ndarray:
@@ -78,6 +82,22 @@ def poison(classes: list[int]) -> Attack:
     return attack
 
 
+def push_rows(classes: list[int]) -> Attack:
+    """The global statistics unchanged; the residual rows of `classes` moved as far as the values allow against
+    each class's shared mean (its own images' logits pushed down), their biases at the floor."""
+    def attack(_round: int, global_: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        residual = global_[RESIDUAL].astype(np.float64).copy()
+        means = class_means(global_)
+        for c in classes:
+            length = float(np.linalg.norm(means[c]))
+            away = -means[c] / length if length > 1e-6 else np.random.default_rng(c).normal(size=means.shape[1])
+            residual[c, :-1] = np.clip(residual[c, :-1] + 100.0 * np.sign(away), -100.0, 100.0)
+            residual[c, -1] = -100.0
+        return {**global_, RESIDUAL: residual.astype(np.float32)}
+
+    return attack
+
+
 def held(clients: dict[str, ClientSplit], n_classes: int) -> np.ndarray:
     """[honest site, class] training images."""
     return np.stack([np.bincount(split.train.labels.numpy(), minlength=n_classes)
@@ -91,7 +111,7 @@ def targets(clients: dict[str, ClientSplit], n_classes: int) -> dict[str, list[i
             "all": list(range(n_classes))}
 
 
-def run(name: str, rounds: int, seed: int) -> dict[str, Any]:
+def run(name: str, rounds: int, seed: int, method: str = "pfeddc") -> dict[str, Any]:
     backbone = load_backbone("embedded")
     classnames, clients, _ = prepare(SETTING, seed, backbone)
     aims = targets(clients, len(classnames))
@@ -100,12 +120,15 @@ def run(name: str, rounds: int, seed: int) -> dict[str, Any]:
         attackers = {name.split(":", 1)[1] if ":" in name else ATTACKER: lambda _round, global_: dict(global_)}
     elif name.startswith("poison:"):
         attackers = {ATTACKER: poison(aims[name.split(":", 1)[1]])}
+    elif name.startswith("rows:"):
+        attackers = {ATTACKER: push_rows(aims[name.split(":", 1)[1]])}
     final = FinalGlobal()
-    result = run_federation(backbone, classnames, clients, "pfeddc", TrainSettings(), rounds, seed,
+    result = run_federation(backbone, classnames, clients, method, TrainSettings(), rounds, seed,
                             attackers=attackers, observer=final)
     return {"run": name, "seed": seed, "rounds": rounds, "accuracy": result.final, "targets": aims,
             "held": held(clients, len(classnames)).tolist(), "means": class_means(final.tensors).tolist(),
             "counts": final.tensors[COUNTS].astype(float).tolist(),
+            "residual": final.tensors[RESIDUAL].astype(float).tolist() if RESIDUAL in final.tensors else None,
             "wall_s": result.wall_s, "failures": result.failures}
 
 
@@ -142,11 +165,18 @@ def report(records: list[dict[str, Any]]) -> str:
         c_honest, c_null = np.array(honest["counts"]), np.array(null["counts"])
         c_nulls = [np.array(r["counts"]) for n, r in by.items() if n == "null" or n.startswith("null:")]
         honest_count_influence = np.max([np.abs(c_honest - c) for c in c_nulls], axis=0)
+    rowed = all(r.get("residual") is not None for r in by.values())
+    if rowed:
+        r_honest, r_null = np.array(honest["residual"]), np.array(null["residual"])
+        honest_row_influence = np.max([np.linalg.norm(r_honest - np.array(r["residual"]), axis=1)
+                                       for n, r in by.items() if n == "null" or n.startswith("null:")], axis=0)
     lines = ["| site 5 | attacked classes (honest holders' images) | its influence on their means (x the largest "
-             "honest site's), worst class | on their counts (x the largest honest site's), worst class | honest "
-             "sites' accuracy | vs honest run | vs null run |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for name in ("honest", "null", "poison:even", "poison:concentrated", "poison:all"):
+             "honest site's), worst class | on their counts (x the largest honest site's), worst class | on their "
+             "residual rows (x the largest honest site's), worst class | honest sites' accuracy | vs honest run | "
+             "vs null run |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name in ("honest", "null", "poison:even", "poison:concentrated", "poison:all", "rows:even",
+                 "rows:concentrated", "rows:all"):
         r = by.get(name)
         if r is None:
             continue
@@ -165,8 +195,16 @@ def report(records: list[dict[str, Any]]) -> str:
             c_ratios = {c: abs(c_mine[c] - c_null[c]) / max(honest_count_influence[c], 1e-12) for c in aims}
             c_worst = max(c_ratios, key=lambda c: c_ratios[c])
             counts_cell = f"{abs(c_mine[c_worst] - c_null[c_worst]):.4f} ({c_ratios[c_worst]:.1f}x, class {c_worst})"
+        rows_cell = "-"
+        if rowed:
+            r_mine = np.array(r["residual"])
+            r_ratios = {c: float(np.linalg.norm(r_mine[c] - r_null[c])) / max(honest_row_influence[c], 1e-12)
+                        for c in aims}
+            r_worst = max(r_ratios, key=lambda c: r_ratios[c])
+            rows_cell = (f"{float(np.linalg.norm(r_mine[r_worst] - r_null[r_worst])):.4f} "
+                         f"({r_ratios[r_worst]:.1f}x, class {r_worst})")
         lines.append(f"| {name} | {what} | {moved:.4f} ({ratios[worst]:.1f}x, class {worst}) | {counts_cell} | "
-                     f"{100 * acc:.1f}% | "
+                     f"{rows_cell} | {100 * acc:.1f}% | "
                      f"{100 * (acc - base):+.1f} | {100 * (acc - floor):+.1f} |")
     return "\n".join(lines)
 
@@ -175,17 +213,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", default="honest,null," + ",".join(f"null:client_0{i}" for i in range(4))
-                   + ",poison:even,poison:concentrated,poison:all")
-    p.add_argument("--log", type=Path, default=RESULTS / "attack_head_runs.jsonl")
+    p.add_argument("--method", default="pfeddc", help="pfeddc (the shipped head) or pfeddc-residual (its rows:<c> "
+                   "runs attack the shared residual)")
+    p.add_argument("--runs", default=None, help="comma list (default: every run the method has)")
+    p.add_argument("--log", type=Path, default=None, help="default: results/attack_head_runs.jsonl, "
+                   "results/attack_head_residual_runs.jsonl for pfeddc-residual")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
+    residual = args.method == "pfeddc-residual"
+    args.runs = args.runs or ("honest,null," + ",".join(f"null:client_0{i}" for i in range(4))
+                              + ",poison:even,poison:concentrated,poison:all"
+                              + (",rows:even,rows:concentrated,rows:all" if residual else ""))
+    args.log = args.log or RESULTS / ("attack_head_residual_runs.jsonl" if residual else "attack_head_runs.jsonl")
     torch.set_num_threads(1)
     configure_logging("json", "error")
     wanted = [] if args.report_only else [{"run": name, "seed": args.seed} for name in args.runs.split(",")]
-    records = run_logged(args.log, wanted, lambda w: run(w["run"], args.rounds, args.seed))
+    records = run_logged(args.log, wanted, lambda w: run(w["run"], args.rounds, args.seed, args.method))
     hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, 1 thread"
-    print(f"# One attacker among 5 sites against the class head, {args.rounds} rounds ({hardware})\n\n"
+    print(f"# One attacker among 5 sites against the class head (--method {args.method}), {args.rounds} rounds "
+          f"({hardware})\n\n"
           f"{report(records)}")
     return 0
 

@@ -42,11 +42,12 @@ def cell_figures(records: Records, cell: str) -> dict[str, float]:
            "late_pooled": _mean_of(refs, "late_lr_pooled"),
            "failed": float(sum(len(r["failures"]) for r in pf + _runs(records, cell, "pfeddc-alone"))),
            "seeds": float(len(pf)), "round_s": 0.0,
-           "noresidual": _mean_of(_runs(records, cell, "pfeddc-noresidual"), "final"),
-           "late_noresidual": _late(_runs(records, cell, "pfeddc-noresidual"), "global")}
+           "residual": _mean_of(_runs(records, cell, "pfeddc-residual"), "final"),
+           "late_residual": _late(_runs(records, cell, "pfeddc-residual"), "global"),
+           "pfeddc0": _mean_of([r for r in pf if r["seed"] == 0], "final")}  # beside the residual's seed-0 runs
     seconds = [r["round_seconds"] for r in pf if "round_seconds" in r]
     out["round_s"] = statistics.fmean(seconds) if seconds else math.nan
-    for name in ("pfeddc", "head_ft", "head_global", "pfeddc_global", "noresidual"):
+    for name in ("pfeddc", "head_ft", "head_global", "pfeddc_global", "residual", "pfeddc0"):
         out[f"captured_{name}"] = (100 * (out[name] - alone) / out["headroom"]
                                    if out["headroom"] > 0 else math.nan)
     return out
@@ -63,7 +64,7 @@ def render(records: Records) -> str:
              "| cell (source/sites x shots/alpha) | LR alone | LR pooled | headroom | **pfeddc** | captured | pfeddc "
              "global alone | pfeddc each site alone | FedAvg head: global / fine-tuned | captured (fine-tuned) | "
              "late sites: global alone / 1 round | late sites: pooled LR | failed rounds | site s/round | seeds | "
-             "without the residual: pfeddc / late sites |",
+             "seed 0: pfeddc / pfeddc-residual (late sites) |",
              "|---|" + "---:|" * 15]
     for c in present:
         f = figures[c]
@@ -72,7 +73,8 @@ def render(records: Records) -> str:
             f"{_f(f['captured_pfeddc'])}% | {_f(f['pfeddc_global'])} | {_f(f['pfeddc_alone'])} | "
             f"{_f(f['head_global'])} / {_f(f['head_ft'])} | {_f(f['captured_head_ft'])}% | "
             f"{_f(f['late_global'])} / {_f(f['late_round'])} | {_f(f['late_pooled'])} | {f['failed']:.0f} | "
-            f"{f['round_s']:.2f} | {f['seeds']:.0f} | {_f(f['noresidual'])} / {_f(f['late_noresidual'])} |")
+            f"{f['round_s']:.2f} | {f['seeds']:.0f} | {_f(f['pfeddc0'])} / {_f(f['residual'])} "
+            f"({_f(f['late_residual'])}) |")
     if small:
         lines += ["", "Cells whose source holds too few images of some class (never shrunk): " + ", ".join(small)
                   + "."]
@@ -90,7 +92,7 @@ def summary(figures: dict[str, dict[str, float]]) -> list[str]:
              "alpha 100/1; cells the source can fill)", "",
              "| source, sites | cells | seeds | LR alone | LR pooled | **pfeddc** | pfeddc each site alone | "
              "FedAvg head fine-tuned | captured: pfeddc / FedAvg head | late sites: global alone / pooled LR | "
-             "without the residual: pfeddc (captured) / late sites |",
+             "seed 0, captured: pfeddc / pfeddc-residual |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def mean(fs: list[dict[str, float]], key: str) -> float:
         vals = [f[key] for f in fs if math.isfinite(f[key])]
@@ -102,8 +104,8 @@ def summary(figures: dict[str, dict[str, float]]) -> list[str]:
         lines.append(f"| {name} | {len(fs)} | {'-'.join(map(str, seeds)) if len(seeds) > 1 else seeds[0]} | "
                      f"{_f(m('alone'))} | {_f(m('pooled'))} | **{_f(m('pfeddc'))}** | {_f(m('pfeddc_alone'))} | "
                      f"{_f(m('head_ft'))} | {_f(m('captured_pfeddc'))}% / {_f(m('captured_head_ft'))}% | "
-                     f"{_f(m('late_global'))} / {_f(m('late_pooled'))} | {_f(m('noresidual'))} "
-                     f"({_f(m('captured_noresidual'))}%) / {_f(m('late_noresidual'))} |")
+                     f"{_f(m('late_global'))} / {_f(m('late_pooled'))} | {_f(m('captured_pfeddc0'))}% / "
+                     f"{_f(m('captured_residual'))}% |")
     return lines
 
 
@@ -138,7 +140,7 @@ def goals(figures: dict[str, dict[str, float]]) -> list[str]:
 
 
 def ablation(records: Records) -> list[str]:
-    methods = ["pfeddc", "pfeddc-noresidual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion",
+    methods = ["pfeddc", "pfeddc-residual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion",
                "pfeddc-novision", "pfeddc-notext", "pfeddc-nolocal", "pfeddc-noproto"]
     cells = sorted({r["cell"] for r in records if r["method"] == "pfeddc-prompts" and r["seed"] == 0
                     and not r.get("too_small")}, key=_order)

@@ -56,7 +56,7 @@ class MethodLayout:
     vision: Placement
     fusion: Fusion
     head: Placement = Placement.NONE  # the class head (client/model/head.py): shared statistics, personal part
-    residual: bool = True  # with a class head: its shared residual (head.residual), trained by FedAvg
+    residual: bool = False  # with a class head: its shared residual (head.residual), trained by FedAvg
 
     @property
     def shares(self) -> bool:
@@ -67,6 +67,9 @@ class MethodLayout:
 METHODS: dict[str, MethodLayout] = {
     # shipped: the class head alone (federated statistics + each site's correction); docs/method.md says why
     "pfeddc": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL),
+    # the class head plus a shared residual trained by FedAvg: opt-in (helps many-class near-IID federations, costs
+    # under strong label skew: docs/method.md)
+    "pfeddc-residual": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL, residual=True),
     # the paper's dual prompts in both modalities with cross-attention fusion, on top of the class head
     "pfeddc-prompts": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION, Placement.DUAL),
     "promptfl": MethodLayout(Placement.GLOBAL, Placement.NONE, Fusion.SUM),
@@ -75,7 +78,6 @@ METHODS: dict[str, MethodLayout] = {
     "zeroshot": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM),
     # ablations, one part removed each: of the shipped head, then of pfeddc-prompts
     "pfeddc-nopersonal": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.GLOBAL),
-    "pfeddc-noresidual": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL, residual=False),
     "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM, Placement.DUAL),
     "pfeddc-novision": MethodLayout(Placement.DUAL, Placement.NONE, Fusion.ATTENTION, Placement.DUAL),
     "pfeddc-notext": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION, Placement.DUAL),
@@ -181,9 +183,6 @@ CLASS_ROW_TENSORS = frozenset({head_key("residual")})
 def class_rows(spec: list[TensorSpec]) -> dict[str, int]:
     """The class-row tensors of `spec` and their numbers of rows."""
     return {s.name: s.shape[0] for s in spec if s.name in CLASS_ROW_TENSORS}
-# Shared tensors a later pfeddc added to a spec, each starting at zero: a checkpoint made before them resumes
-# with them at zero (server/ops/checkpoint.py); a client without them is refused at Join, told to upgrade.
-ADDED_TENSORS = frozenset({head_key("residual")})
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ class ClassHead(nn.Module):
 
     site_counts: torch.Tensor
 
-    def __init__(self, classes: int, width: int, shared: bool, personal: bool, residual: bool = True) -> None:
+    def __init__(self, classes: int, width: int, shared: bool, personal: bool, residual: bool = False) -> None:
         super().__init__()
         self.classes = classes
         self.width = width

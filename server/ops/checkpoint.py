@@ -20,7 +20,7 @@ import numpy as np
 
 from ...common import serde
 from ...common.logs import Event, get_logger
-from ...common.spec import ADDED_TENSORS, TensorSpec, spec_difference
+from ...common.spec import TensorSpec, spec_difference
 from ..pipeline.privacy import PrivacyLedger
 from ..round.state import ClientRecord, FederationState
 from .history import ROUNDS_FILE, HistoryError, RoundsLog
@@ -133,12 +133,6 @@ class Checkpoint:
         if expected_sha is not None and encoded.sha256 != expected_sha:
             raise CheckpointError(f"checkpoint {self.path} fails its checksum: its tensors changed after it was "
                                   "written (disk or copy damage). Restore it from a backup")
-        added = [s for s in spec if s.name in ADDED_TENSORS and s.name not in tensors]
-        if added:  # made by an older pfeddc: the tensors it lacks start at zero, as in a new federation
-            tensors = {**tensors, **{s.name: np.zeros(s.shape, np.float32) for s in added}}
-            encoded = serde.Encoded.of(tensors)
-            log.warning(Event.HISTORY_REPAIRED, path=str(self.path), added=[s.name for s in added],
-                        reason="checkpoint of an older pfeddc: its new shared tensors start at zero")
         diff = spec_difference(spec, serde.spec_of(tensors))
         if diff:
             raise CheckpointError(

@@ -17,8 +17,7 @@ from pfeddc.server.pipeline.aggregate import fedavg
 from pfeddc.server.pipeline.stages import Rules, combine, combine_secure
 
 C, P = 10, 32
-COUNTS, SUMS, MOMENT, CALIBRATION, RESIDUAL = (head_key(k) for k in ("counts", "sums", "moment", "calibration",
-                                                                      "residual"))
+COUNTS, SUMS, MOMENT, CALIBRATION = (head_key(k) for k in ("counts", "sums", "moment", "calibration"))
 
 
 def prototypes(seed: int = 0) -> np.ndarray:
@@ -34,8 +33,7 @@ def honest_site(rng: np.random.Generator, n: int, prior: np.ndarray, width: int 
     y = rng.choice(classes, size=n, p=prior / prior.sum())
     x = protos[y] * 3 + rng.normal(size=(n, width))
     stats = site_statistics(torch.tensor(x, dtype=torch.float32), torch.tensor(y), classes)
-    return {head_key(k): v.numpy() for k, v in stats.items()} | {CALIBRATION: np.array([0.5, 0.3], np.float32),
-                                                                 RESIDUAL: np.zeros((classes, width + 1), np.float32)}
+    return {head_key(k): v.numpy() for k, v in stats.items()} | {CALIBRATION: np.array([0.5, 0.3], np.float32)}
 
 
 def test_what_honest_sites_send_and_their_weighted_means_are_accepted() -> None:
@@ -127,8 +125,7 @@ def _influence(sites: dict[str, dict[str, np.ndarray]], bounded: bool, cls: int)
 def _hostile_claim(cls: int) -> dict[str, np.ndarray]:
     """Every image declared of class `cls`, its mean pointing away from the class: valid statistics."""
     stats = {COUNTS: np.eye(C, dtype=np.float32)[cls], SUMS: np.zeros((C, P), np.float32),
-             MOMENT: np.eye(P, dtype=np.float32) / P, CALIBRATION: np.zeros(2, np.float32),
-             RESIDUAL: np.zeros((C, P + 1), np.float32)}
+             MOMENT: np.eye(P, dtype=np.float32) / P, CALIBRATION: np.zeros(2, np.float32)}
     stats[SUMS][cls] = -prototypes()[cls]
     assert statistics.violation(stats) is None
     return stats
@@ -241,4 +238,4 @@ def test_a_secure_aggregate_no_honest_sites_can_send_is_projected_and_commits(ki
     kept = combine_secure(base, {k: v.astype(np.float64) * 4 for k, v in honest.items()}, 4.0)
     assert kept.projected == "" and all(np.allclose(kept.tensors[k], honest[k], atol=1e-6) for k in honest)
     projected = statistics.project(honest)  # statistics that hold every relation come back as they were
-    assert all(np.allclose(projected[k], honest[k], atol=1e-6) for k in projected)
+    assert all(np.allclose(projected[k], honest[k], atol=1e-6) for k in honest)

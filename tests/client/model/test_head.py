@@ -121,7 +121,7 @@ def test_personal_probe_is_pulled_toward_the_shared_model() -> None:
 
 def shared_head(x: torch.Tensor, y: torch.Tensor, classes: int = 3) -> ClassHead:
     """A head holding the federation's statistics of (x, y)."""
-    head = ClassHead(classes, x.shape[1], shared=True, personal=False)
+    head = ClassHead(classes, x.shape[1], shared=True, personal=False, residual=True)
     stats = {**site_statistics(x, y, classes), "calibration": torch.zeros(2), "residual": torch.zeros(classes,
                                                                                                      x.shape[1] + 1)}
     head.load_statistics({f"head.{k}.global": v for k, v in stats.items()})
@@ -131,7 +131,7 @@ def shared_head(x: torch.Tensor, y: torch.Tensor, classes: int = 3) -> ClassHead
 def test_the_shared_residual_waits_for_the_federations_discriminant() -> None:
     """In a shared head's first round the discriminant is the site's own: no residual is fitted against it."""
     x, y = gaussian_classes(120, spread=0.5)
-    head = ClassHead(3, 16, shared=True, personal=False)
+    head = ClassHead(3, 16, shared=True, personal=False, residual=True)
     head.observe(x, y)
     head.fit_residual(x, y, torch.zeros(120, 3))
     assert float(head.own["residual"].abs().sum()) == 0.0
@@ -182,11 +182,11 @@ def test_model_spec_shares_statistics_only_with_a_class_list(tiny_backbone: Back
     width = tiny_backbone.dims.projection
     assert {s.name: s.shape for s in shared.spec} == {
         "head.calibration.global": (2,), "head.counts.global": (3,), "head.moment.global": (width, width),
-        "head.residual.global": (3, width + 1), "head.sums.global": (3, width)}
+        "head.sums.global": (3, width)}
     alone = PFedDCModel(tiny_backbone, CLASSES, PromptConfig())
     assert alone.spec == [] and "head.sums.local" in alone.local_state()
-    ablated = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-noresidual", classes=tuple(CLASSES)))
-    assert {s.name for s in ablated.spec} == {s.name for s in shared.spec} - {"head.residual.global"}
+    residual = PFedDCModel(tiny_backbone, CLASSES, PromptConfig(method="pfeddc-residual", classes=tuple(CLASSES)))
+    assert {s.name for s in residual.spec} == {s.name for s in shared.spec} | {"head.residual.global"}
 
 
 def test_a_new_site_gets_the_federations_head_from_the_global_state(tiny_backbone: Backbone) -> None:
