@@ -109,9 +109,30 @@ def bound_classes(step: Step, rules: Rules) -> Step:
         before = float(stats[client][0].sum())
         if before > 0 and float(counts.sum()) < before:  # images taken off its classes: off its moment too
             moment = np.asarray(step.base[MOMENT], np.float64) + delta[MOMENT]
-            changes[client][MOMENT] = (moment * (float(counts.sum()) / before) - step.base[MOMENT]).astype(
-                delta[MOMENT].dtype)
+            kept = moment_without(moment, *stats[client], counts)
+            changes[client][MOMENT] = (kept - step.base[MOMENT]).astype(delta[MOMENT].dtype)
     return replace(step, changes=changes, class_capped=bounded.capped, class_clipped=bounded.clipped)
+
+
+def moment_without(moment: np.ndarray, counts: np.ndarray, sums: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """A site's second moment with the images the weight cap took off its classes (`counts` - `kept`) taken off too,
+    each as its class's mean plus the site's own within-class spread scaled to a unit vector's trace: the classes it
+    kept keep their share of the moment, so the pooled within-class covariance is not deflated (scaling the whole
+    moment by the kept fraction did that, and cost a skewed honest federation 16 points). Its trace drops by
+    exactly the images taken off. Statistics no set of images gives (a hostile site's) are scaled down whole."""
+    removed = np.clip(counts - kept, 0.0, None)
+    held = counts > 0
+    means = np.zeros_like(sums)
+    means[held] = sums[held] / counts[held, None]
+    within = moment - (means[held].T * counts[held]) @ means[held]
+    out = moment - (means.T * removed) @ means
+    spread = float(np.trace(within))
+    if spread > 0:
+        out -= within * (float((removed * (1.0 - np.square(means).sum(axis=1))).sum()) / spread)
+    root = np.sqrt(np.clip(np.diag(out), 0.0, None))
+    if np.diag(out).min() < 0 or (np.abs(out) - np.outer(root, root)).max() > 1e-9:  # statistics no images make
+        return moment * (float(kept.sum()) / float(counts.sum()))  # (a hostile site's): the whole scaled down
+    return out
 
 
 def bound(step: Step, rules: Rules) -> Step:

@@ -14,6 +14,7 @@ from pfeddc.common.messages import Code, Metrics, Refused
 from pfeddc.common.spec import head_key
 from pfeddc.server.pipeline import statistics
 from pfeddc.server.pipeline.aggregate import fedavg
+from pfeddc.server.pipeline.combine import moment_without
 from pfeddc.server.pipeline.stages import Rules, combine, combine_secure
 
 C, P = 10, 32
@@ -239,3 +240,24 @@ def test_a_secure_aggregate_no_honest_sites_can_send_is_projected_and_commits(ki
     assert kept.projected == "" and all(np.allclose(kept.tensors[k], honest[k], atol=1e-6) for k in honest)
     projected = statistics.project(honest)  # statistics that hold every relation come back as they were
     assert all(np.allclose(projected[k], honest[k], atol=1e-6) for k in honest)
+
+
+
+def test_images_the_cap_takes_off_one_class_leave_the_moment_those_images_would() -> None:
+    """A site capped on one class loses those images from its moment as that class's images would (their mean plus
+    the site's within-class spread), not from every class alike: the kept classes' spread, what the discriminant's
+    covariance is estimated from, stays. Scaling the whole moment by the kept fraction deflated it and cost a
+    skewed honest federation 16 points (new-domain uci, seed 2: 82.2% against 98.4%)."""
+    rng = np.random.default_rng(8)
+    y = np.where(rng.random(600) < 0.5, 0, rng.integers(1, C, 600))
+    x = prototypes()[y] * 3 + rng.normal(size=(600, P))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    stats = site_statistics(torch.tensor(x, dtype=torch.float32), torch.tensor(y), C)
+    counts, sums, moment = (stats[k].double().numpy() for k in ("counts", "sums", "moment"))
+    keep = (y != 0) | (np.arange(600) % 10 == 0)  # the cap leaves a tenth of class 0
+    truth = x[keep].T @ x[keep] / 600
+    kept = counts * np.where(np.arange(C) == 0, keep[y == 0].mean(), 1.0)
+    estimate = moment_without(moment, counts, sums, kept)
+    uniform = moment * (kept.sum() / counts.sum())
+    assert np.trace(estimate) == pytest.approx(kept.sum())
+    assert np.linalg.norm(estimate - truth) < 0.5 * np.linalg.norm(uniform - truth)  # measured 0.32x
