@@ -16,11 +16,12 @@ the discriminant of all sites' images together, with no image moved and no drift
 joins late gets it at once. docs/method.md has the measurements behind every choice here.
 
 The discriminant is generative: short of a discriminative classifier on the pooled images once sites hold more
-than a few images per class (Twemoji-64, 16 per class: 74% against 79% for a pooled logistic regression). So the
-federation also trains a residual, `head.residual` [C, P + 1] (rows R_c and biases r_c added to the logits),
-each round `RESIDUAL_STEPS` full-batch steps of cross-entropy on the site's cached features, then FedAvg (a head
-shared as in FedRep/FedBABU, started where the closed form is). With the site's label prior in place of the
-federation's (logit adjustment, FedLC), it learns what separates classes, not each site's label mix.
+than a few images per class (Twemoji-64, 16 per class: 74% against 79% for a pooled logistic regression). With
+`pfeddc-residual` (opt-in: it costs under strong label skew, docs/method.md) the federation also trains a
+residual, `head.residual` [C, P + 1] (rows R_c and biases r_c added to the logits), each round `RESIDUAL_STEPS`
+full-batch steps of cross-entropy on the site's cached features, then FedAvg (as FedRep/FedBABU's shared head).
+With the site's label prior in place of the federation's (logit adjustment, FedLC), it learns what separates
+classes, not each site's label mix.
 
 Each site's personal model corrects the federation's head where its own data says so:
 
