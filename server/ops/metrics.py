@@ -1,8 +1,8 @@
 """Prometheus metrics of the coordinator, in a registry of its own (no process-global state).
 
-A gRPC interceptor counts calls, bytes and update outcomes; the round-closed hook times checkpoints; the
-round-duration histogram is read from rounds.jsonl and the gauges (round, clients by state, ...) from the same
-status snapshot as `pfeddc-server status` at every scrape, so the two never disagree.
+Each registered handler counts its calls, bytes and update outcomes (`instrument`); the round-closed hook times
+checkpoints; the round-duration histogram is read from rounds.jsonl and the gauges (round, clients by state, ...)
+from the same status snapshot as `pfeddc-server status` at every scrape, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -47,56 +47,64 @@ class CoordinatorMetrics:
         self.sent_bytes = Counter(f"{PREFIX}_sent_bytes", "Response payload bytes, by method", ["method"],
                                   registry=r)
         ProcessCollector(registry=r)  # memory and CPU of the coordinator process
+        self._series: dict[tuple[str, grpc.StatusCode], tuple[Any, Any, Any]] = {}
 
     def watch(self, source: StatusSource) -> None:
         """Export the gauges of this status source and the round durations of its history file (the
         federation is built after the metrics it reports to)."""
         self.registry.register(_StatusCollector(source))
 
-    def aio_interceptor(self) -> grpc.aio.ServerInterceptor:
-        """Counts calls, bytes and update outcomes on the grpc.aio server (server/wire/aioserver.py)."""
-        return _AioInterceptor(self)
+    def instrument(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` (a unary-unary one; others are returned as they are) counting its calls, bytes and update
+        outcomes under `method`. Applied once, when the server registers the handler
+        (server/wire/aioserver.py), not through an interceptor: a grpc.aio interceptor runs a coroutine and
+        builds a handler for every call."""
+        inner: Any = handler.unary_unary  # (request, context) -> response, or its coroutine
+        if inner is None:
+            return handler
+        wrapped: Any
+        if inspect.iscoroutinefunction(inner):
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    response = await inner(request, context)
+                except BaseException:
+                    self.record(method, context.code() or grpc.StatusCode.UNKNOWN, request, None)
+                    raise
+                self.record(method, grpc.StatusCode.OK, request, response)
+                return response
+        else:  # the admin and health handlers, on the aio server's thread pool
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                seen = _SeenCode(context)
+                try:
+                    response = inner(request, seen)
+                except BaseException:
+                    code_of = getattr(context, "code", None)  # grpc >= 1.38; the stubs do not know it
+                    code = seen.code or (code_of() if callable(code_of) else None)
+                    self.record(method, code or grpc.StatusCode.UNKNOWN, request, None)
+                    raise
+                self.record(method, seen.code or grpc.StatusCode.OK, request, response)
+                return response
+        return grpc.unary_unary_rpc_method_handler(wrapped, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
 
     def record(self, method: str, code: grpc.StatusCode, request: Any, response: Any) -> None:
-        self.requests.labels(method, code.name).inc()
+        series = self._series.get((method, code))
+        if series is None:  # bounded: registered methods x status codes
+            series = self._series[(method, code)] = (self.requests.labels(method, code.name),
+                                                     self.received_bytes.labels(method),
+                                                     self.sent_bytes.labels(method))
+        calls, received, sent = series
+        calls.inc()
         # the federation port's requests arrive as raw bytes (server/wire/gate.py), the others parsed
-        self.received_bytes.labels(method).inc(len(request) if isinstance(request, bytes) else request.ByteSize())
+        received.inc(len(request) if isinstance(request, bytes) else request.ByteSize())
         if response is not None:
-            self.sent_bytes.labels(method).inc(response.ByteSize())
+            sent.inc(len(response) if isinstance(response, bytes) else response.ByteSize())
         if method == SUBMIT_METHOD:
             if code == grpc.StatusCode.OK:
                 if not response.duplicate:
                     self.updates_accepted.inc()
             else:
                 self.updates_refused.labels(code.name).inc()
-
-
-class _Interceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: CoordinatorMetrics) -> None:
-        self.metrics = metrics
-
-    def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
-        metrics = self.metrics
-
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
-            seen = _SeenCode(context)
-            try:
-                response = inner(request, seen)
-            except BaseException:
-                code_of = getattr(context, "code", None)  # grpc >= 1.38; the stubs do not know it
-                code = seen.code or (code_of() if callable(code_of) else None)
-                metrics.record(method, code or grpc.StatusCode.UNKNOWN, request, None)
-                raise
-            metrics.record(method, seen.code or grpc.StatusCode.OK, request, response)
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=handler.request_deserializer,
-                                                   response_serializer=handler.response_serializer)
 
 
 class _SeenCode:
@@ -117,37 +125,6 @@ class _SeenCode:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
-
-
-class _AioInterceptor(grpc.aio.ServerInterceptor):
-    """`_Interceptor` for grpc.aio: coroutine handlers are awaited; synchronous ones (admin, health) run as
-    they are, on the aio server's thread pool."""
-
-    def __init__(self, metrics: CoordinatorMetrics) -> None:
-        self.sync = _Interceptor(metrics)
-
-    async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        if not inspect.iscoroutinefunction(handler.unary_unary):
-            return self.sync.intercept_service(lambda _details: handler, details)
-        method = details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
-        metrics = self.sync.metrics
-
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                response = await inner(request, context)
-            except BaseException:
-                code = context.code()
-                metrics.record(method, code or grpc.StatusCode.UNKNOWN, request, None)
-                raise
-            metrics.record(method, grpc.StatusCode.OK, request, response)
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=handler.request_deserializer,
-                                                   response_serializer=handler.response_serializer)
 
 
 class _StatusCollector(Collector):

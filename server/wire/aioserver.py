@@ -23,13 +23,18 @@ from ...common.logs import Event, get_logger
 from .gate import BoundedLog
 
 T = TypeVar("T")
+# What the server does to each handler as it is registered (e.g. count its calls): (method name, handler) -> handler
+Instrument = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
 
 
 class AioServer:
     """What app.py needs of a server (register, bind, start, stop), for a grpc.aio server on a loop thread."""
 
     def __init__(self, options: Sequence[tuple[str, Any]], interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-                 sync_workers: int = 8) -> None:
+                 sync_workers: int = 8, instrument: Instrument = lambda _method, handler: handler) -> None:
+        """`interceptors` run on every call (a coroutine each); `instrument` wraps each handler once, as it is
+        registered, which costs a call nothing beyond the wrapper itself."""
+        self._instrument = instrument
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="grpc-aio")
         self._thread.start()
@@ -37,7 +42,7 @@ class AioServer:
 
         async def make() -> grpc.aio.Server:
             return grpc.aio.server(migration_thread_pool=self._pool, options=list(options),
-                                   interceptors=list(interceptors))
+                                   interceptors=list(interceptors) or None)
 
         self._server = self._run(make())
 
@@ -52,10 +57,10 @@ class AioServer:
 
     # what the generated add_*_to_server functions call; every service's requests are read by `reading`
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        self._in_loop(self._server.add_generic_rpc_handlers, [ReadingHandler(h) for h in handlers])
+        self._in_loop(self._server.add_generic_rpc_handlers, [ReadingHandler(h, self._instrument) for h in handlers])
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        handlers = {name: reading(h) for name, h in handlers.items()}
+        handlers = {name: self._instrument(name, reading(h)) for name, h in handlers.items()}
         self._in_loop(self._server.add_registered_method_handlers, service, handlers)  # type: ignore[attr-defined]
 
     def add_insecure_port(self, address: str) -> int:
@@ -80,14 +85,24 @@ class AioServer:
 
 
 class ReadingHandler(grpc.GenericRpcHandler):
-    """A service's generic handler whose methods read their requests through `reading`."""
+    """A service's generic handler whose methods read their requests through `reading`, instrumented. gRPC asks
+    it on every call made without the registered-method path (its handlers are built once per method: only
+    methods the service knows are remembered, so a stranger's made-up names add nothing)."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler, instrument: Instrument) -> None:
         self._inner = inner
+        self._instrument = instrument
+        self._built: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        built = self._built.get(details.method)
+        if built is not None:
+            return built
         handler = self._inner.service(details)
-        return reading(handler) if handler is not None else None
+        if handler is None:
+            return None
+        built = self._built[details.method] = self._instrument(details.method.rsplit("/", 1)[-1], reading(handler))
+        return built
 
 
 def reading(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
