@@ -75,3 +75,16 @@ def test_encoded_file_is_its_bytes_with_the_metadata_added_and_reads_back(tmp_pa
         np.testing.assert_array_equal(fh.get_tensor("b"), tensors["b"])
     back = serde.load_file(tmp_path / "t.safetensors")
     assert serde.sha256(serde.encode(back)) == encoded.sha256
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_one_non_finite_value_anywhere_is_found_and_counted(bad: float) -> None:
+    """One bad value among finite ones, at the start, the middle or the end of a tensor, is named and counted."""
+    spec = [TensorSpec("a", (3, 4), "F32"), TensorSpec("b", (5,), "F32")]
+    values = {"a": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), "b": np.arange(5, dtype=np.float32)}
+    assert serde.decode_as(serde.encode(values), spec)["a"][2, 3] == 1.0
+    for position in (0, 7, 11):
+        poisoned = {**values, "a": values["a"].copy()}
+        poisoned["a"].flat[position] = bad
+        with pytest.raises(serde.InvalidTensors, match="'a' holds 1 NaN or Inf values"):
+            serde.decode_as(serde.encode(poisoned), spec)
