@@ -95,7 +95,8 @@ def start(global_: Mapping[str, np.ndarray], updates: Mapping[str, tuple[Mapping
 
 def bound_classes(step: Step, rules: Rules) -> Step:
     """The class head's statistics: each site's class means clipped toward each class's center, its weight and
-    its pull on each class capped (server/pipeline/statistics.py), as changes from the global."""
+    its pull on each class capped (server/pipeline/statistics.py), as changes from the global; a site whose
+    counts or means moved gets the second moment its images would have after the move (`moment_moved`)."""
     if COUNTS not in step.base or rules.dp is not None:  # under DP: a data-dependent bound voids the sensitivity
         return step
     base = (np.asarray(step.base[COUNTS], np.float64), np.asarray(step.base[SUMS], np.float64))
@@ -106,32 +107,42 @@ def bound_classes(step: Step, rules: Rules) -> Step:
         counts, sums = bounded.statistics[client]
         changes[client] = {**delta, COUNTS: (counts - base[0]).astype(delta[COUNTS].dtype),
                            SUMS: (sums - base[1]).astype(delta[SUMS].dtype)}
-        before = float(stats[client][0].sum())
-        if before > 0 and float(counts.sum()) < before:  # images taken off its classes: off its moment too
+        before_counts, before_sums = stats[client]
+        if float(before_counts.sum()) > 0 and not (np.array_equal(counts, before_counts)
+                                                   and np.array_equal(sums, before_sums)):
             moment = np.asarray(step.base[MOMENT], np.float64) + delta[MOMENT]
-            kept = moment_without(moment, *stats[client], counts)
-            changes[client][MOMENT] = (kept - step.base[MOMENT]).astype(delta[MOMENT].dtype)
+            moved = moment_moved(moment, before_counts, before_sums, counts, sums)
+            changes[client][MOMENT] = (moved - step.base[MOMENT]).astype(delta[MOMENT].dtype)
     return replace(step, changes=changes, class_capped=bounded.capped, class_clipped=bounded.clipped)
 
 
-def moment_without(moment: np.ndarray, counts: np.ndarray, sums: np.ndarray, kept: np.ndarray) -> np.ndarray:
-    """A site's second moment with the images the weight cap took off its classes (`counts` - `kept`) taken off too,
-    each as its class's mean plus the site's own within-class spread scaled to a unit vector's trace: the classes it
-    kept keep their share of the moment, so the pooled within-class covariance is not deflated (scaling the whole
-    moment by the kept fraction did that, and cost a skewed honest federation 16 points). Its trace drops by
-    exactly the images taken off. Statistics no set of images gives (a hostile site's) are scaled down whole."""
-    removed = np.clip(counts - kept, 0.0, None)
-    held = counts > 0
-    means = np.zeros_like(sums)
-    means[held] = sums[held] / counts[held, None]
-    within = moment - (means[held].T * counts[held]) @ means[held]
-    out = moment - (means.T * removed) @ means
+def moment_moved(moment: np.ndarray, counts: np.ndarray, sums: np.ndarray, new_counts: np.ndarray,
+                 new_sums: np.ndarray) -> np.ndarray:
+    """A site's second moment once the bounds moved its statistics from (counts, sums) to (new_counts, new_sums):
+    images the weight cap took off a class leave with that class's mean, a class mean the clips pulled toward its
+    center takes its images along, and the site's own within-class scatter W = moment - sum_c n_c mu_c mu_c^T
+    stays, scaled so the trace is the new counts' sum (unit vectors):
+        sum_c n'_c mu'_c mu'_c^T + W (sum_c n'_c (1 - |mu'_c|^2)) / trace(W).
+    Left as it was, the moment would count a clipped mean's displacement as within-class spread, which inflated
+    the pooled covariance along it (few-shot digits-uci 10x2, seed 0: 80.5% against 90.5%), and scaling the whole
+    moment for a cap deflated the covariance of the classes kept (new-domain uci, seed 2: 82.2% against 98.4%).
+    Statistics no set of images gives (a hostile site's) are scaled down whole."""
+    def outer(n: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        held = n > 0
+        means = np.zeros_like(s)
+        means[held] = s[held] / n[held, None]
+        return (means.T * n) @ means, np.square(means).sum(axis=1)
+
+    between, _ = outer(counts, sums)
+    new_between, new_norms = outer(new_counts, new_sums)
+    within = moment - between
     spread = float(np.trace(within))
-    if spread > 0:
-        out -= within * (float((removed * (1.0 - np.square(means).sum(axis=1))).sum()) / spread)
+    target = float((new_counts * (1.0 - new_norms)).sum())
+    out = new_between + within * (target / spread) if spread > 0 else new_between
     root = np.sqrt(np.clip(np.diag(out), 0.0, None))
-    if np.diag(out).min() < 0 or (np.abs(out) - np.outer(root, root)).max() > 1e-9:  # statistics no images make
-        return moment * (float(kept.sum()) / float(counts.sum()))  # (a hostile site's): the whole scaled down
+    if (np.diag(out).min() < 0 or (np.abs(out) - np.outer(root, root)).max() > 1e-9
+            or abs(float(np.trace(out)) - float(new_counts.sum())) > statistics.TOLERANCE):  # no images make these
+        return moment * (float(new_counts.sum()) / float(counts.sum()))
     return out
 
 
