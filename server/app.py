@@ -133,9 +133,7 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
     largest = spec_for(tuple(f"class {i}" for i in range(MAX_CLASSES))) if gather else spec  # before it is known
     options = server_options(config.max_update_bytes, max_receive_bytes(largest, config.secure_aggregation, gather))
     # the token check needs the headers before the body is read, so an interceptor (per call); nothing else is one
-    headers = [CredentialHeaders(auth.token_digests,
-                                 lambda method, code: metrics.requests.labels(method, code.name).inc())
-               ] if auth.token_digests is not None else []
+    headers = [CredentialHeaders(auth.token_digests, metrics.refused)] if auth.token_digests is not None else []
     server = AioServer(options=options, interceptors=headers, instrument=metrics.instrument)
     federation.changes.attach(server.loop)  # held calls wait on the server's event loop
     admin_grpc.add_AdminServicer_to_server(AdminServicer(source, auth), server)

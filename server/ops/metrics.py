@@ -48,6 +48,7 @@ class CoordinatorMetrics:
                                   registry=r)
         ProcessCollector(registry=r)  # memory and CPU of the coordinator process
         self._series: dict[tuple[str, grpc.StatusCode], tuple[Any, Any, Any]] = {}
+        self._methods: set[str] = set()  # the methods registered through `instrument`
 
     def watch(self, source: StatusSource) -> None:
         """Export the gauges of this status source and the round durations of its history file (the
@@ -59,6 +60,7 @@ class CoordinatorMetrics:
         outcomes under `method`. Applied once, when the server registers the handler
         (server/wire/aioserver.py), not through an interceptor: a grpc.aio interceptor runs a coroutine and
         builds a handler for every call."""
+        self._methods.add(method)
         inner: Any = handler.unary_unary  # (request, context) -> response, or its coroutine
         if inner is None:
             return handler
@@ -86,6 +88,11 @@ class CoordinatorMetrics:
                 return response
         return grpc.unary_unary_rpc_method_handler(wrapped, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
+
+    def refused(self, method: str, code: grpc.StatusCode) -> None:
+        """A call refused before any handler ran (its headers): counted under its method when the server has
+        one of that name, else under "unknown", so a caller's made-up method names add no series."""
+        self.requests.labels(method if method in self._methods else "unknown", code.name).inc()
 
     def record(self, method: str, code: grpc.StatusCode, request: Any, response: Any) -> None:
         series = self._series.get((method, code))

@@ -34,9 +34,9 @@ beyond is moved toward the center along the line between them, so it stays a mea
 2. Weight cap: n_ic is capped at CLASS_WEIGHT_CAP (10) times the larger of the largest other holder's weight on
    that class and the round's median holding: one site has at most 10x the say of the class's next holder; a
    class only it holds gets at most 10x a typical holding (its mean is then its own, which any honest sole
-   holder's would be too). Its counts_c and sums_c are scaled together (its class mean is unchanged); its moment,
-   after every rule, is what its images would give once capped and clipped (combine.moment_moved), so the
-   committed global keeps every relation above and the pooled within-class scatter stays the sites' own.
+   holder's would be too). Its counts_c and sums_c are scaled together (its class mean is unchanged); after every
+   rule its moment follows its capped and clipped means, its within-class scatter rescaled (combine.moment_moved),
+   so the committed global keeps every relation above and a moved mean is not counted as spread.
 3. Precision clip: a mean of n images lies about sigma / sqrt(n) from the class's mean, so d_ic sqrt(n_ic) is
    kept within PRECISION_CLIP (2) x the other holders' median of it: a site that claims many images of a class
    must lie as near its center as that many images do. Honest sites are clipped only where their mean is far

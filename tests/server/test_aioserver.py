@@ -62,3 +62,20 @@ def test_calls_are_counted_on_the_registered_and_the_generic_path_without_an_int
         server.stop(0)
     assert metrics.requests.labels("M", "OK")._value.get() == 2
     assert metrics.received_bytes.labels("M")._value.get() == metrics.sent_bytes.labels("M")._value.get() == 7
+
+
+def test_calls_refused_at_the_headers_add_no_series_for_made_up_method_names() -> None:
+    metrics = CoordinatorMetrics()
+
+    async def echo(request: bytes, _context: Any) -> bytes:
+        return request
+
+    metrics.instrument("GetTask", grpc.unary_unary_rpc_method_handler(echo))
+    metrics.refused("GetTask", grpc.StatusCode.UNAUTHENTICATED)
+    for i in range(50):
+        metrics.refused(f"Made{i}", grpc.StatusCode.UNAUTHENTICATED)
+    assert metrics.requests.labels("GetTask", "UNAUTHENTICATED")._value.get() == 1
+    assert metrics.requests.labels("unknown", "UNAUTHENTICATED")._value.get() == 50
+    names = {s.labels["method"] for family in metrics.registry.collect() if family.name == "pfeddc_requests"
+             for s in family.samples}
+    assert names == {"GetTask", "unknown"}

@@ -288,3 +288,49 @@ def test_a_clipped_class_mean_takes_its_images_along_in_the_moment() -> None:
     kept = np.linalg.norm(scatter(estimate, moved_sums) - honest)
     left = np.linalg.norm(scatter(moment, moved_sums) - honest)  # the moment as it was
     assert kept < 0.2 * left
+
+
+def test_a_hostile_site_with_almost_no_scatter_cannot_magnify_it_into_the_committed_moment() -> None:
+    """A site may send a class mean of norm near 1 opposite the class's center (its within-class scatter near zero)
+    and a moment asymmetric within the check's tolerance. The clip then pulls that mean in; rescaling the scatter
+    to the new trace would multiply the asymmetry (about 800x here) into a committed global that no honest set of
+    sites could send, which every site sending it back would have refused. It falls back to the moment as sent."""
+    rng = np.random.default_rng(0)
+    sites = {f"s{i}": honest_site(rng, 100, np.ones(C)) for i in range(4)}
+    global_ = fedavg([({k: v for k, v in s.items() if k != CALIBRATION}, 1.0) for s in sites.values()])
+    c = 2
+    center = global_[SUMS][c] / global_[COUNTS][c]
+    k = int(np.argmin(center))
+    i0, i1 = [int(j) for j in np.argsort(np.abs(center)) if j != k][:2]
+    a = np.float32(1 - 2**-11)  # the mean's norm: spread 1 - a^2, about 1e-3
+    counts = np.zeros(C, np.float32)
+    counts[c] = 1
+    sums = np.zeros((C, P), np.float32)
+    sums[c, k] = a
+    rest = np.float32(1) - a * a - np.float32(3e-6) * P
+    moment = np.eye(P, dtype=np.float32) * np.float32(3e-6)
+    moment[k, k] += a * a
+    moment[i0, i0] += rest / 2
+    moment[i1, i1] += rest - rest / 2
+    moment[i0, i1], moment[i1, i0] = 0.4e-3, -0.4e-3  # asymmetric by 0.8e-3, within the check's 1e-3
+    hostile = {COUNTS: counts, SUMS: sums, MOMENT: moment}
+    assert statistics.violation(hostile) is None
+    updates = {cid: ({k2: v for k2, v in s.items() if k2 != CALIBRATION}, 100.0) for cid, s in sites.items()}
+    step = combine(global_, {**updates, "hostile": (hostile, 100.0)}, Rules(aggregate=fedavg))
+    assert "hostile" in step.class_clipped
+    assert statistics.violation(step.tensors) is None
+    assert float(np.abs(step.tensors[MOMENT] - step.tensors[MOMENT].T).max()) < 1e-3
+
+
+def test_a_site_without_within_class_scatter_keeps_its_moment_when_clipped() -> None:
+    """One image per class: the site's scatter is float rounding (about 1e-8); rescaling it to the trace would
+    commit a magnified noise matrix as covariance. Its moment is kept as sent (scaled by its counts, unchanged)."""
+    for seed in (2, 6, 7, 8):  # draws where the rescaled noise passed every check before (a negative eigenvalue
+        rng = np.random.default_rng(seed)  # of -0.012 to -0.019 in the committed scatter)
+        x = prototypes()[np.arange(C)] * 3 + rng.normal(size=(C, P))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        stats = site_statistics(torch.tensor(x, dtype=torch.float32), torch.tensor(np.arange(C)), C)
+        counts, sums, moment = (stats[k].double().numpy() for k in ("counts", "sums", "moment"))
+        moved = sums.copy()
+        moved[3] *= 0.5  # a clip pulls one class's mean halfway to the origin
+        np.testing.assert_array_equal(moment_moved(moment, counts, sums, counts, moved), moment)
