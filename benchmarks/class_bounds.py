@@ -6,6 +6,8 @@ Each row times, on the same synthetic statistics (label mixes from Dirichlet 1.0
 random directions, the global their mean), side by side in one run:
   fedavg          the floor: the weighted mean of the sites' counts and sums (what the round computes anyway)
   bound_classes   the four rules as shipped (server/pipeline/statistics.py)
+  + moments       the rules, then each capped or clipped site's second moment moved with its statistics
+                  (server/pipeline/combine.py moment_moved: P x P work per such site); "moved" counts them
 Median of 5 repeats, seconds per round, and the ratio. Single-threaded numpy. To compare with another commit,
 check its statistics.py out over this one, run again, and restore it (results/class_bounds.md did so).
 """
@@ -26,6 +28,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from pfeddc.server.pipeline import statistics  # noqa: E402
+from pfeddc.server.pipeline.combine import moment_moved  # noqa: E402
 
 Statistics = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -56,7 +59,25 @@ def bound(sites: Statistics, weights: dict[str, float], base: tuple[np.ndarray, 
     statistics.bound_classes(sites, weights, base)
 
 
-def seconds(fn: Callable[..., None], *args: object, repeats: int) -> float:
+def moment_of(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """A second moment these statistics could come with: their class means' part plus an isotropic scatter."""
+    held = counts > 0
+    means = np.zeros_like(sums)
+    means[held] = sums[held] / counts[held, None]
+    between = (means.T * counts) @ means
+    return between + np.eye(len(between)) * ((counts.sum() - np.trace(between)) / len(between))
+
+
+def bound_and_move(sites: Statistics, weights: dict[str, float], base: tuple[np.ndarray, np.ndarray],
+                   moments: dict[str, np.ndarray]) -> int:
+    bounded = statistics.bound_classes(sites, weights, base)
+    moved = set(bounded.capped) | set(bounded.clipped)
+    for client in moved:
+        moment_moved(moments[client], *sites[client], *bounded.statistics[client])
+    return len(moved)
+
+
+def seconds(fn: Callable[..., object], *args: object, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -74,13 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"# Class-bound stage per round ({platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, numpy {np.__version__}, 1 thread, {args.width} features)\n")
-    print("| sites | classes | fedavg s | bound_classes s | bound_classes / fedavg |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| sites | classes | fedavg s | bound_classes s | + moments s | moved | bound_classes / fedavg | "
+          "+ moments / bound_classes |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.sites:
         for c in args.classes:
             data = synthetic(n, c, args.width)
+            moments = {client: moment_of(*values) for client, values in data[0].items()}
             floor, bounded = (seconds(fn, *data, repeats=args.repeats) for fn in (fedavg, bound))
-            print(f"| {n} | {c} | {floor:.4f} | {bounded:.4f} | {bounded / floor:.0f}x |", flush=True)
+            with_moments = seconds(bound_and_move, *data, moments, repeats=args.repeats)
+            moved = bound_and_move(*data, moments)
+            print(f"| {n} | {c} | {floor:.4f} | {bounded:.4f} | {with_moments:.4f} | {moved} | "
+                  f"{bounded / floor:.0f}x | {with_moments / bounded:.1f}x |", flush=True)
     return 0
 
 
