@@ -28,9 +28,15 @@ def row_bound(bound: float, rows: int) -> float:
     return ROW_SHARE * bound / math.sqrt(max(rows, 1))
 
 
-def clip_rows(change: np.ndarray, bound: float) -> np.ndarray:
-    """`change` [rows, ...] with each row scaled down to L2 norm <= bound (the input is not modified)."""
-    norms = np.sqrt(np.square(change, dtype=np.float64).reshape(len(change), -1).sum(axis=1))
+def row_norms(change: np.ndarray) -> np.ndarray:
+    """The L2 norm of each row of `change` [rows, ...], in float64."""
+    return np.sqrt(np.square(change, dtype=np.float64).reshape(len(change), -1).sum(axis=1))
+
+
+def clip_rows(change: np.ndarray, bound: float | np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
+    """`change` [rows, ...] with each row scaled down to L2 norm <= bound (one for all rows, or one per row;
+    `norms`: the rows' norms when already known). The input is not modified."""
+    norms = row_norms(change) if norms is None else norms
     factors = np.where(norms > bound, bound / np.where(norms > 0, norms, 1.0), 1.0)
     return change * factors.reshape((-1,) + (1,) * (change.ndim - 1)).astype(change.dtype)
 

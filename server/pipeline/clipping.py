@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...common.clip import l2
+from ...common.clip import clip_rows, l2, row_norms
 
 DEFAULT_ADAPTIVE_CLIP = 2.0
 HISTORY_GROWTH = 2.0
@@ -67,8 +67,7 @@ def _norms(changes: Changes, exempt: frozenset[str], rows: frozenset[str]) -> di
             if k in exempt:
                 continue
             if k in rows:
-                row_norms = np.sqrt(np.square(np.asarray(d, np.float64)).sum(axis=tuple(range(1, np.ndim(d)))))
-                norms.update({row_unit(k, i): float(n) for i, n in enumerate(row_norms)})
+                norms.update({row_unit(k, i): float(n) for i, n in enumerate(row_norms(np.asarray(d)))})
             else:
                 norms[k] = l2(d)
     return out
@@ -96,13 +95,11 @@ def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, floa
                 out[client][k] = d
                 continue
             if k in rows:
-                row_norms = np.array([norms[client][row_unit(k, i)] for i in range(len(d))])
+                measured = np.array([norms[client][row_unit(k, i)] for i in range(len(d))])
                 row_bounds = np.array([unit_bounds[row_unit(k, i)] for i in range(len(d))])
-                over = row_norms > row_bounds
-                if over.any():
+                if (measured > row_bounds).any():
                     clipped[k].append(client)
-                    factors = np.where(over, row_bounds / np.where(row_norms > 0, row_norms, 1.0), 1.0).astype(d.dtype)
-                    d = d * factors.reshape((-1,) + (1,) * (np.ndim(d) - 1))
+                    d = clip_rows(d, row_bounds, measured)
             else:
                 n = norms[client][k]
                 bound = unit_bounds[k]
