@@ -45,6 +45,7 @@ from inproc import Attack, ClientSplit, run_federation  # noqa: E402
 from pfeddc.client.model.backbone import load_backbone  # noqa: E402
 from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402
+from pfeddc.common.spec import METHODS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COUNTS = "head.counts.global"
@@ -213,18 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="pfeddc", help="pfeddc (the shipped head) or pfeddc-residual (its rows:<c> "
-                   "runs attack the shared residual)")
+    p.add_argument("--method", default="pfeddc", help="pfeddc (the shipped head: its rows:<c> runs attack the "
+                   "shared residual) or one of its ablations (pfeddc-noresidual: no rows:<c> runs)")
     p.add_argument("--runs", default=None, help="comma list (default: every run the method has)")
-    p.add_argument("--log", type=Path, default=None, help="default: results/attack_head_runs.jsonl, "
-                   "results/attack_head_residual_runs.jsonl for pfeddc-residual")
+    p.add_argument("--log", type=Path, default=None, help="default: results/attack_head_runs.jsonl for pfeddc, "
+                   "results/attack_head_<method>_runs.jsonl for another method")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
-    residual = args.method == "pfeddc-residual"
+    residual = METHODS[args.method].residual
     args.runs = args.runs or ("honest,null," + ",".join(f"null:client_0{i}" for i in range(4))
                               + ",poison:even,poison:concentrated,poison:all"
                               + (",rows:even,rows:concentrated,rows:all" if residual else ""))
-    args.log = args.log or RESULTS / ("attack_head_residual_runs.jsonl" if residual else "attack_head_runs.jsonl")
+    args.log = args.log or RESULTS / ("attack_head_runs.jsonl" if args.method == "pfeddc"
+                                      else f"attack_head_{args.method}_runs.jsonl")
     torch.set_num_threads(1)
     configure_logging("json", "error")
     wanted = [] if args.report_only else [{"run": name, "seed": args.seed} for name in args.runs.split(",")]

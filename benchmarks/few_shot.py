@@ -59,7 +59,7 @@ FOLDS = 5
 # FedAvg of a linear head: its rates chosen on splits of seeds 100-101 (never the benchmark's), the best of each
 HEAD_STEPS, HEAD_FINETUNE, HEAD_LR, HEAD_FINETUNE_LR = 20, 5, 10.0, 1.0
 METHODS = ("references", "fedavg-head", "pfeddc", "pfeddc-alone")
-ABLATIONS = ("pfeddc-residual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion", "pfeddc-novision",
+ABLATIONS = ("pfeddc-noresidual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion", "pfeddc-novision",
              "pfeddc-notext", "pfeddc-nolocal", "pfeddc-noproto")
 LOG = RESULTS / "few_shot_runs.jsonl"
 

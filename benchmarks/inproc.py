@@ -100,7 +100,7 @@ def run_federation(backbone: Backbone, classnames: list[str], clients: dict[str,
                 sent = (attackers or {})[cid](round_, global_tensors(task))
                 fed.submit(cid, round_, serde.encode(sent), len(clients[cid].train), Metrics())
                 continue
-            outcome = trainers[cid].run(global_tensors(task), task.settings or settings)
+            outcome = trainers[cid].run(global_tensors(task), task.settings or settings, round_=task.round)
             if outcome.tensors is None:
                 failures.append(f"round {round_} {cid}: {outcome.failure}")
                 fed.report_failure(cid, round_, outcome.reason, outcome.failure or "")

@@ -54,7 +54,7 @@ SETTINGS = {
     "twemoji10": Setting("twemoji-10", 10, "dirichlet", 0.3, max_samples=0, new_clients=2),
     "twemoji64": Setting("twemoji-64", 10, "dirichlet", 0.3, max_samples=0, new_clients=2),
 }
-METHODS = ["pfeddc", "pfeddc-residual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-noproto", "coop", "promptfl",
+METHODS = ["pfeddc", "pfeddc-noresidual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-noproto", "coop", "promptfl",
            "vision-only", "zeroshot", "pfeddc-alone"]
 SEEDS = (0, 1, 2, 3, 4)
 ROUNDS = 6
@@ -66,7 +66,7 @@ def learning_rate(method: str) -> float | None:
     """The rate benchmarks/accuracy.py chose for the method on Fashion-MNIST validation splits."""
     if method == "zeroshot":
         return None
-    same = ("pfeddc-alone", "pfeddc-residual")  # pfeddc's rate (it sets only prompts, which neither has)
+    same = ("pfeddc-alone", "pfeddc-noresidual")  # pfeddc's rate (it sets only prompts, which neither has)
     return best_rate(select_runs("pfeddc" if method in same else method))
 
 

@@ -42,9 +42,9 @@ def cell_figures(records: Records, cell: str) -> dict[str, float]:
            "late_pooled": _mean_of(refs, "late_lr_pooled"),
            "failed": float(sum(len(r["failures"]) for r in pf + _runs(records, cell, "pfeddc-alone"))),
            "seeds": float(len(pf)), "round_s": 0.0,
-           "residual": _mean_of(_runs(records, cell, "pfeddc-residual"), "final"),
-           "late_residual": _late(_runs(records, cell, "pfeddc-residual"), "global"),
-           "pfeddc0": _mean_of([r for r in pf if r["seed"] == 0], "final")}  # beside the residual's seed-0 runs
+           "residual": _mean_of(_runs(records, cell, "pfeddc-noresidual"), "final"),
+           "late_residual": _late(_runs(records, cell, "pfeddc-noresidual"), "global"),
+           "pfeddc0": _mean_of([r for r in pf if r["seed"] == 0], "final")}  # beside the seed-0 runs without it
     seconds = [r["round_seconds"] for r in pf if "round_seconds" in r]
     out["round_s"] = statistics.fmean(seconds) if seconds else math.nan
     for name in ("pfeddc", "head_ft", "head_global", "pfeddc_global", "residual", "pfeddc0"):
@@ -64,7 +64,7 @@ def render(records: Records) -> str:
              "| cell (source/sites x shots/alpha) | LR alone | LR pooled | headroom | **pfeddc** | captured | pfeddc "
              "global alone | pfeddc each site alone | FedAvg head: global / fine-tuned | captured (fine-tuned) | "
              "late sites: global alone / 1 round | late sites: pooled LR | failed rounds | site s/round | seeds | "
-             "seed 0: pfeddc / pfeddc-residual (late sites) |",
+             "seed 0: pfeddc / pfeddc-noresidual (late sites) |",
              "|---|" + "---:|" * 15]
     for c in present:
         f = figures[c]
@@ -92,7 +92,7 @@ def summary(figures: dict[str, dict[str, float]]) -> list[str]:
              "alpha 100/1; cells the source can fill)", "",
              "| source, sites | cells | seeds | LR alone | LR pooled | **pfeddc** | pfeddc each site alone | "
              "FedAvg head fine-tuned | captured: pfeddc / FedAvg head | late sites: global alone / pooled LR | "
-             "seed 0, captured: pfeddc / pfeddc-residual |",
+             "seed 0, captured: pfeddc / pfeddc-noresidual |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def mean(fs: list[dict[str, float]], key: str) -> float:
         vals = [f[key] for f in fs if math.isfinite(f[key])]
@@ -140,7 +140,7 @@ def goals(figures: dict[str, dict[str, float]]) -> list[str]:
 
 
 def ablation(records: Records) -> list[str]:
-    methods = ["pfeddc", "pfeddc-residual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion",
+    methods = ["pfeddc", "pfeddc-noresidual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion",
                "pfeddc-novision", "pfeddc-notext", "pfeddc-nolocal", "pfeddc-noproto"]
     cells = sorted({r["cell"] for r in records if r["method"] == "pfeddc-prompts" and r["seed"] == 0
                     and not r.get("too_small")}, key=_order)

@@ -53,7 +53,7 @@ def render(records: Records, settings: Mapping[str, Any], fmt: Callable[..., str
         lines += [f"### {s}: accuracy % (mean ± std over seeds)", "",
                   "| method | lr | mean | worst site | global prompts alone | new sites: global alone | new sites: 1 "
                   "epoch | failed rounds | seeds | wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for method in ["pfeddc", "pfeddc-residual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-noproto",
+        for method in ["pfeddc", "pfeddc-noresidual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-noproto",
                        "pfeddc-alone", "vision-only", "coop", "promptfl", "zeroshot"]:
             rs = _runs(records, s, method)
             if not rs:

@@ -177,7 +177,7 @@ class ClientDaemon:
         log.info(Event.ROUND_TRAINING, client_id=self.client_id, round=task.round, epochs=settings.local_epochs,
                  lr=settings.lr, lr_scale=trainer.lr_scale, num_examples=len(data.train))
         measure = task.round % max(1, self.opts.eval_every) == 0 or task.round == task.total_rounds
-        outcome = trainer.run(global_tensors(task), settings, measure)
+        outcome = trainer.run(global_tensors(task), settings, measure, round_=task.round)
         model = trainer.model
         if outcome.tensors is None:
             # the state on disk first (the previous round's), then the word: a kill after the log loses nothing

@@ -19,6 +19,7 @@ import torch
 from ..common.messages import FailureReason, Metrics, TrainSettings
 from .model.images import Images
 from .model.prompts import PFedDCModel, StatePart
+from .model.residual import RESIDUAL_ROUNDS
 from .model.train import evaluate, image_features, train_local
 
 LR_BACKOFF = 0.5  # learning-rate factor after a failed round, compounding
@@ -63,8 +64,10 @@ class LocalTrainer:
         s = self.lr_scale
         return replace(settings, lr=settings.lr * s, lr_vision=settings.lr_vision * s, lr_fusion=settings.lr_fusion * s)
 
-    def run(self, received: dict[str, np.ndarray], settings: TrainSettings, measure: bool = True) -> RoundOutcome:
-        """Train on `received`; `measure` adds the test accuracies (NaN in the metrics when skipped)."""
+    def run(self, received: dict[str, np.ndarray], settings: TrainSettings, measure: bool = True,
+            round_: int | None = None) -> RoundOutcome:
+        """Train on `received` for the federation's round `round_` (None: not in a federation); `measure` adds the
+        test accuracies (NaN in the metrics when skipped)."""
         model = self.model
         model.load_state(received, StatePart.GLOBAL)
         started = time.monotonic()
@@ -73,7 +76,7 @@ class LocalTrainer:
             with model.global_only():
                 accuracy_global = evaluate(model, self.test, self.device, features=self.features("test"))
         before_local = model.local_state()
-        self._fit_head(settings.probe_steps)
+        self._fit_head(settings.probe_steps, round_ is None or round_ <= RESIDUAL_ROUNDS)
         torch.manual_seed(settings.seed)
         result = train_local(model, self.train, self.settings(settings), self.device, self.stop, self.progress,
                              self.features("train"))
@@ -90,9 +93,10 @@ class LocalTrainer:
         return RoundOutcome(replace(metrics, accuracy_after=accuracy, train_seconds=time.monotonic() - started),
                             sent, None, norms)
 
-    def _fit_head(self, probe_steps: int) -> None:
-        """The site's class statistics (sent, or kept when classes are not shared) and the personal probe, from one
-        pass of the image tower over the training images (client/model/head.py)."""
+    def _fit_head(self, probe_steps: int, residual_step: bool) -> None:
+        """The site's class statistics (sent, or kept when classes are not shared), its step on the shared residual
+        (in the federation's first RESIDUAL_ROUNDS rounds) and the personal probe, from one pass of the image tower
+        over the training images (client/model/head.py)."""
         head = self.model.head
         if head is None:
             return
@@ -104,7 +108,8 @@ class LocalTrainer:
         with torch.no_grad():
             text_logits = self.model.logit_scale() * features @ self.model.text_features().t()
         head.fit_calibration(features, labels, text_logits)
-        head.fit_residual(features, labels, text_logits)
+        if residual_step:
+            head.fit_residual(features, labels, text_logits)
         head.fit_personal(features, labels, text_logits, probe_steps, PROBE_LR)
 
 

@@ -56,7 +56,7 @@ class MethodLayout:
     vision: Placement
     fusion: Fusion
     head: Placement = Placement.NONE  # the class head (client/model/head.py): shared statistics, personal part
-    residual: bool = False  # with a class head: its shared residual (head.residual), trained by FedAvg
+    residual: bool = False  # with a class head: its shared residual (head.residual, client/model/residual.py)
 
     @property
     def shares(self) -> bool:
@@ -65,11 +65,8 @@ class MethodLayout:
 
 
 METHODS: dict[str, MethodLayout] = {
-    # shipped: the class head alone (federated statistics + each site's correction); docs/method.md says why
-    "pfeddc": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL),
-    # the class head plus a shared residual trained by FedAvg: opt-in (helps many-class near-IID federations, costs
-    # under strong label skew: docs/method.md)
-    "pfeddc-residual": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL, residual=True),
+    # shipped: the class head (federated statistics, their shared residual, each site's correction); docs/method.md
+    "pfeddc": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL, residual=True),
     # the paper's dual prompts in both modalities with cross-attention fusion, on top of the class head
     "pfeddc-prompts": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION, Placement.DUAL),
     "promptfl": MethodLayout(Placement.GLOBAL, Placement.NONE, Fusion.SUM),
@@ -77,7 +74,8 @@ METHODS: dict[str, MethodLayout] = {
     "vision-only": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION),
     "zeroshot": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM),
     # ablations, one part removed each: of the shipped head, then of pfeddc-prompts
-    "pfeddc-nopersonal": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.GLOBAL),
+    "pfeddc-noresidual": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.DUAL),
+    "pfeddc-nopersonal": MethodLayout(Placement.NONE, Placement.NONE, Fusion.SUM, Placement.GLOBAL, residual=True),
     "pfeddc-nofusion": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.SUM, Placement.DUAL),
     "pfeddc-novision": MethodLayout(Placement.DUAL, Placement.NONE, Fusion.ATTENTION, Placement.DUAL),
     "pfeddc-notext": MethodLayout(Placement.NONE, Placement.DUAL, Fusion.ATTENTION, Placement.DUAL),
@@ -143,7 +141,7 @@ class PromptConfig:
 
     @property
     def residual(self) -> bool:
-        """Whether the class head has its shared residual (head.residual): rows and biases trained by FedAvg."""
+        """Whether the class head has its shared residual (head.residual, client/model/residual.py)."""
         return self.head != Placement.NONE and METHODS[self.method].residual
 
     @property

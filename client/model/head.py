@@ -16,12 +16,11 @@ the discriminant of all sites' images together, with no image moved and no drift
 joins late gets it at once. docs/method.md has the measurements behind every choice here.
 
 The discriminant is generative: short of a discriminative classifier on the pooled images once sites hold more
-than a few images per class (Twemoji-64, 16 per class: 74% against 79% for a pooled logistic regression). With
-`pfeddc-residual` (opt-in: it costs under strong label skew, docs/method.md) the federation also trains a
-residual, `head.residual` [C, P + 1] (rows R_c and biases r_c added to the logits), each round `RESIDUAL_STEPS`
-full-batch steps of cross-entropy on the site's cached features, then FedAvg (as FedRep/FedBABU's shared head).
-With the site's label prior in place of the federation's (logit adjustment, FedLC), it learns what separates
-classes, not each site's label mix.
+than a few images per class (Twemoji-64, 16 per class: 74% against 79% for a pooled logistic regression). The
+federation also learns a residual, `head.residual` [C, P + 1] (rows R_c and biases r_c on whitened features, added
+to the logits): one gradient step per site and round whose federation mean is exactly the step on the pooled images
+(residual.py), with the site's label prior in place of the federation's (logit adjustment, FedLC), so it learns
+what separates classes, not each site's label mix.
 
 Each site's personal model corrects the federation's head where its own data says so:
 
@@ -31,11 +30,11 @@ W, b the discriminant of the pooled statistics (b includes the federation's clas
 calibration (`head.calibration`: log T and w, fitted by each site on its images and averaged like the
 statistics: a discriminant from few images per class in a narrow feature cone is overconfident, by 5-100x on
 the embedded backbone's own domain, which would drown every correction below); R, r the shared residual; the
-bracket replaces that prior by this site's own, smoothed toward the federation's by one pseudo-image per class (Bayes'
-rule under label shift); L and beta personal rows and biases, fitted by a short ridge-penalised probe (Ditto's
-pull toward the shared model: few images move them little). The text term (`s` CLIP's logit scale, `t_c` the
-prompted class text features) is the whole model before any statistics exist (the first global model is
-zero-shot CLIP) and a prior of fitted weight w after.
+bracket replaces that prior by this site's own (Bayes' rule under label shift), shrunk toward the federation's by
+as much as the site's counts say sites differ (prior.py: empirical Bayes); L and beta personal rows and biases,
+fitted by a short ridge-penalised probe (Ditto's pull toward the shared model: few images move them little).
+The text term (`s` CLIP's logit scale, `t_c` the prompted class text features) is the whole model before any
+statistics exist (the first global model is zero-shot CLIP) and a prior of fitted weight w after.
 
 Without a federation class list the statistics stay on the site (`.local`) and the head is the site's own.
 """
@@ -48,15 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...common.spec import HEAD_STATISTICS, LOG_TEMPERATURE_RANGE, RESIDUAL_RANGE, TEXT_WEIGHT_RANGE, head_key
+from ...common.spec import HEAD_STATISTICS, LOG_TEMPERATURE_RANGE, TEXT_WEIGHT_RANGE, head_key
+from .prior import site_prior
+from .residual import residual_logits, residual_step, whitening
 
 SHRINKAGE = 0.02  # covariance shrinkage toward a multiple of the identity (measured: docs/method.md)
 CALIBRATION_STEPS = 100
 CALIBRATION_LR = 0.05  # Adam on (log T, w), full batch
-PRIOR_PSEUDOCOUNT = 1.0  # pseudo-images per class pulling a site's label prior toward the federation's
 RIDGE = 0.03  # the personal rows' and biases' L2 penalty in the probe
-RESIDUAL_STEPS = 100  # full-batch gradient steps on the shared residual per round
-RESIDUAL_LR = 10.0  # plain gradient descent on the mean cross-entropy (features are unit vectors)
 UNHELD_PRIOR = 1e-3  # prior, relative to a uniform share, of a class no site has shown an image of
 
 
@@ -130,6 +128,7 @@ class ClassHead(nn.Module):
         self.rows = nn.Parameter(torch.zeros(classes, width)) if personal else None
         self.bias = nn.Parameter(torch.zeros(classes)) if personal else None
         self._fit: tuple[torch.Tensor, torch.Tensor] | None = None  # W, b of `received`
+        self._whiten: torch.Tensor | None = None  # the residual's coordinates under `received` (residual.py)
         self._residual_ready = False  # the discriminant the residual corrects is the federation's (or the site's own)
 
     # ----- state: the tensors as stored and sent
@@ -151,11 +150,20 @@ class ClassHead(nn.Module):
         device = self.site_counts.device
         self.received |= {k: tensors[name].to(device).float() for k, name in names.items()}
         self.own = {k: v.clone() for k, v in self.received.items()}  # until this site observes its own images
-        self._fit = self._discriminant()
+        self._refit()
 
-    def _discriminant(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _refit(self) -> None:
+        """W, b (and the residual's whitening) of the received statistics."""
         r = self.received
-        return discriminant(r["counts"], r["sums"], r["moment"])
+        self._fit = discriminant(r["counts"], r["sums"], r["moment"])
+        has_residual = self._fit is not None and "residual" in self.names
+        self._whiten = whitening(r["counts"], r["sums"], r["moment"], SHRINKAGE) if has_residual else None
+
+    def _residual(self, features: torch.Tensor) -> torch.Tensor | float:
+        """The shared residual's logits (0 without one)."""
+        if self._whiten is None:
+            return 0.0
+        return residual_logits(features, self.received["residual"], self._whiten)
 
     @property
     def fitted(self) -> bool:
@@ -176,7 +184,7 @@ class ClassHead(nn.Module):
             return text_logits.float()
         temperature, text_weight = calibration
         logits = text_weight * text_logits.float() + self._scaled(features, torch.tensor(temperature))
-        return logits + residual_logits(features, self.received["residual"]) if "residual" in self.names else logits
+        return logits + self._residual(features)
 
     def prior_shift(self) -> torch.Tensor:
         """log p~_c - log p_c: this site's smoothed label prior in place of the federation's (0 without either)."""
@@ -186,9 +194,8 @@ class ClassHead(nn.Module):
         counts = self.received["counts"].double().clamp(min=0)
         federation = counts / counts.sum() if float(counts.sum()) > 0 else torch.full_like(counts, 1 / self.classes)
         federation = federation.clamp(min=UNHELD_PRIOR / self.classes)
-        pseudo = PRIOR_PSEUDOCOUNT * self.classes
-        smoothed = (mine + pseudo * federation) / (float(mine.sum()) + pseudo)
-        return (smoothed.log() - federation.log()).float()
+        federation = federation / federation.sum()
+        return (site_prior(mine, federation).log() - federation.log()).float()
 
     # ----- a round's work
     @torch.no_grad()
@@ -205,7 +212,7 @@ class ClassHead(nn.Module):
         self.site_counts.copy_(counts.float().to(device))
         if not self.shared or self._fit is None:
             self.received = {k: v.clone() for k, v in self.own.items()}
-            self._fit = self._discriminant()
+            self._refit()
 
     def fit_calibration(self, features: torch.Tensor, labels: torch.Tensor, text_logits: torch.Tensor) -> None:
         """This site's (log T, w) for the received discriminant, on its images: sent (averaged by the federation)
@@ -216,7 +223,7 @@ class ClassHead(nn.Module):
             return
         x = features[readable].float()
         text = text_logits[readable].detach().float()
-        residual = residual_logits(x, self.received["residual"]) if "residual" in self.names else 0.0
+        residual = self._residual(x)
         raw = self._raw(x)  # the steps move only (T, w): the discriminant's logits once
         params = self.received["calibration"].clone().requires_grad_(True)
         opt = torch.optim.Adam([params], lr=CALIBRATION_LR)
@@ -232,29 +239,23 @@ class ClassHead(nn.Module):
         self.received["calibration"] = fitted
         self.own["calibration"] = fitted.clone()
 
-    def fit_residual(self, features: torch.Tensor, labels: torch.Tensor, text_logits: torch.Tensor,
-                     steps: int = RESIDUAL_STEPS) -> None:
-        """This round's steps on the shared residual (sent, and used from now on), with this site's label prior in
-        place of the federation's. Not in a shared head's first round: the discriminant is the site's own."""
+    def fit_residual(self, features: torch.Tensor, labels: torch.Tensor, text_logits: torch.Tensor) -> None:
+        """This round's step on the shared residual (residual.py), with this site's label prior in place of the
+        federation's: sent, not used here (one site's step is the federation's step with one site's images; the site
+        classifies with the federation's residual until the next one arrives). Not in a shared head's first round:
+        the discriminant is then the site's own."""
         readable = features.norm(dim=-1) > 0
         y = labels[readable.to(labels.device)].to(features.device).long()
-        if self._fit is None or not self._residual_ready or len(y) == 0 or steps <= 0 or "residual" not in self.names:
+        if self._fit is None or self._whiten is None or not self._residual_ready or len(y) == 0:
             return
         x = features[readable].float()
         temperature, text_weight = calibrated(self.received["calibration"])
         with torch.no_grad():
             fixed = (text_weight * text_logits[readable].float() + self._scaled(x, torch.tensor(temperature))
                      + self.prior_shift())
-        residual = self.received["residual"].clone().requires_grad_(True)
-        opt = torch.optim.SGD([residual], lr=RESIDUAL_LR)
-        for _ in range(steps):
-            loss = F.cross_entropy(fixed + residual_logits(x, residual), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        trained = residual.detach().clamp(*RESIDUAL_RANGE)
-        self.received["residual"] = trained
-        self.own["residual"] = trained.clone()
+        self.own["residual"] = residual_step(x, y, fixed, self.received["residual"], self._whiten)
+        if not self.shared:  # the site's own head: its step is the whole federation's
+            self.received["residual"] = self.own["residual"].clone()
 
     def _scaled(self, features: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         return self._raw(features) / temperature
@@ -292,9 +293,4 @@ class ClassHead(nn.Module):
         for p in (self.rows, self.bias):
             if p is not None:
                 p.zero_()
-
-
-def residual_logits(features: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """The residual's term of the logits: features [B, P] . rows [C, P] + biases [C] (its last column)."""
-    return features.float() @ residual[:, :-1].t() + residual[:, -1]
 

@@ -96,3 +96,24 @@ def test_a_failed_round_with_the_class_head_leaves_nothing_of_it(
         state = model.state(part)
         assert all(np.array_equal(state[k], expected[k]) for k in expected)
     assert model.head is not None and not model.head.fitted  # the received statistics (none yet) stand
+
+
+def test_sites_step_the_shared_residual_only_in_the_federations_first_rounds(
+        embedded: Backbone, digits: tuple[ImageSet, ImageSet]) -> None:
+    """Round 1 holds the site's own statistics (no step); rounds 2..RESIDUAL_ROUNDS step; after them the residual is
+    sent back as received (its number of steps is its regularizer), whatever a site's trainer is asked."""
+    from pfeddc.client.model.residual import RESIDUAL_ROUNDS
+
+    train, test = digits
+    cfg = PromptConfig(classes=tuple(DIGIT_CLASSES))
+    model = PFedDCModel(embedded, DIGIT_CLASSES, cfg)
+    trainer = LocalTrainer(model, train, test, CPU)
+    first = trainer.run(model.global_state(), TrainSettings(batch_size=16), measure=False, round_=1)
+    assert first.tensors is not None and not first.tensors["head.residual.global"].any()
+    moved = {}
+    for round_ in (2, RESIDUAL_ROUNDS, RESIDUAL_ROUNDS + 1, 100):
+        outcome = trainer.run(first.tensors, TrainSettings(batch_size=16), measure=False, round_=round_)
+        assert outcome.tensors is not None
+        moved[round_] = float(np.abs(outcome.tensors["head.residual.global"]).max())
+    assert moved[2] > 0 and moved[RESIDUAL_ROUNDS] > 0
+    assert moved[RESIDUAL_ROUNDS + 1] == 0 and moved[100] == 0

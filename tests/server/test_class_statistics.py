@@ -93,6 +93,7 @@ def test_the_coordinator_refuses_a_row_without_its_count_and_keeps_its_global(co
     conn.join(50, spec)
     rng = np.random.default_rng(3)
     honest = honest_site(rng, 50, np.ones(C), width=width)
+    honest |= {s.name: np.zeros(s.shape, np.float32) for s in spec if s.name not in honest}  # the residual, unmoved
     hostile = {**honest, COUNTS: honest[COUNTS].copy(), SUMS: honest[SUMS].copy()}
     hostile[COUNTS][0], hostile[COUNTS][1] = 0.0, hostile[COUNTS][1] + hostile[COUNTS][0]
     hostile[SUMS][0] = rng.normal(size=width).astype(np.float32) / np.sqrt(width)

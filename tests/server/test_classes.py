@@ -50,8 +50,9 @@ def test_class_list_is_the_union_of_the_sites_fixed_as_round_one_opens() -> None
     assert task.action == "train" and not fed.classes_pending
     assert fed.classes == ("ankle_boot", "Cat", "dog")  # ordered by key, spelled as first named
     assert {s.name for s in fed.spec} == {"head.calibration.global", "head.counts.global", "head.moment.global",
-                                          "head.sums.global"}
+                                          "head.residual.global", "head.sums.global"}
     assert fed.global_tensors["head.sums.global"].shape == (3, DIMS.projection)
+    assert fed.global_tensors["head.residual.global"].shape == (3, DIMS.projection + 1)
     assert not any(v.any() for v in fed.global_tensors.values())  # the head starts with no statistics
 
 
