@@ -178,6 +178,11 @@ def head_key(statistic: str, part: str = "global") -> str:
 CLASS_ROW_TENSORS = frozenset({head_key("residual")})
 
 
+# Shared tensors a newer pfeddc added to an existing method: a checkpoint made before them resumes with them at their
+# initial values (as a new federation starts them); any other difference from the spec is refused.
+ADDED_BY_UPGRADE = frozenset({head_key("residual")})
+
+
 def class_rows(spec: list[TensorSpec]) -> dict[str, int]:
     """The class-row tensors of `spec` and their numbers of rows."""
     return {s.name: s.shape[0] for s in spec if s.name in CLASS_ROW_TENSORS}

@@ -20,7 +20,7 @@ import numpy as np
 
 from ...common import serde
 from ...common.logs import Event, get_logger
-from ...common.spec import TensorSpec, spec_difference
+from ...common.spec import ADDED_BY_UPGRADE, TensorSpec, initial_prompts, spec_difference
 from ..pipeline.privacy import PrivacyLedger
 from ..round.state import ClientRecord, FederationState
 from .history import ROUNDS_FILE, HistoryError, RoundsLog
@@ -133,6 +133,11 @@ class Checkpoint:
         if expected_sha is not None and encoded.sha256 != expected_sha:
             raise CheckpointError(f"checkpoint {self.path} fails its checksum: its tensors changed after it was "
                                   "written (disk or copy damage). Restore it from a backup")
+        added = [s for s in spec if s.name in ADDED_BY_UPGRADE and s.name not in tensors]
+        if added:
+            tensors = {**tensors, **initial_prompts(added, 0)}
+            log.warning(Event.HISTORY_REPAIRED, path=str(self.path), added=[s.describe() for s in added],
+                        reason="a shared tensor newer than the checkpoint, at its initial value")
         diff = spec_difference(spec, serde.spec_of(tensors))
         if diff:
             raise CheckpointError(

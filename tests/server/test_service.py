@@ -128,3 +128,21 @@ def test_unreachable_coordinator_raises_after_backoff() -> None:
     conn = Connection("127.0.0.1:1", "site-a", backoff=Backoff(0.01, 0.02, 2), rpc_timeout_s=1)
     with pytest.raises(CoordinatorUnreachable, match="after 2 attempts"):
         conn.federation()
+
+
+def test_a_checkpoint_from_before_the_residual_resumes_with_it_at_zero_and_others_stay_refused(
+        coordinator: StartCoordinator, tmp_path: Path) -> None:
+    """A pfeddc federation checkpointed before the class head's residual was shipped (today's pfeddc-noresidual)
+    resumes under today's pfeddc with the residual at its initial value; a tensor not added by an upgrade (the
+    prompts of pfeddc-prompts) is still refused by name."""
+    state = tmp_path / "state"
+    head = ("--rounds", "3", "--min-clients", "1", "--classes", "cat,dog,ankle_boot")
+    before = coordinator(*head, "--method", "pfeddc-noresidual", state_dir=state)
+    assert "head.residual.global" not in before.federation.global_tensors
+    before.stop(0)
+    after = coordinator(*head, state_dir=state)
+    residual = after.federation.global_tensors["head.residual.global"]
+    assert residual.shape[0] == 3 and not residual.any()
+    after.stop(0)
+    with pytest.raises(RuntimeError, match="another prompt spec.*text.global"):
+        coordinator(*head, "--method", "pfeddc-prompts", state_dir=state)
