@@ -58,7 +58,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 FOLDS = 5
 # FedAvg of a linear head: its rates chosen on splits of seeds 100-101 (never the benchmark's), the best of each
 HEAD_STEPS, HEAD_FINETUNE, HEAD_LR, HEAD_FINETUNE_LR = 20, 5, 10.0, 1.0
-METHODS = ("references", "fedavg-head", "pfeddc", "pfeddc-alone")
+METHODS = ("references", "zeroshot", "fedavg-head", "pfeddc", "pfeddc-alone")
 ABLATIONS = ("pfeddc-noresidual", "pfeddc-nopersonal", "pfeddc-prompts", "pfeddc-nofusion", "pfeddc-novision",
              "pfeddc-notext", "pfeddc-nolocal", "pfeddc-noproto")
 LOG = RESULTS / "few_shot_runs.jsonl"
@@ -141,6 +141,16 @@ def references(feats: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     pooled = {f"site_{i:02d}": lr_score(pooled_model, tx, ty) for i, (_, _, tx, ty) in enumerate(feats)}
     return {"lr_alone": alone, "lr_pooled": {k: v for k, v in pooled.items() if int(k[5:]) < sites},
             "late_lr_pooled": {k: v for k, v in pooled.items() if int(k[5:]) >= sites}}
+
+
+def zero_shot(backbone: Backbone, names: list[str], feats: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+              sites: int) -> dict[str, Any]:
+    """Zero-shot CLIP (the class names' text features, no training) on each training site's test split."""
+    model = PFedDCModel(backbone, names, PromptConfig(method="zeroshot"))
+    with torch.no_grad():
+        text = F.normalize(model.text_features().float(), dim=-1).numpy()
+    return {"zeroshot": {f"site_{i:02d}": float(((tx @ text.T).argmax(1) == ty).mean())
+                         for i, (_, _, tx, ty) in enumerate(feats[:sites])}}
 
 
 def fedavg_head(feats: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], sites: int, classes: int
@@ -232,6 +242,8 @@ class Runner:
             names, sets, feats = data
             if method == "references":
                 rec = references(feats, cell.sites, seed)
+            elif method == "zeroshot":
+                rec = zero_shot(self.backbone, names, feats, cell.sites)
             elif method == "fedavg-head":
                 rec = fedavg_head(feats, cell.sites, len(names))
             else:
@@ -280,6 +292,8 @@ def summary_line(rec: dict[str, Any]) -> str:
     if rec["method"] == "references":
         return (f"LR alone {100 * statistics.fmean(rec['lr_alone'].values()):.1f}, "
                 f"pooled {100 * statistics.fmean(rec['lr_pooled'].values()):.1f}")
+    if rec["method"] == "zeroshot":
+        return f"zero-shot {100 * statistics.fmean(rec['zeroshot'].values()):.1f}"
     if rec["method"] == "fedavg-head":
         return (f"global {100 * statistics.fmean(rec['global'].values()):.1f}, "
                 f"fine-tuned {100 * statistics.fmean(rec['finetuned'].values()):.1f}")

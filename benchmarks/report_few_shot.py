@@ -34,7 +34,8 @@ def cell_figures(records: Records, cell: str) -> dict[str, float]:
     refs, pf = _runs(records, cell, "references"), _runs(records, cell, "pfeddc")
     head = _runs(records, cell, "fedavg-head")
     alone, pooled = _mean_of(refs, "lr_alone"), _mean_of(refs, "lr_pooled")
-    out = {"alone": alone, "pooled": pooled, "headroom": pooled - alone, "pfeddc": _mean_of(pf, "final"),
+    out = {"zeroshot": _mean_of(_runs(records, cell, "zeroshot"), "zeroshot"),
+           "alone": alone, "pooled": pooled, "headroom": pooled - alone, "pfeddc": _mean_of(pf, "final"),
            "pfeddc_global": _mean_of(pf, "final_global"), "pfeddc_alone": _mean_of(_runs(records, cell,
                                                                                           "pfeddc-alone"), "final"),
            "head_global": _mean_of(head, "global"), "head_ft": _mean_of(head, "finetuned"),
@@ -61,15 +62,17 @@ def render(records: Records) -> str:
     lines = [*summary(figures), "",
              "### Accuracy % per cell (mean over sites, then over seeds); captured = share of the headroom "
              "(pooled LR - LR alone) a method closes", "",
-             "| cell (source/sites x shots/alpha) | LR alone | LR pooled | headroom | **pfeddc** | captured | pfeddc "
+             "| cell (source/sites x shots/alpha) | zero-shot | LR alone | LR pooled | headroom | **pfeddc** | "
+             "captured | pfeddc "
              "global alone | pfeddc each site alone | FedAvg head: global / fine-tuned | captured (fine-tuned) | "
              "late sites: global alone / 1 round | late sites: pooled LR | failed rounds | site s/round | seeds | "
              "seed 0: pfeddc / pfeddc-noresidual (late sites) |",
-             "|---|" + "---:|" * 15]
+             "|---|" + "---:|" * 16]
     for c in present:
         f = figures[c]
         lines.append(
-            f"| {c} | {_f(f['alone'])} | {_f(f['pooled'])} | {_f(f['headroom'], True)} | **{_f(f['pfeddc'])}** | "
+            f"| {c} | {_f(f['zeroshot'])} | {_f(f['alone'])} | {_f(f['pooled'])} "
+            f"| {_f(f['headroom'], True)} | **{_f(f['pfeddc'])}** | "
             f"{_f(f['captured_pfeddc'])}% | {_f(f['pfeddc_global'])} | {_f(f['pfeddc_alone'])} | "
             f"{_f(f['head_global'])} / {_f(f['head_ft'])} | {_f(f['captured_head_ft'])}% | "
             f"{_f(f['late_global'])} / {_f(f['late_round'])} | {_f(f['late_pooled'])} | {f['failed']:.0f} | "
@@ -90,10 +93,11 @@ def summary(figures: dict[str, dict[str, float]]) -> list[str]:
         groups.setdefault(f"{source}, {size.split('x')[0]} sites", []).append(f)
     lines = ["### Summary: accuracy % per source and federation size, mean over its cells (shots 2/6/16, "
              "alpha 100/1; cells the source can fill)", "",
-             "| source, sites | cells | seeds | LR alone | LR pooled | **pfeddc** | pfeddc each site alone | "
+             "| source, sites | cells | seeds | zero-shot | LR alone | LR pooled | **pfeddc** | "
+             "pfeddc each site alone | "
              "FedAvg head fine-tuned | captured: pfeddc / FedAvg head | late sites: global alone / pooled LR | "
              "seed 0, captured: pfeddc / pfeddc-noresidual |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def mean(fs: list[dict[str, float]], key: str) -> float:
         vals = [f[key] for f in fs if math.isfinite(f[key])]
         return statistics.fmean(vals) if vals else math.nan
@@ -102,7 +106,8 @@ def summary(figures: dict[str, dict[str, float]]) -> list[str]:
         m = functools.partial(mean, fs)
         seeds = sorted({int(f["seeds"]) for f in fs})
         lines.append(f"| {name} | {len(fs)} | {'-'.join(map(str, seeds)) if len(seeds) > 1 else seeds[0]} | "
-                     f"{_f(m('alone'))} | {_f(m('pooled'))} | **{_f(m('pfeddc'))}** | {_f(m('pfeddc_alone'))} | "
+                     f"{_f(m('zeroshot'))} | {_f(m('alone'))} | {_f(m('pooled'))} "
+                     f"| **{_f(m('pfeddc'))}** | {_f(m('pfeddc_alone'))} | "
                      f"{_f(m('head_ft'))} | {_f(m('captured_pfeddc'))}% / {_f(m('captured_head_ft'))}% | "
                      f"{_f(m('late_global'))} / {_f(m('late_pooled'))} | {_f(m('captured_pfeddc0'))}% / "
                      f"{_f(m('captured_residual'))}% |")
