@@ -28,8 +28,8 @@ from ...common.spec import RESIDUAL_RANGE
 RESIDUAL_STEP = 8.0  # the step per round (measured: docs/method.md)
 # Sites step the residual in the federation's rounds up to this one (the first has no step: 7 steps), then it stays:
 # the number of steps is its regularizer. More steps fit the pooled images ever closer: on Fashion-MNIST (20 rounds)
-# steps in every round cost the honest sites 0.6-2.6 points against no residual, steps to round 8 0.3-1.6
-# (docs/method.md).
+# steps in every round cost the honest sites 0.6-2.6 points against no residual; steps to round 8 cost nothing
+# beyond the runs' spread (-0.2 over 8 seeds; docs/method.md).
 RESIDUAL_ROUNDS = 8
 
 
