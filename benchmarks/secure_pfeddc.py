@@ -8,8 +8,8 @@ A real `pfeddc-server` process (coordinator.run: ViT-B/16 shapes, an 82 KB updat
 that do no training: threads in a few worker processes, each site a `pfeddc.client.connection.Connection` of
 its own (one channel), decoding the global it is sent and returning it plus a fixed small change. `pfeddc
 push` sites submit with the next task awaited in the same call; `pfeddc secure` sites (`--secure-aggregation`)
-send their update through `pfeddc.client.secure.contribute` (keys, shares, masked input, reveal: four held
-SecureAggregate calls) and then ask for their next task.
+send their update through `pfeddc.client.secure.contribute` (keys, shares, check, masked input, reveal: five
+held SecureAggregate calls, the last of which also carries their next task).
 
 Measured: s/round from the commit times in rounds.jsonl and the coordinator's CPU-s per round from /proc (as
 coordinator.py does), round 1 excluded; bytes per round = the `ByteSize()` of every protobuf request and reply
@@ -87,7 +87,7 @@ def _site(target: str, client_id: str, secure: bool, log: list[tuple[float, str,
             outcome = contribute(conn, task.secure, round_, base, update, coordinator.SPEC, COUNT)
             if not outcome.committed:
                 failures.append(f"{client_id} round {round_}: {outcome.reason}")
-            task = conn.task(wait_s=HOLD_S)
+            task = outcome.next_task or conn.task(wait_s=HOLD_S)  # the reveal's call carries it (as the daemon's)
         else:
             reply = conn.submit(round_, update, COUNT, METRICS, next_task_wait_s=HOLD_S)
             task = reply.next_task or conn.task(wait_s=HOLD_S)
@@ -174,9 +174,9 @@ METHOD = [
     "site a `pfeddc.client.connection.Connection` (one gRPC channel) that decodes and verifies the global it is "
     "sent and returns it plus a fixed small change. pfeddc push: `SubmitUpdate` with the next task awaited in "
     "the same call (one call per site per round). pfeddc secure (`--secure-aggregation`, threshold N // 2 + 1, "
-    "field 2^32, every site sharing with every other): `pfeddc.client.secure.contribute` (keys, shares, masked "
-    "input, reveal: four SecureAggregate calls, each held until its stage closes), then `GetTask` held until "
-    "the next round opens.",
+    "field 2^32, every site sharing with every other): `pfeddc.client.secure.contribute` (keys, shares, check, "
+    "masked input, reveal: five SecureAggregate calls, each held until its stage closes; the reveal's held on "
+    "until the next round opens and carries its task, as `SubmitUpdate` does in push mode).",
     "",
     "s/round: commit times in rounds.jsonl; server CPU: the coordinator process (/proc/<pid>/stat, 20 ms "
     "samples); round 1 excluded. Bytes: the protobuf `ByteSize()` of every request and reply of every site "

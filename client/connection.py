@@ -160,9 +160,15 @@ class Connection:
 
     def secure(self, step: SecureStep, rid: RoundId, wait_s: float = MAX_HOLD_S) -> SecureAnswer:
         """One stage of secure aggregation (or, without a message, a poll), held up to `wait_s` while PENDING."""
+        return self.secure_with_task(step, rid, wait_s)[0]
+
+    def secure_with_task(self, step: SecureStep, rid: RoundId, wait_s: float = MAX_HOLD_S
+                         ) -> tuple[SecureAnswer, Task | None]:
+        """`secure`, and the next task when the step asked for it (`next_task_wait_s`) and the round committed."""
         request = wire_secure.step_to_proto(replace(step, max_wait_s=wait_s, run_id=rid.federation_id))
-        return wire_secure.answer_from_proto(self._retry("secure_aggregate", lambda: self._stub.SecureAggregate(
-            request, timeout=self.rpc_timeout_s + wait_s)), rid, self.client_id)
+        timeout = self.rpc_timeout_s + wait_s + step.next_task_wait_s
+        return wire.secure_answer_from_proto(self._retry("secure_aggregate", lambda: self._stub.SecureAggregate(
+            request, timeout=timeout)), rid, self.client_id)
 
     def report_failure(self, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
         """Tell the coordinator this client cannot produce an update for `round_` (it stops waiting for it)."""

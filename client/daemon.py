@@ -214,7 +214,7 @@ class ClientDaemon:
             if task.secure is not None:  # the coordinator learns only the round's sum
                 counted = contribute(conn, task.secure, task.round, global_tensors(task), update.tensors, spec,
                                      num_examples, self.stop, self.identity, self.verifier)
-                return counted.committed, counted.reason, None
+                return counted.committed, counted.reason, counted.next_task
             reply = conn.submit(task.round, update, num_examples, metrics, next_task_wait_s=MAX_HOLD_S)
             log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,
                      received=reply.received, expected=reply.expected)

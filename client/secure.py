@@ -23,7 +23,7 @@ import numpy as np
 
 from ..common.clip import clip_l2, clip_rows, l2, row_bound
 from ..common.logs import Event, get_logger
-from ..common.messages import Metrics
+from ..common.messages import MAX_HOLD_S, Metrics, Task
 from ..common.secagg.exchange import (
     Contribution,
     SecureAnswer,
@@ -48,6 +48,7 @@ T = TypeVar("T")
 class SecureOutcome:
     committed: bool  # the round's sum, with this site's change in it, was committed
     reason: str = ""  # why not
+    next_task: Task | None = None  # the next task, asked for in the round's last call (None: ask GetTask)
 
 
 # A PENDING answer faster than this was not held by the coordinator; the next poll waits (connection's policy).
@@ -106,13 +107,17 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
     site = SecAggSite(conn.client_id, config, identity=identity, verifier=verifier)
     stop = stop or threading.Event()
 
-    def send(message: StageMessage, norms: Mapping[str, float] | None = None) -> SecureAnswer:
-        step = SecureStep(conn.client_id, round_, settings.attempt, message, change_norms=norms or {})
-        answer = conn.secure(step, config.rid)
+    def send(message: StageMessage, norms: Mapping[str, float] | None = None, next_task_wait_s: float = 0.0
+             ) -> tuple[SecureAnswer, Task | None]:
+        """The stage's answer once it is not PENDING, and the next task when `next_task_wait_s` asked for it."""
+        step = SecureStep(conn.client_id, round_, settings.attempt, message, change_norms=norms or {},
+                          next_task_wait_s=next_task_wait_s)
+        answer, following = conn.secure_with_task(step, config.rid)
         polls = 0
         while answer.status == Status.PENDING and not stop.is_set():
             asked = time.monotonic()
-            answer = conn.secure(SecureStep(conn.client_id, round_, settings.attempt), config.rid)
+            answer, following = conn.secure_with_task(SecureStep(conn.client_id, round_, settings.attempt,
+                                                                 next_task_wait_s=next_task_wait_s), config.rid)
             if answer.status == Status.PENDING and time.monotonic() - asked < QUICK_ANSWER_S:
                 # not held (the coordinator had no slot left): back off with jitter instead of asking at once
                 if stop.wait(POLL_BACKOFF.delay(polls, _rng)):
@@ -120,18 +125,19 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
                 polls += 1
             else:
                 polls = 0
-        return answer
+        return answer, following
 
     try:
-        keys = send(site.advertise(), change_norms(base, update, settings))
+        keys, _ = send(site.advertise(), change_norms(base, update, settings))
         announced = _next(keys, KeysAnnounced, stop)
         vector = change_vector(base, update, spec, settings, keys.tensor_clips)
-        delivered = _next(send(site.share_keys(announced)), SharesDelivered, stop)
-        passed = _next(send(site.check_shares(delivered)), ChecksPassed, stop)
+        delivered = _next(send(site.share_keys(announced))[0], SharesDelivered, stop)
+        passed = _next(send(site.check_shares(delivered))[0], ChecksPassed, stop)
         masked = site.masked_input(passed, vector, settings.weight)
-        request = _next(send(Contribution.of(masked, config.field, num_examples, Metrics())), UnmaskRequest, stop)
-        done = send(site.unmask(request))
-        outcome = SecureOutcome(True) if done.status == Status.DONE else SecureOutcome(False, _why(done, stop))
+        request = _next(send(Contribution.of(masked, config.field, num_examples, Metrics()))[0], UnmaskRequest, stop)
+        done, following = send(site.unmask(request), next_task_wait_s=MAX_HOLD_S)  # the next task in the same call
+        outcome = SecureOutcome(True, next_task=following) if done.status == Status.DONE else \
+            SecureOutcome(False, _why(done, stop))
     except (Abandoned, SecAggError) as exc:
         outcome = SecureOutcome(False, str(exc))
     log.info(Event.SECAGG_ROUND_DONE, client_id=conn.client_id, round=round_, attempt=settings.attempt,

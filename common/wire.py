@@ -33,7 +33,10 @@ from .messages import (
     UpdateRequest,
 )
 from .proto import federation_pb2 as pb
+from .secagg.exchange import SecureAnswer
+from .secagg.keys import RoundId
 from .spec import PromptConfig, TensorSpec
+from .wire_secure import answer_from_proto, answer_to_proto
 from .wire_secure import settings_from_proto as secure_from_proto
 from .wire_secure import settings_to_proto as secure_to_proto
 
@@ -161,6 +164,18 @@ def submit_to_proto(result: SubmitResult) -> pb.UpdateReply:
 def submit_from_proto(msg: pb.UpdateReply) -> SubmitResult:
     next_task = task_from_proto(msg.next_task) if msg.HasField("next_task") else None
     return SubmitResult(msg.duplicate, msg.received, msg.expected, next_task)
+
+
+def secure_answer_to_proto(answer: SecureAnswer, next_task: Task | None = None) -> pb.SecAggReply:
+    """wire_secure's SecAggReply, with the next task (a TaskReply, this module's) after a DONE that asked for it."""
+    reply = answer_to_proto(answer)
+    if next_task is not None:
+        task_to_proto(next_task, reply.next_task)
+    return reply
+
+
+def secure_answer_from_proto(msg: pb.SecAggReply, rid: RoundId, recipient: str) -> tuple[SecureAnswer, Task | None]:
+    return answer_from_proto(msg, rid, recipient), task_from_proto(msg.next_task) if msg.HasField("next_task") else None
 
 
 # ----- requests: the client builds them with *_to_proto, the coordinator's gate reads them with *_from_proto

@@ -7,7 +7,11 @@ and raises ValueError naming the field, which the coordinator answers INVALID_AR
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import fields
+from typing import Any, TypeVar
 
 from .messages import Metrics
 from .proto import federation_pb2 as pb
@@ -34,6 +38,7 @@ from .secagg.protocol import (
 )
 
 _KINDS = {ShareKind.SELF_SEED: pb.SecAggRevealedShare.SELF_SEED, ShareKind.MASK_KEY: pb.SecAggRevealedShare.MASK_KEY}
+_KIND_OF = {v: k for k, v in _KINDS.items()}
 _STATUS = {Status.PENDING: pb.SecAggReply.PENDING, Status.NEXT: pb.SecAggReply.NEXT, Status.DONE: pb.SecAggReply.DONE,
            Status.ABANDONED: pb.SecAggReply.ABANDONED}
 KEY_BYTES = 32
@@ -42,6 +47,34 @@ MAX_REASON_CHARS = 300
 MAX_CERTIFICATE_BYTES = 4096
 MAX_SIGNATURE_BYTES = 80  # DER ECDSA P-256: at most 72
 UNSIGNED = Signed()
+P = TypeVar("P")
+_WIRE = "_wire"  # a received bundle keeps the message it was read from under this attribute (relayed as it came)
+
+
+class _StageParts:
+    """Reply parts every recipient of a stage gets alike (the announced keys, the attestations), built once per
+    stage object and copied into each reply by protobuf, not rebuilt per recipient: N x N conversions a round at N
+    sites otherwise (issue 31). Keyed by the object's identity, which the entry keeps alive while it is held."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._built: OrderedDict[int, tuple[object, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, source: object, build: Callable[[], P]) -> P:
+        with self._lock:
+            hit = self._built.get(id(source))
+            if hit is not None and hit[0] is source:
+                return hit[1]
+        part = build()
+        with self._lock:
+            self._built[id(source)] = (source, part)
+            while len(self._built) > self._size:
+                self._built.popitem(last=False)
+        return part
+
+
+_STAGE_PARTS = _StageParts()
 
 
 # ----- the task's settings
@@ -86,6 +119,9 @@ def _signed_from_proto(m: pb.SecAggKeys) -> Signed:
 
 
 def _bundle_to_proto(b: SealedBundle) -> pb.SecAggBundle:
+    received = getattr(b, _WIRE, None)
+    if received is not None:  # relayed as it came (its unknown fields dropped when it was read)
+        return received
     return pb.SecAggBundle(sender=b.sender, recipient=b.recipient, ciphertext=b.ciphertext,
                            self_seed_digest=b.digests[ShareKind.SELF_SEED],
                            mask_key_digest=b.digests[ShareKind.MASK_KEY])
@@ -94,13 +130,16 @@ def _bundle_to_proto(b: SealedBundle) -> pb.SecAggBundle:
 def _bundle_from_proto(m: pb.SecAggBundle) -> SealedBundle:
     if len(m.self_seed_digest) != DIGEST_BYTES or len(m.mask_key_digest) != DIGEST_BYTES:
         raise ValueError(f"share digests must be {DIGEST_BYTES} bytes each")
-    return SealedBundle(m.sender, m.recipient, m.ciphertext,
-                        {ShareKind.SELF_SEED: m.self_seed_digest, ShareKind.MASK_KEY: m.mask_key_digest})
+    bundle = SealedBundle(m.sender, m.recipient, m.ciphertext,
+                          {ShareKind.SELF_SEED: m.self_seed_digest, ShareKind.MASK_KEY: m.mask_key_digest})
+    object.__setattr__(bundle, _WIRE, m)  # not a field: equality and the protocol never see it
+    return bundle
 
 
 def step_to_proto(step: SecureStep) -> pb.SecAggRequest:
     out = pb.SecAggRequest(client_id=step.client_id, round=step.round, attempt=step.attempt,
-                           max_wait_s=step.max_wait_s, run_id=step.run_id, change_norms=step.change_norms)
+                           max_wait_s=step.max_wait_s, run_id=step.run_id, change_norms=step.change_norms,
+                           next_task_wait_s=step.next_task_wait_s)
     msg = step.message
     if isinstance(msg, AdvertiseKeys):
         out.keys.CopyFrom(_keys_to_proto(msg.keys, msg.signed))
@@ -126,6 +165,8 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
     site = m.client_id
     which = m.WhichOneof("message")
     message: StageMessage | None = None
+    if which == "shares":
+        m.DiscardUnknownFields()  # its bundles are relayed as they came: nothing a site adds rides along
     if which == "keys":
         message = AdvertiseKeys(site, _keys_from_proto(m.keys), _signed_from_proto(m.keys))
     elif which == "shares":
@@ -142,7 +183,7 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
     elif which == "reveal":
         shares = []
         for r in m.reveal.shares:
-            kind = next((k for k, v in _KINDS.items() if v == r.kind), None)
+            kind = _KIND_OF.get(r.kind)
             if kind is None:
                 raise ValueError(f"a revealed share of {r.dealer!r} has no kind")
             share, tail = decode_share(r.share)
@@ -150,7 +191,8 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
                 raise ValueError(f"a revealed share of {r.dealer!r} carries trailing bytes")
             shares.append(RevealedShare(r.dealer, kind, share))
         message = UnmaskResponse(site, tuple(shares))
-    return SecureStep(site, m.round, m.attempt, message, m.max_wait_s, m.run_id, dict(m.change_norms))
+    return SecureStep(site, m.round, m.attempt, message, m.max_wait_s, m.run_id, dict(m.change_norms),
+                      m.next_task_wait_s)
 
 
 # ----- the coordinator's answer
@@ -158,18 +200,29 @@ def answer_to_proto(a: SecureAnswer) -> pb.SecAggReply:
     out = pb.SecAggReply(status=_STATUS[a.status], reason=a.reason, tensor_clips=a.tensor_clips)
     n = a.next
     if isinstance(n, KeysAnnounced):
-        for site, keys in n.keys.items():
-            out.keys.keys[site].CopyFrom(_keys_to_proto(keys, n.signed.get(site, UNSIGNED)))
+        out.keys.CopyFrom(_STAGE_PARTS.get(n, lambda: _announced_to_proto(n)))
     elif isinstance(n, SharesDelivered):
         out.shares.senders.extend(n.senders)
         out.shares.bundles.extend(_bundle_to_proto(b) for b in n.bundles)
     elif isinstance(n, ChecksPassed):
-        out.passed.checked.extend(n.checked)
-        for site, signature in n.attestations.items():
-            out.passed.attestations[site] = signature
+        out.passed.CopyFrom(_STAGE_PARTS.get(n, lambda: _passed_to_proto(n)))
     elif isinstance(n, UnmaskRequest):
         out.unmask.survivors.extend(n.survivors)
         out.unmask.dropped.extend(n.dropped)
+    return out
+
+
+def _announced_to_proto(n: KeysAnnounced) -> pb.SecAggKeysAnnounced:
+    out = pb.SecAggKeysAnnounced()
+    for site, keys in n.keys.items():
+        out.keys[site].CopyFrom(_keys_to_proto(keys, n.signed.get(site, UNSIGNED)))
+    return out
+
+
+def _passed_to_proto(n: ChecksPassed) -> pb.SecAggChecksPassed:
+    out = pb.SecAggChecksPassed(checked=n.checked)
+    for site, signature in n.attestations.items():
+        out.attestations[site] = signature
     return out
 
 

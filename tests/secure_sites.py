@@ -93,6 +93,9 @@ def honest(conn: Connection, task: Task, spec: list[TensorSpec],
             delta = delta_of(conn.client_id, spec, scale(task.round))
             update = {k: base[k] + delta[k] for k in base}
             outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id])
+            if outcome.next_task is not None:  # asked for in the round's last call, as the daemon does
+                task = outcome.next_task
+                continue
         task = conn.task(wait_s=2)
     raise AssertionError(f"{conn.client_id}: no end after 20 tasks")
 

@@ -242,7 +242,7 @@ class SecAggReveal(_message.Message):
     def __init__(self, shares: _Optional[_Iterable[_Union[SecAggRevealedShare, _Mapping]]] = ...) -> None: ...
 
 class SecAggRequest(_message.Message):
-    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "check", "max_wait_s", "run_id", "change_norms")
+    __slots__ = ("client_id", "round", "attempt", "keys", "shares", "masked", "reveal", "check", "max_wait_s", "run_id", "change_norms", "next_task_wait_s")
     class ChangeNormsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,7 @@ class SecAggRequest(_message.Message):
     MAX_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CHANGE_NORMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     attempt: int
@@ -272,7 +273,8 @@ class SecAggRequest(_message.Message):
     max_wait_s: float
     run_id: str
     change_norms: _containers.ScalarMap[str, float]
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., check: _Optional[_Union[SecAggCheck, _Mapping]] = ..., max_wait_s: _Optional[float] = ..., run_id: _Optional[str] = ..., change_norms: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    next_task_wait_s: float
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., attempt: _Optional[int] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Union[SecAggShares, _Mapping]] = ..., masked: _Optional[_Union[SecAggMasked, _Mapping]] = ..., reveal: _Optional[_Union[SecAggReveal, _Mapping]] = ..., check: _Optional[_Union[SecAggCheck, _Mapping]] = ..., max_wait_s: _Optional[float] = ..., run_id: _Optional[str] = ..., change_norms: _Optional[_Mapping[str, float]] = ..., next_task_wait_s: _Optional[float] = ...) -> None: ...
 
 class SecAggKeysAnnounced(_message.Message):
     __slots__ = ("keys",)
@@ -319,7 +321,7 @@ class SecAggUnmask(_message.Message):
     def __init__(self, survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SecAggReply(_message.Message):
-    __slots__ = ("status", "keys", "shares", "unmask", "passed", "reason", "tensor_clips")
+    __slots__ = ("status", "keys", "shares", "unmask", "passed", "reason", "tensor_clips", "next_task")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[SecAggReply.Status]
@@ -346,6 +348,7 @@ class SecAggReply(_message.Message):
     PASSED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TENSOR_CLIPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_FIELD_NUMBER: _ClassVar[int]
     status: SecAggReply.Status
     keys: SecAggKeysAnnounced
     shares: SecAggDelivered
@@ -353,7 +356,8 @@ class SecAggReply(_message.Message):
     passed: SecAggChecksPassed
     reason: str
     tensor_clips: _containers.ScalarMap[str, float]
-    def __init__(self, status: _Optional[_Union[SecAggReply.Status, str]] = ..., keys: _Optional[_Union[SecAggKeysAnnounced, _Mapping]] = ..., shares: _Optional[_Union[SecAggDelivered, _Mapping]] = ..., unmask: _Optional[_Union[SecAggUnmask, _Mapping]] = ..., passed: _Optional[_Union[SecAggChecksPassed, _Mapping]] = ..., reason: _Optional[str] = ..., tensor_clips: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    next_task: TaskReply
+    def __init__(self, status: _Optional[_Union[SecAggReply.Status, str]] = ..., keys: _Optional[_Union[SecAggKeysAnnounced, _Mapping]] = ..., shares: _Optional[_Union[SecAggDelivered, _Mapping]] = ..., unmask: _Optional[_Union[SecAggUnmask, _Mapping]] = ..., passed: _Optional[_Union[SecAggChecksPassed, _Mapping]] = ..., reason: _Optional[str] = ..., tensor_clips: _Optional[_Mapping[str, float]] = ..., next_task: _Optional[_Union[TaskReply, _Mapping]] = ...) -> None: ...
 
 class Metrics(_message.Message):
     __slots__ = ("train_loss", "accuracy_before", "accuracy_after", "num_test_examples", "train_seconds", "accuracy_global")

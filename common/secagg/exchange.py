@@ -94,6 +94,7 @@ class SecureStep:
     run_id: str = ""  # the run the site is in (SecureSettings.run_id)
     # with AdvertiseKeys: the L2 norm of its change of each of SecureSettings.clipped_tensors
     change_norms: Mapping[str, float] = default(default_factory=dict)
+    next_task_wait_s: float = 0.0  # with UnmaskResponse (or a poll after it): once DONE, hold for the next task
 
 
 class Status(StrEnum):

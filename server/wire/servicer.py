@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from ...common import wire, wire_secure
+from ...common import wire
 from ...common.logs import get_logger
 from ...common.messages import (
     MAX_HOLD_S,
@@ -162,7 +162,10 @@ class CoordinatorServicer:
             left = deadline - time.monotonic()
             if answer.status != Status.PENDING or left <= 0 or not await fed.changes.wait_async(version, left,
                                                                                                   client_id):
-                return wire_secure.answer_to_proto(answer)
+                following = None
+                if answer.status == Status.DONE and step.next_task_wait_s > 0:  # the round's last call asks on
+                    following = await self._hold(context, client_id, step.next_task_wait_s)
+                return wire.secure_answer_to_proto(answer, following)
             step = replace(step, message=None)
 
 

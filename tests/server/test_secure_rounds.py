@@ -39,9 +39,9 @@ from secure_sites import (
 from tests_support import StartCoordinator
 
 from pfeddc.client.secagg_site import SecAggSite
-from pfeddc.client.secure import SecureOutcome, change_vector
+from pfeddc.client.secure import change_vector
 from pfeddc.common import serde, wire
-from pfeddc.common.messages import Code, Refused
+from pfeddc.common.messages import Action, Code, Refused
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.secagg.exchange import SecureStep, flatten
@@ -65,7 +65,7 @@ def test_one_hostile_site_in_a_secure_round_is_convicted_on_evidence_and_stops_n
     conns, spec, tasks, base = sampled(server.port)
     site_d = functools.partial(hostile, attack=attack)
     outcomes = beside_three_honest(conns, tasks, spec, site_d)
-    assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
+    assert all(outcomes[c].committed and not outcomes[c].reason for c in ("site-a", "site-b", "site-c")), outcomes
     assert not outcomes["site-d"].committed and "site-d" in outcomes["site-d"].reason
     got, want = final_global(conns["site-a"]), expected_global(base, spec, ["site-a", "site-b", "site-c"])
     for k in want:
@@ -109,7 +109,9 @@ def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coord
     assert s.clipped_tensors == (("text.global",) if adaptive == "2" else ())
     assert {c: t.secure.weight for c, t in tasks.items() if t.secure} == {c: n / 400 for c, n in COUNTS.items()}
     outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
-    assert all(o == SecureOutcome(True) for o in outcomes.values()), outcomes
+    assert all(o.committed and not o.reason for o in outcomes.values()), outcomes
+    # the reveal's call also carried the next task (the federation's end): no GetTask after the round
+    assert all(o.next_task is not None and o.next_task.action == Action.FINISHED for o in outcomes.values())
     got, want = final_global(conns["site-a"]), expected_global(base, spec, list(COUNTS))
     bound = sum_error_bound(s.field, 4) / (sum(COUNTS.values()) / 400)
     for k in want:
@@ -145,7 +147,7 @@ def test_sites_back_off_when_the_coordinator_cannot_hold_their_polls(coordinator
     outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
     slow.join(30)
     elapsed = time.monotonic() - started
-    assert all(o == SecureOutcome(True) for o in outcomes.values()), outcomes
+    assert all(o.committed and not o.reason for o in outcomes.values()), outcomes
     assert max(calls[c] for c in conns) < 10 * elapsed + 10, (calls, elapsed)  # a spinning site asks ~1000/s
 
 
@@ -156,7 +158,7 @@ def test_secure_round_completes_when_a_site_drops_out_at_any_stage(coordinator: 
     conns, spec, tasks, base = sampled(server.port)
     site_d = functools.partial(vanish, stop_after=stage)
     outcomes = beside_three_honest(conns, tasks, spec, site_d)
-    assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
+    assert all(outcomes[c].committed and not outcomes[c].reason for c in ("site-a", "site-b", "site-c")), outcomes
     # a site that sent its masked input is a survivor: its change is in the sum, its mask removed without it
     counted = list(COUNTS) if stage == "masked" else ["site-a", "site-b", "site-c"]
     got, want = final_global(conns["site-a"]), expected_global(base, spec, counted)
@@ -182,7 +184,7 @@ def test_a_site_silent_at_the_keys_stage_is_reported_as_it_waits(coordinator: St
     watcher.start()
     outcomes = beside_three_honest(conns, tasks, spec, site_d)
     watcher.join(15)
-    assert all(outcomes[c] == SecureOutcome(True) for c in ("site-a", "site-b", "site-c")), outcomes
+    assert all(outcomes[c].committed and not outcomes[c].reason for c in ("site-a", "site-b", "site-c")), outcomes
     assert len(seen) == 1 and "site-d" in seen[0] and "advertise" in seen[0].lower(), seen
 
 
@@ -299,7 +301,9 @@ def test_a_restarted_coordinator_runs_the_round_afresh_and_refuses_the_old_run(c
     with pytest.raises(Refused, match="the coordinator may have restarted"):  # the old run's message
         conns["site-a"].secure(SecureStep("site-a", 1, old.attempt, keys), old.round_config(1).rid, wait_s=0)
     outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
-    assert all(o == SecureOutcome(True) for o in outcomes.values()), outcomes
+    assert all(o.committed and not o.reason for o in outcomes.values()), outcomes
+    # the reveal's call also carried the next task (the federation's end): no GetTask after the round
+    assert all(o.next_task is not None and o.next_task.action == Action.FINISHED for o in outcomes.values())
     got, want = final_global(conns["site-a"]), expected_global(base, spec, list(COUNTS))
     for k in want:
         np.testing.assert_allclose(got[k], want[k], atol=1e-5)
