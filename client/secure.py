@@ -98,26 +98,28 @@ def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarra
 def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Mapping[str, np.ndarray],
                update: Mapping[str, np.ndarray], spec: list[TensorSpec], num_examples: int,
                stop: threading.Event | None = None, identity: Identity | None = None,
-               verifier: Verifier | None = None) -> SecureOutcome:
+               verifier: Verifier | None = None, next_task_wait_s: float = MAX_HOLD_S) -> SecureOutcome:
     """Send this site's change through the round's secure aggregation; the outcome says if it was counted. No
     metrics go with it (its accuracy and loss would tell the coordinator about its data in the clear); the
     example count is the one its Join declared (the weights need it). `identity`/`verifier`: with a client
-    certificate, this site signs its messages and requires its peers' (common/secagg/identity.py)."""
+    certificate, this site signs its messages and requires its peers' (common/secagg/identity.py).
+    `next_task_wait_s`: the reveal's call, once the round commits, waits up to this long for the next task and
+    returns it in the outcome (0: the caller asks GetTask, as sites before it did)."""
     config = settings.round_config(round_)
     site = SecAggSite(conn.client_id, config, identity=identity, verifier=verifier)
     stop = stop or threading.Event()
 
-    def send(message: StageMessage, norms: Mapping[str, float] | None = None, next_task_wait_s: float = 0.0
+    def send(message: StageMessage, norms: Mapping[str, float] | None = None, ask_next_s: float = 0.0
              ) -> tuple[SecureAnswer, Task | None]:
-        """The stage's answer once it is not PENDING, and the next task when `next_task_wait_s` asked for it."""
+        """The stage's answer once it is not PENDING, and the next task when `ask_next_s` asked for it."""
         step = SecureStep(conn.client_id, round_, settings.attempt, message, change_norms=norms or {},
-                          next_task_wait_s=next_task_wait_s)
+                          next_task_wait_s=ask_next_s)
         answer, following = conn.secure_with_task(step, config.rid)
         polls = 0
         while answer.status == Status.PENDING and not stop.is_set():
             asked = time.monotonic()
             answer, following = conn.secure_with_task(SecureStep(conn.client_id, round_, settings.attempt,
-                                                                 next_task_wait_s=next_task_wait_s), config.rid)
+                                                                 next_task_wait_s=ask_next_s), config.rid)
             if answer.status == Status.PENDING and time.monotonic() - asked < QUICK_ANSWER_S:
                 # not held (the coordinator had no slot left): back off with jitter instead of asking at once
                 if stop.wait(POLL_BACKOFF.delay(polls, _rng)):
@@ -135,7 +137,7 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
         passed = _next(send(site.check_shares(delivered))[0], ChecksPassed, stop)
         masked = site.masked_input(passed, vector, settings.weight)
         request = _next(send(Contribution.of(masked, config.field, num_examples, Metrics()))[0], UnmaskRequest, stop)
-        done, following = send(site.unmask(request), next_task_wait_s=MAX_HOLD_S)  # the next task in the same call
+        done, following = send(site.unmask(request), ask_next_s=next_task_wait_s)  # the next task, same call
         outcome = SecureOutcome(True, next_task=following) if done.status == Status.DONE else \
             SecureOutcome(False, _why(done, stop))
     except (Abandoned, SecAggError) as exc:

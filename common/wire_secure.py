@@ -54,7 +54,8 @@ _WIRE = "_wire"  # a received bundle keeps the message it was read from under th
 class _StageParts:
     """Reply parts every recipient of a stage gets alike (the announced keys, the attestations), built once per
     stage object and copied into each reply by protobuf, not rebuilt per recipient: N x N conversions a round at N
-    sites otherwise (issue 31). Keyed by the object's identity, which the entry keeps alive while it is held."""
+    sites otherwise (issue 31). Keyed by the object's identity, which the entry keeps alive while it is held; the
+    stage objects are frozen and their mappings never written after they are made, so an entry cannot go stale."""
 
     def __init__(self, size: int = 8) -> None:
         self._size = size
@@ -127,12 +128,18 @@ def _bundle_to_proto(b: SealedBundle) -> pb.SecAggBundle:
                            mask_key_digest=b.digests[ShareKind.MASK_KEY])
 
 
-def _bundle_from_proto(m: pb.SecAggBundle) -> SealedBundle:
+def _bundle_from_proto(m: pb.SecAggBundle, relayed: bool = False) -> SealedBundle:
+    """`relayed` (the coordinator reading a site's shares): the bundle keeps a copy of its message, detached from
+    the request (a sub-message would keep the whole request's memory alive, and follow any change to it), which
+    its recipient is sent as it is."""
     if len(m.self_seed_digest) != DIGEST_BYTES or len(m.mask_key_digest) != DIGEST_BYTES:
         raise ValueError(f"share digests must be {DIGEST_BYTES} bytes each")
     bundle = SealedBundle(m.sender, m.recipient, m.ciphertext,
                           {ShareKind.SELF_SEED: m.self_seed_digest, ShareKind.MASK_KEY: m.mask_key_digest})
-    object.__setattr__(bundle, _WIRE, m)  # not a field: equality and the protocol never see it
+    if relayed:
+        kept = pb.SecAggBundle()
+        kept.CopyFrom(m)
+        object.__setattr__(bundle, _WIRE, kept)  # not a field: equality and the protocol never see it
     return bundle
 
 
@@ -165,12 +172,12 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
     site = m.client_id
     which = m.WhichOneof("message")
     message: StageMessage | None = None
-    if which == "shares":
-        m.DiscardUnknownFields()  # its bundles are relayed as they came: nothing a site adds rides along
+    if which == "shares":  # its bundles are relayed as they came, without anything a site added (this changes `m`)
+        m.shares.DiscardUnknownFields()
     if which == "keys":
         message = AdvertiseKeys(site, _keys_from_proto(m.keys), _signed_from_proto(m.keys))
     elif which == "shares":
-        message = ShareKeys(site, tuple(_bundle_from_proto(b) for b in m.shares.bundles))
+        message = ShareKeys(site, tuple(_bundle_from_proto(b, relayed=True) for b in m.shares.bundles))
     elif which == "check":
         if any(len(c.evidence) != KEY_BYTES for c in m.check.complaints):
             raise ValueError(f"a complaint's evidence must be a {KEY_BYTES}-byte key")

@@ -70,27 +70,30 @@ class CoordinatorServicer:
             await _abort(context, exc)
 
     async def _call(self, context: grpc.aio.ServicerContext, method: str, client_id: str, fn: Callable[[], T],
-                    off_loop: bool = False) -> T:
+                    off_loop: bool = False, abort: bool = True) -> T:
         """Authenticate as `method`'s row says (server/wire/rpcs.py: in open mode a bound call must hold the join
         secret bound to `client_id`), run `fn`, map a refusal to its status. `off_loop`: run `fn` on a worker
-        thread (it decodes an update)."""
+        thread (it decodes an update). `abort=False`: a refusal is raised to the caller, the call goes on."""
         try:
             self.auth.check(context, client_id)  # type: ignore[arg-type]  # the aio context has the same accessors
             if RPCS[method].bound and not self.auth.enabled:
                 self.federation.authorize(client_id, _join_secret(context))
             return await asyncio.to_thread(fn) if off_loop else fn()
         except Refused as exc:
+            if not abort:
+                raise
             if exc.code in CREDENTIAL_CODES:
                 self.gate.caller_refused(context, "client_id check", exc)
             await _abort(context, exc)
 
-    async def _hold(self, context: grpc.aio.ServicerContext, client_id: str, max_wait_s: float) -> Task:
+    async def _hold(self, context: grpc.aio.ServicerContext, client_id: str, max_wait_s: float,
+                    abort: bool = True) -> Task:
         """The client's task; while it is WAIT, hold the call until the federation changes or the wait ends."""
         fed = self.federation
         deadline = time.monotonic() + min(max_wait_s, MAX_HOLD_S, _left(context))
         while True:
             version = fed.changes.version
-            task = await self._call(context, "GetTask", client_id, lambda: fed.task(client_id))
+            task = await self._call(context, "GetTask", client_id, lambda: fed.task(client_id), abort=abort)
             left = deadline - time.monotonic()
             if task.action != Action.WAIT:
                 return task
@@ -99,6 +102,14 @@ class CoordinatorServicer:
             backoff = fed.backoff_left(client_id)
             if not await fed.changes.wait_async(version, min(left, backoff) if backoff > 0 else left, client_id):
                 return task  # too many held calls (or stopping): answer at once, the client polls
+
+    async def _next_task(self, context: grpc.aio.ServicerContext, client_id: str, max_wait_s: float) -> Task | None:
+        """The next task, asked for in the call that delivered this round's part; None when it is refused (the
+        client then asks GetTask): the refusal must not turn what the call already did into an error."""
+        try:
+            return await self._hold(context, client_id, max_wait_s, abort=False)
+        except Refused:
+            return None
 
     async def GetFederation(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "GetFederation", raw, FederationRequest)
@@ -135,7 +146,7 @@ class CoordinatorServicer:
         result = await self._call(context, "SubmitUpdate", client_id, lambda: fed.submit(
             client_id, request.round, request.payload, request.num_examples, request.metrics), off_loop=True)
         if request.next_task_wait_s > 0:
-            result = replace(result, next_task=await self._hold(context, client_id, request.next_task_wait_s))
+            result = replace(result, next_task=await self._next_task(context, client_id, request.next_task_wait_s))
         return wire.submit_to_proto(result)
 
     async def ReportFailure(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
@@ -164,7 +175,7 @@ class CoordinatorServicer:
                                                                                                   client_id):
                 following = None
                 if answer.status == Status.DONE and step.next_task_wait_s > 0:  # the round's last call asks on
-                    following = await self._hold(context, client_id, step.next_task_wait_s)
+                    following = await self._next_task(context, client_id, step.next_task_wait_s)
                 return wire.secure_answer_to_proto(answer, following)
             step = replace(step, message=None)
 

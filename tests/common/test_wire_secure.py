@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pfeddc.common import serde, wire, wire_secure
 from pfeddc.common.messages import Action, Task
@@ -29,6 +30,10 @@ def test_relayed_bundles_are_the_senders_bytes_without_fields_a_site_added() -> 
     received = pb.SecAggRequest.FromString(request.SerializeToString())
     step = wire_secure.step_from_proto(received)
     bundles = step.message.bundles  # type: ignore[union-attr]
+    kept = getattr(bundles[0], "_wire")  # noqa: B009  # the message the coordinator relays
+    assert isinstance(kept, pb.SecAggBundle) and kept.SerializeToString() == bundle_bytes("site-a", "site-b")
+    received.shares.bundles[0].ciphertext = b"changed"  # a copy: nothing done to the request after it reaches it
+    assert kept.ciphertext == b"c" * 48 and bundles[0].ciphertext == b"c" * 48
     reply = wire_secure.answer_to_proto(SecureAnswer(Status.NEXT, SharesDelivered("site-b", ("site-a",),
                                                                                     bundles[:1])))
     assert reply.shares.bundles[0].SerializeToString() == bundle_bytes("site-a", "site-b")
@@ -36,7 +41,7 @@ def test_relayed_bundles_are_the_senders_bytes_without_fields_a_site_added() -> 
     assert back.next == SharesDelivered("site-b", ("site-a",), bundles[:1])
 
 
-def test_announced_keys_are_built_once_per_stage_and_never_served_stale() -> None:
+def test_announced_keys_are_built_once_per_stage_and_never_served_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every recipient gets the same keys message; a later stage object (new keys) gets its own, never the
     cached one of an earlier stage."""
     def announced(mask: bytes) -> KeysAnnounced:
@@ -44,7 +49,16 @@ def test_announced_keys_are_built_once_per_stage_and_never_served_stale() -> Non
                              {"a": Signed(b"cert", b"sig"), "b": Signed()})
 
     first, second = announced(b"1" * 32), announced(b"2" * 32)
+    built: list[KeysAnnounced] = []
+    build = wire_secure._announced_to_proto
+
+    def counted(n: KeysAnnounced) -> pb.SecAggKeysAnnounced:
+        built.append(n)
+        return build(n)
+
+    monkeypatch.setattr(wire_secure, "_announced_to_proto", counted)
     replies = [wire_secure.answer_to_proto(SecureAnswer(Status.NEXT, n)) for n in (first, first, second)]
+    assert [n is first for n in built] == [True, False]  # once per stage object, whatever the recipients
     assert replies[0] == replies[1] and replies[0] != replies[2]
     for reply, n in zip(replies, (first, first, second), strict=True):
         assert wire_secure.answer_from_proto(reply, RID, "a").next == n

@@ -39,7 +39,7 @@ from secure_sites import (
 from tests_support import StartCoordinator
 
 from pfeddc.client.secagg_site import SecAggSite
-from pfeddc.client.secure import change_vector
+from pfeddc.client.secure import SecureOutcome, change_vector, contribute
 from pfeddc.common import serde, wire
 from pfeddc.common.messages import Action, Code, Refused
 from pfeddc.common.proto import federation_pb2 as pb
@@ -307,6 +307,32 @@ def test_a_restarted_coordinator_runs_the_round_afresh_and_refuses_the_old_run(c
     got, want = final_global(conns["site-a"]), expected_global(base, spec, list(COUNTS))
     for k in want:
         np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+
+
+def test_the_reveal_carries_the_next_round_and_an_older_site_still_asks_gettask(
+        coordinator: StartCoordinator) -> None:
+    """The reveal's call, held until the round commits, is held on until round 2 opens and carries its task; a
+    site that does not ask (`next_task_wait_s` 0, as before it existed) gets a plain DONE and asks GetTask."""
+    server = coordinator(*FLAGS, "--rounds", "2")
+    conns, spec, tasks, base = sampled(server.port)
+
+    def first_round(client_id: str) -> SecureOutcome:
+        task = tasks[client_id]
+        assert task.secure is not None
+        delta = delta_of(client_id, spec)
+        return contribute(conns[client_id], task.secure, task.round, base, {k: base[k] + delta[k] for k in base},
+                          spec, COUNTS[client_id], next_task_wait_s=0 if client_id == "site-d" else 30)
+
+    started = time.monotonic()
+    outcomes = in_threads({c: functools.partial(first_round, c) for c in conns})
+    assert all(o.committed and not o.reason for o in outcomes.values()), outcomes
+    for c in ("site-a", "site-b", "site-c"):
+        following = outcomes[c].next_task
+        assert following is not None and following.action == Action.TRAIN and following.round == 2, following
+        assert following.secure is not None and following.secure.sampled == tuple(sorted(COUNTS))
+    assert outcomes["site-d"].next_task is None
+    assert conns["site-d"].task(wait_s=5).round == 2
+    assert time.monotonic() - started < 20  # round 2 opened at once: nobody waited out a hold
 
 
 def test_a_convicted_site_sits_out_the_next_rounds(coordinator: StartCoordinator, tmp_path: Path) -> None:
