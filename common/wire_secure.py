@@ -48,7 +48,7 @@ MAX_CERTIFICATE_BYTES = 4096
 MAX_SIGNATURE_BYTES = 80  # DER ECDSA P-256: at most 72
 UNSIGNED = Signed()
 P = TypeVar("P")
-_WIRE = "_wire"  # a received bundle keeps the message it was read from under this attribute (relayed as it came)
+_WIRE = "_wire"  # a bundle the coordinator received keeps a copy of its message here (relayed as it came)
 
 
 class _StageParts:
