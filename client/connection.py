@@ -134,7 +134,7 @@ class Connection:
         """The next task. `wait_s` > 0: the coordinator holds the call while the answer would be WAIT (up to
         that long, at most 30 s), so a new round reaches the client the moment it opens."""
         request = wire.task_request_to_proto(TaskRequest(self.client_id, wait_s))
-        timeout = self.rpc_timeout_s + wait_s
+        timeout = self.rpc_timeout_s + _held(wait_s)
         return wire.task_from_proto(self._retry("get_task", lambda: self._stub.GetTask(request, timeout=timeout)))
 
     def submit(self, round_: int, tensors: Mapping[str, np.ndarray] | serde.Encoded, num_examples: int,
@@ -145,7 +145,7 @@ class Connection:
         payload = tensors.payload if isinstance(tensors, serde.Encoded) else serde.encode(tensors)
         request = wire.update_request_to_proto(
             UpdateRequest(self.client_id, round_, payload, num_examples, metrics, next_task_wait_s))
-        timeout = self.rpc_timeout_s + next_task_wait_s
+        timeout = self.rpc_timeout_s + _held(next_task_wait_s)
         return wire.submit_from_proto(self._retry(
             "submit_update", lambda: self._stub.SubmitUpdate(request, timeout=timeout)))
 
@@ -166,7 +166,7 @@ class Connection:
                          ) -> tuple[SecureAnswer, Task | None]:
         """`secure`, and the next task when the step asked for it (`next_task_wait_s`) and the round committed."""
         request = wire_secure.step_to_proto(replace(step, max_wait_s=wait_s, run_id=rid.federation_id))
-        timeout = self.rpc_timeout_s + wait_s + step.next_task_wait_s
+        timeout = self.rpc_timeout_s + _held(wait_s) + _held(step.next_task_wait_s)
         return wire.secure_answer_from_proto(self._retry("secure_aggregate", lambda: self._stub.SecureAggregate(
             request, timeout=timeout)), rid, self.client_id)
 
@@ -175,6 +175,12 @@ class Connection:
         request = wire.failure_to_proto(FailureReport(self.client_id, round_, reason, detail))
         return wire.failure_reply_from_proto(self._retry(
             "report_failure", lambda: self._stub.ReportFailure(request, timeout=self.rpc_timeout_s)))
+
+
+def _held(wait_s: float) -> float:
+    """How long the coordinator may hold a call asked to wait `wait_s`: at most MAX_HOLD_S, not at all for NaN or
+    <= 0 (what the call's deadline must leave room for; an unbounded one would be no deadline gRPC accepts)."""
+    return min(wait_s, MAX_HOLD_S) if wait_s > 0 else 0.0
 
 
 def global_tensors(task: Task) -> dict[str, np.ndarray]:

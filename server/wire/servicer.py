@@ -90,7 +90,7 @@ class CoordinatorServicer:
                     abort: bool = True) -> Task:
         """The client's task; while it is WAIT, hold the call until the federation changes or the wait ends."""
         fed = self.federation
-        deadline = time.monotonic() + min(max_wait_s, MAX_HOLD_S, _left(context))
+        deadline = time.monotonic() + _hold_for(context, max_wait_s)
         while True:
             version = fed.changes.version
             task = await self._call(context, "GetTask", client_id, lambda: fed.task(client_id), abort=abort)
@@ -165,7 +165,7 @@ class CoordinatorServicer:
         step = await self._open(context, "SecureAggregate", raw, SecureStep)
         fed = self.federation
         client_id = step.client_id
-        deadline = time.monotonic() + min(step.max_wait_s, MAX_HOLD_S, _left(context))
+        deadline = time.monotonic() + _hold_for(context, step.max_wait_s)
         while True:  # the message counts once; then the call is held while the answer is PENDING
             version = fed.changes.version
             answer = await self._call(context, "SecureAggregate", client_id, functools.partial(fed.secure_step, step),
@@ -180,9 +180,11 @@ class CoordinatorServicer:
             step = replace(step, message=None)
 
 
-def _left(context: grpc.aio.ServicerContext) -> float:
+def _hold_for(context: grpc.aio.ServicerContext, asked: float) -> float:
+    """How long a call that asked to be held `asked` seconds may be: at most MAX_HOLD_S and the caller's own
+    deadline, and not at all for NaN or <= 0 (a NaN deadline never passes: the call re-asked in a loop)."""
     remaining = context.time_remaining()
-    return (remaining - 0.5) if remaining is not None else MAX_HOLD_S
+    return min(asked, MAX_HOLD_S, (remaining - 0.5) if remaining is not None else MAX_HOLD_S) if asked > 0 else 0.0
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from pfeddc.common import serde, wire
 from pfeddc.common.messages import Action, Code, Refused
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
-from pfeddc.common.secagg.exchange import SecureStep, flatten
+from pfeddc.common.secagg.exchange import SecureStep, Status, flatten
 from pfeddc.common.secagg.field import sum_error_bound
 from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.server.app import build_parser
@@ -281,6 +282,20 @@ def test_secure_round_with_dp_carries_the_noise_the_accountant_assumes(coordinat
     assert summary["aggregator"] == "secagg-dp-fedavg" and summary["dp_epsilon"] > 0
 
 
+def test_a_site_asking_to_be_held_nan_seconds_is_answered_at_once(coordinator: StartCoordinator) -> None:
+    """A member's `max_wait_s` of NaN (any value is valid protobuf) is no wait: the call answers PENDING at once,
+    where it made the coordinator re-ask the stage in a loop without a pause until the stage closed."""
+    server = coordinator(*FLAGS)
+    conns, spec, tasks, _base = sampled(server.port)
+    s = tasks["site-a"].secure
+    assert s is not None
+    keys = SecAggSite("site-a", s.round_config(1)).advertise()
+    started = time.monotonic()
+    answer = conns["site-a"].secure(SecureStep("site-a", 1, s.attempt, keys, change_norms=norms_of("site-a", spec, s)),
+                                    s.round_config(1).rid, wait_s=math.nan)
+    assert answer.status == Status.PENDING and time.monotonic() - started < 1.0, answer
+
+
 def test_a_restarted_coordinator_runs_the_round_afresh_and_refuses_the_old_run(coordinator: StartCoordinator,
                                                                              tmp_path: Path) -> None:
     first = coordinator(*FLAGS, state_dir=tmp_path / "state")
@@ -312,26 +327,29 @@ def test_a_restarted_coordinator_runs_the_round_afresh_and_refuses_the_old_run(c
 def test_the_reveal_carries_the_next_round_and_an_older_site_still_asks_gettask(
         coordinator: StartCoordinator) -> None:
     """The reveal's call, held until the round commits, is held on until round 2 opens and carries its task; a
-    site that does not ask (`next_task_wait_s` 0, as before it existed) gets a plain DONE and asks GetTask."""
+    site that does not ask (`next_task_wait_s` 0, as before it existed) gets a plain DONE and asks GetTask. What a
+    member may send instead changes nothing else: NaN asks for nothing, infinity waits at most MAX_HOLD_S."""
     server = coordinator(*FLAGS, "--rounds", "2")
     conns, spec, tasks, base = sampled(server.port)
+    waits = {"site-a": 30.0, "site-b": math.nan, "site-c": math.inf, "site-d": 0.0}
 
     def first_round(client_id: str) -> SecureOutcome:
         task = tasks[client_id]
         assert task.secure is not None
         delta = delta_of(client_id, spec)
         return contribute(conns[client_id], task.secure, task.round, base, {k: base[k] + delta[k] for k in base},
-                          spec, COUNTS[client_id], next_task_wait_s=0 if client_id == "site-d" else 30)
+                          spec, COUNTS[client_id], next_task_wait_s=waits[client_id])
 
     started = time.monotonic()
     outcomes = in_threads({c: functools.partial(first_round, c) for c in conns})
     assert all(o.committed and not o.reason for o in outcomes.values()), outcomes
-    for c in ("site-a", "site-b", "site-c"):
+    for c in ("site-a", "site-c"):
         following = outcomes[c].next_task
         assert following is not None and following.action == Action.TRAIN and following.round == 2, following
         assert following.secure is not None and following.secure.sampled == tuple(sorted(COUNTS))
-    assert outcomes["site-d"].next_task is None
-    assert conns["site-d"].task(wait_s=5).round == 2
+    for c in ("site-b", "site-d"):
+        assert outcomes[c].next_task is None
+        assert conns[c].task(wait_s=5).round == 2
     assert time.monotonic() - started < 20  # round 2 opened at once: nobody waited out a hold
 
 
