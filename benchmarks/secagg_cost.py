@@ -116,7 +116,7 @@ def timed(cost: Cost, who: str | None, call: Callable[[], T]) -> T:
 
 
 def signed_size(signed: Signed) -> int:
-    return (b_(signed.certificate) if signed.certificate else 0) + (b_(signed.signature) if signed.signature else 0)
+    return (b_(signed.credential) if signed.credential else 0) + (b_(signed.signature) if signed.signature else 0)
 
 
 def identities(ids: tuple[str, ...]) -> tuple[dict[str, Identity], Verifier]:

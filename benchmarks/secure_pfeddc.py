@@ -41,6 +41,7 @@ from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.client.secure import contribute
 from pfeddc.common.logs import configure_logging
 from pfeddc.common.messages import Action, Metrics
+from pfeddc.common.secagg.identity import PinnedKeys
 
 HOLD_S = 30.0
 COUNT = 100
@@ -74,6 +75,7 @@ def _site(target: str, client_id: str, secure: bool, log: list[tuple[float, str,
     rng = np.random.default_rng(sum(map(ord, client_id)))
     delta = {s.name: rng.normal(0, 1e-3, s.shape).astype(np.float32) for s in coordinator.SPEC}
     conn.join(COUNT, coordinator.SPEC)
+    pins = PinnedKeys(Path(f"/nonexistent/{client_id}/peer_keys.json"))  # checks and pins as a daemon (never saved)
     task = conn.task(wait_s=HOLD_S)
     while task.action != Action.FINISHED:
         if task.action != Action.TRAIN:
@@ -84,7 +86,7 @@ def _site(target: str, client_id: str, secure: bool, log: list[tuple[float, str,
         update = {k: base[k] + delta[k] for k in base}
         if secure:
             assert task.secure is not None, task
-            outcome = contribute(conn, task.secure, round_, base, update, coordinator.SPEC, COUNT)
+            outcome = contribute(conn, task.secure, round_, base, update, coordinator.SPEC, COUNT, verifier=pins)
             if not outcome.committed:
                 failures.append(f"{client_id} round {round_}: {outcome.reason}")
             task = outcome.next_task or conn.task(wait_s=HOLD_S)  # the reveal's call carries it (as the daemon's)

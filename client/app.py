@@ -27,7 +27,7 @@ from .connection import CoordinatorUnreachable
 from .folders import DataError
 from .options import add_option_flags, options_from
 from .preflight import check_data, check_model, check_server
-from .store import StateError
+from .store import ClientStore, StateError
 
 log = get_logger("client")
 
@@ -43,7 +43,8 @@ def run_parser(env: bool = True) -> argparse.ArgumentParser:
         prog="pfeddc-client", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="pfeddc client daemon: trains global and local prompts on private images and exchanges "
                     "only the global prompts with the coordinator.",
-        epilog="other commands:\n  pfeddc-client predict --help\n  pfeddc-client evaluate --help")
+        epilog="other commands:\n  pfeddc-client predict --help\n  pfeddc-client evaluate --help\n"
+               "  pfeddc-client signing-key --help")
     add_option_flags(p, ["data", "server"])
     _common(p)
     add_option_flags(p, ["model", "allow_download", "seed", "test_fraction", "client_id"])
@@ -62,6 +63,19 @@ def run_parser(env: bool = True) -> argparse.ArgumentParser:
 
 
 def offline_parser(command: str, env: bool = True) -> argparse.ArgumentParser:
+    if command == "signing-key":
+        p = argparse.ArgumentParser(
+            prog="pfeddc-client signing-key",
+            description="Print this client's id and the public key it signs secure rounds with when it has no "
+                        "client certificate (made once in its state dir), as one line of JSON: the other sites' "
+                        "operators merge it into their state dir's peer_keys.json to pin it before the first round "
+                        "(otherwise each site pins it when it first sees it: docs/secure-aggregation.md).")
+        add_option_flags(p, ["state_dir", "client_id"])
+        add_log_flags(p)
+        add_version(p)
+        if env:
+            apply_env_defaults(p, siblings=[run_parser(env=False)])
+        return p
     if command == "predict":
         p = argparse.ArgumentParser(prog="pfeddc-client predict",
                                     description="Classify images with this client's personalized model.")
@@ -82,7 +96,7 @@ def offline_parser(command: str, env: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in ("predict", "evaluate", "run") else "run"
+    command = argv[0] if argv and argv[0] in ("predict", "evaluate", "signing-key", "run") else "run"
     if argv and argv[0] == command:
         argv = argv[1:]
     args = (run_parser() if command == "run" else offline_parser(command)).parse_args(argv)
@@ -91,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "run":
             return _run(args)
+        if command == "signing-key":
+            store = ClientStore(args.state_dir)
+            print(json.dumps({store.client_id(args.client_id): store.signing_key().credential.hex()}))
+            return 0
         if args.log_format == "json" or not sys.stderr.isatty():
             quiet_progress_bars()
         from .offline import evaluate_command, predict_command

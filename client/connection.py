@@ -38,6 +38,7 @@ from ..common.messages import (
 )
 from ..common.proto import federation_pb2_grpc as pb_grpc
 from ..common.secagg.exchange import SPOKEN, SecureAnswer, SecureStep
+from ..common.secagg.identity import Identity
 from ..common.secagg.keys import RoundId
 from ..common.spec import TensorSpec
 from ..common.tlsprobe import CredentialError, diagnose, network_hint
@@ -74,9 +75,13 @@ class Backoff:
 class Connection:
     def __init__(self, target: str, client_id: str, tls: TlsFiles | None = None, token: str | None = None,
                  backoff: Backoff | None = None, rpc_timeout_s: float = 60.0,
-                 stop: threading.Event | None = None, join_secret: str | None = None) -> None:
+                 stop: threading.Event | None = None, join_secret: str | None = None,
+                 signing_key: Identity | None = None) -> None:
         """`join_secret`: the secret this client keeps on its disk (`ClientStore.join_secret()`); a coordinator
-        without client authentication binds it to the client id at the first join and then requires it."""
+        without client authentication binds it to the client id at the first join and then requires it.
+        `signing_key`: the key it signs secure rounds with (`ClientStore.signing_key()`; none: a fresh one for
+        this connection's life), whose public half every Join presents (the coordinator binds it)."""
+        self.signing_key = signing_key or Identity.generate()
         self.target = target
         self.client_id = client_id
         self.backoff = backoff or Backoff()
@@ -127,7 +132,7 @@ class Connection:
     def join(self, num_examples: int, spec: list[TensorSpec], class_names: tuple[str, ...] = ()) -> JoinResult:
         """Join (or re-join) with this client's count, model spec and class names, announcing what it supports."""
         request = wire.join_request_to_proto(JoinRequest(self.client_id, num_examples, spec, SPOKEN,
-                                                         class_names))
+                                                         class_names, self.signing_key.credential))
         return wire.join_from_proto(self._retry("join", lambda: self._stub.Join(request, timeout=self.rpc_timeout_s)))
 
     def task(self, wait_s: float = 0.0) -> Task:

@@ -26,7 +26,7 @@ from ..common.messages import (
     Task,
     TrainSettings,
 )
-from ..common.secagg.identity import site_signing
+from ..common.secagg.identity import PeerCheck, site_signing
 from ..common.spec import PromptConfig, TensorSpec, global_spec
 from .connection import Backoff, Connection, global_tensors
 from .data import ClientData, align_to, load_client_data
@@ -59,8 +59,13 @@ class ClientDaemon:
         self.store = ClientStore(opts.state_dir)
         self.client_id = self.store.client_id(opts.client_id, opts.client_id_source)
         self.device = pick_device(opts.device)
-        # with a client certificate, secure rounds are signed and peers' signatures required
-        self.identity, self.verifier = site_signing(opts.tls.cert, opts.tls.key, opts.tls.ca)
+        # secure rounds are signed: with a client certificate (peers checked against the CA), else with the key the
+        # Join binds (peers checked against the keys pinned when first seen)
+        self.signing_key = self.store.signing_key()
+        self.pins = self.store.peer_keys()
+        certificate, ca = site_signing(opts.tls.cert, opts.tls.key, opts.tls.ca)
+        self.identity = certificate or self.signing_key
+        self.verifier: PeerCheck | None = ca if certificate else self.pins
 
     def run(self) -> dict[str, Any]:
         opts = self.opts
@@ -71,7 +76,7 @@ class ClientDaemon:
         log.info(Event.CLIENT_STARTING, client_id=self.client_id, state_dir=str(self.store.dir), server=opts.server,
                  device=str(self.device))
         conn = Connection(opts.server, self.client_id, opts.tls, opts.token, Backoff(max_attempts=opts.max_retries),
-                          stop=self.stop, join_secret=self.store.join_secret())
+                          stop=self.stop, join_secret=self.store.join_secret(), signing_key=self.signing_key)
         try:
             info = conn.federation()
             model_name = opts.model or info.model
@@ -212,8 +217,11 @@ class ClientDaemon:
         """Submit the update (or, in a secure federation, its masked change): accepted, why not, the next task."""
         try:
             if task.secure is not None:  # the coordinator learns only the round's sum
-                counted = contribute(conn, task.secure, task.round, global_tensors(task), update.tensors, spec,
-                                     num_examples, self.stop, self.identity, self.verifier)
+                try:
+                    counted = contribute(conn, task.secure, task.round, global_tensors(task), update.tensors, spec,
+                                         num_examples, self.stop, self.identity, self.verifier)
+                finally:
+                    self.pins.remember()  # the peers first seen this round, checked
                 return counted.committed, counted.reason, counted.next_task
             reply = conn.submit(task.round, update, num_examples, metrics, next_task_wait_s=MAX_HOLD_S)
             log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..common.secagg import shamir
 from ..common.secagg.field import quantise
-from ..common.secagg.identity import Identity, SignatureError, Verifier
+from ..common.secagg.identity import Identity, PeerCheck, SignatureError
 from ..common.secagg.keys import SEED_BYTES, SiteKeys, TamperedBundleError, pair_key, pairwise_seed, seal
 from ..common.secagg.masking import mask
 from ..common.secagg.protocol import (
@@ -49,9 +49,11 @@ Held = dict[ShareKind, shamir.Share]
 
 class SecAggSite:
     def __init__(self, site_id: str, config: RoundConfig, share_rng: random.Random | None = None,
-                 identity: Identity | None = None, verifier: Verifier | None = None) -> None:
-        """`identity`: sign this site's advert and check (its client certificate); `verifier`: require every
-        peer's advert and every attestation to be signed by a certificate of the federation's CA (mTLS)."""
+                 identity: Identity | None = None, verifier: PeerCheck | None = None,
+                 everyone_signs: bool = True) -> None:
+        """`identity`: sign this site's advert and check; `verifier`: check the peers' adverts and attestations
+        (identity.py), every peer's when `everyone_signs` (the round says so), else those it `knows` (a CA's
+        sites, pinned keys) and those that signed: a coordinator's word never unpins a peer."""
         if site_id not in config.sampled:
             raise ProtocolError(f"site {site_id!r} is not sampled this round", site_id)
         self.site_id = site_id
@@ -67,7 +69,8 @@ class SecAggSite:
         self._complained = False  # its encryption key went out as evidence: it must never send an input now
         self._identity = identity
         self._verifier = verifier
-        self._certificates: dict[str, bytes] = {}  # peer -> the certificate its advert was signed with
+        self._everyone_signs = everyone_signs
+        self._credentials: dict[str, bytes] = {}  # peer -> the credential its checked advert was signed with
 
     def _enter(self, expected: Stage, then: Stage) -> None:
         if self.stage != expected:
@@ -79,22 +82,24 @@ class SecAggSite:
         keys = PublicKeys(self._keys.mask_public, self._keys.enc_public)
         signed = Signed()
         if self._identity is not None:
-            signed = Signed(self._identity.certificate, self._identity.sign(
+            signed = Signed(self._identity.credential, self._identity.sign(
                 "advert", self.config.rid, self.site_id.encode(), keys.mask, keys.enc))
         return AdvertiseKeys(self.site_id, keys, signed)
 
     def _check_signatures(self, announced: KeysAnnounced) -> None:
-        """Every announced advert signed by its site's certificate (when this site requires signatures)."""
+        """Every announced advert signed by its site (each this site requires a signature of)."""
         if self._verifier is None:
             return
         for peer, keys in announced.keys.items():
             signed = announced.signed.get(peer, Signed())
+            if not (self._everyone_signs or self._verifier.knows(peer) or signed.signature):
+                continue  # an older coordinator's round, and a peer never seen that signs nothing
             try:
-                self._verifier.check(peer, signed.certificate, signed.signature, "advert", self.config.rid,
+                self._verifier.check(peer, signed.credential, signed.signature, "advert", self.config.rid,
                                      peer.encode(), keys.mask, keys.enc)
             except SignatureError as e:
                 raise ProtocolError(f"the announced keys of {peer!r} are not signed by it: {e}") from e
-            self._certificates[peer] = signed.certificate
+            self._credentials[peer] = signed.credential
 
     def share_keys(self, announced: KeysAnnounced) -> ShareKeys:
         self._enter(Stage.SHARE_KEYS, Stage.CHECK_SHARES)
@@ -169,9 +174,9 @@ class SecAggSite:
             raise ProtocolError("the sites that checked their shares must include this one, be among those it "
                                 f"masks with, and number at least {cfg.threshold}")
         if self._verifier is not None:
-            for peer in checked:
+            for peer in sorted(checked & set(self._credentials)):  # every checked peer whose advert was signed
                 try:
-                    self._verifier.check(peer, self._certificates.get(peer, b""), passed.attestations.get(peer, b""),
+                    self._verifier.check(peer, self._credentials[peer], passed.attestations.get(peer, b""),
                                          "check", cfg.rid, peer.encode())
                 except SignatureError as e:
                     raise ProtocolError(f"{peer!r} did not attest that its shares checked: {e}") from e

@@ -33,7 +33,7 @@ from ..common.secagg.exchange import (
     Status,
     flatten,
 )
-from ..common.secagg.identity import Identity, Verifier
+from ..common.secagg.identity import Identity, PeerCheck
 from ..common.secagg.noise import add_noise_share
 from ..common.secagg.protocol import ChecksPassed, KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
 from ..common.spec import CLASS_ROW_TENSORS, TensorSpec
@@ -98,15 +98,17 @@ def change_vector(base: Mapping[str, np.ndarray], update: Mapping[str, np.ndarra
 def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Mapping[str, np.ndarray],
                update: Mapping[str, np.ndarray], spec: list[TensorSpec], num_examples: int,
                stop: threading.Event | None = None, identity: Identity | None = None,
-               verifier: Verifier | None = None, next_task_wait_s: float = MAX_HOLD_S) -> SecureOutcome:
+               verifier: PeerCheck | None = None, next_task_wait_s: float = MAX_HOLD_S) -> SecureOutcome:
     """Send this site's change through the round's secure aggregation; the outcome says if it was counted. No
     metrics go with it (its accuracy and loss would tell the coordinator about its data in the clear); the
-    example count is the one its Join declared (the weights need it). `identity`/`verifier`: with a client
-    certificate, this site signs its messages and requires its peers' (common/secagg/identity.py).
+    example count is the one its Join declared (the weights need it). `identity`: what this site signs its
+    messages with (its client certificate; by default the key its Join bound, `conn.signing_key`); `verifier`: how
+    it checks its peers' (common/secagg/identity.py; none: it trusts the coordinator's relay).
     `next_task_wait_s`: the reveal's call, once the round commits, waits up to this long for the next task and
     returns it in the outcome (0: the caller asks GetTask, as sites before it did)."""
     config = settings.round_config(round_)
-    site = SecAggSite(conn.client_id, config, identity=identity, verifier=verifier)
+    site = SecAggSite(conn.client_id, config, identity=identity or conn.signing_key, verifier=verifier,
+                      everyone_signs=settings.signed)
     stop = stop or threading.Event()
 
     def send(message: StageMessage, norms: Mapping[str, float] | None = None, ask_next_s: float = 0.0

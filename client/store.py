@@ -3,6 +3,8 @@
 state_dir/
   client_id            stable identity presented to the coordinator
   join_secret          proves that identity to a coordinator without client authentication (0600)
+  signing_key.pem      signs its secure-aggregation messages without a client certificate; bound at Join (0600)
+  peer_keys.json       its peers' signing keys, pinned when first seen ({site id: hex}; an operator may pre-fill it)
   meta.json            `ClientMeta`: federation, model, prompt layout, class list, held-out split, last round
   local.safetensors    local prompts + fusion modules (never leave this machine)
   global.safetensors   the last global prompts received (metadata: round)
@@ -24,8 +26,11 @@ import numpy as np
 from ..common import serde
 from ..common.ids import client_id_problem
 from ..common.messages import Metrics
+from ..common.secagg.identity import Identity, PinnedKeys
 from ..common.spec import PromptConfig
 
+SIGNING_KEY_FILE = "signing_key.pem"
+PEER_KEYS_FILE = "peer_keys.json"
 GENERATED_PREFIX = "client-"  # + 12 hex digits: an id the client made up for itself (no --client-id, no certificate)
 
 
@@ -134,6 +139,15 @@ class ClientStore:
         if not path.exists():
             serde.atomic_write(path, secrets.token_urlsafe(32).encode() + b"\n")  # mkstemp: mode 0600
         return path.read_text().strip()
+
+    def signing_key(self) -> Identity:
+        """The key this client signs secure rounds with when it has no client certificate (made once, 0600); the
+        coordinator binds its public half to the client id at the first Join."""
+        return Identity.kept_at(self.dir / SIGNING_KEY_FILE)
+
+    def peer_keys(self) -> PinnedKeys:
+        """Its peers' signing keys as first seen (or as the operator listed them)."""
+        return PinnedKeys(self.dir / PEER_KEYS_FILE)
 
     # ----- metadata
     def meta(self) -> ClientMeta:

@@ -177,6 +177,7 @@ class JoinRequest:
     spec: list[TensorSpec] = field(default_factory=list)
     capabilities: frozenset[str] = frozenset()  # what the client supports beyond v1 (secure aggregation)
     class_names: tuple[str, ...] = ()  # its data's classes: a coordinator without a class list gathers them
+    signing_key: bytes = b""  # its secure-aggregation signing key (no client certificate): bound at the first Join
 
 
 @dataclass(frozen=True)

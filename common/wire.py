@@ -190,12 +190,12 @@ def federation_request_from_proto(msg: pb.FederationRequest) -> FederationReques
 def join_request_to_proto(request: JoinRequest) -> pb.JoinRequest:
     return pb.JoinRequest(client_id=request.client_id, num_examples=request.num_examples,
                           spec=spec_to_proto(request.spec), capabilities=sorted(request.capabilities),
-                          class_names=list(request.class_names))
+                          class_names=list(request.class_names), signing_key=request.signing_key)
 
 
 def join_request_from_proto(msg: pb.JoinRequest) -> JoinRequest:
     return JoinRequest(msg.client_id, msg.num_examples, spec_from_proto(list(msg.spec)), frozenset(msg.capabilities),
-                       tuple(msg.class_names))
+                       tuple(msg.class_names), bytes(msg.signing_key))
 
 
 def task_request_to_proto(request: TaskRequest) -> pb.TaskRequest:

@@ -92,17 +92,18 @@ def settings_to_proto(s: SecureSettings, out: pb.SecureRound) -> None:
     out.clip_norm = s.clip_norm
     out.noise_std = s.noise_std
     out.clipped_tensors.extend(s.clipped_tensors)
+    out.signed = s.signed
 
 
 def settings_from_proto(m: pb.SecureRound) -> SecureSettings:
     return SecureSettings(m.run_id, m.attempt, tuple(m.sampled), m.threshold, m.length,
                           FieldParams(m.clip_range, m.max_sites, m.modulus_bits), m.weight, m.clip_norm, m.noise_std,
-                          tuple(m.clipped_tensors))
+                          tuple(m.clipped_tensors), m.signed)
 
 
 # ----- one stage's message (client -> coordinator)
 def _keys_to_proto(k: PublicKeys, signed: Signed = UNSIGNED) -> pb.SecAggKeys:
-    return pb.SecAggKeys(mask_public=k.mask, enc_public=k.enc, certificate=signed.certificate,
+    return pb.SecAggKeys(mask_public=k.mask, enc_public=k.enc, certificate=signed.credential,
                          signature=signed.signature)
 
 

@@ -20,6 +20,7 @@ from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.client.secure import SecureOutcome, change_vector, contribute
 from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
 from pfeddc.common.secagg.exchange import Contribution, SecureSettings, SecureStep, Status, flatten, unflatten
+from pfeddc.common.secagg.identity import PeerCheck
 from pfeddc.common.secagg.keys import pairwise_seed
 from pfeddc.common.secagg.masking import mask
 from pfeddc.common.secagg.protocol import Complaint, MaskedInput, Stage
@@ -80,9 +81,10 @@ def in_threads(work: dict[str, Callable[[], SecureOutcome]]) -> dict[str, Secure
 
 
 def honest(conn: Connection, task: Task, spec: list[TensorSpec],
-           scale: Callable[[int], float] = lambda round_: 0.05) -> SecureOutcome:
+           scale: Callable[[int], float] = lambda round_: 0.05, verifier: PeerCheck | None = None) -> SecureOutcome:
     """An honest site: contributes (its change `delta_of` at `scale(round)`), and after an abandoned attempt trains
-    the retried one; its last outcome."""
+    the retried one; its last outcome. `verifier`: how it checks its peers' signatures (none: it trusts the
+    relay)."""
     outcome = SecureOutcome(False, "never sampled")
     for _ in range(20):
         if task.action == Action.FINISHED:
@@ -92,7 +94,8 @@ def honest(conn: Connection, task: Task, spec: list[TensorSpec],
             base = global_tensors(task)
             delta = delta_of(conn.client_id, spec, scale(task.round))
             update = {k: base[k] + delta[k] for k in base}
-            outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id])
+            outcome = contribute(conn, task.secure, task.round, base, update, spec, COUNTS[conn.client_id],
+                                 verifier=verifier)
             if outcome.next_task is not None:  # asked for in the round's last call, as the daemon does
                 task = outcome.next_task
                 continue
@@ -104,7 +107,7 @@ def vanish(conn: Connection, task: Task, spec: list[TensorSpec], stop_after: str
     """A site that vanishes: it sends the stages up to `stop_after` and then nothing."""
     assert task.secure is not None
     s, rid = task.secure, task.secure.round_config(task.round).rid
-    site = SecAggSite(conn.client_id, s.round_config(task.round))
+    site = SecAggSite(conn.client_id, s.round_config(task.round), identity=conn.signing_key)
 
     clips: dict[str, float] = {}
 
@@ -154,7 +157,7 @@ def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -
     its change norms reported a million times too large (to raise every site's per-tensor bound)."""
     assert task.secure is not None
     s, rid = task.secure, task.secure.round_config(task.round).rid
-    site = SecAggSite(conn.client_id, s.round_config(task.round))
+    site = SecAggSite(conn.client_id, s.round_config(task.round), identity=conn.signing_key)
 
     def send(message: object, norms: dict[str, float] | None = None) -> tuple[Status, object, str]:
         answer = conn.secure(SecureStep(conn.client_id, task.round, s.attempt, message,  # type: ignore[arg-type]
@@ -173,8 +176,10 @@ def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -
     checked = site.check_shares(delivered)  # type: ignore[arg-type]
     if attack == "accuse":
         key = site._keys.enc_private()
-        checked = replace(checked, complaints=tuple(Complaint(u, "made up", key) for u in sorted(COUNTS)
-                                                    if u != conn.client_id))
+        accused = [u for u in sorted(COUNTS) if u != conn.client_id]
+        checked = replace(checked, complaints=tuple(Complaint(u, "made up", key) for u in accused),
+                          signature=conn.signing_key.sign("check", s.round_config(task.round).rid,
+                                                          conn.client_id.encode(), *(u.encode() for u in accused)))
     status, passed, reason = send(checked)
     if not attack.startswith("range") or status != Status.NEXT:
         return SecureOutcome(status == Status.DONE, reason)

@@ -23,7 +23,8 @@ def parsers() -> list[tuple[str, argparse.ArgumentParser]]:
 
     return [("pfeddc-server", server_parser()), ("pfeddc-server status", status_parser()),
             ("pfeddc-client", run_parser()), ("pfeddc-client predict", offline_parser("predict")),
-            ("pfeddc-client evaluate", offline_parser("evaluate")), ("pfeddc-sim", sim_parser())]
+            ("pfeddc-client evaluate", offline_parser("evaluate")),
+            ("pfeddc-client signing-key", offline_parser("signing-key")), ("pfeddc-sim", sim_parser())]
 
 
 def _cell(text: str) -> str:

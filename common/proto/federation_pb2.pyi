@@ -42,18 +42,20 @@ class FederationInfo(_message.Message):
     def __init__(self, federation_id: _Optional[str] = ..., total_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., model: _Optional[str] = ..., prompt_config_json: _Optional[str] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., classes_pending: _Optional[bool] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("client_id", "num_examples", "spec", "capabilities", "class_names")
+    __slots__ = ("client_id", "num_examples", "spec", "capabilities", "class_names", "signing_key")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_KEY_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     num_examples: int
     spec: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     class_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Iterable[str]] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    signing_key: bytes
+    def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ..., spec: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., capabilities: _Optional[_Iterable[str]] = ..., class_names: _Optional[_Iterable[str]] = ..., signing_key: _Optional[bytes] = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("federation_id", "total_rounds", "current_round", "weight")
@@ -130,7 +132,7 @@ class TaskReply(_message.Message):
     def __init__(self, action: _Optional[_Union[TaskReply.Action, str]] = ..., round: _Optional[int] = ..., total_rounds: _Optional[int] = ..., global_state: _Optional[bytes] = ..., global_sha256: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., retry_after_s: _Optional[float] = ..., deadline_s: _Optional[float] = ..., secure: _Optional[_Union[SecureRound, _Mapping]] = ...) -> None: ...
 
 class SecureRound(_message.Message):
-    __slots__ = ("run_id", "attempt", "sampled", "threshold", "length", "clip_range", "max_sites", "modulus_bits", "weight", "clip_norm", "noise_std", "clipped_tensors")
+    __slots__ = ("run_id", "attempt", "sampled", "threshold", "length", "clip_range", "max_sites", "modulus_bits", "weight", "clip_norm", "noise_std", "clipped_tensors", "signed")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +145,7 @@ class SecureRound(_message.Message):
     CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
     NOISE_STD_FIELD_NUMBER: _ClassVar[int]
     CLIPPED_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     attempt: int
     sampled: _containers.RepeatedScalarFieldContainer[str]
@@ -155,7 +158,8 @@ class SecureRound(_message.Message):
     clip_norm: float
     noise_std: float
     clipped_tensors: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, run_id: _Optional[str] = ..., attempt: _Optional[int] = ..., sampled: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., length: _Optional[int] = ..., clip_range: _Optional[float] = ..., max_sites: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., weight: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_std: _Optional[float] = ..., clipped_tensors: _Optional[_Iterable[str]] = ...) -> None: ...
+    signed: bool
+    def __init__(self, run_id: _Optional[str] = ..., attempt: _Optional[int] = ..., sampled: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., length: _Optional[int] = ..., clip_range: _Optional[float] = ..., max_sites: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., weight: _Optional[float] = ..., clip_norm: _Optional[float] = ..., noise_std: _Optional[float] = ..., clipped_tensors: _Optional[_Iterable[str]] = ..., signed: _Optional[bool] = ...) -> None: ...
 
 class SecAggKeys(_message.Message):
     __slots__ = ("mask_public", "enc_public", "certificate", "signature")

@@ -34,11 +34,13 @@ from .protocol import (
 )
 
 # What a client announces at Join when it follows TaskReply.secure (JoinRequest.capabilities).
-# v2: complaints carry evidence and are judged before any input is sent; v3: per-tensor bounds (change_norms). A
-# secure coordinator requires CAPABILITY; a client announces every version it follows (SPOKEN): a v3 site follows a
-# v2 coordinator too (it asks for no norm), so sites can be upgraded before their coordinator.
-CAPABILITY = "secure-aggregation/v3"
-SPOKEN = frozenset({"secure-aggregation/v2", CAPABILITY})
+# v2: complaints carry evidence and are judged before any input is sent; v3: per-tensor bounds (change_norms); v4:
+# signed without client certificates too (JoinRequest.signing_key, SecureSettings.signed). A secure coordinator
+# requires CAPABILITY; a client announces every version it follows (SPOKEN): a v4 site follows a v2 or v3
+# coordinator too (it asks for no norm, or says the round is not signed), so sites can be upgraded before their
+# coordinator.
+CAPABILITY = "secure-aggregation/v4"
+SPOKEN = frozenset({"secure-aggregation/v2", "secure-aggregation/v3", CAPABILITY})
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class SecureSettings:
     # tensors bounded one by one: the site reports its change norm of each with its keys and clips each to the
     # bound announced with them (`SecureAnswer.tensor_clips`); empty: none (DP, or --adaptive-clip 0)
     clipped_tensors: tuple[str, ...] = ()
+    signed: bool = False  # every sampled site signs this attempt: a site refuses any peer's unsigned advert
 
     def round_config(self, round_: int) -> RoundConfig:
         return RoundConfig(RoundId(self.run_id, round_, self.attempt), tuple(sorted(self.sampled)), self.threshold,

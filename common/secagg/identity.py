@@ -1,21 +1,30 @@
-"""Signatures that bind a secure round's messages to the sites' certificates, so a relaying coordinator cannot
-swap a site's keys or claim that sites checked their shares when they did not.
+"""Signatures that bind a secure round's messages to the sites, so a relaying coordinator cannot swap a site's
+keys or claim that sites checked their shares when they did not.
 
-With client certificates (mTLS), each site signs its advert (its two public keys of the run) and its verdict on
-the shares it received (no complaint, or whom it accuses) with the private key of its client certificate, and
-sends the certificate along. Every other site checks the certificate against the federation's CA (the one its
-`--tls-ca` names: pfeddc-certs signs coordinator and clients with one CA), its common name against the site id,
-and the signature against the message: ECDSA P-256 with SHA-256 over a length-prefixed, labelled encoding bound
-to the run. Without client certificates nothing is signed, and the coordinator is trusted to relay faithfully
-(docs/secure-aggregation.md).
+Each site signs its advert (its two public keys of the run) and its verdict on the shares it received (no
+complaint, or whom it accuses), and sends its credential along: ECDSA P-256 with SHA-256 over a length-prefixed,
+labelled encoding bound to the run. Two kinds of credential, one signature:
+
+- With client certificates (mTLS) the credential is the site's certificate (DER). Every other site checks it
+  against the federation's CA (the one its `--tls-ca` names: pfeddc-certs signs coordinator and clients with one
+  CA) and its common name against the site id (`Verifier`).
+- Without them, the credential is the public key of a signing key the site keeps in its state dir and binds to
+  its id at its first Join (SEC1, compressed: 33 bytes). The coordinator checks every message against the bound
+  key (`BoundKeys`); each site pins every peer's key the first time it sees it and refuses any other key for
+  that peer later (`PinnedKeys`, state_dir/peer_keys.json, which an operator may also fill in advance from the
+  sites' `pfeddc-client --print-signing-key`). A coordinator that turns hostile after a peer was first seen
+  cannot swap its keys; one hostile from the very first round can, for peers not pinned in advance (trust on
+  first use, docs/secure-aggregation.md).
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -23,9 +32,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from .. import serde
 from .keys import RoundId
 
 _LABEL = b"pfeddc-secagg/v2/"
+
+
+class PeerCheck(Protocol):
+    """What checks the sites' signatures: `Verifier` (a CA), `BoundKeys` (the coordinator), `PinnedKeys` (a site)."""
+
+    def knows(self, site_id: str) -> bool:
+        """Whether `site_id` must sign whatever the round says (its credential is known in advance)."""
+
+    def check(self, site_id: str, credential: bytes, signature: bytes, label: str, rid: RoundId,
+              *parts: bytes) -> None:
+        """SignatureError (naming the site) unless `credential` is `site_id`'s and signed the message."""
 
 
 class SignatureError(ValueError):
@@ -39,11 +60,43 @@ def _message(label: str, rid: RoundId, parts: tuple[bytes, ...]) -> bytes:
     return out
 
 
+PUBLIC_KEY_BYTES = 33  # a P-256 point, SEC1 compressed
+
+
+def public_key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+
+
+def signing_key_problem(credential: bytes) -> str | None:
+    """Why `credential` is not a P-256 public key as a site binds at Join (None: it is one)."""
+    if len(credential) != PUBLIC_KEY_BYTES:
+        return f"a signing key is a compressed P-256 point of {PUBLIC_KEY_BYTES} bytes, got {len(credential)}"
+    try:
+        _public_key(credential)
+    except ValueError:
+        return "the signing key is not a point of P-256"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(credential: bytes) -> ec.EllipticCurvePublicKey:
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), credential)
+
+
+def _verify(site_id: str, public: ec.EllipticCurvePublicKey, signature: bytes, label: str, rid: RoundId,
+            parts: tuple[bytes, ...]) -> None:
+    try:
+        public.verify(signature, _message(label, rid, parts), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature as e:
+        raise SignatureError(f"{site_id!r}'s {label} signature does not verify") from e
+
+
 @dataclass(frozen=True)
 class Identity:
-    """A site's signing identity: its client certificate (DER) and that certificate's private key."""
+    """A site's signing identity: its credential (client certificate, DER, or the public key it bound at Join)
+    and the private key that signs."""
 
-    certificate: bytes
+    credential: bytes
     key: ec.EllipticCurvePrivateKey
 
     @staticmethod
@@ -54,6 +107,25 @@ class Identity:
             raise ValueError(f"{key}: secure aggregation signs with an EC (P-256) client key, as pfeddc-certs issues")
         return Identity(certificate.public_bytes(serialization.Encoding.DER), private)
 
+    @staticmethod
+    def generate() -> Identity:
+        """A fresh signing key, its public key as the credential (a site without a client certificate)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        return Identity(public_key_bytes(key), key)
+
+    @staticmethod
+    def kept_at(path: Path) -> Identity:
+        """The signing key at `path` (PEM), made there once (written atomically, mode 0600) if missing."""
+        if not path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            serde.atomic_write(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(private, ec.EllipticCurvePrivateKey) or not isinstance(private.curve, ec.SECP256R1):
+            raise ValueError(f"{path}: not a P-256 signing key (remove it to make a new one, and join under a "
+                             "new --client-id: the coordinator bound this id to the old key)")
+        return Identity(public_key_bytes(private), private)
+
     def sign(self, label: str, rid: RoundId, *parts: bytes) -> bytes:
         return self.key.sign(_message(label, rid, parts), ec.ECDSA(hashes.SHA256()))
 
@@ -63,6 +135,10 @@ class Verifier:
     """Checks the sites' certificates against the federation's CA (PEM, possibly several)."""
 
     cas: tuple[x509.Certificate, ...]
+
+    def knows(self, site_id: str) -> bool:
+        """Whether `site_id` must sign: the CA vouches for every site."""
+        return True
 
     @staticmethod
     def load(ca: Path) -> Verifier:
@@ -93,10 +169,82 @@ class Verifier:
         public = cert.public_key()
         if not isinstance(public, ec.EllipticCurvePublicKey):
             raise SignatureError(f"{site_id!r} signed with a key that is not EC")
+        _verify(site_id, public, signature, label, rid, parts)
+
+
+@dataclass(frozen=True)
+class BoundKeys:
+    """The coordinator's check without client certificates: each site's messages against the key it bound at
+    Join. A site that bound none (a record from before signing keys) is not asked to sign."""
+
+    keys: dict[str, bytes]
+
+    def knows(self, site_id: str) -> bool:
+        return bool(self.keys.get(site_id))
+
+    def check(self, site_id: str, credential: bytes, signature: bytes, label: str, rid: RoundId,
+              *parts: bytes) -> None:
+        bound = self.keys.get(site_id, b"")
+        if not bound:
+            return
+        if not credential:
+            raise SignatureError(f"{site_id!r} sent no signature, though it bound a signing key at Join")
+        if credential != bound and len(credential) > PUBLIC_KEY_BYTES:
+            raise SignatureError(f"{site_id!r} signed with a client certificate, but this coordinator checks the key "
+                                 "each site bound at Join (it runs without --tls-client-ca): give the coordinator "
+                                 "--tls-client-ca, or run the site without its --tls-ca")
+        if credential != bound:
+            raise SignatureError(f"{site_id!r} signed with a key other than the one it bound at Join")
+        _verify(site_id, _public_key(bound), signature, label, rid, parts)
+
+
+class PinnedKeys:
+    """A site's check of its peers without client certificates: each peer's key as first seen, kept in a JSON
+    file ({site id: hex key}). A pinned peer must sign with its pinned key; an unpinned one signs with the key
+    it presents, which is then pinned (`remember` writes the new pins)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pins: dict[str, str] = self._read(path)
+        self._new = False
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, str]:
+        if not path.exists():
+            return {}
         try:
-            public.verify(signature, _message(label, rid, parts), ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature as e:
-            raise SignatureError(f"{site_id!r}'s {label} signature does not verify") from e
+            pins = json.loads(path.read_text())
+            if not isinstance(pins, dict) or not all(isinstance(v, str) and signing_key_problem(bytes.fromhex(v))
+                                                     is None for v in pins.values()):
+                raise ValueError("not a map of site ids to signing keys (66 hex digits)")
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; fix it or remove it (its pins are made again on first sight)") from e
+        return {str(k): v for k, v in pins.items()}
+
+    def knows(self, site_id: str) -> bool:
+        return site_id in self._pins
+
+    def check(self, site_id: str, credential: bytes, signature: bytes, label: str, rid: RoundId,
+              *parts: bytes) -> None:
+        pinned = self._pins.get(site_id)
+        if pinned is not None and credential.hex() != pinned:
+            raise SignatureError(f"{site_id!r} signed with a key other than the one pinned for it in {self.path} "
+                                 f"(pinned {pinned[:16]}..., presented {credential.hex()[:16]}...): the coordinator "
+                                 "relayed another key, or the site was reinstalled (then its operator says so, and "
+                                 "you remove its line)")
+        problem = signing_key_problem(credential)
+        if problem:
+            raise SignatureError(f"{site_id!r} sent no signing key: {problem}")
+        _verify(site_id, _public_key(credential), signature, label, rid, parts)
+        if pinned is None:
+            self._pins[site_id] = credential.hex()
+            self._new = True
+
+    def remember(self) -> None:
+        """Write the pins made since the last call (atomically)."""
+        if self._new:
+            serde.atomic_write(self.path, json.dumps(self._pins, indent=1, sort_keys=True).encode())
+            self._new = False
 
 
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
@@ -105,6 +253,12 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def coordinator_check(ca: str | None, keys: dict[str, bytes]) -> PeerCheck:
+    """What the coordinator checks a secure attempt's signatures against: the sites' certificates (mTLS, `ca`),
+    else the keys the sampled sites bound at Join."""
+    return Verifier.cached(ca) if ca else BoundKeys(keys)
 
 
 def site_signing(cert: Path | None, key: Path | None, ca: Path | None) -> tuple[Identity | None, Verifier | None]:

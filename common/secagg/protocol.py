@@ -119,9 +119,10 @@ class PublicKeys:
 
 @dataclass(frozen=True)
 class Signed:
-    """A message's signature by its sender's client certificate (identity.py); empty without certificates."""
+    """A message's signature and its sender's credential (identity.py: its client certificate, DER, or the
+    signing key it bound at Join); empty from a site that signs nothing."""
 
-    certificate: bytes = b""  # DER
+    credential: bytes = b""
     signature: bytes = b""
 
 

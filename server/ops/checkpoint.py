@@ -20,6 +20,7 @@ import numpy as np
 
 from ...common import serde
 from ...common.logs import Event, get_logger
+from ...common.secagg.identity import signing_key_problem
 from ...common.spec import ADDED_BY_UPGRADE, TensorSpec, initial_prompts, spec_difference
 from ..pipeline.privacy import PrivacyLedger
 from ..round.state import ClientRecord, FederationState
@@ -39,6 +40,17 @@ class CheckpointError(RuntimeError):
     def __init__(self, message: str, advice: str | None = None) -> None:
         super().__init__(message)
         self.advice = advice  # what the operator can do, when a save failed for this reason
+
+
+def _signing_key(path: Path, client_id: str, hex_key: object) -> bytes:
+    """A record's bound signing key (none in checkpoints from before signing keys: bound at its next Join)."""
+    try:
+        key = bytes.fromhex(hex_key) if isinstance(hex_key, str) else None
+    except ValueError:
+        key = None
+    if key is None or (key and signing_key_problem(key)):
+        raise CheckpointError(f"checkpoint {path} holds an unreadable signing key for client {client_id!r}")
+    return key
 
 
 class Checkpoint:
@@ -155,7 +167,8 @@ class Checkpoint:
         clients = {}
         for c, r in meta["clients"].items():
             clients[c] = ClientRecord(c, int(r["num_examples"]), int(r["rounds_participated"]),
-                                      secret_sha256=r.get("secret_sha256"))
+                                      secret_sha256=r.get("secret_sha256"),
+                                      signing_key=_signing_key(self.path, c, r.get("signing_key", "")))
             if clients[c].num_examples <= 0 or clients[c].rounds_participated < 0:
                 raise CheckpointError(f"checkpoint {self.path} holds impossible counts for client {c!r}: {r}")
         scale = {str(k): float(v) for k, v in meta.get("change_scale", {}).items()}

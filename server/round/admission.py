@@ -8,6 +8,7 @@ from typing import Protocol
 from ...common.ids import client_id_problem
 from ...common.messages import Code, Refused, SubmitResult
 from ...common.secagg.exchange import CAPABILITY, SecureStep
+from ...common.secagg.identity import signing_key_problem
 from ...common.spec import TensorSpec, class_names_problem, classes_outside, spec_difference
 from .attempt import Attempt
 from .config import FederationConfig
@@ -35,9 +36,10 @@ class Rounds(Protocol):
 
 
 def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str, num_examples: int,
-               their_spec: list[TensorSpec], secret: str | None, capabilities: frozenset[str]) -> None:
+               their_spec: list[TensorSpec], secret: str | None, capabilities: frozenset[str],
+               signing_key: bytes = b"") -> None:
     """A Join's own values, before the lock: the id, the example count, the model's spec, the join secret,
-    and in a secure federation the client's support for it."""
+    the signing key, and in a secure federation the client's support for it."""
     problem = client_id_problem(client_id)
     if problem:
         raise Refused(Code.INVALID_ARGUMENT, problem)
@@ -54,6 +56,12 @@ def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str,
                                                 f"upgrade pfeddc on this site (a client that announces {CAPABILITY!r}; "
                                                 "upgrade the sites before their coordinator: a newer site follows an "
                                                 "older coordinator)")
+    if signing_key and signing_key_problem(signing_key):
+        raise Refused(Code.INVALID_ARGUMENT, f"signing_key: {signing_key_problem(signing_key)}")
+    if config.secure_aggregation and not config.signing_ca and not signing_key:
+        raise Refused(Code.FAILED_PRECONDITION, "this federation signs secure rounds with the key each site binds "
+                                                "at Join (it runs without client certificates) and this Join "
+                                                "carries none: upgrade pfeddc on this site")
     if config.require_join_secret and not secret:
         raise Refused(Code.UNAUTHENTICATED, "this coordinator runs without client authentication: every Join "
                                             "must carry a join secret (pfeddc-client keeps one in its state dir)")

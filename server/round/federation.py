@@ -130,11 +130,12 @@ class Federation:
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None,
              peer: str | None = None, capabilities: frozenset[str] = frozenset(),
-             class_names: tuple[str, ...] = ()) -> int:
+             class_names: tuple[str, ...] = (), signing_key: bytes = b"") -> int:
         """Register or re-register a client; returns its FedAvg weight (the declared count, capped).
         `peer`: the caller's address in open mode beyond loopback, whose new ids are counted and capped.
-        `class_names`: its data's classes (gathered into the class list; refused when outside a fixed one)."""
-        check_join(self.config, self.spec, client_id, num_examples, spec, secret, capabilities)
+        `class_names`: its data's classes (gathered into the class list; refused when outside a fixed one).
+        `signing_key`: the key it signs secure rounds with, bound at the first Join that sends one."""
+        check_join(self.config, self.spec, client_id, num_examples, spec, secret, capabilities, signing_key)
         with self._critical():
             check_classes(self._state.classes, class_names)
             rejoined = client_id in self._state.clients
@@ -146,6 +147,7 @@ class Federation:
                           advice="it never delivered an update and its trial failed or it was not seen for "
                                  "--client-ttl")
             record.check_secret(secret)
+            record.bind_signing_key(signing_key)
             if secret and record.secret_sha256 is None:
                 record.secret_sha256 = serde.sha256(secret.encode())
             record.num_examples = num_examples

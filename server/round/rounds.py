@@ -193,9 +193,11 @@ class Rounds:
         deadline = now + self.config.round_timeout_s
         run = None
         if self.config.secure_aggregation:
-            counts = {c: self.state.clients[c].num_examples for c in sampled}
-            run = secure.open_run(self.config, self.round, number, sorted(sampled), counts, self.spec,
-                                  self.state.change_scale, deadline, self._log)
+            records = {c: self.state.clients[c] for c in sampled}
+            run = secure.open_run(self.config, self.round, number, sorted(sampled),
+                                  {c: r.num_examples for c, r in records.items()}, self.spec,
+                                  self.state.change_scale, deadline, self._log,
+                                  {c: r.signing_key for c, r in records.items()})
         self.attempt = Attempt(number, set(sampled), deadline=deadline, opened_at=now, secure=run)
         self._changed()
         self._log("info", Event.ROUND_STARTED, round=self.round, sampled=sorted(sampled), active=len(sample.active),

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...common.secagg import shamir
 from ...common.secagg.field import dequantise_sum, sum_error_bound
-from ...common.secagg.identity import SignatureError, Verifier
+from ...common.secagg.identity import PeerCheck, SignatureError
 from ...common.secagg.keys import pairwise_seed, private_key, public_bytes
 from ...common.secagg.masking import unmask
 from ...common.secagg.protocol import (
@@ -45,8 +45,9 @@ from ...common.secagg.protocol import (
 
 
 class SecAggCoordinator:
-    def __init__(self, config: RoundConfig, verifier: Verifier | None = None) -> None:
-        """`verifier`: require every advert and check to be signed by its site's client certificate (mTLS)."""
+    def __init__(self, config: RoundConfig, verifier: PeerCheck | None = None) -> None:
+        """`verifier`: require every advert and check of each site it `knows` to be signed by that site (its client
+        certificate, or the key it bound at Join: common/secagg/identity.py)."""
         self.config = config
         self._verifier = verifier
         self._signed: dict[str, Signed] = {}
@@ -87,14 +88,15 @@ class SecAggCoordinator:
 
     @property
     def signed(self) -> bool:
-        """Every advert and check of this run is signed by its site's certificate."""
-        return self._verifier is not None
+        """Every advert and check of this run is signed by its site."""
+        return self._verifier is not None and all(self._verifier.knows(u) for u in self.config.sampled)
 
     def _verify(self, site: str, signed: Signed, label: str, *parts: bytes) -> None:
         if self._verifier is None:
             return
         try:
-            self._verifier.check(site, signed.certificate, signed.signature, label, self.config.rid, *parts)
+            if self._verifier.knows(site):
+                self._verifier.check(site, signed.credential, signed.signature, label, self.config.rid, *parts)
         except SignatureError as e:
             raise ProtocolError(str(e), site) from e
 
@@ -130,7 +132,7 @@ class SecAggCoordinator:
         accused = [c.accused for c in msg.complaints]
         if len(set(accused)) != len(accused) or len(accused) >= len(self._shares):
             raise ProtocolError(f"{site!r} accused one site twice, or more sites than dealt it bundles", site)
-        self._verify(site, Signed(self._signed[site].certificate, msg.signature), "check", site.encode(),
+        self._verify(site, Signed(self._signed[site].credential, msg.signature), "check", site.encode(),
                      *(a.encode() for a in accused))
         self._checked.add(site)
         if not accused:

@@ -32,7 +32,7 @@ from ...common.secagg.exchange import (
     vector_length,
 )
 from ...common.secagg.field import DEFAULT_MODULUS_BITS, FieldParams
-from ...common.secagg.identity import Verifier
+from ...common.secagg.identity import PeerCheck, coordinator_check
 from ...common.secagg.noise import clip_range_for, share_std
 from ...common.secagg.protocol import (
     AccusationError,
@@ -62,19 +62,20 @@ ORDER = list(Stage)
 
 def open_run(config: FederationConfig, round_: int, attempt: int, sampled: list[str], counts: Mapping[str, int],
              spec: list[TensorSpec], previous_scale: Mapping[str, float], deadline: float,
-             log: Callable[..., None]) -> SecureRun:
-    """One attempt: every sampled site's settings, and `--adaptive-clip`'s per-tensor bounds over every global tensor
-    but the class statistics (their relations bound them: closing.secure_state), none under DP."""
+             log: Callable[..., None], signing_keys: Mapping[str, bytes] | None = None) -> SecureRun:
+    """One attempt: the sampled sites' settings, the check of their signatures (identity.coordinator_check) and
+    `--adaptive-clip`'s per-tensor bounds on all but the class statistics (closing.secure_state), none under DP."""
     clipped = tuple(sorted(s.name for s in spec if s.name not in STRUCTURED)) \
         if config.adaptive_clip and config.dp is None else ()
-    plan = settings(config, attempt, sampled, counts, vector_length(spec), clipped)
+    verifier = coordinator_check(config.signing_ca, {c: (signing_keys or {}).get(c, b"") for c in sampled})
+    plan = settings(config, attempt, sampled, counts, vector_length(spec), clipped, all(map(verifier.knows, sampled)))
     parts = {k: v for k, v in segments(spec).items() if k in clipped}
-    return SecureRun(round_, plan, deadline, config.secagg_stage_timeout_s, log, config.signing_ca,
+    return SecureRun(round_, plan, deadline, config.secagg_stage_timeout_s, log, verifier,
                      SumBounds(config.adaptive_clip, config.update_clip_norm, previous_scale, parts, class_rows(spec)))
 
 
 def settings(config: FederationConfig, attempt: int, sampled: list[str], counts: Mapping[str, int], length: int,
-             clipped: tuple[str, ...] = ()) -> dict[str, SecureSettings]:
+             clipped: tuple[str, ...] = (), signed: bool = False) -> dict[str, SecureSettings]:
     """Each sampled site's settings for one attempt: the threshold, the field, its weight, its clips and noise."""
     n = len(sampled)
     threshold = max(config.secagg_threshold, n // 2 + 1, config.secagg_min_sites)  # survivors needed to unmask
@@ -93,21 +94,21 @@ def settings(config: FederationConfig, attempt: int, sampled: list[str], counts:
         weights = {c: w / top for c, w in capped.items()}
     run_id = f"pfeddc/{secrets.token_hex(8)}"  # drawn per attempt: no run, restarted or not, shares an id
     return {c: SecureSettings(run_id, attempt, tuple(sorted(sampled)), threshold, length, field, weights[c], clip, std,
-                              clipped) for c in sampled}
+                              clipped, signed) for c in sampled}
 
 
 class SecureRun:
     def __init__(self, round_: int, plan: Mapping[str, SecureSettings], first_deadline: float,
-                 stage_timeout_s: float, log: Callable[..., None], signing_ca: str | None = None,
+                 stage_timeout_s: float, log: Callable[..., None], verifier: PeerCheck | None = None,
                  sums: SumBounds | None = None) -> None:
-        """`signing_ca` (mTLS): every advert and check must be signed by a site certificate this CA issued;
+        """`verifier`: every advert and check of each site it knows must be signed by that site (identity.py);
         `sums`: the per-tensor bounds of the attempt (none: the whole-vector bound only)."""
         any_site = next(iter(plan.values()))
         self.round = round_
         self.attempt = any_site.attempt
         self.plan = dict(plan)
         self.config = any_site.round_config(round_)
-        self.core = SecAggCoordinator(self.config, Verifier.cached(signing_ca) if signing_ca else None)
+        self.core = SecAggCoordinator(self.config, verifier)
         self.deadline = first_deadline
         self._stage_timeout_s = stage_timeout_s
         self._log = log
@@ -256,11 +257,10 @@ class SecureRun:
         return self.stage, missing
 
     def _expected(self) -> set[str]:
-        core = self.core
         if self.stage is Stage.ADVERTISE:
             return set(self.config.sampled)
         if self.stage is Stage.SHARE_KEYS:
-            return set(core.keys)
+            return set(self.core.keys)
         if self.stage is Stage.CHECK_SHARES:
             return set(self._delivered)
         if self.stage is Stage.MASKED_INPUT:

@@ -26,6 +26,7 @@ class ClientRecord:
     last_round: int = 0  # the last round whose update from it was accepted (status view; not persisted)
     last_metrics: Metrics | None = None  # ... and the metrics it reported with it
     secret_sha256: str | None = None  # open mode: digest of the join secret bound at its first join
+    signing_key: bytes = b""  # its secure-aggregation signing key, bound at the first Join that sent one
     class_names: tuple[str, ...] = ()  # its data's classes, as it named them at Join (not persisted)
     trial_rounds: int = 0  # attempts it stayed silent in before it ever delivered (server/round/sampling.py)
     trial_failed_at: float = -math.inf  # clock time its trial ran out without a delivery (not persisted)
@@ -36,7 +37,23 @@ class ClientRecord:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"num_examples": self.num_examples, "rounds_participated": self.rounds_participated}
-        return {**out, "secret_sha256": self.secret_sha256} if self.secret_sha256 else out
+        if self.secret_sha256:
+            out["secret_sha256"] = self.secret_sha256
+        if self.signing_key:
+            out["signing_key"] = self.signing_key.hex()
+        return out
+
+    def bind_signing_key(self, key: bytes) -> None:
+        """Bind `key` (none yet bound), or refuse a Join that presents another: a caller with this client's
+        token or secret still cannot swap the key its peers pinned."""
+        if not key or key == self.signing_key:
+            return
+        if self.signing_key:
+            raise Refused(Code.PERMISSION_DENIED, f"client_id {self.client_id!r} is bound to another signing key: "
+                                                  "only the client that first joined with it may join under this id "
+                                                  "(a client that lost its state dir must join under a new "
+                                                  "--client-id)")
+        self.signing_key = key
 
     def check_secret(self, secret: str | None) -> None:
         """Refuse a caller without the join secret bound to this client (nothing bound: anyone may)."""

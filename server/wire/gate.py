@@ -31,6 +31,7 @@ from ...common.ids import MAX_CLIENT_ID_CHARS, client_id_problem
 from ...common.logs import Event
 from ...common.messages import Code, JoinRequest, Refused
 from ...common.secagg.exchange import vector_length
+from ...common.secagg.identity import PUBLIC_KEY_BYTES
 from ...common.spec import MAX_CLASS_NAME_CHARS, MAX_CLASSES, TensorSpec
 from .auth import Authenticator
 from .rpcs import RPCS, Size
@@ -53,7 +54,8 @@ def method_limits(spec: list[TensorSpec], secure: bool = False, gathering: bool 
     aggregation; without it SecureAggregate carries nothing worth reading; `gathering`: while the class list is
     gathered from the Joins, which then carry class names)."""
     names = tuple("x" * MAX_CLASS_NAME_CHARS for _ in range(MAX_CLASSES)) if gathering else ()
-    join = wire.join_request_to_proto(JoinRequest("x" * MAX_CLIENT_ID_CHARS, 2**62, spec, class_names=names))
+    join = wire.join_request_to_proto(JoinRequest("x" * MAX_CLIENT_ID_CHARS, 2**62, spec, class_names=names,
+                                                  signing_key=b"k" * PUBLIC_KEY_BYTES))
     masked = 8 * vector_length(spec) + SECAGG_BUNDLE_BYTES * SECAGG_MAX_SITES if secure else 0
     extra = {Size.SMALL: 0, Size.JOIN: join.ByteSize(), Size.UPDATE: serde.max_payload_bytes(spec),
              Size.SECURE: masked}

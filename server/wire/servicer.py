@@ -126,7 +126,7 @@ class CoordinatorServicer:
         peer = _remote_peer(context) if not self.auth.enabled else None
         weight = await self._call(context, "Join", request.client_id, lambda: fed.join(
             request.client_id, request.num_examples, request.spec, secret, peer, request.capabilities,
-            request.class_names))
+            request.class_names, request.signing_key))
         return wire.join_to_proto(JoinResult(self.federation_id, fed.config.rounds, fed.round, weight))
 
     async def GetTask(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:

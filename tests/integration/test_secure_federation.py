@@ -4,6 +4,8 @@ sent, having seen only masked vectors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,14 @@ pytestmark = pytest.mark.integration  # starts real processes
 
 def test_secure_federation_commits_the_weighted_mean_of_what_real_clients_sent(federation: Federation,
                                                                                tmp_path: Path) -> None:
+    """Without client certificates every advert and check is signed with the key each site bound at Join, and
+    each site pins its peers' keys in its state dir: the ones `pfeddc-client signing-key` prints."""
+    keys = {}
+    for i in range(3):  # what each site's operator would hand the others before the first round
+        printed = subprocess.run([sys.executable, "-m", "pfeddc.client.app", "signing-key", "--state-dir",
+                                  str(tmp_path / f"state-site-{i}"), "--client-id", f"site-{i}"],
+                                 capture_output=True, text=True, check=True, timeout=60)
+        keys.update(json.loads(printed.stdout))
     server = federation.server("--rounds", "2", "--min-clients", "3", "--batch-size", "8", "--secure-aggregation",
                                "--secagg-stage-timeout", "20")
     clients = [federation.client(f"site-{i}", d) for i, d in enumerate(client_data(tmp_path, 3))]
@@ -29,7 +39,9 @@ def test_secure_federation_commits_the_weighted_mean_of_what_real_clients_sent(f
     rounds = [json.loads(x) for x in (tmp_path / "coordinator" / "rounds.jsonl").read_text().splitlines()]
     assert [r["aggregator"] for r in rounds] == ["secagg-fedavg"] * 2
     closed = server.find(Event.SECAGG_STAGE_CLOSED)
-    assert len(closed) == 10 and all(e["answered"] == 3 and not e["failure"] for e in closed)  # 5 stages x 2
+    assert len(closed) == 10 and all(e["signed"] and e["answered"] == 3 and not e["failure"] for e in closed)
+    for i in range(3):
+        assert json.loads((tmp_path / f"state-site-{i}" / "peer_keys.json").read_text()) == keys
 
 
 def test_secure_federation_over_mtls_signs_every_advert_and_check(federation: Federation, tmp_path: Path) -> None:

@@ -13,9 +13,11 @@ import pytest
 from pfeddc.common import serde
 from pfeddc.common.ids import MAX_CLIENT_ID_CHARS
 from pfeddc.common.messages import Code, Refused
+from pfeddc.common.secagg.identity import Identity
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.ops import checkpoint as checkpoint_module
-from pfeddc.server.ops.checkpoint import Checkpoint, CheckpointError
+from pfeddc.server.ops.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError
+from pfeddc.server.round import secure
 from pfeddc.server.round.config import DEFAULT_MAX_CLIENTS, MAX_CLIENTS_LIMIT
 from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
 from pfeddc.server.round.longpoll import ChangeFeed
@@ -62,8 +64,45 @@ def test_open_mode_beyond_loopback_needs_a_join_secret_for_every_id() -> None:
         fed.join("a", 10, SPEC, secret="theirs")
 
 
+def test_a_signing_key_is_bound_at_the_first_join_and_kept_by_the_checkpoint(tmp_path: Path) -> None:
+    """The key a site signs secure rounds with: bound by its first Join, another key refused (its peers pinned
+    the first), saved and restored with the registry; a checkpoint from before signing keys resumes keyless (the
+    site's next Join binds one) and its secure rounds say they are unsigned until then."""
+    mine, theirs = Identity.generate().credential, Identity.generate().credential
+    checkpoint = Checkpoint(tmp_path)
+    state = FederationState(1, dict(TENSORS), {})
+    fed = Federation(FederationConfig(rounds=2, min_clients=3), SPEC, state, save=checkpoint.save)
+    fed.join("a", 10, SPEC, signing_key=mine)
+    fed.join("a", 10, SPEC)  # an older client's Join, or one that sends none: the binding stays
+    with pytest.raises(Refused) as other:
+        fed.join("a", 10, SPEC, signing_key=theirs)
+    assert other.value.code == Code.PERMISSION_DENIED and "another signing key" in other.value.message
+    with pytest.raises(Refused) as junk:
+        fed.join("b", 10, SPEC, signing_key=b"\x02" * 12)
+    assert junk.value.code == Code.INVALID_ARGUMENT and "33 bytes" in junk.value.message
+    fed.join("a", 10, SPEC, signing_key=mine)
+    fed.join("b", 10, SPEC, signing_key=theirs)
+    checkpoint.save(state)
+    loaded = checkpoint.load(SPEC, 2)
+    assert loaded is not None and loaded.clients["a"].signing_key == mine and loaded.clients["b"].signing_key == theirs
+    meta = {"format": 2, "round": 1, "clients": {"a": {"num_examples": 5, "rounds_participated": 0}}}
+    serde.save_file(tmp_path / "old" / CHECKPOINT_FILE, TENSORS, metadata={"pfeddc_federation": json.dumps(meta)})
+    older = Checkpoint(tmp_path / "old").load(SPEC, 2)
+    assert older is not None and older.clients["a"].signing_key == b""
+    for c_key, signed in ((b"", False), (Identity.generate().credential, True)):
+        plan = secure.open_run(FederationConfig(rounds=2, min_clients=3, secure_aggregation=True), 1, 1,
+                               ["a", "b", "c"], {"a": 5, "b": 5, "c": 5}, SPEC, {}, 60.0, lambda *a, **k: None,
+                               {"a": mine, "b": theirs, "c": c_key}).plan
+        assert [s.signed for s in plan.values()] == [signed] * 3
+    meta["clients"]["a"]["signing_key"] = "02zz"  # type: ignore[index]
+    serde.save_file(tmp_path / "old" / CHECKPOINT_FILE, TENSORS, metadata={"pfeddc_federation": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="unreadable signing key for client 'a'"):
+        Checkpoint(tmp_path / "old").load(SPEC, 2)
+
+
 def test_max_clients_is_bounded_by_what_the_checkpoint_can_hold() -> None:
-    record = ClientRecord("x" * MAX_CLIENT_ID_CHARS, 10**9, 10**6, secret_sha256="f" * 64)
+    record = ClientRecord("x" * MAX_CLIENT_ID_CHARS, 10**9, 10**6, secret_sha256="f" * 64,
+                          signing_key=Identity.generate().credential)
     worst = len(json.dumps({record.client_id: record.to_json()}, separators=(",", ":")))
     assert worst * MAX_CLIENTS_LIMIT < checkpoint_module.MAX_META_BYTES
     with pytest.raises(ValueError, match="--max-clients"):

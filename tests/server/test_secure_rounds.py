@@ -47,6 +47,7 @@ from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.secagg.exchange import SecureStep, Status, flatten
 from pfeddc.common.secagg.field import sum_error_bound
+from pfeddc.common.secagg.identity import PinnedKeys
 from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.server.app import build_parser
 from pfeddc.server.flags import federation_config
@@ -109,8 +110,11 @@ def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coord
     assert s is not None and s.threshold == 3 and sorted(s.sampled) == sorted(COUNTS)
     assert s.clipped_tensors == (("text.global",) if adaptive == "2" else ())
     assert {c: t.secure.weight for c, t in tasks.items() if t.secure} == {c: n / 400 for c, n in COUNTS.items()}
-    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
+    assert s.signed  # no certificates: every site signs with the key its Join bound, and checks its peers'
+    pins = {c: PinnedKeys(tmp_path / c / "peer_keys.json") for c in conns}
+    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec, verifier=pins[c]) for c in conns})
     assert all(o.committed and not o.reason for o in outcomes.values()), outcomes
+    assert all(pins[c].knows(u) for c in conns for u in conns)  # each pinned every peer, as the coordinator bound
     # the reveal's call also carried the next task (the federation's end): no GetTask after the round
     assert all(o.next_task is not None and o.next_task.action == Action.FINISHED for o in outcomes.values())
     got, want = final_global(conns["site-a"]), expected_global(base, spec, list(COUNTS))
@@ -218,15 +222,19 @@ def test_secure_federation_refuses_plain_clients_and_plain_updates(coordinator: 
     server = coordinator(*FLAGS)
     conn = connect(server.port, "site-a")
     spec = conn.federation().spec
-    # none, the protocol before judged complaints, or before per-tensor bounds
-    for capabilities in ([], ["secure-aggregation/v1"], ["secure-aggregation/v2"]):
+    # none, the protocol before judged complaints, before per-tensor bounds, before signing keys; and a v4 Join
+    # without its signing key
+    for capabilities, key_named in (([], False), (["secure-aggregation/v1"], False),
+                                    (["secure-aggregation/v2"], False),
+                                    (["secure-aggregation/v2", "secure-aggregation/v3"], False),
+                                    (["secure-aggregation/v4"], True)):
         old_join = pb.JoinRequest(client_id="old-site", num_examples=5, spec=wire.spec_to_proto(spec),
                                   capabilities=capabilities)
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as old:
             pb_grpc.CoordinatorStub(channel).Join(old_join, timeout=10)
         details = str(old.value.details())
         assert old.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "upgrade pfeddc" in details
-        assert "secure-aggregation/v3" in details
+        assert ("carries none" in details) if key_named else ("secure-aggregation/v4" in details)
     conn.join(100, spec)
     with pytest.raises(Refused) as plain:
         conn.submit(1, {s.name: np.zeros(s.shape, np.float32) for s in spec}, 100, METRICS)
@@ -289,7 +297,7 @@ def test_a_site_asking_to_be_held_nan_seconds_is_answered_at_once(coordinator: S
     conns, spec, tasks, _base = sampled(server.port)
     s = tasks["site-a"].secure
     assert s is not None
-    keys = SecAggSite("site-a", s.round_config(1)).advertise()
+    keys = SecAggSite("site-a", s.round_config(1), identity=conns["site-a"].signing_key).advertise()
     started = time.monotonic()
     answer = conns["site-a"].secure(SecureStep("site-a", 1, s.attempt, keys, change_norms=norms_of("site-a", spec, s)),
                                     s.round_config(1).rid, wait_s=math.nan)
@@ -302,7 +310,7 @@ def test_a_restarted_coordinator_runs_the_round_afresh_and_refuses_the_old_run(c
     conns, spec, tasks, base = sampled(first.port)
     old = tasks["site-a"].secure
     assert old is not None
-    keys = SecAggSite("site-a", old.round_config(1)).advertise()
+    keys = SecAggSite("site-a", old.round_config(1), identity=conns["site-a"].signing_key).advertise()
     conns["site-a"].secure(SecureStep("site-a", 1, old.attempt, keys, change_norms=norms_of("site-a", spec, old)),
                            old.round_config(1).rid, wait_s=0)
     first.stop(0)  # mid-round: keys advertised, nothing saved of them

@@ -1,10 +1,13 @@
-"""Signed secure rounds (mTLS): a relaying coordinator cannot swap a site's keys, nor tell sites to send their
-inputs while fewer than the threshold attested that their shares checked."""
+"""Signed secure rounds: a relaying coordinator cannot swap a site's keys, nor tell sites to send their inputs
+while fewer than the threshold attested that their shares checked. With client certificates (mTLS) against the
+federation's CA; without, against the keys the sites bound at Join, each pinned by every site when first seen."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,14 @@ from cryptography.hazmat.primitives import serialization
 
 from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.common.secagg.field import FieldParams
-from pfeddc.common.secagg.identity import Identity, Verifier
+from pfeddc.common.secagg.identity import (
+    PUBLIC_KEY_BYTES,
+    BoundKeys,
+    Identity,
+    PinnedKeys,
+    Verifier,
+    signing_key_problem,
+)
 from pfeddc.common.secagg.keys import RoundId, SiteKeys
 from pfeddc.common.secagg.protocol import (
     ChecksPassed,
@@ -20,6 +30,7 @@ from pfeddc.common.secagg.protocol import (
     ProtocolError,
     PublicKeys,
     RoundConfig,
+    Signed,
 )
 from pfeddc.server.ops.certs import create_ca, issue
 from pfeddc.server.round.secagg_coordinator import SecAggCoordinator
@@ -129,7 +140,7 @@ def test_certificates_and_signatures_are_bounded_where_they_enter() -> None:
     keys = SiteKeys.generate()
     ok = pb.SecAggRequest(client_id="site-0", keys=pb.SecAggKeys(mask_public=keys.mask_public,
                                                                  enc_public=keys.enc_public, certificate=b"c" * 4096))
-    assert wire_secure.step_from_proto(ok).message.signed.certificate == b"c" * 4096  # type: ignore[union-attr]
+    assert wire_secure.step_from_proto(ok).message.signed.credential == b"c" * 4096  # type: ignore[union-attr]
     for field, size in (("certificate", 4097), ("signature", 81)):
         bad = pb.SecAggRequest()
         bad.CopyFrom(ok)
@@ -139,3 +150,118 @@ def test_certificates_and_signatures_are_bounded_where_they_enter() -> None:
     check = pb.SecAggRequest(client_id="site-0", check=pb.SecAggCheck(signature=b"s" * 81))
     with pytest.raises(ValueError, match="at most"):
         wire_secure.step_from_proto(check)
+
+
+# ----- without client certificates: keys bound at Join, pinned by each site when first seen
+
+def bound_round(rid: RoundId, ids: dict[str, Identity], pins: dict[str, PinnedKeys], everyone_signs: bool = True
+                ) -> tuple[dict[str, SecAggSite], SecAggCoordinator, KeysAnnounced]:
+    cfg = replace(CFG, rid=rid)
+    s = {u: SecAggSite(u, cfg, random.Random(i), ids[u], pins[u], everyone_signs) for i, u in enumerate(IDS)}
+    coord = SecAggCoordinator(cfg, BoundKeys({u: ids[u].credential for u in IDS}))
+    for u in IDS:
+        coord.receive_advertise(s[u].advertise())
+    return s, coord, coord.announce()
+
+
+def test_join_bound_keys_sign_a_round_and_each_site_pins_its_peers(tmp_path: Path) -> None:
+    ids = {u: Identity.generate() for u in IDS}
+    pins = {u: PinnedKeys(tmp_path / u / "peer_keys.json") for u in IDS}
+    s, coord, announced = bound_round(RoundId("fed-bound", 1), ids, pins)
+    assert coord.signed and all(announced.signed[u].credential == ids[u].credential for u in IDS)
+    for u in IDS:
+        coord.receive_shares(s[u].share_keys(announced))
+    delivered = coord.deliver()
+    for u in IDS:
+        coord.receive_check(s[u].check_shares(delivered[u]))
+    passed = coord.passed()
+    xs = {u: np.full(16, 0.5 * i) for i, u in enumerate(IDS)}
+    for u in IDS:
+        coord.receive_masked(s[u].masked_input(passed, xs[u], 1.0, np.random.default_rng(0)))
+    request = coord.unmask_request()
+    for u in IDS:
+        coord.receive_unmask(s[u].unmask(request))
+    result = coord.finish()
+    assert np.abs(result.total - sum(xs.values())).max() <= result.error_bound
+    for u in IDS:
+        pins[u].remember()
+    written = json.loads((tmp_path / "site-0" / "peer_keys.json").read_text())
+    assert written == {u: ids[u].credential.hex() for u in IDS}
+    assert PinnedKeys(tmp_path / "site-0" / "peer_keys.json").knows("site-3")  # a restarted site keeps them
+
+
+def test_a_coordinator_cannot_swap_a_pinned_peers_key_even_by_calling_the_round_unsigned(tmp_path: Path) -> None:
+    """Round 1 pins every peer. In round 2 the coordinator presents its own key for site-2 (validly signed by
+    that key), or strips site-2's signature and says the round is unsigned: every site refuses both."""
+    ids = {u: Identity.generate() for u in IDS}
+    pins = {u: PinnedKeys(tmp_path / u / "peer_keys.json") for u in IDS}
+    s, _coord, announced = bound_round(RoundId("fed-bound", 1), ids, pins)
+    s["site-0"].share_keys(announced)  # pins site-0's peers
+    rid = RoundId("fed-bound", 2)
+    s, _coord, announced = bound_round(rid, ids, pins)
+    impostor = Identity.generate()
+    keys = announced.keys["site-2"]
+    forged = Signed(impostor.credential, impostor.sign("advert", rid, b"site-2", keys.mask, keys.enc))
+    with pytest.raises(ProtocolError, match=r"'site-2' signed with a key other than the one pinned for it in .*site-0"):
+        s["site-0"].share_keys(replace(announced, signed={**announced.signed, "site-2": forged}))
+    unsigning = SecAggSite("site-0", replace(CFG, rid=rid), identity=ids["site-0"], verifier=pins["site-0"],
+                           everyone_signs=False)
+    own = unsigning.advertise()
+    unsigned = KeysAnnounced(rid, {**announced.keys, "site-0": own.keys},
+                             {**{u: x for u, x in announced.signed.items() if u != "site-2"}, "site-0": own.signed})
+    with pytest.raises(ProtocolError, match="'site-2' are not signed by it"):
+        unsigning.share_keys(unsigned)
+
+
+def test_an_unpinned_peer_signs_when_the_round_says_so_and_a_stranger_key_is_pinned_on_first_sight(
+        tmp_path: Path) -> None:
+    """Trust on first use, stated: a peer never seen before is taken with the key the coordinator relays (signed
+    by it); unsigned, only when the coordinator says the round is unsigned (an older coordinator), and a peer that
+    signs anyway is checked and pinned."""
+    ids = {u: Identity.generate() for u in IDS}
+    pins = {u: PinnedKeys(tmp_path / u / "peer_keys.json") for u in IDS}
+    rid = RoundId("fed-bound", 1)
+    s, _coord, announced = bound_round(rid, ids, pins)
+    stripped = replace(announced, signed={u: x for u, x in announced.signed.items() if u != "site-3"})
+    with pytest.raises(ProtocolError, match="'site-3' are not signed by it.*sent no signing key"):
+        s["site-0"].share_keys(stripped)
+    older = SecAggSite("site-1", replace(CFG, rid=rid), random.Random(1), ids["site-1"], pins["site-1"],
+                       everyone_signs=False)
+    own = older.advertise()
+    older.share_keys(replace(stripped, keys={**stripped.keys, "site-1": own.keys},  # an older coordinator's round
+                             signed={**stripped.signed, "site-1": own.signed}))
+    assert not pins["site-1"].knows("site-3") and pins["site-1"].knows("site-2")
+
+
+def test_the_coordinator_holds_each_site_to_the_key_it_bound() -> None:
+    ids = {u: Identity.generate() for u in IDS}
+    coord = SecAggCoordinator(CFG, BoundKeys({**{u: ids[u].credential for u in IDS}, "site-3": b""}))
+    assert not coord.signed  # site-3 bound no key (a record from an older checkpoint): the round is not signed
+    with pytest.raises(ProtocolError, match="'site-0' signed with a key other than the one it bound at Join"):
+        coord.receive_advertise(SecAggSite("site-0", CFG, identity=Identity.generate()).advertise())
+    with pytest.raises(ProtocolError, match="'site-0' sent no signature"):
+        coord.receive_advertise(SecAggSite("site-0", CFG).advertise())
+    with pytest.raises(ProtocolError, match="'site-1' signed with a key other"):
+        coord.receive_advertise(SecAggSite("site-1", CFG, identity=ids["site-0"]).advertise())  # another's key
+    certified = identity_for(create_ca(), "site-0")
+    with pytest.raises(ProtocolError, match="client certificate, but this coordinator checks the key"):
+        coord.receive_advertise(SecAggSite("site-0", CFG, identity=certified).advertise())
+    coord.receive_advertise(SecAggSite("site-0", CFG, identity=ids["site-0"]).advertise())
+    coord.receive_advertise(SecAggSite("site-3", CFG).advertise())  # unsigned, as it bound none
+
+
+def test_a_signing_key_is_made_once_and_kept_and_bad_files_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "signing_key.pem"
+    first = Identity.kept_at(path)
+    assert path.stat().st_mode & 0o777 == 0o600 and Identity.kept_at(path).credential == first.credential
+    assert signing_key_problem(first.credential) is None and len(first.credential) == PUBLIC_KEY_BYTES
+    assert "33 bytes" in str(signing_key_problem(b"\x02" * 5))
+    assert signing_key_problem(b"\x05" + b"\x01" * 32) == "the signing key is not a point of P-256"
+    path.write_text("not a key")
+    with pytest.raises(ValueError):
+        Identity.kept_at(path)
+    pins = tmp_path / "peer_keys.json"
+    for junk in ("[1, 2]", '{"site-0": "zz"}', '{"site-0": "02"}', "{"):
+        pins.write_text(junk)
+        with pytest.raises(ValueError, match="peer_keys.json.*remove it"):
+            PinnedKeys(pins)
