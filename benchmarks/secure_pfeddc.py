@@ -38,10 +38,10 @@ import secure_rounds
 from secure_rounds import Row
 
 from pfeddc.client.connection import Backoff, Connection, global_tensors
+from pfeddc.client.peer_keys import PinnedKeys
 from pfeddc.client.secure import contribute
 from pfeddc.common.logs import configure_logging
 from pfeddc.common.messages import Action, Metrics
-from pfeddc.common.secagg.identity import PinnedKeys
 
 HOLD_S = 30.0
 COUNT = 100

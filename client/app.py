@@ -106,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "run":
             return _run(args)
         if command == "signing-key":
-            store = ClientStore(args.state_dir)
-            print(json.dumps({store.client_id(args.client_id): store.signing_key().credential.hex()}))
-            return 0
+            return _print_signing_key(args.state_dir, args.client_id)
         if args.log_format == "json" or not sys.stderr.isatty():
             quiet_progress_bars()
         from .offline import evaluate_command, predict_command
@@ -131,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), ExitCode.CONFIG)
     except Refused as exc:
         return _fail(f"coordinator refused: {exc.code}: {exc.message}", ExitCode.CONFIG)
+
+
+def _print_signing_key(state_dir: Path, client_id: str | None) -> int:
+    store = ClientStore(state_dir, tidy=False)  # a daemon may be running on it
+    if client_id is None and not (store.dir / "client_id").exists():
+        raise StateError(f"{store.dir} holds no client id yet: pass --client-id (the id this site joins under), or "
+                         "check --state-dir")
+    print(json.dumps({store.client_id(client_id): store.signing_key().credential.hex()}))
+    return 0
 
 
 def client_identity(client_id: str | None, tls_cert: Path | None) -> tuple[str | None, str]:

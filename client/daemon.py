@@ -26,7 +26,7 @@ from ..common.messages import (
     Task,
     TrainSettings,
 )
-from ..common.secagg.identity import PeerCheck, site_signing
+from ..common.secagg.identity import site_signing
 from ..common.spec import PromptConfig, TensorSpec, global_spec
 from .connection import Backoff, Connection, global_tensors
 from .data import ClientData, align_to, load_client_data
@@ -60,12 +60,10 @@ class ClientDaemon:
         self.client_id = self.store.client_id(opts.client_id, opts.client_id_source)
         self.device = pick_device(opts.device)
         # secure rounds are signed: with a client certificate (peers checked against the CA), else with the key the
-        # Join binds (peers checked against the keys pinned when first seen)
+        # Join binds (peers checked against the keys pinned when first seen, read afresh each round)
         self.signing_key = self.store.signing_key()
-        self.pins = self.store.peer_keys()
-        certificate, ca = site_signing(opts.tls.cert, opts.tls.key, opts.tls.ca)
-        self.identity = certificate or self.signing_key
-        self.verifier: PeerCheck | None = ca if certificate else self.pins
+        self.store.peer_keys()  # a damaged pins file is named now, not at the first secure round
+        self.certificate, self.ca = site_signing(opts.tls.cert, opts.tls.key, opts.tls.ca)
 
     def run(self) -> dict[str, Any]:
         opts = self.opts
@@ -217,11 +215,14 @@ class ClientDaemon:
         """Submit the update (or, in a secure federation, its masked change): accepted, why not, the next task."""
         try:
             if task.secure is not None:  # the coordinator learns only the round's sum
+                pins = self.store.peer_keys() if self.certificate is None else None
                 try:
                     counted = contribute(conn, task.secure, task.round, global_tensors(task), update.tensors, spec,
-                                         num_examples, self.stop, self.identity, self.verifier)
+                                         num_examples, self.stop, self.certificate or self.signing_key,
+                                         self.ca if self.certificate else pins)
                 finally:
-                    self.pins.remember()  # the peers first seen this round, checked
+                    if pins is not None:
+                        pins.remember()  # the peers first seen this round, checked
                 return counted.committed, counted.reason, counted.next_task
             reply = conn.submit(task.round, update, num_examples, metrics, next_task_wait_s=MAX_HOLD_S)
             log.info(Event.UPDATE_SENT, client_id=self.client_id, round=task.round, duplicate=reply.duplicate,

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..common.secagg import shamir
 from ..common.secagg.field import quantise
-from ..common.secagg.identity import Identity, PeerCheck, SignatureError
+from ..common.secagg.identity import Identity, PeerCheck, SignatureError, keys_digest
 from ..common.secagg.keys import SEED_BYTES, SiteKeys, TamperedBundleError, pair_key, pairwise_seed, seal
 from ..common.secagg.masking import mask
 from ..common.secagg.protocol import (
@@ -25,6 +25,7 @@ from ..common.secagg.protocol import (
     Complaint,
     KeysAnnounced,
     MaskedInput,
+    PeerRefused,
     ProtocolError,
     PublicKeys,
     RevealedShare,
@@ -71,6 +72,7 @@ class SecAggSite:
         self._verifier = verifier
         self._everyone_signs = everyone_signs
         self._credentials: dict[str, bytes] = {}  # peer -> the credential its checked advert was signed with
+        self._announced = b""  # keys_digest of the announced keys: every check of this run signs it
 
     def _enter(self, expected: Stage, then: Stage) -> None:
         if self.stage != expected:
@@ -98,7 +100,7 @@ class SecAggSite:
                 self._verifier.check(peer, signed.credential, signed.signature, "advert", self.config.rid,
                                      peer.encode(), keys.mask, keys.enc)
             except SignatureError as e:
-                raise ProtocolError(f"the announced keys of {peer!r} are not signed by it: {e}") from e
+                raise PeerRefused(f"the announced keys of {peer!r} are not signed by it: {e}", peer) from e
             self._credentials[peer] = signed.credential
 
     def share_keys(self, announced: KeysAnnounced) -> ShareKeys:
@@ -116,6 +118,7 @@ class SecAggSite:
             raise TooFewSitesError(Stage.SHARE_KEYS, len(keys), cfg.threshold)
         self._check_signatures(announced)
         self._peers = dict(keys)
+        self._announced = keys_digest(keys)
         holders = sorted(keys)
         dealt = {kind: shamir.share(secret, len(holders), cfg.threshold, self._share_rng) for kind, secret in
                  ((ShareKind.SELF_SEED, self._self_seed), (ShareKind.MASK_KEY, self._keys.mask_private()))}
@@ -157,7 +160,7 @@ class SecAggSite:
         self._complained = bool(complaints)
         signature = b""
         if self._identity is not None:
-            signature = self._identity.sign("check", cfg.rid, self.site_id.encode(),
+            signature = self._identity.sign("check", cfg.rid, self.site_id.encode(), self._announced,
                                             *(c.accused.encode() for c in complaints))
         return SharesChecked(self.site_id, tuple(complaints), signature)
 
@@ -177,9 +180,9 @@ class SecAggSite:
             for peer in sorted(checked & set(self._credentials)):  # every checked peer whose advert was signed
                 try:
                     self._verifier.check(peer, self._credentials[peer], passed.attestations.get(peer, b""),
-                                         "check", cfg.rid, peer.encode())
+                                         "check", cfg.rid, peer.encode(), self._announced)
                 except SignatureError as e:
-                    raise ProtocolError(f"{peer!r} did not attest that its shares checked: {e}") from e
+                    raise PeerRefused(f"{peer!r} did not attest that its shares checked: {e}", peer) from e
         if not 0 < weight <= 1 or np.asarray(vector).size != cfg.length:
             raise ProtocolError(f"need 0 < weight <= 1 and {cfg.length} elements, got {weight}, "
                                 f"{np.asarray(vector).size}")

@@ -35,7 +35,14 @@ from ..common.secagg.exchange import (
 )
 from ..common.secagg.identity import Identity, PeerCheck
 from ..common.secagg.noise import add_noise_share
-from ..common.secagg.protocol import ChecksPassed, KeysAnnounced, SecAggError, SharesDelivered, UnmaskRequest
+from ..common.secagg.protocol import (
+    ChecksPassed,
+    KeysAnnounced,
+    PeerRefused,
+    SecAggError,
+    SharesDelivered,
+    UnmaskRequest,
+)
 from ..common.spec import CLASS_ROW_TENSORS, TensorSpec
 from .connection import Backoff, Connection
 from .secagg_site import SecAggSite
@@ -142,6 +149,10 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
         done, following = send(site.unmask(request), ask_next_s=next_task_wait_s)  # the next task, same call
         outcome = SecureOutcome(True, next_task=following) if done.status == Status.DONE else \
             SecureOutcome(False, _why(done, stop))
+    except PeerRefused as exc:
+        log.warning(Event.SECAGG_PEER_REFUSED, client_id=conn.client_id, round=round_, peer=exc.site_id,
+                    reason=str(exc))
+        outcome = SecureOutcome(False, str(exc))
     except (Abandoned, SecAggError) as exc:
         outcome = SecureOutcome(False, str(exc))
     log.info(Event.SECAGG_ROUND_DONE, client_id=conn.client_id, round=round_, attempt=settings.attempt,

@@ -26,8 +26,9 @@ import numpy as np
 from ..common import serde
 from ..common.ids import client_id_problem
 from ..common.messages import Metrics
-from ..common.secagg.identity import Identity, PinnedKeys
+from ..common.secagg.identity import Identity
 from ..common.spec import PromptConfig
+from .peer_keys import PinnedKeys
 
 SIGNING_KEY_FILE = "signing_key.pem"
 PEER_KEYS_FILE = "peer_keys.json"
@@ -106,10 +107,12 @@ def _json_number(value: float) -> float | None:
 
 
 class ClientStore:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, tidy: bool = True) -> None:
+        """`tidy=False`: leave temp files alone (a command run beside a daemon that may be writing one)."""
         self.dir = Path(state_dir).expanduser()
         self.dir.mkdir(parents=True, exist_ok=True)
-        serde.remove_stale_temps(self.dir)  # what a crash mid-write left (the files themselves are whole)
+        if tidy:
+            serde.remove_stale_temps(self.dir)  # what a crash mid-write left (the files themselves are whole)
 
     # ----- identity
     def client_id(self, requested: str | None = None, source: str = "--client-id") -> str:

@@ -29,6 +29,7 @@ class Event(StrEnum):
     LOOPBACK_ONLY = "loopback_only"  # no --bind and no credentials: this machine only, and how to serve others
     FEDERATION_CREATED = "federation_created"
     FEDERATION_RESUMED = "federation_resumed"
+    SIGNING_KEYS_MISSING = "signing_keys_missing"  # resumed records that bound no signing key (an older checkpoint)
     CLASSES_AGREED = "classes_agreed"  # the class list gathered from the sites' Joins, fixed as round 1 opens
     CLIENT_JOINED = "client_joined"
     CLIENT_EVICTED = "client_evicted"  # a full registry dropped an id that never delivered, for a new one
@@ -73,6 +74,8 @@ class Event(StrEnum):
     UPDATE_SENT = "update_sent"
     UPDATE_REFUSED = "update_refused"
     SECAGG_ROUND_DONE = "secagg_round_done"  # this site's part of a secure round: committed or abandoned
+    SECAGG_PEER_REFUSED = "secagg_peer_refused"  # a peer's signature did not check: this site leaves the attempt
+    PEER_KEYS_UNSAVED = "peer_keys_unsaved"  # the pinned peer keys could not be written (the round stands)
     HEARTBEAT_FAILED = "heartbeat_failed"  # debug: one lost heartbeat (the next comes soon)
     HEARTBEAT_UNSUPPORTED = "heartbeat_unsupported"  # the coordinator predates heartbeats
     CLASS_NAMES_SIMILAR = "class_names_similar"

@@ -5,6 +5,7 @@ Everything that crosses the wire or lands on disk goes through here: safetensors
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -189,8 +190,9 @@ def resubmit_digest(payload: bytes) -> str:
     return f"{zlib.crc32(payload):08x}:{len(payload)}"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, fsync, rename: readers see the old or the new file."""
+def atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
+    """Write via a temp file in the same directory, fsync, rename: readers see the old or the new file.
+    `replace=False`: link instead of rename, so an existing file stays (of two writers racing, the first wins)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -199,7 +201,12 @@ def atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            Path(tmp).unlink()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -120,6 +120,11 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
     else:
         log.info(Event.FEDERATION_RESUMED, state_dir=str(args.state_dir), round=state.round,
                  clients=len(state.clients))
+        keyless = sorted(c for c, r in state.clients.items() if not r.signing_key) if config.binds_signing_keys else []
+        if keyless:
+            log.warning(Event.SIGNING_KEYS_MISSING, clients=len(keyless), first=keyless[:5],
+                        advice="secure rounds that sample these sites are unsigned until each joins again: "
+                               "restart their pfeddc-client (it joins when it starts)")
     metrics = CoordinatorMetrics()
     federation = Federation(config, spec, state, save=checkpoint.save,
                             changes=ChangeFeed(max_waiters=args.max_held_calls),

@@ -20,7 +20,7 @@ from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.client.secure import SecureOutcome, change_vector, contribute
 from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
 from pfeddc.common.secagg.exchange import Contribution, SecureSettings, SecureStep, Status, flatten, unflatten
-from pfeddc.common.secagg.identity import PeerCheck
+from pfeddc.common.secagg.identity import PeerCheck, keys_digest
 from pfeddc.common.secagg.keys import pairwise_seed
 from pfeddc.common.secagg.masking import mask
 from pfeddc.common.secagg.protocol import Complaint, MaskedInput, Stage
@@ -179,7 +179,8 @@ def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -
         accused = [u for u in sorted(COUNTS) if u != conn.client_id]
         checked = replace(checked, complaints=tuple(Complaint(u, "made up", key) for u in accused),
                           signature=conn.signing_key.sign("check", s.round_config(task.round).rid,
-                                                          conn.client_id.encode(), *(u.encode() for u in accused)))
+                                                          conn.client_id.encode(), keys_digest(site._peers),
+                                                          *(u.encode() for u in accused)))
     status, passed, reason = send(checked)
     if not attack.startswith("range") or status != Status.NEXT:
         return SecureOutcome(status == Status.DONE, reason)

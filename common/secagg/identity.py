@@ -11,8 +11,8 @@ labelled encoding bound to the run. Two kinds of credential, one signature:
 - Without them, the credential is the public key of a signing key the site keeps in its state dir and binds to
   its id at its first Join (SEC1, compressed: 33 bytes). The coordinator checks every message against the bound
   key (`BoundKeys`); each site pins every peer's key the first time it sees it and refuses any other key for
-  that peer later (`PinnedKeys`, state_dir/peer_keys.json, which an operator may also fill in advance from the
-  sites' `pfeddc-client --print-signing-key`). A coordinator that turns hostile after a peer was first seen
+  that peer later (client/peer_keys.py, state_dir/peer_keys.json, which an operator may also fill in advance
+  from the sites' `pfeddc-client signing-key`). A coordinator that turns hostile after a peer was first seen
   cannot swap its keys; one hostile from the very first round can, for peers not pinned in advance (trust on
   first use, docs/secure-aggregation.md).
 """
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,12 +35,14 @@ from cryptography.x509.oid import NameOID
 
 from .. import serde
 from .keys import RoundId
+from .protocol import PublicKeys
 
-_LABEL = b"pfeddc-secagg/v2/"
+_LABEL = b"pfeddc-secagg/v4/"
 
 
 class PeerCheck(Protocol):
-    """What checks the sites' signatures: `Verifier` (a CA), `BoundKeys` (the coordinator), `PinnedKeys` (a site)."""
+    """What checks the sites' signatures: `Verifier` (a CA), `BoundKeys` (the coordinator), client/peer_keys.py's
+    `PinnedKeys` (a site)."""
 
     def knows(self, site_id: str) -> bool:
         """Whether `site_id` must sign whatever the round says (its credential is known in advance)."""
@@ -51,6 +54,16 @@ class PeerCheck(Protocol):
 
 class SignatureError(ValueError):
     """A message's certificate or signature does not hold; names the site."""
+
+
+def keys_digest(keys: Mapping[str, PublicKeys]) -> bytes:
+    """The announced keys of a run, as a check signs them: an attestation holds for this key set only, so a
+    coordinator that reused a run id could not replay one from an earlier run of that id (fresh keys each)."""
+    h = hashlib.sha256(b"pfeddc-secagg/v4/announced")
+    for site in sorted(keys):
+        for part in (site.encode(), keys[site].mask, keys[site].enc):
+            h.update(len(part).to_bytes(4, "big") + part)
+    return h.digest()
 
 
 def _message(label: str, rid: RoundId, parts: tuple[bytes, ...]) -> bytes:
@@ -81,6 +94,15 @@ def signing_key_problem(credential: bytes) -> str | None:
 @functools.lru_cache(maxsize=4096)
 def _public_key(credential: bytes) -> ec.EllipticCurvePublicKey:
     return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), credential)
+
+
+def verify_with(site_id: str, credential: bytes, signature: bytes, label: str, rid: RoundId,
+                parts: tuple[bytes, ...]) -> None:
+    """SignatureError unless `credential` is a signing key (PUBLIC_KEY_BYTES) that signed the message."""
+    problem = signing_key_problem(credential)
+    if problem:
+        raise SignatureError(f"{site_id!r} presented no signing key: {problem}")
+    _verify(site_id, _public_key(credential), signature, label, rid, parts)
 
 
 def _verify(site_id: str, public: ec.EllipticCurvePublicKey, signature: bytes, label: str, rid: RoundId,
@@ -115,15 +137,22 @@ class Identity:
 
     @staticmethod
     def kept_at(path: Path) -> Identity:
-        """The signing key at `path` (PEM), made there once (written atomically, mode 0600) if missing."""
+        """The signing key at `path` (PEM), made there once (mode 0600; of two processes racing, both keep the
+        first one written) if missing; ValueError naming the file when it holds anything else."""
         if not path.exists():
             key = ec.generate_private_key(ec.SECP256R1())
             serde.atomic_write(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+                                                       serialization.NoEncryption()), replace=False)
+        why = "another kind of key"
+        try:
+            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as e:  # TypeError: a passphrase-protected key
+            private = None
+            why = str(e).split("\n")[0]
         if not isinstance(private, ec.EllipticCurvePrivateKey) or not isinstance(private.curve, ec.SECP256R1):
-            raise ValueError(f"{path}: not a P-256 signing key (remove it to make a new one, and join under a "
-                             "new --client-id: the coordinator bound this id to the old key)")
+            raise ValueError(f"{path}: not an unencrypted P-256 signing key ({why}): restore it, or remove it to "
+                             "make a new one and join under a new --client-id (the coordinator bound this id to the "
+                             "old key)")
         return Identity(public_key_bytes(private), private)
 
     def sign(self, label: str, rid: RoundId, *parts: bytes) -> bytes:
@@ -175,7 +204,8 @@ class Verifier:
 @dataclass(frozen=True)
 class BoundKeys:
     """The coordinator's check without client certificates: each site's messages against the key it bound at
-    Join. A site that bound none (a record from before signing keys) is not asked to sign."""
+    Join. A site that bound none (a record from before signing keys) is not asked to sign; what it does sign must
+    verify with the key it presents, since its peers check any signature they are shown."""
 
     keys: dict[str, bytes]
 
@@ -186,65 +216,18 @@ class BoundKeys:
               *parts: bytes) -> None:
         bound = self.keys.get(site_id, b"")
         if not bound:
+            if credential or signature:
+                verify_with(site_id, credential, signature, label, rid, parts)
             return
         if not credential:
             raise SignatureError(f"{site_id!r} sent no signature, though it bound a signing key at Join")
         if credential != bound and len(credential) > PUBLIC_KEY_BYTES:
             raise SignatureError(f"{site_id!r} signed with a client certificate, but this coordinator checks the key "
                                  "each site bound at Join (it runs without --tls-client-ca): give the coordinator "
-                                 "--tls-client-ca, or run the site without its --tls-ca")
+                                 "--tls-client-ca, or run the site without --tls-cert and --tls-key")
         if credential != bound:
             raise SignatureError(f"{site_id!r} signed with a key other than the one it bound at Join")
         _verify(site_id, _public_key(bound), signature, label, rid, parts)
-
-
-class PinnedKeys:
-    """A site's check of its peers without client certificates: each peer's key as first seen, kept in a JSON
-    file ({site id: hex key}). A pinned peer must sign with its pinned key; an unpinned one signs with the key
-    it presents, which is then pinned (`remember` writes the new pins)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._pins: dict[str, str] = self._read(path)
-        self._new = False
-
-    @staticmethod
-    def _read(path: Path) -> dict[str, str]:
-        if not path.exists():
-            return {}
-        try:
-            pins = json.loads(path.read_text())
-            if not isinstance(pins, dict) or not all(isinstance(v, str) and signing_key_problem(bytes.fromhex(v))
-                                                     is None for v in pins.values()):
-                raise ValueError("not a map of site ids to signing keys (66 hex digits)")
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}; fix it or remove it (its pins are made again on first sight)") from e
-        return {str(k): v for k, v in pins.items()}
-
-    def knows(self, site_id: str) -> bool:
-        return site_id in self._pins
-
-    def check(self, site_id: str, credential: bytes, signature: bytes, label: str, rid: RoundId,
-              *parts: bytes) -> None:
-        pinned = self._pins.get(site_id)
-        if pinned is not None and credential.hex() != pinned:
-            raise SignatureError(f"{site_id!r} signed with a key other than the one pinned for it in {self.path} "
-                                 f"(pinned {pinned[:16]}..., presented {credential.hex()[:16]}...): the coordinator "
-                                 "relayed another key, or the site was reinstalled (then its operator says so, and "
-                                 "you remove its line)")
-        problem = signing_key_problem(credential)
-        if problem:
-            raise SignatureError(f"{site_id!r} sent no signing key: {problem}")
-        _verify(site_id, _public_key(credential), signature, label, rid, parts)
-        if pinned is None:
-            self._pins[site_id] = credential.hex()
-            self._new = True
-
-    def remember(self) -> None:
-        """Write the pins made since the last call (atomically)."""
-        if self._new:
-            serde.atomic_write(self.path, json.dumps(self._pins, indent=1, sort_keys=True).encode())
-            self._new = False
 
 
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:

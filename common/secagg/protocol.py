@@ -55,6 +55,11 @@ class ProtocolError(SecAggError):
         self.site_id = site_id
 
 
+class PeerRefused(ProtocolError):
+    """A peer's advert or attestation did not check at this site (`site_id`: the peer): the site leaves the
+    attempt, since it cannot tell a swapped key from a real one."""
+
+
 class TooFewSitesError(SecAggError):
     """Fewer than the threshold remain: the round must be restarted (fresh keys) or abandoned."""
 

@@ -23,7 +23,7 @@ from ...common.logs import Event, get_logger
 from ...common.secagg.identity import signing_key_problem
 from ...common.spec import ADDED_BY_UPGRADE, TensorSpec, initial_prompts, spec_difference
 from ..pipeline.privacy import PrivacyLedger
-from ..round.state import ClientRecord, FederationState
+from ..round.state import MAX_RETIRED_KEYS, ClientRecord, FederationState
 from .history import ROUNDS_FILE, HistoryError, RoundsLog
 
 __all__ = ["CHECKPOINT_FILE", "ROUNDS_FILE", "Checkpoint", "CheckpointError"]
@@ -72,6 +72,7 @@ class Checkpoint:
             "tensors_sha256": encoded.sha256,
             "classes": list(state.classes),
             "convicted": {c: float(left) for c, left in sorted(state.convicted.items())},
+            "retired_keys": {c: key.hex() for c, key in state.retired_keys.items()},  # oldest first
         }
         text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
         if len(text) > MAX_META_BYTES:  # safetensors would write it, then refuse to read it back
@@ -182,8 +183,13 @@ class Checkpoint:
                 isinstance(c, str) and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
                 and v >= 0 for c, v in convicted.items()):
             raise CheckpointError(f"checkpoint {self.path} holds impossible convictions: {convicted!r}")
+        retired = meta.get("retired_keys", {})  # absent before keys were bound: none
+        retired_keys = {str(c): _signing_key(self.path, c, k) for c, k in retired.items()} \
+            if isinstance(retired, dict) else {}
+        if not isinstance(retired, dict) or len(retired) > MAX_RETIRED_KEYS or not all(retired_keys.values()):
+            raise CheckpointError(f"checkpoint {self.path} holds an impossible list of retired signing keys")
         return FederationState(round_, tensors, clients, PrivacyLedger.from_json(meta.get("privacy")), None, scale,
-                               encoded, tuple(classes), {c: float(v) for c, v in convicted.items()})
+                               encoded, tuple(classes), {c: float(v) for c, v in convicted.items()}, retired_keys)
 
     def saved_classes(self) -> tuple[str, ...]:
         """The class list the saved federation runs with (none saved: empty), from the header alone."""

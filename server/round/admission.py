@@ -58,7 +58,7 @@ def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str,
                                                 "older coordinator)")
     if signing_key and signing_key_problem(signing_key):
         raise Refused(Code.INVALID_ARGUMENT, f"signing_key: {signing_key_problem(signing_key)}")
-    if config.secure_aggregation and not config.signing_ca and not signing_key:
+    if config.binds_signing_keys and not signing_key:
         raise Refused(Code.FAILED_PRECONDITION, "this federation signs secure rounds with the key each site binds "
                                                 "at Join (it runs without client certificates) and this Join "
                                                 "carries none: upgrade pfeddc on this site")
@@ -91,21 +91,24 @@ def check_room(config: FederationConfig, clients: int, joins_from_peer: int | No
                                                "this address (--max-joins-per-peer)")
 
 
-def register(config: FederationConfig, clients: dict[str, ClientRecord], joins_by_peer: dict[str, int],
+def register(config: FederationConfig, state: FederationState, joins_by_peer: dict[str, int],
              client_id: str, num_examples: int, peer: str | None, busy: set[str], now: float
              ) -> tuple[ClientRecord, str | None]:
     """The client's record, and the id evicted to make room for it (if any); a new id is registered if there is
     room, made by evicting an expired or failed-trial id (server/round/sampling.py `evictable`; `busy`: the open
-    attempt's sites), and (open mode) room for its peer."""
+    attempt's sites), and (open mode) room for its peer. An id that comes back after its eviction gets back the
+    signing key it had bound."""
+    clients = state.clients
     record = clients.get(client_id)
     evicted = None
     if record is None:
         if len(clients) >= config.max_clients:
             evicted = evictable(clients, busy, now, config.client_ttl_s)
             if evicted is not None:
-                del clients[evicted]
+                state.retire(clients.pop(evicted))
         check_room(config, len(clients), None if peer is None else joins_by_peer.get(peer, 0))
-        record = clients[client_id] = ClientRecord(client_id, num_examples)
+        record = clients[client_id] = ClientRecord(client_id, num_examples,
+                                                   signing_key=state.retired_keys.pop(client_id, b""))
         if peer is not None:
             joins_by_peer[peer] = joins_by_peer.get(peer, 0) + 1
     return record, evicted

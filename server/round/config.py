@@ -144,6 +144,12 @@ class FederationConfig:
         return replace(self.train, seed=int.from_bytes(digest[:8], "big") & (2**63 - 1))
 
     @property
+    def binds_signing_keys(self) -> bool:
+        """Secure rounds without client certificates: each site's messages are checked against the key its first
+        Join bound (in any other mode nothing is bound, so a site that lost its state dir may join again)."""
+        return self.secure_aggregation and not self.signing_ca
+
+    @property
     def min_sample(self) -> int:
         """The fewest sites a round may sample: the quorum, and under secure aggregation three and the threshold."""
         return max(self.quorum, self.secagg_min_sites, self.secagg_threshold) if self.secure_aggregation \

@@ -140,14 +140,15 @@ class Federation:
             check_classes(self._state.classes, class_names)
             rejoined = client_id in self._state.clients
             now = self._clock()
-            record, evicted = register(self.config, self._state.clients, self._joins_by_peer, client_id,
+            record, evicted = register(self.config, self._state, self._joins_by_peer, client_id,
                                        num_examples, peer, set(self._rounds.attempt.sampled), now)
             if evicted is not None:
                 self._log("info", Event.CLIENT_EVICTED, client_id=evicted, for_client_id=client_id,
                           advice="it never delivered an update and its trial failed or it was not seen for "
                                  "--client-ttl")
             record.check_secret(secret)
-            record.bind_signing_key(signing_key)
+            if self.config.binds_signing_keys:
+                record.bind_signing_key(signing_key)
             if secret and record.secret_sha256 is None:
                 record.secret_sha256 = serde.sha256(secret.encode())
             record.num_examples = num_examples

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...common.secagg import shamir
 from ...common.secagg.field import dequantise_sum, sum_error_bound
-from ...common.secagg.identity import PeerCheck, SignatureError
+from ...common.secagg.identity import PeerCheck, SignatureError, keys_digest
 from ...common.secagg.keys import pairwise_seed, private_key, public_bytes
 from ...common.secagg.masking import unmask
 from ...common.secagg.protocol import (
@@ -52,6 +52,7 @@ class SecAggCoordinator:
         self._verifier = verifier
         self._signed: dict[str, Signed] = {}
         self._attestations: dict[str, bytes] = {}
+        self._announced = b""  # keys_digest of the announced keys, which every check signs
         self.stage = Stage.ADVERTISE
         self.keys: dict[str, PublicKeys] = {}  # U1
         self._shares: dict[str, ShareKeys] = {}  # U2
@@ -95,13 +96,13 @@ class SecAggCoordinator:
         if self._verifier is None:
             return
         try:
-            if self._verifier.knows(site):
-                self._verifier.check(site, signed.credential, signed.signature, label, self.config.rid, *parts)
+            self._verifier.check(site, signed.credential, signed.signature, label, self.config.rid, *parts)
         except SignatureError as e:
             raise ProtocolError(str(e), site) from e
 
     def announce(self) -> KeysAnnounced:
         self._close(len(self.keys), Stage.SHARE_KEYS)
+        self._announced = keys_digest(self.keys)
         return KeysAnnounced(self.config.rid, dict(self.keys), {u: self._signed[u] for u in self.keys})
 
     def receive_shares(self, msg: ShareKeys) -> None:
@@ -133,7 +134,7 @@ class SecAggCoordinator:
         if len(set(accused)) != len(accused) or len(accused) >= len(self._shares):
             raise ProtocolError(f"{site!r} accused one site twice, or more sites than dealt it bundles", site)
         self._verify(site, Signed(self._signed[site].credential, msg.signature), "check", site.encode(),
-                     *(a.encode() for a in accused))
+                     self._announced, *(a.encode() for a in accused))
         self._checked.add(site)
         if not accused:
             self._attestations[site] = msg.signature

@@ -81,6 +81,9 @@ class RoundView:
     aborted: str | None = None
 
 
+MAX_RETIRED_KEYS = 4096
+
+
 @dataclass
 class FederationState:
     """What a checkpoint holds: enough to resume after a crash at the start of the unfinished round.
@@ -100,6 +103,17 @@ class FederationState:
     encoded: serde.Encoded | None = field(default=None, repr=False, compare=False)
     classes: tuple[str, ...] = ()  # the federation's class list (--classes, or gathered from the Joins)
     convicted: dict[str, float] = field(default_factory=dict)  # site a secure run convicted -> seconds it sits out
+    # evicted id -> the signing key it had bound (oldest first, at most MAX_RETIRED_KEYS): its peers may have pinned
+    # it, so the id comes back only with that key (a new key would make every peer refuse the round)
+    retired_keys: dict[str, bytes] = field(default_factory=dict)
+
+    def retire(self, record: ClientRecord) -> None:
+        """`record` leaves the registry: keep its signing key for the id's return."""
+        if record.signing_key:
+            self.retired_keys.pop(record.client_id, None)
+            self.retired_keys[record.client_id] = record.signing_key
+            while len(self.retired_keys) > MAX_RETIRED_KEYS:
+                del self.retired_keys[next(iter(self.retired_keys))]
 
     def global_encoded(self) -> serde.Encoded:
         """The global as the checkpoint and every task carry it: encoded only if `global_tensors` changed."""

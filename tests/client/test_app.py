@@ -98,3 +98,19 @@ def test_client_id_comes_from_the_certificate_and_must_agree_with_it(tmp_path: P
     assert client_identity("site-x", None) == ("site-x", "--client-id")
     with pytest.raises(CredentialError, match="differs from the common name 'hospital-a'.*Drop --client-id"):
         client_identity("hospital-b", cert)
+
+
+def test_signing_key_prints_one_pinnable_line_and_needs_an_id(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """What an operator hands the other sites: {client id: key}, the line their peer_keys.json takes as it is; on a
+    state dir without an id (a typo in --state-dir, or before the first run) it asks for --client-id."""
+    import json
+
+    state = str(tmp_path / "s")
+    code, err = run(capsys, "signing-key", "--state-dir", state)
+    assert code == 2 and "pass --client-id" in err and not (tmp_path / "s" / "signing_key.pem").exists()
+    assert main(["signing-key", "--state-dir", state, "--client-id", "site-a"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert main(["signing-key", "--state-dir", state]) == 0  # the same key, and the id the state dir keeps
+    assert json.loads(capsys.readouterr().out) == line and list(line) == ["site-a"] and len(line["site-a"]) == 66
+    assert (tmp_path / "s" / "signing_key.pem").stat().st_mode & 0o777 == 0o600

@@ -44,7 +44,8 @@ def test_checkpoint_size_is_constant_per_round_and_history_goes_to_rounds_jsonl(
     size_at_2 = (tmp_path / CHECKPOINT_FILE).stat().st_size
     fed = run_rounds(tmp_path, 28)  # resumes, 28 more rounds with the same clients
     assert fed.round == 31
-    assert (tmp_path / CHECKPOINT_FILE).stat().st_size == size_at_2
+    # the same but for the round number's extra digit, which the 8-byte header alignment may or may not absorb
+    assert 0 <= (tmp_path / CHECKPOINT_FILE).stat().st_size - size_at_2 <= 8
     assert rounds_in(tmp_path) == list(range(1, 31))
     line = json.loads((tmp_path / ROUNDS_FILE).read_text().splitlines()[-1])
     assert line["time"] > 1e9 and line["clients"] == ["site-0", "site-1", "site-2"] and line["attempts"] == 1

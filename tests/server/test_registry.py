@@ -6,6 +6,7 @@ import asyncio
 import errno
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from pfeddc.common import serde
 from pfeddc.common.ids import MAX_CLIENT_ID_CHARS
 from pfeddc.common.messages import Code, Refused
+from pfeddc.common.secagg.exchange import SPOKEN
 from pfeddc.common.secagg.identity import Identity
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.ops import checkpoint as checkpoint_module
@@ -22,9 +24,10 @@ from pfeddc.server.round.config import DEFAULT_MAX_CLIENTS, MAX_CLIENTS_LIMIT
 from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
 from pfeddc.server.round.longpoll import ChangeFeed
 from pfeddc.server.round.saving import save_advice
-from pfeddc.server.round.state import ClientRecord
+from pfeddc.server.round.state import MAX_RETIRED_KEYS, ClientRecord
 
 SPEC = [TensorSpec("text.global", (2, 3))]
+SECURE: dict[str, Any] = {"rounds": 2, "min_clients": 3, "secure_aggregation": True}
 TENSORS = {"text.global": np.zeros((2, 3), np.float32)}
 
 
@@ -65,23 +68,22 @@ def test_open_mode_beyond_loopback_needs_a_join_secret_for_every_id() -> None:
 
 
 def test_a_signing_key_is_bound_at_the_first_join_and_kept_by_the_checkpoint(tmp_path: Path) -> None:
-    """The key a site signs secure rounds with: bound by its first Join, another key refused (its peers pinned
-    the first), saved and restored with the registry; a checkpoint from before signing keys resumes keyless (the
-    site's next Join binds one) and its secure rounds say they are unsigned until then."""
+    """Secure rounds without client certificates: the key a site signs with is bound by its first Join, a Join
+    without one or with another is refused (its peers pinned the first), saved and restored with the registry; a
+    checkpoint from before signing keys resumes keyless and its secure rounds say they are unsigned."""
     mine, theirs = Identity.generate().credential, Identity.generate().credential
     checkpoint = Checkpoint(tmp_path)
     state = FederationState(1, dict(TENSORS), {})
-    fed = Federation(FederationConfig(rounds=2, min_clients=3), SPEC, state, save=checkpoint.save)
-    fed.join("a", 10, SPEC, signing_key=mine)
-    fed.join("a", 10, SPEC)  # an older client's Join, or one that sends none: the binding stays
-    with pytest.raises(Refused) as other:
-        fed.join("a", 10, SPEC, signing_key=theirs)
-    assert other.value.code == Code.PERMISSION_DENIED and "another signing key" in other.value.message
-    with pytest.raises(Refused) as junk:
-        fed.join("b", 10, SPEC, signing_key=b"\x02" * 12)
-    assert junk.value.code == Code.INVALID_ARGUMENT and "33 bytes" in junk.value.message
-    fed.join("a", 10, SPEC, signing_key=mine)
-    fed.join("b", 10, SPEC, signing_key=theirs)
+    fed = Federation(FederationConfig(**SECURE), SPEC, state, save=checkpoint.save)
+    fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=mine)
+    for key, code, words in ((b"", Code.FAILED_PRECONDITION, "carries none"),
+                             (theirs, Code.PERMISSION_DENIED, "another signing key"),
+                             (b"\x02" * 12, Code.INVALID_ARGUMENT, "33 bytes")):
+        with pytest.raises(Refused) as refused:
+            fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=key)
+        assert refused.value.code == code and words in refused.value.message
+    fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=mine)
+    fed.join("b", 10, SPEC, capabilities=SPOKEN, signing_key=theirs)
     checkpoint.save(state)
     loaded = checkpoint.load(SPEC, 2)
     assert loaded is not None and loaded.clients["a"].signing_key == mine and loaded.clients["b"].signing_key == theirs
@@ -100,11 +102,45 @@ def test_a_signing_key_is_bound_at_the_first_join_and_kept_by_the_checkpoint(tmp
         Checkpoint(tmp_path / "old").load(SPEC, 2)
 
 
+def test_only_a_federation_that_checks_bound_keys_binds_them() -> None:
+    """Plain rounds, or secure rounds signed with client certificates: nothing is bound, so a site that lost its
+    state dir (a new key) joins again under its id (under mTLS its id is its certificate's name)."""
+    mine, theirs = Identity.generate().credential, Identity.generate().credential
+    for config in (FederationConfig(rounds=2, min_clients=3), FederationConfig(**SECURE, signing_ca="ca.pem")):
+        state = FederationState(1, dict(TENSORS), {})
+        fed = Federation(config, SPEC, state)
+        fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=mine)
+        fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=theirs)
+        fed.join("a", 10, SPEC, capabilities=SPOKEN)
+        assert state.clients["a"].signing_key == b""
+
+
+def test_an_evicted_id_comes_back_only_with_the_key_it_had_bound(tmp_path: Path) -> None:
+    """Its peers may have pinned it: were it to return with a new key, every peer would refuse the round. The key
+    outlives the record (bounded, saved with the checkpoint)."""
+    keys = {c: Identity.generate().credential for c in "abcd"}
+    state = FederationState(1, dict(TENSORS), {c: ClientRecord(c, 10, signing_key=keys[c]) for c in "abc"})
+    fed = Federation(FederationConfig(**SECURE, max_clients=3), SPEC, state)  # none seen since the restart
+    fed.join("d", 10, SPEC, capabilities=SPOKEN, signing_key=keys["d"])  # full: the longest unseen makes room
+    assert "a" not in state.clients and state.retired_keys == {"a": keys["a"]}
+    Checkpoint(tmp_path).save(state)
+    loaded = Checkpoint(tmp_path).load(SPEC, 2)
+    assert loaded is not None and loaded.retired_keys == {"a": keys["a"]}
+    with pytest.raises(Refused, match="another signing key"):
+        fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=keys["b"])
+    fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=keys["a"])
+    assert state.clients["a"].signing_key == keys["a"] and "a" not in state.retired_keys
+    for i in range(MAX_RETIRED_KEYS + 5):
+        state.retire(ClientRecord(f"gone-{i}", 1, signing_key=keys["d"]))
+    assert len(state.retired_keys) == MAX_RETIRED_KEYS and "gone-0" not in state.retired_keys
+
+
 def test_max_clients_is_bounded_by_what_the_checkpoint_can_hold() -> None:
     record = ClientRecord("x" * MAX_CLIENT_ID_CHARS, 10**9, 10**6, secret_sha256="f" * 64,
                           signing_key=Identity.generate().credential)
     worst = len(json.dumps({record.client_id: record.to_json()}, separators=(",", ":")))
-    assert worst * MAX_CLIENTS_LIMIT < checkpoint_module.MAX_META_BYTES
+    retired = len(json.dumps({record.client_id: record.signing_key.hex()}, separators=(",", ":")))
+    assert worst * MAX_CLIENTS_LIMIT + retired * MAX_RETIRED_KEYS < checkpoint_module.MAX_META_BYTES
     with pytest.raises(ValueError, match="--max-clients"):
         FederationConfig(rounds=1, max_clients=MAX_CLIENTS_LIMIT + 1)
 

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from secure_sites import (
 )
 from tests_support import StartCoordinator
 
+from pfeddc.client.peer_keys import PinnedKeys
 from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.client.secure import SecureOutcome, change_vector, contribute
 from pfeddc.common import serde, wire
@@ -47,7 +49,6 @@ from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.secagg.exchange import SecureStep, Status, flatten
 from pfeddc.common.secagg.field import sum_error_bound
-from pfeddc.common.secagg.identity import PinnedKeys
 from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.server.app import build_parser
 from pfeddc.server.flags import federation_config
@@ -458,3 +459,34 @@ def test_a_range_attack_beside_a_dropout_is_held_to_the_survivors_bounds(coordin
     bound = 2 * float(np.median(reports))
     moved = float(np.linalg.norm(got["text.global"] - base["text.global"]))
     assert 0.9 * bound <= moved <= bound * 1.001 + 1e-4, (moved, bound)
+
+
+def test_a_checkpoint_from_before_signing_keys_resumes_unsigned_until_its_sites_join_again(
+        coordinator: StartCoordinator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its records bound no key: the coordinator says so as it resumes, rounds that sample them are unsigned, and
+    the sites' next Joins bind their keys (the first signed round follows)."""
+    first = coordinator(*FLAGS, state_dir=tmp_path / "state")
+    conns, spec, tasks, _base = sampled(first.port)
+    in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})  # round 1 commits
+    first.stop(0)
+    checkpoint = Checkpoint(tmp_path / "state")
+    state = checkpoint.load(spec, 2)
+    assert state is not None and all(r.signing_key for r in state.clients.values())
+    for record in state.clients.values():
+        record.signing_key = b""  # as a checkpoint written before signing keys holds them
+    checkpoint.save(state)
+    capsys.readouterr()
+    second = coordinator(*FLAGS, "--rounds", "2", state_dir=tmp_path / "state")  # one more round
+    warned = [json.loads(x) for x in capsys.readouterr().err.splitlines() if "signing_keys_missing" in x]
+    assert warned and warned[0]["clients"] == len(COUNTS)
+    conns = {c: connect(second.port, c) for c in COUNTS}
+    with ThreadPoolExecutor(len(conns)) as pool:  # together: the round opens once all four are back
+        unsigned = dict(zip(conns, pool.map(lambda conn: conn.task(wait_s=5), conns.values()), strict=True))
+    assert all(t.secure is not None and not t.secure.signed for t in unsigned.values())
+    for c, conn in conns.items():
+        conn.join(COUNTS[c], spec)
+    outcomes = in_threads({c: functools.partial(honest, conns[c], unsigned[c], spec) for c in conns})
+    assert all(o.committed for o in outcomes.values()), outcomes
+    bound = Checkpoint(tmp_path / "state").load(spec, 2)
+    assert bound is not None and all(r.signing_key == conns[c].signing_key.credential
+                                     for c, r in bound.clients.items())

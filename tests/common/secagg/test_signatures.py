@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,13 +14,14 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from pfeddc.client.peer_keys import PinnedKeys
 from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.common.secagg.field import FieldParams
 from pfeddc.common.secagg.identity import (
     PUBLIC_KEY_BYTES,
     BoundKeys,
     Identity,
-    PinnedKeys,
+    PeerCheck,
     Verifier,
     signing_key_problem,
 )
@@ -154,7 +156,7 @@ def test_certificates_and_signatures_are_bounded_where_they_enter() -> None:
 
 # ----- without client certificates: keys bound at Join, pinned by each site when first seen
 
-def bound_round(rid: RoundId, ids: dict[str, Identity], pins: dict[str, PinnedKeys], everyone_signs: bool = True
+def bound_round(rid: RoundId, ids: dict[str, Identity], pins: Mapping[str, PeerCheck], everyone_signs: bool = True
                 ) -> tuple[dict[str, SecAggSite], SecAggCoordinator, KeysAnnounced]:
     cfg = replace(CFG, rid=rid)
     s = {u: SecAggSite(u, cfg, random.Random(i), ids[u], pins[u], everyone_signs) for i, u in enumerate(IDS)}
@@ -223,7 +225,7 @@ def test_an_unpinned_peer_signs_when_the_round_says_so_and_a_stranger_key_is_pin
     rid = RoundId("fed-bound", 1)
     s, _coord, announced = bound_round(rid, ids, pins)
     stripped = replace(announced, signed={u: x for u, x in announced.signed.items() if u != "site-3"})
-    with pytest.raises(ProtocolError, match="'site-3' are not signed by it.*sent no signing key"):
+    with pytest.raises(ProtocolError, match="'site-3' are not signed by it.*presented no signing key"):
         s["site-0"].share_keys(stripped)
     older = SecAggSite("site-1", replace(CFG, rid=rid), random.Random(1), ids["site-1"], pins["site-1"],
                        everyone_signs=False)
@@ -247,6 +249,9 @@ def test_the_coordinator_holds_each_site_to_the_key_it_bound() -> None:
     with pytest.raises(ProtocolError, match="client certificate, but this coordinator checks the key"):
         coord.receive_advertise(SecAggSite("site-0", CFG, identity=certified).advertise())
     coord.receive_advertise(SecAggSite("site-0", CFG, identity=ids["site-0"]).advertise())
+    junk = SecAggSite("site-3", CFG, identity=Identity.generate()).advertise()
+    with pytest.raises(ProtocolError, match="'site-3''s advert signature does not verify"):  # what its peers check
+        coord.receive_advertise(replace(junk, signed=Signed(junk.signed.credential, b"\x30" * 70)))
     coord.receive_advertise(SecAggSite("site-3", CFG).advertise())  # unsigned, as it bound none
 
 
@@ -263,5 +268,86 @@ def test_a_signing_key_is_made_once_and_kept_and_bad_files_are_named(tmp_path: P
     pins = tmp_path / "peer_keys.json"
     for junk in ("[1, 2]", '{"site-0": "zz"}', '{"site-0": "02"}', "{"):
         pins.write_text(junk)
-        with pytest.raises(ValueError, match="peer_keys.json.*remove it"):
+        with pytest.raises(ValueError, match="peer_keys.json.*fix it or remove the line"):
             PinnedKeys(pins)
+
+
+def test_an_attestation_holds_for_its_own_key_set_only() -> None:
+    """A coordinator that ran a run id twice (fresh keys each time) cannot pass off a site's attestation from the
+    first as one from the second: the check signs the announced keys."""
+    ids = {u: Identity.generate() for u in IDS}
+    pins: dict[str, PeerCheck] = {u: BoundKeys({v: ids[v].credential for v in IDS}) for u in IDS}
+    rid = RoundId("fed-reused", 4)
+    first, coord, announced = bound_round(rid, ids, pins)
+    for u in IDS:
+        coord.receive_shares(first[u].share_keys(announced))
+    delivered = coord.deliver()
+    old = {u: first[u].check_shares(delivered[u]).signature for u in IDS}
+    again, coord, announced = bound_round(rid, ids, pins)  # the same run id, every site's keys fresh
+    for u in IDS:
+        coord.receive_shares(again[u].share_keys(announced))
+    delivered = coord.deliver()
+    new = {u: again[u].check_shares(delivered[u]).signature for u in ("site-0", "site-1")}
+    with pytest.raises(ProtocolError, match="'site-2' did not attest"):
+        again["site-0"].masked_input(ChecksPassed(IDS[:3], {**new, "site-2": old["site-2"]}), np.zeros(16))
+
+
+def test_pins_written_by_hand_are_read_as_keys_and_a_listed_peer_must_sign(tmp_path: Path) -> None:
+    """An operator's peer_keys.json (hex in any case, bytes spaced out) pins those peers before the first round:
+    such a peer must sign even in a round its coordinator calls unsigned."""
+    ids = {u: Identity.generate() for u in IDS}
+    path = tmp_path / "peer_keys.json"
+    path.write_text(json.dumps({"site-1": ids["site-1"].credential.hex().upper(),
+                                "site-2": " ".join(f"{b:02x}" for b in ids["site-2"].credential)}))
+    pins = PinnedKeys(path)
+    assert pins.knows("site-1") and pins.knows("site-2") and not pins.knows("site-3")
+    rid = RoundId("fed-listed", 1)
+    site = SecAggSite("site-0", replace(CFG, rid=rid), identity=ids["site-0"], verifier=pins, everyone_signs=False)
+    own = site.advertise()
+    others = {u: SecAggSite(u, replace(CFG, rid=rid), identity=ids[u]).advertise() for u in IDS[1:]}
+    keys = {"site-0": own.keys, **{u: a.keys for u, a in others.items()}}
+    signed = {"site-0": own.signed, **{u: a.signed for u, a in others.items()}}
+    with pytest.raises(ProtocolError, match="'site-1' are not signed by it"):
+        site.share_keys(KeysAnnounced(rid, keys, {u: x for u, x in signed.items() if u != "site-1"}))
+    site = SecAggSite("site-0", replace(CFG, rid=rid), identity=ids["site-0"], verifier=pins, everyone_signs=False)
+    own = site.advertise()
+    site.share_keys(KeysAnnounced(rid, {**keys, "site-0": own.keys}, {**signed, "site-0": own.signed}))
+
+
+def test_new_pins_merge_into_the_file_as_it_is_now_and_a_failed_write_is_only_logged(tmp_path: Path) -> None:
+    ids = {u: Identity.generate() for u in IDS}
+    path = tmp_path / "site-0" / "peer_keys.json"
+    pins = PinnedKeys(path)
+    rid = RoundId("fed-merge", 1)
+    for u in ("site-1", "site-2"):
+        advert = SecAggSite(u, replace(CFG, rid=rid), identity=ids[u]).advertise()
+        pins.check(u, advert.signed.credential, advert.signed.signature, "advert", rid, u.encode(), advert.keys.mask,
+                   advert.keys.enc)
+    listed = Identity.generate().credential.hex()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"site-1": listed, "site-9": listed}))  # an operator's edit while the round ran
+    pins.remember()
+    assert json.loads(path.read_text()) == {"site-1": listed, "site-9": listed,
+                                            "site-2": ids["site-2"].credential.hex()}
+    blocked = PinnedKeys(tmp_path / "a-file" / "peer_keys.json")
+    (tmp_path / "a-file").write_text("not a directory")
+    advert = SecAggSite("site-3", replace(CFG, rid=rid), identity=ids["site-3"]).advertise()
+    blocked.check("site-3", advert.signed.credential, advert.signed.signature, "advert", rid, b"site-3",
+                  advert.keys.mask, advert.keys.enc)
+    blocked.remember()  # logged (peer_keys_unsaved), not raised: the round's outcome stands
+    assert blocked.knows("site-3")
+
+
+def test_a_damaged_signing_key_file_is_named() -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "signing_key.pem"
+        key = Identity.generate().key
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.BestAvailableEncryption(b"secret")))
+        with pytest.raises(ValueError, match=r"signing_key.pem: not an unencrypted P-256 signing key"):
+            Identity.kept_at(path)
+        path.write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
+        with pytest.raises(ValueError, match=r"signing_key.pem: not an unencrypted P-256 signing key"):
+            Identity.kept_at(path)
