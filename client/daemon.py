@@ -37,6 +37,7 @@ from .model.classnames import ADVICE, check_class_names
 from .model.prompts import PFedDCModel, StatePart
 from .model.train import Interrupted, evaluate, pick_device
 from .options import ClientOptions
+from .peer_keys import PinnedKeys
 from .secure import contribute
 from .store import ClientStore, RoundRecord
 from .trainer import LocalTrainer
@@ -62,7 +63,7 @@ class ClientDaemon:
         # secure rounds are signed: with a client certificate (peers checked against the CA), else with the key the
         # Join binds (peers checked against the keys pinned when first seen, read afresh each round)
         self.signing_key = self.store.signing_key()
-        self.store.peer_keys()  # a damaged pins file is named now, not at the first secure round
+        self.pins = self.store.peer_keys()  # a damaged pins file is named now, not at the first secure round
         self.certificate, self.ca = site_signing(opts.tls.cert, opts.tls.key, opts.tls.ca)
 
     def run(self) -> dict[str, Any]:
@@ -210,12 +211,22 @@ class ClientDaemon:
                  update_norms=outcome.update_norms, duration_s=round(m.train_seconds, 2))
         return following
 
+    def _peer_keys(self) -> PinnedKeys:
+        """The pins as the file holds them now (an operator's edit counts from the next round); the last good ones
+        when it cannot be read mid-run (an editor writing it), said in a warning."""
+        try:
+            self.pins = self.store.peer_keys()
+        except (OSError, ValueError) as exc:
+            log.warning(Event.PEER_KEYS_UNREADABLE, client_id=self.client_id, error=str(exc),
+                        advice="fix the file: this round checks the peers against the pins read before")
+        return self.pins
+
     def _send(self, conn: Connection, task: Task, update: serde.Encoded, num_examples: int, metrics: Metrics,
               spec: list[TensorSpec]) -> tuple[bool, str, Task | None]:
         """Submit the update (or, in a secure federation, its masked change): accepted, why not, the next task."""
         try:
             if task.secure is not None:  # the coordinator learns only the round's sum
-                pins = self.store.peer_keys() if self.certificate is None else None
+                pins = self._peer_keys() if self.certificate is None else None
                 try:
                     counted = contribute(conn, task.secure, task.round, global_tensors(task), update.tensors, spec,
                                          num_examples, self.stop, self.certificate or self.signing_key,

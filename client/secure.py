@@ -11,6 +11,7 @@ round costs five calls (plus polls while a slow site is awaited). The coordinato
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..common.clip import clip_l2, clip_rows, l2, row_bound
 from ..common.logs import Event, get_logger
-from ..common.messages import MAX_HOLD_S, Metrics, Task
+from ..common.messages import MAX_HOLD_S, FailureReason, Metrics, Refused, Task
 from ..common.secagg.exchange import (
     Contribution,
     SecureAnswer,
@@ -152,6 +153,8 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
     except PeerRefused as exc:
         log.warning(Event.SECAGG_PEER_REFUSED, client_id=conn.client_id, round=round_, peer=exc.site_id,
                     reason=str(exc))
+        with contextlib.suppress(Refused):  # say whom: a peer most sites refuse is left out of the retry
+            conn.report_failure(round_, FailureReason.PEER_REFUSED, exc.site_id or "")
         outcome = SecureOutcome(False, str(exc))
     except (Abandoned, SecAggError) as exc:
         outcome = SecureOutcome(False, str(exc))

@@ -76,6 +76,7 @@ class Event(StrEnum):
     SECAGG_ROUND_DONE = "secagg_round_done"  # this site's part of a secure round: committed or abandoned
     SECAGG_PEER_REFUSED = "secagg_peer_refused"  # a peer's signature did not check: this site leaves the attempt
     PEER_KEYS_UNSAVED = "peer_keys_unsaved"  # the pinned peer keys could not be written (the round stands)
+    PEER_KEYS_UNREADABLE = "peer_keys_unreadable"  # peer_keys.json unreadable mid-run: the last good pins are used
     HEARTBEAT_FAILED = "heartbeat_failed"  # debug: one lost heartbeat (the next comes soon)
     HEARTBEAT_UNSUPPORTED = "heartbeat_unsupported"  # the coordinator predates heartbeats
     CLASS_NAMES_SIMILAR = "class_names_similar"

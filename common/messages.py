@@ -72,6 +72,7 @@ class FailureReason(StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     DATA_UNREADABLE = "data_unreadable"
     OTHER = "other"
+    PEER_REFUSED = "peer_refused"  # secure aggregation: a peer's signature did not check here (detail: its id)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ Everything that crosses the wire or lands on disk goes through here: safetensors
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -204,9 +203,7 @@ def atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
         if replace:
             os.replace(tmp, path)
         else:
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-            Path(tmp).unlink()
+            _link_once(Path(tmp), path, data)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -215,6 +212,25 @@ def atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _link_once(tmp: Path, path: Path, data: bytes) -> None:
+    """`path` from `tmp` unless it exists; where the file system has no hard links, an exclusive create."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here (some network or FAT mounts)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # as private as mkstemp's file
+        except FileExistsError:
+            fd = -1
+        if fd >= 0:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+    tmp.unlink()
 
 
 def remove_stale_temps(directory: Path) -> list[Path]:

@@ -49,6 +49,7 @@ _REASONS = {
     FailureReason.DIVERGED: pb.FailureReport.DIVERGED, FailureReason.COLLAPSED: pb.FailureReport.COLLAPSED,
     FailureReason.OUT_OF_MEMORY: pb.FailureReport.OUT_OF_MEMORY,
     FailureReason.DATA_UNREADABLE: pb.FailureReport.DATA_UNREADABLE, FailureReason.OTHER: pb.FailureReport.OTHER,
+    FailureReason.PEER_REFUSED: pb.FailureReport.PEER_REFUSED,
 }
 
 

@@ -417,12 +417,14 @@ class FailureReport(_message.Message):
         OUT_OF_MEMORY: _ClassVar[FailureReport.Reason]
         DATA_UNREADABLE: _ClassVar[FailureReport.Reason]
         OTHER: _ClassVar[FailureReport.Reason]
+        PEER_REFUSED: _ClassVar[FailureReport.Reason]
     REASON_UNSPECIFIED: FailureReport.Reason
     DIVERGED: FailureReport.Reason
     COLLAPSED: FailureReport.Reason
     OUT_OF_MEMORY: FailureReport.Reason
     DATA_UNREADABLE: FailureReport.Reason
     OTHER: FailureReport.Reason
+    PEER_REFUSED: FailureReport.Reason
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]

@@ -92,8 +92,8 @@ def check_room(config: FederationConfig, clients: int, joins_from_peer: int | No
 
 
 def register(config: FederationConfig, state: FederationState, joins_by_peer: dict[str, int],
-             client_id: str, num_examples: int, peer: str | None, busy: set[str], now: float
-             ) -> tuple[ClientRecord, str | None]:
+             client_id: str, num_examples: int, peer: str | None, busy: set[str], now: float,
+             signing_key: bytes = b"") -> tuple[ClientRecord, str | None]:
     """The client's record, and the id evicted to make room for it (if any); a new id is registered if there is
     room, made by evicting an expired or failed-trial id (server/round/sampling.py `evictable`; `busy`: the open
     attempt's sites), and (open mode) room for its peer. An id that comes back after its eviction gets back the
@@ -101,6 +101,9 @@ def register(config: FederationConfig, state: FederationState, joins_by_peer: di
     clients = state.clients
     record = clients.get(client_id)
     evicted = None
+    retired = state.retired_keys.get(client_id)
+    if record is None and retired and config.binds_signing_keys and signing_key != retired:
+        ClientRecord(client_id, num_examples, signing_key=retired).bind_signing_key(signing_key)  # refuses
     if record is None:
         if len(clients) >= config.max_clients:
             evicted = evictable(clients, busy, now, config.client_ttl_s)

@@ -65,7 +65,7 @@ def next_state(state: FederationState, config: FederationConfig, combined: Step,
         global_change={k: float(np.linalg.norm(v - state.global_tensors[k])) for k, v in next_global.items()})
     scale = tensor_clip.scale if tensor_clip else dict(state.change_scale)
     return FederationState(state.round + 1, next_global, clients, privacy, summary, scale, combined.committed,
-                           state.classes)
+                           state.classes, retired_keys=dict(state.retired_keys))
 
 
 class NoQuorum(ValueError):

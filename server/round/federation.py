@@ -141,7 +141,7 @@ class Federation:
             rejoined = client_id in self._state.clients
             now = self._clock()
             record, evicted = register(self.config, self._state, self._joins_by_peer, client_id,
-                                       num_examples, peer, set(self._rounds.attempt.sampled), now)
+                                       num_examples, peer, set(self._rounds.attempt.sampled), now, signing_key)
             if evicted is not None:
                 self._log("info", Event.CLIENT_EVICTED, client_id=evicted, for_client_id=client_id,
                           advice="it never delivered an update and its trial failed or it was not seen for "
@@ -171,7 +171,10 @@ class Federation:
 
     def task(self, client_id: str) -> Task:
         with self._critical():
-            self._touch(client_id)
+            record = self._touch(client_id)
+            if self.config.binds_signing_keys and not record.signing_key:
+                raise Refused(Code.NOT_FOUND, f"client {client_id!r} bound no signing key (its record is older than "
+                                              "signed secure rounds): call Join again, which binds it")
             return self._rounds.hand_out(client_id)
 
     def heartbeat(self, client_id: str) -> int:
@@ -216,6 +219,9 @@ class Federation:
         with self._critical():
             self._touch(client_id)
             why = f"{reason}: {detail[:MAX_FAILURE_DETAIL_CHARS]}" if detail else str(reason)
+            secure = self._rounds.attempt.secure
+            if reason == FailureReason.PEER_REFUSED and secure is not None and round_ == self.round:
+                secure.refusals.record(client_id, detail)  # counted toward blame only beside most other sites'
             return self._rounds.report(client_id, round_, why)
 
     def tick(self) -> None:

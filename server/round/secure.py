@@ -54,6 +54,7 @@ from ...common.spec import TensorSpec, class_rows
 from ..pipeline.statistics import STRUCTURED
 from ..pipeline.updates import check_metrics
 from .config import FederationConfig
+from .refusals import Refusals
 from .secagg_coordinator import SecAggCoordinator
 from .secure_bounds import SumBounds
 
@@ -125,6 +126,7 @@ class SecureRun:
         self._stall_reported: Stage | None = None
         self.failure: str | None = None
         self.blame: tuple[str, ...] = ()  # the sites the failure names (restart without them)
+        self.refusals = Refusals(self.config.sampled)  # whom sites refused to share with (ReportFailure)
 
     @property
     def stage(self) -> Stage:
@@ -207,6 +209,7 @@ class SecureRun:
         if not (expected <= answered or now >= self.deadline):
             return False
         closing = self.stage
+        guilty: dict[str, str] = {}
         try:
             if closing is Stage.ADVERTISE:
                 self._announced = self.core.announce()
@@ -223,16 +226,18 @@ class SecureRun:
             else:
                 self.result = self.core.finish()
         except TooFewSitesError as exc:
-            self.failure = str(exc)
+            guilty = self.refusals.blamed()  # sites that left because most peers refused one of them
+            self.failure = str(exc) + (f"; left out: {', '.join(guilty)}, refused by most peers" if guilty else "")
         except AccusationError as exc:
             self.failure = f"a complaint was judged on its evidence: {exc}"
-            self.blame = tuple(sorted(exc.guilty))
-            for site, why in sorted(exc.guilty.items()):
-                self._log("warning", Event.SECAGG_SITE_EXCLUDED, round=self.round, attempt=self.attempt,
-                          client_id=site, reason=why)
+            guilty = exc.guilty
         except InconsistentSiteError as exc:
             self.failure = str(exc)
-            self.blame = (exc.site_id,)
+            guilty = {exc.site_id: str(exc)}
+        self.blame = tuple(sorted(guilty))
+        for site, why in sorted(guilty.items()):
+            self._log("warning", Event.SECAGG_SITE_EXCLUDED, round=self.round, attempt=self.attempt, client_id=site,
+                      reason=why)
         self.deadline = now + self._stage_timeout_s
         self._first_answer_at = None
         self._log("info", Event.SECAGG_STAGE_CLOSED, round=self.round, attempt=self.attempt, stage=str(closing),
@@ -257,15 +262,10 @@ class SecureRun:
         return self.stage, missing
 
     def _expected(self) -> set[str]:
-        if self.stage is Stage.ADVERTISE:
-            return set(self.config.sampled)
-        if self.stage is Stage.SHARE_KEYS:
-            return set(self.core.keys)
-        if self.stage is Stage.CHECK_SHARES:
-            return set(self._delivered)
-        if self.stage is Stage.MASKED_INPUT:
-            return set(self._passed.checked) if self._passed else set()
-        return set(self._unmask.survivors) if self._unmask else set()
+        return set({Stage.ADVERTISE: self.config.sampled, Stage.SHARE_KEYS: self.core.keys,
+                    Stage.CHECK_SHARES: self._delivered,
+                    Stage.MASKED_INPUT: self._passed.checked if self._passed else (),
+                    }.get(self.stage, self._unmask.survivors if self._unmask else ()))
 
     def total(self) -> np.ndarray:
         """The unmasked sum of the survivors' weighted changes (after `advance` produced a result), each bounded

@@ -81,7 +81,7 @@ class RoundView:
     aborted: str | None = None
 
 
-MAX_RETIRED_KEYS = 4096
+MAX_RETIRED_KEYS = 16_384  # about 3 MB of checkpoint; each entry costs a churner one failed trial in a full registry
 
 
 @dataclass

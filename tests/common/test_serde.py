@@ -41,6 +41,22 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> 
     assert os.listdir(target.parent) == ["x.safetensors"]
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_a_write_that_must_not_replace_keeps_the_first_file_even_without_hard_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool) -> None:
+    """How a site's signing key is made: of two writers, the first wins; both leave no temp; the file is 0600
+    (on a file system without hard links, by an exclusive create)."""
+    if not links:
+        def no_links(src: object, dst: object) -> None:
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "key.pem"
+    serde.atomic_write(target, b"first", replace=False)
+    serde.atomic_write(target, b"second", replace=False)
+    assert target.read_bytes() == b"first" and os.listdir(tmp_path) == ["key.pem"]
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
 def test_spec_from_known_and_embedded_models() -> None:
     hub = global_spec(resolve_dims("openai/clip-vit-base-patch16"), PromptConfig("pfeddc-prompts", text_ctx=16,
                                                                                  vision_tokens=8, vision_depth=12))

@@ -13,7 +13,7 @@ import pytest
 
 from pfeddc.common import serde
 from pfeddc.common.ids import MAX_CLIENT_ID_CHARS
-from pfeddc.common.messages import Code, Refused
+from pfeddc.common.messages import Code, Metrics, Refused
 from pfeddc.common.secagg.exchange import SPOKEN
 from pfeddc.common.secagg.identity import Identity
 from pfeddc.common.spec import TensorSpec
@@ -29,6 +29,7 @@ from pfeddc.server.round.state import MAX_RETIRED_KEYS, ClientRecord
 SPEC = [TensorSpec("text.global", (2, 3))]
 SECURE: dict[str, Any] = {"rounds": 2, "min_clients": 3, "secure_aggregation": True}
 TENSORS = {"text.global": np.zeros((2, 3), np.float32)}
+METRICS = Metrics(train_loss=0.5, accuracy_before=0.1, accuracy_after=0.2, num_test_examples=5)
 
 
 def make(**overrides: object) -> Federation:
@@ -102,6 +103,22 @@ def test_a_signing_key_is_bound_at_the_first_join_and_kept_by_the_checkpoint(tmp
         Checkpoint(tmp_path / "old").load(SPEC, 2)
 
 
+def test_the_keys_of_evicted_ids_outlive_a_committed_round_and_a_restart(tmp_path: Path) -> None:
+    """The checkpoint a round commits carries them, not only the live state."""
+    checkpoint = Checkpoint(tmp_path)
+    kept = Identity.generate().credential
+    state = FederationState(1, dict(TENSORS), {}, retired_keys={"gone": kept})
+    fed = Federation(FederationConfig(rounds=3, min_clients=2), SPEC, state, save=checkpoint.save)
+    for c in ("a", "b"):
+        fed.join(c, 10, SPEC)
+    for c in ("a", "b"):
+        fed.task(c)
+        fed.submit(c, 1, serde.encode({"text.global": np.ones((2, 3), np.float32)}), 10, METRICS)
+    assert fed.round == 2
+    loaded = Checkpoint(tmp_path).load(SPEC, 3)
+    assert loaded is not None and loaded.round == 2 and loaded.retired_keys == {"gone": kept}
+
+
 def test_only_a_federation_that_checks_bound_keys_binds_them() -> None:
     """Plain rounds, or secure rounds signed with client certificates: nothing is bound, so a site that lost its
     state dir (a new key) joins again under its id (under mTLS its id is its certificate's name)."""
@@ -128,6 +145,7 @@ def test_an_evicted_id_comes_back_only_with_the_key_it_had_bound(tmp_path: Path)
     assert loaded is not None and loaded.retired_keys == {"a": keys["a"]}
     with pytest.raises(Refused, match="another signing key"):
         fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=keys["b"])
+    assert sorted(state.clients) == ["b", "c", "d"] and "a" in state.retired_keys  # the refusal changed nothing
     fed.join("a", 10, SPEC, capabilities=SPOKEN, signing_key=keys["a"])
     assert state.clients["a"].signing_key == keys["a"] and "a" not in state.retired_keys
     for i in range(MAX_RETIRED_KEYS + 5):

@@ -49,12 +49,14 @@ from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.secagg.exchange import SecureStep, Status, flatten
 from pfeddc.common.secagg.field import sum_error_bound
+from pfeddc.common.secagg.identity import Identity, PeerCheck
 from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.server.app import build_parser
 from pfeddc.server.flags import federation_config
 from pfeddc.server.ops.checkpoint import Checkpoint
 from pfeddc.server.round.config import FederationConfig
 from pfeddc.server.round.federation import Federation
+from pfeddc.server.round.refusals import Refusals
 from pfeddc.server.round.secure import settings as secure_settings
 
 
@@ -461,10 +463,10 @@ def test_a_range_attack_beside_a_dropout_is_held_to_the_survivors_bounds(coordin
     assert 0.9 * bound <= moved <= bound * 1.001 + 1e-4, (moved, bound)
 
 
-def test_a_checkpoint_from_before_signing_keys_resumes_unsigned_until_its_sites_join_again(
+def test_a_checkpoint_from_before_signing_keys_resumes_and_its_sites_are_asked_to_join_again(
         coordinator: StartCoordinator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Its records bound no key: the coordinator says so as it resumes, rounds that sample them are unsigned, and
-    the sites' next Joins bind their keys (the first signed round follows)."""
+    """Its records bound no key: the coordinator says so as it resumes and hands such a site no task until it
+    joins again (NOT_FOUND, which a daemon answers with a Join), which binds its key; the round then runs."""
     first = coordinator(*FLAGS, state_dir=tmp_path / "state")
     conns, spec, tasks, _base = sampled(first.port)
     in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})  # round 1 commits
@@ -480,13 +482,45 @@ def test_a_checkpoint_from_before_signing_keys_resumes_unsigned_until_its_sites_
     warned = [json.loads(x) for x in capsys.readouterr().err.splitlines() if "signing_keys_missing" in x]
     assert warned and warned[0]["clients"] == len(COUNTS)
     conns = {c: connect(second.port, c) for c in COUNTS}
-    with ThreadPoolExecutor(len(conns)) as pool:  # together: the round opens once all four are back
-        unsigned = dict(zip(conns, pool.map(lambda conn: conn.task(wait_s=5), conns.values()), strict=True))
-    assert all(t.secure is not None and not t.secure.signed for t in unsigned.values())
     for c, conn in conns.items():
+        with pytest.raises(Refused) as asked:
+            conn.task()
+        assert asked.value.code == Code.NOT_FOUND and "call Join again" in asked.value.message
         conn.join(COUNTS[c], spec)
-    outcomes = in_threads({c: functools.partial(honest, conns[c], unsigned[c], spec) for c in conns})
+    with ThreadPoolExecutor(len(conns)) as pool:  # together: the round opens once all four are back
+        tasks = dict(zip(conns, pool.map(lambda conn: conn.task(wait_s=5), conns.values()), strict=True))
+    assert all(t.secure is not None and t.secure.signed for t in tasks.values())
+    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
     assert all(o.committed for o in outcomes.values()), outcomes
     bound = Checkpoint(tmp_path / "state").load(spec, 2)
     assert bound is not None and all(r.signing_key == conns[c].signing_key.credential
                                      for c, r in bound.clients.items())
+
+
+def test_a_site_its_peers_refuse_is_left_out_and_one_report_blames_nobody(coordinator: StartCoordinator,
+                                                                         tmp_path: Path) -> None:
+    """site-d comes back under an id its peers pinned with another key: each of them refuses it, leaves the
+    attempt and says whom it refused; refused by all three others, site-d is left out of the retry, which commits
+    the three. A single site's report (it cannot be proved) blames nobody."""
+    server = coordinator(*FLAGS)
+    conns, spec, tasks, base = sampled(server.port)
+    old_key = Identity.generate().credential.hex()
+    pins: dict[str, PeerCheck] = {}
+    for c in HONEST:
+        (tmp_path / c).mkdir()
+        (tmp_path / c / "peer_keys.json").write_text(json.dumps({"site-d": old_key}))
+        pins[c] = PinnedKeys(tmp_path / c / "peer_keys.json")
+    work: dict[str, Callable[[], SecureOutcome]] = {
+        c: functools.partial(honest, conns[c], tasks[c], spec, verifier=pins[c]) for c in HONEST}
+    work["site-d"] = functools.partial(honest, conns["site-d"], tasks["site-d"], spec)
+    outcomes = in_threads(work)
+    assert all(outcomes[c].committed for c in HONEST) and not outcomes["site-d"].committed, outcomes
+    got, want = final_global(conns["site-a"]), expected_global(base, spec, list(HONEST))
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+    refusals = Refusals(COUNTS)
+    assert refusals.record("site-d", "site-a") and not refusals.record("site-d", "site-d")
+    assert not refusals.record("site-x", "site-a") and refusals.blamed() == {}
+    assert refusals.record("site-b", "site-a") and list(refusals.blamed()) == ["site-a"]  # 2 of the other 3
+    three = Refusals(("site-a", "site-b", "site-c"))  # the smallest secure round: both others must refuse
+    assert three.record("site-b", "site-a") and three.blamed() == {}
