@@ -8,7 +8,8 @@ tokens; the default `--adaptive-clip 2`: each tensor's bound twice the median of
 their keys) and 4 scripted sites
 (tests/secure_sites.py: each a `Connection` of its own with a fixed numpy change), three honest and one that
 follows the protocol and lies once, or stops. Per run: the attempts the round took, seconds until every site had
-its outcome, the sites the coordinator convicted (client_failed incidents), whether the committed global is the
+its outcome, the sites the coordinator convicted (client_failed incidents, but a site's own report that it refused
+a peer), whether the committed global is the
 honest sites' weighted FedAvg (the largest coordinate error), and how far the global moved (L2) next to how far
 the honest round moved it.
 """
@@ -37,6 +38,7 @@ from secure_sites import (  # noqa: E402
     HONEST,
     beside_three_honest,
     expected_global,
+    false_refusal,
     final_global,
     honest,
     hostile,
@@ -44,11 +46,14 @@ from secure_sites import (  # noqa: E402
     vanish,
 )
 
+from pfeddc.client.peer_keys import PinnedKeys  # noqa: E402
 from pfeddc.client.secure import SecureOutcome  # noqa: E402
 from pfeddc.common.secagg.exchange import flatten  # noqa: E402
+from pfeddc.common.secagg.identity import Identity  # noqa: E402
 from pfeddc.server.app import build_parser, start  # noqa: E402
 
 RANGE = functools.partial(hostile, attack="range")
+REKEYED = "signs with a key other than the one its peers pinned for its id (each refuses it and says so)"
 VISION = ("--method", "vision-only")
 # name -> (what site-d does, the sites whose changes the committed global must average, extra coordinator flags)
 ATTACKS: dict[str, tuple[Callable[..., SecureOutcome] | None, tuple[str, ...], tuple[str, ...]]] = {
@@ -59,6 +64,8 @@ ATTACKS: dict[str, tuple[Callable[..., SecureOutcome] | None, tuple[str, ...], t
     "stops after its shares": (functools.partial(vanish, stop_after="shares"), HONEST, ()),
     "stops after its check": (functools.partial(vanish, stop_after="check"), HONEST, ()),
     "stops after its masked input": (functools.partial(vanish, stop_after="masked"), (*HONEST, "site-d"), ()),
+    REKEYED: (None, HONEST, ()),
+    "says it refused site-a's key (one report, nothing wrong with it)": (false_refusal, HONEST, ()),
     "masked input 2x its clip range, every coordinate (defaults: --adaptive-clip 2, --update-clip-norm 10)":
         (RANGE, (), ()),
     "the same, and its change norm reported 10^6 times too large": (functools.partial(hostile, attack="range-lie"),
@@ -74,7 +81,9 @@ ATTACKS: dict[str, tuple[Callable[..., SecureOutcome] | None, tuple[str, ...], t
 }
 
 SETUP = ("A real coordinator on loopback (`--secure-aggregation`, 4 sites, threshold 3, `--secagg-stage-timeout 1.5`, "
-         "`--round-timeout 4`), three honest scripted sites and site-d (tests/secure_sites.py); one round per run. "
+         "`--round-timeout 4`), three honest scripted sites and site-d (tests/secure_sites.py); one round per run; "
+         "every site signs with the key its Join bound and the honest ones check their peers' signatures against "
+         "their pins (client/peer_keys.py), as daemons do. "
          "\"vs honest round\": the global's L2 movement over the 4-honest-site round's of the same method (a row "
          "without site-d's change moves the mean of 3: 1.17x); \"worst tensor\": the largest such ratio of one "
          "global tensor's movement. promptfl shares one tensor (text prompts [2, 128]); vision-only two of very "
@@ -86,6 +95,14 @@ NOTES = """What the rows say:
   exit 4, the accuser never named) and framed any site it accused.
 - A site that stops at any stage costs one stage timeout (1.5 s here); the round commits without it, or with its
   change when its masked input arrived.
+- A site whose key is not the one its peers pinned for its id (it came back under that id with a new key, or a
+  coordinator swapped it): every honest site refuses it, leaves the attempt and reports whom it refused; refused
+  by more than half of the others, it is left out of the retry (named in the incidents and the log), which commits
+  the honest sites' FedAvg. Before the reports (0e49f18) the refusing sites only fell silent: the attempt failed
+  with nobody to blame and each retry sampled site-d again: this row's run with the reports withheld took 6
+  attempts, and the federation aborted (exit 4). One site's
+  report alone (the next row: it names site-a, which nothing is wrong with) blames nobody; the reporting site has
+  left the attempt by reporting, and the round commits the other three.
 - Out-of-range masked inputs cannot be seen under the masks; the unmasked sum shows them. Each global tensor's part
   of the sum beyond its survivors' weighted bounds of it (`--adaptive-clip` 2 x the median of the change norms the
   sites report with their keys), and the whole beyond their weighted clips, is scaled down to that bound and
@@ -102,10 +119,16 @@ def run(attack: str, workdir: Path) -> dict[str, object]:
     behaviour, counted, flags = ATTACKS[attack]
     server = start(build_parser().parse_args(["--bind", "127.0.0.1", "--port", "0", "--state-dir", str(workdir),
                                               "--poll-interval", "0.1", *FLAGS, *flags]))
+    pins = {}
+    for c in HONEST:  # the honest sites check their peers' signatures as daemons do (peer_keys.json)
+        (workdir / c).mkdir()
+        if attack == REKEYED:  # pinned before, under this id: another key
+            (workdir / c / "peer_keys.json").write_text(json.dumps({"site-d": Identity.generate().credential.hex()}))
+        pins[c] = PinnedKeys(workdir / c / "peer_keys.json")
     try:
         conns, spec, tasks, base = sampled(server.port)
         started = time.monotonic()
-        outcomes = beside_three_honest(conns, tasks, spec, behaviour or honest)
+        outcomes = beside_three_honest(conns, tasks, spec, behaviour or honest, pins)
         seconds = time.monotonic() - started
         got = final_global(conns["site-a"])
         incidents = server.federation.snapshot().incidents
@@ -118,7 +141,8 @@ def run(attack: str, workdir: Path) -> dict[str, object]:
         error = max(float(np.abs(got[k] - want[k]).max()) for k in want)
     return {"attack": attack, "attempts": history[-1]["attempts"], "seconds": seconds,
             "honest_committed": all(outcomes[c].committed for c in HONEST),
-            "convicted": sorted({i.client_id for i in incidents if i.kind == "client_failed"}),
+            "convicted": sorted({i.client_id for i in incidents  # a site's own report of a refusal is not one
+                                 if i.kind == "client_failed" and not i.reason.startswith("peer_refused")}),
             "bounded": any(i.kind == "aggregate_bounded" for i in incidents), "error": error,
             "moved": float(np.linalg.norm(flatten(got, spec) - flatten(base, spec))),
             "tensors": {k: float(np.linalg.norm(got[k].astype(np.float64) - base[k])) for k in got}}

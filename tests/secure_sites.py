@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -18,7 +18,7 @@ import pytest
 from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.client.secure import SecureOutcome, change_vector, contribute
-from pfeddc.common.messages import Action, Code, Metrics, Refused, Task
+from pfeddc.common.messages import Action, Code, FailureReason, Metrics, Refused, Task
 from pfeddc.common.secagg.exchange import Contribution, SecureSettings, SecureStep, Status, flatten, unflatten
 from pfeddc.common.secagg.identity import PeerCheck, keys_digest
 from pfeddc.common.secagg.keys import pairwise_seed
@@ -198,16 +198,23 @@ def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -
     return SecureOutcome(status == Status.DONE, reason)
 
 
+def false_refusal(conn: Connection, task: Task, spec: list[TensorSpec], peer: str = "site-a") -> SecureOutcome:
+    """A site that says it refused `peer`'s key when nothing was wrong with it (it cannot be proved either way)."""
+    conn.report_failure(task.round, FailureReason.PEER_REFUSED, peer)
+    return SecureOutcome(False, f"reported refusing {peer}")
+
+
 HONEST = ("site-a", "site-b", "site-c")
 SiteWork = Callable[[Connection, Task, list[TensorSpec]], SecureOutcome]
 
 
 def beside_three_honest(conns: dict[str, Connection], tasks: dict[str, Task], spec: list[TensorSpec],
-                        site_d: SiteWork) -> dict[str, SecureOutcome]:
-    """site-a, -b and -c honest and site-d doing `site_d` (e.g. `partial(vanish, stop_after="keys")`), at once;
-    each site's last outcome."""
-    work: dict[str, Callable[[], SecureOutcome]] = {c: functools.partial(honest, conns[c], tasks[c], spec)
-                                                    for c in HONEST}
+                        site_d: SiteWork, verifiers: Mapping[str, PeerCheck] | None = None
+                        ) -> dict[str, SecureOutcome]:
+    """site-a, -b and -c honest (each checking its peers with `verifiers[c]`, if given) and site-d doing `site_d`
+    (e.g. `partial(vanish, stop_after="keys")`), at once; each site's last outcome."""
+    work: dict[str, Callable[[], SecureOutcome]] = {
+        c: functools.partial(honest, conns[c], tasks[c], spec, verifier=(verifiers or {}).get(c)) for c in HONEST}
     work["site-d"] = functools.partial(site_d, conns["site-d"], tasks["site-d"], spec)
     return in_threads(work)
 
