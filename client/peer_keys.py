@@ -30,10 +30,15 @@ def read_pins(path: Path) -> dict[str, bytes]:
         pins = json.loads(path.read_text())
         if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
             raise ValueError("not a JSON object of site ids to signing keys")
-        keys = {str(k): bytes.fromhex(v) for k, v in pins.items()}
-        bad = next((k for k, v in keys.items() if signing_key_problem(v) or client_id_problem(k)), None)
-        if bad is not None:
-            raise ValueError(f"{bad!r}: {client_id_problem(bad) or signing_key_problem(keys[bad])}")
+        keys = {}
+        for site, text in pins.items():
+            try:
+                keys[str(site)] = bytes.fromhex(text)
+            except ValueError:
+                raise ValueError(f"{site!r}: {text[:20]!r} is not hex digits") from None
+            problem = client_id_problem(site) or signing_key_problem(keys[site])
+            if problem:
+                raise ValueError(f"{site!r}: {problem}")
     except ValueError as e:
         raise ValueError(f"{path}: {e}; fix it or remove the line (a peer not listed is pinned again when first "
                          "seen)") from e
