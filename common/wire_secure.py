@@ -130,17 +130,15 @@ def _bundle_to_proto(b: SealedBundle) -> pb.SecAggBundle:
 
 
 def _bundle_from_proto(m: pb.SecAggBundle, relayed: bool = False) -> SealedBundle:
-    """`relayed` (the coordinator reading a site's shares): the bundle keeps a copy of its message, detached from
-    the request (a sub-message would keep the whole request's memory alive, and follow any change to it), which
-    its recipient is sent as it is."""
+    """`relayed` (the coordinator reading a site's shares): the bundle keeps `m`, which its recipient is sent as
+    it is; `m` must then be detached from the request (step_from_proto copies the site's shares once: a
+    sub-message of the request would keep the whole request's memory alive, and follow any change to it)."""
     if len(m.self_seed_digest) != DIGEST_BYTES or len(m.mask_key_digest) != DIGEST_BYTES:
         raise ValueError(f"share digests must be {DIGEST_BYTES} bytes each")
     bundle = SealedBundle(m.sender, m.recipient, m.ciphertext,
                           {ShareKind.SELF_SEED: m.self_seed_digest, ShareKind.MASK_KEY: m.mask_key_digest})
     if relayed:
-        kept = pb.SecAggBundle()
-        kept.CopyFrom(m)
-        object.__setattr__(bundle, _WIRE, kept)  # not a field: equality and the protocol never see it
+        object.__setattr__(bundle, _WIRE, m)  # not a field: equality and the protocol never see it
     return bundle
 
 
@@ -178,7 +176,9 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
     if which == "keys":
         message = AdvertiseKeys(site, _keys_from_proto(m.keys), _signed_from_proto(m.keys))
     elif which == "shares":
-        message = ShareKeys(site, tuple(_bundle_from_proto(b, relayed=True) for b in m.shares.bundles))
+        kept = pb.SecAggShares()
+        kept.CopyFrom(m.shares)  # one copy of the site's bundles, detached from the request (not one per bundle)
+        message = ShareKeys(site, tuple(_bundle_from_proto(b, relayed=True) for b in kept.bundles))
     elif which == "check":
         if any(len(c.evidence) != KEY_BYTES for c in m.check.complaints):
             raise ValueError(f"a complaint's evidence must be a {KEY_BYTES}-byte key")

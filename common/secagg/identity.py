@@ -2,8 +2,9 @@
 keys or claim that sites checked their shares when they did not.
 
 Each site signs its advert (its two public keys of the run) and its verdict on the shares it received (no
-complaint, or whom it accuses, for the run's announced key set: `keys_digest`), and sends its credential along: ECDSA P-256 with SHA-256 over a length-prefixed,
-labelled encoding bound to the run. Two kinds of credential, one signature:
+complaint, or whom it accuses, for the run's announced key set: `keys_digest`), and sends its credential along:
+ECDSA P-256 with SHA-256 over a length-prefixed, labelled encoding bound to the run. Two kinds of credential, one
+signature:
 
 - With client certificates (mTLS) the credential is the site's certificate (DER). Every other site checks it
   against the federation's CA (the one its `--tls-ca` names: pfeddc-certs signs coordinator and clients with one
