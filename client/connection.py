@@ -175,9 +175,10 @@ class Connection:
         return wire.secure_answer_from_proto(self._retry("secure_aggregate", lambda: self._stub.SecureAggregate(
             request, timeout=timeout)), rid, self.client_id)
 
-    def report_failure(self, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
-        """Tell the coordinator this client cannot produce an update for `round_` (it stops waiting for it)."""
-        request = wire.failure_to_proto(FailureReport(self.client_id, round_, reason, detail))
+    def report_failure(self, round_: int, reason: FailureReason, detail: str = "", attempt: int = 0) -> SubmitResult:
+        """Tell the coordinator this client cannot produce an update for `round_` (it stops waiting for it);
+        `attempt`: the secure attempt a PEER_REFUSED report is about."""
+        request = wire.failure_to_proto(FailureReport(self.client_id, round_, reason, detail, attempt))
         return wire.failure_reply_from_proto(self._retry(
             "report_failure", lambda: self._stub.ReportFailure(request, timeout=self.rpc_timeout_s)))
 

@@ -154,7 +154,7 @@ def contribute(conn: Connection, settings: SecureSettings, round_: int, base: Ma
         log.warning(Event.SECAGG_PEER_REFUSED, client_id=conn.client_id, round=round_, peer=exc.site_id,
                     reason=str(exc))
         with contextlib.suppress(Refused):  # say whom: a peer most sites refuse is left out of the retry
-            conn.report_failure(round_, FailureReason.PEER_REFUSED, exc.site_id or "")
+            conn.report_failure(round_, FailureReason.PEER_REFUSED, exc.site_id or "", settings.attempt)
         outcome = SecureOutcome(False, str(exc))
     except (Abandoned, SecAggError) as exc:
         outcome = SecureOutcome(False, str(exc))

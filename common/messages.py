@@ -203,6 +203,7 @@ class FailureReport:
     round: int
     reason: FailureReason
     detail: str = ""
+    attempt: int = 0  # PEER_REFUSED: the secure attempt the peer was refused in
 
 
 @dataclass(frozen=True)

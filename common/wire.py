@@ -237,13 +237,13 @@ def heartbeat_reply_from_proto(msg: pb.HeartbeatReply) -> int:
 # ----- failure reports
 def failure_to_proto(report: FailureReport) -> pb.FailureReport:
     return pb.FailureReport(client_id=report.client_id, round=report.round, reason=_REASONS[report.reason],
-                            detail=report.detail[:MAX_FAILURE_DETAIL_CHARS])
+                            detail=report.detail[:MAX_FAILURE_DETAIL_CHARS], attempt=report.attempt)
 
 
 def failure_from_proto(msg: pb.FailureReport) -> FailureReport:
     """An unset or unknown reason (a newer client) reads as OTHER."""
     reason = next((r for r, v in _REASONS.items() if v == msg.reason), FailureReason.OTHER)
-    return FailureReport(msg.client_id, msg.round, reason, msg.detail)
+    return FailureReport(msg.client_id, msg.round, reason, msg.detail, msg.attempt)
 
 
 def failure_reply_to_proto(result: SubmitResult) -> pb.FailureReply:

@@ -200,7 +200,8 @@ def hostile(conn: Connection, task: Task, spec: list[TensorSpec], attack: str) -
 
 def false_refusal(conn: Connection, task: Task, spec: list[TensorSpec], peer: str = "site-a") -> SecureOutcome:
     """A site that says it refused `peer`'s key when nothing was wrong with it (it cannot be proved either way)."""
-    conn.report_failure(task.round, FailureReason.PEER_REFUSED, peer)
+    assert task.secure is not None
+    conn.report_failure(task.round, FailureReason.PEER_REFUSED, peer, task.secure.attempt)
     return SecureOutcome(False, f"reported refusing {peer}")
 
 

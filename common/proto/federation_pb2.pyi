@@ -408,7 +408,7 @@ class UpdateReply(_message.Message):
     def __init__(self, duplicate: _Optional[bool] = ..., received: _Optional[int] = ..., expected: _Optional[int] = ..., next_task: _Optional[_Union[TaskReply, _Mapping]] = ...) -> None: ...
 
 class FailureReport(_message.Message):
-    __slots__ = ("client_id", "round", "reason", "detail")
+    __slots__ = ("client_id", "round", "reason", "detail", "attempt")
     class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         REASON_UNSPECIFIED: _ClassVar[FailureReport.Reason]
@@ -429,11 +429,13 @@ class FailureReport(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round: int
     reason: FailureReport.Reason
     detail: str
-    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., reason: _Optional[_Union[FailureReport.Reason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+    attempt: int
+    def __init__(self, client_id: _Optional[str] = ..., round: _Optional[int] = ..., reason: _Optional[_Union[FailureReport.Reason, str]] = ..., detail: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class FailureReply(_message.Message):
     __slots__ = ("duplicate", "received", "expected")

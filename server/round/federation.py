@@ -214,13 +214,19 @@ class Federation:
             record = self._touch(step.client_id)
             return self._rounds.secure_step(step, record.num_examples)
 
-    def report_failure(self, client_id: str, round_: int, reason: FailureReason, detail: str = "") -> SubmitResult:
-        """A sampled client cannot produce an update: stop waiting for it in this attempt of the round."""
+    def report_failure(self, client_id: str, round_: int, reason: FailureReason, detail: str = "",
+                       attempt: int = 0) -> SubmitResult:
+        """A sampled client cannot produce an update: stop waiting for it in this attempt of the round. A
+        PEER_REFUSED report names the secure attempt it is about: only the open one counts."""
         with self._critical():
             self._touch(client_id)
             why = f"{reason}: {detail[:MAX_FAILURE_DETAIL_CHARS]}" if detail else str(reason)
-            secure = self._rounds.attempt.secure
-            if reason == FailureReason.PEER_REFUSED and secure is not None and round_ == self.round:
+            if reason == FailureReason.PEER_REFUSED:
+                self._rounds.advance()  # an attempt past its deadline ends first
+                secure = self._rounds.attempt.secure
+                if secure is None or round_ != self.round or attempt != secure.attempt:
+                    raise Refused(Code.FAILED_PRECONDITION, f"secure attempt {attempt} of round {round_} has ended: "
+                                                            "a refusal in it counts nowhere")
                 secure.refusals.record(client_id, detail)  # counted toward blame only beside most other sites'
             return self._rounds.report(client_id, round_, why)
 

@@ -152,7 +152,7 @@ class CoordinatorServicer:
     async def ReportFailure(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "ReportFailure", raw, FailureReport)
         result = await self._call(context, "ReportFailure", request.client_id, lambda: self.federation.report_failure(
-            request.client_id, request.round, request.reason, request.detail))
+            request.client_id, request.round, request.reason, request.detail, request.attempt))
         return wire.failure_reply_to_proto(result)
 
     async def Heartbeat(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:

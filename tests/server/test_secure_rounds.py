@@ -44,7 +44,7 @@ from pfeddc.client.peer_keys import PinnedKeys
 from pfeddc.client.secagg_site import SecAggSite
 from pfeddc.client.secure import SecureOutcome, change_vector, contribute
 from pfeddc.common import serde, wire
-from pfeddc.common.messages import Action, Code, Refused
+from pfeddc.common.messages import Action, Code, FailureReason, Refused
 from pfeddc.common.proto import federation_pb2 as pb
 from pfeddc.common.proto import federation_pb2_grpc as pb_grpc
 from pfeddc.common.secagg.exchange import SecureStep, Status, flatten
@@ -510,6 +510,12 @@ def test_a_site_its_peers_refuse_is_left_out_and_one_report_blames_nobody(coordi
         (tmp_path / c).mkdir()
         (tmp_path / c / "peer_keys.json").write_text(json.dumps({"site-d": old_key}))
         pins[c] = PinnedKeys(tmp_path / c / "peer_keys.json")
+    first = tasks["site-a"].secure
+    assert first is not None
+    attempt = first.attempt
+    with pytest.raises(Refused) as stale:  # a refusal about an attempt that is not the open one counts nowhere
+        conns["site-a"].report_failure(1, FailureReason.PEER_REFUSED, "site-d", attempt + 1)
+    assert stale.value.code == Code.FAILED_PRECONDITION and "has ended" in stale.value.message
     work: dict[str, Callable[[], SecureOutcome]] = {
         c: functools.partial(honest, conns[c], tasks[c], spec, verifier=pins[c]) for c in HONEST}
     work["site-d"] = functools.partial(honest, conns["site-d"], tasks["site-d"], spec)
