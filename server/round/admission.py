@@ -105,11 +105,13 @@ def register(config: FederationConfig, state: FederationState, joins_by_peer: di
     if record is None and retired and config.binds_signing_keys and signing_key != retired:
         ClientRecord(client_id, num_examples, signing_key=retired).bind_signing_key(signing_key)  # refuses
     if record is None:
+        joins = None if peer is None else joins_by_peer.get(peer, 0)
+        check_room(config, 0, joins)  # the address's cap first: a refused Join evicts nobody
         if len(clients) >= config.max_clients:
             evicted = evictable(clients, busy, now, config.client_ttl_s)
             if evicted is not None:
                 state.retire(clients.pop(evicted))
-        check_room(config, len(clients), None if peer is None else joins_by_peer.get(peer, 0))
+        check_room(config, len(clients), joins)
         record = clients[client_id] = ClientRecord(client_id, num_examples,
                                                    signing_key=state.retired_keys.pop(client_id, b""))
         if peer is not None:

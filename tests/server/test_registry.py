@@ -153,6 +153,15 @@ def test_an_evicted_id_comes_back_only_with_the_key_it_had_bound(tmp_path: Path)
     assert len(state.retired_keys) == MAX_RETIRED_KEYS and "gone-0" not in state.retired_keys
 
 
+def test_a_join_refused_for_its_address_evicts_nobody() -> None:
+    state = FederationState(1, dict(TENSORS), {c: ClientRecord(c, 10) for c in ("a", "b")})  # unseen: evictable
+    fed = Federation(FederationConfig(rounds=2, min_clients=2, max_clients=2, max_joins_per_peer=1), SPEC, state)
+    fed.join("c", 10, SPEC, peer="ipv4:10.0.0.7")  # evicts one unseen id for the new one
+    with pytest.raises(Refused, match="--max-joins-per-peer"):
+        fed.join("d", 10, SPEC, peer="ipv4:10.0.0.7")
+    assert len(state.clients) == 2 and "c" in state.clients  # the refused Join took no one's place
+
+
 def test_max_clients_is_bounded_by_what_the_checkpoint_can_hold() -> None:
     record = ClientRecord("x" * MAX_CLIENT_ID_CHARS, 10**9, 10**6, secret_sha256="f" * 64,
                           signing_key=Identity.generate().credential)
