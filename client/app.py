@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_signing_key(state_dir: Path, client_id: str | None) -> int:
     store = ClientStore(state_dir, tidy=False)  # a daemon may be running on it
-    if client_id is None and not (store.dir / "client_id").exists():
+    if client_id is None and store.stored_client_id() is None:
         raise StateError(f"{store.dir} holds no client id yet: pass --client-id (the id this site joins under), or "
                          "check --state-dir")
     print(json.dumps({store.client_id(client_id): store.signing_key().credential.hex()}))

@@ -30,6 +30,7 @@ from ..common.secagg.identity import Identity
 from ..common.spec import PromptConfig
 from .peer_keys import PinnedKeys
 
+CLIENT_ID_FILE = "client_id"
 SIGNING_KEY_FILE = "signing_key.pem"
 PEER_KEYS_FILE = "peer_keys.json"
 GENERATED_PREFIX = "client-"  # + 12 hex digits: an id the client made up for itself (no --client-id, no certificate)
@@ -122,8 +123,8 @@ class ClientStore:
         problem = client_id_problem(requested) if requested else None
         if problem:  # the coordinator would refuse it at Join: say so before anything is written or loaded
             raise StateError(f"{source}: {problem}")
-        path = self.dir / "client_id"
-        stored = path.read_text().strip() if path.exists() else None
+        path = self.dir / CLIENT_ID_FILE
+        stored = self.stored_client_id()
         if requested and stored and requested != stored:
             if not (_generated(stored) and not self.history()):
                 raise StateError(f"state dir {self.dir} belongs to client {stored!r} (its local prompts and history "
@@ -134,6 +135,11 @@ class ClientStore:
         if stored is None:
             serde.atomic_write(path, client_id.encode() + b"\n")
         return client_id
+
+    def stored_client_id(self) -> str | None:
+        """The id this state dir already belongs to (None before its first run)."""
+        path = self.dir / CLIENT_ID_FILE
+        return path.read_text().strip() if path.exists() else None
 
     def join_secret(self) -> str:
         """The secret this client sends with every call (made once, kept 0600): a coordinator in open mode

@@ -14,7 +14,7 @@ from .attempt import Attempt
 from .config import FederationConfig
 from .sampling import evictable
 from .secure import SecureRun
-from .state import ClientRecord, FederationState
+from .state import ClientRecord, FederationState, refuse_another_key
 
 
 class Rounds(Protocol):
@@ -56,8 +56,9 @@ def check_join(config: FederationConfig, spec: list[TensorSpec], client_id: str,
                                                 f"upgrade pfeddc on this site (a client that announces {CAPABILITY!r}; "
                                                 "upgrade the sites before their coordinator: a newer site follows an "
                                                 "older coordinator)")
-    if signing_key and signing_key_problem(signing_key):
-        raise Refused(Code.INVALID_ARGUMENT, f"signing_key: {signing_key_problem(signing_key)}")
+    key_problem = signing_key_problem(signing_key) if signing_key else None
+    if key_problem:
+        raise Refused(Code.INVALID_ARGUMENT, f"signing_key: {key_problem}")
     if config.binds_signing_keys and not signing_key:
         raise Refused(Code.FAILED_PRECONDITION, "this federation signs secure rounds with the key each site binds "
                                                 "at Join (it runs without client certificates) and this Join "
@@ -101,9 +102,8 @@ def register(config: FederationConfig, state: FederationState, joins_by_peer: di
     clients = state.clients
     record = clients.get(client_id)
     evicted = None
-    retired = state.retired_keys.get(client_id)
-    if record is None and retired and config.binds_signing_keys and signing_key != retired:
-        ClientRecord(client_id, num_examples, signing_key=retired).bind_signing_key(signing_key)  # refuses
+    if record is None and config.binds_signing_keys:  # before anything changes for it
+        refuse_another_key(client_id, state.retired_keys.get(client_id, b""), signing_key)
     if record is None:
         joins = None if peer is None else joins_by_peer.get(peer, 0)
         check_room(config, 0, joins)  # the address's cap first: a refused Join evicts nobody
@@ -113,7 +113,7 @@ def register(config: FederationConfig, state: FederationState, joins_by_peer: di
                 state.retire(clients.pop(evicted))
         check_room(config, len(clients), joins)
         record = clients[client_id] = ClientRecord(client_id, num_examples,
-                                                   signing_key=state.retired_keys.pop(client_id, b""))
+                                                   signing_key=state.returning_key(client_id))
         if peer is not None:
             joins_by_peer[peer] = joins_by_peer.get(peer, 0) + 1
     return record, evicted

@@ -46,14 +46,9 @@ class ClientRecord:
     def bind_signing_key(self, key: bytes) -> None:
         """Bind `key` (none yet bound), or refuse a Join that presents another: a caller with this client's
         token or secret still cannot swap the key its peers pinned."""
-        if not key or key == self.signing_key:
-            return
-        if self.signing_key:
-            raise Refused(Code.PERMISSION_DENIED, f"client_id {self.client_id!r} is bound to another signing key: "
-                                                  "only the client that first joined with it may join under this id "
-                                                  "(a client that lost its state dir must join under a new "
-                                                  "--client-id)")
-        self.signing_key = key
+        refuse_another_key(self.client_id, self.signing_key, key)
+        if key:
+            self.signing_key = key
 
     def check_secret(self, secret: str | None) -> None:
         """Refuse a caller without the join secret bound to this client (nothing bound: anyone may)."""
@@ -63,6 +58,14 @@ class ClientRecord:
             raise Refused(Code.PERMISSION_DENIED, f"client_id {self.client_id!r} is bound to another join secret: "
                                                   "only the client that first joined under it may use it (a client "
                                                   "that lost its state dir must join under a new --client-id)")
+
+
+def refuse_another_key(client_id: str, bound: bytes, key: bytes) -> None:
+    """PERMISSION_DENIED when `client_id` bound a signing key and `key` is another (none presented: no change)."""
+    if bound and key and key != bound:
+        raise Refused(Code.PERMISSION_DENIED, f"client_id {client_id!r} is bound to another signing key: only the "
+                                              "client that first joined with it may join under this id (a client "
+                                              "that lost its state dir must join under a new --client-id)")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,10 @@ class FederationState:
             self.retired_keys[record.client_id] = record.signing_key
             while len(self.retired_keys) > MAX_RETIRED_KEYS:
                 del self.retired_keys[next(iter(self.retired_keys))]
+
+    def returning_key(self, client_id: str) -> bytes:
+        """The key `client_id` had bound when it was evicted (none: b""), taken back as it rejoins."""
+        return self.retired_keys.pop(client_id, b"")
 
     def global_encoded(self) -> serde.Encoded:
         """The global as the checkpoint and every task carry it: encoded only if `global_tensors` changed."""

@@ -57,20 +57,15 @@ def sites(federation: tuple[dict[str, Identity], Verifier]) -> dict[str, SecAggS
     return {u: SecAggSite(u, CFG, random.Random(i), ids[u], verifier) for i, u in enumerate(IDS)}
 
 
-def test_signed_round_sums_as_an_unsigned_one(federation: tuple[dict[str, Identity], Verifier]) -> None:
-    s = sites(federation)
-    coord = SecAggCoordinator(CFG, federation[1])
-    for u in IDS:
-        coord.receive_advertise(s[u].advertise())
-    announced = coord.announce()
-    assert set(announced.signed) == set(IDS) and all(x.signature for x in announced.signed.values())
+def sums_as_unsigned(s: dict[str, SecAggSite], coord: SecAggCoordinator, announced: KeysAnnounced) -> set[str]:
+    """Run the round from its announced keys to the sum (asserting it is the sites' sum); the sites whose
+    attestations the coordinator collected."""
     for u in IDS:
         coord.receive_shares(s[u].share_keys(announced))
     delivered = coord.deliver()
     for u in IDS:
         coord.receive_check(s[u].check_shares(delivered[u]))
     passed = coord.passed()
-    assert set(passed.attestations) == set(IDS)
     xs = {u: np.full(16, 0.25 * i) for i, u in enumerate(IDS)}
     for u in IDS:
         coord.receive_masked(s[u].masked_input(passed, xs[u], 1.0, np.random.default_rng(0)))
@@ -79,6 +74,17 @@ def test_signed_round_sums_as_an_unsigned_one(federation: tuple[dict[str, Identi
         coord.receive_unmask(s[u].unmask(request))
     result = coord.finish()
     assert np.abs(result.total - sum(xs.values())).max() <= result.error_bound
+    return set(passed.attestations)
+
+
+def test_signed_round_sums_as_an_unsigned_one(federation: tuple[dict[str, Identity], Verifier]) -> None:
+    s = sites(federation)
+    coord = SecAggCoordinator(CFG, federation[1])
+    for u in IDS:
+        coord.receive_advertise(s[u].advertise())
+    announced = coord.announce()
+    assert set(announced.signed) == set(IDS) and all(x.signature for x in announced.signed.values())
+    assert sums_as_unsigned(s, coord, announced) == set(IDS)
 
 
 def test_a_swapped_advert_is_refused_by_every_site(federation: tuple[dict[str, Identity], Verifier]) -> None:
@@ -171,20 +177,7 @@ def test_join_bound_keys_sign_a_round_and_each_site_pins_its_peers(tmp_path: Pat
     pins = {u: PinnedKeys(tmp_path / u / "peer_keys.json") for u in IDS}
     s, coord, announced = bound_round(RoundId("fed-bound", 1), ids, pins)
     assert coord.signed and all(announced.signed[u].credential == ids[u].credential for u in IDS)
-    for u in IDS:
-        coord.receive_shares(s[u].share_keys(announced))
-    delivered = coord.deliver()
-    for u in IDS:
-        coord.receive_check(s[u].check_shares(delivered[u]))
-    passed = coord.passed()
-    xs = {u: np.full(16, 0.5 * i) for i, u in enumerate(IDS)}
-    for u in IDS:
-        coord.receive_masked(s[u].masked_input(passed, xs[u], 1.0, np.random.default_rng(0)))
-    request = coord.unmask_request()
-    for u in IDS:
-        coord.receive_unmask(s[u].unmask(request))
-    result = coord.finish()
-    assert np.abs(result.total - sum(xs.values())).max() <= result.error_bound
+    assert sums_as_unsigned(s, coord, announced) == set(IDS)
     for u in IDS:
         pins[u].remember()
     written = json.loads((tmp_path / "site-0" / "peer_keys.json").read_text())
