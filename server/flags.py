@@ -116,12 +116,14 @@ COORDINATOR_FLAGS: tuple[tuple[str | None, tuple[Flag, ...]], ...] = (
         # its default depends on --secure-aggregation: resolved in federation_config
         Flag("adaptive-clip", "per-tensor bound adaptive to the round: each update's change of a global tensor is "
                               "scaled down to this multiple of the round's median change of that tensor (never above "
-                              "twice the previous round's median), so one site cannot move any tensor much more than "
-                              "an honest one. Applied before --update-clip-norm; not under DP (a bound computed from "
-                              "the round's updates voids the sensitivity analysis: --dp-clip alone applies). Under "
-                              "--secure-aggregation each site reports its change norm of each tensor with its keys "
-                              "(the median sets the bound, which it then applies itself) and the unmasked sum of "
-                              "each tensor is held to what its survivors could send. 0: off (default: %(default)s)",
+                              "twice the previous round's median; each class row of the head's residual on its own, "
+                              "against the second largest change of that row), so one site cannot move any tensor "
+                              "or class row much more than an honest one. Applied before --update-clip-norm; not under "
+                              "DP (a bound computed from the round's updates voids the sensitivity analysis: --dp-clip "
+                              "alone applies). Under --secure-aggregation each site reports its change norm of each "
+                              "tensor with its keys (the median sets the bound, which it then applies itself) and "
+                              "the unmasked sum of each tensor is held to what its survivors could send. 0: off "
+                              "(default: %(default)s)",
              float, config="adaptive_clip"),
         Flag("max-abs-value", "updates holding a value of larger magnitude are refused (default: %(default)s)", float,
              config="max_abs_value"),

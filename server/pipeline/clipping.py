@@ -10,7 +10,14 @@ clipped to `factor x s_k`, where s_k is the round's robust scale of that tensor'
 
 Tensors whose rows are the federation's classes (`CLASS_ROW_TENSORS` in common/spec.py: the class head's
 residual) are bounded row by row, each row with its own s_k: a whole-tensor bound would let one site spend all
-of it on one class, about sqrt(classes) times an honest site's move of that row.
+of it on one class, about sqrt(classes) times an honest site's move of that row. A row's s_k is not the median
+but the second largest site's change of it, so no site moves a class row more than `factor` x the largest other
+site's move: a row's honest changes are bimodal (the sites that hold the class, or confuse it, move it 100x more
+than the others), and where fewer than half hold it the median is the others' level. That clipped the holders'
+real steps to nothing, and one site joining the holders flipped the median into their mode: its pushes then
+moved a row honest sites could not (33x the largest honest site's influence, benchmarks/results/attack_head.md).
+The rule is the class statistics' pull cap (statistics.py): robust to one hostile site, not to two that vouch
+for each other.
 
 The history term covers rounds of one or two updates, where a median is no defence (of two norms it is
 their mean); it lets an honest scale double per round, which honest training never needs to exceed.
@@ -42,12 +49,18 @@ class TensorClip:
     clipped: dict[str, tuple[str, ...]]  # tensor -> clients whose change of it was scaled down
 
 
-def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str, float]) -> dict[str, float]:
-    """s_k for every tensor from the round's change norms (client -> tensor -> norm)."""
-    tensors = sorted({k for per_client in norms.values() for k in per_client})
+def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str, float],
+                rows: frozenset[str] = frozenset()) -> dict[str, float]:
+    """s_k for every unit from the round's change norms (client -> unit -> norm): the median over clients, or for
+    a row of a tensor in `rows` the second largest (the only one, of one client)."""
+    units = sorted({k for per_client in norms.values() for k in per_client})
     scale = {}
-    for k in tensors:
-        s = float(np.median([per_client[k] for per_client in norms.values()]))
+    for k in units:
+        values = [per_client[k] for per_client in norms.values() if k in per_client]
+        if _tensor_of(k, rows) in rows:
+            s = float(sorted(values)[-2]) if len(values) > 1 else float(values[0])
+        else:
+            s = float(np.median(values))
         last = previous.get(k, 0.0)
         scale[k] = min(s, HISTORY_GROWTH * last) if last > 0 else s
     return scale
@@ -56,6 +69,12 @@ def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str,
 def row_unit(tensor: str, row: int) -> str:
     """The name under which one class row of a row-bounded tensor keeps its scale (the next round's history)."""
     return f"{tensor}[{row}]"
+
+
+def _tensor_of(unit: str, rows: frozenset[str]) -> str:
+    """The tensor a unit belongs to: a row unit's tensor (one of `rows`), else the unit itself."""
+    head = unit.rsplit("[", 1)[0]
+    return head if unit.endswith("]") and head in rows else unit
 
 
 def _norms(changes: Changes, exempt: frozenset[str], rows: frozenset[str]) -> dict[str, dict[str, float]]:
@@ -80,11 +99,11 @@ def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, floa
     `rows` (class rows) on its own, with its own s_k, so a site's bound on the tensor cannot all go to one class.
     The inputs are not modified. The reported bound of a row-bounded tensor is its largest row's."""
     norms = _norms(changes, exempt, rows)
-    scale = round_scale(norms, previous)
+    scale = round_scale(norms, previous, rows)
     unit_bounds = {k: factor * s for k, s in scale.items()}
     bounds: dict[str, float] = {}
     for unit, bound in unit_bounds.items():
-        tensor = unit.rsplit("[", 1)[0] if unit.endswith("]") and unit.rsplit("[", 1)[0] in rows else unit
+        tensor = _tensor_of(unit, rows)
         bounds[tensor] = max(bounds.get(tensor, 0.0), bound)
     out: Changes = {}
     clipped: dict[str, list[str]] = {k: [] for k in bounds}

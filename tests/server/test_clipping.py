@@ -131,14 +131,43 @@ def test_one_site_cannot_spend_a_class_row_tensors_bound_on_one_class() -> None:
         np.testing.assert_array_equal(per_row[site][name], d[name])
 
 
+def test_a_row_few_sites_hold_keeps_its_holders_steps_and_bounds_a_site_joining_them() -> None:
+    """A class row moves a lot at the two sites that hold the class and hardly at the other three (bimodal). The
+    holders' steps pass whole, where a median bound (the others' level) cut them 100x; a hostile site that joins
+    them moves the row at most `factor` x the larger holder's step, not as far as the range allows."""
+    name = "head.residual.global"
+    rng = np.random.default_rng(5)
+
+    def row_change(size: float) -> dict[str, np.ndarray]:
+        d = rng.normal(0, 1e-4, (4, 9)).astype(np.float32)
+        d[1] *= size / l2(d[1])
+        return {name: d}
+
+    sites = {"holder_a": row_change(0.3), "holder_b": row_change(0.5), "other_a": row_change(0.002),
+             "other_b": row_change(0.0006), "other_c": row_change(0.0001)}
+    honest, clip = clip_per_tensor(sites, 2.0, {}, rows=frozenset({name}))
+    for site, d in sites.items():
+        np.testing.assert_array_equal(honest[site][name][1], d[name][1])
+    assert clip.scale[f"{name}[1]"] == pytest.approx(0.3, rel=1e-5)  # the second largest, not the median 0.002
+    hostile = np.zeros((4, 9), np.float32)
+    hostile[1] = -100.0
+    attacked, clip = clip_per_tensor({**{k: v for k, v in sites.items() if k != "other_c"}, "evil": {name: hostile}},
+                                     2.0, {}, rows=frozenset({name}))
+    assert l2(attacked["evil"][name][1]) == pytest.approx(2.0 * 0.5, rel=1e-5)
+    assert clip.clipped[name] == ("evil",)
+    assert "holder_b" not in clip.clipped[name]
+
+
 def test_row_bounds_carry_each_rows_history() -> None:
-    """With two updates the previous round's scale of each row bounds it (a median of two is no defence)."""
+    """Each row's scale is capped by that row's scale in the previous committed round: a row two sites move 0.02
+    this round, after 0.002 the round before, may move at most `factor` x HISTORY_GROWTH x 0.002."""
     name = "r"
     changes = {"h": {name: np.full((3, 4), 0.01, np.float32)}, "evil": {name: np.full((3, 4), 5.0, np.float32)}}
-    previous = {f"{name}[{i}]": 0.02 for i in range(3)}
+    previous = {f"{name}[{i}]": 0.002 for i in range(3)}
     out, clip = clip_per_tensor(changes, 2.0, previous, rows=frozenset({name}))
-    assert np.sqrt(np.square(out["evil"][name]).sum(1)).max() <= 2.0 * HISTORY_GROWTH * 0.02 + 1e-6
-    assert clip.bounds[name] == pytest.approx(2.0 * HISTORY_GROWTH * 0.02)
+    assert np.sqrt(np.square(out["evil"][name]).sum(1)).max() <= 2.0 * HISTORY_GROWTH * 0.002 + 1e-6
+    assert clip.bounds[name] == pytest.approx(2.0 * HISTORY_GROWTH * 0.002)
+    assert clip_per_tensor(changes, 2.0, {}, rows=frozenset({name}))[1].bounds[name] == pytest.approx(2.0 * 0.02)
 
 
 def test_the_round_bounds_the_class_heads_residual_row_by_row() -> None:
