@@ -30,6 +30,7 @@ class Event(StrEnum):
     FEDERATION_CREATED = "federation_created"
     FEDERATION_RESUMED = "federation_resumed"
     SIGNING_KEYS_MISSING = "signing_keys_missing"  # resumed records that bound no signing key (an older checkpoint)
+    SECURE_RESIDUAL_UNBOUNDED = "secure_residual_unbounded"  # a method with the head's residual, in secure rounds
     CLASSES_AGREED = "classes_agreed"  # the class list gathered from the sites' Joins, fixed as round 1 opens
     CLIENT_JOINED = "client_joined"
     CLIENT_EVICTED = "client_evicted"  # a full registry dropped an id that never delivered, for a new one

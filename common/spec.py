@@ -82,6 +82,9 @@ METHODS: dict[str, MethodLayout] = {
     "pfeddc-nolocal": MethodLayout(Placement.GLOBAL, Placement.GLOBAL, Fusion.SUM, Placement.GLOBAL),
     "pfeddc-noproto": MethodLayout(Placement.DUAL, Placement.DUAL, Fusion.ATTENTION),  # no class head (issue 11)
 }
+# `--method` under --secure-aggregation when none is given: the class head without its residual, whose rows the
+# coordinator cannot bound per site under the masks (common/cli.py `default_method`)
+SECURE_DEFAULT_METHOD = "pfeddc-noresidual"
 
 
 @dataclass(frozen=True)

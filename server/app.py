@@ -17,7 +17,15 @@ from ..common.envflags import package_version
 from ..common.lifecycle import ExitCode, Stopper
 from ..common.logs import Event, configure_logging, get_logger
 from ..common.proto import admin_pb2_grpc as admin_grpc
-from ..common.spec import MAX_CLASSES, METHODS, PromptConfig, TensorSpec, global_spec, initial_prompts
+from ..common.spec import (
+    MAX_CLASSES,
+    METHODS,
+    SECURE_DEFAULT_METHOD,
+    PromptConfig,
+    TensorSpec,
+    global_spec,
+    initial_prompts,
+)
 from ..common.stdio import capture_stray_output, say_error
 from ..common.transport import TlsFiles, is_loopback, server_options
 from .exposure import check_exposure, listen_address
@@ -72,6 +80,12 @@ def start(args: argparse.Namespace) -> RunningServer:
     if config.secure_aggregation and not METHODS[prompt.method].shares:
         raise ValueError(f"--secure-aggregation with --method {prompt.method}: the method shares no tensor, so there "
                          "is no sum to hide; run it without --secure-aggregation")
+    if config.secure_aggregation and prompt.residual:
+        log.warning(Event.SECURE_RESIDUAL_UNBOUNDED, method=prompt.method,
+                    detail="under secure aggregation the coordinator bounds only the sum of each class row of the "
+                           "head's residual, not one site's: one hostile member moved rows 19-100x an honest site's "
+                           "influence and cost honest sites up to 7.8 points (benchmarks/results/"
+                           f"attack_head_secure.md); {SECURE_DEFAULT_METHOD}, the default here, shares no residual")
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     args.bind_given = bool(args.bind)
     args.bind = listen_address(args)

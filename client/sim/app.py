@@ -18,6 +18,7 @@ from ...common.backbones import EMBEDDED_MODEL
 from ...common.cli import (
     add_prompt_flags,
     add_train_flags,
+    default_method,
     prompt_config_from,
     prompt_flags,
     train_flags,
@@ -25,7 +26,7 @@ from ...common.cli import (
 )
 from ...common.envflags import add_version, apply_env_defaults
 from ...common.logs import Event
-from ...common.spec import METHODS, class_key
+from ...common.spec import METHODS, SECURE_DEFAULT_METHOD, PromptConfig, class_key
 from .processes import LoggedProcess, installed_command
 from .report import collect_method, print_round_table, write_results
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=10, help="federated rounds (default: %(default)s)")
     p.add_argument("--methods", "--method", dest="methods",
                    help=f"comma-separated methods or 'all' ({', '.join(METHODS)}); default: pfeddc, or "
-                        "zeroshot,pfeddc with --demo")
+                        f"zeroshot,pfeddc with --demo; {SECURE_DEFAULT_METHOD} in place of pfeddc with "
+                        "--secure-aggregation")
     p.add_argument("--model", default=EMBEDDED_MODEL,
                    help="backbone: 'embedded' (default), a local directory or a hub name")
     p.add_argument("--out", type=Path, default=Path("runs/sim"), help="results folder (default: %(default)s)")
@@ -165,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     configure_logging("auto", "warning")
-    chosen = args.methods or (",".join(DEMO["methods"]) if args.demo else "pfeddc")
+    default = default_method(bool(args.secure_aggregation))  # the class head, without its residual when secure
+    chosen = args.methods or (",".join(default if m == PromptConfig.method else m for m in DEMO["methods"])
+                              if args.demo else default)
     methods = list(METHODS) if chosen == "all" else [m.strip() for m in chosen.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -53,7 +53,7 @@ from pfeddc.common.secagg.identity import Identity, PeerCheck
 from pfeddc.common.secagg.protocol import SealedBundle, ShareKeys
 from pfeddc.server.app import build_parser
 from pfeddc.server.flags import federation_config
-from pfeddc.server.ops.checkpoint import Checkpoint
+from pfeddc.server.ops.checkpoint import Checkpoint, CheckpointError
 from pfeddc.server.round.config import FederationConfig
 from pfeddc.server.round.federation import Federation
 from pfeddc.server.round.refusals import Refusals
@@ -530,3 +530,31 @@ def test_a_site_its_peers_refuse_is_left_out_and_one_report_blames_nobody(coordi
     assert refusals.record("site-b", "site-a") and list(refusals.blamed()) == ["site-a"]  # 2 of the other 3
     three = Refusals(("site-a", "site-b", "site-c"))  # the smallest secure round: both others must refuse
     assert three.record("site-b", "site-a") and three.blamed() == {}
+
+
+def test_a_secure_federation_shares_no_residual_unless_asked_and_is_warned_when_asked(
+        coordinator: StartCoordinator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --method, --secure-aggregation runs the class head without its residual: under the masks the
+    coordinator bounds only the sum of a residual row, which one hostile site fills (attack_head_secure.md). Plain
+    federations keep the residual; --method pfeddc in a secure one runs it and says what that costs. Its checkpoint
+    resumed without --method is refused with a message that names the flag (the default changed on upgrade)."""
+    flags = ("--rounds", "1", "--min-clients", "4", "--classes", "cat,dog,fox")
+
+    def shared(*more: str) -> set[str]:
+        server = coordinator(*flags, *more, state_dir=tmp_path / "-".join(("state",) + more))
+        names = {s.name for s in connect(server.port, "site-a").federation().spec}
+        server.stop(0)
+        return names
+
+    def warned() -> list[dict[str, object]]:
+        return [json.loads(x) for x in capsys.readouterr().err.splitlines() if "secure_residual_unbounded" in x]
+
+    capsys.readouterr()
+    assert "head.residual.global" in shared() and not warned()
+    secure = shared("--secure-aggregation")
+    assert "head.residual.global" not in secure and "head.counts.global" in secure and not warned()
+    assert "head.residual.global" in shared("--secure-aggregation", "--method", "pfeddc")
+    said = warned()
+    assert said and said[0]["method"] == "pfeddc" and "attack_head_secure.md" in str(said[0]["detail"])
+    with pytest.raises(CheckpointError, match="--method first"):
+        coordinator(*flags, "--secure-aggregation", state_dir=tmp_path / "state---secure-aggregation---method-pfeddc")

@@ -10,6 +10,7 @@ import pytest
 from tests_support import GENTLE_RATES, make_image_folder
 
 from pfeddc.client.sim.app import main
+from pfeddc.common.spec import SECURE_DEFAULT_METHOD
 
 pytestmark = pytest.mark.integration  # starts real processes
 
@@ -65,12 +66,14 @@ def test_sim_runs_a_secure_federation_and_refuses_one_of_two_sites(tmp_path: Pat
     out = tmp_path / "out"
     args = ["--rounds", "1", "--model", str(tiny_model_dir), "--threads", "1", "--secure-aggregation", *GENTLE_RATES]
     assert main(["--data", str(data), "--out", str(out), *args]) == 0, capsys.readouterr().out
-    summary = json.loads((out / "pfeddc" / "coordinator" / "rounds.jsonl").read_text().splitlines()[-1])
+    # the class head without its residual, which secure rounds cannot bound per site (common/cli.py default_method)
+    assert not (out / "pfeddc").exists()
+    summary = json.loads((out / SECURE_DEFAULT_METHOD / "coordinator" / "rounds.jsonl").read_text().splitlines()[-1])
     assert summary["aggregator"] == "secagg-fedavg" and len(summary["clients"]) == 3
     (data / "client_02").rename(tmp_path / "aside")
     assert main(["--data", str(data), "--out", str(tmp_path / "out2"), *args]) == 2
     assert "--secure-aggregation needs 3 client folders or more" in capsys.readouterr().err
-    assert not (tmp_path / "out2" / "pfeddc").exists()  # refused before any process started
+    assert not (tmp_path / "out2" / SECURE_DEFAULT_METHOD).exists()  # refused before any process started
 
 
 def test_round_means_skip_rounds_whose_training_diverged() -> None:
