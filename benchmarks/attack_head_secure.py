@@ -11,9 +11,10 @@ keys and the bounds they set (server/round/secure_bounds.py `SumBounds`), each h
 change (client/secure.py `change_vector`), the unmasked sum held to what its survivors could send honestly
 (`SumBounds.hold`, as `SecureRun.total`) and the commit (server/pipeline/combine.py `combine_secure`, as
 `closing.secure_state`). Not run: the masks, keys and shares (they cancel exactly: tests/common/secagg), the field's
-quantisation (error ~1e-8). The hostile site masks any vector it likes, which the sum cannot tell from an honest
-one: here every residual row of the attacked classes pushed 1,000 against the class's mean, bias -1,000, and a
-change norm of 10^6 reported for every bounded tensor (its report moves each tensor's median one rank up).
+quantisation (error ~1e-8). The hostile site masks any vector the field can carry, which the sum cannot tell from
+an honest one: here every coordinate of the attacked classes' residual rows pushed 40 against the class's mean,
+bias -40 (the decoded sum holds +-clip x sites per coordinate, 50 here: common/secagg/field.py), and a change norm
+of 10^6 reported for every bounded tensor (its report moves each tensor's median one rank up).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from pfeddc.server.round.secure import settings as secure_plan  # noqa: E402
 from pfeddc.server.round.secure_bounds import SumBounds  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PUSH = 1000.0  # how far the hostile site's masked input pushes each attacked row (far beyond any bound)
+PUSH = 40.0  # each coordinate of the hostile site's masked input on an attacked row (the field carries +-50)
 
 
 def hostile_vector(global_: dict[str, np.ndarray], classes: list[int], spec: list[Any]) -> np.ndarray:
@@ -106,7 +107,7 @@ def run(name: str, rounds: int, seed: int) -> dict[str, Any]:
         for cid, update in updates.items():
             total += plan[cid].weight * change_vector(global_, update, spec, plan[cid], clips)
         if attacked is not None:
-            total += plan[ATTACKER].weight * hostile_vector(global_, attacked, spec)
+            total += hostile_vector(global_, attacked, spec)  # its field elements, not a weighted change
         weights = [plan[c].weight for c in sampled]
         whole = sum(plan[c].weight * plan[c].clip_norm for c in sampled)
         held_total = sums.hold(total, weights, whole, 0.0)

@@ -61,8 +61,8 @@ def add_prompt_flags(parser: argparse.ArgumentParser, with_method: bool = True) 
 def default_method(secure_aggregation: bool) -> str:
     """The method a federation runs when `--method` is not given: the class head with its shared residual, except
     under secure aggregation. There the coordinator bounds only the sum of a residual row, and honest sites' changes
-    of a row cancel in it, so the slack is one hostile site's: it moved rows 19-100x the largest honest site's
-    influence and cost honest sites 2.3-7.8 points, where plain rounds bound each site's row (2.6x at most;
+    of a row cancel in it, so the slack is one hostile site's: it moved rows 19-99x the largest honest site's
+    influence and cost honest sites 2.3-7.4 points, where plain rounds bound each site's row (2.6x at most;
     benchmarks/results/attack_head_secure.md and attack_head.md)."""
     return SECURE_DEFAULT_METHOD if secure_aggregation else PromptConfig.method
 

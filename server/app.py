@@ -83,8 +83,8 @@ def start(args: argparse.Namespace) -> RunningServer:
     if config.secure_aggregation and prompt.residual:
         log.warning(Event.SECURE_RESIDUAL_UNBOUNDED, method=prompt.method,
                     detail="under secure aggregation the coordinator bounds only the sum of each class row of the "
-                           "head's residual, not one site's: one hostile member moved rows 19-100x an honest site's "
-                           "influence and cost honest sites up to 7.8 points (benchmarks/results/"
+                           "head's residual, not one site's: one hostile member moved rows 19-99x an honest site's "
+                           "influence and cost honest sites up to 7.4 points (benchmarks/results/"
                            f"attack_head_secure.md); {SECURE_DEFAULT_METHOD}, the default here, shares no residual")
     tls = TlsFiles(ca=args.tls_client_ca, cert=args.tls_cert, key=args.tls_key)
     args.bind_given = bool(args.bind)

@@ -21,7 +21,14 @@ import numpy as np
 from ...common import serde
 from ...common.logs import Event, get_logger
 from ...common.secagg.identity import signing_key_problem
-from ...common.spec import ADDED_BY_UPGRADE, SECURE_DEFAULT_METHOD, TensorSpec, initial_prompts, spec_difference
+from ...common.spec import (
+    ADDED_BY_UPGRADE,
+    SECURE_DEFAULT_METHOD,
+    TensorSpec,
+    head_key,
+    initial_prompts,
+    spec_difference,
+)
 from ..pipeline.privacy import PrivacyLedger
 from ..round.state import MAX_RETIRED_KEYS, ClientRecord, FederationState
 from .history import ROUNDS_FILE, HistoryError, RoundsLog
@@ -153,11 +160,10 @@ class Checkpoint:
                         reason="a shared tensor newer than the checkpoint, at its initial value")
         diff = spec_difference(spec, serde.spec_of(tensors))
         if diff:
-            raise CheckpointError(
-                f"checkpoint {self.path} was made for another prompt spec ({diff}); use the flags it was made with "
-                f"(--method first: without it a secure federation runs {SECURE_DEFAULT_METHOD} since 2026-12-07, "
-                "pfeddc before), or a new --state-dir"
-            )
+            method = (f" (--method first: without it a secure federation runs {SECURE_DEFAULT_METHOD} since "
+                      "2026-12-07, pfeddc before)") if head_key("residual") in diff else ""
+            raise CheckpointError(f"checkpoint {self.path} was made for another prompt spec ({diff}); use the flags "
+                                  f"it was made with{method}, or a new --state-dir")
         bad = sorted(k for k, v in tensors.items() if not np.isfinite(v).all())
         if bad:
             raise CheckpointError(f"checkpoint {self.path} holds NaN or Inf in {bad}; restore it from a backup")

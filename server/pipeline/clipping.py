@@ -16,8 +16,10 @@ site's move: a row's honest changes are bimodal (the sites that hold the class, 
 than the others), and where fewer than half hold it the median is the others' level. That clipped the holders'
 real steps to nothing, and one site joining the holders flipped the median into their mode: its pushes then
 moved a row honest sites could not (33x the largest honest site's influence, benchmarks/results/attack_head.md).
-The rule is the class statistics' pull cap (statistics.py): robust to one hostile site, not to two that vouch
-for each other.
+The rule is the class statistics' pull cap (statistics.py): robust to one hostile site, not to two sampled in one
+round, which vouch for each other (the row's history term and the whole-update clip then bound them). It is
+floored at an even share of the whole tensor's median change (s_k / sqrt(rows)): where one site alone moves a
+class (two sites, or a class one holds), the second largest is another site's near-zero change of it.
 
 The history term covers rounds of one or two updates, where a median is no defence (of two norms it is
 their mean); it lets an honest scale double per round, which honest training never needs to exceed.
@@ -29,6 +31,7 @@ so one client changes everyone's clip and the sensitivity analysis (one fixed --
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,18 +54,25 @@ class TensorClip:
 
 def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str, float],
                 rows: frozenset[str] = frozenset()) -> dict[str, float]:
-    """s_k for every unit from the round's change norms (client -> unit -> norm): the median over clients, or for
-    a row of a tensor in `rows` the second largest (the only one, of one client)."""
+    """s_k for every unit from the round's change norms (client -> unit -> norm): the median over clients; for a
+    row of a tensor in `rows`, the second largest (the only one, of one client), never below an even share of its
+    tensor's s_k (s_k / sqrt(rows): a class one site alone moves keeps that site's step)."""
     units = sorted({k for per_client in norms.values() for k in per_client})
-    scale = {}
+    row_count: dict[str, int] = {}
     for k in units:
-        values = [per_client[k] for per_client in norms.values() if k in per_client]
-        if _tensor_of(k, rows) in rows:
-            s = float(sorted(values)[-2]) if len(values) > 1 else float(values[0])
+        if _row_of(k, rows):
+            row_count[_tensor_of(k, rows)] = row_count.get(_tensor_of(k, rows), 0) + 1
+    scale: dict[str, float] = {}
+    for k in sorted(units, key=lambda unit: _row_of(unit, rows)):  # whole tensors first: rows' floors need them
+        values = sorted(per_client[k] for per_client in norms.values() if k in per_client)
+        if _row_of(k, rows):
+            tensor = _tensor_of(k, rows)
+            s = max(values[-2] if len(values) > 1 else values[0],
+                    scale.get(tensor, 0.0) / math.sqrt(row_count[tensor]))
         else:
             s = float(np.median(values))
         last = previous.get(k, 0.0)
-        scale[k] = min(s, HISTORY_GROWTH * last) if last > 0 else s
+        scale[k] = float(min(s, HISTORY_GROWTH * last) if last > 0 else s)
     return scale
 
 
@@ -73,8 +83,12 @@ def row_unit(tensor: str, row: int) -> str:
 
 def _tensor_of(unit: str, rows: frozenset[str]) -> str:
     """The tensor a unit belongs to: a row unit's tensor (one of `rows`), else the unit itself."""
-    head = unit.rsplit("[", 1)[0]
-    return head if unit.endswith("]") and head in rows else unit
+    return unit.rsplit("[", 1)[0] if _row_of(unit, rows) else unit
+
+
+def _row_of(unit: str, rows: frozenset[str]) -> bool:
+    """Whether `unit` is one row of a tensor in `rows` (a tensor's own name is the unit of its whole change)."""
+    return unit.endswith("]") and unit.rsplit("[", 1)[0] in rows
 
 
 def _norms(changes: Changes, exempt: frozenset[str], rows: frozenset[str]) -> dict[str, dict[str, float]]:
@@ -87,8 +101,7 @@ def _norms(changes: Changes, exempt: frozenset[str], rows: frozenset[str]) -> di
                 continue
             if k in rows:
                 norms.update({row_unit(k, i): float(n) for i, n in enumerate(row_norms(np.asarray(d)))})
-            else:
-                norms[k] = l2(d)
+            norms[k] = l2(d)
     return out
 
 
@@ -96,15 +109,17 @@ def clip_per_tensor(changes: Changes, factor: float, previous: Mapping[str, floa
                     exempt: frozenset[str] = frozenset(), rows: frozenset[str] = frozenset()
                     ) -> tuple[Changes, TensorClip]:
     """Each change of each tensor but the `exempt` ones scaled to L2 norm <= factor x s_k; each row of a tensor in
-    `rows` (class rows) on its own, with its own s_k, so a site's bound on the tensor cannot all go to one class.
-    The inputs are not modified. The reported bound of a row-bounded tensor is its largest row's."""
+    `rows` (class rows) on its own instead, with its own s_k, so a site's bound on the tensor cannot all go to one
+    class (the whole tensor's s_k only floors its rows': a whole-tensor median would be the bimodal one again). The
+    inputs are not modified. The reported bound of a row-bounded tensor is its largest row's."""
     norms = _norms(changes, exempt, rows)
     scale = round_scale(norms, previous, rows)
     unit_bounds = {k: factor * s for k, s in scale.items()}
     bounds: dict[str, float] = {}
     for unit, bound in unit_bounds.items():
-        tensor = _tensor_of(unit, rows)
-        bounds[tensor] = max(bounds.get(tensor, 0.0), bound)
+        if unit not in rows:
+            tensor = _tensor_of(unit, rows)
+            bounds[tensor] = max(bounds.get(tensor, 0.0), bound)
     out: Changes = {}
     clipped: dict[str, list[str]] = {k: [] for k in bounds}
     for client, per_client in sorted(changes.items()):

@@ -137,6 +137,10 @@ def test_coordinator_flags_share_the_class_head_with_a_list_given_or_gathered() 
     prompt = prompt_config_from(parser.parse_args([]))
     assert prompt.head.has_global  # shared: given (--classes) or gathered (none given)
     assert "PFEDDC_SERVER_CLASSES" not in config["data"] or prompt.classes
+    assert prompt.residual  # ... with its residual, except once secure aggregation is switched on (docs/deploy.md)
+    secure = build_parser()
+    apply_env_defaults(secure, {**config["data"], "PFEDDC_SERVER_SECURE_AGGREGATION": "true"})
+    assert prompt_config_from(secure.parse_args([])).method == "pfeddc-noresidual"
 
 
 def test_coordinator_config_is_over_when_finished_not_restarted() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pfeddc.common import serde
-from pfeddc.common.clip import l2
+from pfeddc.common.clip import l2, row_norms
 from pfeddc.common.messages import Metrics
 from pfeddc.common.spec import TensorSpec
 from pfeddc.server.ops.checkpoint import Checkpoint
@@ -158,6 +158,30 @@ def test_a_row_few_sites_hold_keeps_its_holders_steps_and_bounds_a_site_joining_
     assert "holder_b" not in clip.clipped[name]
 
 
+def test_a_class_one_site_alone_moves_keeps_that_sites_step_with_two_sites_or_five() -> None:
+    """The second largest change of a row only one site moves is another site's near-zero one: each row's scale is
+    floored at an even share of the tensor's median change (s / sqrt(rows)), so that site's step passes whole, with
+    two sites as with five, and a site that moves every row is still bounded on each."""
+    name = "head.residual.global"
+    rng = np.random.default_rng(6)
+
+    def change(row_1: float) -> dict[str, np.ndarray]:
+        d = rng.normal(0, 1, (10, 9))
+        d *= 0.25 / np.sqrt(np.square(d).sum(1, keepdims=True))  # every row 0.25: the whole change ~0.8
+        d[1] *= row_1 / 0.25
+        return {name: d.astype(np.float32)}
+
+    for sites in ({"holder": change(0.45), "other": change(0.004)},
+                  {"holder": change(0.45), **{f"other_{i}": change(0.004) for i in range(4)}}):
+        out, clip = clip_per_tensor(sites, 2.0, {}, rows=frozenset({name}))
+        np.testing.assert_array_equal(out["holder"][name], sites["holder"][name])
+        assert not clip.clipped
+        hostile = {name: np.full((10, 9), 100.0, np.float32)}
+        out, clip = clip_per_tensor({**sites, "evil": hostile}, 2.0, {}, rows=frozenset({name}))
+        assert clip.clipped[name] == ("evil",)
+        assert row_norms(out["evil"][name]).max() <= 2.0 * 0.45 + 1e-6
+
+
 def test_row_bounds_carry_each_rows_history() -> None:
     """Each row's scale is capped by that row's scale in the previous committed round: a row two sites move 0.02
     this round, after 0.002 the round before, may move at most `factor` x HISTORY_GROWTH x 0.002."""
@@ -167,7 +191,6 @@ def test_row_bounds_carry_each_rows_history() -> None:
     out, clip = clip_per_tensor(changes, 2.0, previous, rows=frozenset({name}))
     assert np.sqrt(np.square(out["evil"][name]).sum(1)).max() <= 2.0 * HISTORY_GROWTH * 0.002 + 1e-6
     assert clip.bounds[name] == pytest.approx(2.0 * HISTORY_GROWTH * 0.002)
-    assert clip_per_tensor(changes, 2.0, {}, rows=frozenset({name}))[1].bounds[name] == pytest.approx(2.0 * 0.02)
 
 
 def test_the_round_bounds_the_class_heads_residual_row_by_row() -> None:
