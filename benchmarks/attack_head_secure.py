@@ -1,8 +1,10 @@
-"""benchmarks/attack_head.py's residual-row attacks under secure aggregation: one hostile site among 5 pushing the
-class head's residual rows, where the coordinator sees only the unmasked sum.
+"""benchmarks/attack_head.py's attacks under secure aggregation, where the coordinator sees only the unmasked sum:
+one hostile site among 5 pushing the class head's residual rows (`--method pfeddc`), or poisoning its class
+statistics (`--method pfeddc-noresidual`, what a secure federation runs by default).
 
-    python benchmarks/attack_head_secure.py                 # every run below (a few minutes on 2 CPU cores)
-    python benchmarks/attack_head_secure.py --report-only   # the table of the recorded runs
+    python benchmarks/attack_head_secure.py                               # the residual's runs (a few minutes)
+    python benchmarks/attack_head_secure.py --method pfeddc-noresidual    # the secure default's runs
+    python benchmarks/attack_head_secure.py --report-only                 # the table of the recorded runs
 
 The same federation, attacks and report as attack_head.py (Fashion-MNIST, Dirichlet 0.5 over 5 sites, embedded
 backbone, 20 rounds, seed 0), each round combined by the secure round's own arithmetic: the coordinator's
@@ -11,10 +13,11 @@ keys and the bounds they set (server/round/secure_bounds.py `SumBounds`), each h
 change (client/secure.py `change_vector`), the unmasked sum held to what its survivors could send honestly
 (`SumBounds.hold`, as `SecureRun.total`) and the commit (server/pipeline/combine.py `combine_secure`, as
 `closing.secure_state`). Not run: the masks, keys and shares (they cancel exactly: tests/common/secagg), the field's
-quantisation (error ~1e-8). The hostile site masks any vector the field can carry, which the sum cannot tell from
-an honest one: here every coordinate of the attacked classes' residual rows pushed 40 against the class's mean,
-bias -40 (the decoded sum holds +-clip x sites per coordinate, 50 here: common/secagg/field.py), and a change norm
-of 10^6 reported for every bounded tensor (its report moves each tensor's median one rank up).
+quantisation (error ~1e-8). rows:<c>: the hostile site masks any vector the field can carry, which the sum cannot
+tell from an honest one: every coordinate of the attacked classes' residual rows pushed 40 against the class's
+mean, bias -40 (the decoded sum holds +-clip x sites per coordinate, 50 here: common/secagg/field.py), and a change
+norm of 10^6 reported for every bounded tensor (its report moves each tensor's median one rank up). poison:<c>: it
+follows the protocol (its norms, its clips, its weight) with attack_head.py's poisoned statistics as its update.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import prepare  # noqa: E402
 from attack import ATTACKER, SETTING, run_logged  # noqa: E402
-from attack_head import COUNTS, RESIDUAL, class_means, held, report, targets  # noqa: E402
+from attack_head import COUNTS, RESIDUAL, class_means, held, poison, report, targets  # noqa: E402
 from inproc import _client_seed  # noqa: E402
 
 from pfeddc.client.model.backbone import load_backbone  # noqa: E402
@@ -44,7 +47,7 @@ from pfeddc.client.trainer import LocalTrainer  # noqa: E402
 from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402
 from pfeddc.common.secagg.exchange import flatten, segments, unflatten, vector_length  # noqa: E402
-from pfeddc.common.spec import PromptConfig, class_rows, initial_prompts  # noqa: E402
+from pfeddc.common.spec import METHODS, SECURE_DEFAULT_METHOD, PromptConfig, class_rows, initial_prompts  # noqa: E402
 from pfeddc.server.pipeline.stages import combine_secure  # noqa: E402
 from pfeddc.server.pipeline.statistics import STRUCTURED  # noqa: E402
 from pfeddc.server.round.config import FederationConfig  # noqa: E402
@@ -67,14 +70,16 @@ def hostile_vector(global_: dict[str, np.ndarray], classes: list[int], spec: lis
     return flatten(change, spec)
 
 
-def run(name: str, rounds: int, seed: int) -> dict[str, Any]:
+def run(name: str, rounds: int, seed: int, method: str) -> dict[str, Any]:
     started = time.monotonic()
     backbone = load_backbone("embedded")
     classnames, clients, _ = prepare(SETTING, seed, backbone)
     aims = targets(clients, len(classnames))
     quiet = name.split(":", 1)[1] if name.startswith("null:") else (ATTACKER if name == "null" else None)
     attacked = aims[name.split(":", 1)[1]] if name.startswith("rows:") else None
-    cfg = PromptConfig(classes=tuple(classnames), method="pfeddc")
+    poisoning = poison(aims[name.split(":", 1)[1]]) if name.startswith("poison:") else None
+    hostile = attacked is not None or poisoning is not None
+    cfg = PromptConfig(classes=tuple(classnames), method=method)
     models = {cid: PFedDCModel(backbone, classnames, cfg, seed=_client_seed(seed, cid)) for cid in clients}
     spec = next(iter(models.values())).spec
     config = FederationConfig(rounds=rounds, min_clients=len(clients), seed=seed, train=TrainSettings(),
@@ -97,6 +102,8 @@ def run(name: str, rounds: int, seed: int) -> dict[str, Any]:
                 continue
             if cid == quiet:  # sends the global back: a change of zero
                 updates[cid] = dict(global_)
+            elif cid == ATTACKER and poisoning is not None:  # follows the protocol, its statistics poisoned
+                updates[cid] = poisoning(round_, global_)
             else:
                 outcome = trainers[cid].run(dict(global_), config.settings_for(round_, cid), round_=round_)
                 assert outcome.tensors is not None, outcome.failure
@@ -116,13 +123,14 @@ def run(name: str, rounds: int, seed: int) -> dict[str, Any]:
         previous = dict(sums.scale)
     accuracy = {}
     for cid, model in models.items():
-        if cid == ATTACKER and attacked is not None:
+        if cid == ATTACKER and hostile:
             continue
         model.load_state(global_, StatePart.GLOBAL)
         accuracy[cid] = evaluate(model, clients[cid].test, torch.device("cpu"))
     return {"run": name, "seed": seed, "rounds": rounds, "accuracy": accuracy, "targets": aims,
             "held": held(clients, len(classnames)).tolist(), "means": class_means(global_).tolist(),
-            "counts": global_[COUNTS].astype(float).tolist(), "residual": global_[RESIDUAL].astype(float).tolist(),
+            "counts": global_[COUNTS].astype(float).tolist(),
+            "residual": global_[RESIDUAL].astype(float).tolist() if RESIDUAL in global_ else None,
             "wall_s": round(time.monotonic() - started, 1)}
 
 
@@ -130,17 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", default="honest,null," + ",".join(f"null:client_0{i}" for i in range(4))
-                   + ",rows:even,rows:concentrated,rows:all", help="comma list")
-    p.add_argument("--log", type=Path, default=RESULTS / "attack_head_secure_runs.jsonl")
+    p.add_argument("--method", default="pfeddc", help="pfeddc (with the residual: its rows:<c> runs) or "
+                   f"{SECURE_DEFAULT_METHOD}, what a secure federation runs by default (poison:<c> runs only)")
+    p.add_argument("--runs", default=None, help="comma list (default: every run the method has)")
+    p.add_argument("--log", type=Path, default=None, help="default: results/attack_head_secure_runs.jsonl for "
+                   "pfeddc, results/attack_head_secure_<method>_runs.jsonl for another")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
+    attacks = ("rows:even,rows:concentrated,rows:all" if METHODS[args.method].residual
+               else "poison:even,poison:concentrated,poison:all")
+    args.runs = args.runs or ("honest,null," + ",".join(f"null:client_0{i}" for i in range(4)) + "," + attacks)
+    args.log = args.log or RESULTS / ("attack_head_secure_runs.jsonl" if args.method == "pfeddc"
+                                      else f"attack_head_secure_{args.method}_runs.jsonl")
     torch.set_num_threads(1)
     configure_logging("json", "error")
     wanted = [] if args.report_only else [{"run": name, "seed": args.seed} for name in args.runs.split(",")]
-    records = run_logged(args.log, wanted, lambda w: run(w["run"], args.rounds, args.seed))
+    records = run_logged(args.log, wanted, lambda w: run(w["run"], args.rounds, args.seed, args.method))
     hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, 1 thread"
-    print(f"# One attacker among 5 sites against the class head's residual, secure rounds, {args.rounds} rounds "
+    print(f"# One attacker among 5 sites against the class head (--method {args.method}), secure rounds, "
+          f"{args.rounds} rounds "
           f"({hardware})\n\n{report(records)}")
     return 0
 
