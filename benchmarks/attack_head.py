@@ -31,6 +31,7 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,32 +211,38 @@ def report(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cli(argv: list[str] | None, doc: str, run_one: Callable[[str, int, int, str], dict[str, Any]],
+        attacks: Callable[[str], str], stem: str, method_help: str, setting: str = "") -> int:
+    """Run (resumably) and report the attacks of a method: `attacks(method)` its runs after the honest and null ones;
+    the log results/<stem>_runs.jsonl for pfeddc, results/<stem>_<method>_runs.jsonl for another."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="pfeddc", help="pfeddc (the shipped head: its rows:<c> runs attack the "
-                   "shared residual) or one of its ablations (pfeddc-noresidual: no rows:<c> runs)")
+    p.add_argument("--method", default="pfeddc", help=method_help)
     p.add_argument("--runs", default=None, help="comma list (default: every run the method has)")
-    p.add_argument("--log", type=Path, default=None, help="default: results/attack_head_runs.jsonl for pfeddc, "
-                   "results/attack_head_<method>_runs.jsonl for another method")
+    p.add_argument("--log", type=Path, default=None, help=f"default: results/{stem}_runs.jsonl for pfeddc, "
+                   f"results/{stem}_<method>_runs.jsonl for another method")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
-    residual = METHODS[args.method].residual
-    args.runs = args.runs or ("honest,null," + ",".join(f"null:client_0{i}" for i in range(4))
-                              + ",poison:even,poison:concentrated,poison:all"
-                              + (",rows:even,rows:concentrated,rows:all" if residual else ""))
-    args.log = args.log or RESULTS / ("attack_head_runs.jsonl" if args.method == "pfeddc"
-                                      else f"attack_head_{args.method}_runs.jsonl")
+    args.runs = args.runs or ("honest,null," + ",".join(f"null:client_0{i}" for i in range(4)) + ","
+                              + attacks(args.method))
+    args.log = args.log or RESULTS / (f"{stem}_runs.jsonl" if args.method == "pfeddc"
+                                      else f"{stem}_{args.method}_runs.jsonl")
     torch.set_num_threads(1)
     configure_logging("json", "error")
     wanted = [] if args.report_only else [{"run": name, "seed": args.seed} for name in args.runs.split(",")]
-    records = run_logged(args.log, wanted, lambda w: run(w["run"], args.rounds, args.seed, args.method))
+    records = run_logged(args.log, wanted, lambda w: run_one(w["run"], args.rounds, args.seed, args.method))
     hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, 1 thread"
-    print(f"# One attacker among 5 sites against the class head (--method {args.method}), {args.rounds} rounds "
-          f"({hardware})\n\n"
-          f"{report(records)}")
+    print(f"# One attacker among 5 sites against the class head (--method {args.method}){setting}, {args.rounds} "
+          f"rounds ({hardware})\n\n{report(records)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(argv, __doc__ or "", run, lambda method: "poison:even,poison:concentrated,poison:all" + (
+        ",rows:even,rows:concentrated,rows:all" if METHODS[method].residual else ""), "attack_head",
+        "pfeddc (the shipped head: its rows:<c> runs attack the shared residual) or one of its ablations "
+        "(pfeddc-noresidual: no rows:<c> runs)")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,6 @@ follows the protocol (its norms, its clips, its weight) with attack_head.py's po
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import prepare  # noqa: E402
-from attack import ATTACKER, SETTING, run_logged  # noqa: E402
-from attack_head import COUNTS, RESIDUAL, class_means, held, poison, report, targets  # noqa: E402
+from attack import ATTACKER, SETTING  # noqa: E402
+from attack_head import COUNTS, RESIDUAL, class_means, cli, held, poison, targets  # noqa: E402
 from inproc import _client_seed  # noqa: E402
 
 from pfeddc.client.model.backbone import load_backbone  # noqa: E402
@@ -44,7 +41,6 @@ from pfeddc.client.model.prompts import PFedDCModel, StatePart  # noqa: E402
 from pfeddc.client.model.train import evaluate  # noqa: E402
 from pfeddc.client.secure import change_norms, change_vector  # noqa: E402
 from pfeddc.client.trainer import LocalTrainer  # noqa: E402
-from pfeddc.common.logs import configure_logging  # noqa: E402
 from pfeddc.common.messages import TrainSettings  # noqa: E402
 from pfeddc.common.secagg.exchange import flatten, segments, unflatten, vector_length  # noqa: E402
 from pfeddc.common.spec import METHODS, SECURE_DEFAULT_METHOD, PromptConfig, class_rows, initial_prompts  # noqa: E402
@@ -54,7 +50,6 @@ from pfeddc.server.round.config import FederationConfig  # noqa: E402
 from pfeddc.server.round.secure import settings as secure_plan  # noqa: E402
 from pfeddc.server.round.secure_bounds import SumBounds  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PUSH = 40.0  # each coordinate of the hostile site's masked input on an attacked row (the field carries +-50)
 
 
@@ -135,30 +130,10 @@ def run(name: str, rounds: int, seed: int, method: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="pfeddc", help="pfeddc (with the residual: its rows:<c> runs) or "
-                   f"{SECURE_DEFAULT_METHOD}, what a secure federation runs by default (poison:<c> runs only)")
-    p.add_argument("--runs", default=None, help="comma list (default: every run the method has)")
-    p.add_argument("--log", type=Path, default=None, help="default: results/attack_head_secure_runs.jsonl for "
-                   "pfeddc, results/attack_head_secure_<method>_runs.jsonl for another")
-    p.add_argument("--report-only", action="store_true")
-    args = p.parse_args(argv)
-    attacks = ("rows:even,rows:concentrated,rows:all" if METHODS[args.method].residual
-               else "poison:even,poison:concentrated,poison:all")
-    args.runs = args.runs or ("honest,null," + ",".join(f"null:client_0{i}" for i in range(4)) + "," + attacks)
-    args.log = args.log or RESULTS / ("attack_head_secure_runs.jsonl" if args.method == "pfeddc"
-                                      else f"attack_head_secure_{args.method}_runs.jsonl")
-    torch.set_num_threads(1)
-    configure_logging("json", "error")
-    wanted = [] if args.report_only else [{"run": name, "seed": args.seed} for name in args.runs.split(",")]
-    records = run_logged(args.log, wanted, lambda w: run(w["run"], args.rounds, args.seed, args.method))
-    hardware = f"{os.cpu_count()}-core {platform.machine()} CPU, torch {torch.__version__}, 1 thread"
-    print(f"# One attacker among 5 sites against the class head (--method {args.method}), secure rounds, "
-          f"{args.rounds} rounds "
-          f"({hardware})\n\n{report(records)}")
-    return 0
+    return cli(argv, __doc__ or "", run, lambda method: "rows:even,rows:concentrated,rows:all"
+               if METHODS[method].residual else "poison:even,poison:concentrated,poison:all", "attack_head_secure",
+               f"pfeddc (with the residual: its rows:<c> runs) or {SECURE_DEFAULT_METHOD}, what a secure federation "
+               "runs by default (poison:<c> runs only)", ", secure rounds")
 
 
 if __name__ == "__main__":

@@ -170,15 +170,15 @@ def detail_lines(breakdown: dict[tuple[int, str], tuple[Counter[str], list[float
 
 
 METHOD = [
-    "A real `pfeddc-server` (`--model openai/clip-vit-base-patch16 --method pfeddc --text-ctx 16 --vision-tokens "
-    "16`: an 82 KB float32 update, the plain Flower rows' arrays) on loopback, insecure, serving N scripted sites "
-    "that do no training: threads in a few worker processes (2 at N=10, 4 at N=100) on the same 2 cores, each "
-    "site a `pfeddc.client.connection.Connection` (one gRPC channel) that decodes and verifies the global it is "
-    "sent and returns it plus a fixed small change. pfeddc push: `SubmitUpdate` with the next task awaited in "
-    "the same call (one call per site per round). pfeddc secure (`--secure-aggregation`, threshold N // 2 + 1, "
-    "field 2^32, every site sharing with every other): `pfeddc.client.secure.contribute` (keys, shares, check, "
-    "masked input, reveal: five SecureAggregate calls, each held until its stage closes; the reveal's held on "
-    "until the next round opens and carries its task, as `SubmitUpdate` does in push mode).",
+    "A real `pfeddc-server` (`--model openai/clip-vit-base-patch16 --method pfeddc-prompts --text-ctx 16 "
+    "--vision-tokens 16`: an 82 KB float32 update, the plain Flower rows' arrays) on loopback, insecure, serving "
+    "N scripted sites that do no training: threads in a few worker processes (2 at N=10, 4 at N=100) on the same "
+    "2 cores, each site a `pfeddc.client.connection.Connection` (one gRPC channel) that decodes and verifies the "
+    "global it is sent and returns it plus a fixed small change. pfeddc push: `SubmitUpdate` with the next task "
+    "awaited in the same call (one call per site per round). pfeddc secure (`--secure-aggregation`, threshold N "
+    "// 2 + 1, field 2^32, every site sharing with every other): `pfeddc.client.secure.contribute` (keys, shares,"
+    " check, masked input, reveal: five SecureAggregate calls, each held until its stage closes; the reveal's "
+    "held on until the next round opens and carries its task, as `SubmitUpdate` does in push mode).",
     "",
     "s/round: commit times in rounds.jsonl; server CPU: the coordinator process (/proc/<pid>/stat, 20 ms "
     "samples); round 1 excluded. Bytes: the protobuf `ByteSize()` of every request and reply of every site "
