@@ -18,8 +18,11 @@ real steps to nothing, and one site joining the holders flipped the median into 
 moved a row honest sites could not (33x the largest honest site's influence, benchmarks/results/attack_head.md).
 The rule is the class statistics' pull cap (statistics.py): robust to one hostile site, not to two sampled in one
 round, which vouch for each other (the row's history term and the whole-update clip then bound them). It is
-floored at an even share of the whole tensor's median change (s_k / sqrt(rows)): where one site alone moves a
-class (two sites, or a class one holds), the second largest is another site's near-zero change of it.
+floored at an even share of the whole tensor's lower median change (s_k / sqrt(rows)): where one site alone moves
+a class (two sites, or a class one holds), the second largest is another site's near-zero change of it. So a site
+moves a class row at most `factor` x the larger of the largest other site's move and that even share; on a row no
+honest site moves (a class none of the round's sites holds) that is what a typical site moves a typical row, not
+nothing. The lower median: of two sites the median is their mean, which one of them could raise.
 
 The history term covers rounds of one or two updates, where a median is no defence (of two norms it is
 their mean); it lets an honest scale double per round, which honest training never needs to exceed.
@@ -56,23 +59,25 @@ def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str,
                 rows: frozenset[str] = frozenset()) -> dict[str, float]:
     """s_k for every unit from the round's change norms (client -> unit -> norm): the median over clients; for a
     row of a tensor in `rows`, the second largest (the only one, of one client), never below an even share of its
-    tensor's s_k (s_k / sqrt(rows): a class one site alone moves keeps that site's step)."""
+    tensor's lower median (/ sqrt(rows): a class one site alone moves keeps that site's step)."""
     units = sorted({k for per_client in norms.values() for k in per_client})
     row_count: dict[str, int] = {}
     for k in units:
         if _row_of(k, rows):
             row_count[_tensor_of(k, rows)] = row_count.get(_tensor_of(k, rows), 0) + 1
     scale: dict[str, float] = {}
+    floors: dict[str, float] = {}
     for k in sorted(units, key=lambda unit: _row_of(unit, rows)):  # whole tensors first: rows' floors need them
         values = sorted(per_client[k] for per_client in norms.values() if k in per_client)
         if _row_of(k, rows):
             tensor = _tensor_of(k, rows)
-            s = max(values[-2] if len(values) > 1 else values[0],
-                    scale.get(tensor, 0.0) / math.sqrt(row_count[tensor]))
+            s = max(values[-2] if len(values) > 1 else values[0], floors[tensor] / math.sqrt(row_count[tensor]))
         else:
             s = float(np.median(values))
         last = previous.get(k, 0.0)
         scale[k] = float(min(s, HISTORY_GROWTH * last) if last > 0 else s)
+        if k in rows:  # its rows' floor from the lower median, which one site of two cannot raise (the median of
+            floors[k] = min(values[(len(values) - 1) // 2], scale[k])  # two is their mean)
     return scale
 
 

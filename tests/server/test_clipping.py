@@ -182,6 +182,26 @@ def test_a_class_one_site_alone_moves_keeps_that_sites_step_with_two_sites_or_fi
         assert row_norms(out["evil"][name]).max() <= 2.0 * 0.45 + 1e-6
 
 
+def test_one_hostile_site_of_two_cannot_raise_the_rows_floor() -> None:
+    """The rows' floor comes from the lower median of the sites' whole changes: of two sites, the honest one's,
+    where the median (their mean) would be half the hostile site's. Once the honest site stops moving the tensor
+    (the residual after its last step) the hostile one moves no row at all."""
+    name = "head.residual.global"
+    rng = np.random.default_rng(7)
+    honest = rng.normal(0, 1, (10, 9))
+    honest *= 0.004 / np.sqrt(np.square(honest).sum(1, keepdims=True))
+    honest[3] *= 0.3 / 0.004
+    hostile = {name: np.full((10, 9), 100.0, np.float32)}
+    out, _ = clip_per_tensor({"site": {name: honest.astype(np.float32)}, "evil": hostile}, 2.0, {},
+                             rows=frozenset({name}))
+    floor = l2(honest) / np.sqrt(10)
+    allowed = 2.0 * np.maximum(row_norms(honest), floor)
+    assert (row_norms(out["evil"][name]) <= allowed + 1e-6).all()
+    out, _ = clip_per_tensor({"site": {name: np.zeros((10, 9), np.float32)}, "evil": hostile}, 2.0, {},
+                             rows=frozenset({name}))
+    assert not out["evil"][name].any()
+
+
 def test_row_bounds_carry_each_rows_history() -> None:
     """Each row's scale is capped by that row's scale in the previous committed round: a row two sites move 0.02
     this round, after 0.002 the round before, may move at most `factor` x HISTORY_GROWTH x 0.002."""
