@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,11 @@ def test_metrics_count_rounds_updates_refusals_and_bytes(coordinator: StartCoord
     submit(b, 0.5, 10)
     with pytest.raises(Exception, match="not sampled|stale"):
         b.submit(1, {"text.global": np.zeros((4, 128), np.float32)}, 10, Metrics(num_test_examples=1))
+    # a refusal is counted as the aborted handler unwinds, which may be just after the caller has its status
+    refused = "pfeddc_updates_refused_total{reason=FAILED_PRECONDITION}"
+    deadline = time.monotonic() + 5
+    while scrape(server)[refused] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
     m = scrape(server)
     assert m["pfeddc_rounds_completed"] == 1 and m["pfeddc_round"] == 2
     assert m["pfeddc_updates_accepted_total"] == 2
