@@ -160,8 +160,8 @@ def test_a_row_few_sites_hold_keeps_its_holders_steps_and_bounds_a_site_joining_
 
 def test_a_class_one_site_alone_moves_keeps_that_sites_step_with_two_sites_or_five() -> None:
     """The second largest change of a row only one site moves is another site's near-zero one: each row's scale is
-    floored at an even share of the tensor's median change (s / sqrt(rows)), so that site's step passes whole, with
-    two sites as with five, and a site that moves every row is still bounded on each."""
+    floored at an even share of the tensor's lower median change (s / sqrt(rows)), so that site's step passes
+    whole, with two sites as with five, and a site that moves every row is still bounded on each."""
     name = "head.residual.global"
     rng = np.random.default_rng(6)
 
