@@ -35,6 +35,7 @@ so one client changes everyone's clip and the sensitivity analysis (one fixed --
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -61,10 +62,7 @@ def round_scale(norms: Mapping[str, Mapping[str, float]], previous: Mapping[str,
     row of a tensor in `rows`, the second largest (the only one, of one client), never below an even share of its
     tensor's lower median (/ sqrt(rows): a class one site alone moves keeps that site's step)."""
     units = sorted({k for per_client in norms.values() for k in per_client})
-    row_count: dict[str, int] = {}
-    for k in units:
-        if _row_of(k, rows):
-            row_count[_tensor_of(k, rows)] = row_count.get(_tensor_of(k, rows), 0) + 1
+    row_count = Counter(_tensor_of(k, rows) for k in units if _row_of(k, rows))
     scale: dict[str, float] = {}
     floors: dict[str, float] = {}
     for k in sorted(units, key=lambda unit: _row_of(unit, rows)):  # whole tensors first: rows' floors need them
