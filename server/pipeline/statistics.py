@@ -42,14 +42,14 @@ beyond is moved toward the center along the line between them, so it stays a mea
    must lie as near its center as that many images do. Honest sites are clipped only where their mean is far
    more than their sample size explains.
 4. Pull cap: the pull n_ic d_ic within PULL_CAP (2) x the largest other holder's pull on c.
-A row with a zero count and a non-zero sum (within the check's slack) is zeroed first: it would escape every
-rule. Measured (benchmarks/results/attack_head.md, 5 sites, 20 rounds, an attacker claiming its images for a
-class and placing them opposite the class's mean): 5.0x / 3.5x / 5.3x the largest honest site's influence on the
-class's mean with rules 1-2 alone; see the file for the shipped rules' figures, and
-tests/server/test_class_statistics.py (7.9-10.0x unbounded, 0.8-1.5x bounded, two holders: at most 2x the
-honest holder's pull); the variants tried and not shipped are in attack_head.md. The weight cap is loose on
-purpose: at 3x it cost skewed honest federations (new-domain twemoji10, 3 seeds: 88.7% against 90.2%, its worst
-site 66.1 against 78.6) and still let an attacker move a class's count 3.8-4.6x (attack_head.md).
+A row with a zero count and a non-zero sum (within the check's slack) is zeroed first: it would escape every rule.
+Measured (benchmarks/results/attack_head.md, 5 sites, 20 rounds, an attacker claiming its images for a class and
+placing them opposite the class's mean): 5.0x / 3.5x / 5.3x the largest honest site's influence on the class's mean
+with rules 1-2 alone; the shipped rules' figures are there, and in tests/server/test_class_statistics.py (7.9-10.0x
+unbounded, 0.8-1.5x bounded, two holders: at most 2x the honest holder's pull); variants not shipped:
+attack_head.md. The weight cap is loose on purpose: at 3x it cost skewed honest federations (new-domain twemoji10, 3
+seeds: 88.7% against 90.2%, its worst site 66.1 against 78.6) and still let an attacker move a class's count
+3.8-4.6x; a cap on the pull on a count share, measured from the global, starved classes one site holds.
 
 These tensors are exempt from the per-tensor adaptive clip (server/pipeline/clipping.py): clipping counts, sums
 and moment by different factors would break the relations above; the structure bounds every value and the cap
