@@ -2,7 +2,8 @@
 
 Requests arrive as raw bytes and pass the gate first (server/wire/gate.py: a credential, the size, the parse), then
 `_call` binds the client_id to the credential. Every refusal becomes a status code in one place (`_abort`); the
-conversions live in common/wire.py. An update is hashed and decoded on a worker thread, not on the event loop.
+conversions live in common/wire.py. An update is hashed and decoded on the event loop up to INLINE_UPDATE_BYTES
+(the hop to a worker thread cost more than that work), on a worker thread above.
 A GetTask (or a SubmitUpdate asking for its next task) that would be told to WAIT is held open until the
 federation changes (server/round/longpoll.py), so a client learns of a new round the moment it opens. The methods
 are coroutines served by grpc.aio (server/wire/aioserver.py); the federation's calls are quick and synchronous.
@@ -46,6 +47,11 @@ from .rpcs import RPCS
 
 T = TypeVar("T")
 log = get_logger("coordinator")
+# An update up to this size is decoded on the event loop: its decode and checks take about 0.1-0.4 ms, and handing
+# it to a worker thread and back cost more CPU than that (the hop and the GIL's hand-overs: +0.032 CPU-s per round
+# of 100 82-KB updates, benchmarks/results/coordinator_ladder.md). A larger one goes to a worker thread, so its
+# decode never holds the loop (and every other call) for long.
+INLINE_UPDATE_BYTES = 256 * 1024
 CREDENTIAL_CODES = (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
 
 
@@ -144,7 +150,8 @@ class CoordinatorServicer:
         client_id = request.client_id
         fed = self.federation
         result = await self._call(context, "SubmitUpdate", client_id, lambda: fed.submit(
-            client_id, request.round, request.payload, request.num_examples, request.metrics), off_loop=True)
+            client_id, request.round, request.payload, request.num_examples, request.metrics),
+            off_loop=len(request.payload) > INLINE_UPDATE_BYTES)
         if request.next_task_wait_s > 0:
             result = replace(result, next_task=await self._next_task(context, client_id, request.next_task_wait_s))
         return wire.submit_to_proto(result)

@@ -1,14 +1,25 @@
-"""The aio server's registration: each handler is instrumented once, never per call, on both lookup paths."""
+"""The aio server's registration: each handler is instrumented once, never per call, on both lookup paths; where an
+update is decoded (on the loop or a worker thread, by its size)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import grpc
+import numpy as np
+import pytest
+from tests_support import StartCoordinator
 
+from pfeddc.client.connection import Backoff, Connection, global_tensors
+from pfeddc.common import serde
+from pfeddc.common.backbones import HUB_DEFAULT_MODEL
+from pfeddc.common.messages import Metrics
 from pfeddc.server.ops.metrics import CoordinatorMetrics
+from pfeddc.server.round.federation import Federation
 from pfeddc.server.wire.aioserver import AioServer, ReadingHandler
+from pfeddc.server.wire.servicer import INLINE_UPDATE_BYTES
 
 
 class Details(grpc.HandlerCallDetails):
@@ -82,3 +93,29 @@ def test_calls_refused_at_the_headers_add_no_series_for_made_up_method_names() -
     names = {s.labels["method"] for family in metrics.registry.collect() if family.name == "pfeddc_requests"
              for s in family.samples}
     assert names == {"GetTask", "unknown"}
+
+
+@pytest.mark.parametrize(("flags", "on_loop"), [
+    (("--method", "promptfl", "--text-ctx", "4"), True),  # 2 KB: decoded on the event loop
+    (("--model", HUB_DEFAULT_MODEL, "--method", "pfeddc-prompts", "--text-ctx", "64", "--vision-tokens", "64"),
+     False),  # 327 KB: above INLINE_UPDATE_BYTES, decoded on a worker thread so the loop keeps serving
+])
+def test_a_small_update_is_taken_on_the_event_loop_and_a_large_one_on_a_worker_thread(
+        coordinator: StartCoordinator, monkeypatch: pytest.MonkeyPatch, flags: tuple[str, ...], on_loop: bool) -> None:
+    threads: list[str] = []
+    submit = Federation.submit
+
+    def recorded(self: Federation, *args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Federation, "submit", recorded)
+    server = coordinator("--rounds", "1", "--min-clients", "1", *flags)
+    conn = Connection(f"localhost:{server.port}", "site-a", None, None, Backoff(0.05, 0.2, 2), rpc_timeout_s=10)
+    conn.join(10, conn.federation().spec)
+    task = conn.task()
+    update = {k: np.full_like(v, 0.5) for k, v in global_tensors(task).items()}
+    assert (len(serde.encode(update)) <= INLINE_UPDATE_BYTES) == on_loop
+    conn.submit(task.round, update, 10, Metrics(num_test_examples=1))
+    assert len(threads) == 1 and (threads[0] == "grpc-aio") == on_loop
+    assert server.federation.round == 2  # taken either way
