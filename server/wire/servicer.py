@@ -2,8 +2,8 @@
 
 Requests arrive as raw bytes and pass the gate first (server/wire/gate.py: a credential, the size, the parse), then
 `_call` binds the client_id to the credential. Every refusal becomes a status code in one place (`_abort`); the
-conversions live in common/wire.py. An update is hashed and decoded on the event loop up to INLINE_UPDATE_BYTES
-(the hop to a worker thread cost more than that work), on a worker thread above.
+conversions live in common/wire.py. An update (or secure message) is decoded on the event loop up to
+INLINE_UPDATE_BYTES (the hop to a worker thread cost more than that work), on a worker thread above.
 A GetTask (or a SubmitUpdate asking for its next task) that would be told to WAIT is held open until the
 federation changes (server/round/longpoll.py), so a client learns of a new round the moment it opens. The methods
 are coroutines served by grpc.aio (server/wire/aioserver.py); the federation's calls are quick and synchronous.
@@ -47,10 +47,13 @@ from .rpcs import RPCS
 
 T = TypeVar("T")
 log = get_logger("coordinator")
-# An update up to this size is decoded on the event loop: its decode and checks take about 0.1-0.4 ms, and handing
-# it to a worker thread and back cost more CPU than that (the hop and the GIL's hand-overs: +0.032 CPU-s per round
-# of 100 82-KB updates, benchmarks/results/coordinator_ladder.md). A larger one goes to a worker thread, so its
-# decode never holds the loop (and every other call) for long.
+# An update (or a secure round's message: a masked vector, keys, shares) up to this size is handled on the event
+# loop: its decode and checks take about 0.1-0.4 ms, and handing it to a worker thread and back cost more CPU than
+# that (the hop and the GIL's hand-overs: +0.024 CPU-s per plain round of 100 82-KB updates, -18% of a secure
+# round's coordinator CPU at N=100; benchmarks/results/coordinator_cost.md, section 7). A larger one goes to a
+# worker thread, so its decode never holds the loop (and every other call) for long. The work a message may
+# trigger runs where the message is handled: the last one of a round closes it (FedAvg, or unmasking the sum, about
+# 0.1 CPU-s at 100 sites), on the loop, where the next round's hand-outs and the checkpoint already ran.
 INLINE_UPDATE_BYTES = 256 * 1024
 CREDENTIAL_CODES = (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
 
@@ -176,7 +179,7 @@ class CoordinatorServicer:
         while True:  # the message counts once; then the call is held while the answer is PENDING
             version = fed.changes.version
             answer = await self._call(context, "SecureAggregate", client_id, functools.partial(fed.secure_step, step),
-                                      off_loop=step.message is not None)  # a masked vector is read off the loop
+                                      off_loop=step.message is not None and len(raw) > INLINE_UPDATE_BYTES)
             left = deadline - time.monotonic()
             if answer.status != Status.PENDING or left <= 0 or not await fed.changes.wait_async(version, left,
                                                                                                   client_id):
