@@ -25,12 +25,15 @@ class Metrics:
     accuracy_global: float = math.nan  # the round's global prompts alone (local part at zero), before training
 
     @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+    def names(cls) -> tuple[str, ...]:
+        return _NAMES
 
     def as_dict(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in self.names()}
+        return {name: float(getattr(self, name)) for name in _NAMES}
 
     def non_finite(self) -> str | None:
         """The first infinite metric, if any (NaN means "not measured this round" and is allowed)."""
-        return next((k for k, v in self.as_dict().items() if math.isinf(v)), None)
+        return next((k for k in _NAMES if math.isinf(getattr(self, k))), None)
+
+
+_NAMES = tuple(f.name for f in fields(Metrics))  # read once: fields() builds its answer anew on every call

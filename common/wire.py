@@ -82,20 +82,23 @@ def spec_from_proto(msgs: list[pb.TensorSpec]) -> list[TensorSpec]:
 
 
 # ----- settings and metrics: field for field, names taken from the dataclasses
+_SETTINGS = tuple(f.name for f in fields(TrainSettings))  # read once: fields() builds its answer on every call
+
+
 def settings_to_proto(settings: TrainSettings) -> pb.TrainSettings:
-    return pb.TrainSettings(**{f.name: getattr(settings, f.name) for f in fields(TrainSettings)})
+    return pb.TrainSettings(**{name: getattr(settings, name) for name in _SETTINGS})
 
 
 def settings_from_proto(msg: pb.TrainSettings) -> TrainSettings:
-    return TrainSettings(**{f.name: getattr(msg, f.name) for f in fields(TrainSettings)})
+    return TrainSettings(**{name: getattr(msg, name) for name in _SETTINGS})
 
 
 def metrics_to_proto(metrics: Metrics) -> pb.Metrics:
-    return pb.Metrics(**{f.name: getattr(metrics, f.name) for f in fields(Metrics)})
+    return pb.Metrics(**{name: getattr(metrics, name) for name in Metrics.names()})
 
 
 def metrics_from_proto(msg: pb.Metrics) -> Metrics:
-    return Metrics(**{f.name: getattr(msg, f.name) for f in fields(Metrics)})
+    return Metrics(**{name: getattr(msg, name) for name in Metrics.names()})
 
 
 # ----- messages

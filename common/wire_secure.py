@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any, TypeVar
 
 from .messages import Metrics
@@ -253,8 +252,8 @@ def answer_from_proto(m: pb.SecAggReply, rid: RoundId, recipient: str) -> Secure
 
 
 def _metrics_to_proto(metrics: Metrics) -> pb.Metrics:  # as wire.py does; wire.py imports this module
-    return pb.Metrics(**{f.name: getattr(metrics, f.name) for f in fields(Metrics)})
+    return pb.Metrics(**{name: getattr(metrics, name) for name in Metrics.names()})
 
 
 def _metrics_from_proto(msg: pb.Metrics) -> Metrics:
-    return Metrics(**{f.name: getattr(msg, f.name) for f in fields(Metrics)})
+    return Metrics(**{name: getattr(msg, name) for name in Metrics.names()})

@@ -47,7 +47,7 @@ class CoordinatorMetrics:
         self.sent_bytes = Counter(f"{PREFIX}_sent_bytes", "Response payload bytes, by method", ["method"],
                                   registry=r)
         ProcessCollector(registry=r)  # memory and CPU of the coordinator process
-        self._series: dict[tuple[str, grpc.StatusCode], tuple[Any, Any, Any]] = {}
+        self._series: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self._methods: set[str] = set()  # the methods registered through `instrument`
 
     def watch(self, source: StatusSource) -> None:
@@ -86,8 +86,15 @@ class CoordinatorMetrics:
                     raise
                 self.record(method, seen.code or grpc.StatusCode.OK, request, response)
                 return response
+        serialize, sent = handler.response_serializer, self.sent_bytes.labels(method)
+
+        def counted(response: Any) -> bytes:  # the reply's bytes counted as gRPC serializes it (once, not twice)
+            data = serialize(response) if serialize is not None else response
+            sent.inc(len(data))
+            return data
+
         return grpc.unary_unary_rpc_method_handler(wrapped, request_deserializer=handler.request_deserializer,
-                                                   response_serializer=handler.response_serializer)
+                                                   response_serializer=counted)
 
     def refused(self, method: str, code: grpc.StatusCode) -> None:
         """A call refused before any handler ran (its headers): counted under its method when the server has
@@ -98,14 +105,12 @@ class CoordinatorMetrics:
         series = self._series.get((method, code))
         if series is None:  # bounded: registered methods x status codes
             series = self._series[(method, code)] = (self.requests.labels(method, code.name),
-                                                     self.received_bytes.labels(method),
-                                                     self.sent_bytes.labels(method))
-        calls, received, sent = series
+                                                     self.received_bytes.labels(method))
+        calls, received = series
         calls.inc()
-        # the federation port's requests arrive as raw bytes (server/wire/gate.py), the others parsed
+        # the federation port's requests arrive as raw bytes (server/wire/gate.py), the others parsed; the replies'
+        # bytes are counted by the serializer `instrument` wraps
         received.inc(len(request) if isinstance(request, bytes) else request.ByteSize())
-        if response is not None:
-            sent.inc(len(response) if isinstance(response, bytes) else response.ByteSize())
         if method == SUBMIT_METHOD:
             if code == grpc.StatusCode.OK:
                 if not response.duplicate:

@@ -36,7 +36,7 @@ SPEC = [TensorSpec("text.global", (4, 8)), TensorSpec("vision.global", (1, 2, 16
 
 def test_wire_field_lists_of_settings_and_metrics_equal_the_proto_messages() -> None:
     assert [f.name for f in fields(TrainSettings)] == [f.name for f in pb.TrainSettings.DESCRIPTOR.fields]
-    assert Metrics.names() == [f.name for f in pb.Metrics.DESCRIPTOR.fields]
+    assert list(Metrics.names()) == [f.name for f in pb.Metrics.DESCRIPTOR.fields]
 
 
 @pytest.mark.parametrize("action", list(Action))
