@@ -47,8 +47,8 @@ from pfeddc.common.spec import METHODS, SECURE_DEFAULT_METHOD, PromptConfig, cla
 from pfeddc.server.pipeline.stages import combine_secure  # noqa: E402
 from pfeddc.server.pipeline.statistics import STRUCTURED  # noqa: E402
 from pfeddc.server.round.config import FederationConfig  # noqa: E402
-from pfeddc.server.round.secure import settings as secure_plan  # noqa: E402
 from pfeddc.server.round.secure_bounds import SumBounds  # noqa: E402
+from pfeddc.server.round.secure_plan import settings as secure_plan  # noqa: E402
 
 PUSH = 40.0  # each coordinate of the hostile site's masked input on an attacked row (the field carries +-50)
 

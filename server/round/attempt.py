@@ -29,3 +29,10 @@ class Attempt:
 
     def awaits(self, client_id: str) -> bool:
         return client_id in self.sampled and client_id not in self.received and client_id not in self.failed
+
+    def closes_with(self, client_id: str) -> bool:
+        """Whether a message from `client_id` now would close this attempt (its update the last one awaited) or,
+        in a secure attempt, its open stage: the close's work (FedAvg and the checkpoint, or the protocol's)."""
+        if self.secure is not None:
+            return self.secure.closes_with(client_id, set(self.failed))
+        return self.awaits(client_id) and len(self.received) + len(self.failed) + 1 == len(self.sampled)

@@ -177,6 +177,12 @@ class Federation:
                                               "signed secure rounds): call Join again, which binds it")
             return self._rounds.hand_out(client_id)
 
+    def closes_with(self, client_id: str) -> bool:
+        """Whether a message from `client_id` now would close the open round or secure stage (the servicer then
+        handles it off the event loop, so the close's work never holds every other call)."""
+        with self._lock:
+            return self._rounds.attempt.closes_with(client_id)
+
     def heartbeat(self, client_id: str) -> int:
         """A running client is alive (training or waiting): refresh its last-seen time; returns the round."""
         with self._lock:

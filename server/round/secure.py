@@ -15,7 +15,6 @@ starts the round's protocol again under a new run id (drawn afresh for every att
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -31,9 +30,7 @@ from ...common.secagg.exchange import (
     segments,
     vector_length,
 )
-from ...common.secagg.field import DEFAULT_MODULUS_BITS, FieldParams
 from ...common.secagg.identity import PeerCheck, coordinator_check
-from ...common.secagg.noise import clip_range_for, share_std
 from ...common.secagg.protocol import (
     AccusationError,
     AdvertiseKeys,
@@ -57,6 +54,7 @@ from .config import FederationConfig
 from .refusals import Refusals
 from .secagg_coordinator import SecAggCoordinator
 from .secure_bounds import SumBounds
+from .secure_plan import settings
 
 ORDER = list(Stage)
 
@@ -73,29 +71,6 @@ def open_run(config: FederationConfig, round_: int, attempt: int, sampled: list[
     parts = {k: v for k, v in segments(spec).items() if k in clipped}
     return SecureRun(round_, plan, deadline, config.secagg_stage_timeout_s, log, verifier,
                      SumBounds(config.adaptive_clip, config.update_clip_norm, previous_scale, parts, class_rows(spec)))
-
-
-def settings(config: FederationConfig, attempt: int, sampled: list[str], counts: Mapping[str, int], length: int,
-             clipped: tuple[str, ...] = (), signed: bool = False) -> dict[str, SecureSettings]:
-    """Each sampled site's settings for one attempt: the threshold, the field, its weight, its clips and noise."""
-    n = len(sampled)
-    threshold = max(config.secagg_threshold, n // 2 + 1, config.secagg_min_sites)  # survivors needed to unmask
-    dp = config.dp
-    if dp is not None:  # DP-FedAvg: equal weights, each site clips to the DP clip and adds its noise share
-        clip = dp.clip
-        std = share_std(dp.noise_multiplier, dp.clip, threshold)
-        field = FieldParams(clip_range_for(dp.noise_multiplier, dp.clip, threshold), n, DEFAULT_MODULUS_BITS)
-        weights = dict.fromkeys(sampled, 1.0)
-    else:
-        clip = config.update_clip_norm
-        std = 0.0
-        field = FieldParams(clip, n, DEFAULT_MODULUS_BITS)
-        capped = {c: config.weight(counts[c]) for c in sampled}
-        top = max(capped.values())
-        weights = {c: w / top for c, w in capped.items()}
-    run_id = f"pfeddc/{secrets.token_hex(8)}"  # drawn per attempt: no run, restarted or not, shares an id
-    return {c: SecureSettings(run_id, attempt, tuple(sorted(sampled)), threshold, length, field, weights[c], clip, std,
-                              clipped, signed) for c in sampled}
 
 
 class SecureRun:
@@ -260,6 +235,11 @@ class SecureRun:
             return None
         self._stall_reported = self.stage
         return self.stage, missing
+
+    def closes_with(self, site: str, failed: set[str]) -> bool:
+        """Whether the open stage waits on `site` alone: its message would close the stage (the stage's work)."""
+        return self.failure is None and self.result is None and self.sent.get(site) is not self.stage and \
+            self._expected() - failed - {site} <= {s for s, st in self.sent.items() if st is self.stage}
 
     def _expected(self) -> set[str]:
         return set({Stage.ADVERTISE: self.config.sampled, Stage.SHARE_KEYS: self.core.keys,

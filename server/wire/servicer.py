@@ -51,9 +51,9 @@ log = get_logger("coordinator")
 # loop: its decode and checks take about 0.1-0.4 ms, and handing it to a worker thread and back cost more CPU than
 # that (the hop and the GIL's hand-overs: +0.024 CPU-s per plain round of 100 82-KB updates, -18% of a secure
 # round's coordinator CPU at N=100; benchmarks/results/coordinator_cost.md, section 7). A larger one goes to a
-# worker thread, so its decode never holds the loop (and every other call) for long. The work a message may
-# trigger runs where the message is handled: the last one of a round closes it (FedAvg, or unmasking the sum, about
-# 0.1 CPU-s at 100 sites), on the loop, where the next round's hand-outs and the checkpoint already ran.
+# worker thread, so its decode never holds the loop (and every other call, the health checks too) for long; so does
+# the message that closes the round or a secure stage (`Federation.closes_with`): the close's work (FedAvg and the
+# checkpoint's write and fsync, or unmasking the sum) takes tens of milliseconds at 100 sites, longer on a slow disk.
 INLINE_UPDATE_BYTES = 256 * 1024
 CREDENTIAL_CODES = (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
 
@@ -154,7 +154,7 @@ class CoordinatorServicer:
         fed = self.federation
         result = await self._call(context, "SubmitUpdate", client_id, lambda: fed.submit(
             client_id, request.round, request.payload, request.num_examples, request.metrics),
-            off_loop=len(request.payload) > INLINE_UPDATE_BYTES)
+            off_loop=len(request.payload) > INLINE_UPDATE_BYTES or fed.closes_with(client_id))
         if request.next_task_wait_s > 0:
             result = replace(result, next_task=await self._next_task(context, client_id, request.next_task_wait_s))
         return wire.submit_to_proto(result)
@@ -179,7 +179,8 @@ class CoordinatorServicer:
         while True:  # the message counts once; then the call is held while the answer is PENDING
             version = fed.changes.version
             answer = await self._call(context, "SecureAggregate", client_id, functools.partial(fed.secure_step, step),
-                                      off_loop=step.message is not None and len(raw) > INLINE_UPDATE_BYTES)
+                                      off_loop=step.message is not None and (len(raw) > INLINE_UPDATE_BYTES
+                                                                             or fed.closes_with(client_id)))
             left = deadline - time.monotonic()
             if answer.status != Status.PENDING or left <= 0 or not await fed.changes.wait_async(version, left,
                                                                                                   client_id):

@@ -96,26 +96,33 @@ def test_calls_refused_at_the_headers_add_no_series_for_made_up_method_names() -
 
 
 @pytest.mark.parametrize(("flags", "on_loop"), [
-    (("--method", "promptfl", "--text-ctx", "4"), True),  # 2 KB: decoded on the event loop
+    (("--method", "promptfl", "--text-ctx", "4"), ["grpc-aio", "worker"]),  # 2 KB each
     (("--model", HUB_DEFAULT_MODEL, "--method", "pfeddc-prompts", "--text-ctx", "64", "--vision-tokens", "64"),
-     False),  # 327 KB: above INLINE_UPDATE_BYTES, decoded on a worker thread so the loop keeps serving
+     ["worker", "worker"]),  # 327 KB, above INLINE_UPDATE_BYTES
 ])
-def test_a_small_update_is_taken_on_the_event_loop_and_a_large_one_on_a_worker_thread(
-        coordinator: StartCoordinator, monkeypatch: pytest.MonkeyPatch, flags: tuple[str, ...], on_loop: bool) -> None:
+def test_small_updates_are_taken_on_the_event_loop_large_ones_and_the_last_of_a_round_on_a_worker_thread(
+        coordinator: StartCoordinator, monkeypatch: pytest.MonkeyPatch, flags: tuple[str, ...],
+        on_loop: list[str]) -> None:
+    """A small update is decoded on the loop (the hop to a thread cost more than the decode); a large one on a
+    worker thread, and so is the update that closes the round, whose FedAvg and checkpoint would otherwise hold
+    every other call (the health checks too)."""
     threads: list[str] = []
     submit = Federation.submit
 
     def recorded(self: Federation, *args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread().name)
+        threads.append("grpc-aio" if threading.current_thread().name == "grpc-aio" else "worker")
         return submit(self, *args, **kwargs)
 
     monkeypatch.setattr(Federation, "submit", recorded)
-    server = coordinator("--rounds", "1", "--min-clients", "1", *flags)
-    conn = Connection(f"localhost:{server.port}", "site-a", None, None, Backoff(0.05, 0.2, 2), rpc_timeout_s=10)
-    conn.join(10, conn.federation().spec)
-    task = conn.task()
-    update = {k: np.full_like(v, 0.5) for k, v in global_tensors(task).items()}
-    assert (len(serde.encode(update)) <= INLINE_UPDATE_BYTES) == on_loop
-    conn.submit(task.round, update, 10, Metrics(num_test_examples=1))
-    assert len(threads) == 1 and (threads[0] == "grpc-aio") == on_loop
+    server = coordinator("--rounds", "1", "--min-clients", "2", *flags)
+    sites = [Connection(f"localhost:{server.port}", f"site-{i}", None, None, Backoff(0.05, 0.2, 2),
+                        rpc_timeout_s=10) for i in range(2)]
+    for conn in sites:
+        conn.join(10, conn.federation().spec)
+    for conn in sites:
+        task = conn.task()
+        update = {k: np.full_like(v, 0.5) for k, v in global_tensors(task).items()}
+        assert (len(serde.encode(update)) <= INLINE_UPDATE_BYTES) == (on_loop[0] == "grpc-aio")
+        conn.submit(task.round, update, 10, Metrics(num_test_examples=1))
+    assert threads == on_loop
     assert server.federation.round == 2  # taken either way

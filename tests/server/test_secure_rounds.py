@@ -57,7 +57,7 @@ from pfeddc.server.ops.checkpoint import Checkpoint, CheckpointError
 from pfeddc.server.round.config import FederationConfig
 from pfeddc.server.round.federation import Federation
 from pfeddc.server.round.refusals import Refusals
-from pfeddc.server.round.secure import settings as secure_settings
+from pfeddc.server.round.secure_plan import settings as secure_settings
 
 
 @pytest.mark.parametrize("attack", ["accuse", "deal"])
@@ -129,6 +129,36 @@ def test_secure_round_commits_the_weighted_fedavg_and_keeps_no_site_change(coord
     assert '"aggregator":"secagg-fedavg"' in history
     checkpoint = serde.decode((tmp_path / "coord" / "checkpoint.safetensors").read_bytes())
     assert sorted(checkpoint) == sorted(s.name for s in spec)  # the new global only: no site's change
+
+
+def test_the_message_that_closes_a_stage_is_handled_off_the_event_loop(coordinator: StartCoordinator,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small messages are handled on the event loop (the hop to a worker thread cost more than their work); the
+    one that closes a stage on a worker thread, so the stage's work (routing every bundle, unmasking the sum)
+    never holds every other call."""
+    handled: list[tuple[bool, bool]] = []  # (on the loop, closed a stage) for each message
+    secure_step = Federation.secure_step
+
+    def recorded(self: Federation, step: SecureStep) -> object:
+        run = self._rounds.attempt.secure
+
+        def progress() -> object:
+            return run and (run.stage, run.result is not None, run.failure)
+
+        before = progress()
+        answer = secure_step(self, step)
+        if step.message is not None:
+            handled.append((threading.current_thread().name == "grpc-aio", progress() != before))
+        return answer
+
+    monkeypatch.setattr(Federation, "secure_step", recorded)
+    server = coordinator(*FLAGS)
+    conns, spec, tasks, _ = sampled(server.port)
+    outcomes = in_threads({c: functools.partial(honest, conns[c], tasks[c], spec) for c in conns})
+    assert all(o.committed for o in outcomes.values()), outcomes
+    assert sum(closed for _, closed in handled) == 5  # one message closed each of the five stages
+    assert all(on_loop != closed for on_loop, closed in handled), handled
+    assert sum(on_loop for on_loop, _ in handled) >= 10  # the others, on the loop
 
 
 def test_sites_back_off_when_the_coordinator_cannot_hold_their_polls(coordinator: StartCoordinator) -> None:
