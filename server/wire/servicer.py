@@ -161,8 +161,10 @@ class CoordinatorServicer:
 
     async def ReportFailure(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "ReportFailure", raw, FailureReport)
-        result = await self._call(context, "ReportFailure", request.client_id, lambda: self.federation.report_failure(
-            request.client_id, request.round, request.reason, request.detail, request.attempt))
+        fed = self.federation
+        result = await self._call(context, "ReportFailure", request.client_id, lambda: fed.report_failure(
+            request.client_id, request.round, request.reason, request.detail, request.attempt),
+            off_loop=fed.closes_with(request.client_id))  # the round's last answer closes it
         return wire.failure_reply_to_proto(result)
 
     async def Heartbeat(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
