@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -41,13 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from coordinator_runs import (  # noqa: E402
     SPEC,
     Run,
-    _cpu_s,
-    _memory_kib,
     _noop_metrics,
-    _retrying,
     _save,
     hardware,
     run,
+    serve_raw,
 )
 
 from pfeddc.common import serde, wire  # noqa: E402
@@ -119,48 +116,10 @@ def _rung_server(port_q: Any, n: int, rung: int, times: str) -> None:
     asyncio.run(serve())
 
 
-async def _rung_clients(target: str, n: int, rounds: int) -> None:
-    _, request = _update_bytes()
-    channels = [grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
-                for _ in range(n)]
-    calls = [ch.unary_unary(_METHOD, request_serializer=None, response_deserializer=None) for ch in channels]
-
-    async def one(call: Any) -> None:
-        for _ in range(rounds):
-            await _retrying(lambda: call(request))
-
-    await asyncio.gather(*(one(c) for c in calls))
-
-
-def _rung_worker(target: str, n: int, rounds: int) -> None:
-    asyncio.run(_rung_clients(target, n, rounds))
-
-
 def rung_run(clients: int, rung: int, rounds: int, workers: int, workdir: Path) -> Run:
     """One run of a rung, measured like coordinator_runs.floor (`workers` must divide `clients`)."""
-    ctx = multiprocessing.get_context("spawn")
-    port_q = ctx.Queue()
-    times = Path(tempfile.mkstemp(dir=workdir, prefix="rung-")[1])
-    server = ctx.Process(target=_rung_server, args=(port_q, clients, rung, str(times)))
-    server.start()
-    assert server.pid is not None
-    pid, target = server.pid, f"127.0.0.1:{port_q.get(timeout=60)}"
-    try:
-        procs = [ctx.Process(target=_rung_worker, args=(target, clients // workers, rounds)) for _ in range(workers)]
-        for p in procs:
-            p.start()
-        cpu, rss = [], []
-        while any(p.is_alive() for p in procs):
-            now = time.time()
-            cpu.append((now, _cpu_s(pid)))
-            rss.append((now, _memory_kib(pid)[0]))
-            time.sleep(0.02)
-        if any(p.exitcode for p in procs):
-            raise RuntimeError(f"a client process of rung {RUNGS[rung]!r} failed (see above)")
-        commits = [float(t) for t in times.read_text().split()]
-        return Run(clients, RUNGS[rung], commits, cpu, rss, _memory_kib(pid)[1])
-    finally:
-        server.terminate()
+    return serve_raw(_rung_server, (clients, rung), RUNGS[rung], clients, rounds, workers, workdir, _METHOD,
+                     _update_bytes()[1])
 
 
 def per_round(r: Run) -> tuple[float, float]:

@@ -192,34 +192,37 @@ def _floor_server(port_q: Any, n: int, size: int, aio: bool, times: str) -> None
     asyncio.run(serve())
 
 
-async def _floor_clients(target: str, n: int, rounds: int, size: int) -> None:
-    payload = b"y" * size
+async def _raw_clients(target: str, n: int, rounds: int, method: str, request: bytes) -> None:
+    """N channels, each calling `method` with the raw bytes `request` `rounds` times in a row."""
     channels = [grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
                 for _ in range(n)]
-    calls = [ch.unary_unary(_ECHO, request_serializer=None, response_deserializer=None) for ch in channels]
+    calls = [ch.unary_unary(method, request_serializer=None, response_deserializer=None) for ch in channels]
 
     async def one(call: Any) -> None:
         for _ in range(rounds):
-            await _retrying(lambda: call(payload))
+            await _retrying(lambda: call(request))
 
     await asyncio.gather(*(one(c) for c in calls))
 
 
-def _floor_worker(target: str, n: int, rounds: int, size: int) -> None:
-    asyncio.run(_floor_clients(target, n, rounds, size))
+def _raw_worker(target: str, n: int, rounds: int, method: str, request: bytes) -> None:
+    asyncio.run(_raw_clients(target, n, rounds, method, request))
 
 
-def floor(clients: int, rounds: int, aio: bool, workers: int, size: int, workdir: Path) -> Run:
-    """The gRPC-only floor, measured like `run` (`workers` must divide `clients`)."""
+def serve_raw(server: Callable[..., None], args: tuple[Any, ...], mode: str, clients: int, rounds: int, workers: int,
+              workdir: Path, method: str, request: bytes) -> Run:
+    """`server(port_q, *args, times_path)` in a process of its own (it puts its port on port_q and appends each
+    round's commit time to times_path), served by `workers` processes of `clients // workers` raw-bytes clients
+    each (`workers` must divide `clients`); measured like `run`."""
     ctx = multiprocessing.get_context("spawn")
     port_q = ctx.Queue()
-    times = Path(tempfile.mkstemp(dir=workdir, prefix="floor-")[1])
-    server = ctx.Process(target=_floor_server, args=(port_q, clients, size, aio, str(times)))
-    server.start()
-    assert server.pid is not None
-    pid, target = server.pid, f"127.0.0.1:{port_q.get(timeout=60)}"
+    times = Path(tempfile.mkstemp(dir=workdir, prefix="raw-")[1])
+    process = ctx.Process(target=server, args=(port_q, *args, str(times)))
+    process.start()
+    assert process.pid is not None
+    pid, target = process.pid, f"127.0.0.1:{port_q.get(timeout=60)}"
     try:
-        procs = [ctx.Process(target=_floor_worker, args=(target, clients // workers, rounds, size))
+        procs = [ctx.Process(target=_raw_worker, args=(target, clients // workers, rounds, method, request))
                  for _ in range(workers)]
         for p in procs:
             p.start()
@@ -229,10 +232,18 @@ def floor(clients: int, rounds: int, aio: bool, workers: int, size: int, workdir
             cpu.append((now, _cpu_s(pid)))
             rss.append((now, _memory_kib(pid)[0]))
             time.sleep(0.02)
+        if any(p.exitcode for p in procs):
+            raise RuntimeError(f"a client process of the {mode!r} run failed (see above)")
         commits = [float(t) for t in times.read_text().split()]
-        return Run(clients, "aio floor" if aio else "threaded floor", commits, cpu, rss, _memory_kib(pid)[1])
+        return Run(clients, mode, commits, cpu, rss, _memory_kib(pid)[1])
     finally:
-        server.terminate()
+        process.terminate()
+
+
+def floor(clients: int, rounds: int, aio: bool, workers: int, size: int, workdir: Path) -> Run:
+    """The gRPC-only floor, measured like `run` (`workers` must divide `clients`)."""
+    return serve_raw(_floor_server, (clients, size, aio), "aio floor" if aio else "threaded floor", clients, rounds,
+                     workers, workdir, _ECHO, b"y" * size)
 
 
 # ----- Flower (optional): the same no-op workload on Flower's Deployment Engine, on this machine
