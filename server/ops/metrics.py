@@ -86,7 +86,8 @@ class CoordinatorMetrics:
                     raise
                 self.record(method, seen.code or grpc.StatusCode.OK, request, response)
                 return response
-        serialize, sent = handler.response_serializer, self.sent_bytes.labels(method)
+        serialize = handler.response_serializer
+        sent = self.sent_bytes.labels(method)
 
         def counted(response: Any) -> bytes:  # the reply's bytes counted as gRPC serializes it (once, not twice)
             data = serialize(response) if serialize is not None else response
