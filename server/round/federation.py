@@ -123,9 +123,9 @@ class Federation:
             return self._rounds.view(self._clock())
 
     def backoff_left(self, client_id: str) -> float:
-        """Seconds before `client_id` may be handed the open round again (for a held call to wait out)."""
-        with self._lock:
-            return self._rounds.backoff_left(client_id)
+        """Seconds before `client_id` may be handed the open round again (for a held call to wait out). Without
+        the lock: the event loop asks, and must not wait on a round closing (a set and a dict lookup, each atomic)."""
+        return self._rounds.backoff_left(client_id)
 
     # ----- requests
     def join(self, client_id: str, num_examples: int, spec: list[TensorSpec], secret: str | None = None,
@@ -177,11 +177,23 @@ class Federation:
                                               "signed secure rounds): call Join again, which binds it")
             return self._rounds.hand_out(client_id)
 
-    def closes_with(self, client_id: str) -> bool:
-        """Whether a message from `client_id` now would close the open round or secure stage (the servicer then
-        handles it off the event loop, so the close's work never holds every other call)."""
-        with self._lock:
-            return self._rounds.attempt.closes_with(client_id)
+    def try_enter(self) -> bool:
+        """Enter the critical section if no other thread holds it (a round closing, a checkpoint being written):
+        for the servicer's event loop, which must never wait on it. True: entered, `leave` releases it."""
+        return self._lock.acquire(blocking=False)
+
+    def leave(self) -> None:
+        self._lock.release()
+
+    def closing(self, client_id: str) -> bool:
+        """Whether a call from `client_id` now may close the open round or a secure stage, or commit one: its
+        message is the last one awaited, a deadline passed, or a closed round waits to be saved (the servicer then
+        runs it on a worker thread: the close's work would hold the event loop). Asked inside the section."""
+        rounds = self._rounds
+        attempt = rounds.attempt
+        now = self._clock()
+        return rounds.pending is not None or now >= attempt.deadline or attempt.closes_with(client_id) or (
+            attempt.secure is not None and now >= attempt.secure.deadline)
 
     def heartbeat(self, client_id: str) -> int:
         """A running client is alive (training or waiting): refresh its last-seen time; returns the round."""

@@ -89,6 +89,8 @@ class SecureRun:
         self._stage_timeout_s = stage_timeout_s
         self._log = log
         self.sent: dict[str, Stage] = {}  # the last stage each site sent a message at
+        self._answered: dict[Stage, int] = {}  # how many sites sent a message at each stage
+        self._expecting: tuple[Stage, frozenset[str]] | None = None  # the open stage's `_expected()`, kept
         self.contributions: dict[str, Contribution] = {}  # masked inputs with their counts and metrics
         self._announced: KeysAnnounced | None = None
         self._delivered: dict[str, SharesDelivered] = {}
@@ -146,6 +148,8 @@ class SecureRun:
             if self.sent.get(site) == stage:
                 return  # a retried call that already counted
             raise Refused(Code.FAILED_PRECONDITION, f"secure aggregation: {exc}") from None
+        if self.sent.get(site) is not stage:
+            self._answered[stage] = self._answered.get(stage, 0) + 1
         self.sent[site] = stage
 
     def answer(self, site: str) -> SecureAnswer:
@@ -237,15 +241,23 @@ class SecureRun:
         return self.stage, missing
 
     def closes_with(self, site: str, failed: set[str]) -> bool:
-        """Whether the open stage waits on `site` alone: its message would close the stage (the stage's work)."""
-        return self.failure is None and self.result is None and self.sent.get(site) is not self.stage and \
-            self._expected() - failed - {site} <= {s for s, st in self.sent.items() if st is self.stage}
+        """Whether the open stage waits on `site` alone: its message would close the stage (the stage's work).
+        Asked for every call the event loop takes: O(sites failed), the expected sites kept for the stage."""
+        stage = self.stage
+        if self.failure is not None or self.result is not None or self.sent.get(site) is stage:
+            return False
+        expected = self._expected()
+        return site in expected and self._answered.get(stage, 0) + 1 >= len(expected) - len(expected & failed)
 
-    def _expected(self) -> set[str]:
-        return set({Stage.ADVERTISE: self.config.sampled, Stage.SHARE_KEYS: self.core.keys,
-                    Stage.CHECK_SHARES: self._delivered,
-                    Stage.MASKED_INPUT: self._passed.checked if self._passed else (),
-                    }.get(self.stage, self._unmask.survivors if self._unmask else ()))
+    def _expected(self) -> frozenset[str]:
+        """The sites the open stage expects a message from (fixed while it is open)."""
+        stage = self.stage
+        if self._expecting is None or self._expecting[0] is not stage:
+            self._expecting = (stage, frozenset({
+                Stage.ADVERTISE: self.config.sampled, Stage.SHARE_KEYS: self.core.keys,
+                Stage.CHECK_SHARES: self._delivered, Stage.MASKED_INPUT: self._passed.checked if self._passed else (),
+            }.get(stage, self._unmask.survivors if self._unmask else ())))
+        return self._expecting[1]
 
     def total(self) -> np.ndarray:
         """The unmasked sum of the survivors' weighted changes (after `advance` produced a result), each bounded

@@ -2,11 +2,12 @@
 
 Requests arrive as raw bytes and pass the gate first (server/wire/gate.py: a credential, the size, the parse), then
 `_call` binds the client_id to the credential. Every refusal becomes a status code in one place (`_abort`); the
-conversions live in common/wire.py. An update (or secure message) is decoded on the event loop up to
-INLINE_UPDATE_BYTES (the hop to a worker thread cost more than that work), on a worker thread above.
-A GetTask (or a SubmitUpdate asking for its next task) that would be told to WAIT is held open until the
-federation changes (server/round/longpoll.py), so a client learns of a new round the moment it opens. The methods
-are coroutines served by grpc.aio (server/wire/aioserver.py); the federation's calls are quick and synchronous.
+conversions live in common/wire.py. A GetTask (or a SubmitUpdate asking for its next task) that would be told to
+WAIT is held open until the federation changes (server/round/longpoll.py), so a client learns of a new round the
+moment it opens. The methods are coroutines served by grpc.aio (server/wire/aioserver.py). The federation's calls
+are synchronous: most are quick and run on the event loop; a large update or message, and any call the loop cannot
+run at once (the federation busy elsewhere, or the call would close a round or stage), run on a worker thread
+(INLINE_UPDATE_BYTES, `Federation.closing`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ...common.messages import (
     UpdateRequest,
 )
 from ...common.secagg.exchange import SecureStep, Status
+from ...common.secagg.protocol import SharesChecked
 from ...common.spec import PromptConfig
 from ...common.transport import JOIN_SECRET_METADATA_KEY, is_loopback
 from ..round.federation import Federation
@@ -52,9 +54,13 @@ log = get_logger("coordinator")
 # that (the hop and the GIL's hand-overs: +0.024 CPU-s per plain round of 100 82-KB updates, -18% of a secure
 # round's coordinator CPU at N=100; benchmarks/results/coordinator_cost.md, section 7). A larger one goes to a
 # worker thread, so its decode never holds the loop (and every other call, the health checks too) for long; so does
-# the message that closes the round or a secure stage (`Federation.closes_with`): the close's work (FedAvg and the
-# checkpoint's write and fsync, or unmasking the sum) takes tens of milliseconds at 100 sites, longer on a slow disk.
+# a call that may close a round or stage (`Federation.closing`: FedAvg and the checkpoint's fsync, or unmasking the
+# sum, tens of milliseconds at 100 sites, longer on a slow disk). While another thread holds the federation, a call
+# on the loop waits for it in short sleeps (BUSY_POLL_S, doubling up to MAX_BUSY_POLL_S) rather than on its lock,
+# which would stop the loop; a hop to a worker thread for each of them cost 1.12x the CPU of a round at N=100.
 INLINE_UPDATE_BYTES = 256 * 1024
+BUSY_POLL_S = 0.001
+MAX_BUSY_POLL_S = 0.05
 CREDENTIAL_CODES = (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
 
 
@@ -87,7 +93,18 @@ class CoordinatorServicer:
             self.auth.check(context, client_id)  # type: ignore[arg-type]  # the aio context has the same accessors
             if RPCS[method].bound and not self.auth.enabled:
                 self.federation.authorize(client_id, _join_secret(context))
-            return await asyncio.to_thread(fn) if off_loop else fn()
+            if not off_loop:
+                fed = self.federation
+                wait = BUSY_POLL_S
+                while not fed.try_enter():  # another thread holds it (a round closing): the loop waits for no lock
+                    await asyncio.sleep(wait)
+                    wait = min(2 * wait, MAX_BUSY_POLL_S)
+                try:
+                    if not fed.closing(client_id):
+                        return fn()
+                finally:
+                    fed.leave()
+            return await asyncio.to_thread(fn)
         except Refused as exc:
             if not abort:
                 raise
@@ -154,17 +171,15 @@ class CoordinatorServicer:
         fed = self.federation
         result = await self._call(context, "SubmitUpdate", client_id, lambda: fed.submit(
             client_id, request.round, request.payload, request.num_examples, request.metrics),
-            off_loop=len(request.payload) > INLINE_UPDATE_BYTES or fed.closes_with(client_id))
+            off_loop=len(request.payload) > INLINE_UPDATE_BYTES)
         if request.next_task_wait_s > 0:
             result = replace(result, next_task=await self._next_task(context, client_id, request.next_task_wait_s))
         return wire.submit_to_proto(result)
 
     async def ReportFailure(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
         request = await self._open(context, "ReportFailure", raw, FailureReport)
-        fed = self.federation
-        result = await self._call(context, "ReportFailure", request.client_id, lambda: fed.report_failure(
-            request.client_id, request.round, request.reason, request.detail, request.attempt),
-            off_loop=fed.closes_with(request.client_id))  # the round's last answer closes it
+        result = await self._call(context, "ReportFailure", request.client_id, lambda: self.federation.report_failure(
+            request.client_id, request.round, request.reason, request.detail, request.attempt))
         return wire.failure_reply_to_proto(result)
 
     async def Heartbeat(self, raw: bytes, context: grpc.aio.ServicerContext) -> wire.Reply:
@@ -181,8 +196,7 @@ class CoordinatorServicer:
         while True:  # the message counts once; then the call is held while the answer is PENDING
             version = fed.changes.version
             answer = await self._call(context, "SecureAggregate", client_id, functools.partial(fed.secure_step, step),
-                                      off_loop=step.message is not None and (len(raw) > INLINE_UPDATE_BYTES
-                                                                             or fed.closes_with(client_id)))
+                                      off_loop=step.message is not None and _heavy(step.message, raw))
             left = deadline - time.monotonic()
             if answer.status != Status.PENDING or left <= 0 or not await fed.changes.wait_async(version, left,
                                                                                                   client_id):
@@ -191,6 +205,12 @@ class CoordinatorServicer:
                     following = await self._next_task(context, client_id, step.next_task_wait_s)
                 return wire.secure_answer_to_proto(answer, following)
             step = replace(step, message=None)
+
+
+def _heavy(message: object, raw: bytes) -> bool:
+    """A secure message whose handling may take long: a large one, or a check with complaints (each is judged on
+    its evidence: a key exchange and a decryption per complaint, up to one per peer)."""
+    return len(raw) > INLINE_UPDATE_BYTES or bool(isinstance(message, SharesChecked) and message.complaints)
 
 
 def _hold_for(context: grpc.aio.ServicerContext, asked: float) -> float:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests_support import StartCoordinator
 
 from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.common import serde
 from pfeddc.common.backbones import HUB_DEFAULT_MODEL
 from pfeddc.common.messages import Metrics
+from pfeddc.server.ops.checkpoint import Checkpoint
 from pfeddc.server.ops.metrics import CoordinatorMetrics
 from pfeddc.server.round.federation import Federation
 from pfeddc.server.wire.aioserver import AioServer, ReadingHandler
@@ -126,3 +129,45 @@ def test_small_updates_are_taken_on_the_event_loop_large_ones_and_the_last_of_a_
         conn.submit(task.round, update, 10, Metrics(num_test_examples=1))
     assert threads == on_loop
     assert server.federation.round == 2  # taken either way
+
+
+def test_while_a_round_closes_on_a_worker_thread_the_event_loop_serves_every_other_call(
+        coordinator: StartCoordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The closing update holds the federation for its checkpoint (made slow here, as on a slow disk): a heartbeat
+    that needs the federation then waits on a worker thread, not on the event loop, so a health check sent after
+    it is answered at once (the loop used to wait on the lock: 2 s here)."""
+    saving, slow = threading.Event(), threading.Event()
+    save = Checkpoint.save
+
+    def slow_save(self: Checkpoint, state: Any) -> None:
+        if slow.is_set():
+            saving.set()
+            time.sleep(2.0)
+        save(self, state)
+
+    monkeypatch.setattr(Checkpoint, "save", slow_save)
+    server = coordinator("--rounds", "2", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4")
+    a, b = (Connection(f"localhost:{server.port}", f"site-{c}", None, None, Backoff(0.05, 0.2, 2), rpc_timeout_s=10)
+            for c in "ab")
+    for conn in (a, b):
+        conn.join(10, conn.federation().spec)
+    tasks = {conn.client_id: conn.task() for conn in (a, b)}
+    a.submit(1, global_tensors(tasks["site-a"]), 10, Metrics(num_test_examples=1))
+    slow.set()
+    closing = threading.Thread(target=b.submit, args=(1, global_tensors(tasks["site-b"]), 10,
+                                                       Metrics(num_test_examples=1)))
+    closing.start()
+    assert saving.wait(10)
+    beats: list[object] = []
+    beat = threading.Thread(target=lambda: beats.append(a.heartbeat()))  # needs the federation: waits for the save
+    beat.start()
+    time.sleep(0.1)
+    with grpc.insecure_channel(f"localhost:{server.port}") as channel:
+        started = time.monotonic()
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        answered_in = time.monotonic() - started
+    closing.join(10)
+    beat.join(10)
+    assert answered_in < 1.0, answered_in  # typically 0.01 s
+    assert len(beats) == 1  # answered once the save ended
+    assert server.federation.round == 2
