@@ -38,6 +38,7 @@ from .summary import RoundSummary
 
 __all__ = ["ClientRecord", "Federation", "FederationConfig", "FederationState", "RoundView"]
 log = get_logger("coordinator")
+CLOSE_MARGIN_S = 0.5  # a call this near the deadline that closes the round or stage runs off the event loop
 
 
 class Federation:
@@ -179,21 +180,23 @@ class Federation:
 
     def try_enter(self) -> bool:
         """Enter the critical section if no other thread holds it (a round closing, a checkpoint being written):
-        for the servicer's event loop, which must never wait on it. True: entered, `leave` releases it."""
-        return self._lock.acquire(blocking=False)
+        for the servicer's event loop, which must never wait on it. True: entered, `leave` releases it (and then
+        renders the log lines and wakes the held calls, as every holder does)."""
+        return self._section.try_enter()
 
     def leave(self) -> None:
-        self._lock.release()
+        self._section.leave()
 
     def closing(self, client_id: str) -> bool:
         """Whether a call from `client_id` now may close the open round or a secure stage, or commit one: its
-        message is the last one awaited, a deadline passed, or a closed round waits to be saved (the servicer then
-        runs it on a worker thread: the close's work would hold the event loop). Asked inside the section."""
+        message is the last one awaited, the deadline that closes it is near (CLOSE_MARGIN_S: the call may reach
+        it while it runs), or a closed round waits to be saved. The servicer then runs it on a worker thread (the
+        close's work would hold the event loop). Asked inside the section."""
         rounds = self._rounds
         attempt = rounds.attempt
-        now = self._clock()
-        return rounds.pending is not None or now >= attempt.deadline or attempt.closes_with(client_id) or (
-            attempt.secure is not None and now >= attempt.secure.deadline)
+        deadline = attempt.secure.deadline if attempt.secure is not None else attempt.deadline
+        return rounds.pending is not None or self._clock() + CLOSE_MARGIN_S >= deadline or \
+            attempt.closes_with(client_id)
 
     def heartbeat(self, client_id: str) -> int:
         """A running client is alive (training or waiting): refresh its last-seen time; returns the round."""

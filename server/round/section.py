@@ -34,20 +34,34 @@ class Section:
 
     @contextmanager
     def hold(self) -> Iterator[None]:
+        self.lock.acquire()
+        self._depth += 1
+        try:
+            yield
+        finally:  # also when the call is refused: what happened before the refusal is still reported
+            self.leave()
+
+    def try_enter(self) -> bool:
+        """Enter without waiting (the servicer's event loop, which must never wait on another thread): True when
+        entered; `leave` then releases it, as `hold` does."""
+        if not self.lock.acquire(blocking=False):
+            return False
+        self._depth += 1
+        return True
+
+    def leave(self) -> None:
+        """Leave the section; the outermost holder then renders the queued log lines and wakes the held calls,
+        after the lock is released."""
         logs: list[tuple[str, Event, dict[str, Any]]] = []
         changed = False
         try:
-            with self.lock:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                    if self._depth == 0:
-                        logs, self._logs = self._logs, []
-                        changed, self._changed = self._changed, False
-        finally:  # also when the call is refused: what happened before the refusal is still reported
-            for level, event, fields in logs:
-                getattr(self._logger, level)(event, **fields)
-            if changed:
-                self.changes.notify()
+            self._depth -= 1
+            if self._depth == 0:
+                logs, self._logs = self._logs, []
+                changed, self._changed = self._changed, False
+        finally:
+            self.lock.release()
+        for level, event, fields in logs:
+            getattr(self._logger, level)(event, **fields)
+        if changed:
+            self.changes.notify()

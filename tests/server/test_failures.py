@@ -14,7 +14,7 @@ from pfeddc.common import serde
 from pfeddc.common.logs import Event
 from pfeddc.common.messages import Action, Code, FailureReason, Metrics, Refused
 from pfeddc.common.spec import TensorSpec
-from pfeddc.server.round.federation import Federation, FederationConfig, FederationState
+from pfeddc.server.round.federation import CLOSE_MARGIN_S, Federation, FederationConfig, FederationState
 from pfeddc.server.round.handouts import MAX_HANDOUTS
 
 SPEC = [TensorSpec("text.global", (4, 128))]
@@ -169,3 +169,23 @@ def test_round_failing_one_attempt_more_than_max_retries_stops_the_federation() 
         assert fed.aborted is None
     _attempt(fed, clock, ["a"], "b", silent=False, round_=1)
     assert fed.aborted is not None and "round 1 failed 4 times" in fed.aborted
+
+
+def test_a_call_that_may_close_the_round_is_known_before_it_runs() -> None:
+    """`closing` tells the servicer to run a call off the event loop: the last update awaited, or any call near
+    the deadline (it may reach it while it runs and then close the round: FedAvg and the checkpoint)."""
+    clock = Clock()
+    config = FederationConfig(rounds=2, min_clients=3, round_timeout_s=60, update_clip_norm=0)
+    fed = Federation(config, SPEC, FederationState(1, {"text.global": np.zeros((4, 128), np.float32)}, {}),
+                     clock=clock)
+    for c in "abc":
+        fed.join(c, 10, SPEC)
+    assert not any(fed.closing(c) for c in "abc")  # three updates awaited
+    fed.submit("a", 1, serde.encode({"text.global": np.ones((4, 128), np.float32)}), 10, METRICS)
+    assert not fed.closing("b")
+    fed.submit("b", 1, serde.encode({"text.global": np.ones((4, 128), np.float32)}), 10, METRICS)
+    assert fed.closing("c") and not fed.closing("a")  # c's is the last one awaited
+    clock.now = 60 - CLOSE_MARGIN_S - 0.01
+    assert not fed.closing("a")
+    clock.now = 60 - CLOSE_MARGIN_S + 0.01
+    assert fed.closing("a")  # a heartbeat this near the deadline may close the round
