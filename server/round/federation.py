@@ -187,6 +187,11 @@ class Federation:
     def leave(self) -> None:
         self._section.leave()
 
+    def when_free(self, callback: Callable[[], None]) -> None:
+        """`callback` once the thread that holds the section leaves it (Section.when_free): after a failed
+        `try_enter`, ask `try_enter` again before waiting for it."""
+        self._section.when_free(callback)
+
     def closing(self, client_id: str) -> bool:
         """Whether a call from `client_id` now may close the open round or a secure stage, or commit one: its
         message is the last one awaited, the deadline that closes it is near (CLOSE_MARGIN_S: the call may reach

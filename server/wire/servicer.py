@@ -13,6 +13,7 @@ run at once (the federation busy elsewhere, or the call would close a round or s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -56,13 +57,11 @@ log = get_logger("coordinator")
 # worker thread, so its decode never holds the loop (and every other call, the health checks too) for long; so does
 # a call that may close a round or stage (`Federation.closing`: FedAvg and the checkpoint's fsync, or unmasking the
 # sum, tens of milliseconds at 100 sites, longer on a slow disk). While another thread holds the federation, a call
-# on the loop waits for it in short sleeps (BUSY_POLL_S, doubling up to MAX_BUSY_POLL_S) rather than on its lock,
-# which would stop the loop; a hop to a worker thread for each of them cost 1.12x the CPU of a round at N=100. A
-# small update is thus decoded inside the federation's section (0.1-0.4 ms each), where worker threads decode a
-# large one outside it; a round opened by a call (a Join that completes the quorum) is opened on the loop.
+# on the loop awaits a future the holder resolves as it leaves (`_enter`) rather than its lock, which would stop
+# the loop; a hop to a worker thread for each of them cost 1.12x the CPU of a round at N=100. A small update is
+# thus decoded inside the federation's section (0.1-0.4 ms each), where worker threads decode a large one outside
+# it; a round opened by a call (a Join that completes the quorum) is opened on the loop.
 INLINE_UPDATE_BYTES = 256 * 1024
-BUSY_POLL_S = 0.001
-MAX_BUSY_POLL_S = 0.05
 CREDENTIAL_CODES = (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED)
 
 
@@ -101,10 +100,7 @@ class CoordinatorServicer:
                 return fn()
             if not off_loop:
                 fed = self.federation
-                wait = BUSY_POLL_S
-                while not fed.try_enter():  # another thread holds it (a round closing): the loop waits for no lock
-                    await asyncio.sleep(wait)
-                    wait = min(2 * wait, MAX_BUSY_POLL_S)
+                await _enter(fed)
                 try:
                     if not fed.closing(client_id):
                         return fn()
@@ -224,6 +220,30 @@ def _hold_for(context: grpc.aio.ServicerContext, asked: float) -> float:
     deadline, and not at all for NaN or <= 0 (a NaN deadline never passes: the call re-asked in a loop)."""
     remaining = context.time_remaining()
     return min(asked, MAX_HOLD_S, (remaining - 0.5) if remaining is not None else MAX_HOLD_S) if asked > 0 else 0.0
+
+
+async def _enter(fed: Federation) -> None:
+    """Enter the federation's section from the event loop without waiting on its lock: while another thread holds
+    it (a round closing, a checkpoint written), await a future that thread resolves as it leaves, so every other
+    call goes on meanwhile and a waiting call costs nothing until then."""
+    loop = asyncio.get_running_loop()
+    while not fed.try_enter():
+        freed: asyncio.Future[None] = loop.create_future()
+        fed.when_free(functools.partial(_resolve_soon, loop, freed))
+        if fed.try_enter():  # the holder left between the two asks: the callback, when it comes, does nothing
+            return
+        await freed
+
+
+def _resolve_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """From the thread that left the section: resolve `future` on its loop (unless the loop has closed)."""
+    with contextlib.suppress(RuntimeError):  # the loop closed (the server stopping): nobody waits any more
+        loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # cancelled when its call was, or resolved already
+        future.set_result(None)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Refused) -> NoReturn:

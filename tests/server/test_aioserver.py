@@ -171,3 +171,50 @@ def test_while_a_round_closes_on_a_worker_thread_the_event_loop_serves_every_oth
     assert answered_in < 1.0, answered_in  # typically 0.01 s
     assert len(beats) == 1  # answered once the save ended
     assert server.federation.round == 2
+
+
+def test_calls_that_wait_for_a_closing_round_are_woken_once_it_leaves_not_polled(
+        coordinator: StartCoordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a round's 2-s checkpoint holds the federation, calls on the event loop await the holder's leaving:
+    each asks for the section a few times in all (polling every few ms asked about 40 times a second each), and
+    each is answered once the save ends."""
+    saving, slow = threading.Event(), threading.Event()
+    save = Checkpoint.save
+    asks = [0]
+    try_enter = Federation.try_enter
+
+    def slow_save(self: Checkpoint, state: Any) -> None:
+        if slow.is_set():
+            saving.set()
+            time.sleep(2.0)
+        save(self, state)
+
+    def counted(self: Federation) -> bool:
+        asks[0] += 1
+        return try_enter(self)
+
+    monkeypatch.setattr(Checkpoint, "save", slow_save)
+    monkeypatch.setattr(Federation, "try_enter", counted)
+    server = coordinator("--rounds", "2", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4")
+    a, b = (Connection(f"localhost:{server.port}", f"site-{c}", None, None, Backoff(0.05, 0.2, 2), rpc_timeout_s=10)
+            for c in "ab")
+    for conn in (a, b):
+        conn.join(10, conn.federation().spec)
+    tasks = {conn.client_id: conn.task() for conn in (a, b)}
+    a.submit(1, global_tensors(tasks["site-a"]), 10, Metrics(num_test_examples=1))
+    slow.set()
+    closing = threading.Thread(target=b.submit, args=(1, global_tensors(tasks["site-b"]), 10,
+                                                       Metrics(num_test_examples=1)))
+    closing.start()
+    assert saving.wait(10)
+    asks[0] = 0
+    beats: list[object] = []
+    waiting = [threading.Thread(target=lambda: beats.append(a.heartbeat())) for _ in range(10)]
+    for t in waiting:
+        t.start()
+    closing.join(10)
+    for t in waiting:
+        t.join(10)
+    assert len(beats) == 10  # every heartbeat answered once the save ended
+    assert asks[0] <= 10 * 4, asks[0]  # 2-3 each: before waiting, after registering, once woken
+    assert server.federation.round == 2
