@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, replace
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from threadpoolctl import threadpool_limits
 
 from ..common.backbones import BackboneDims, resolve_dims
 from ..common.cli import prompt_config_from
@@ -193,6 +194,13 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
     return running
 
 
+def single_threaded_blas() -> None:
+    """The coordinator's arrays are small (a round's norms and sums); a BLAS call large enough for OpenBLAS to
+    hand to its threads (a norm of a 20,000-value sum) left them spinning after it: 11% of a secure round's
+    coordinator CPU at N=100 on 2 cores (benchmarks/results/coordinator_cost.md), more with more cores."""
+    threadpool_limits(1, user_api="blas")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
@@ -201,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)
     capture_stray_output(args.log_level, serving=True)
+    single_threaded_blas()
     with Stopper() as stopper:
         try:
             running = start(args)

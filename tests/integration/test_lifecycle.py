@@ -3,8 +3,11 @@ that mean something, one coordinator per port, --version and PFEDDC_SERVER_* def
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,3 +125,26 @@ def test_version_and_environment_defaults(federation: Federation, tmp_path: Path
     old = subprocess.run([sys.executable, "-m", "pfeddc.server.app"], capture_output=True, text=True,
                          env={**ENV, "PFEDDC_ROUND_TIMEOUT": "60"})  # the shared name of earlier versions
     assert old.returncode == 2 and "for pfeddc-server it is PFEDDC_SERVER_ROUND_TIMEOUT" in old.stderr
+
+
+def test_the_coordinator_process_keeps_blas_on_one_thread(tmp_path: Path) -> None:
+    """OpenBLAS's idle threads spin after a call large enough to be shared (11% of a secure round's CPU): the
+    coordinator's main sets one thread, whatever the environment asked (2 here), before it starts serving."""
+    report = ("import atexit, json, sys\n"
+              "from threadpoolctl import threadpool_info\n"
+              "atexit.register(lambda: print(json.dumps([i['num_threads'] for i in threadpool_info()"
+              " if i['user_api'] == 'blas'])))\n"
+              "from pfeddc.server.app import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # the state dir cannot be made under a file: the coordinator exits after its setup
+    env = {**ENV, "OPENBLAS_NUM_THREADS": "2"}
+    before = subprocess.run([sys.executable, "-c", report.replace("from pfeddc.server.app import main\n", "")
+                             .replace("sys.exit(main(sys.argv[1:]))\n", "import numpy\n")],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert json.loads(before.stdout.strip().splitlines()[-1]) == [min(2, os.cpu_count() or 1)]  # numpy alone
+    ran = subprocess.run([sys.executable, "-c", report, "--bind", "127.0.0.1", "--port", "0", "--state-dir",
+                          str(blocker / "state"), "--rounds", "1"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert ran.returncode == ExitCode.CONFIG, ran.stderr[-2000:]
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == [1]
