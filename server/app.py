@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import sys
@@ -217,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             log.error(Event.SERVER_FAILED, error=str(exc))
             say_error("pfeddc-server", str(exc))
             return ExitCode.CONFIG
+        # What exists once started lives as long as the process (modules, the loaded federation, the servers): out
+        # of the cycle collector's full passes, which traversed all of it several times a secure round (-7% of its
+        # coordinator CPU at N=100, benchmarks/results/coordinator_cost.md). A higher collection threshold read -2%
+        # more and was not taken: cyclic garbage (a refused call's traceback holding its request) would live longer.
+        gc.freeze()
         code = run_until_done(running.federation, args.linger, stopper)
         if running.federation.aborted:
             mark_aborted(args.state_dir, running.federation.round, running.federation.aborted)
