@@ -183,11 +183,11 @@ class SecureRun:
         """Close the open stage if everyone expected answered or its deadline passed; True when one closed."""
         if self.failure is not None or self.result is not None:
             return False
-        expected = self._expected() - failed
-        answered = {s for s, st in self.sent.items() if st is self.stage}
-        if not (expected <= answered or now >= self.deadline):
+        if self._waiting_on(failed) > 0 and now < self.deadline:
             return False
         closing = self.stage
+        answered = self._answered.get(closing, 0)
+        expected = len(self._expected() - failed)
         guilty: dict[str, str] = {}
         try:
             if closing is Stage.ADVERTISE:
@@ -220,7 +220,7 @@ class SecureRun:
         self.deadline = now + self._stage_timeout_s
         self._first_answer_at = None
         self._log("info", Event.SECAGG_STAGE_CLOSED, round=self.round, attempt=self.attempt, stage=str(closing),
-                  answered=len(answered), expected=len(expected), failure=self.failure, signed=self.core.signed)
+                  answered=answered, expected=expected, failure=self.failure, signed=self.core.signed)
         return True
 
     def stalled(self, now: float, failed: set[str]) -> tuple[Stage, list[str]] | None:
@@ -229,25 +229,33 @@ class SecureRun:
         others; the keys stage included, which otherwise waits for the round's deadline); None otherwise."""
         if self.failure is not None or self.result is not None or self._stall_reported is self.stage:
             return None
-        answered = {s for s, st in self.sent.items() if st is self.stage}
-        if not answered:
+        if not self._answered.get(self.stage):
             return None
         if self._first_answer_at is None:
             self._first_answer_at = now
-        missing = sorted(self._expected() - failed - answered)
-        if not missing or now - self._first_answer_at < self._stage_timeout_s:
+        if now - self._first_answer_at < self._stage_timeout_s:
+            return None
+        missing = sorted(s for s in self._expected() - failed if self.sent.get(s) is not self.stage)
+        if not missing:
             return None
         self._stall_reported = self.stage
         return self.stage, missing
 
     def closes_with(self, site: str, failed: set[str]) -> bool:
         """Whether the open stage waits on `site` alone: its message would close the stage (the stage's work).
-        Asked for every call the event loop takes: O(sites failed), the expected sites kept for the stage."""
-        stage = self.stage
-        if self.failure is not None or self.result is not None or self.sent.get(site) is stage:
+        Asked for every call the event loop takes."""
+        if self.failure is not None or self.result is not None or self.sent.get(site) is self.stage:
             return False
+        return site in self._expected() and self._waiting_on(failed) <= 1
+
+    def _waiting_on(self, failed: set[str]) -> int:
+        """How many sites the open stage still waits on (expected, not failed, not answered), in O(sites failed)
+        for every call: each site that answered was expected (the protocol refuses the others' messages)."""
+        stage = self.stage
         expected = self._expected()
-        return site in expected and self._answered.get(stage, 0) + 1 >= len(expected) - len(expected & failed)
+        gone = expected & failed
+        answered_gone = sum(1 for s in gone if self.sent.get(s) is stage)
+        return len(expected) - len(gone) - (self._answered.get(stage, 0) - answered_gone)
 
     def _expected(self) -> frozenset[str]:
         """The sites the open stage expects a message from (fixed while it is open)."""
