@@ -18,6 +18,7 @@ from pfeddc.client.connection import Backoff, Connection, global_tensors
 from pfeddc.common import serde
 from pfeddc.common.backbones import HUB_DEFAULT_MODEL
 from pfeddc.common.messages import Metrics
+from pfeddc.server.app import RunningServer
 from pfeddc.server.ops.checkpoint import Checkpoint
 from pfeddc.server.ops.metrics import CoordinatorMetrics
 from pfeddc.server.round.federation import Federation
@@ -131,16 +132,15 @@ def test_small_updates_are_taken_on_the_event_loop_large_ones_and_the_last_of_a_
     assert server.federation.round == 2  # taken either way
 
 
-def test_while_a_round_closes_on_a_worker_thread_the_event_loop_serves_every_other_call(
-        coordinator: StartCoordinator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The closing update holds the federation for its checkpoint (made slow here, as on a slow disk): a heartbeat
-    that needs the federation then waits on a worker thread, not on the event loop, so a health check sent after
-    it is answered at once (the loop used to wait on the lock: 2 s here)."""
-    saving, slow = threading.Event(), threading.Event()
+def closing_slowly(coordinator: StartCoordinator, monkeypatch: pytest.MonkeyPatch
+                   ) -> tuple[RunningServer, Connection, threading.Thread]:
+    """(the coordinator, site-a, the thread of site-b's update): site-b's update closes round 1 of 2 and its
+    checkpoint takes 2 s (as on a slow disk); returns once that checkpoint is being written."""
+    saving, closes = threading.Event(), threading.Event()
     save = Checkpoint.save
 
     def slow_save(self: Checkpoint, state: Any) -> None:
-        if slow.is_set():
+        if closes.is_set():
             saving.set()
             time.sleep(2.0)
         save(self, state)
@@ -153,11 +153,20 @@ def test_while_a_round_closes_on_a_worker_thread_the_event_loop_serves_every_oth
         conn.join(10, conn.federation().spec)
     tasks = {conn.client_id: conn.task() for conn in (a, b)}
     a.submit(1, global_tensors(tasks["site-a"]), 10, Metrics(num_test_examples=1))
-    slow.set()
+    closes.set()
     closing = threading.Thread(target=b.submit, args=(1, global_tensors(tasks["site-b"]), 10,
                                                        Metrics(num_test_examples=1)))
     closing.start()
     assert saving.wait(10)
+    return server, a, closing
+
+
+def test_while_a_round_closes_on_a_worker_thread_the_event_loop_serves_every_other_call(
+        coordinator: StartCoordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The closing update holds the federation for its checkpoint (made slow here, as on a slow disk): a heartbeat
+    that needs the federation then waits on a worker thread, not on the event loop, so a health check sent after
+    it is answered at once (the loop used to wait on the lock: 2 s here)."""
+    server, a, closing = closing_slowly(coordinator, monkeypatch)
     beats: list[object] = []
     beat = threading.Thread(target=lambda: beats.append(a.heartbeat()))  # needs the federation: waits for the save
     beat.start()
@@ -178,35 +187,15 @@ def test_calls_that_wait_for_a_closing_round_are_woken_once_it_leaves_not_polled
     """While a round's 2-s checkpoint holds the federation, calls on the event loop await the holder's leaving:
     each asks for the section a few times in all (polling every few ms asked about 40 times a second each), and
     each is answered once the save ends."""
-    saving, slow = threading.Event(), threading.Event()
-    save = Checkpoint.save
     asks = [0]
     try_enter = Federation.try_enter
-
-    def slow_save(self: Checkpoint, state: Any) -> None:
-        if slow.is_set():
-            saving.set()
-            time.sleep(2.0)
-        save(self, state)
 
     def counted(self: Federation) -> bool:
         asks[0] += 1
         return try_enter(self)
 
-    monkeypatch.setattr(Checkpoint, "save", slow_save)
     monkeypatch.setattr(Federation, "try_enter", counted)
-    server = coordinator("--rounds", "2", "--min-clients", "2", "--method", "promptfl", "--text-ctx", "4")
-    a, b = (Connection(f"localhost:{server.port}", f"site-{c}", None, None, Backoff(0.05, 0.2, 2), rpc_timeout_s=10)
-            for c in "ab")
-    for conn in (a, b):
-        conn.join(10, conn.federation().spec)
-    tasks = {conn.client_id: conn.task() for conn in (a, b)}
-    a.submit(1, global_tensors(tasks["site-a"]), 10, Metrics(num_test_examples=1))
-    slow.set()
-    closing = threading.Thread(target=b.submit, args=(1, global_tensors(tasks["site-b"]), 10,
-                                                       Metrics(num_test_examples=1)))
-    closing.start()
-    assert saving.wait(10)
+    server, a, closing = closing_slowly(coordinator, monkeypatch)
     asks[0] = 0
     beats: list[object] = []
     waiting = [threading.Thread(target=lambda: beats.append(a.heartbeat())) for _ in range(10)]
