@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         # of the cycle collector's full passes, which traversed all of it several times a secure round (-7% of its
         # coordinator CPU at N=100, benchmarks/results/coordinator_cost.md). A higher collection threshold read -2%
         # more and was not taken: cyclic garbage (a refused call's traceback holding its request) would live longer.
+        gc.collect()  # what startup left as cyclic garbage is not frozen with it
         gc.freeze()
         code = run_until_done(running.federation, args.linger, stopper)
         if running.federation.aborted:

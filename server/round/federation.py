@@ -66,7 +66,6 @@ class Federation:
         self._clock = clock
         self.changes = changes or ChangeFeed()
         self._section = Section(self.changes, log)
-        self._lock = self._section.lock
         self._critical = self._section.hold
         self._log = self._section.log
         self._rounds = Rounds(config, state, save or (lambda _s: None), clock,
@@ -120,7 +119,7 @@ class Federation:
 
     def snapshot(self) -> RoundView:
         """A consistent copy of the open round and the client registry, for the status view and metrics."""
-        with self._lock:
+        with self._critical():
             return self._rounds.view(self._clock())
 
     def backoff_left(self, client_id: str) -> float:
@@ -205,7 +204,7 @@ class Federation:
 
     def heartbeat(self, client_id: str) -> int:
         """A running client is alive (training or waiting): refresh its last-seen time; returns the round."""
-        with self._lock:
+        with self._critical():
             self._touch(client_id)
             return self.round
 

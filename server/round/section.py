@@ -18,6 +18,9 @@ from .longpoll import ChangeFeed
 
 
 class Section:
+    """The federation's one lock: every holder enters through `hold` or `try_enter` and leaves through `leave`, so
+    the queued log lines, the held calls and the `when_free` callbacks are never skipped."""
+
     def __init__(self, changes: ChangeFeed, logger: Any) -> None:
         self.lock = threading.RLock()
         self.changes = changes

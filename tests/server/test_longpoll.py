@@ -6,8 +6,10 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import structlog
 from structlog.testing import capture_logs
 from tests_support import StartCoordinator
@@ -133,14 +135,14 @@ def test_updates_are_parsed_and_logs_rendered_outside_the_federation_lock(tmp_pa
     real_check = module.accept
 
     def spy_check(*args: object, **kwargs: object) -> object:
-        held_while["parse"] = fed._lock._is_owned()  # type: ignore[attr-defined]
+        held_while["parse"] = fed._section.lock._is_owned()  # type: ignore[attr-defined]
         return real_check(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(module, "accept", spy_check)  # type: ignore[attr-defined]
     rendered: list[bool] = []
 
     def spy(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
-        rendered.append(fed._lock._is_owned())  # type: ignore[attr-defined]
+        rendered.append(fed._section.lock._is_owned())  # type: ignore[attr-defined]
         return event
 
     with capture_logs():
@@ -150,3 +152,41 @@ def test_updates_are_parsed_and_logs_rendered_outside_the_federation_lock(tmp_pa
         fed.submit("a", 1, serde.encode(UPDATE), 10, METRICS)
     assert held_while == {"parse": False}
     assert rendered and not any(rendered)
+
+
+@pytest.mark.parametrize("holder", ["snapshot", "heartbeat", "submit"])
+def test_every_holder_of_the_federation_wakes_the_calls_waiting_for_it(monkeypatch: pytest.MonkeyPatch,
+                                                                        holder: str) -> None:
+    """A call on the event loop that finds the federation held waits for a `when_free` callback: whichever path
+    held it (the status page's snapshot, a heartbeat off the loop, an update) must call it as it leaves, or the
+    call waits for whatever comes next (a review found the first two took the lock around the section)."""
+    fed = Federation(FederationConfig(rounds=2, min_clients=2), SPEC,
+                     FederationState(1, {"text.global": np.zeros((4, 128), np.float32)}, {}))
+    fed.join("a", 10, SPEC)
+    fed.join("b", 10, SPEC)
+    inside, release = threading.Event(), threading.Event()
+    from pfeddc.server.round import federation as module
+
+    def held(real: Any) -> Any:
+        def hold(*args: Any, **kwargs: Any) -> Any:
+            inside.set()
+            assert release.wait(10)
+            return real(*args, **kwargs)
+        return hold
+
+    calls = {"snapshot": (module.Rounds, "view", fed.snapshot),
+             "heartbeat": (Federation, "_touch", lambda: fed.heartbeat("a")),
+             "submit": (module.Rounds, "accept", lambda: fed.submit("a", 1, serde.encode(UPDATE), 10, METRICS))}
+    owner, name, call = calls[holder]
+    monkeypatch.setattr(owner, name, held(getattr(owner, name)))
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert inside.wait(10)
+    assert not fed.try_enter()  # held by the other thread
+    woken: list[str] = []
+    fed.when_free(lambda: woken.append("woken"))
+    release.set()
+    thread.join(10)
+    assert woken == ["woken"]
+    assert fed.try_enter()
+    fed.leave()
