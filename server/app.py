@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import json
 import sys
@@ -11,7 +10,6 @@ import threading
 from dataclasses import dataclass, replace
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from threadpoolctl import threadpool_limits
 
 from ..common.backbones import BackboneDims, resolve_dims
 from ..common.cli import prompt_config_from
@@ -34,6 +32,7 @@ from .exposure import check_exposure, listen_address
 from .flags import build_parser, federation_config
 from .ops.checkpoint import ROUNDS_FILE, Checkpoint, CheckpointError
 from .ops.metrics import CoordinatorMetrics
+from .ops.process import freeze_startup, single_threaded_blas, tune_allocator
 from .ops.runner import SidePorts, run_until_done, start_side_ports, tick
 from .ops.statedir import StateDirLock, check_aborted, mark_aborted
 from .ops.status import StatusSource
@@ -195,13 +194,6 @@ def _start_locked(args: argparse.Namespace, prompt: PromptConfig, dims: Backbone
     return running
 
 
-def single_threaded_blas() -> None:
-    """The coordinator's arrays are small (a round's norms and sums); a BLAS call large enough for OpenBLAS to
-    hand to its threads (a norm of a 20,000-value sum) left them spinning after it: 11% of a secure round's
-    coordinator CPU at N=100 on 2 cores (benchmarks/results/coordinator_cost.md), more with more cores."""
-    threadpool_limits(1, user_api="blas")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["status"]:
@@ -211,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_format, args.log_level)
     capture_stray_output(args.log_level, serving=True)
     single_threaded_blas()
+    tune_allocator()
     with Stopper() as stopper:
         try:
             running = start(args)
@@ -218,12 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error(Event.SERVER_FAILED, error=str(exc))
             say_error("pfeddc-server", str(exc))
             return ExitCode.CONFIG
-        # What exists once started lives as long as the process (modules, the loaded federation, the servers): out
-        # of the cycle collector's full passes, which traversed all of it several times a secure round (-7% of its
-        # coordinator CPU at N=100, benchmarks/results/coordinator_cost.md). A higher collection threshold read -2%
-        # more and was not taken: cyclic garbage (a refused call's traceback holding its request) would live longer.
-        gc.collect()  # what startup left as cyclic garbage is not frozen with it
-        gc.freeze()
+        freeze_startup()
         code = run_until_done(running.federation, args.linger, stopper)
         if running.federation.aborted:
             mark_aborted(args.state_dir, running.federation.round, running.federation.aborted)

@@ -8,7 +8,6 @@ and the run loop that decides when the process ends and with which exit code (co
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
 import threading
 import time
@@ -24,6 +23,7 @@ from ...common.wire import COORDINATOR_SERVICE
 from ..round.federation import Federation
 from .metrics import CoordinatorMetrics
 from .probes import serve_health
+from .process import return_freed_memory
 from .status import StatusSource
 from .web import WebServer, serve
 
@@ -106,16 +106,6 @@ def run_until_done(federation: Federation, linger_s: float, stopper: Stopper) ->
 # glibc keeps freed heap pages (gRPC's buffers of calls refused or finished) for reuse: hand them back to the
 # system this often, so memory a burst of callers took returns after they leave (benchmarks/results/dripping.md).
 TRIM_INTERVAL_S = 30.0
-
-
-def return_freed_memory() -> None:
-    """malloc_trim(0) where the C library has it (glibc); elsewhere nothing."""
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
 
 
 def tick(federation: Federation, health_servicer: health.HealthServicer, stop_event: threading.Event) -> None:

@@ -55,3 +55,14 @@ def test_locks_satisfy_pyproject(extras: tuple[str, ...], lock: str) -> None:
         assert name in pins, f"{lock} lacks {req.name}: run deploy/lock.sh"
         assert req.specifier.contains(pins[name], prereleases=True), f"{lock}: {name}=={pins[name]} vs {req}"
     assert ("torch" in pins) == bool(extras) and pins.get("torch", "+cpu").endswith("+cpu")
+
+
+def test_the_coordinator_image_sets_the_allocator_as_the_coordinator_does() -> None:
+    """The image sets server/ops/process.py's allocator options in its environment (from the process's first
+    allocation; `main` sets them later): the same values, so neither drifts from the other."""
+    from pfeddc.server.ops.process import ALLOCATOR
+
+    text = (ROOT / "deploy" / "coordinator.Dockerfile").read_text()
+    runtime = stages(text)[1]
+    env = dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\d+)", runtime))
+    assert env == {name: str(value) for name, (_option, value) in ALLOCATOR.items()}
