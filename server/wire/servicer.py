@@ -5,8 +5,8 @@ Requests arrive as raw bytes and pass the gate first (server/wire/gate.py: a cre
 conversions live in common/wire.py. A GetTask (or a SubmitUpdate asking for its next task) that would be told to
 WAIT is held open until the federation changes (server/round/longpoll.py), so a client learns of a new round the
 moment it opens. The methods are coroutines served by grpc.aio (server/wire/aioserver.py). The federation's calls
-are synchronous: most are quick and run on the event loop; a large update or message, and any call the loop cannot
-run at once (the federation busy elsewhere, or the call would close a round or stage), run on a worker thread
+are synchronous: most are quick and run on the event loop (once no other thread holds the federation: `_enter`);
+a large update or message, and a call that may close a round or stage, run on a worker thread
 (INLINE_UPDATE_BYTES, `Federation.closing`).
 """
 
@@ -89,9 +89,10 @@ class CoordinatorServicer:
                     off_loop: bool = False, abort: bool = True, federation: bool = True) -> T:
         """Authenticate as `method`'s row says (server/wire/rpcs.py: in open mode a bound call must hold the join
         secret bound to `client_id`), run `fn`, map a refusal to its status. `fn` runs on the loop inside the
-        federation's section when it can at once (else on a worker thread: the module's INLINE_UPDATE_BYTES);
-        `off_loop`: always on a worker thread (a large update). `abort=False`: a refusal is raised to the caller,
-        the call goes on. `federation=False`: `fn` touches no federation state (no section entered)."""
+        federation's section (entered without waiting on its lock: `_enter`), or on a worker thread when it may
+        close a round or stage (`Federation.closing`) or `off_loop` asks (a large update: INLINE_UPDATE_BYTES).
+        `abort=False`: a refusal is raised to the caller, the call goes on. `federation=False`: `fn` touches no
+        federation state (no section entered)."""
         try:
             self.auth.check(context, client_id)  # type: ignore[arg-type]  # the aio context has the same accessors
             if RPCS[method].bound and not self.auth.enabled:
