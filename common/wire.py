@@ -25,7 +25,6 @@ from .messages import (
     HeartbeatRequest,
     JoinRequest,
     JoinResult,
-    Metrics,
     SubmitResult,
     Task,
     TaskRequest,
@@ -36,7 +35,7 @@ from .proto import federation_pb2 as pb
 from .secagg.exchange import SecureAnswer
 from .secagg.keys import RoundId
 from .spec import PromptConfig, TensorSpec
-from .wire_secure import answer_from_proto, answer_to_proto
+from .wire_secure import answer_from_proto, answer_to_proto, metrics_from_proto, metrics_to_proto
 from .wire_secure import settings_from_proto as secure_from_proto
 from .wire_secure import settings_to_proto as secure_to_proto
 
@@ -81,7 +80,7 @@ def spec_from_proto(msgs: list[pb.TensorSpec]) -> list[TensorSpec]:
     return [TensorSpec(m.name, tuple(int(d) for d in m.shape), m.dtype) for m in msgs]
 
 
-# ----- settings and metrics: field for field, names taken from the dataclasses
+# ----- settings and metrics: field for field, names taken from the dataclasses (metrics: common/wire_secure.py)
 _SETTINGS = tuple(f.name for f in fields(TrainSettings))  # read once: fields() builds its answer on every call
 
 
@@ -91,14 +90,6 @@ def settings_to_proto(settings: TrainSettings) -> pb.TrainSettings:
 
 def settings_from_proto(msg: pb.TrainSettings) -> TrainSettings:
     return TrainSettings(**{name: getattr(msg, name) for name in _SETTINGS})
-
-
-def metrics_to_proto(metrics: Metrics) -> pb.Metrics:
-    return pb.Metrics(**{name: getattr(metrics, name) for name in Metrics.names()})
-
-
-def metrics_from_proto(msg: pb.Metrics) -> Metrics:
-    return Metrics(**{name: getattr(msg, name) for name in Metrics.names()})
 
 
 # ----- messages

@@ -158,7 +158,7 @@ def step_to_proto(step: SecureStep) -> pb.SecAggRequest:
     elif isinstance(msg, Contribution):
         out.masked.masked = msg.masked
         out.masked.num_examples = msg.num_examples
-        out.masked.metrics.CopyFrom(_metrics_to_proto(msg.metrics))
+        out.masked.metrics.CopyFrom(metrics_to_proto(msg.metrics))
     elif isinstance(msg, UnmaskResponse):
         out.reveal.shares.extend(pb.SecAggRevealedShare(dealer=r.dealer, kind=_KINDS[r.kind],
                                                         share=encode_share(r.share)) for r in msg.shares)
@@ -186,7 +186,7 @@ def step_from_proto(m: pb.SecAggRequest) -> SecureStep:
         message = SharesChecked(site, tuple(Complaint(c.accused, c.reason[:MAX_REASON_CHARS], c.evidence)
                                             for c in m.check.complaints), m.check.signature)
     elif which == "masked":
-        message = Contribution(m.masked.masked, m.masked.num_examples, _metrics_from_proto(m.masked.metrics))
+        message = Contribution(m.masked.masked, m.masked.num_examples, metrics_from_proto(m.masked.metrics))
     elif which == "reveal":
         shares = []
         for r in m.reveal.shares:
@@ -251,9 +251,9 @@ def answer_from_proto(m: pb.SecAggReply, rid: RoundId, recipient: str) -> Secure
     return SecureAnswer(status, n, m.reason, dict(m.tensor_clips))
 
 
-def _metrics_to_proto(metrics: Metrics) -> pb.Metrics:  # as wire.py does; wire.py imports this module
+def metrics_to_proto(metrics: Metrics) -> pb.Metrics:  # here, not in wire.py: wire.py imports this module
     return pb.Metrics(**{name: getattr(metrics, name) for name in Metrics.names()})
 
 
-def _metrics_from_proto(msg: pb.Metrics) -> Metrics:
+def metrics_from_proto(msg: pb.Metrics) -> Metrics:
     return Metrics(**{name: getattr(msg, name) for name in Metrics.names()})
